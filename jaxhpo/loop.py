@@ -1,0 +1,203 @@
+"""The search loop: ask -> decode -> evaluate -> tell, compiled as one ``lax.scan``."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .evaluate import check_chunk_size, evaluate
+from .space import Space
+from .strategies.base import Strategy
+
+__all__ = ["run", "minimize", "Result", "Trace", "HISTORY_MODES"]
+
+HISTORY_MODES = ("best", "values", "all")
+
+
+class Trace(NamedTuple):
+    """What a search records per generation (leading axis ``G`` = generations).
+
+    Attributes:
+      best_value: ``(G,)`` best value so far after each generation.
+      num_valid: ``(G,)`` int32, proposals evaluated (grid padding excluded).
+      num_failed: ``(G,)`` int32, of those, how many returned a non-finite value.
+      values: ``(G, popsize)`` every value, or ``None`` (history ``"best"``).
+      valid: ``(G, popsize)`` which rows were real proposals, or ``None``.
+      x: ``(G, popsize, dim)`` every cube point, or ``None`` unless history ``"all"``.
+    """
+
+    best_value: jax.Array
+    num_valid: jax.Array
+    num_failed: jax.Array
+    values: Any = None
+    valid: Any = None
+    x: Any = None
+
+
+def _check_generations(num_generations: Any) -> int:
+    if isinstance(num_generations, bool) or not isinstance(num_generations, numbers.Integral) or num_generations < 1:
+        raise ValueError(f"num_generations must be a positive integer, got {num_generations!r}")
+    return int(num_generations)
+
+
+def _check_history(history: Any) -> str:
+    if history not in HISTORY_MODES:
+        raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
+    return history
+
+
+@partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history", "negate"))
+def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate):
+    key_init, key_loop = jax.random.split(key)
+    state = strategy.init(key_init, params)
+
+    def generation(state, key):
+        x, state = strategy.ask(key, state)
+        valid = strategy.valid(state)
+        values = evaluate(objective, strategy.space.decode(x), chunk_size)
+        values = jnp.asarray(values)
+        if values.shape != (strategy.popsize,):
+            raise ValueError(
+                "objective must return one scalar per configuration; got output of shape "
+                f"{values.shape[1:]} per configuration"
+            )
+        values = values.astype(jnp.float32)
+        if negate:
+            values = -values
+        state = strategy.tell(state, x, values)
+        failed = valid & ~jnp.isfinite(values)
+        record = Trace(
+            best_value=strategy.best(state)[1],
+            num_valid=valid.sum(dtype=jnp.int32),
+            num_failed=failed.sum(dtype=jnp.int32),
+            values=values if history != "best" else None,
+            valid=valid if history != "best" else None,
+            x=x if history == "all" else None,
+        )
+        return state, record
+
+    keys = jax.random.split(key_loop, num_generations)
+    return jax.lax.scan(generation, state, keys)
+
+
+def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations: int, *,
+        params: dict | None = None, chunk_size: int | None = None, history: str = "best"):
+    """Run a whole search as one compiled program (pure; jit- and vmap-able).
+
+    Args:
+      strategy: any ``Strategy``.
+      objective: ``f(config) -> scalar`` for one configuration, where
+        ``config`` is ``strategy.space.decode`` of one cube point (a dict of
+        arrays of shape ``()``); minimised, jax-traceable.
+      key: a ``jax.random`` key.
+      num_generations: number of ask/tell rounds (static).
+      params: the strategy's hyperparameters (``strategy.default_params()``
+        when ``None``); arrays, so ``vmap`` can run over them.
+      chunk_size: evaluate at most this many configurations at once.
+      history: ``"best"`` (best value per generation only), ``"values"``
+        (plus every value) or ``"all"`` (plus every cube point).
+    Returns:
+      ``(state, trace)``: the final strategy state and a ``Trace``.
+
+    ``jax.vmap(lambda k: run(strategy, f, k, 50))(keys)`` runs one search per key.
+    """
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
+    if not callable(objective):
+        raise TypeError("objective must be callable")
+    return _search(strategy, objective, key, params, _check_generations(num_generations),
+                   check_chunk_size(chunk_size), _check_history(history), False)
+
+
+@dataclasses.dataclass
+class Result:
+    """The outcome of ``minimize``.
+
+    Attributes:
+      best_params: the best configuration as plain Python values (labels
+        restored), or ``None`` if every evaluation failed.
+      best_value: its objective value in the user's sign (``nan`` if none).
+      best_x: ``(dim,)`` its cube point.
+      history: a ``Trace``; values in the user's sign.
+      state: the final strategy state.
+      num_evaluations: configurations evaluated (grid padding excluded).
+      num_failed: evaluations that returned a non-finite value.
+    """
+
+    best_params: dict | None
+    best_value: float
+    best_x: np.ndarray
+    history: Trace
+    state: Any
+    num_evaluations: int
+    num_failed: int
+
+    def __repr__(self) -> str:
+        return (f"Result(best_value={self.best_value!r}, best_params={self.best_params!r}, "
+                f"num_evaluations={self.num_evaluations}, num_failed={self.num_failed})")
+
+
+def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any = 0,
+             num_generations: int | None = None, maximize: bool = False,
+             chunk_size: int | None = None, history: str = "best",
+             params: dict | None = None) -> Result:
+    """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
+
+    The whole ask -> decode -> evaluate -> tell loop runs as one ``lax.scan``
+    inside one compiled program; a second call with equal settings reuses it.
+
+    Args:
+      objective: ``f(config) -> scalar``, ``config`` a dict of arrays of shape
+        ``()`` as given by ``space.decode`` (categoricals as int32 indices).
+        Non-finite values are failed evaluations and never become best.
+      space: the ``Space``; must be the strategy's.
+      strategy: any ``Strategy``.
+      key: a ``jax.random`` key or an integer seed.
+      num_generations: ask/tell rounds; optional for strategies with a
+        natural length (``GridSearch``).
+      maximize: maximise instead of minimise.
+      chunk_size, history, params: see ``run``.
+    Returns:
+      a ``Result``.
+    """
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
+    if strategy.space != space:
+        raise ValueError("strategy was built for a different space than the one given to minimize")
+    if not callable(objective):
+        raise TypeError("objective must be callable")
+    if num_generations is None:
+        num_generations = getattr(strategy, "num_generations", None)
+        if num_generations is None:
+            raise ValueError(f"num_generations is required for {type(strategy).__name__}")
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        key = jax.random.key(int(key))
+    maximize = bool(maximize)
+    state, trace = _search(strategy, objective, key, params, _check_generations(num_generations),
+                           check_chunk_size(chunk_size), _check_history(history), maximize)
+    sign = -1.0 if maximize else 1.0
+    trace = jax.tree_util.tree_map(np.asarray, trace)
+    trace = trace._replace(
+        best_value=sign * trace.best_value,
+        values=None if trace.values is None else sign * trace.values,
+    )
+    best_x, best_value = (np.asarray(a) for a in strategy.best(state))
+    found = bool(np.isfinite(best_value))
+    best_params = space.to_python(space.decode(best_x)) if found else None
+    return Result(
+        best_params=best_params,
+        best_value=float(sign * best_value) if found else float("nan"),
+        best_x=best_x,
+        history=trace,
+        state=state,
+        num_evaluations=int(trace.num_valid.sum()),
+        num_failed=int(trace.num_failed.sum()),
+    )

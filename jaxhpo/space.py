@@ -1,0 +1,641 @@
+"""Search spaces mapped to the unit cube.
+
+Every search space is a product of one-coordinate dimensions, so a space of
+``d`` parameters is the cube ``[0, 1]^d``. Strategies only ever see the cube;
+``Space.decode`` turns cube points into the values an objective reads and
+``Space.encode`` goes back. Both are jit-able, vmap-able and fixed-shape.
+
+| dimension                  | cube -> value                                    |
+| -------------------------- | ------------------------------------------------ |
+| ``Float(low, high)``       | affine                                           |
+| ``Float(..., log=True)``   | affine in log space                              |
+| ``Int(low, high)``         | ``high - low + 1`` equal-width bins, then floor  |
+| ``Int(..., log=True)``     | equal-width bins of ``[log low, log(high + 1)]`` |
+| ``Categorical(choices)``   | ``k`` equal-width bins, an ``int32`` index       |
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Float", "Int", "Categorical", "Space"]
+
+# Integers are decoded through float32 arithmetic; beyond 2**22 values per
+# dimension a bin centre is no longer exactly representable.
+_MAX_INT_VALUES = 2**22
+
+
+def _same_label(a: Any, b: Any) -> bool:
+    """Label equality that keeps ``True`` and ``1`` apart."""
+    if a is b:
+        return True
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # labels with odd __eq__ (arrays) are simply different
+        return False
+
+
+def _label_key(a: Any) -> tuple:
+    return (type(a).__name__, a)
+
+
+def _normalise_when(when: Any) -> tuple:
+    """``{"parent": choice or [choices]}`` -> ``(("parent", (choices...)), ...)``."""
+    if when is None:
+        return ()
+    if not isinstance(when, Mapping) or not when:
+        raise TypeError(
+            f"when must be a non-empty mapping of categorical name -> choice(s), got {when!r}"
+        )
+    out = []
+    for parent, allowed in when.items():
+        if not isinstance(parent, str):
+            raise TypeError(f"when: parent names must be strings, got {parent!r}")
+        if isinstance(allowed, (list, tuple, set, frozenset)):
+            allowed = tuple(allowed)
+        else:
+            allowed = (allowed,)
+        if not allowed:
+            raise ValueError(f"when[{parent!r}] must name at least one choice")
+        out.append((parent, allowed))
+    return tuple(out)
+
+
+def _check_bound(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+class _Dimension:
+    """One coordinate of the unit cube. Immutable and hashable."""
+
+    kind: str = ""
+    when: tuple = ()
+
+    def _key(self) -> tuple:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._key()))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _set(self, **fields: Any) -> None:
+        for k, v in fields.items():
+            object.__setattr__(self, k, v)
+
+    # Subclasses implement the three maps below on arrays of any shape.
+    def decode(self, u: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def encode(self, v: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def grid_values(self, num: int | None) -> np.ndarray:
+        """Cube coordinates of this dimension's grid levels, ascending."""
+        raise NotImplementedError
+
+
+class Float(_Dimension):
+    """A real parameter in ``[low, high]``, uniform or log-uniform in the cube.
+
+    Args:
+      low, high: finite bounds with ``low < high``.
+      log: search ``log(value)`` uniformly; needs ``low > 0``.
+      when: make the parameter conditional, e.g. ``{"optimizer": "sgd"}`` or
+        ``{"optimizer": ["sgd", "nesterov"]}``: active only for those choices.
+    """
+
+    kind = "float"
+
+    def __init__(self, low: float, high: float, log: bool = False, *, when: Any = None):
+        low = _check_bound("Float.low", low)
+        high = _check_bound("Float.high", high)
+        if not low < high:
+            raise ValueError(f"Float needs low < high, got low={low}, high={high}")
+        if log and low <= 0:
+            raise ValueError(f"Float(log=True) needs low > 0, got low={low}")
+        self._set(low=low, high=high, log=bool(log), when=_normalise_when(when))
+
+    def _key(self) -> tuple:
+        return (self.low, self.high, self.log, self.when)
+
+    def __repr__(self) -> str:
+        return f"Float({self.low}, {self.high}, log={self.log})"
+
+    def _span(self) -> tuple[float, float]:
+        if self.log:
+            return math.log(self.low), math.log(self.high)
+        return self.low, self.high
+
+    def decode(self, u):
+        a, b = self._span()
+        t = a + u * (b - a)
+        v = jnp.exp(t) if self.log else t
+        return jnp.clip(v, self.low, self.high)
+
+    def encode(self, v):
+        a, b = self._span()
+        v = jnp.asarray(v, jnp.float32)
+        t = jnp.log(v) if self.log else v
+        return jnp.clip((t - a) / (b - a), 0.0, 1.0)
+
+    def grid_values(self, num):
+        num = 10 if num is None else num
+        if num == 1:
+            return np.array([0.5], np.float32)
+        return np.linspace(0.0, 1.0, num, dtype=np.float32)
+
+
+class Int(_Dimension):
+    """An integer parameter in ``[low, high]`` (both inclusive), decoded as ``int32``.
+
+    Args:
+      low, high: integer bounds with ``low <= high`` and at most ``2**22`` values.
+      log: bins of equal width in log space; needs ``low > 0``.
+      when: see ``Float``.
+    """
+
+    kind = "int"
+
+    def __init__(self, low: int, high: int, log: bool = False, *, when: Any = None):
+        for name, value in (("Int.low", low), ("Int.high", high)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+                    continue
+                if isinstance(value, numbers.Real) and not math.isfinite(value):
+                    raise ValueError(f"{name} must be finite, got {value!r}")
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+        low, high = int(low), int(high)
+        if low > high:
+            raise ValueError(f"Int needs low <= high, got low={low}, high={high}")
+        if log and low <= 0:
+            raise ValueError(f"Int(log=True) needs low > 0, got low={low}")
+        if high - low + 1 > _MAX_INT_VALUES:
+            raise ValueError(
+                f"Int range must hold at most 2**22 values (float32 cube), got {high - low + 1}"
+            )
+        if max(abs(low), abs(high)) >= 2**31 - 1:
+            raise ValueError(f"Int bounds must fit in int32, got low={low}, high={high}")
+        self._set(low=low, high=high, log=bool(log), when=_normalise_when(when))
+
+    def _key(self) -> tuple:
+        return (self.low, self.high, self.log, self.when)
+
+    def __repr__(self) -> str:
+        return f"Int({self.low}, {self.high}, log={self.log})"
+
+    @property
+    def cardinality(self) -> int:
+        return self.high - self.low + 1
+
+    def decode(self, u):
+        if self.log:
+            a, b = math.log(self.low), math.log(self.high + 1)
+            v = jnp.floor(jnp.exp(a + u * (b - a)))
+            return jnp.clip(v, self.low, self.high).astype(jnp.int32)
+        n = self.cardinality
+        idx = jnp.clip(jnp.floor(u * n), 0, n - 1).astype(jnp.int32)
+        return idx + jnp.int32(self.low)
+
+    def encode(self, v):
+        v = jnp.asarray(v)
+        if self.log:
+            a, b = math.log(self.low), math.log(self.high + 1)
+            vf = v.astype(jnp.float32)
+            centre = 0.5 * (jnp.log(vf) + jnp.log(vf + 1.0))
+            return jnp.clip((centre - a) / (b - a), 0.0, 1.0)
+        idx = (v - self.low).astype(jnp.float32)
+        return jnp.clip((idx + 0.5) / self.cardinality, 0.0, 1.0)
+
+    def grid_values(self, num):
+        if num is None or num >= self.cardinality:
+            values = np.arange(self.low, self.high + 1)
+        elif self.log:
+            values = np.unique(np.round(np.geomspace(self.low, self.high, num)).astype(np.int64))
+        else:
+            values = np.unique(np.round(np.linspace(self.low, self.high, num)).astype(np.int64))
+        return np.asarray(self.encode(values), np.float32)
+
+
+class Categorical(_Dimension):
+    """A choice among hashable Python values, decoded as an ``int32`` index.
+
+    ``Space.to_python`` gives the label back. Labels may be strings, numbers,
+    ``None`` or booleans; ``True`` and ``1`` are different labels.
+    """
+
+    kind = "categorical"
+
+    def __init__(self, choices: Sequence[Hashable], *, when: Any = None):
+        if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
+            raise TypeError(f"Categorical.choices must be a list or tuple, got {choices!r}")
+        choices = tuple(choices)
+        if not choices:
+            raise ValueError("Categorical.choices must not be empty")
+        seen = set()
+        for c in choices:
+            try:
+                key = _label_key(c)
+                hash(key)
+            except TypeError:
+                raise TypeError(f"Categorical.choices must be hashable, got {c!r}") from None
+            if key in seen:
+                raise ValueError(f"Categorical.choices must be distinct, {c!r} appears twice")
+            seen.add(key)
+        self._set(choices=choices, when=_normalise_when(when))
+
+    def _key(self) -> tuple:
+        return (tuple(_label_key(c) for c in self.choices), self.when)
+
+    def __repr__(self) -> str:
+        return f"Categorical({list(self.choices)!r})"
+
+    @property
+    def cardinality(self) -> int:
+        return len(self.choices)
+
+    def index(self, label: Any) -> int:
+        """Position of ``label`` in ``choices``; ValueError if absent."""
+        for i, c in enumerate(self.choices):
+            if _same_label(c, label):
+                return i
+        raise ValueError(f"{label!r} is not one of the choices {list(self.choices)!r}")
+
+    def decode(self, u):
+        k = self.cardinality
+        return jnp.clip(jnp.floor(u * k), 0, k - 1).astype(jnp.int32)
+
+    def encode(self, v):
+        v = jnp.asarray(v).astype(jnp.float32)
+        return jnp.clip((v + 0.5) / self.cardinality, 0.0, 1.0)
+
+    def grid_values(self, num):
+        k = self.cardinality
+        return ((np.arange(k) + 0.5) / k).astype(np.float32)
+
+
+Dimension = Union[Float, Int, Categorical]
+
+
+class Space:
+    """A named product of dimensions, mapped to ``[0, 1]^dim``.
+
+    ``Space(lr=Float(1e-4, 1e-1, log=True), layers=Int(1, 4))`` or
+    ``Space({"lr": ..., "layers": ...})``. Parameter order is the order given
+    and fixes the cube coordinate of each parameter.
+
+    Spaces are immutable and hashable: two spaces with the same dimensions are
+    equal, so jitted code keyed on a space compiles once.
+    """
+
+    def __init__(self, dims: Mapping[str, Dimension] | None = None, /, **kwargs: Dimension):
+        if dims is not None and not isinstance(dims, Mapping):
+            raise TypeError(f"Space takes a mapping of name -> dimension, got {type(dims).__name__}")
+        items = list((dims or {}).items()) + list(kwargs.items())
+        if not items:
+            raise ValueError("Space needs at least one dimension")
+        names = [n for n, _ in items]
+        for n, d in items:
+            if not isinstance(n, str) or not n:
+                raise TypeError(f"Space parameter names must be non-empty strings, got {n!r}")
+            if not isinstance(d, (Float, Int, Categorical)):
+                raise TypeError(
+                    f"Space parameter {n!r} must be a Float, Int or Categorical, got {d!r}"
+                )
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"Space parameter {dup!r} is given twice")
+        object.__setattr__(self, "_items", tuple(items))
+        self._validate_conditions()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Space is immutable")
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self._items)
+
+    @property
+    def dims(self) -> dict[str, Dimension]:
+        return dict(self._items)
+
+    @property
+    def dim(self) -> int:
+        """Number of unit-cube coordinates."""
+        return len(self._items)
+
+    def __len__(self) -> int:
+        return self.dim
+
+    def __getitem__(self, name: str) -> Dimension:
+        return self.dims[name]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Space) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={d!r}" for n, d in self._items)
+        return f"Space({inner})"
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """``"float"``, ``"int"`` or ``"categorical"`` per coordinate."""
+        return tuple(d.kind for _, d in self._items)
+
+    @property
+    def cardinalities(self) -> np.ndarray:
+        """Number of values per coordinate (0 for floats), shape ``(dim,)``."""
+        return np.array([getattr(d, "cardinality", 0) for _, d in self._items], np.int64)
+
+    @property
+    def categorical_mask(self) -> np.ndarray:
+        return np.array([k == "categorical" for k in self.kinds])
+
+    @property
+    def integer_mask(self) -> np.ndarray:
+        return np.array([k == "int" for k in self.kinds])
+
+    @property
+    def is_conditional(self) -> bool:
+        return any(d.when for _, d in self._items)
+
+    # ------------------------------------------------------------ conditions
+    def _validate_conditions(self) -> None:
+        dims = self.dims
+        for name, d in self._items:
+            for parent, allowed in d.when:
+                if parent not in dims:
+                    raise ValueError(
+                        f"condition of {name!r} names unknown parameter {parent!r}"
+                    )
+                if parent == name:
+                    raise ValueError(f"parameter {name!r} cannot be conditional on itself")
+                p = dims[parent]
+                if not isinstance(p, Categorical):
+                    raise ValueError(
+                        f"condition of {name!r}: parent {parent!r} must be Categorical, "
+                        f"got {p!r}"
+                    )
+                for a in allowed:
+                    try:
+                        p.index(a)
+                    except ValueError:
+                        raise ValueError(
+                            f"condition of {name!r}: {a!r} is not a choice of {parent!r} "
+                            f"({list(p.choices)!r})"
+                        ) from None
+        # The parent graph must be acyclic.
+        state: dict[str, int] = {}
+
+        def visit(n: str, path: tuple) -> None:
+            if state.get(n) == 2:
+                return
+            if state.get(n) == 1:
+                raise ValueError(f"conditions form a cycle: {' -> '.join(path + (n,))}")
+            state[n] = 1
+            for parent, _ in dims[n].when:
+                visit(parent, path + (n,))
+            state[n] = 2
+
+        for n in self.names:
+            visit(n, ())
+
+    def _condition_order(self) -> list[str]:
+        """Names with every parent before its children."""
+        dims, order, done = self.dims, [], set()
+
+        def visit(n: str) -> None:
+            if n in done:
+                return
+            for parent, _ in dims[n].when:
+                visit(parent)
+            done.add(n)
+            order.append(n)
+
+        for n in self.names:
+            visit(n)
+        return order
+
+    def active(self, params: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """Which parameters count, given decoded values (jit-able).
+
+        Args:
+          params: decoded values, each of shape ``(...)``.
+        Returns:
+          dict of boolean arrays of shape ``(...)``; unconditional parameters
+          are always ``True``.
+        """
+        params = self._check_keys(params, "params", allow_missing_inactive=False)
+        dims = self.dims
+        shape = jnp.shape(params[self.names[0]])
+        out: dict[str, jax.Array] = {}
+        for n in self._condition_order():
+            act = jnp.ones(shape, bool)
+            for parent, allowed in dims[n].when:
+                idx = jnp.asarray(params[parent])
+                codes = jnp.array([dims[parent].index(a) for a in allowed], jnp.int32)
+                ok = jnp.any(idx[..., None] == codes, axis=-1)
+                act = act & ok & out[parent]
+            out[n] = act
+        return {n: out[n] for n in self.names}
+
+    # ------------------------------------------------------------ the maps
+    def _check_cube(self, u: Any, what: str) -> jax.Array:
+        u = jnp.asarray(u)
+        if u.ndim < 1 or u.shape[-1] != self.dim:
+            raise ValueError(
+                f"{what} must have trailing dimension {self.dim} (one per parameter of "
+                f"{list(self.names)}), got shape {tuple(u.shape)}"
+            )
+        if not jnp.issubdtype(u.dtype, jnp.floating):
+            u = u.astype(jnp.float32)
+        return u
+
+    def decode(self, u: Any) -> dict[str, jax.Array]:
+        """Cube points -> parameter values (jit-able, vmap-able).
+
+        Args:
+          u: array of shape ``(..., dim)``; coordinates are clipped to ``[0, 1]``.
+        Returns:
+          dict name -> array of shape ``(...)``: float32 for ``Float``, int32
+          for ``Int`` and int32 indices for ``Categorical``.
+        """
+        u = jnp.clip(self._check_cube(u, "decode input"), 0.0, 1.0)
+        return {n: d.decode(u[..., i]) for i, (n, d) in enumerate(self._items)}
+
+    def _check_keys(self, params: Any, what: str, allow_missing_inactive: bool) -> dict:
+        if not isinstance(params, Mapping):
+            raise TypeError(f"{what} must be a dict of name -> array, got {type(params).__name__}")
+        unknown = [k for k in params if k not in self.dims]
+        if unknown:
+            raise ValueError(f"{what} has unknown parameter(s) {unknown}; the space has {list(self.names)}")
+        missing = [n for n in self.names if n not in params]
+        if allow_missing_inactive:
+            missing = [n for n in missing if not self.dims[n].when]
+        if missing:
+            raise ValueError(f"{what} is missing parameter(s) {missing}")
+        return dict(params)
+
+    def encode(self, params: Mapping[str, Any]) -> jax.Array:
+        """Parameter values -> cube points; the inverse of ``decode``.
+
+        Args:
+          params: dict name -> array of shape ``(...)`` in decoded form
+            (categorical indices, not labels; see ``from_python``). A
+            conditional parameter may be left out: it encodes to 0.5.
+        Returns:
+          float32 array of shape ``(..., dim)``.
+        """
+        params = self._check_keys(params, "encode input", allow_missing_inactive=True)
+        shapes = {jnp.shape(v) for v in params.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"encode input arrays must share one shape, got {sorted(shapes)}")
+        shape = shapes.pop()
+        cols = []
+        for n, d in self._items:
+            if n in params:
+                cols.append(d.encode(params[n]).astype(jnp.float32))
+            else:
+                cols.append(jnp.full(shape, 0.5, jnp.float32))
+        return jnp.stack(cols, axis=-1)
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """``n`` uniform cube points, shape ``(n, dim)``."""
+        return jax.random.uniform(key, (n, self.dim), jnp.float32)
+
+    # ------------------------------------------------------------- grids
+    def grid(self, num: int = 10, sizes: Mapping[str, int] | None = None) -> np.ndarray:
+        """Every point of a grid over the space, as cube points of shape ``(N, dim)``.
+
+        Floats get ``num`` points (log-spaced for log dimensions); integers
+        get every integer; categoricals every choice. ``sizes`` overrides the
+        number of points per parameter by name (for an integer: that many
+        evenly spaced integers). For conditional spaces, points that differ
+        only in inactive parameters are kept once.
+        """
+        if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
+            raise ValueError(f"grid num must be a positive integer, got {num!r}")
+        sizes = dict(sizes or {})
+        for k, v in sizes.items():
+            if k not in self.dims:
+                raise ValueError(f"grid sizes names unknown parameter {k!r}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"grid sizes[{k!r}] must be a positive integer, got {v!r}")
+        levels = []
+        for n, d in self._items:
+            if isinstance(d, Float):
+                levels.append(d.grid_values(sizes.get(n, num)))
+            else:
+                levels.append(d.grid_values(sizes.get(n)))
+        total = math.prod(len(lv) for lv in levels)
+        if total > 50_000_000:
+            raise ValueError(f"grid would hold {total} points; reduce num or sizes")
+        pts = np.array(list(itertools.product(*levels)), np.float32).reshape(-1, self.dim)
+        if self.is_conditional:
+            act = self.active(self.decode(pts))
+            act = np.stack([np.asarray(act[n]) for n in self.names], axis=-1)
+            pts = np.where(act, pts, np.float32(0.5))
+            _, first = np.unique(pts, axis=0, return_index=True)
+            pts = pts[np.sort(first)]
+        return pts
+
+    # ------------------------------------------------------- python values
+    def to_python(self, params: Mapping[str, Any]) -> dict | list:
+        """Decoded arrays -> plain Python values with labels restored.
+
+        Args:
+          params: decoded values of shape ``()`` or ``(n,)``.
+        Returns:
+          a dict for scalars, a list of ``n`` dicts for a batch. Inactive
+          conditional parameters are left out.
+        """
+        params = self._check_keys(params, "to_python input", allow_missing_inactive=False)
+        arrays = {n: np.asarray(params[n]) for n in self.names}
+        shape = arrays[self.names[0]].shape
+        if self.is_conditional:
+            act = {n: np.asarray(a) for n, a in self.active(params).items()}
+        else:
+            act = {n: np.ones(shape, bool) for n in self.names}
+        flat = {n: a.reshape(-1) for n, a in arrays.items()}
+        flat_act = {n: a.reshape(-1) for n, a in act.items()}
+        dims = self.dims
+        out = []
+        for i in range(int(np.prod(shape, dtype=np.int64))):
+            row = {}
+            for n in self.names:
+                if not flat_act[n][i]:
+                    continue
+                d, v = dims[n], flat[n][i]
+                if isinstance(d, Float):
+                    row[n] = float(v)
+                elif isinstance(d, Int):
+                    row[n] = int(v)
+                else:
+                    row[n] = d.choices[int(v)]
+            out.append(row)
+        return out[0] if shape == () else out
+
+    def from_python(self, config: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Python configuration(s) with labels -> decoded arrays (the input of ``encode``).
+
+        Args:
+          config: one dict, or a list of ``n`` dicts. Inactive conditional
+            parameters may be missing.
+        Returns:
+          dict name -> array of shape ``()`` or ``(n,)``.
+        """
+        single = isinstance(config, Mapping)
+        rows = [config] if single else list(config)
+        dims = self.dims
+        cols: dict[str, list] = {n: [] for n in self.names}
+        for row in rows:
+            row = self._check_keys(row, "configuration", allow_missing_inactive=True)
+            for n in self.names:
+                d = dims[n]
+                if n not in row:
+                    cols[n].append(d.decode(jnp.float32(0.5)).item())
+                    continue
+                v = row[n]
+                if isinstance(d, Categorical):
+                    try:
+                        cols[n].append(d.index(v))
+                    except ValueError as e:
+                        raise ValueError(f"parameter {n!r}: {e}") from None
+                    continue
+                if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                    raise TypeError(f"parameter {n!r} must be a number, got {v!r}")
+                if not d.low <= v <= d.high:
+                    raise ValueError(f"parameter {n!r} = {v!r} is outside [{d.low}, {d.high}]")
+                if isinstance(d, Int) and not float(v).is_integer():
+                    raise ValueError(f"parameter {n!r} must be an integer, got {v!r}")
+                cols[n].append(v)
+        out = {}
+        for n in self.names:
+            dtype = np.float32 if isinstance(dims[n], Float) else np.int32
+            arr = np.asarray(cols[n], dtype)
+            out[n] = arr[0] if single else arr
+        return out

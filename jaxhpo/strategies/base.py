@@ -1,0 +1,171 @@
+"""The strategy protocol: pure ``init`` / ``ask`` / ``tell`` / ``best`` over the cube.
+
+A strategy object holds only static configuration (the space, ``popsize`` and
+settings that fix shapes or code paths). Everything that changes, and every
+numeric hyperparameter of the strategy, lives in its state, a pytree of
+arrays, so a whole search can be jitted, scanned, and vmapped over keys or
+over the strategy's own hyperparameters.
+
+Strategies compare and hash by their settings: a second instance with the same
+settings hits every jit cache the first one filled.
+
+Every state is a NamedTuple with at least the fields
+
+  ``params``      the strategy's hyperparameters (a dict of arrays),
+  ``best_x``      ``(dim,)`` best cube point told so far,
+  ``best_value``  ``()`` its value (``inf`` until a finite value is told),
+  ``generation``  ``()`` int32, number of ``tell`` calls so far.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..space import Space
+
+__all__ = ["Strategy", "check_popsize", "initial_best"]
+
+
+def check_popsize(popsize: Any, minimum: int = 1, name: str = "popsize") -> int:
+    if isinstance(popsize, bool) or not isinstance(popsize, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {popsize!r}")
+    if popsize < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {popsize}")
+    return int(popsize)
+
+
+def initial_best(dim: int) -> dict[str, jax.Array]:
+    """The common state fields before anything is told."""
+    return dict(
+        best_x=jnp.full((dim,), 0.5, jnp.float32),
+        best_value=jnp.array(jnp.inf, jnp.float32),
+        generation=jnp.array(0, jnp.int32),
+    )
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+class Strategy:
+    """Base class. Subclasses implement ``default_params``, ``_init``, ``_ask``, ``_tell``.
+
+    Attributes:
+      space: the ``Space`` searched.
+      popsize: number of points per ``ask``.
+    """
+
+    def __init__(self, space: Space, popsize: int):
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+        self.space = space
+        self.popsize = check_popsize(popsize)
+
+    # ------------------------------------------------------- identity
+    def _settings(self) -> tuple:
+        return tuple(sorted((k, _freeze(v)) for k, v in vars(self).items() if not k.startswith("_")))
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._settings() == other._settings()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._settings()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._settings() if k != "space")
+        return f"{type(self).__name__}({inner})"
+
+    @property
+    def dim(self) -> int:
+        return self.space.dim
+
+    # ------------------------------------------------------- protocol
+    def default_params(self) -> dict[str, jax.Array]:
+        """The strategy's numeric hyperparameters as arrays (vmap over them freely)."""
+        return {}
+
+    def init(self, key: jax.Array, params: dict[str, Any] | None = None) -> NamedTuple:
+        """Initial state. ``params`` defaults to ``default_params()``."""
+        defaults = self.default_params()
+        if params is None:
+            params = defaults
+        else:
+            unknown = set(params) - set(defaults)
+            if unknown:
+                raise ValueError(
+                    f"{type(self).__name__} params has unknown key(s) {sorted(unknown)}; "
+                    f"known: {sorted(defaults)}"
+                )
+            params = {**defaults, **params}
+        params = {k: jnp.asarray(v, jnp.asarray(defaults[k]).dtype) for k, v in params.items()}
+        return self._init(key, params)
+
+    def ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
+        """Propose a population.
+
+        Returns:
+          ``x`` of shape ``(popsize, dim)`` in ``[0, 1]``, and the new state.
+        """
+        x, state = self._ask(key, state)
+        return jnp.clip(x, 0.0, 1.0).astype(jnp.float32), state
+
+    def valid(self, state: NamedTuple) -> jax.Array:
+        """Which rows of the latest ``ask`` are real proposals, shape ``(popsize,)``.
+
+        Always all ``True`` except for strategies with a finite supply of
+        points (a grid) whose last batch is padded; padded rows are ignored
+        by ``tell`` and never become best.
+        """
+        return jnp.ones((self.popsize,), bool)
+
+    def tell(self, state: NamedTuple, x: jax.Array, values: jax.Array) -> NamedTuple:
+        """Learn from evaluated points.
+
+        Args:
+          x: ``(popsize, dim)`` the points of the latest ``ask``.
+          values: ``(popsize,)`` objective values, minimised. Non-finite
+            values are failed evaluations: they are passed on as ``+inf``, so
+            they rank last and never become best.
+        """
+        x = jnp.asarray(x, jnp.float32)
+        values = jnp.asarray(values)
+        if x.shape != (self.popsize, self.dim):
+            raise ValueError(
+                f"tell: x must have shape (popsize, dim) = {(self.popsize, self.dim)}, got {x.shape}"
+            )
+        if values.shape != (self.popsize,):
+            raise ValueError(f"tell: values must have shape ({self.popsize},), got {values.shape}")
+        values = values.astype(jnp.float32)
+        ok = jnp.isfinite(values) & self.valid(state)
+        values = jnp.where(ok, values, jnp.inf)
+        new = self._tell(state, x, values)
+        i = jnp.argmin(values)
+        better = values[i] < state.best_value
+        return new._replace(
+            best_x=jnp.where(better, x[i], state.best_x),
+            best_value=jnp.where(better, values[i], state.best_value),
+            generation=state.generation + 1,
+        )
+
+    def best(self, state: NamedTuple) -> tuple[jax.Array, jax.Array]:
+        """``(x_best (dim,), value_best ())``: the best point told so far."""
+        return state.best_x, state.best_value
+
+    # ------------------------------------------------------- to implement
+    def _init(self, key: jax.Array, params: dict[str, jax.Array]) -> NamedTuple:
+        raise NotImplementedError
+
+    def _ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
+        raise NotImplementedError
+
+    def _tell(self, state: NamedTuple, x: jax.Array, values: jax.Array) -> NamedTuple:
+        """``values`` arrive sanitised: failed evaluations are ``+inf``."""
+        return state
