@@ -1,0 +1,14 @@
+"""Every strategy joins the shared test matrix (tests/test_strategy_matrix.py) here.
+
+Each entry builds a strategy for the matrix's small mixed space (4
+parameters: float, log-float, int, 3-way categorical) with
+``MATRIX_POPSIZE`` points per generation. Add one line per strategy.
+"""
+
+import jaxhpo
+
+MATRIX_POPSIZE = 8
+
+STRATEGIES = {}
+STRATEGIES["random"] = lambda space: jaxhpo.RandomSearch(space, MATRIX_POPSIZE)
+STRATEGIES["grid"] = lambda space: jaxhpo.GridSearch(space, MATRIX_POPSIZE, num=3)
