@@ -1,0 +1,172 @@
+"""The compiled loop: run, minimize, evaluate, failures, maximisation, grids."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhpo
+from jaxhpo import Categorical, Float, GridSearch, Int, RandomSearch, Space
+
+BRANIN_MIN = 0.397887
+BRANIN = Space(x1=Float(-5.0, 10.0), x2=Float(0.0, 15.0))
+
+
+def branin(p):
+    x1, x2 = p["x1"], p["x2"]
+    b, c = 5.1 / (4 * jnp.pi**2), 5.0 / jnp.pi
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * jnp.pi)) * jnp.cos(x1) + 10
+
+
+def neg_branin(p):
+    return -branin(p)
+
+
+def test_random_search_reaches_branin_minimum():
+    res = jaxhpo.minimize(branin, BRANIN, RandomSearch(BRANIN, 10_000), num_generations=10, key=0)
+    assert res.num_evaluations == 100_000 and res.num_failed == 0
+    assert abs(res.best_value - BRANIN_MIN) < 0.01
+    # the reported configuration really has the reported value
+    assert float(branin({k: jnp.float32(v) for k, v in res.best_params.items()})) == pytest.approx(res.best_value, rel=1e-5)
+    # best so far is monotone and ends at best_value
+    assert (np.diff(res.history.best_value) <= 0).all()
+    assert res.history.best_value[-1] == pytest.approx(res.best_value)
+
+
+def test_maximize_negates_consistently():
+    s = RandomSearch(BRANIN, 500)
+    lo = jaxhpo.minimize(branin, BRANIN, s, num_generations=4, key=3, history="values")
+    hi = jaxhpo.minimize(neg_branin, BRANIN, s, num_generations=4, key=3, maximize=True, history="values")
+    assert hi.best_value == pytest.approx(-lo.best_value)
+    assert hi.best_params == lo.best_params
+    np.testing.assert_allclose(hi.history.values, -lo.history.values)
+    assert (np.diff(hi.history.best_value) >= 0).all()
+    assert hi.best_value == pytest.approx(hi.history.values.max())
+
+
+def test_same_key_same_result_and_int_seed():
+    s = RandomSearch(BRANIN, 64)
+    a = jaxhpo.minimize(branin, BRANIN, s, num_generations=3, key=jax.random.key(5), history="all")
+    b = jaxhpo.minimize(branin, BRANIN, s, num_generations=3, key=jax.random.key(5), history="all")
+    c = jaxhpo.minimize(branin, BRANIN, s, num_generations=3, key=6, history="all")
+    np.testing.assert_array_equal(a.history.x, b.history.x)
+    assert a.best_value == b.best_value
+    assert not np.array_equal(a.history.x, c.history.x)
+
+
+def test_history_modes():
+    s = RandomSearch(BRANIN, 16)
+    shapes = {}
+    for mode in ("best", "values", "all"):
+        h = jaxhpo.minimize(branin, BRANIN, s, num_generations=5, key=0, history=mode).history
+        shapes[mode] = (None if h.values is None else h.values.shape, None if h.x is None else h.x.shape)
+        assert h.best_value.shape == (5,)
+    assert shapes == {"best": (None, None), "values": ((5, 16), None), "all": ((5, 16), (5, 16, 2))}
+
+
+def test_chunked_evaluation_equals_unchunked():
+    space = Space(a=Float(-1, 1), n=Int(0, 4), c=Categorical(["p", "q", "r"]))
+    x = space.sample(jax.random.key(0), 103)
+    params = space.decode(x)
+
+    def f(p):
+        return jnp.sin(3 * p["a"]) * (p["n"] + 1) + p["c"]
+
+    full = jaxhpo.evaluate(f, params)
+    for chunk in (1, 10, 64, 103, 500):
+        # equal up to the last bit of vectorised vs scalar transcendental kernels
+        np.testing.assert_allclose(jaxhpo.evaluate(f, params, chunk_size=chunk), full, rtol=1e-6, atol=1e-6)
+    s = RandomSearch(space, 50)
+    a = jaxhpo.minimize(f, space, s, num_generations=3, key=1, history="values")
+    b = jaxhpo.minimize(f, space, s, num_generations=3, key=1, history="values", chunk_size=7)
+    np.testing.assert_allclose(a.history.values, b.history.values, rtol=1e-6, atol=1e-6)
+
+
+def test_failed_evaluations_are_never_best():
+    def mostly_failing(p):
+        v = branin(p)
+        return jnp.where(p["x1"] < 0, jnp.nan, jnp.where(p["x2"] > 10, jnp.inf, v))
+
+    res = jaxhpo.minimize(mostly_failing, BRANIN, RandomSearch(BRANIN, 1000), num_generations=3, key=0,
+                          history="values")
+    assert res.num_failed == int((~np.isfinite(res.history.values)).sum()) > 0
+    assert np.isfinite(res.best_value)
+    assert res.best_params["x1"] >= 0 and res.best_params["x2"] <= 10
+    finite = res.history.values[np.isfinite(res.history.values)]
+    assert res.best_value == pytest.approx(finite.min())
+    # maximising must not pick a failure either (-nan and -inf are still failures)
+    res_max = jaxhpo.minimize(mostly_failing, BRANIN, RandomSearch(BRANIN, 1000), num_generations=3, key=0,
+                              maximize=True)
+    assert res_max.best_value == pytest.approx(finite.max())
+
+
+def test_all_failed_gives_no_best():
+    res = jaxhpo.minimize(lambda p: jnp.nan * p["x1"], BRANIN, RandomSearch(BRANIN, 8), num_generations=2, key=0)
+    assert res.best_params is None and np.isnan(res.best_value)
+    assert res.num_failed == res.num_evaluations == 16
+
+
+def test_grid_search_evaluates_every_point_exactly_once():
+    space = Space(lr=Float(1e-3, 1.0, log=True), n=Int(1, 3), c=Categorical(["a", "b"]))
+    grid = space.grid(num=5)  # 5 * 3 * 2 = 30 points
+    s = GridSearch(space, popsize=8, num=5)  # 4 batches, the last padded with 2 repeats
+    assert s.num_points == 30 and s.num_generations == 4
+
+    def f(p):
+        return (jnp.log10(p["lr"]) + 1.5) ** 2 + p["n"] + p["c"]
+
+    res = jaxhpo.minimize(f, space, s, history="all")
+    x = res.history.x.reshape(-1, space.dim)[res.history.valid.reshape(-1)]
+    assert res.num_evaluations == 30 == len(x)
+    assert len(np.unique(x, axis=0)) == 30
+    np.testing.assert_array_equal(np.sort(x, axis=0), np.sort(grid, axis=0))
+    best = int(np.argmin(jax.vmap(f)(space.decode(grid))))
+    np.testing.assert_allclose(res.best_x, grid[best])
+    # asking past the end of the grid only pads
+    more = jaxhpo.minimize(f, space, s, num_generations=6, history="values")
+    assert more.num_evaluations == 30 and more.best_value == res.best_value
+
+
+def test_popsize_none_asks_the_whole_grid():
+    s = GridSearch(BRANIN, num=7)
+    assert s.popsize == 49 and s.num_generations == 1
+    res = jaxhpo.minimize(branin, BRANIN, s)
+    assert res.num_evaluations == 49
+
+
+def test_run_vmaps_over_strategy_params_and_keys():
+    s = RandomSearch(BRANIN, 32)
+    keys = jax.random.split(jax.random.key(0), 4)
+    states, trace = jax.vmap(lambda k: jaxhpo.run(s, branin, k, 5))(keys)
+    assert trace.best_value.shape == (4, 5) and states.best_x.shape == (4, 2)
+    assert len(np.unique(np.asarray(trace.best_value[:, -1]))) == 4
+
+
+def test_input_validation():
+    s = RandomSearch(BRANIN, 4)
+    other = Space(x1=Float(-5.0, 10.0))
+    with pytest.raises(ValueError, match="num_generations"):
+        jaxhpo.minimize(branin, BRANIN, s, num_generations=0)
+    with pytest.raises(ValueError, match="num_generations is required"):
+        jaxhpo.minimize(branin, BRANIN, s)
+    with pytest.raises(ValueError, match="history"):
+        jaxhpo.minimize(branin, BRANIN, s, num_generations=1, history="everything")
+    with pytest.raises(ValueError, match="chunk_size"):
+        jaxhpo.minimize(branin, BRANIN, s, num_generations=1, chunk_size=0)
+    with pytest.raises(ValueError, match="different space"):
+        jaxhpo.minimize(branin, other, s, num_generations=1)
+    with pytest.raises(ValueError, match="one scalar per configuration"):
+        jaxhpo.minimize(lambda p: jnp.stack([p["x1"], p["x2"]]), BRANIN, s, num_generations=1)
+    with pytest.raises(TypeError, match="space"):
+        RandomSearch({"x": Float(0, 1)}, 4)
+    with pytest.raises(ValueError, match="popsize"):
+        RandomSearch(BRANIN, 0)
+    with pytest.raises(TypeError, match="popsize"):
+        RandomSearch(BRANIN, 2.5)
+    state = s.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="x must have shape"):
+        s.tell(state, jnp.zeros((3, 2)), jnp.zeros(4))
+    with pytest.raises(ValueError, match="values must have shape"):
+        s.tell(state, jnp.zeros((4, 2)), jnp.zeros(5))
+    with pytest.raises(ValueError, match="unknown key"):
+        s.init(jax.random.key(0), params={"sigma": 1.0})

@@ -1,0 +1,249 @@
+"""Search spaces: the cube maps, grids, Python values, conditions and validation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from jaxhpo import Categorical, Float, Int, Space
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def float_dims(draw):
+    if draw(st.booleans()):
+        low = draw(st.floats(1e-6, 1e3))
+        high = draw(st.floats(low * 1.001 + 1e-9, low * 1e6))
+        assume(high > low)
+        return Float(low, high, log=True)
+    low = draw(finite)
+    width = draw(st.floats(1e-3, 1e6))
+    return Float(low, low + width)
+
+
+@st.composite
+def int_dims(draw):
+    if draw(st.booleans()):
+        low = draw(st.integers(1, 10_000))
+        return Int(low, low + draw(st.integers(0, 100_000)), log=True)
+    low = draw(st.integers(-100_000, 100_000))
+    return Int(low, low + draw(st.integers(0, 100_000)))
+
+
+labels = st.one_of(st.text(max_size=5), st.integers(-5, 5), st.none(), st.booleans(), st.floats(-3, 3))
+cat_dims = st.lists(labels, min_size=1, max_size=7, unique_by=lambda v: (type(v).__name__, v)).map(Categorical)
+any_dim = st.one_of(float_dims(), int_dims(), cat_dims)
+
+
+@given(st.lists(any_dim, min_size=1, max_size=5), st.integers(0, 2**31 - 1))
+def test_decode_encode_round_trip(dims, seed):
+    space = Space({f"p{i}": d for i, d in enumerate(dims)})
+    u = np.asarray(space.sample(jax.random.key(seed), 16))
+    params = space.decode(u)
+    again = space.decode(space.encode(params))
+    for name, d in space.dims.items():
+        a, b = np.asarray(params[name]), np.asarray(again[name])
+        if isinstance(d, Float):
+            span = math.log(d.high / d.low) if d.log else d.high - d.low
+            # float32 cube: the round trip is exact to ~1e-6 of the range (relative in log space)
+            err = np.abs(np.log(b / a)) if d.log else np.abs(b - a)
+            assert (err <= 2e-6 * span + 1e-6 * np.abs(a) * (not d.log) + 1e-30).all()
+        else:
+            assert a.dtype == np.int32
+            np.testing.assert_array_equal(a, b)
+
+
+@given(any_dim, st.lists(st.floats(0.0, 1.0), min_size=1, max_size=20))
+def test_decode_stays_in_bounds_edges_included(d, us):
+    space = Space(p=d)
+    u = np.asarray(us + [0.0, 1.0, np.nextafter(np.float32(1), np.float32(0))], np.float32)[:, None]
+    v = np.asarray(space.decode(u)["p"])
+    if isinstance(d, Categorical):
+        assert v.dtype == np.int32 and v.min() >= 0 and v.max() < d.cardinality
+        assert v[-3] == 0 and v[-2] == d.cardinality - 1
+    elif isinstance(d, Int):
+        assert v.dtype == np.int32 and v.min() >= d.low and v.max() <= d.high
+        assert v[-3] == d.low and v[-2] == d.high
+    else:
+        assert v.dtype == np.float32 and v.min() >= np.float32(d.low) and v.max() <= np.float32(d.high)
+
+
+def test_int_bins_have_equal_width():
+    d = Int(3, 7)
+    u = np.linspace(0, 1, 100_001, dtype=np.float32)
+    counts = np.bincount(np.asarray(Space(k=d).decode(u[:, None])["k"]) - 3)
+    np.testing.assert_allclose(counts / counts.sum(), 0.2, atol=1e-3)
+    # log bins: value v takes the share log((v+1)/v) / log((high+1)/low)
+    dl = Int(1, 8, log=True)
+    counts = np.bincount(np.asarray(Space(k=dl).decode(u[:, None])["k"]), minlength=9)[1:]
+    expect = np.log(np.arange(2, 10) / np.arange(1, 9)) / np.log(9.0)
+    np.testing.assert_allclose(counts / counts.sum(), expect, atol=1e-3)
+
+
+def test_log_float_is_uniform_in_log_space():
+    space = Space(lr=Float(1e-4, 1e-1, log=True))
+    v = np.asarray(space.decode(np.array([[0.0], [1 / 3], [2 / 3], [1.0]], np.float32))["lr"])
+    np.testing.assert_allclose(v, [1e-4, 1e-3, 1e-2, 1e-1], rtol=1e-5)
+
+
+def test_decode_is_jittable_and_vmappable():
+    space = Space(a=Float(0, 1), b=Int(0, 9), c=Categorical(["x", "y"]))
+    u = jax.random.uniform(jax.random.key(0), (5, 7, 3))
+    direct = space.decode(u)
+    jitted = jax.jit(space.decode)(u)
+    vmapped = jax.vmap(space.decode)(u)
+    for n in space.names:
+        assert direct[n].shape == (5, 7)
+        np.testing.assert_array_equal(direct[n], jitted[n])
+        np.testing.assert_array_equal(direct[n], vmapped[n])
+
+
+def test_space_constructors_names_and_dim():
+    a = Space(x=Float(0, 1), n=Int(1, 3))
+    b = Space({"x": Float(0, 1), "n": Int(1, 3)})
+    assert a == b and hash(a) == hash(b)
+    assert a.names == ("x", "n") and a.dim == 2
+    assert a.kinds == ("float", "int")
+    np.testing.assert_array_equal(a.cardinalities, [0, 3])
+    assert a != Space(n=Int(1, 3), x=Float(0, 1))
+
+
+def test_labels_are_restored_and_kept_apart():
+    space = Space(c=Categorical([1, True, None, "1", 1.5]))
+    u = (np.arange(5, dtype=np.float32) + 0.5)[:, None] / 5
+    out = space.to_python(space.decode(u))
+    got = [r["c"] for r in out]
+    assert got == [1, True, None, "1", 1.5]
+    assert [type(v) for v in got] == [int, bool, type(None), str, float]
+    back = space.from_python(out)
+    np.testing.assert_array_equal(back["c"], np.arange(5))
+    assert space.to_python(space.decode(u[2]))["c"] is None
+
+
+def test_to_python_types_and_from_python_round_trip():
+    space = Space(lr=Float(1e-3, 1.0, log=True), layers=Int(1, 5), act=Categorical(["relu", "tanh"]))
+    cfg = {"lr": 0.01, "layers": 3, "act": "tanh"}
+    p = space.from_python(cfg)
+    out = space.to_python(space.decode(space.encode(p)))
+    assert out["layers"] == 3 and out["act"] == "tanh" and isinstance(out["layers"], int)
+    assert out["lr"] == pytest.approx(0.01, rel=1e-5)
+    with pytest.raises(ValueError, match="act"):
+        space.from_python({"lr": 0.01, "layers": 3, "act": "gelu"})
+    with pytest.raises(ValueError, match="layers"):
+        space.from_python({"lr": 0.01, "layers": 9, "act": "relu"})
+    with pytest.raises(ValueError, match="missing"):
+        space.from_python({"lr": 0.01})
+
+
+def test_grid_levels_and_completeness():
+    space = Space(lr=Float(1e-4, 1e-1, log=True), w=Float(0, 1), n=Int(2, 5), c=Categorical(["a", "b", "c"]))
+    g = space.grid(num=4)
+    assert g.shape == (4 * 4 * 4 * 3, 4)
+    assert len(np.unique(g, axis=0)) == len(g)
+    v = space.decode(g)
+    np.testing.assert_allclose(np.unique(np.asarray(v["lr"])), [1e-4, 1e-3, 1e-2, 1e-1], rtol=1e-5)
+    np.testing.assert_allclose(np.unique(np.asarray(v["w"])), [0, 1 / 3, 2 / 3, 1], atol=1e-6)
+    np.testing.assert_array_equal(np.unique(np.asarray(v["n"])), [2, 3, 4, 5])
+    np.testing.assert_array_equal(np.unique(np.asarray(v["c"])), [0, 1, 2])
+    g2 = space.grid(num=2, sizes={"n": 2, "lr": 3})
+    assert g2.shape == (3 * 2 * 2 * 3, 4)
+    np.testing.assert_array_equal(np.unique(np.asarray(space.decode(g2)["n"])), [2, 5])
+    with pytest.raises(ValueError, match="num"):
+        space.grid(num=0)
+    with pytest.raises(ValueError, match="zz"):
+        space.grid(sizes={"zz": 3})
+
+
+def test_conditional_parameters():
+    space = Space(
+        optimizer=Categorical(["sgd", "adam", "nesterov"]),
+        momentum=Float(0.0, 0.99, when={"optimizer": ["sgd", "nesterov"]}),
+        beta2=Float(0.9, 0.9999, when={"optimizer": "adam"}),
+        use_wd=Categorical([False, True]),
+        wd=Float(1e-6, 1e-2, log=True, when={"use_wd": True}),
+    )
+    u = jax.random.uniform(jax.random.key(3), (200, space.dim))
+    p = space.decode(u)
+    act = space.active(p)
+    np.testing.assert_array_equal(act["momentum"], np.asarray(p["optimizer"]) != 1)
+    np.testing.assert_array_equal(act["beta2"], np.asarray(p["optimizer"]) == 1)
+    np.testing.assert_array_equal(act["wd"], np.asarray(p["use_wd"]) == 1)
+    rows = space.to_python(p)
+    for row in rows:
+        assert ("momentum" in row) == (row["optimizer"] != "adam")
+        assert ("beta2" in row) == (row["optimizer"] == "adam")
+        assert ("wd" in row) == row["use_wd"]
+    # fixed shape under jit: every parameter decoded, the mask says which count
+    jp = jax.jit(space.decode)(u)
+    assert all(jp[n].shape == (200,) for n in space.names)
+    # the grid keeps configurations that differ only in inactive parameters once
+    g = space.grid(num=3)
+    assert len(g) == (2 * 3 + 3) * (1 + 3)
+    # a configuration without its inactive parameters encodes
+    enc = space.encode(space.from_python({"optimizer": "adam", "beta2": 0.99, "use_wd": False}))
+    assert space.to_python(space.decode(enc)) == pytest.approx({"optimizer": "adam", "beta2": 0.99, "use_wd": False})
+
+
+def test_nested_conditions_follow_the_parent_chain():
+    space = Space(
+        model=Categorical(["linear", "mlp"]),
+        act=Categorical(["relu", "tanh"], when={"model": "mlp"}),
+        slope=Float(0.0, 0.3, when={"act": "relu"}),
+    )
+    p = space.from_python([{"model": "linear"}, {"model": "mlp", "act": "relu", "slope": 0.1},
+                           {"model": "mlp", "act": "tanh"}])
+    act = space.active(p)
+    np.testing.assert_array_equal(act["slope"], [False, True, False])
+    np.testing.assert_array_equal(act["act"], [False, True, True])
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: Float(1.0, 1.0), "low < high"),
+        (lambda: Float(2.0, 1.0), "low < high"),
+        (lambda: Float(0.0, 1.0, log=True), "low > 0"),
+        (lambda: Float(-1.0, float("inf")), "finite"),
+        (lambda: Float(float("nan"), 1.0), "finite"),
+        (lambda: Int(3, 2), "low <= high"),
+        (lambda: Int(0, 10, log=True), "low > 0"),
+        (lambda: Int(0, 2**23), "2\\*\\*22"),
+        (lambda: Categorical([]), "empty"),
+        (lambda: Categorical(["a", "b", "a"]), "twice"),
+        (lambda: Space(), "at least one"),
+        (lambda: Space(a=Float(0, 1), b=Float(0, 1, when={"zz": 1})), "unknown parameter 'zz'"),
+        (lambda: Space(a=Float(0, 1), b=Float(0, 1, when={"a": 1})), "must be Categorical"),
+        (lambda: Space(a=Categorical(["x"]), b=Float(0, 1, when={"a": "y"})), "not a choice"),
+        (lambda: Space(a=Categorical(["x"], when={"b": "y"}), b=Categorical(["y"], when={"a": "x"})), "cycle"),
+    ],
+)
+def test_validation_errors(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: Float("0", 1), lambda: Int(0.5, 3), lambda: Categorical("abc"), lambda: Categorical([[1], [2]]),
+     lambda: Space(a=(0, 1)), lambda: Float(True, 2)],
+)
+def test_type_errors(build):
+    with pytest.raises(TypeError):
+        build()
+
+
+def test_wrong_trailing_dimension():
+    space = Space(a=Float(0, 1), b=Int(0, 3))
+    with pytest.raises(ValueError, match="trailing dimension 2"):
+        space.decode(jnp.zeros((4, 3)))
+    with pytest.raises(ValueError, match="trailing dimension 2"):
+        space.decode(jnp.zeros(()))
+    with pytest.raises(ValueError, match="unknown parameter"):
+        space.encode({"a": jnp.zeros(3), "b": jnp.zeros(3), "c": jnp.zeros(3)})
+    with pytest.raises(ValueError, match="missing"):
+        space.encode({"a": jnp.zeros(3)})
