@@ -10,6 +10,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .evaluate import check_chunk_size, evaluate
 from .space import Space
@@ -52,22 +53,45 @@ def _check_history(history: Any) -> str:
     return history
 
 
-@partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history", "negate"))
-def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate):
+def _check_mesh(mesh: Any, popsize: int) -> Mesh | None:
+    if mesh is None:
+        return None
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if popsize % mesh.size:
+        raise ValueError(
+            f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices to shard the population"
+        )
+    return mesh
+
+
+def _shard_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """Split the leading (population) axis of ``x`` over every device of ``mesh``."""
+    if mesh is None:
+        return x
+    spec = PartitionSpec(tuple(mesh.axis_names), *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+@partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
+                                   "negate", "mesh"))
+def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None):
     key_init, key_loop = jax.random.split(key)
     state = strategy.init(key_init, params)
 
     def generation(state, key):
         x, state = strategy.ask(key, state)
         valid = strategy.valid(state)
-        values = evaluate(objective, strategy.space.decode(x), chunk_size)
+        # Only the evaluation is sharded: strategies' updates are small and
+        # stay replicated, so the sharded run computes the same numbers.
+        values = evaluate(objective, strategy.space.decode(_shard_population(x, mesh)), chunk_size)
         values = jnp.asarray(values)
         if values.shape != (strategy.popsize,):
             raise ValueError(
                 "objective must return one scalar per configuration; got output of shape "
                 f"{values.shape[1:]} per configuration"
             )
-        values = values.astype(jnp.float32)
+        values = _shard_population(values, mesh).astype(jnp.float32)
         if negate:
             values = -values
         state = strategy.tell(state, x, values)
@@ -87,7 +111,8 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
 
 
 def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations: int, *,
-        params: dict | None = None, chunk_size: int | None = None, history: str = "best"):
+        params: dict | None = None, chunk_size: int | None = None, history: str = "best",
+        mesh: Mesh | None = None):
     """Run a whole search as one compiled program (pure; jit- and vmap-able).
 
     Args:
@@ -102,6 +127,9 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
       chunk_size: evaluate at most this many configurations at once.
       history: ``"best"`` (best value per generation only), ``"values"``
         (plus every value) or ``"all"`` (plus every cube point).
+      mesh: a ``jax.sharding.Mesh``; the population axis of every evaluation
+        is sharded over all its devices (``popsize`` must be a multiple of
+        their number). Results equal the unsharded run's for the same key.
     Returns:
       ``(state, trace)``: the final strategy state and a ``Trace``.
 
@@ -112,7 +140,8 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     if not callable(objective):
         raise TypeError("objective must be callable")
     return _search(strategy, objective, key, params, _check_generations(num_generations),
-                   check_chunk_size(chunk_size), _check_history(history), False)
+                   check_chunk_size(chunk_size), _check_history(history), False,
+                   _check_mesh(mesh, strategy.popsize))
 
 
 @dataclasses.dataclass
@@ -146,7 +175,7 @@ class Result:
 def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any = 0,
              num_generations: int | None = None, maximize: bool = False,
              chunk_size: int | None = None, history: str = "best",
-             params: dict | None = None) -> Result:
+             params: dict | None = None, mesh: Mesh | None = None) -> Result:
     """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
 
     The whole ask -> decode -> evaluate -> tell loop runs as one ``lax.scan``
@@ -162,7 +191,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
       num_generations: ask/tell rounds; optional for strategies with a
         natural length (``GridSearch``).
       maximize: maximise instead of minimise.
-      chunk_size, history, params: see ``run``.
+      chunk_size, history, params, mesh: see ``run``.
     Returns:
       a ``Result``.
     """
@@ -182,7 +211,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         key = jax.random.key(int(key))
     maximize = bool(maximize)
     state, trace = _search(strategy, objective, key, params, _check_generations(num_generations),
-                           check_chunk_size(chunk_size), _check_history(history), maximize)
+                           check_chunk_size(chunk_size), _check_history(history), maximize,
+                           _check_mesh(mesh, strategy.popsize))
     sign = -1.0 if maximize else 1.0
     trace = jax.tree_util.tree_map(np.asarray, trace)
     trace = trace._replace(

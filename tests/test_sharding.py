@@ -1,0 +1,53 @@
+"""Sharded searches equal unsharded ones (8 forced host devices, see conftest.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+import jaxhpo
+from jaxhpo import Float, Int, RandomSearch, Space
+
+SPACE = Space(a=Float(-3.0, 3.0), b=Float(1e-3, 1.0, log=True), n=Int(0, 9))
+
+
+def f(p):
+    return jnp.sin(p["a"]) * p["n"] + jnp.log(p["b"]) ** 2
+
+
+def mesh_of(n):
+    devices = jax.devices()
+    if len(devices) < n:
+        pytest.skip(f"needs {n} devices, have {len(devices)}")
+    return Mesh(np.array(devices[:n]).reshape(2, n // 2), ("x", "y"))
+
+
+def test_sharded_run_equals_unsharded():
+    s = RandomSearch(SPACE, 64)
+    mesh = mesh_of(8)
+    key = jax.random.key(4)
+    a_state, a = jaxhpo.run(s, f, key, 4, history="all")
+    b_state, b = jaxhpo.run(s, f, key, 4, history="all", mesh=mesh)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+    np.testing.assert_allclose(a_state.best_value, b_state.best_value, rtol=1e-6)
+    res = jaxhpo.minimize(f, SPACE, s, num_generations=4, key=key, mesh=mesh)
+    assert res.best_value == pytest.approx(float(a_state.best_value), rel=1e-6)
+
+
+def test_sharded_and_chunked_together():
+    s = RandomSearch(SPACE, 32)
+    mesh = mesh_of(4)
+    key = jax.random.key(1)
+    _, a = jaxhpo.run(s, f, key, 3, history="values")
+    _, b = jaxhpo.run(s, f, key, 3, history="values", mesh=mesh, chunk_size=4)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+
+
+def test_mesh_validation():
+    mesh = mesh_of(8)
+    with pytest.raises(ValueError, match="multiple of the mesh"):
+        jaxhpo.run(RandomSearch(SPACE, 12), f, jax.random.key(0), 2, mesh=mesh)
+    with pytest.raises(TypeError, match="mesh"):
+        jaxhpo.run(RandomSearch(SPACE, 16), f, jax.random.key(0), 2, mesh="devices")
