@@ -41,6 +41,19 @@ class Trace(NamedTuple):
     x: Any = None
 
 
+def _report(generation, total, best_value, negate) -> None:
+    best = -float(best_value) if negate else float(best_value)
+    print(f"jaxhpo: generation {int(generation)}/{total}  best {best:.6g}", flush=True)
+
+
+def _check_progress(progress_every: Any) -> int | None:
+    if progress_every is None:
+        return None
+    if isinstance(progress_every, bool) or not isinstance(progress_every, numbers.Integral) or progress_every < 1:
+        raise ValueError(f"progress_every must be a positive integer or None, got {progress_every!r}")
+    return int(progress_every)
+
+
 def _check_generations(num_generations: Any) -> int:
     if isinstance(num_generations, bool) or not isinstance(num_generations, numbers.Integral) or num_generations < 1:
         raise ValueError(f"num_generations must be a positive integer, got {num_generations!r}")
@@ -74,8 +87,9 @@ def _shard_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
-                                   "negate", "mesh"))
-def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None):
+                                   "negate", "mesh", "progress_every"))
+def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None,
+            progress_every=None):
     key_init, key_loop = jax.random.split(key)
     state = strategy.init(key_init, params)
 
@@ -104,6 +118,14 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
             valid=valid if history != "best" else None,
             x=x if history == "all" else None,
         )
+        if progress_every is not None:
+            g = state.generation
+            # One host callback every k generations; the loop never waits on it.
+            jax.lax.cond(
+                (g % progress_every == 0) | (g == num_generations),
+                lambda: jax.debug.callback(_report, g, num_generations, record.best_value, negate),
+                lambda: None,
+            )
         return state, record
 
     keys = jax.random.split(key_loop, num_generations)
@@ -112,7 +134,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
 
 def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations: int, *,
         params: dict | None = None, chunk_size: int | None = None, history: str = "best",
-        mesh: Mesh | None = None):
+        mesh: Mesh | None = None, progress_every: int | None = None):
     """Run a whole search as one compiled program (pure; jit- and vmap-able).
 
     Args:
@@ -130,6 +152,8 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
       mesh: a ``jax.sharding.Mesh``; the population axis of every evaluation
         is sharded over all its devices (``popsize`` must be a multiple of
         their number). Results equal the unsharded run's for the same key.
+      progress_every: print the best value so far from inside the compiled
+        loop every this many generations (a host callback; off by default).
     Returns:
       ``(state, trace)``: the final strategy state and a ``Trace``.
 
@@ -141,7 +165,7 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
         raise TypeError("objective must be callable")
     return _search(strategy, objective, key, params, _check_generations(num_generations),
                    check_chunk_size(chunk_size), _check_history(history), False,
-                   _check_mesh(mesh, strategy.popsize))
+                   _check_mesh(mesh, strategy.popsize), _check_progress(progress_every))
 
 
 @dataclasses.dataclass
@@ -175,7 +199,8 @@ class Result:
 def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any = 0,
              num_generations: int | None = None, maximize: bool = False,
              chunk_size: int | None = None, history: str = "best",
-             params: dict | None = None, mesh: Mesh | None = None) -> Result:
+             params: dict | None = None, mesh: Mesh | None = None,
+             progress_every: int | None = None) -> Result:
     """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
 
     The whole ask -> decode -> evaluate -> tell loop runs as one ``lax.scan``
@@ -191,7 +216,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
       num_generations: ask/tell rounds; optional for strategies with a
         natural length (``GridSearch``).
       maximize: maximise instead of minimise.
-      chunk_size, history, params, mesh: see ``run``.
+      chunk_size, history, params, mesh, progress_every: see ``run``.
     Returns:
       a ``Result``.
     """
@@ -212,7 +237,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     maximize = bool(maximize)
     state, trace = _search(strategy, objective, key, params, _check_generations(num_generations),
                            check_chunk_size(chunk_size), _check_history(history), maximize,
-                           _check_mesh(mesh, strategy.popsize))
+                           _check_mesh(mesh, strategy.popsize), _check_progress(progress_every))
     sign = -1.0 if maximize else 1.0
     trace = jax.tree_util.tree_map(np.asarray, trace)
     trace = trace._replace(

@@ -170,3 +170,14 @@ def test_input_validation():
         s.tell(state, jnp.zeros((4, 2)), jnp.zeros(5))
     with pytest.raises(ValueError, match="unknown key"):
         s.init(jax.random.key(0), params={"sigma": 1.0})
+
+
+def test_progress_reports_from_inside_the_compiled_loop(capsys):
+    s = RandomSearch(BRANIN, 16)
+    res = jaxhpo.minimize(neg_branin, BRANIN, s, num_generations=7, key=0, maximize=True, progress_every=3)
+    jax.effects_barrier()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("jaxhpo: generation")]
+    assert [ln.split()[2] for ln in lines] == ["3/7", "6/7", "7/7"]
+    assert float(lines[-1].split()[-1]) == pytest.approx(res.best_value, rel=1e-5)
+    with pytest.raises(ValueError, match="progress_every"):
+        jaxhpo.minimize(branin, BRANIN, s, num_generations=2, progress_every=0)
