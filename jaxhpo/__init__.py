@@ -5,15 +5,18 @@ Search spaces map to the unit cube; strategies are pure ``init`` / ``ask`` /
 ``lax.scan``.
 """
 
+from .cv import cross_validate, fold_scores, kfold_masks, masks_from_splits
+from .datasets import load_iris
 from .evaluate import evaluate
 from .loop import Result, Trace, minimize, run
 from .space import Categorical, Float, Int, Space
-from .strategies import GridSearch, RandomSearch, Strategy
+from .strategies import GridSearch, QuasiRandom, RandomSearch, Strategy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Categorical", "Float", "Int", "Space",
-    "Strategy", "GridSearch", "RandomSearch",
+    "Strategy", "GridSearch", "QuasiRandom", "RandomSearch",
     "evaluate", "run", "minimize", "Result", "Trace",
+    "kfold_masks", "cross_validate", "fold_scores", "masks_from_splits", "load_iris",
 ]

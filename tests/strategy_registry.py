@@ -12,3 +12,7 @@ MATRIX_POPSIZE = 8
 STRATEGIES = {}
 STRATEGIES["random"] = lambda space: jaxhpo.RandomSearch(space, MATRIX_POPSIZE)
 STRATEGIES["grid"] = lambda space: jaxhpo.GridSearch(space, MATRIX_POPSIZE, num=3)
+from jaxhpo.strategies.quasirandom import QuasiRandom  # noqa: E402
+STRATEGIES["sobol"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "sobol")
+STRATEGIES["halton"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "halton")
+STRATEGIES["lhs"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "lhs")

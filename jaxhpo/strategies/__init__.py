@@ -2,6 +2,7 @@
 
 from .base import Strategy
 from .grid import GridSearch
+from .quasirandom import QuasiRandom
 from .random import RandomSearch
 
-__all__ = ["Strategy", "GridSearch", "RandomSearch"]
+__all__ = ["Strategy", "GridSearch", "QuasiRandom", "RandomSearch"]

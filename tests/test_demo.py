@@ -1,0 +1,215 @@
+"""The iris demo: data, the FISTA logistic-regression solver against
+scikit-learn, the cross-validated searches, and the command line."""
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris as sklearn_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import jaxhpo
+from jaxhpo import cli, demo
+from jaxhpo.cv import kfold_masks, masks_from_splits
+from jaxhpo.datasets import IRIS_CLASSES, IRIS_FEATURES, load_iris
+
+X, Y = load_iris()
+XS = StandardScaler().fit_transform(X.astype(np.float64))  # (150, 4) float64
+
+
+# ------------------------------------------------------------------------- data
+def test_load_iris_matches_sklearn_copy():
+    assert X.shape == (150, 4) and X.dtype == np.float32
+    assert Y.shape == (150,) and Y.dtype == np.int32
+    Xr, yr = sklearn_iris(return_X_y=True)
+    np.testing.assert_array_equal(X, Xr.astype(np.float32))
+    np.testing.assert_array_equal(Y, yr)
+    assert len(IRIS_FEATURES) == 4 and len(IRIS_CLASSES) == 3
+    np.testing.assert_array_equal(np.bincount(Y), [50, 50, 50])
+
+
+def test_standardize_uses_training_rows_only():
+    train = np.zeros(150, bool)
+    train[::3] = True
+    got = np.asarray(demo.standardize(jnp.asarray(X), jnp.asarray(train, jnp.float32)))
+    expected = StandardScaler().fit(X[train].astype(np.float64)).transform(X.astype(np.float64))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------- solver
+def sk_objective(W, b, C, l1):
+    """scikit-learn's objective / (C n): mean log-loss + penalty / (C n), float64."""
+    Z = XS @ W.T + b
+    Z = Z - Z.max(axis=1, keepdims=True)
+    logloss = np.log(np.exp(Z).sum(axis=1)) - Z[np.arange(len(Y)), Y]
+    penalty = np.abs(W).sum() if l1 else 0.5 * (W ** 2).sum()
+    return logloss.mean() + penalty / (C * len(Y))
+
+
+# (C, l1): the l1 fits are compared where saga converges tightly in well under a second.
+SOLVER_CASES = [(0.1, True), (1.0, True), (0.1, False), (10.0, False)]
+
+
+@functools.lru_cache(maxsize=None)
+def fista_fits():
+    """All solver cases as one vmapped program: W (4, 3, 4), b (4, 3)."""
+    C = jnp.array([c for c, _ in SOLVER_CASES], jnp.float32)
+    l1 = jnp.array([p for _, p in SOLVER_CASES])
+    fit = jax.jit(jax.vmap(lambda c, p: demo.fit_logreg(
+        jnp.asarray(XS, jnp.float32), jnp.asarray(Y), jnp.ones(150), c, p, num_classes=3)))
+    return tuple(np.asarray(a, np.float64) for a in fit(C, l1))
+
+
+def sklearn_fit(C, l1):
+    if l1:
+        model = LogisticRegression(C=C, l1_ratio=1.0, solver="saga", tol=1e-8, max_iter=100_000)
+    else:
+        model = LogisticRegression(C=C, l1_ratio=0.0, solver="lbfgs", tol=1e-10, max_iter=10_000)
+    return model.fit(XS, Y)
+
+
+@pytest.mark.parametrize("case", range(len(SOLVER_CASES)))
+def test_fista_reaches_sklearn_optimum(case):
+    C, l1 = SOLVER_CASES[case]
+    W_all, b_all = fista_fits()
+    W, b = W_all[case], b_all[case]
+    model = sklearn_fit(C, l1)
+    ours, theirs = sk_objective(W, b, C, l1), sk_objective(model.coef_, model.intercept_, C, l1)
+    # Our float32 fit is at least as good as scikit-learn's, to float32 accuracy.
+    assert ours <= theirs + 1e-6, (ours, theirs)
+    assert abs(ours - theirs) < 1e-5 * max(1.0, theirs)
+    np.testing.assert_allclose(W, model.coef_, atol=2e-3)
+    # The intercept is free up to a shift shared by all classes: compare centred.
+    np.testing.assert_allclose(b - b.mean(), model.intercept_ - model.intercept_.mean(), atol=2e-3)
+    if l1:
+        # Soft-thresholding gives exact zeros, where scikit-learn's l1 fit has them.
+        np.testing.assert_array_equal(W == 0, model.coef_ == 0)
+        assert (W == 0).any()
+    np.testing.assert_array_equal((XS @ W.T + b).argmax(1), model.predict(XS))
+
+
+def test_fit_logreg_rejects_bad_settings():
+    with pytest.raises(ValueError, match="num_iters"):
+        demo.fit_logreg(XS, Y, np.ones(150), 1.0, False, num_classes=3, num_iters=0)
+    with pytest.raises(ValueError, match="num_classes"):
+        demo.fit_logreg(XS, Y, np.ones(150), 1.0, False, num_classes=1)
+    with pytest.raises(ValueError, match="weights and y"):
+        demo.fit_logreg(XS, Y, np.ones(149), 1.0, False, num_classes=3)
+
+
+# ------------------------------------------------------------------ the search
+GRID_SIZE = 7  # C = 1e-3, 1e-2, ..., 1e3: 14 configurations with both penalties
+
+
+def test_grid_search_agrees_with_sklearn_gridsearchcv():
+    splits = list(StratifiedKFold(5, shuffle=True, random_state=0).split(X, Y))
+    masks = masks_from_splits(splits, 150)
+    (row,) = demo.run_demo(strategies=("grid",), grid_size=GRID_SIZE, masks=masks)
+    assert row.num_configs == 2 * GRID_SIZE and row.num_folds == 5
+
+    # The same grid of C values, decoded as the search saw them.
+    grid = jaxhpo.GridSearch(demo.SPACE, sizes={"C": GRID_SIZE})
+    Cs = np.unique(np.asarray(demo.SPACE.decode(grid._points)["C"])).astype(np.float64)
+    assert len(Cs) == GRID_SIZE
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    param_grid = [
+        {"logisticregression__C": Cs, "logisticregression__l1_ratio": [1.0],
+         "logisticregression__solver": ["saga"]},
+        {"logisticregression__C": Cs, "logisticregression__l1_ratio": [0.0],
+         "logisticregression__solver": ["lbfgs"]},
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # saga's ConvergenceWarning at the largest C
+        search = GridSearchCV(pipe, param_grid, cv=splits, scoring="accuracy").fit(
+            X.astype(np.float64), Y)
+    assert abs(row.cv_accuracy - search.best_score_) <= 0.02, (row, search.best_score_)
+
+    # Configuration by configuration, too: the same folds, the same model.
+    objective = demo.LogRegCV(X, Y, masks)
+    params = {"C": jnp.asarray(np.tile(Cs, 2), jnp.float32),
+              "penalty": jnp.asarray(np.repeat([0, 1], GRID_SIZE), jnp.int32)}
+    ours = np.asarray(jax.jit(jax.vmap(objective))(params))
+    theirs = search.cv_results_["mean_test_score"]  # l1 grid first, then l2, C ascending
+    assert np.mean(np.abs(ours - theirs)) < 0.01, np.c_[ours, theirs]
+    assert row.cv_accuracy == pytest.approx(ours.max(), abs=1e-6)
+
+
+@functools.lru_cache(maxsize=None)
+def quick_rows(seed=0):
+    return demo.run_demo(seed=seed, **demo.QUICK_SETTINGS)
+
+
+def test_run_demo_quick_reports_every_strategy():
+    rows = quick_rows()
+    assert [r.strategy for r in rows] == list(demo.STRATEGY_NAMES)
+    q = demo.QUICK_SETTINGS
+    assert [r.num_configs for r in rows] == [2 * q["grid_size"], q["num_configs"], q["num_configs"]]
+    for r in rows:
+        assert 1e-3 <= r.best_C <= 1e3 and r.best_penalty in demo.PENALTIES
+        # Well-tuned logistic regression classifies iris >= 95% correctly.
+        assert 0.95 <= r.cv_accuracy <= 1.0
+        assert r.num_folds == 5 and r.seconds > 0
+
+
+def test_reported_accuracy_is_the_objective_at_the_best_configuration():
+    (row,) = [r for r in quick_rows() if r.strategy == "random"]
+    key_folds, _ = jax.random.split(jax.random.key(0))
+    masks = kfold_masks(150, 5, key=key_folds, labels=Y)
+    objective = demo.LogRegCV(X, Y, masks, demo.QUICK_SETTINGS["num_iters"])
+    config = {"C": jnp.float32(row.best_C), "penalty": jnp.int32(demo.PENALTIES.index(row.best_penalty))}
+    assert float(jax.jit(objective)(config)) == pytest.approx(row.cv_accuracy, abs=1e-6)
+
+
+def test_objective_hashes_by_data_so_searches_reuse_compilation():
+    masks = np.asarray(kfold_masks(150, 5))
+    a, b = demo.LogRegCV(X, Y, masks, 50), demo.LogRegCV(X.copy(), Y.copy(), masks.copy(), 50)
+    assert a == b and hash(a) == hash(b)
+    assert a != demo.LogRegCV(X, Y, masks[::-1], 50)
+    assert a != demo.LogRegCV(X, Y, masks, 60)
+
+
+def test_run_demo_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown strategy 'bogus'"):
+        demo.run_demo(strategies=("bogus",))
+    with pytest.raises(TypeError, match="strategies must be a sequence"):
+        demo.run_demo(strategies="grid")
+    with pytest.raises(ValueError, match="num_configs"):
+        demo.run_demo(num_configs=0)
+    with pytest.raises(ValueError, match="masks must be bool"):
+        demo.LogRegCV(X, Y, np.ones((5, 149), bool))
+
+
+# ------------------------------------------------------------------------- cli
+def test_cli_demo_quick_prints_the_table(capsys):
+    quick_rows()  # the same searches: the CLI reuses their compiled programs
+    assert cli.main(["demo", "--quick"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("strategy"))
+    for word in ("configs", "best C", "penalty", "CV accuracy", "wall time"):
+        assert word in lines[header]
+    body = lines[header + 2: header + 2 + len(demo.STRATEGY_NAMES)]
+    assert [line.split()[0] for line in body] == list(demo.STRATEGY_NAMES)
+    for line, row in zip(body, quick_rows()):
+        cells = line.split()
+        assert int(cells[1]) == row.num_configs
+        assert cells[3] == row.best_penalty
+        assert float(cells[4]) == pytest.approx(row.cv_accuracy, abs=1e-4)
+    assert "compilation included" in out
+
+
+def test_cli_rejects_bad_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--seed", "-1"])
+    assert e.value.code == 2
+    assert cli.main(["demo", "--strategies", "grid,bogus"]) == 2
+    assert "--strategies" in capsys.readouterr().err
