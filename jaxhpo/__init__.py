@@ -11,6 +11,7 @@ from .evaluate import evaluate
 from .loop import Result, Trace, minimize, run
 from .space import Categorical, Float, Int, Space
 from .strategies import GridSearch, QuasiRandom, RandomSearch, Strategy
+from .study import SQLiteStorage, StorageError, Study, Trial, TrialState
 
 __version__ = "0.1.0"
 
@@ -18,5 +19,6 @@ __all__ = [
     "Categorical", "Float", "Int", "Space",
     "Strategy", "GridSearch", "QuasiRandom", "RandomSearch",
     "evaluate", "run", "minimize", "Result", "Trace",
+    "Study", "Trial", "TrialState", "SQLiteStorage", "StorageError",
     "kfold_masks", "cross_validate", "fold_scores", "masks_from_splits", "load_iris",
 ]

@@ -2,6 +2,9 @@
 
     jaxhpo demo             tune logistic regression on iris, print a table
     jaxhpo demo --quick     the same with small budgets, for a fast check
+    jaxhpo run CONFIG       run a Study described by a JSON / TOML / YAML file
+    jaxhpo show STUDY.db    a table of a stored study's best trials
+    jaxhpo plot STUDY.db    save the study's plots as PNG files
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated subset of grid,random,sobol (default all)")
     # Every subcommand sets ``func(args) -> exit status``; main dispatches on it.
     demo.set_defaults(func=_demo)
+    from .cli_study import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 

@@ -1,0 +1,219 @@
+"""The study commands of the ``jaxhpo`` command line: ``run``, ``show``, ``plot``.
+
+``add_subcommands(subparsers)`` adds them to the main parser's subparsers;
+each sets ``func`` (``args.func(args) -> exit code``). ``main(argv)`` runs
+them alone, for tests and for ``python -m jaxhpo.cli_study``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["add_subcommands", "main"]
+
+
+def _fail(cmd: str, exc: BaseException) -> int:
+    print(f"jaxhpo {cmd}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _write_results(study: Any, folder: Path) -> dict:
+    """best.json and trials.csv in ``folder``; returns the best summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = study.to_records()
+    columns: list[str] = []
+    for r in records:
+        for k in r:
+            if k not in columns:
+                columns.append(k)
+    with open(folder / "trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(records)
+    try:
+        best = study.best_trial
+        summary = {"name": study.name, "best_value": best.value, "best_params": best.params,
+                   "best_trial": best.number}
+    except ValueError:
+        summary = {"name": study.name, "best_value": None, "best_params": None, "best_trial": None}
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    summary["trials"] = counts
+    (folder / "best.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _plots(study: Any, folder: Path) -> list[Path]:
+    try:
+        from .plot import save_plots
+
+        return save_plots(study, folder)
+    except ImportError as e:
+        print(f"plots skipped: {e}", file=sys.stderr)
+        return []
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .study import Study, StorageError
+    from .study.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+        if args.output is not None:
+            cfg.output = Path(args.output)
+            if args.storage is None and "://" not in cfg.storage and Path(cfg.storage).name == "study.db":
+                cfg.storage = str(cfg.output / "study.db")
+        if args.storage is not None:
+            cfg.storage = args.storage
+        objective = cfg.load_objective()
+        if "://" not in cfg.storage:
+            Path(cfg.storage).parent.mkdir(parents=True, exist_ok=True)
+        study = Study(cfg.space, cfg.strategy, seed=cfg.seed, maximize=cfg.maximize,
+                      storage=cfg.storage, name=cfg.name)
+    except (ValueError, TypeError, StorageError) as e:
+        return _fail("run", e)
+    with study:
+        budget: dict[str, Any] = {"timeout": cfg.timeout}
+        run = True
+        if cfg.num_trials is not None:
+            budget["max_trials"] = cfg.num_trials  # a total: rerunning resumes
+        if cfg.num_generations is not None:
+            left = cfg.num_generations - study.generation
+            run = left > 0
+            budget["num_generations"] = max(left, 1)
+        if run:
+            study.optimize(objective, progress=not args.no_progress, n_jobs=cfg.n_jobs, **budget)
+        summary = _write_results(study, cfg.output)
+        plots = [] if args.no_plots else _plots(study, cfg.output / "plots")
+    print(f"study {cfg.name!r}: {summary['trials']}")
+    print(f"best value {summary['best_value']} at trial {summary['best_trial']}: {summary['best_params']}")
+    print(f"results in {cfg.output} (study.db storage: {cfg.storage})")
+    for p in plots:
+        print(f"  {p}")
+    return 0
+
+
+def _open(args: argparse.Namespace, cmd: str) -> Any:
+    from .study import Study
+
+    path = Path(args.study)
+    if not path.is_file():
+        raise ValueError(f"{args.study!r} does not exist")
+    return Study.load(str(path), args.name)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .study import StorageError
+
+    try:
+        study = _open(args, "show")
+    except (ValueError, TypeError, StorageError) as e:
+        return _fail("show", e)
+    with study:
+        trials = study.trials
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.state] = counts.get(t.state, 0) + 1
+        print(f"study {study.name!r}  strategy {study.strategy!r}  seed {study.seed}  "
+              f"{'maximize' if study.maximize else 'minimize'}")
+        print(f"generations told {study.generation}  trials {dict(sorted(counts.items()))}")
+        done = [t for t in trials if t.state == "complete"]
+        done.sort(key=lambda t: (-t.value if study.maximize else t.value, t.number))
+        shown = done if args.all else done[: args.top]
+        names = list(study.space.names)
+        rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_fmt(t.params.get(n, "-")) for n in names]
+                for i, t in enumerate(shown)]
+        print(_table(rows, ["rank", "trial", "value"] + names))
+        failed = [t for t in trials if t.state == "failed"]
+        if failed and args.all:
+            print("\nfailed trials:")
+            for t in failed:
+                print(f"  {t.number}: {t.error}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .study import StorageError
+
+    try:
+        study = _open(args, "plot")
+    except (ValueError, TypeError, StorageError) as e:
+        return _fail("plot", e)
+    out = Path(args.output) if args.output else Path(args.study).with_suffix("").parent / (
+        Path(args.study).stem + "_plots")
+    with study:
+        try:
+            from .plot import save_plots
+
+            paths = save_plots(study, out)
+        except ImportError as e:
+            return _fail("plot", e)
+    if not paths:
+        return _fail("plot", ValueError(f"study {study.name!r} has no complete trial to plot"))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``run``, ``show`` and ``plot`` to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "run", help="run a study from a config file",
+        description="Run (or resume) the study a TOML/JSON/YAML config describes: space, strategy, "
+                    "objective import path, budget. Writes study.db, best.json, trials.csv and plots "
+                    "to the output folder. Rerunning the same config resumes the study.")
+    p.add_argument("config", help="config file (.toml, .json, .yaml)")
+    p.add_argument("--output", help="output folder (overrides the config's 'output')")
+    p.add_argument("--storage", help="storage URL or file (overrides the config's 'storage')")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="do not draw plots")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("show", help="print the best trials of a stored study",
+                              description="Print a study's summary and its best trials.")
+    p.add_argument("study", metavar="STUDY.db", help="the study's SQLite file")
+    p.add_argument("--name", help="study name (needed when the file holds several)")
+    p.add_argument("--top", type=int, default=10, help="how many trials to list (default 10)")
+    p.add_argument("--all", action="store_true", help="list every complete trial and the failures")
+    p.set_defaults(func=cmd_show)
+
+    p = subparsers.add_parser("plot", help="draw a stored study's plots to PNG files",
+                              description="Write history, parallel coordinates, slice and importance "
+                                          "plots of a stored study as PNG files.")
+    p.add_argument("study", metavar="STUDY.db", help="the study's SQLite file")
+    p.add_argument("--name", help="study name (needed when the file holds several)")
+    p.add_argument("--output", help="folder for the PNGs (default: STUDY_plots next to the file)")
+    p.set_defaults(func=cmd_plot)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one study command: ``main(["show", "study.db"])``."""
+    parser = argparse.ArgumentParser(prog="jaxhpo", description="jaxhpo study commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommands(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

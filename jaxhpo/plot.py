@@ -1,0 +1,234 @@
+"""Pictures of a study: history, parallel coordinates, slices, importance, learning curves.
+
+matplotlib is imported only when a plot is drawn (the optional ``plot``
+extra: ``pip install jaxhpo[plot]``). Figures are built with matplotlib's
+object API (``Figure``), not ``pyplot``, so drawing never opens a window or
+touches global state and works on headless machines. Every function returns
+the ``Figure`` and, given ``path``, also writes it (PNG by the suffix).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .space import Categorical
+from .study.importance import param_importance
+from .study.trial import TrialState
+
+__all__ = [
+    "plot_history", "plot_parallel_coordinates", "plot_slice", "plot_importance",
+    "plot_learning_curves", "save_plots",
+]
+
+
+def _figure(**kwargs: Any):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'jaxhpo[plot]' (or matplotlib)") from None
+    return Figure(**kwargs)
+
+
+def _finish(fig, path: Any) -> Any:
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def _complete(study: Any) -> list:
+    trials = study.get_trials((TrialState.COMPLETE,))
+    if not trials:
+        raise ValueError(f"study {study.name!r} has no complete trial to plot")
+    return trials
+
+
+def _direction(study: Any) -> str:
+    return "maximised" if study.maximize else "minimised"
+
+
+def plot_history(study: Any, path: Any = None):
+    """Every finished trial's value by trial number, failed ones marked, and the best so far."""
+    trials = [t for t in study.get_trials() if t.finished]
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        raise ValueError(f"study {study.name!r} has no complete trial to plot")
+    fig = _figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    num = np.array([t.number for t in done])
+    val = np.array([t.value for t in done], float)
+    ax.scatter(num, val, s=12, alpha=0.6, label="trial value")
+    best = np.maximum.accumulate(val) if study.maximize else np.minimum.accumulate(val)
+    ax.step(num, best, where="post", color="C3", lw=2, label="best so far")
+    failed = [t.number for t in trials if t.state == TrialState.FAILED]
+    if failed:
+        worst = np.max(val) if not study.maximize else np.min(val)  # failed trials count as worst
+        ax.scatter(failed, np.full(len(failed), worst), marker="x", color="k", s=18, label="failed (at worst)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"objective ({_direction(study)})")
+    ax.set_title(f"{study.name}: optimisation history")
+    ax.legend(loc="best", fontsize=8)
+    return _finish(fig, path)
+
+
+def _unit(dim: Any, values: Sequence[Any]) -> np.ndarray:
+    """Parameter values on ``[0, 1]`` for a common axis (log dims in log space)."""
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if isinstance(dim, Categorical):
+            k = dim.cardinality
+            out[i] = dim.index(v) / (k - 1) if k > 1 else 0.5
+        else:
+            lo, hi, x = float(dim.low), float(dim.high), float(v)
+            if dim.log:
+                lo, hi, x = math.log(lo), math.log(hi), math.log(x)
+            out[i] = (x - lo) / (hi - lo) if hi > lo else 0.5
+    return out
+
+
+def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str] | None = None):
+    """One line per complete trial across every parameter's axis, coloured by value (best on top)."""
+    trials = _complete(study)
+    names = list(params or study.space.names)
+    dims = study.space.dims
+    unknown = [n for n in names if n not in dims]
+    if unknown:
+        raise ValueError(f"params: unknown parameter(s) {unknown}")
+    val = np.array([t.value for t in trials], float)
+    cols = np.stack([_unit(dims[n], [t.params.get(n) for t in trials]) for n in names], axis=1)
+    order = np.argsort(val)
+    if not study.maximize:
+        order = order[::-1]  # draw the best last, so it sits on top
+    fig = _figure(figsize=(max(6, 1.4 * len(names) + 2), 4))
+    ax = fig.add_subplot()
+    lo, hi = float(val.min()), float(val.max())
+    import matplotlib
+    from matplotlib import cm, colors
+
+    norm = colors.Normalize(lo, hi if hi > lo else lo + 1)
+    # bright (yellow) is good in both directions
+    cmap = matplotlib.colormaps["viridis_r" if not study.maximize else "viridis"]
+    xs = np.arange(len(names))
+    for i in order:
+        ax.plot(xs, cols[i], color=cmap(norm(val[i])), alpha=0.5, lw=1)
+    for j, n in enumerate(names):
+        ax.axvline(j, color="0.6", lw=0.8)
+        d = dims[n]
+        if isinstance(d, Categorical):
+            k = d.cardinality
+            for c_i, c in enumerate(d.choices):
+                ax.text(j, c_i / (k - 1) if k > 1 else 0.5, f" {c}", fontsize=7, va="center")
+        else:
+            ax.text(j, -0.06, f"{d.low:g}", fontsize=7, ha="center", va="top")
+            ax.text(j, 1.06, f"{d.high:g}", fontsize=7, ha="center", va="bottom")
+    ax.set_xticks(xs, names)
+    ax.set_yticks([])
+    ax.set_ylim(-0.15, 1.15)
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label="objective")
+    ax.set_title(f"{study.name}: parallel coordinates")
+    return _finish(fig, path)
+
+
+def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None):
+    """Objective value against each parameter, one panel per parameter."""
+    trials = _complete(study)
+    names = list(params or study.space.names)
+    dims = study.space.dims
+    unknown = [n for n in names if n not in dims]
+    if unknown:
+        raise ValueError(f"params: unknown parameter(s) {unknown}")
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = _figure(figsize=(4 * ncols, 3.2 * nrows))
+    val = np.array([t.value for t in trials], float)
+    num = np.array([t.number for t in trials], float)
+    for j, n in enumerate(names):
+        ax = fig.add_subplot(nrows, ncols, j + 1)
+        d = dims[n]
+        keep = np.array([n in t.params for t in trials])
+        raw = [t.params[n] for t in trials if n in t.params]
+        if isinstance(d, Categorical):
+            x = np.array([d.index(v) for v in raw], float)
+            rng = np.random.default_rng(0)
+            x = x + rng.uniform(-0.15, 0.15, x.size)  # jitter so equal choices do not hide each other
+            ax.set_xticks(range(d.cardinality), [str(c) for c in d.choices])
+        else:
+            x = np.array(raw, float)
+            if d.log:
+                from matplotlib.ticker import NullFormatter
+
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+        ax.scatter(x, val[keep], c=num[keep], cmap="viridis", s=14, edgecolors="none",
+                   vmin=0, vmax=max(num.max(), 1))
+        ax.set_xlabel(n)
+        if j % ncols == 0:
+            ax.set_ylabel("objective")
+    fig.suptitle(f"{study.name}: slices (colour: trial number)")
+    return _finish(fig, path)
+
+
+def plot_importance(study: Any, path: Any = None):
+    """Horizontal bars of ``param_importance`` (variance of the ranks each parameter explains)."""
+    scores = param_importance(study)
+    names = list(scores)[::-1]
+    fig = _figure(figsize=(6, 0.5 * len(names) + 1.5))
+    ax = fig.add_subplot()
+    ax.barh(names, [scores[n] for n in names], color="C0")
+    ax.set_xlabel("importance (share of explained rank variance)")
+    ax.set_xlim(0, 1)
+    ax.set_title(f"{study.name}: parameter importance")
+    return _finish(fig, path)
+
+
+def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None, *,
+                         xlabel: str = "step", ylabel: str = "metric", title: str = "learning curves"):
+    """Learning curves of trainer-based searches: one line per configuration.
+
+    Args:
+      curves: label (e.g. trial number) -> the metric at each step/rung.
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError("curves must be a non-empty mapping of label -> sequence of values")
+    fig = _figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for label, ys in curves.items():
+        ys = np.asarray(ys, float)
+        if ys.ndim != 1:
+            raise ValueError(f"curves[{label!r}] must be a 1-d sequence, got shape {ys.shape}")
+        ax.plot(np.arange(ys.size), ys, lw=1, alpha=0.7, label=str(label) if len(curves) <= 10 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(curves) <= 10:
+        ax.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+def save_plots(study: Any, folder: Any) -> list[Path]:
+    """Write history, parallel coordinates, slices and importance PNGs into ``folder``.
+
+    Plots that cannot be drawn yet (e.g. importance with fewer than two
+    complete trials) are skipped. Returns the paths written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, fn in (("history", plot_history), ("parallel_coordinates", plot_parallel_coordinates),
+                     ("slice", plot_slice), ("importance", plot_importance)):
+        path = folder / f"{name}.png"
+        try:
+            fn(study, path)
+        except ValueError:
+            continue
+        out.append(path)
+    return out

@@ -1,0 +1,202 @@
+"""Run configurations for ``jaxhpo run CONFIG``: JSON, TOML or YAML files.
+
+A config names the space, the strategy, a Python objective by import path
+and the budget. Example (TOML)::
+
+    name = "rf"
+    objective = "my_project.tuning:objective"   # or "objective.py:objective"
+    maximize = true
+    seed = 0
+    num_trials = 60            # trials in the whole study: rerunning resumes
+    strategy = { name = "random", popsize = 8 }
+    output = "rf_results"      # results, study.db and plots go here
+
+    [space]
+    n_estimators = { type = "int", low = 10, high = 300, log = true }
+    max_depth    = { type = "int", low = 1, high = 20 }
+    criterion    = { type = "categorical", choices = ["gini", "entropy"] }
+
+Relative paths (``output``, ``storage``, ``file.py`` objectives) are taken
+relative to the config file's folder. Budgets are totals for the study, so
+running the same config again after a crash finishes the job rather than
+starting over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+import numbers
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..space import Space
+from ..strategies.base import Strategy
+from .specs import build_strategy, space_from_spec
+
+__all__ = ["RunConfig", "load_config", "parse_config", "load_objective", "CONFIG_KEYS"]
+
+CONFIG_KEYS = ("name", "objective", "space", "strategy", "seed", "maximize", "num_trials",
+               "num_generations", "timeout", "n_jobs", "output", "storage")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A validated run configuration (see the module docstring for the keys)."""
+
+    name: str
+    objective: str
+    space: Space
+    strategy: Strategy
+    seed: int
+    maximize: bool
+    num_trials: int | None
+    num_generations: int | None
+    timeout: float | None
+    n_jobs: int
+    output: Path
+    storage: str
+    base_dir: Path
+
+    def load_objective(self) -> Callable:
+        return load_objective(self.objective, self.base_dir)
+
+
+def _read(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config {path}: invalid JSON: {e}") from None
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ImportError:
+                raise ValueError(f"config {path}: TOML needs Python 3.11+ or the tomli package") from None
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config {path}: invalid TOML: {e}") from None
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"config {path}: YAML needs the pyyaml package; or use TOML or JSON") from None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"config {path}: invalid YAML: {e}") from None
+    raise ValueError(f"config {path}: unknown format {suffix!r}; use .toml, .json, .yaml or .yml")
+
+
+def _int(data: Mapping, key: str, default: Any, low: int) -> Any:
+    v = data.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+        raise ValueError(f"config: {key} must be an integer >= {low}, got {v!r}")
+    return int(v)
+
+
+def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "study") -> RunConfig:
+    """Validate a config mapping (already parsed) into a ``RunConfig``."""
+    base_dir = Path(base_dir)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config must be a table of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"config has unknown key(s) {unknown}; known keys: {list(CONFIG_KEYS)}")
+    for key in ("objective", "space"):
+        if key not in data:
+            raise ValueError(f"config: {key!r} is required")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"config: name must be a non-empty string, got {name!r}")
+    objective = data["objective"]
+    if not isinstance(objective, str) or ":" not in objective:
+        raise ValueError(
+            f"config: objective must be 'package.module:function' or 'file.py:function', got {objective!r}")
+    space = space_from_spec(data["space"], where="config space")
+    strat = data.get("strategy", {"name": "random", "popsize": 8})
+    if isinstance(strat, str):
+        strat = {"name": strat}
+    if not isinstance(strat, Mapping) or not isinstance(strat.get("name"), str):
+        raise ValueError(f"config: strategy must be a name or a table with a 'name', got {strat!r}")
+    settings = {k: v for k, v in strat.items() if k != "name"}
+    strategy = build_strategy(strat["name"], space, settings, where="config strategy")
+    seed = _int(data, "seed", 0, 0)
+    maximize = data.get("maximize", False)
+    if not isinstance(maximize, bool):
+        raise ValueError(f"config: maximize must be true or false, got {maximize!r}")
+    num_trials = _int(data, "num_trials", None, 1)
+    num_generations = _int(data, "num_generations", None, 1)
+    timeout = data.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0):
+        raise ValueError(f"config: timeout must be a positive number of seconds, got {timeout!r}")
+    if num_trials is None and num_generations is None and timeout is None \
+            and not isinstance(getattr(strategy, "num_generations", None), int):
+        raise ValueError("config: give a budget: num_trials, num_generations or timeout")
+    n_jobs = _int(data, "n_jobs", 1, 1)
+    output = data.get("output", f"{name}_results")
+    if not isinstance(output, str) or not output:
+        raise ValueError(f"config: output must be a folder path, got {output!r}")
+    output_path = base_dir / output
+    storage = data.get("storage", None)
+    if storage is None:
+        storage = str(output_path / "study.db")
+    elif not isinstance(storage, str) or not storage:
+        raise ValueError(f"config: storage must be 'sqlite:///path.db' or a file path, got {storage!r}")
+    elif "://" not in storage:
+        storage = str(base_dir / storage)
+    return RunConfig(name=name, objective=objective, space=space, strategy=strategy, seed=seed,
+                     maximize=maximize, num_trials=num_trials, num_generations=num_generations,
+                     timeout=None if timeout is None else float(timeout), n_jobs=n_jobs,
+                     output=output_path, storage=storage, base_dir=base_dir)
+
+
+def load_config(path: Path | str) -> RunConfig:
+    """Read and validate a config file (``.toml``, ``.json``, ``.yaml``/``.yml``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    return parse_config(_read(path), base_dir=path.parent, default_name=path.stem)
+
+
+def load_objective(spec: str, base_dir: Path | str = ".") -> Callable:
+    """``"package.module:function"`` or ``"path/file.py:function"`` -> the callable."""
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ValueError(f"objective must be 'package.module:function' or 'file.py:function', got {spec!r}")
+    base_dir = Path(base_dir)
+    if target.endswith(".py"):
+        file = Path(target) if Path(target).is_absolute() else base_dir / target
+        if not file.is_file():
+            raise ValueError(f"objective {spec!r}: file {str(file)!r} does not exist")
+        mod_name = f"_jaxhpo_objective_{abs(hash(str(file.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, file)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        module_spec.loader.exec_module(module)
+    else:
+        # the config's folder first, so a module next to the config is found
+        for p in (str(base_dir.resolve()), str(Path.cwd())):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ValueError(f"objective {spec!r}: cannot import {target!r} ({e})") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ValueError(f"objective {spec!r}: {target!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ValueError(f"objective {spec!r} is not callable")
+    return fn

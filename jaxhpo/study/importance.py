@@ -1,0 +1,87 @@
+"""A simple hyperparameter importance: how much of the variance of the
+(rank-transformed) objective each parameter explains on its own.
+
+For each parameter the complete trials are grouped by its value (each
+choice of a categorical, equal-count bins of a numeric parameter, one more
+group for trials where a conditional parameter is inactive), and the score
+is the correlation ratio ``eta^2 = between-group variance / total variance``
+of the values' ranks. This is the first-order (main-effect) term of a
+functional ANOVA estimated without a surrogate model: cheap, dependency-free
+and robust to outliers (ranks), but blind to interactions. Scores are
+normalised to sum to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..space import Categorical, Space
+from .trial import Trial, TrialState
+
+__all__ = ["param_importance"]
+
+
+def _groups(values: list, numeric: bool, num_bins: int) -> np.ndarray:
+    """Group index per trial; ``None`` (inactive) is a group of its own."""
+    n = len(values)
+    out = np.zeros(n, np.int64)
+    active = np.array([v is not None for v in values])
+    if numeric:
+        x = np.array([float(v) if v is not None else np.nan for v in values])
+        xa = x[active]
+        if xa.size:
+            edges = np.unique(np.quantile(xa, np.linspace(0, 1, num_bins + 1)[1:-1]))
+            out[active] = np.searchsorted(edges, xa, side="right")
+    else:
+        labels: dict = {}
+        for i, v in enumerate(values):
+            if v is not None:
+                out[i] = labels.setdefault((type(v).__name__, repr(v)), len(labels))
+    out[~active] = out.max(initial=0) + 1
+    return out
+
+
+def param_importance(study: Any = None, *, space: Space | None = None,
+                     trials: Sequence[Trial] | None = None, num_bins: int | None = None) -> dict[str, float]:
+    """Importance of each parameter, largest first, summing to 1.
+
+    Args:
+      study: a ``Study`` (or give ``space`` and ``trials``).
+      num_bins: bins per numeric parameter; default ``clip(n // 8, 2, 10)``.
+    Returns:
+      dict name -> score in ``[0, 1]``.
+    Raises:
+      ValueError: fewer than 2 complete trials with distinct values.
+    """
+    if study is not None:
+        space, trials = study.space, study.get_trials((TrialState.COMPLETE,))
+    if space is None or trials is None:
+        raise TypeError("param_importance needs a study, or space= and trials=")
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if len(done) < 2:
+        raise ValueError(f"param_importance needs at least 2 complete trials, got {len(done)}")
+    y = np.array([t.value for t in done], float)
+    ranks = np.argsort(np.argsort(y, kind="stable"), kind="stable").astype(float)
+    total = float(np.sum((ranks - ranks.mean()) ** 2))
+    if total == 0.0:
+        raise ValueError("param_importance needs complete trials with different values")
+    if num_bins is None:
+        num_bins = int(np.clip(len(done) // 8, 2, 10))
+    scores = {}
+    for name, d in space.dims.items():
+        vals = [t.params.get(name) for t in done]
+        g = _groups(vals, not isinstance(d, Categorical), num_bins)
+        between = 0.0
+        for k in np.unique(g):
+            r = ranks[g == k]
+            between += r.size * (r.mean() - ranks.mean()) ** 2
+        scores[name] = between / total
+    s = sum(scores.values())
+    if s <= 0 or not math.isfinite(s):
+        scores = {k: 1.0 / len(scores) for k in scores}
+    else:
+        scores = {k: v / s for k, v in scores.items()}
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))

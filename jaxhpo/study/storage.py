@@ -1,0 +1,448 @@
+"""Durable study storage in one SQLite file (Python's ``sqlite3``, no server).
+
+Layout (schema version ``SCHEMA_VERSION``):
+
+* ``jaxhpo_meta``: ``schema_version`` and the writer, so foreign and future
+  files are recognised before anything is written to them.
+* ``studies``: one row per study name: space and strategy specs, seed,
+  direction, the number of tells done (``generation``), the strategy state
+  after the last tell (``state``) and whether the current generation has
+  been proposed (``proposed``). The state after an ask is not stored: asking
+  again with the generation's key rebuilds it.
+* ``generations``: the cube points of every proposed generation.
+* ``trials``: one row per configuration: number, generation, row, params,
+  state, value, error, worker, timestamps.
+
+Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
+write lock at the start, so two processes never both claim one trial and a
+process killed mid-transaction leaves nothing half-written. The file uses
+write-ahead logging (WAL), so readers do not block the writer; with
+``synchronous=NORMAL`` a committed trial survives the death of the process
+(not necessarily a power cut: use ``synchronous="FULL"`` for that).
+
+Server databases: this class is the only place that speaks SQL, and it uses
+only portable statements (``SELECT ... FOR UPDATE`` would replace ``BEGIN
+IMMEDIATE``). A team that outgrows one machine can subclass it over a
+PostgreSQL connection (``psycopg``) with the same tables, or share one SQLite
+file on a single machine that all workers reach; SQLite over network file
+systems is not safe because their locks are unreliable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+import threading
+import time
+from typing import Any, Iterator
+
+
+__all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
+
+_SCHEMA = """
+CREATE TABLE jaxhpo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE studies (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    space TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    maximize INTEGER NOT NULL,
+    popsize INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    next_number INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    proposed INTEGER NOT NULL DEFAULT 0,
+    exhausted INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE generations (
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    generation INTEGER NOT NULL,
+    x BLOB NOT NULL,
+    rows INTEGER NOT NULL,
+    dim INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    told_at REAL,
+    PRIMARY KEY (study_id, generation)
+);
+CREATE TABLE trials (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    number INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    value REAL,
+    error TEXT,
+    owner TEXT,
+    host TEXT,
+    pid INTEGER,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    UNIQUE (study_id, number),
+    UNIQUE (study_id, generation, idx)
+);
+CREATE INDEX trials_by_state ON trials (study_id, state, number);
+CREATE INDEX trials_by_generation ON trials (study_id, generation, state);
+"""
+
+_TRIAL_COLUMNS = ("number, generation, idx, params, state, value, error, created_at, "
+                  "started_at, finished_at, host, pid, id, owner")
+
+
+class StorageError(ValueError):
+    """The storage cannot be used: not a database, a foreign or damaged one, a
+    newer schema, an unsupported URL, or a lock held too long."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but is not ours, or cannot tell
+        return True
+    return True
+
+
+def _parse_url(storage: str) -> str:
+    if "://" not in storage:
+        return storage
+    scheme, _, rest = storage.partition("://")
+    if scheme != "sqlite":
+        raise StorageError(
+            f"storage {storage!r}: only 'sqlite:///path.db' (or a plain file path) is supported; "
+            "several machines need a server database, see jaxhpo.study.storage's docstring"
+        )
+    if not rest.startswith("/"):
+        raise StorageError(f"storage {storage!r} must look like 'sqlite:///relative.db' or 'sqlite:////abs.db'")
+    path = rest[1:]
+    if not path:
+        raise StorageError(f"storage {storage!r} names no file")
+    return path
+
+
+def open_storage(storage: Any, *, timeout: float = 60.0) -> "SQLiteStorage":
+    """``None`` (in memory), an ``SQLiteStorage``, ``"sqlite:///file.db"`` or a path -> storage."""
+    if storage is None:
+        return SQLiteStorage(":memory:", timeout=timeout)
+    if isinstance(storage, SQLiteStorage):
+        return storage
+    if isinstance(storage, os.PathLike):
+        return SQLiteStorage(os.fspath(storage), timeout=timeout)
+    if isinstance(storage, str) and storage:
+        return SQLiteStorage(_parse_url(storage), timeout=timeout)
+    raise TypeError(
+        f"storage must be None, 'sqlite:///path.db', a file path or an SQLiteStorage, got {storage!r}"
+    )
+
+
+def _check_file(path: str) -> None:
+    """Refuse anything that is not empty and not an SQLite file, before SQLite touches it."""
+    if not os.path.exists(path):
+        return
+    if os.path.isdir(path):
+        raise StorageError(f"storage {path!r} is a directory, not a database file")
+    with open(path, "rb") as f:
+        head = f.read(len(_SQLITE_MAGIC))
+    if head and head != _SQLITE_MAGIC:
+        raise StorageError(
+            f"storage {path!r} is not an SQLite database (it starts with {head[:8]!r}); "
+            "jaxhpo keeps studies in SQLite files and will not overwrite this one"
+        )
+
+
+class SQLiteStorage:
+    """Studies in one SQLite file (or in memory, ``path=":memory:"``).
+
+    Thread-safe: one connection guarded by a lock, so ``n_jobs`` worker
+    threads share it. Processes each open their own.
+
+    Args:
+      path: file path, or ``":memory:"``.
+      timeout: seconds to wait for another process's write lock.
+      synchronous: SQLite's ``synchronous`` pragma, ``"NORMAL"`` (survives a
+        killed process) or ``"FULL"`` (also survives a power cut).
+    """
+
+    def __init__(self, path: str, *, timeout: float = 60.0, synchronous: str = "NORMAL"):
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        self.path = path
+        self.timeout = float(timeout)
+        self.host = socket.gethostname()
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        if path != ":memory:":
+            _check_file(path)
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise StorageError(f"storage {path!r}: directory {parent!r} does not exist")
+        try:
+            conn = sqlite3.connect(path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StorageError(f"storage {path!r} cannot be opened: {e}") from None
+        self._conn = conn
+        try:
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._init_schema()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise StorageError(f"storage {path!r} is not a usable jaxhpo database: {e}") from None
+        except StorageError:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        return "sqlite:///" + self.path
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self.path!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # ------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: ``BEGIN IMMEDIATE`` (write) or a read snapshot.
+
+        Commits on success, rolls back on any exception; SQLite errors come
+        out as ``StorageError`` naming the file.
+        """
+        with self._lock:
+            c = self._conn
+            if c is None:
+                raise StorageError(f"storage {self.path!r} is closed")
+            try:
+                c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as e:
+                raise StorageError(self._explain(e)) from None
+            except sqlite3.DatabaseError as e:
+                raise StorageError(self._explain(e)) from None
+            try:
+                yield c
+            except BaseException as exc:
+                try:
+                    c.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise StorageError(self._explain(exc)) from None
+                raise
+            else:
+                try:
+                    c.execute("COMMIT")
+                except sqlite3.DatabaseError as e:
+                    try:
+                        c.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    raise StorageError(self._explain(e)) from None
+
+    def _explain(self, e: Exception) -> str:
+        msg = str(e)
+        if "locked" in msg or "busy" in msg:
+            return f"storage {self.path!r} stayed locked by another process for {self.timeout:g} s ({msg})"
+        return f"storage {self.path!r} is damaged or not a jaxhpo database ({msg})"
+
+    def _init_schema(self) -> None:
+        with self.transaction() as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "jaxhpo_meta" not in tables:
+                if tables:
+                    raise StorageError(
+                        f"storage {self.path!r} is an SQLite database of something else (tables "
+                        f"{sorted(tables)}); jaxhpo will not write into it"
+                    )
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT INTO jaxhpo_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                c.execute("INSERT INTO jaxhpo_meta VALUES ('created_by', 'jaxhpo')")
+                return
+            row = c.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                raise StorageError(f"storage {self.path!r} has no schema version; it is damaged")
+            if row[0] != str(SCHEMA_VERSION):
+                raise StorageError(
+                    f"storage {self.path!r} has schema version {row[0]}; this jaxhpo reads version "
+                    f"{SCHEMA_VERSION}"
+                )
+            missing = [t for t in _TABLES if t not in tables]
+            if missing:
+                raise StorageError(f"storage {self.path!r} lacks table(s) {missing}; it is damaged")
+
+    # ------------------------------------------------------------ studies
+    # Every method below takes ``c``, the connection of an open transaction,
+    # so that ``Study`` can make several of them one atomic step.
+    @staticmethod
+    def study_names(c: sqlite3.Connection) -> list[str]:
+        return [r[0] for r in c.execute("SELECT name FROM studies ORDER BY id")]
+
+    @staticmethod
+    def get_study(c: sqlite3.Connection, name: str) -> dict | None:
+        cur = c.execute("SELECT * FROM studies WHERE name=?", (name,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row))
+
+    @staticmethod
+    def study_progress(c: sqlite3.Connection, study_id: int) -> tuple[int, bool, bool]:
+        """``(generation, proposed, exhausted)`` without the state blobs."""
+        return c.execute(
+            "SELECT generation, proposed, exhausted FROM studies WHERE id=?", (study_id,)
+        ).fetchone()
+
+    @staticmethod
+    def create_study(c: sqlite3.Connection, name: str, space: str, strategy: str, seed: int,
+                     maximize: bool, popsize: int, state: bytes) -> int:
+        now = time.time()
+        cur = c.execute(
+            "INSERT INTO studies (name, space, strategy, seed, maximize, popsize, generation, "
+            "next_number, state, proposed, exhausted, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, ?, ?)",
+            (name, space, strategy, seed, int(maximize), popsize, state, now, now),
+        )
+        return cur.lastrowid
+
+    @staticmethod
+    def load_state(c: sqlite3.Connection, study_id: int) -> bytes:
+        return c.execute("SELECT state FROM studies WHERE id=?", (study_id,)).fetchone()[0]
+
+    @staticmethod
+    def add_generation(c: sqlite3.Connection, study_id: int, generation: int, x: bytes, rows: int,
+                       dim: int, trials: list[tuple[int, str]]) -> list[int]:
+        """Record a proposed generation and its trials (``(row, params_json)``) as waiting."""
+        now = time.time()
+        c.execute("INSERT INTO generations VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                  (study_id, generation, x, rows, dim, now))
+        first = c.execute("SELECT next_number FROM studies WHERE id=?", (study_id,)).fetchone()[0]
+        numbers = list(range(first, first + len(trials)))
+        c.executemany(
+            "INSERT INTO trials (study_id, number, generation, idx, params, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, 'waiting', ?)",
+            [(study_id, n, generation, idx, params, now) for n, (idx, params) in zip(numbers, trials)],
+        )
+        c.execute("UPDATE studies SET proposed=1, next_number=?, updated_at=? WHERE id=?",
+                  (first + len(trials), now, study_id))
+        return numbers
+
+    @staticmethod
+    def set_exhausted(c: sqlite3.Connection, study_id: int) -> None:
+        c.execute("UPDATE studies SET exhausted=1, updated_at=? WHERE id=?", (time.time(), study_id))
+
+    @staticmethod
+    def get_generation_x(c: sqlite3.Connection, study_id: int, generation: int) -> tuple[bytes, int, int]:
+        return c.execute("SELECT x, rows, dim FROM generations WHERE study_id=? AND generation=?",
+                         (study_id, generation)).fetchone()
+
+    @staticmethod
+    def save_tell(c: sqlite3.Connection, study_id: int, generation: int, state: bytes) -> None:
+        """The tell of ``generation`` is done: store the new state, move on."""
+        now = time.time()
+        c.execute("UPDATE generations SET told_at=? WHERE study_id=? AND generation=?",
+                  (now, study_id, generation))
+        c.execute("UPDATE studies SET generation=?, state=?, proposed=0, updated_at=? WHERE id=?",
+                  (generation + 1, state, now, study_id))
+
+    # ------------------------------------------------------------- trials
+    def requeue_dead(self, c: sqlite3.Connection, study_id: int, stale_after: float | None) -> int:
+        """Running trials of dead processes on this host (or older than
+        ``stale_after`` seconds) go back to waiting. Returns how many."""
+        rows = c.execute("SELECT id, host, pid, started_at FROM trials WHERE study_id=? AND state='running'",
+                         (study_id,)).fetchall()
+        now, me, ids = time.time(), os.getpid(), []
+        for tid, host, pid, started in rows:
+            dead = host == self.host and pid is not None and pid != me and not _pid_alive(pid)
+            stale = stale_after is not None and started is not None and now - started > stale_after
+            if dead or stale:
+                ids.append((tid,))
+        if ids:
+            c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, "
+                          "started_at=NULL WHERE id=? AND state='running'", ids)
+        return len(ids)
+
+    def claim(self, c: sqlite3.Connection, study_id: int, generation: int, n: int, owner: str) -> list[tuple]:
+        """Mark up to ``n`` waiting trials of ``generation`` as running for ``owner``."""
+        rows = c.execute(
+            f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study_id=? AND state='waiting' AND generation=? "
+            "ORDER BY number LIMIT ?", (study_id, generation, n)).fetchall()
+        if not rows:
+            return []
+        now, ids = time.time(), [r[12] for r in rows]
+        c.executemany(
+            "UPDATE trials SET state='running', owner=?, host=?, pid=?, started_at=? WHERE id=?",
+            [(owner, self.host, os.getpid(), now, i) for i in ids])
+        marks = ",".join("?" * len(ids))
+        return c.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE id IN ({marks}) ORDER BY number",
+                         ids).fetchall()
+
+    @staticmethod
+    def release(c: sqlite3.Connection, trial_ids: list[int]) -> None:
+        """Running trials go back to waiting (an interrupted worker)."""
+        c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, started_at=NULL "
+                      "WHERE id=? AND state='running'", [(i,) for i in trial_ids])
+
+    @staticmethod
+    def finish(c: sqlite3.Connection, trial_id: int, state: str, value: float | None,
+               error: str | None) -> bool:
+        """Record the outcome of a running trial; ``False`` if it was not running."""
+        cur = c.execute("UPDATE trials SET state=?, value=?, error=?, finished_at=? "
+                        "WHERE id=? AND state='running'", (state, value, error, time.time(), trial_id))
+        return cur.rowcount == 1
+
+    @staticmethod
+    def count(c: sqlite3.Connection, study_id: int, states: tuple[str, ...],
+              generation: int | None = None) -> int:
+        marks = ",".join("?" * len(states))
+        if generation is None:
+            return c.execute(f"SELECT COUNT(*) FROM trials WHERE study_id=? AND state IN ({marks})",
+                             (study_id, *states)).fetchone()[0]
+        return c.execute(
+            f"SELECT COUNT(*) FROM trials WHERE study_id=? AND generation=? AND state IN ({marks})",
+            (study_id, generation, *states)).fetchone()[0]
+
+    @staticmethod
+    def generation_values(c: sqlite3.Connection, study_id: int, generation: int) -> list[tuple]:
+        """``(row, state, value)`` of every trial of ``generation``."""
+        return c.execute("SELECT idx, state, value FROM trials WHERE study_id=? AND generation=?",
+                         (study_id, generation)).fetchall()
+
+    @staticmethod
+    def trials(c: sqlite3.Connection, study_id: int, states: tuple[str, ...] | None = None,
+               number: int | None = None) -> list[tuple]:
+        sql = f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study_id=?"
+        args: list[Any] = [study_id]
+        if states is not None:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        if number is not None:
+            sql += " AND number=?"
+            args.append(number)
+        return c.execute(sql + " ORDER BY number", args).fetchall()
+
+    @staticmethod
+    def best_trial(c: sqlite3.Connection, study_id: int, maximize: bool) -> tuple | None:
+        order = "DESC" if maximize else "ASC"
+        return c.execute(
+            f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study_id=? AND state='complete' "
+            f"ORDER BY value {order}, number ASC LIMIT 1", (study_id,)).fetchone()

@@ -1,0 +1,712 @@
+"""The host-side ``Study``: ask/tell and ``optimize`` for any Python objective.
+
+A study drives one strategy over one space, generation by generation, and
+records every configuration as a trial in its storage (in memory, or an
+SQLite file that survives crashes and can be shared by processes).
+
+Determinism. The key of generation ``g`` is ``fold_in(key_loop, g)`` where
+``key_init, key_loop = split(key(seed))``; the initial strategy state comes
+from ``key_init``. Generation ``g`` is proposed from the state after ``g``
+tells, which is stored, so whichever process proposes it, and however often
+the study was interrupted, it gets the same configurations as one
+uninterrupted run (given the same values).
+
+Generations. A generation's trials are created together (*waiting*), claimed
+one by one by workers (*running*) and finished (*complete* or *failed*). The
+strategy's ``tell`` runs, inside the transaction that finishes the last of
+them, with failed trials told as ``nan``; then the next generation can be
+proposed. A trial running in a process that died goes back to waiting, so it
+is run again; a finished trial is never run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+import threading
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import numpy as np
+
+from ..space import Categorical, Space
+from ..strategies.base import Strategy
+from .serialize import state_from_bytes, state_to_bytes
+from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
+from .storage import SQLiteStorage, open_storage
+from .progress import progress_bar
+from .trial import FINISHED_STATES, Trial, TrialState
+
+__all__ = ["Study"]
+
+_MISSING = object()
+
+
+def _propose_impl(strategy, key_loop, generation, state):
+    key = jax.random.fold_in(key_loop, generation)
+    x, state = strategy.ask(key, state)
+    return x, strategy.valid(state), strategy.space.decode(x), state
+
+
+def _tell_impl(strategy, state, x, values):
+    return strategy.tell(state, x, values)
+
+
+# One compiled ask and tell per strategy (strategies compare by settings), so
+# every Study of an equal strategy shares them, and no call re-hashes the
+# strategy the way a static jit argument would.
+_COMPILED: dict = {}
+
+
+def _compiled(strategy: Strategy) -> tuple[Callable, Callable]:
+    fns = _COMPILED.get(strategy)
+    if fns is None:
+        fns = (jax.jit(partial(_propose_impl, strategy)), jax.jit(partial(_tell_impl, strategy)))
+        _COMPILED[strategy] = fns
+    return fns
+
+
+def _check_count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
+def _as_value(raw: Any) -> tuple[float | None, str | None]:
+    """An objective's return -> ``(value, None)`` or ``(None, why it failed)``."""
+    if raw is None or isinstance(raw, (bool, np.bool_, str, bytes)):
+        return None, f"objective returned {raw!r}, not a number"
+    try:
+        if np.ndim(raw) != 0:
+            return None, f"objective returned an array of shape {np.shape(raw)}, not a scalar"
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None, f"objective returned a {type(raw).__name__}, not a number"
+    if not math.isfinite(value):
+        return None, f"objective returned {value}"
+    return value, None
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+class _Budget:
+    """Trials this call may still start (thread-safe); ``None`` is unlimited."""
+
+    def __init__(self, total: int | None):
+        self.left, self._lock = total, threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left is None:
+                return True
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            if self.left is not None:
+                self.left += 1
+
+
+class Study:
+    """Optimise any Python objective with a jaxhpo strategy, trial by trial.
+
+    Args:
+      space: the ``Space``; must be the strategy's.
+      strategy: any ``Strategy``; its ``popsize`` is the generation size.
+      seed: integer seed; fixes every proposal (see the module docstring).
+      maximize: maximise the objective. Values are stored as the objective
+        returned them; only the strategy sees them negated.
+      storage: ``None`` (in memory), ``"sqlite:///path.db"``, a file path, or
+        an ``SQLiteStorage``. A file records every trial and the strategy
+        state after each tell; opening it again with the same ``name``
+        resumes the study.
+      name: the study's name inside the storage (one file holds many).
+      params: the strategy's hyperparameters (``strategy.init``'s ``params``);
+        used when the study is created.
+      stale_after: seconds after which a running trial of any worker (also on
+        other hosts) is presumed dead and run again; ``None`` (default)
+        re-runs only trials of dead processes on this host.
+
+    Reopening a stored study with a different space, strategy, seed or
+    direction raises ``ValueError``; ``Study.load`` reopens it without them.
+    """
+
+    def __init__(self, space: Space, strategy: Strategy, *, seed: int = 0, maximize: bool = False,
+                 storage: Any = None, name: str = "study", params: dict | None = None,
+                 stale_after: float | None = None):
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+        if not isinstance(strategy, Strategy):
+            raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
+        if strategy.space != space:
+            raise ValueError("strategy was built for a different space than the one given to Study")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+        if not isinstance(maximize, (bool, np.bool_)):
+            raise TypeError(f"maximize must be True or False, got {maximize!r}")
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty string, got {name!r}")
+        if stale_after is not None:
+            if isinstance(stale_after, bool) or not isinstance(stale_after, numbers.Real) or not stale_after > 0:
+                raise ValueError(f"stale_after must be a positive number of seconds or None, got {stale_after!r}")
+        self.space, self.strategy, self.seed, self.maximize, self.name = (
+            space, strategy, int(seed), bool(maximize), name)
+        self.stale_after = None if stale_after is None else float(stale_after)
+        own = not isinstance(storage, SQLiteStorage)
+        self._storage = open_storage(storage)
+        self._owns_storage = own
+        self._owner = uuid.uuid4().hex
+        key_init, self._key_loop = jax.random.split(jax.random.key(self.seed))
+        # The initial state doubles as the template that stored states must match.
+        self._template = strategy.init(key_init, params)
+        space_spec = space_to_spec(space)
+        self._labels_by_index = space_spec is None
+        self._space_text = spec_json(space_spec if space_spec is not None
+                                     else {"__unrepresentable__": repr(space)})
+        self._strategy_spec = strategy_to_spec(strategy)
+        self._propose, self._tell = _compiled(strategy)
+        self._cache_state: tuple[int, Any] | None = None
+        self._cache_ask: tuple[int, Any, np.ndarray] | None = None
+        self._pending: list[Callable[[], None]] = []
+        self._last_batch: list[int] = []
+        try:
+            with self._tx() as c:
+                row = self._storage.get_study(c, name)
+                if row is None:
+                    self._id = self._storage.create_study(
+                        c, name, self._space_text, spec_json(self._strategy_spec), self.seed,
+                        self.maximize, strategy.popsize, state_to_bytes(self._template))
+                    template = self._template
+                    self._pending.append(lambda: setattr(self, "_cache_state", (0, template)))
+                else:
+                    self._check_same(row)
+                    self._id = row["id"]
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------- opening
+    def _check_same(self, row: dict) -> None:
+        where = f"study {self.name!r} in {self._storage.url}"
+        stored = json.loads(row["strategy"])
+        diffs = []
+        if row["space"] != self._space_text:
+            diffs.append(f"space {json.loads(row['space'])}, not {json.loads(self._space_text)}")
+        if (stored.get("class"), stored.get("repr")) != (self._strategy_spec["class"], self._strategy_spec["repr"]):
+            diffs.append(f"strategy {stored.get('repr')}, not {self._strategy_spec['repr']}")
+        if row["seed"] != self.seed:
+            diffs.append(f"seed {row['seed']}, not {self.seed}")
+        if bool(row["maximize"]) != self.maximize:
+            diffs.append(f"maximize={bool(row['maximize'])}, not {self.maximize}")
+        if diffs:
+            raise ValueError(
+                f"{where} was created with " + "; ".join(diffs)
+                + ". Use another name, or Study.load(storage, name) to continue it as it is."
+            )
+
+    @classmethod
+    def load(cls, storage: Any, name: str | None = None, *, space: Space | None = None,
+             strategy: Strategy | None = None, stale_after: float | None = None) -> "Study":
+        """Reopen a stored study, rebuilding its space and strategy from the storage.
+
+        Args:
+          storage: as for ``Study``; must hold the study.
+          name: the study; may be left out when the storage holds exactly one.
+          space, strategy: give them only if they cannot be rebuilt (labels or
+            settings that are not JSON-representable); they must match.
+        """
+        store = open_storage(storage)
+        try:
+            with store.transaction(write=False) as c:
+                names = store.study_names(c)
+                if name is None:
+                    if len(names) != 1:
+                        raise ValueError(
+                            f"name is required: {store.url} holds {len(names)} studies {names}")
+                    name = names[0]
+                row = store.get_study(c, name)
+            if row is None:
+                raise ValueError(f"{store.url} holds no study named {name!r}; it holds {names}")
+            if space is None:
+                spec = json.loads(row["space"])
+                if "__unrepresentable__" in spec:
+                    raise ValueError(f"the space of study {name!r} cannot be rebuilt "
+                                     f"({spec['__unrepresentable__']}); pass space=")
+                space = space_from_spec(spec, where="stored space")
+            if strategy is None:
+                strategy = strategy_from_spec(json.loads(row["strategy"]), space)
+            study = cls(space, strategy, seed=row["seed"], maximize=bool(row["maximize"]),
+                        storage=store, name=name, stale_after=stale_after)
+        except BaseException:
+            if not isinstance(storage, SQLiteStorage):
+                store.close()
+            raise
+        study._owns_storage = not isinstance(storage, SQLiteStorage)
+        return study
+
+    @staticmethod
+    def names(storage: Any) -> list[str]:
+        """Names of the studies held by ``storage``."""
+        store = open_storage(storage)
+        try:
+            with store.transaction(write=False) as c:
+                return store.study_names(c)
+        finally:
+            if not isinstance(storage, SQLiteStorage):
+                store.close()
+
+    def close(self) -> None:
+        """Close the storage if this study opened it."""
+        if getattr(self, "_owns_storage", False):
+            self._storage.close()
+
+    def __enter__(self) -> "Study":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Study(name={self.name!r}, strategy={self.strategy!r}, seed={self.seed}, "
+                f"maximize={self.maximize}, storage={self._storage.url!r})")
+
+    @property
+    def storage(self) -> SQLiteStorage:
+        return self._storage
+
+    # ----------------------------------------------------- transactions
+    @contextmanager
+    def _tx(self, write: bool = True):
+        """A storage transaction; in-memory caches change only once it commits."""
+        with self._storage._lock:
+            self._pending = []
+            try:
+                with self._storage.transaction(write) as c:
+                    yield c
+                for apply in self._pending:
+                    apply()
+            finally:
+                self._pending = []
+
+    def _state_at(self, c, generation: int) -> Any:
+        """The strategy state after ``generation`` tells (cached, else stored)."""
+        if self._cache_state is not None and self._cache_state[0] == generation:
+            return self._cache_state[1]
+        state = state_from_bytes(self._storage.load_state(c, self._id), self._template)
+        self._pending.append(lambda: setattr(self, "_cache_state", (generation, state)))
+        return state
+
+    def _ask_state_at(self, c, generation: int) -> tuple[Any, np.ndarray]:
+        """The state after asking ``generation``, and its cube points.
+
+        Not stored: after a restart (or in another process) the ask is
+        repeated from the stored state with the generation's key, which gives
+        the same state. The stored points are what the trials ran, so they
+        are what the strategy is told.
+        """
+        if self._cache_ask is not None and self._cache_ask[0] == generation:
+            return self._cache_ask[1], self._cache_ask[2]
+        state = self._state_at(c, generation)
+        _, _, _, ask_state = self._propose(self._key_loop, np.uint32(generation), state)
+        xb, rows, dim = self._storage.get_generation_x(c, self._id, generation)
+        x = np.frombuffer(xb, np.float32).reshape(rows, dim).copy()
+        self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x)))
+        return ask_state, x
+
+    # ------------------------------------------------------ params codec
+    def _dump_params(self, params: dict) -> str:
+        if self._labels_by_index:
+            dims = self.space.dims
+            params = {k: ({"__choice__": dims[k].index(v)} if isinstance(dims[k], Categorical) else v)
+                      for k, v in params.items()}
+        return json.dumps(params, separators=(",", ":"))
+
+    def _load_params(self, text: str) -> dict:
+        params = json.loads(text)
+        if self._labels_by_index:
+            dims = self.space.dims
+            params = {k: (dims[k].choices[v["__choice__"]] if isinstance(v, dict) else v)
+                      for k, v in params.items()}
+        return params
+
+    def _trial(self, row: tuple) -> Trial:
+        (number, generation, idx, params, state, value, error, created, started, finished,
+         host, pid, _id, _owner) = row
+        return Trial(number=number, generation=generation, index=idx, params=self._load_params(params),
+                     value=value, state=state, error=error, created_at=created, started_at=started,
+                     finished_at=finished, worker=f"{host}:{pid}" if host else None)
+
+    # ------------------------------------------------- generation steps
+    def _propose_generation(self, c, generation: int) -> None:
+        """Ask the strategy for generation ``generation`` and store its trials."""
+        limit = getattr(self.strategy, "num_generations", None)
+        if isinstance(limit, int) and generation >= limit:
+            self._storage.set_exhausted(c, self._id)
+            return
+        state = self._state_at(c, generation)
+        x, valid, decoded, ask_state = self._propose(self._key_loop, np.uint32(generation), state)
+        x, valid = np.asarray(x), np.asarray(valid)
+        rows = np.flatnonzero(valid)
+        if rows.size == 0:  # a finite strategy (a grid) has nothing left
+            self._storage.set_exhausted(c, self._id)
+            return
+        params = self.space.to_python({k: np.asarray(v)[rows] for k, v in decoded.items()})
+        trials = [(int(r), self._dump_params(p)) for r, p in zip(rows, params)]
+        self._storage.add_generation(c, self._id, generation, x.tobytes(), x.shape[0], x.shape[1], trials)
+        self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x)))
+
+    def _tell_generation(self, c, generation: int) -> None:
+        """Every trial of ``generation`` is finished: tell the strategy, store its state."""
+        ask_state, x = self._ask_state_at(c, generation)
+        values = np.full((self.strategy.popsize,), np.nan, np.float32)
+        sign = -1.0 if self.maximize else 1.0
+        for idx, state, value in self._storage.generation_values(c, self._id, generation):
+            if state == TrialState.COMPLETE and value is not None:
+                values[idx] = sign * value
+        new_state = self._tell(ask_state, x, values)
+        self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
+        self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
+
+    def _claim(self, n: int, generation_limit: int | None = None,
+               trial_limit: int | None = None) -> tuple[list[tuple], str]:
+        """Claim up to ``n`` trials of the current generation, proposing it if needed.
+
+        Returns ``(rows, status)``: status ``"ok"``, ``"wait"`` (every trial of
+        the generation is running elsewhere), ``"limit"`` or ``"exhausted"``.
+        """
+        st = self._storage
+        with self._tx() as c:
+            st.requeue_dead(c, self._id, self.stale_after)
+            if trial_limit is not None:
+                used = st.count(c, self._id, (TrialState.RUNNING, *FINISHED_STATES))
+                if used >= trial_limit:
+                    return [], "limit"
+                n = min(n, trial_limit - used)
+            generation, proposed, exhausted = st.study_progress(c, self._id)
+            if generation_limit is not None and generation >= generation_limit:
+                return [], "limit"
+            if exhausted:
+                return [], "exhausted"
+            if not proposed:
+                self._propose_generation(c, generation)
+                if st.study_progress(c, self._id)[2]:
+                    return [], "exhausted"
+            rows = st.claim(c, self._id, generation, n, self._owner)
+            return rows, ("ok" if rows else "wait")
+
+    def _finish(self, row: tuple, value: float | None, error: str | None) -> bool:
+        """Record a claimed trial's outcome; the last one of a generation triggers the tell."""
+        generation, trial_id = row[1], row[12]
+        state = TrialState.COMPLETE if value is not None else TrialState.FAILED
+        with self._tx() as c:
+            if not self._storage.finish(c, trial_id, state, value, error):
+                return False
+            unfinished = self._storage.count(c, self._id, (TrialState.WAITING, TrialState.RUNNING), generation)
+            if unfinished == 0:
+                self._tell_generation(c, generation)
+        return True
+
+    def _release(self, rows: Iterable[tuple]) -> None:
+        with self._tx() as c:
+            self._storage.release(c, [r[12] for r in rows])
+
+    # ------------------------------------------------------------ ask/tell
+    def ask_trials(self, n: int | None = None) -> list[Trial]:
+        """Claim up to ``n`` (default: all remaining) trials of the current generation.
+
+        Returns ``Trial`` records in state ``running``; an empty list when a
+        finite strategy (a grid) has nothing left. Tell their values with
+        ``tell(trial, value)`` (or ``tell(values)`` for the whole batch).
+
+        Raises:
+          RuntimeError: every trial of the current generation is already
+            running (asked and not told yet); the next generation needs
+            their values first.
+        """
+        n = self.strategy.popsize if n is None else _check_count("n", n)
+        rows, status = self._claim(n)
+        if status == "wait":
+            with self._tx(write=False) as c:
+                g = self._storage.study_progress(c, self._id)[0]
+                running = [r[0] for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))]
+            raise RuntimeError(
+                f"generation {g} has no trial left to ask: trials {running} are running; tell their "
+                "values (study.tell) before asking for the next generation"
+            )
+        self._last_batch = [r[0] for r in rows]
+        return [self._trial(r) for r in rows]
+
+    def ask(self, n: int | None = None) -> list[dict]:
+        """Propose configurations: plain Python dicts (labels restored).
+
+        ``n`` defaults to the rest of the current generation (``popsize`` at
+        the start of one). Tell their values with ``tell(values)`` in the
+        same order.
+        """
+        return [dict(t.params) for t in self.ask_trials(n)]
+
+    def tell(self, trial: Any, value: Any = _MISSING, *, error: str | None = None) -> None:
+        """Record values of asked trials.
+
+        ``tell(values)``: one value per configuration of the latest ``ask``,
+        in order. ``tell(trial, value)``: one trial, given as a ``Trial`` or
+        its number. A value that is ``None`` or not finite records the trial
+        as failed (with ``error`` as its text, if given). When the last trial
+        of a generation is told, the strategy learns from the generation.
+        """
+        if value is _MISSING:
+            values = trial
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) and not isinstance(values, np.ndarray):
+                raise TypeError("tell(values) needs a sequence with one value per configuration of the latest ask")
+            values = list(values)
+            if len(values) != len(self._last_batch):
+                raise ValueError(
+                    f"tell: got {len(values)} values for the {len(self._last_batch)} configurations of the latest ask"
+                )
+            items = list(zip(self._last_batch, values))
+        else:
+            if isinstance(trial, Trial):
+                number = trial.number
+            elif isinstance(trial, numbers.Integral) and not isinstance(trial, bool):
+                number = int(trial)
+            else:
+                raise TypeError(f"tell: trial must be a Trial or a trial number, got {trial!r}")
+            items = [(number, value)]
+        prepared = []
+        with self._tx(write=False) as c:
+            for number, raw in items:
+                rows = self._storage.trials(c, self._id, number=number)
+                if not rows:
+                    raise ValueError(f"tell: study {self.name!r} has no trial {number}")
+                if rows[0][4] != TrialState.RUNNING:
+                    raise ValueError(f"tell: trial {number} is {rows[0][4]}; only asked (running) trials can be told")
+                v, why = _as_value(raw)
+                prepared.append((rows[0], v, (error or why) if v is None else None))
+        for row, v, why in prepared:
+            if not self._finish(row, v, why):
+                raise ValueError(f"tell: trial {row[0]} was finished meanwhile by another worker")
+        told = {row[0] for row, _, _ in prepared}
+        self._last_batch = [n for n in self._last_batch if n not in told]
+
+    # ------------------------------------------------------------ optimize
+    def optimize(self, objective: Callable[[dict], Any], num_trials: int | None = None,
+                 num_generations: int | None = None, *, max_trials: int | None = None,
+                 timeout: float | None = None, catch: Any = (Exception,), progress: bool = True,
+                 n_jobs: int = 1, callbacks: Sequence[Callable[["Study", Trial], None]] = ()) -> None:
+        """Run ``objective(params) -> float`` on the strategy's proposals.
+
+        Stops at the first budget reached: ``num_trials`` more trials run by
+        this call, ``num_generations`` more generations told, ``max_trials``
+        trials in the whole study (counting other workers: rerunning the same
+        script after a crash finishes the budget instead of starting over),
+        ``timeout`` seconds, or a finite strategy running out. With no budget,
+        a finite strategy runs to its end.
+
+        Args:
+          objective: takes a dict of Python values (labels restored), returns
+            a number (minimised unless the study maximises).
+          catch: exception classes recorded as failed trials (with their
+            text) while the study goes on; others are recorded and re-raised.
+            An objective returning a non-finite value fails its trial too.
+          progress: show a progress bar (tqdm if installed) with the best value.
+          n_jobs: worker threads running the objective at once (for objectives
+            that release the GIL: subprocesses, I/O, numpy). For processes,
+            run the same script several times on one ``storage``.
+          callbacks: ``f(study, trial)`` after each finished trial.
+        """
+        if not callable(objective):
+            raise TypeError("objective must be callable")
+        num_trials = _check_count("num_trials", num_trials)
+        num_generations = _check_count("num_generations", num_generations)
+        max_trials = _check_count("max_trials", max_trials)
+        if isinstance(catch, type):
+            catch = (catch,)
+        if not isinstance(catch, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in catch):
+            raise TypeError(f"catch must be an exception class or a tuple of them, got {catch!r}")
+        if n_jobs == -1:
+            n_jobs = os.cpu_count() or 1
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs < 1:
+            raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if not all(callable(f) for f in callbacks):
+            raise TypeError("callbacks must be callables f(study, trial)")
+        finite = getattr(self.strategy, "num_generations", None)
+        if num_trials is None and num_generations is None and max_trials is None and timeout is None:
+            if not isinstance(finite, int):
+                raise ValueError(
+                    f"give num_trials, num_generations, max_trials or timeout: {type(self.strategy).__name__} "
+                    "proposes without end"
+                )
+
+        with self._tx(write=False) as c:
+            generation = self._storage.study_progress(c, self._id)[0]
+            finished = self._storage.count(c, self._id, FINISHED_STATES)
+            best_row = self._storage.best_trial(c, self._id, self.maximize)
+        generation_limit = None if num_generations is None else generation + num_generations
+        totals = [t for t in (
+            num_trials,
+            None if num_generations is None else num_generations * self.strategy.popsize,
+            None if max_trials is None else max(max_trials - finished, 0),
+        ) if t is not None]
+        bar = progress_bar(min(totals) if totals else None, enabled=bool(progress))
+        budget = _Budget(num_trials)
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        stop = threading.Event()
+        failure: list[BaseException] = []
+        best = [None if best_row is None else best_row[5]]
+        lock = threading.Lock()
+
+        def run_one(row: tuple) -> None:
+            params = self._load_params(row[3])
+            try:
+                raw = objective(params)
+                value, error = _as_value(raw)
+            except catch as exc:  # a failed trial, the study goes on
+                value, error = None, _error_text(exc)
+            except Exception as exc:
+                self._finish(row, None, _error_text(exc))
+                bar.update(1, best=best[0], failed=1)
+                raise
+            except BaseException:  # interrupted, not finished: it will be run again
+                self._release([row])
+                raise
+            if not self._finish(row, value, error):
+                return  # presumed dead and finished by another worker; its result stands
+            with lock:
+                if value is not None and (best[0] is None or (value > best[0] if self.maximize else value < best[0])):
+                    best[0] = value
+            bar.update(1, best=best[0], failed=int(value is None))
+            if callbacks:
+                trial = dataclasses.replace(
+                    self._trial(row), value=value, error=error, finished_at=time.time(),
+                    state=TrialState.COMPLETE if value is not None else TrialState.FAILED)
+                for f in callbacks:
+                    f(self, trial)
+
+        def worker() -> None:
+            delay = 0.0005
+            while not stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                if not budget.take():
+                    return
+                rows, status = self._claim(1, generation_limit, max_trials)
+                if status != "ok":
+                    budget.give_back()
+                    if status != "wait":
+                        return
+                    # another worker holds the rest of this generation: wait for its tell
+                    time.sleep(delay)
+                    delay = min(2 * delay, 0.05)
+                    continue
+                delay = 0.0005
+                run_one(rows[0])
+
+        def guarded() -> None:
+            try:
+                worker()
+            except BaseException as exc:
+                failure.append(exc)
+                stop.set()
+
+        try:
+            if n_jobs == 1:
+                worker()
+            else:
+                threads = [threading.Thread(target=guarded, daemon=True) for _ in range(n_jobs)]
+                for t in threads:
+                    t.start()
+                try:
+                    for t in threads:
+                        t.join()
+                except BaseException:
+                    stop.set()
+                    raise
+                if failure:
+                    raise failure[0]
+        finally:
+            bar.close()
+
+    # ------------------------------------------------------------ results
+    def get_trials(self, states: Sequence[str] | None = None) -> list[Trial]:
+        """Trials in number order, optionally only those in ``states``."""
+        if states is not None:
+            states = tuple(states)
+            bad = [s for s in states if s not in (TrialState.WAITING, TrialState.RUNNING, *FINISHED_STATES)]
+            if bad:
+                raise ValueError(f"states: unknown trial state(s) {bad}")
+        with self._tx(write=False) as c:
+            rows = self._storage.trials(c, self._id, states)
+        return [self._trial(r) for r in rows]
+
+    @property
+    def trials(self) -> list[Trial]:
+        """Every trial, in number order."""
+        return self.get_trials()
+
+    @property
+    def best_trial(self) -> Trial:
+        """The complete trial with the best value (the earliest among ties)."""
+        with self._tx(write=False) as c:
+            row = self._storage.best_trial(c, self._id, self.maximize)
+        if row is None:
+            raise ValueError(f"study {self.name!r} has no complete trial yet")
+        return self._trial(row)
+
+    @property
+    def best_params(self) -> dict:
+        """Parameters of ``best_trial``."""
+        return dict(self.best_trial.params)
+
+    @property
+    def best_value(self) -> float:
+        """Value of ``best_trial``, as the objective returned it."""
+        return self.best_trial.value
+
+    @property
+    def generation(self) -> int:
+        """Generations told so far."""
+        with self._tx(write=False) as c:
+            return self._storage.study_progress(c, self._id)[0]
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether a finite strategy has proposed everything it has."""
+        with self._tx(write=False) as c:
+            return bool(self._storage.study_progress(c, self._id)[2])
+
+    @property
+    def state(self) -> Any:
+        """The strategy state after the latest tell."""
+        with self._tx(write=False) as c:
+            generation = self._storage.study_progress(c, self._id)[0]
+            return self._state_at(c, generation)
+
+    def to_records(self, states: Sequence[str] | None = None) -> list[dict]:
+        """Trials as flat dicts (``Trial.to_record``), for CSV or a data frame."""
+        return [t.to_record() for t in self.get_trials(states)]
+
+    def to_dataframe(self, states: Sequence[str] | None = None):
+        """Trials as a pandas ``DataFrame`` (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas (pip install pandas); to_records() does not") from None
+        return pd.DataFrame(self.to_records(states))
+

@@ -1,0 +1,100 @@
+"""The trial record: one configuration of a ``Study`` and what became of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from typing import Any
+
+__all__ = ["Trial", "TrialState", "TRIAL_STATES", "FINISHED_STATES"]
+
+
+class TrialState:
+    """The life of a trial: ``waiting`` -> ``running`` -> ``complete`` or ``failed``.
+
+    A trial is *waiting* once its generation has been proposed, *running*
+    once a worker has claimed it, and *finished* (``complete`` with a finite
+    value, or ``failed`` with an error text) once its value is told. Only
+    finished trials are final: a running trial whose process died goes back
+    to waiting.
+    """
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+TRIAL_STATES = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAILED)
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.FAILED)
+
+
+def _when(t: float | None) -> _dt.datetime | None:
+    return None if t is None else _dt.datetime.fromtimestamp(t)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One trial of a ``Study``, as stored.
+
+    Attributes:
+      number: position in the study, ``0, 1, 2, ...`` in proposal order.
+      generation: the strategy generation (``ask`` round) it belongs to.
+      index: its row in that generation's population, ``0 <= index < popsize``.
+      params: the configuration as plain Python values (labels restored;
+        inactive conditional parameters left out).
+      value: the objective value in the user's sign, ``None`` unless complete.
+      state: one of ``TRIAL_STATES``.
+      error: why it failed (exception text, or the non-finite value), else ``None``.
+      created_at, started_at, finished_at: UNIX times (seconds) or ``None``.
+      worker: who ran it (``host:pid``), or ``None``.
+    """
+
+    number: int
+    generation: int
+    index: int
+    params: dict
+    value: float | None
+    state: str
+    error: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from claim to finish, or ``None`` if not finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @property
+    def datetime_start(self) -> _dt.datetime | None:
+        return _when(self.started_at)
+
+    @property
+    def datetime_complete(self) -> _dt.datetime | None:
+        return _when(self.finished_at)
+
+    def to_record(self) -> dict[str, Any]:
+        """A flat dict: the fields, with each parameter as ``params_<name>``."""
+        rec = {
+            "number": self.number,
+            "generation": self.generation,
+            "index": self.index,
+            "state": self.state,
+            "value": self.value,
+            "error": self.error,
+            "duration": self.duration,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "worker": self.worker,
+        }
+        for k, v in self.params.items():
+            rec[f"params_{k}"] = v
+        return rec

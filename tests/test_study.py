@@ -1,0 +1,324 @@
+"""The host-side Study: ask/tell, optimize, failures, budgets, in memory."""
+
+import threading
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhpo
+from jaxhpo.study import Study, Trial, TrialState, state_from_bytes, state_to_bytes
+from jaxhpo.study.serialize import StateFormatError
+from jaxhpo.study.progress import PlainProgress, progress_bar, report_every
+from jaxhpo.strategies.base import Strategy, initial_best
+
+SPACE = jaxhpo.Space(
+    x=jaxhpo.Float(-2.0, 2.0),
+    lr=jaxhpo.Float(1e-4, 1e-1, log=True),
+    n=jaxhpo.Int(1, 5),
+    kind=jaxhpo.Categorical(["a", "b", "c"]),
+)
+
+
+def f(p):
+    return (p["x"] - 0.3) ** 2 + (p["kind"] != "b") + 0.1 * p["n"]
+
+
+class CenterState(NamedTuple):
+    params: dict
+    best_x: jax.Array
+    best_value: jax.Array
+    generation: jax.Array
+    center: jax.Array
+
+
+class Center(Strategy):
+    """Samples around the best point told so far: proposals depend on values."""
+
+    def _init(self, key, params):
+        return CenterState(params=params, center=jnp.full((self.dim,), 0.5, jnp.float32),
+                           **initial_best(self.dim))
+
+    def _ask(self, key, state):
+        return state.center + 0.1 * jax.random.normal(key, (self.popsize, self.dim)), state
+
+    def _tell(self, state, x, values):
+        i = jnp.argmin(values)
+        return state._replace(center=jnp.where(values[i] < state.best_value, x[i], state.center))
+
+
+def test_ask_returns_python_dicts_and_tell_advances_the_generation():
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=1)
+    batch = study.ask()
+    assert len(batch) == 4
+    for p in batch:
+        assert set(p) == set(SPACE.names)
+        assert isinstance(p["x"], float) and -2 <= p["x"] <= 2
+        assert isinstance(p["n"], int) and p["kind"] in ("a", "b", "c")
+    assert study.generation == 0
+    values = [f(p) for p in batch]
+    study.tell(values)
+    assert study.generation == 1
+    assert study.best_value == min(values)
+    assert study.best_params == batch[int(np.argmin(values))]
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE and t.generation == 0 for t in trials)
+    assert [t.value for t in trials] == values
+    # the strategy state learned the best value (float32)
+    assert float(study.state.best_value) == pytest.approx(min(values), rel=1e-6)
+
+
+def test_same_seed_same_proposals_and_values_change_a_value_dependent_strategy():
+    def run(seed, obj):
+        s = Study(SPACE, Center(SPACE, 3), seed=seed)
+        s.optimize(obj, num_generations=4, progress=False)
+        return [t.params for t in s.trials]
+
+    a, b = run(0, f), run(0, f)
+    assert a == b and len(a) == 12
+    assert run(1, f) != a
+    assert run(0, lambda p: -f(p))[3:] != a[3:]  # later generations follow the values
+    assert run(0, lambda p: -f(p))[:3] == a[:3]
+
+
+def test_per_trial_tell_in_any_order_and_tell_only_when_the_generation_is_done():
+    study = Study(SPACE, Center(SPACE, 3), seed=0)
+    trials = study.ask_trials()
+    assert all(isinstance(t, Trial) and t.state == TrialState.RUNNING for t in trials)
+    with pytest.raises(RuntimeError, match="running"):
+        study.ask()
+    study.tell(trials[2], 1.0)
+    study.tell(trials[0].number, 3.0)
+    assert study.generation == 0
+    with pytest.raises(ValueError, match="complete"):
+        study.tell(trials[0].number, 2.0)
+    study.tell(trials[1], None, error="diverged")
+    assert study.generation == 1
+    t1 = study.get_trials()[1]
+    assert t1.state == TrialState.FAILED and t1.value is None and t1.error == "diverged"
+    with pytest.raises(ValueError, match="no trial 99"):
+        study.tell(99, 1.0)
+    with pytest.raises(TypeError, match="trial"):
+        study.tell("x", 1.0)
+
+
+def test_ask_in_parts_and_tell_wrong_length():
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 5), seed=0)
+    first = study.ask(2)
+    rest = study.ask()
+    assert len(first) == 2 and len(rest) == 3
+    with pytest.raises(ValueError, match="3 configurations"):
+        study.tell([1.0, 2.0])
+    study.tell([1.0, 2.0, 3.0])
+    assert study.generation == 0  # the first two are still running
+    with pytest.raises(ValueError, match="n must be"):
+        study.ask(0)
+
+
+def test_optimize_records_failures_and_goes_on():
+    calls = []
+
+    def objective(p):
+        calls.append(p)
+        k = len(calls)
+        if k % 5 == 1:
+            raise ValueError(f"boom {k}")
+        if k % 5 == 2:
+            return float("nan")
+        if k % 5 == 3:
+            return "not a number"
+        return f(p)
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0)
+    study.optimize(objective, num_trials=20, progress=False)
+    trials = study.trials
+    assert len(trials) == 20 and len(calls) == 20
+    failed = [t for t in trials if t.state == TrialState.FAILED]
+    assert len(failed) == 12
+    assert all(t.value is None for t in failed)
+    errors = [t.error for t in failed]
+    assert "ValueError: boom 1" in errors
+    assert "objective returned nan" in errors
+    assert any("not a number" in e for e in errors)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert study.best_value == min(t.value for t in complete)
+    assert study.generation == 5
+
+
+def test_uncaught_exception_is_recorded_and_raised():
+    def objective(p):
+        raise KeyError("bad")
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    with pytest.raises(KeyError):
+        study.optimize(objective, num_trials=5, catch=ValueError, progress=False)
+    (t,) = study.get_trials((TrialState.FAILED,))
+    assert "KeyError" in t.error
+    with pytest.raises(ValueError, match="no complete trial"):
+        study.best_value
+
+
+def test_keyboard_interrupt_leaves_the_trial_unfinished():
+    def objective(p):
+        raise KeyboardInterrupt
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective, num_trials=5, progress=False)
+    assert [t.state for t in study.trials] == [TrialState.WAITING, TrialState.WAITING]
+    study.optimize(f, num_trials=2, progress=False)  # the same two run now
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+
+def test_maximize_stores_user_values_and_negates_for_the_strategy():
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0, maximize=True)
+    study.optimize(f, num_generations=3, progress=False)
+    values = [t.value for t in study.trials]
+    assert study.best_value == max(values)
+    assert study.best_trial.value == max(values)
+    assert float(study.state.best_value) == pytest.approx(-max(values), rel=1e-6)
+
+
+def test_budgets():
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0)
+    study.optimize(f, num_trials=6, progress=False)
+    assert len(study.get_trials(("complete",))) == 6 and study.generation == 1
+    study.optimize(f, num_generations=2, progress=False)  # finishes gen 1, then gen 2
+    assert study.generation == 3 and len(study.trials) == 12
+    study.optimize(f, max_trials=10, progress=False)  # already past the total: nothing
+    assert len(study.trials) == 12
+    study.optimize(f, max_trials=14, progress=False)
+    assert len(study.get_trials(("complete",))) == 14
+    with pytest.raises(ValueError, match="num_trials, num_generations"):
+        study.optimize(f, progress=False)
+    for bad in (dict(num_trials=0), dict(num_generations=-1), dict(max_trials=1.5), dict(n_jobs=0),
+                dict(timeout=0, num_trials=1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            study.optimize(f, progress=False, **bad)
+    with pytest.raises(TypeError, match="catch"):
+        study.optimize(f, num_trials=1, catch=("x",), progress=False)
+    with pytest.raises(TypeError, match="objective"):
+        study.optimize(3, num_trials=1, progress=False)
+
+
+def test_grid_runs_every_point_once_then_is_exhausted():
+    space = jaxhpo.Space(a=jaxhpo.Int(0, 4), b=jaxhpo.Categorical(["u", "v"]))  # 10 points
+    study = Study(space, jaxhpo.GridSearch(space, 4), seed=0)
+    study.optimize(lambda p: p["a"] + (p["b"] == "v"), progress=False)  # no budget: the whole grid
+    seen = sorted((t.params["a"], t.params["b"]) for t in study.trials)
+    assert seen == sorted((a, b) for a in range(5) for b in "uv")
+    assert study.exhausted and study.ask() == []
+    assert study.best_value == 0
+
+
+def test_threads_run_each_trial_exactly_once():
+    seen, lock = [], threading.Lock()
+
+    def objective(p):
+        with lock:
+            seen.append(p["x"])
+        return f(p)
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 3), seed=0)
+    study.optimize(objective, num_trials=30, n_jobs=4, progress=False)
+    xs = [t.params["x"] for t in study.trials]
+    assert len(seen) == 30 and sorted(seen) == sorted(xs) and len(set(xs)) == 30
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    ref = Study(SPACE, jaxhpo.RandomSearch(SPACE, 3), seed=0)
+    ref.optimize(f, num_trials=30, progress=False)
+    assert [t.params for t in ref.trials] == [t.params for t in study.trials]
+
+
+def test_conditional_space_and_non_json_labels():
+    space = jaxhpo.Space(
+        opt=jaxhpo.Categorical([("sgd", 1), ("adam", 2)]),
+        mom=jaxhpo.Float(0.0, 0.9, when={"opt": [("sgd", 1)]}),
+    )
+    study = Study(space, jaxhpo.RandomSearch(space, 8), seed=3)
+    study.optimize(lambda p: p.get("mom", 0.5), num_trials=8, progress=False)
+    for t in study.trials:
+        assert t.params["opt"] in (("sgd", 1), ("adam", 2))
+        assert ("mom" in t.params) == (t.params["opt"] == ("sgd", 1))
+
+
+def test_callbacks_and_records():
+    got = []
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    study.optimize(f, num_trials=4, progress=False, callbacks=[lambda s, t: got.append((s, t))])
+    assert [t.number for _, t in got] == [0, 1, 2, 3] and got[0][0] is study
+    assert all(t.state == TrialState.COMPLETE and t.value == f(t.params) for _, t in got)
+    recs = study.to_records()
+    assert len(recs) == 4 and recs[0]["params_kind"] == study.trials[0].params["kind"]
+    assert recs[0]["duration"] >= 0
+
+
+def test_construction_errors_name_the_parameter():
+    rs = jaxhpo.RandomSearch(SPACE, 2)
+    with pytest.raises(TypeError, match="space"):
+        Study({"x": 1}, rs)
+    with pytest.raises(TypeError, match="strategy"):
+        Study(SPACE, "random")
+    other = jaxhpo.Space(y=jaxhpo.Float(0, 1))
+    with pytest.raises(ValueError, match="different space"):
+        Study(other, rs)
+    with pytest.raises(ValueError, match="seed"):
+        Study(SPACE, rs, seed=-1)
+    with pytest.raises(TypeError, match="maximize"):
+        Study(SPACE, rs, maximize="yes")
+    with pytest.raises(TypeError, match="name"):
+        Study(SPACE, rs, name="")
+    with pytest.raises(ValueError, match="stale_after"):
+        Study(SPACE, rs, stale_after=0)
+    with pytest.raises(TypeError, match="storage"):
+        Study(SPACE, rs, storage=3)
+
+
+def test_state_roundtrip_and_mismatch():
+    key = jax.random.key(0)
+    state = Center(SPACE, 3).init(key)
+    state = state._replace(params={"k": jax.random.key(5), "w": jnp.arange(3.0)})
+    back = state_from_bytes(state_to_bytes(state), state)
+    assert np.array_equal(back.center, state.center)
+    assert np.array_equal(jax.random.key_data(back.params["k"]), jax.random.key_data(state.params["k"]))
+    with pytest.raises(StateFormatError, match="does not fit"):
+        state_from_bytes(state_to_bytes(state), jaxhpo.RandomSearch(SPACE, 3).init(key))
+    with pytest.raises(StateFormatError):
+        state_from_bytes(b"garbage", state)
+    with pytest.raises(StateFormatError, match="truncated"):
+        state_from_bytes(state_to_bytes(state)[:-3], state)
+
+
+def test_plain_progress_and_bar(capsys):
+    p = PlainProgress(10, interval=0.0)
+    p.update(3, best=0.25)
+    p.update(1, failed=1)
+    p.close()
+    err = capsys.readouterr().err
+    assert "trials 4/10" in err and "best 0.25" in err and "failed 1" in err
+    bar = progress_bar(5, enabled=True)
+    bar.update(1, best=1.0)
+    bar.close()
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    study.optimize(f, num_trials=4, progress=True)
+    err = capsys.readouterr().err
+    assert "4/4" in err
+
+
+def test_report_every_inside_a_compiled_loop():
+    got = []
+
+    @jax.jit
+    def loop(x):
+        def body(c, g):
+            report_every(3, g, c, total=9, report=lambda gen, best, total: got.append((int(gen), float(best))))
+            return c * 0.5, None
+        return jax.lax.scan(body, x, jnp.arange(1, 10))[0]
+
+    jax.block_until_ready(loop(8.0))
+    jax.effects_barrier()
+    assert got == [(3, 2.0), (6, 0.25), (9, 8.0 / 2 ** 8)]
+    with pytest.raises(ValueError, match="every"):
+        report_every(-1, 0, 0.0)

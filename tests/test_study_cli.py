@@ -1,0 +1,152 @@
+"""The study commands: run CONFIG (TOML/JSON/YAML), show, plot; config errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jaxhpo import cli_study
+from jaxhpo.study import Study
+from jaxhpo.study.config import load_config, parse_config
+
+OBJECTIVE = '''
+def objective(p):
+    return (p["x"] - 0.25) ** 2 + (0.0 if p["kind"] == "b" else 1.0)
+'''
+
+SPACE = {
+    "x": {"type": "float", "low": -1.0, "high": 1.0},
+    "n": {"type": "int", "low": 1, "high": 4},
+    "kind": {"type": "categorical", "choices": ["a", "b"]},
+}
+
+TOML = '''
+name = "demo"
+objective = "obj.py:objective"
+num_trials = 12
+seed = 3
+strategy = { name = "random", popsize = 4 }
+output = "out"
+
+[space]
+x = { type = "float", low = -1.0, high = 1.0 }
+n = { type = "int", low = 1, high = 4 }
+kind = { type = "categorical", choices = ["a", "b"] }
+'''
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "obj.py").write_text(OBJECTIVE)
+    return tmp_path
+
+
+def test_run_toml_writes_results_plots_and_resumes(folder, capsys):
+    cfg = folder / "demo.toml"
+    cfg.write_text(TOML)
+    assert cli_study.main(["run", str(cfg), "--no-progress"]) == 0
+    out = folder / "out"
+    best = json.loads((out / "best.json").read_text())
+    assert best["trials"] == {"complete": 12}
+    study = Study.load(str(out / "study.db"))
+    assert best["best_value"] == study.best_value and best["best_params"] == study.best_params
+    assert len((out / "trials.csv").read_text().splitlines()) == 13
+    assert {p.name for p in (out / "plots").iterdir()} == {
+        "history.png", "parallel_coordinates.png", "slice.png", "importance.png"}
+    study.close()
+    # the budget is the study's total: a rerun does nothing more, a bigger one continues
+    assert cli_study.main(["run", str(cfg), "--no-progress", "--no-plots"]) == 0
+    assert json.loads((out / "best.json").read_text())["trials"] == {"complete": 12}
+    cfg.write_text(TOML.replace("num_trials = 12", "num_trials = 20"))
+    assert cli_study.main(["run", str(cfg), "--no-progress", "--no-plots"]) == 0
+    assert json.loads((out / "best.json").read_text())["trials"] == {"complete": 20}
+    capsys.readouterr()
+
+    assert cli_study.main(["show", str(out / "study.db"), "--top", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "study 'demo'" in shown and "'complete': 20" in shown
+    table = shown.splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("rank"))
+    assert len(table) - header - 2 == 3
+    best20 = json.loads((out / "best.json").read_text())
+    assert table[header + 2].split()[:3] == ["1", str(best20["best_trial"]), f"{best20['best_value']:.6g}"]
+
+    assert cli_study.main(["plot", str(out / "study.db"), "--output", str(folder / "pics")]) == 0
+    assert len(list((folder / "pics").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_json_and_yaml_configs(folder, fmt):
+    data = {"objective": "obj.py:objective", "space": SPACE, "num_generations": 2,
+            "strategy": {"name": "RandomSearch", "popsize": 3}, "maximize": True}
+    path = folder / f"c.{fmt}"
+    if fmt == "json":
+        path.write_text(json.dumps(data))
+    else:
+        yaml = pytest.importorskip("yaml")
+        path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    assert cfg.name == "c" and cfg.maximize and cfg.strategy.popsize == 3
+    assert cfg.output == folder / "c_results" and cfg.storage == str(folder / "c_results" / "study.db")
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots"]) == 0
+    study = Study.load(cfg.storage)
+    assert study.generation == 2 and len(study.trials) == 6 and study.maximize
+    study.close()
+
+
+def _error(folder, capsys, data, fmt="json"):
+    path = folder / f"bad.{fmt}"
+    path.write_text(json.dumps(data) if isinstance(data, dict) else data)
+    assert cli_study.main(["run", str(path), "--no-progress"]) == 2
+    return capsys.readouterr().err
+
+
+def test_config_errors_are_clear(folder, capsys):
+    good = {"objective": "obj.py:objective", "space": SPACE, "num_trials": 4}
+    assert "unknown strategy 'simulated_annealing'" in _error(
+        folder, capsys, {**good, "strategy": "simulated_annealing"})
+    assert "unknown key(s) ['trials']" in _error(folder, capsys, {**good, "trials": 3})
+    assert "'objective' is required" in _error(folder, capsys, {"space": SPACE, "num_trials": 4})
+    assert "config space.x.type" in _error(folder, capsys, {**good, "space": {"x": {"type": "real"}}})
+    assert "space.x: Float needs low < high" in _error(
+        folder, capsys, {**good, "space": {"x": {"type": "float", "low": 1, "high": 0}}})
+    assert "RandomSearch needs popsize" in _error(folder, capsys, {**good, "strategy": {"name": "random"}})
+    assert "has no setting(s) ['sigma']" in _error(
+        folder, capsys, {**good, "strategy": {"name": "random", "popsize": 2, "sigma": 1}})
+    assert "give a budget" in _error(folder, capsys, {k: v for k, v in good.items() if k != "num_trials"})
+    assert "no attribute 'nope'" in _error(folder, capsys, {**good, "objective": "obj.py:nope"})
+    assert "cannot import" in _error(folder, capsys, {**good, "objective": "no_such_module_xyz:f"})
+    assert "num_trials must be an integer >= 1" in _error(folder, capsys, {**good, "num_trials": 0})
+    assert "invalid JSON" in _error(folder, capsys, "{not json")
+    assert "invalid TOML" in _error(folder, capsys, "a = = 1", fmt="toml")
+    assert "unknown format '.ini'" in _error(folder, capsys, "x", fmt="ini")
+    assert cli_study.main(["run", str(folder / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_show_and_plot_refuse_bad_files(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_text("hello")
+    assert cli_study.main(["show", str(junk)]) == 2
+    assert "not an SQLite database" in capsys.readouterr().err
+    assert cli_study.main(["plot", str(tmp_path / "none.db")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_add_subcommands_hooks_into_a_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="jaxhpo")
+    sub = parser.add_subparsers(dest="command")
+    cli_study.add_subcommands(sub)
+    args = parser.parse_args(["show", "x.db", "--top", "4"])
+    assert args.func is cli_study.cmd_show and args.top == 4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--help"])
+
+
+def test_parse_config_defaults():
+    cfg = parse_config({"objective": "m:f", "space": SPACE, "num_trials": 3}, base_dir="/tmp/x")
+    assert cfg.strategy.popsize == 8 and type(cfg.strategy).__name__ == "RandomSearch"
+    assert cfg.seed == 0 and not cfg.maximize and cfg.n_jobs == 1
+    assert cfg.output == Path("/tmp/x/study_results")

@@ -1,0 +1,72 @@
+"""Plots from a real study are written as non-trivial PNGs; the importance measure works."""
+
+import numpy as np
+import pytest
+
+import jaxhpo
+from jaxhpo.study import Study
+from jaxhpo.study.importance import param_importance
+
+pytest.importorskip("matplotlib")
+from jaxhpo import plot  # noqa: E402
+
+SPACE = jaxhpo.Space(
+    x=jaxhpo.Float(-1.0, 1.0),
+    lr=jaxhpo.Float(1e-4, 1e-1, log=True),
+    n=jaxhpo.Int(1, 6),
+    kind=jaxhpo.Categorical(["a", "b", "c"]),
+)
+
+
+def objective(p):
+    if p["n"] == 6 and p["kind"] == "c":
+        raise RuntimeError("unstable")  # some failures, as in real studies
+    return 10 * p["x"] ** 2 + 0.01 * np.log10(p["lr"])
+
+
+@pytest.fixture(scope="module")
+def study():
+    s = Study(SPACE, jaxhpo.RandomSearch(SPACE, 10), seed=0)
+    s.optimize(objective, num_trials=60, progress=False)
+    return s
+
+
+def _is_png(path, min_bytes=8000):
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > min_bytes
+
+
+def test_save_plots_writes_four_images(study, tmp_path):
+    paths = plot.save_plots(study, tmp_path / "plots")
+    assert sorted(p.name for p in paths) == [
+        "history.png", "importance.png", "parallel_coordinates.png", "slice.png"]
+    for p in paths:
+        assert _is_png(p), p
+    # a picture of real data: many distinct colours, not a blank canvas
+    from matplotlib.image import imread
+
+    img = imread(paths[0])
+    assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 50
+
+
+def test_each_plot_and_learning_curves(study, tmp_path):
+    for fn in (plot.plot_history, plot.plot_parallel_coordinates, plot.plot_slice, plot.plot_importance):
+        fig = fn(study, tmp_path / f"{fn.__name__}.png")
+        assert fig.axes and _is_png(tmp_path / f"{fn.__name__}.png")
+    plot.plot_learning_curves({0: [1.0, 0.5, 0.3], 1: [1.2, 0.9, 0.8]}, tmp_path / "curves.png")
+    assert _is_png(tmp_path / "curves.png", 5000)
+    with pytest.raises(ValueError, match="curves"):
+        plot.plot_learning_curves({})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        plot.plot_slice(study, params=["nope"])
+
+
+def test_importance_finds_the_parameter_that_matters(study):
+    scores = param_importance(study)
+    assert list(scores)[0] == "x"
+    assert scores["x"] > 0.5 and sum(scores.values()) == pytest.approx(1.0)
+    empty = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    with pytest.raises(ValueError, match="at least 2 complete"):
+        param_importance(empty)
+    with pytest.raises(ValueError, match="no complete trial"):
+        plot.plot_history(empty)

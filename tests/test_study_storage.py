@@ -1,0 +1,221 @@
+"""SQLite storage: resume, crash (SIGKILL) safety, sharing between processes, bad files."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import jaxhpo
+from jaxhpo.study import SCHEMA_VERSION, SQLiteStorage, StorageError, Study, TrialState
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_study import SPACE, Center, f  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def make_study(storage, name="s"):
+    """The study every process of these tests opens: value-dependent proposals."""
+    return Study(SPACE, Center(SPACE, 4), seed=7, storage=storage, name=name)
+
+
+def _child(code: str, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{TESTS}", JAX_PLATFORMS="cpu")
+    prelude = "import sys, time, os, json\nfrom test_study_storage import make_study, f\n"
+    return subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(code), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finished(db: Path) -> dict:
+    """number -> (params, value, state) of finished trials, read with plain sqlite3."""
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        rows = con.execute("SELECT number, params, value, state FROM trials "
+                           "WHERE state IN ('complete', 'failed')").fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        rows = []
+    finally:
+        con.close()
+    return {n: (json.loads(p), v, s) for n, p, v, s in rows}
+
+
+def test_reopen_resumes_and_load_rebuilds(tmp_path):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    s = make_study(url)
+    s.optimize(f, num_trials=6, progress=False)  # stops inside generation 1
+    before = [(t.number, t.params, t.value, t.state) for t in s.trials]
+    s.close()
+    s2 = make_study(url)
+    assert [(t.number, t.params, t.value, t.state) for t in s2.trials] == before
+    s2.optimize(f, num_trials=6, progress=False)
+    loaded = Study.load(url)
+    assert loaded.strategy == Center(SPACE, 4) and loaded.space == SPACE and loaded.seed == 7
+    ref = make_study(None)
+    ref.optimize(f, num_trials=12, progress=False)
+    assert [t.params for t in loaded.trials] == [t.params for t in ref.trials]
+    assert loaded.best_value == ref.best_value and loaded.generation == ref.generation == 3
+    assert Study.names(url) == ["s"]
+    with pytest.raises(ValueError, match="seed 7, not 8"):
+        Study(SPACE, Center(SPACE, 4), seed=8, storage=url, name="s")
+    with pytest.raises(ValueError, match="strategy"):
+        Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=7, storage=url, name="s")
+    with pytest.raises(ValueError, match="no study named 'zz'"):
+        Study.load(url, "zz")
+    other = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=7, storage=url, name="other")
+    other.close()
+    with pytest.raises(ValueError, match="name is required"):
+        Study.load(url)
+    loaded.close()
+    s2.close()
+
+
+def test_sigkill_mid_run_loses_and_reruns_nothing(tmp_path):
+    db = tmp_path / "crash.db"
+    child = _child("""
+        def slow(p):
+            time.sleep(0.03)
+            return f(p)
+        make_study(sys.argv[1]).optimize(slow, max_trials=40, progress=False)
+    """, str(db))
+    deadline = time.time() + 120
+    while len(_finished(db)) < 14:
+        assert child.poll() is None, child.stderr.read()
+        assert time.time() < deadline, "child made no progress"
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    done_before = _finished(db)
+    assert 14 <= len(done_before) < 40
+
+    evaluated = []
+
+    def counting(p):
+        evaluated.append(p)
+        return f(p)
+
+    study = make_study(str(db))
+    assert study.get_trials((TrialState.RUNNING,)) == [] or True  # requeued lazily on the next claim
+    study.optimize(counting, max_trials=40, progress=False)
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(40))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for n, (params, value, _) in done_before.items():  # nothing finished was lost or changed
+        assert trials[n].params == params and trials[n].value == value
+    assert len(evaluated) == 40 - len(done_before)  # nothing finished was run again
+    assert not any(p == params for p in evaluated for params, _, _ in done_before.values())
+
+    ref = make_study(None)
+    ref.optimize(f, max_trials=40, progress=False)
+    assert [t.params for t in trials] == [t.params for t in ref.trials]
+    assert [t.value for t in trials] == [t.value for t in ref.trials]
+    study.close()
+
+
+def test_two_processes_share_a_study(tmp_path):
+    db = tmp_path / "shared.db"
+    code = """
+        db, me, log = sys.argv[1], sys.argv[2], sys.argv[3]
+        study = make_study(db)
+        open(os.path.join(os.path.dirname(db), "ready_" + me), "w").close()
+        while len([n for n in os.listdir(os.path.dirname(db)) if n.startswith("ready_")]) < 2:
+            time.sleep(0.01)
+        out = open(log, "w")
+        def logged(p):
+            out.write(json.dumps(p) + "\\n"); out.flush()
+            time.sleep(0.01)
+            return f(p)
+        study.optimize(logged, max_trials=32, progress=False)
+    """
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    children = [_child(code, str(db), name, str(log)) for name, log in zip("ab", logs)]
+    for c in children:
+        _, err = c.communicate(timeout=180)
+        assert c.returncode == 0, err
+    ran = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+    per_process = [len(log.read_text().splitlines()) for log in logs]
+    assert min(per_process) > 0, per_process  # both took part
+    study = make_study(str(db))
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(32))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(ran) == 32  # nothing ran twice ...
+    key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, ran)) == sorted(key(t.params) for t in trials)  # ... or was lost
+    assert len({t.worker for t in trials}) == 2
+    ref = make_study(None)
+    ref.optimize(f, max_trials=32, progress=False)
+    assert [t.params for t in ref.trials] == [t.params for t in trials]
+    study.close()
+
+
+def test_not_a_database(tmp_path):
+    p = tmp_path / "notes.db"
+    p.write_text("these are my notes, not a database\n")
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        make_study(str(p))
+    assert p.read_text().startswith("these are my notes")  # untouched
+
+
+def test_foreign_sqlite_database(tmp_path):
+    p = tmp_path / "app.db"
+    con = sqlite3.connect(p)
+    con.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match=r"something else \(tables \['users'\]\)"):
+        make_study(f"sqlite:///{p}")
+
+
+def test_damaged_database(tmp_path):
+    p = tmp_path / "d.db"
+    make_study(str(p)).close()
+    data = bytearray(p.read_bytes())
+    data[100:] = b"\xff" * (len(data) - 100)  # keep the header, wreck every page
+    p.write_bytes(bytes(data))
+    for wal in (tmp_path / "d.db-wal", tmp_path / "d.db-shm"):
+        if wal.exists():
+            wal.unlink()
+    with pytest.raises(StorageError, match="damaged|not a usable"):
+        make_study(str(p))
+
+
+def test_newer_schema_and_missing_tables(tmp_path):
+    p = tmp_path / "v.db"
+    SQLiteStorage(str(p)).close()
+    con = sqlite3.connect(p)
+    con.execute("UPDATE jaxhpo_meta SET value='99' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match=f"schema version 99; this jaxhpo reads version {SCHEMA_VERSION}"):
+        make_study(str(p))
+    q = tmp_path / "t.db"
+    SQLiteStorage(str(q)).close()
+    con = sqlite3.connect(q)
+    con.execute("DROP TABLE trials")
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match=r"lacks table\(s\) \['trials'\]"):
+        make_study(str(q))
+
+
+def test_bad_storage_arguments(tmp_path):
+    with pytest.raises(StorageError, match="only 'sqlite:///path.db'"):
+        make_study("postgresql://host/db")
+    with pytest.raises(StorageError, match="does not exist"):
+        make_study(str(tmp_path / "missing" / "x.db"))
+    with pytest.raises(StorageError, match="directory"):
+        make_study(str(tmp_path))
+    with pytest.raises(TypeError, match="storage"):
+        make_study(12)
+    assert isinstance(StorageError("x"), ValueError)
