@@ -5,6 +5,7 @@ Search spaces map to the unit cube; strategies are pure ``init`` / ``ask`` /
 ``lax.scan``.
 """
 
+from . import hypergrad
 from .cv import cross_validate, fold_scores, kfold_masks, masks_from_splits
 from .datasets import load_iris
 from .evaluate import evaluate
@@ -19,6 +20,7 @@ __all__ = [
     "Categorical", "Float", "Int", "Space",
     "Strategy", "GridSearch", "QuasiRandom", "RandomSearch",
     "evaluate", "run", "minimize", "Result", "Trace",
+    "hypergrad",
     "Study", "Trial", "TrialState", "SQLiteStorage", "StorageError",
     "kfold_masks", "cross_validate", "fold_scores", "masks_from_splits", "load_iris",
 ]

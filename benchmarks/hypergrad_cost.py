@@ -1,0 +1,103 @@
+"""Cost of one hypergradient against one training run of the same length T.
+
+Problem: a 32-64-10 tanh MLP, full-batch SGD with momentum on 512 synthetic
+samples, hyperparameters learning rate and weight decay (n = 2 scalars).
+For each T: wall time (median of repeats, compile excluded) and compiled
+temporary memory (``jax.jit(...).lower(...).compile().memory_analysis()``)
+of
+
+* ``train``: one training run of T steps (``rollout``), then the validation loss;
+* ``reverse``: ``unrolled(mode="reverse")``;
+* ``reverse+ckpt``: the same with ``checkpoint_every = round(sqrt(T))``;
+* ``forward``: ``unrolled(mode="forward")``.
+
+Targets (issue 5): reverse within 4x the training run's time; forward
+within (n + 1) = 3x.
+
+Run:  python -m benchmarks.hypergrad_cost [--steps 100 400 1600] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks._common import median_time, print_table, write_results
+from jaxhpo.hypergrad import rollout, unrolled
+
+
+def problem(seed=0, n=512, d=32, hidden=64, classes=10):
+    rng = np.random.default_rng(seed)
+    X = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+    W = rng.normal(size=(d, classes))
+    y = jnp.asarray(np.argmax(np.asarray(X) @ W + rng.normal(size=(n, classes)), axis=1), jnp.int32)
+    Xv = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+    yv = jnp.asarray(np.argmax(np.asarray(Xv) @ W + rng.normal(size=(n, classes)), axis=1), jnp.int32)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = {"w1": jax.random.normal(k1, (d, hidden)) / d ** 0.5, "b1": jnp.zeros(hidden),
+              "w2": jax.random.normal(k2, (hidden, classes)) / hidden ** 0.5, "b2": jnp.zeros(classes)}
+
+    def loss(p, X, y):
+        out = jnp.tanh(X @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+    def step(state, h, t):
+        p, v = state
+        g = jax.grad(loss)(p, X, y)
+        v = jax.tree_util.tree_map(lambda vi, gi, pi: 0.9 * vi + gi + h["wd"] * pi, v, g, p)
+        return jax.tree_util.tree_map(lambda pi, vi: pi - h["lr"] * vi, p, v), v
+
+    def val_loss(state, h):
+        return loss(state[0], Xv, yv)
+
+    state0 = (params, jax.tree_util.tree_map(jnp.zeros_like, params))
+    hp = {"lr": jnp.float32(0.05), "wd": jnp.float32(1e-4)}
+    return step, val_loss, state0, hp
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="time and memory of one hypergradient vs one training run")
+    ap.add_argument("--steps", type=int, nargs="+", default=[100, 400, 1600])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    step, val_loss, state0, hp = problem()
+    n_hp = 2
+    rows = []
+    for T in args.steps:
+        k = max(1, round(math.sqrt(T)))
+        fns = {
+            "train": lambda h, s, T=T: val_loss(rollout(step, h, s, T), h),
+            "reverse": unrolled(step, val_loss, T, mode="reverse"),
+            "reverse+ckpt": unrolled(step, val_loss, T, mode="reverse", checkpoint_every=k),
+            "forward": unrolled(step, val_loss, T, mode="forward"),
+        }
+        base_time = None
+        for name, fn in fns.items():
+            jitted = jax.jit(fn)
+            compiled = jitted.lower(hp, state0).compile()
+            mem = compiled.memory_analysis()
+            temp = int(mem.temp_size_in_bytes) if mem is not None else -1
+            t, _ = median_time(lambda: jax.block_until_ready(compiled(hp, state0)), repeats=args.repeats)
+            if name == "train":
+                base_time, base_mem = t, temp
+            rows.append({
+                "T": T, "method": name, "checkpoint_every": k if name == "reverse+ckpt" else "",
+                "time_s": t, "time_ratio": t / base_time, "temp_MiB": temp / 2 ** 20,
+                "mem_ratio": temp / base_mem if base_mem > 0 else float("nan"),
+            })
+            print(f"T={T:5d} {name:13s} {t * 1e3:9.2f} ms  {temp / 2 ** 20:8.3f} MiB", flush=True)
+    print_table(rows, ["T", "method", "checkpoint_every", "time_s", "time_ratio", "temp_MiB", "mem_ratio"],
+                title=f"one hypergradient (n = {n_hp} hyperparameters) vs one training run, "
+                      f"backend {jax.default_backend()}")
+    write_results("hypergrad_cost", rows, extra={"num_hparams": n_hp, "targets": {
+        "reverse_time_ratio_max": 4.0, "forward_time_ratio_max": n_hp + 1.0}})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

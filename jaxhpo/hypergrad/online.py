@@ -1,0 +1,140 @@
+"""Online hypergradient descent (Baydin et al., 2018) as an optax transformation.
+
+An optimiser with learning rate ``alpha`` moves the parameters by
+``u_t = alpha_t d_t``, ``d_t`` its direction at unit learning rate (``-g_t``
+for SGD, ``-m_hat_t / (sqrt(v_hat_t) + eps)`` for Adam). The loss at the
+next step depends on ``alpha`` through the last update, so
+
+    d f(theta_t) / d alpha_{t} ~= grad f(theta_t) . d_t = g_{t+1} . d_t,
+
+and the learning rate follows it by gradient descent with step ``beta``:
+
+    alpha_t = alpha_{t-1} - beta g_t . d_{t-1}.
+
+For SGD that is ``alpha_t = alpha_{t-1} + beta g_t . g_{t-1}``: the rate grows
+while successive gradients agree and shrinks when they turn against each
+other. Bases: SGD-HD, SGDN-HD (Nesterov), Adam-HD from the paper, plus heavy-
+ball momentum. ``beta = 0`` reproduces the base optax optimiser bit for bit.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._checks import check_choice, check_real
+
+__all__ = ["hypergradient_descent", "HypergradientState", "BASES"]
+
+BASES = ("sgd", "momentum", "nesterov", "adam")
+
+
+class HypergradientState(NamedTuple):
+    """State of ``hypergradient_descent``.
+
+    Attributes:
+      learning_rate: the current learning rate ``alpha_t``: a ``()`` array,
+        or with ``per_leaf=True`` a pytree of ``()`` arrays, one per
+        parameter leaf. Read it to log or schedule; it is what the last
+        ``update`` used.
+      direction: the last raw direction of the base optimiser (the update at
+        learning rate ``-1``: the gradient for SGD, the momentum trace,
+        Adam's ``m_hat / (sqrt(v_hat) + eps)``); zeros before the first step.
+      base_state: the state of the base transformation.
+    """
+
+    learning_rate: Any
+    direction: Any
+    base_state: Any
+
+
+def _base_direction(base: str, momentum: float, b1: float, b2: float, eps: float,
+                    eps_root: float) -> optax.GradientTransformation:
+    # The same transformations optax.sgd / optax.adam chain before
+    # scale_by_learning_rate, so beta = 0 gives identical arithmetic.
+    if base == "sgd":
+        return optax.identity()
+    if base == "momentum":
+        return optax.trace(decay=momentum, nesterov=False)
+    if base == "nesterov":
+        return optax.trace(decay=momentum, nesterov=True)
+    return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+
+
+def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd",
+                          momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
+                          eps: float = 1e-8, eps_root: float = 0.0,
+                          per_leaf: bool = False) -> optax.GradientTransformation:
+    """An optax optimiser that adapts its learning rate by hypergradient descent.
+
+    Args:
+      learning_rate: the initial learning rate ``alpha_0`` (> 0).
+      beta: the hypergradient step (>= 0); ``0`` keeps the rate fixed and
+        reproduces the base optimiser exactly. Its scale depends on the
+        gradients' (``sgd``: ``alpha`` moves by ``beta |g|^2`` per step when
+        successive gradients agree), so tune it per problem; the paper uses
+        ``1e-3``-``1e-4`` for SGD and ``1e-7``-``1e-8`` for Adam on MNIST.
+      base: ``"sgd"`` (SGD-HD; base ``optax.sgd(lr)``), ``"momentum"``
+        (``optax.sgd(lr, momentum)``), ``"nesterov"`` (SGDN-HD;
+        ``optax.sgd(lr, momentum, nesterov=True)``), ``"adam"`` (Adam-HD;
+        ``optax.adam(lr, b1, b2, eps, eps_root)``).
+      momentum: decay of the momentum trace, in ``[0, 1)``.
+      b1, b2, eps, eps_root: Adam's, as in ``optax.adam``.
+      per_leaf: one learning rate per parameter leaf (e.g. per layer), each
+        adapted by its own leaf's dot product, instead of one shared rate.
+
+    Returns:
+      an ``optax.GradientTransformation``; ``update(grads, state, params=None)``
+      returns ``(updates, state)`` with ``updates`` shaped like ``grads`` and
+      ``state`` a ``HypergradientState`` whose ``learning_rate`` is the rate
+      in use. Apply with ``optax.apply_updates``. Pure: jit, scan and vmap it.
+    """
+    learning_rate = check_real("learning_rate", learning_rate, low=0.0, low_open=True)
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"beta must be a real number, got {beta!r}")
+    beta = check_real("beta", beta, low=0.0)
+    base = check_choice("base", base, BASES)
+    momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    b1 = check_real("b1", b1, low=0.0, high=1.0, high_open=True)
+    b2 = check_real("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = check_real("eps", eps, low=0.0)
+    eps_root = check_real("eps_root", eps_root, low=0.0)
+    per_leaf = bool(per_leaf)
+    inner = _base_direction(base, momentum, b1, b2, eps, eps_root)
+
+    def init_fn(params):
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(params)) if jax.tree_util.tree_leaves(params) else jnp.float32
+        if per_leaf:
+            lr = jax.tree_util.tree_map(lambda p: jnp.asarray(learning_rate, jnp.result_type(p)), params)
+        else:
+            lr = jnp.asarray(learning_rate, dtype)
+        return HypergradientState(
+            learning_rate=lr,
+            direction=jax.tree_util.tree_map(jnp.zeros_like, params),
+            base_state=inner.init(params),
+        )
+
+    def update_fn(grads, state, params=None):
+        lr = state.learning_rate
+        if beta != 0.0:
+            # h = g_t . d_{t-1} with d = -direction; alpha <- alpha - beta h.
+            dots = jax.tree_util.tree_map(
+                lambda g, d: jnp.vdot(g, d).astype(jnp.result_type(d)), grads, state.direction)
+            if per_leaf:
+                lr = jax.tree_util.tree_map(lambda a, h: a + beta * h, lr, dots)
+            else:
+                total = sum(jax.tree_util.tree_leaves(dots))
+                lr = lr + (beta * total).astype(jnp.result_type(lr))
+        direction, base_state = inner.update(grads, state.base_state, params)
+        # Same expression as optax.scale(-lr): (-lr) * g.
+        if per_leaf:
+            updates = jax.tree_util.tree_map(lambda a, d: (-a) * d, lr, direction)
+        else:
+            updates = jax.tree_util.tree_map(lambda d: (-lr) * d, direction)
+        return updates, HypergradientState(learning_rate=lr, direction=direction, base_state=base_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)

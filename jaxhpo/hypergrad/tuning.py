@@ -1,0 +1,218 @@
+"""Gradient-based tuning of a space's continuous hyperparameters, for a population at once.
+
+Each member of a population is a point of the space. Its ``Float``
+coordinates are optimised by an optax optimiser on an unconstrained
+transform, the logit of the cube coordinate:
+
+    z = logit(u),  u = sigmoid(z) in (0, 1),  value = space.decode(u)
+
+which is a logit of ``log(value)`` for log-scaled floats (so steps are
+multiplicative there) and of ``value`` for linear ones; every iterate stays
+inside the bounds. Integer and categorical coordinates are held at each
+member's starting value (search them with an outer strategy, calling this
+driver per configuration: it is jit- and vmap-able inside). All members run
+together: ``vmap`` of ``value_and_grad`` of the objective, inside one
+``lax.scan`` over the steps.
+"""
+
+from __future__ import annotations
+
+import numbers
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..loop import Result, Trace
+from ..space import Float, Space
+from ._checks import check_callable, check_positive_int
+
+__all__ = ["gradient_tune", "float_mask"]
+
+# Cube coordinates are kept this far from 0 and 1 before the logit, so that
+# a starting point on a bound has a finite transform.
+_EDGE = 1e-6
+
+
+def float_mask(space: Space) -> np.ndarray:
+    """``(dim,)`` bool: which cube coordinates ``gradient_tune`` optimises (the ``Float`` ones)."""
+    return np.array([isinstance(d, Float) for d in space.dims.values()])
+
+
+@partial(jax.jit, static_argnames=("objective", "space", "optimizer", "num_steps", "negate", "stateful",
+                                   "has_grad"))
+def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, u0, carry0):
+    mask = jnp.asarray(float_mask(space))
+    float_names = [n for n, d in space.dims.items() if isinstance(d, Float)]
+    sign = -1.0 if negate else 1.0
+
+    def decode(z, u_fixed):
+        u = jnp.where(mask, jax.nn.sigmoid(z), u_fixed)
+        return u, space.decode(u)
+
+    def call(config, carry):
+        out = objective(config, carry) if stateful else (objective(config), None)
+        value, carry = out
+        if has_grad:
+            value, grads = value
+        else:
+            grads = None
+        value = jnp.asarray(value)
+        if value.shape != ():
+            raise ValueError(f"objective must return a scalar per configuration, got shape {value.shape}")
+        # The next carry is data for the next step, not a path for gradients.
+        return sign * value.astype(jnp.float32), grads, jax.lax.stop_gradient(carry)
+
+    def member_autodiff(z, u_fixed, carry):
+        def loss(z):
+            u, config = decode(z, u_fixed)
+            value, _, carry_new = call(config, carry)
+            return value, (u, carry_new)
+        (value, (u, carry_new)), gz = jax.value_and_grad(loss, has_aux=True)(z)
+        return value, gz, u, carry_new
+
+    def member_given_grad(z, u_fixed, carry):
+        # The objective brings its own gradient in config space (e.g. an
+        # ``unrolled`` hypergradient, forward or reverse); chain it through
+        # the decoding by one VJP.
+        def floats(z):
+            return {n: decode(z, u_fixed)[1][n] for n in float_names}
+        _, vjp = jax.vjp(floats, z)
+        u, config = decode(z, u_fixed)
+        value, grads, carry_new = call(config, carry)
+        missing = [n for n in float_names if not isinstance(grads, dict) or n not in grads]
+        if missing:
+            raise ValueError(f"with has_grad=True the objective's gradient must be a dict with entries {missing}")
+        cot = {n: sign * jnp.asarray(grads[n], jnp.float32).reshape(()) for n in float_names}
+        return value, vjp(cot)[0], u, carry_new
+
+    member = jax.vmap(member_given_grad if has_grad else member_autodiff)
+    uc = jnp.clip(u0, _EDGE, 1 - _EDGE)
+    z0 = jnp.log(uc) - jnp.log1p(-uc)
+    opt_state0 = jax.vmap(optimizer.init)(z0)
+
+    def body(carry, _):
+        z, opt_state, inner = carry
+        values, grads, u, inner_new = member(z, u0, inner)
+        ok = jnp.isfinite(values) & jnp.all(jnp.isfinite(grads), axis=-1)
+        # A failed member (non-finite value or gradient) stays where it is.
+        grads = jnp.where(ok[:, None], grads * mask, 0.0)
+        updates, opt_state_new = jax.vmap(optimizer.update)(grads, opt_state, z)
+        z_new = jnp.where(ok[:, None], optax.apply_updates(z, updates), z)
+        opt_state_new = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old),
+            opt_state_new, opt_state)
+        values = jnp.where(ok, values, jnp.inf)
+        return (z_new, opt_state_new, inner_new), (values, u, ok)
+
+    (_, _, inner), (values, us, oks) = jax.lax.scan(body, (z0, opt_state0, carry0), None, length=num_steps)
+    return values, us, oks, inner
+
+
+def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: int = 16,
+                  num_steps: int = 50, optimizer: optax.GradientTransformation | None = None,
+                  init: Any = None, carry: Any = None, has_grad: bool = False,
+                  maximize: bool = False) -> Result:
+    """Tune the continuous hyperparameters of ``space`` by gradient descent, a population at once.
+
+    Args:
+      objective: ``f(config) -> ()`` (or, with ``carry``, ``f(config, carry)
+        -> ((), carry)``), ``config`` a dict of ``()`` arrays as given by
+        ``space.decode`` for one point. Must be differentiable in the
+        ``Float`` entries (for a training run: an ``unrolled`` or
+        ``implicit`` validation loss, or plain ``jax.grad``-able code).
+        Minimised (``maximize=True``: maximised).
+      space: the ``Space``. ``Float`` dimensions are tuned; ``Int`` and
+        ``Categorical`` ones keep each member's starting value.
+      key: a ``jax.random`` key or int seed, for the starting points when
+        ``init`` is ``None``.
+      popsize: members (ignored when ``init`` is given).
+      num_steps: gradient steps per member (objective evaluations).
+      optimizer: optax optimiser on ``z = logit(u)``; default
+        ``optax.adam(0.1)`` (Adam's per-coordinate scaling makes the step
+        size in ``z`` independent of the objective's scale).
+      init: ``(popsize, dim)`` cube points to start from; default uniform.
+      carry: optional pytree whose leaves have a leading ``popsize`` axis,
+        threaded through the steps per member: each evaluation starts from
+        the carry the previous one returned. With it, ``objective`` can
+        continue one training run across evaluations (e.g. train ``K`` more
+        steps and return the validation loss and the new model), so the
+        hyperparameters adapt while the model trains, at the cost of one
+        training run per member. The carry is not differentiated. A member
+        whose evaluation fails keeps its hyperparameters but takes the
+        carry the objective returned (a diverged model stays diverged).
+      has_grad: the objective computes its own gradient: it returns
+        ``((value, grads), carry)`` / ``(value, grads)`` with ``grads`` a
+        dict holding d value / d config for every ``Float`` name (the
+        ``(value, grads)`` of an ``unrolled`` hypergradient, which may use
+        forward mode or rematerialisation). Otherwise the driver applies
+        ``jax.value_and_grad`` to the objective itself.
+      maximize: maximise instead.
+
+    Returns:
+      a ``jaxhpo.Result``: ``best_params`` / ``best_value`` / ``best_x`` the
+      best configuration evaluated by any member at any step (failed, i.e.
+      non-finite, evaluations excluded); ``history`` a ``Trace`` with
+      ``values`` ``(num_steps, popsize)``, ``x`` ``(num_steps, popsize,
+      dim)`` (the evaluated points) and the running best; ``state`` a dict
+      with ``"final_x"`` ``(popsize, dim)`` (the points evaluated last),
+      ``"final_values"`` ``(popsize,)`` (their values) and ``"carry"`` (the
+      final carry, or ``None``). ``num_evaluations = popsize * num_steps`` objective
+      gradients.
+    """
+    check_callable("objective", objective)
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+    num_steps = check_positive_int("num_steps", num_steps)
+    if optimizer is None:
+        optimizer = optax.adam(0.1)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    if not float_mask(space).any():
+        raise ValueError("space has no Float dimension: nothing for gradient_tune to tune")
+    if init is None:
+        popsize = check_positive_int("popsize", popsize)
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            key = jax.random.key(int(key))
+        u0 = space.sample(key, popsize)
+    else:
+        u0 = jnp.asarray(init, jnp.float32)
+        if u0.ndim != 2 or u0.shape[1] != space.dim or u0.shape[0] < 1:
+            raise ValueError(f"init must have shape (popsize, {space.dim}), got {u0.shape}")
+        if not bool(jnp.all((u0 >= 0) & (u0 <= 1))):
+            raise ValueError("init must hold cube points in [0, 1]")
+        popsize = u0.shape[0]
+    stateful = carry is not None
+    if stateful:
+        for leaf in jax.tree_util.tree_leaves(carry):
+            if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != popsize:
+                raise ValueError(f"every carry leaf needs a leading popsize axis ({popsize}), got shape {jnp.shape(leaf)}")
+    values, us, oks, inner = _tune(objective, space, optimizer, num_steps, bool(maximize), stateful,
+                                   bool(has_grad), u0, carry)
+    values, us, oks = np.asarray(values), np.asarray(us), np.asarray(oks)
+    sign = -1.0 if maximize else 1.0
+    running = np.minimum.accumulate(values.min(axis=1))
+    history = Trace(
+        best_value=sign * running,
+        num_valid=np.full((num_steps,), popsize, np.int32),
+        num_failed=(~oks).sum(axis=1).astype(np.int32),
+        values=sign * values,
+        valid=np.ones_like(oks),
+        x=us,
+    )
+    found = bool(np.isfinite(values).any())
+    flat = int(np.argmin(values)) if found else 0
+    best_x = us.reshape(-1, space.dim)[flat]
+    best_value = float(sign * values.reshape(-1)[flat]) if found else float("nan")
+    return Result(
+        best_params=space.to_python(space.decode(best_x)) if found else None,
+        best_value=best_value,
+        best_x=best_x,
+        history=history,
+        state={"final_x": us[-1], "final_values": sign * values[-1], "carry": inner},
+        num_evaluations=popsize * num_steps,
+        num_failed=int((~oks).sum()),
+    )

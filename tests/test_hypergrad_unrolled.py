@@ -1,0 +1,231 @@
+"""Unrolled hypergradients: known answers on ridge regression in float64, memory in float32."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhpo.hypergrad import AUTO_FORWARD_MAX, rollout, unrolled
+
+# Ridge regression, small enough that a 1000-step unroll compiles and runs fast.
+_rng = np.random.default_rng(0)
+N, D, NV = 30, 5, 20
+X_NP = _rng.normal(size=(N, D))
+Y_NP = X_NP @ _rng.normal(size=D) + 0.5 * _rng.normal(size=N)
+XV_NP = _rng.normal(size=(NV, D))
+YV_NP = XV_NP @ _rng.normal(size=D) + 0.5 * _rng.normal(size=NV)
+A_NP = X_NP.T @ X_NP / N
+B_NP = X_NP.T @ Y_NP / N
+# Step size half of 2 / L (L the largest curvature at lambda = 0.3): stable,
+# and the iterates converge within ~1000 steps (checked below).
+LAM0 = 0.3
+LR0 = 1.0 / (np.linalg.eigvalsh(A_NP).max() + LAM0)
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _problem():
+    """Arrays in the current dtype regime, plus step and validation loss."""
+    A, b = jnp.asarray(A_NP), jnp.asarray(B_NP)
+    Xv, yv = jnp.asarray(XV_NP), jnp.asarray(YV_NP)
+
+    def step(w, h, t):
+        # gradient descent on 0.5 mean (Xw - y)^2 + 0.5 lam |w|^2
+        return w - h["lr"] * (A @ w - b + h["lam"] * w)
+
+    def val_loss(w, h):
+        return 0.5 * jnp.mean((Xv @ w - yv) ** 2)
+
+    return step, val_loss
+
+
+def _hp(lam=LAM0, lr=LR0):
+    return {"lam": jnp.asarray(lam, jnp.float64), "lr": jnp.asarray(lr, jnp.float64)}
+
+
+def _closed_form_hypergrad(lam):
+    """d val_loss(w*(lam)) / d lam with w* = (A + lam I)^-1 b, dw*/dlam = -(A + lam I)^-1 w*."""
+    H = A_NP + lam * np.eye(D)
+    w = np.linalg.solve(H, B_NP)
+    dval_dw = XV_NP.T @ (XV_NP @ w - YV_NP) / NV
+    return dval_dw @ -np.linalg.solve(H, w)
+
+
+@pytest.mark.parametrize("T", [10, 100, 1000])
+def test_reverse_matches_central_finite_differences(x64, T):
+    step, val_loss = _problem()
+    hg = jax.jit(unrolled(step, val_loss, T, mode="reverse"))
+    w0 = jnp.zeros(D)
+    value, grads = hg(_hp(), w0)
+
+    def loss(lam, lr):
+        return float(val_loss(rollout(step, _hp(lam, lr), w0, T), None))
+
+    assert float(value) == pytest.approx(loss(LAM0, LR0), rel=1e-12)
+    # Central differences: truncation O(eps^2 f''') ~ 1e-12, round-off
+    # O(1e-16 / eps) ~ 1e-11 relative at eps = 1e-5 (relative).
+    e_lam, e_lr = 1e-5 * LAM0, 1e-5 * LR0
+    fd_lam = (loss(LAM0 + e_lam, LR0) - loss(LAM0 - e_lam, LR0)) / (2 * e_lam)
+    fd_lr = (loss(LAM0, LR0 + e_lr) - loss(LAM0, LR0 - e_lr)) / (2 * e_lr)
+    assert float(grads["lam"]) == pytest.approx(fd_lam, rel=1e-6)
+    # d/d lr vanishes as the iterates converge; compare against the scale of
+    # the lambda derivative rather than its own (tiny) size at T = 1000.
+    assert abs(float(grads["lr"]) - fd_lr) <= 1e-6 * max(abs(fd_lr), abs(fd_lam))
+
+
+@pytest.mark.parametrize("T", [10, 100, 1000])
+def test_forward_equals_reverse_and_checkpointing_changes_nothing(x64, T):
+    step, val_loss = _problem()
+    w0 = jnp.asarray(_rng.normal(size=D))
+    v_rev, g_rev = jax.jit(unrolled(step, val_loss, T, mode="reverse"))(_hp(), w0)
+    v_fwd, g_fwd = jax.jit(unrolled(step, val_loss, T, mode="forward"))(_hp(), w0)
+    # k = 7 does not divide 10, 100 or 1000: exercises the remainder segment.
+    v_ck, g_ck = jax.jit(unrolled(step, val_loss, T, mode="reverse", checkpoint_every=7))(_hp(), w0)
+    v_auto, g_auto = jax.jit(unrolled(step, val_loss, T, mode="auto"))(_hp(), w0)
+    for name in ("lam", "lr"):
+        ref = float(g_rev[name])
+        for other in (g_fwd, g_ck, g_auto):
+            assert float(other[name]) == pytest.approx(ref, rel=1e-8, abs=1e-14)
+    for v in (v_fwd, v_ck, v_auto):
+        assert float(v) == pytest.approx(float(v_rev), rel=1e-12)
+
+
+def test_unrolled_tends_to_implicit_as_T_grows(x64):
+    step, val_loss = _problem()
+    exact = _closed_form_hypergrad(LAM0)
+    # A small step (a tenth of LR0) so that convergence is visible over T.
+    lr = 0.1 * LR0
+    errors, lr_grads = [], []
+    for T in (10, 100, 1000):
+        _, g = jax.jit(unrolled(step, val_loss, T, checkpoint_every=int(math.isqrt(T))))(_hp(LAM0, lr), jnp.zeros(D))
+        errors.append(abs(float(g["lam"]) - exact) / abs(exact))
+        lr_grads.append(abs(float(g["lr"])))
+    assert errors[0] > errors[1] > errors[2]
+    # GD contracts by 1 - lr * lambda_min(A + lam I) ~ 0.966 per step: the
+    # iterate's error (and its derivative's, ~T c^T) is ~1e-12 after 1000 steps.
+    contraction = 1 - lr * (np.linalg.eigvalsh(A_NP).min() + LAM0)
+    assert contraction ** 10 > 0.5 and 1000 * contraction ** 1000 < 1e-11
+    assert errors[2] < 1e-8
+    # at convergence the solution no longer depends on the step size
+    assert lr_grads[2] < 1e-8 * abs(exact)
+
+
+def test_array_hparams_per_coordinate_rates_and_return_state(x64):
+    """Per-coordinate learning rates (a (D,) array) and per-coordinate L2: 2D scalars."""
+    A, b = jnp.asarray(A_NP), jnp.asarray(B_NP)
+    _, val_loss = _problem()
+
+    def step(w, h, t):
+        return w - h["lr"] * (A @ w - b + jnp.exp(h["log_lam"]) * w)
+
+    hp = {"lr": jnp.full(D, LR0) * jnp.linspace(0.5, 1.0, D), "log_lam": jnp.log(jnp.full(D, LAM0))}
+    w0 = jnp.zeros(D)
+    T = 20  # short, so d/d lr is far from zero and differences resolve it
+    v_rev, g_rev, s_rev = jax.jit(unrolled(step, val_loss, T, return_state=True))(hp, w0)
+    v_fwd, g_fwd, s_fwd = jax.jit(unrolled(step, val_loss, T, mode="forward", return_state=True))(hp, w0)
+    assert 2 * D > AUTO_FORWARD_MAX  # "auto" takes the reverse path here
+    v_auto, g_auto = jax.jit(unrolled(step, val_loss, T, mode="auto"))(hp, w0)
+    np.testing.assert_allclose(np.asarray(s_rev), np.asarray(rollout(step, hp, w0, T)), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(s_fwd), np.asarray(s_rev), rtol=1e-14)
+    for name in hp:
+        assert g_rev[name].shape == (D,)
+        np.testing.assert_allclose(np.asarray(g_fwd[name]), np.asarray(g_rev[name]), rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(g_auto[name]), np.asarray(g_rev[name]), rtol=1e-12, atol=1e-16)
+    # one coordinate against central differences
+    e = 1e-5 * float(hp["lr"][2])
+    bump = jnp.zeros(D).at[2].set(e)
+    f = lambda h: float(val_loss(rollout(step, h, w0, T), None))
+    fd = (f({**hp, "lr": hp["lr"] + bump}) - f({**hp, "lr": hp["lr"] - bump})) / (2 * e)
+    assert float(g_rev["lr"][2]) == pytest.approx(fd, rel=1e-6)
+
+
+def test_step_index_and_minibatches(x64):
+    """``t`` runs 0..T-1 in order, across checkpoint segments and the remainder."""
+    def step(s, h, t):
+        return s * h["a"] + t.astype(s.dtype)
+
+    def val_loss(s, h):
+        return s
+
+    T = 10
+    a = 0.9
+    expected = sum(t * a ** (T - 1 - t) for t in range(T))
+    dexpected = sum(t * (T - 1 - t) * a ** (T - 2 - t) for t in range(T - 1))
+    for k in (None, 3, 5, 10, 11):
+        v, g = unrolled(step, val_loss, T, checkpoint_every=k)({"a": jnp.float64(a)}, jnp.float64(0.0))
+        assert float(v) == pytest.approx(expected, rel=1e-13)
+        assert float(g["a"]) == pytest.approx(dexpected, rel=1e-13)
+
+
+def test_vmap_over_hparams_equals_scalar_results(x64):
+    step, val_loss = _problem()
+    hg = jax.jit(unrolled(step, val_loss, 100))
+    lams = jnp.geomspace(1e-3, 10.0, 64)
+    w0 = jnp.zeros(D)
+    v, g = jax.jit(jax.vmap(hg, in_axes=({"lam": 0, "lr": None}, None)))({"lam": lams, "lr": jnp.float64(LR0)}, w0)
+    for i in (0, 17, 40, 63):
+        vi, gi = hg(_hp(lams[i], LR0), w0)
+        assert float(v[i]) == pytest.approx(float(vi), rel=1e-12)
+        assert float(g["lam"][i]) == pytest.approx(float(gi["lam"]), rel=1e-10, abs=1e-15)
+
+
+def test_memory_checkpointed_reverse_sublinear_forward_flat():
+    """Compiled temp memory: reverse O(T), checkpointed O(sqrt T), forward O(1) in T."""
+    d = 256
+    M = jnp.asarray(np.random.default_rng(1).normal(size=(d, d)) / d ** 0.5, jnp.float32)
+
+    def step(w, h, t):
+        return w - h["lr"] * (jnp.tanh(M @ w) + h["lam"] * w)
+
+    def val_loss(w, h):
+        return jnp.sum(w ** 2)
+
+    hp = {"lam": jnp.float32(0.1), "lr": jnp.float32(0.1)}
+    w0 = jnp.ones(d, jnp.float32)
+
+    def temp_bytes(T, **kw):
+        compiled = jax.jit(unrolled(step, val_loss, T, **kw)).lower(hp, w0).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    Ts = (64, 1024)  # 16x longer
+    plain = [temp_bytes(T, mode="reverse") for T in Ts]
+    ckpt = [temp_bytes(T, mode="reverse", checkpoint_every=math.isqrt(T)) for T in Ts]
+    fwd = [temp_bytes(T, mode="forward") for T in Ts]
+    state_bytes = d * 4
+    # plain reverse keeps at least one state per step
+    assert plain[1] >= 1024 * state_bytes
+    assert plain[1] / plain[0] > 10
+    # sqrt(16) = 4: checkpointed memory grows about 4x, far from 16x
+    assert ckpt[1] / ckpt[0] < 6
+    assert ckpt[1] < plain[1] / 10
+    assert fwd[1] == fwd[0]
+
+
+def test_bad_arguments():
+    step = lambda s, h, t: s
+    val = lambda s, h: jnp.sum(s)
+    with pytest.raises(ValueError, match="mode"):
+        unrolled(step, val, 10, mode="sideways")
+    with pytest.raises(ValueError, match="num_steps"):
+        unrolled(step, val, 0)
+    with pytest.raises(TypeError, match="num_steps"):
+        unrolled(step, val, 2.5)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        unrolled(step, val, 10, checkpoint_every=0)
+    with pytest.raises(TypeError, match="checkpoint_every"):
+        unrolled(step, val, 10, checkpoint_every=True)
+    with pytest.raises(TypeError, match="step"):
+        unrolled(None, val, 10)
+    with pytest.raises(TypeError, match="val_loss"):
+        unrolled(step, 3, 10)
+    hg = unrolled(step, val, 3)
+    with pytest.raises(TypeError, match="hparams"):
+        hg({"n": jnp.int32(3)}, jnp.zeros(2))
+    with pytest.raises(ValueError, match="scalar"):
+        unrolled(step, lambda s, h: s, 3)({"a": jnp.float32(1.0)}, jnp.zeros(2))
