@@ -11,14 +11,14 @@ from .datasets import load_iris
 from .evaluate import evaluate
 from .loop import Result, Trace, minimize, run
 from .space import Categorical, Float, Int, Space
-from .strategies import GridSearch, QuasiRandom, RandomSearch, Strategy
+from .strategies import TPE, GridSearch, QuasiRandom, RandomSearch, Strategy
 from .study import SQLiteStorage, StorageError, Study, Trial, TrialState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Categorical", "Float", "Int", "Space",
-    "Strategy", "GridSearch", "QuasiRandom", "RandomSearch",
+    "Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE",
     "evaluate", "run", "minimize", "Result", "Trace",
     "hypergrad",
     "Study", "Trial", "TrialState", "SQLiteStorage", "StorageError",

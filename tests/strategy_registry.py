@@ -16,3 +16,6 @@ from jaxhpo.strategies.quasirandom import QuasiRandom  # noqa: E402
 STRATEGIES["sobol"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "sobol")
 STRATEGIES["halton"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "halton")
 STRATEGIES["lhs"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "lhs")
+from jaxhpo.strategies.tpe import TPE  # noqa: E402
+STRATEGIES["tpe"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32)
+STRATEGIES["tpe_multivariate"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32, multivariate=True)

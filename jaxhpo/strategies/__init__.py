@@ -4,5 +4,6 @@ from .base import Strategy
 from .grid import GridSearch
 from .quasirandom import QuasiRandom
 from .random import RandomSearch
+from .tpe import TPE
 
-__all__ = ["Strategy", "GridSearch", "QuasiRandom", "RandomSearch"]
+__all__ = ["Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE"]
