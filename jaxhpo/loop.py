@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from . import pareto
 from .evaluate import check_chunk_size, evaluate
 from .space import Space
 from .strategies.base import Strategy
@@ -42,7 +43,7 @@ class Trace(NamedTuple):
 
 
 def _report(generation, total, best_value, negate) -> None:
-    best = -float(best_value) if negate else float(best_value)
+    best = -float(best_value) if negate else float(best_value)  # negate: the first objective's flag
     print(f"jaxhpo: generation {int(generation)}/{total}  best {best:.6g}", flush=True)
 
 
@@ -100,16 +101,31 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         # stay replicated, so the sharded run computes the same numbers.
         values = evaluate(objective, strategy.space.decode(_shard_population(x, mesh)), chunk_size)
         values = jnp.asarray(values)
-        if values.shape != (strategy.popsize,):
-            raise ValueError(
-                "objective must return one scalar per configuration; got output of shape "
-                f"{values.shape[1:]} per configuration"
-            )
+        # Multi-valued strategies (NSGA2) tell (popsize, num_values) rows:
+        # the objectives, then the constraint values.
+        num_values = getattr(strategy, "num_values", None)
+        if num_values is None:
+            if values.shape != (strategy.popsize,):
+                raise ValueError(
+                    "objective must return one scalar per configuration; got output of shape "
+                    f"{values.shape[1:]} per configuration"
+                )
+        else:
+            if num_values == 1 and values.shape == (strategy.popsize,):
+                values = values[:, None]
+            if values.shape != (strategy.popsize, num_values):
+                raise ValueError(
+                    f"objective must return a vector of {num_values} values per configuration "
+                    f"({strategy.num_objectives} objectives, then {strategy.num_constraints} constraints); "
+                    f"got output of shape {values.shape[1:]} per configuration"
+                )
         values = _shard_population(values, mesh).astype(jnp.float32)
-        if negate:
+        if isinstance(negate, tuple):  # one flag per column; constraint columns are never negated
+            values = values * jnp.asarray([-1.0 if n else 1.0 for n in negate], jnp.float32)
+        elif negate:
             values = -values
         state = strategy.tell(state, x, values)
-        failed = valid & ~jnp.isfinite(values)
+        failed = valid & ~jnp.all(jnp.isfinite(values.reshape(strategy.popsize, -1)), axis=1)
         record = Trace(
             best_value=strategy.best(state)[1],
             num_valid=valid.sum(dtype=jnp.int32),
@@ -123,7 +139,8 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
             # One host callback every k generations; the loop never waits on it.
             jax.lax.cond(
                 (g % progress_every == 0) | (g == num_generations),
-                lambda: jax.debug.callback(_report, g, num_generations, record.best_value, negate),
+                lambda: jax.debug.callback(_report, g, num_generations, record.best_value,
+                                           negate[0] if isinstance(negate, tuple) else negate),
                 lambda: None,
             )
         return state, record
@@ -181,6 +198,13 @@ class Result:
       state: the final strategy state.
       num_evaluations: configurations evaluated (grid padding excluded).
       num_failed: evaluations that returned a non-finite value.
+      pareto_params: multi-objective strategies only (``NSGA2``): the
+        Pareto front found, as a list of Python dicts sorted by the first
+        objective; ``None`` otherwise.
+      pareto_values: ``(k, m)`` their objective values in the user's signs.
+      hypervolume: the front's hypervolume with respect to ``ref_point``
+        (computed in minimisation signs).
+      ref_point: ``(m,)`` the reference point used, in the user's signs.
     """
 
     best_params: dict | None
@@ -190,17 +214,23 @@ class Result:
     state: Any
     num_evaluations: int
     num_failed: int
+    pareto_params: list | None = None
+    pareto_values: np.ndarray | None = None
+    hypervolume: float | None = None
+    ref_point: np.ndarray | None = None
 
     def __repr__(self) -> str:
+        front = "" if self.pareto_values is None else (
+            f", pareto_size={len(self.pareto_values)}, hypervolume={self.hypervolume!r}")
         return (f"Result(best_value={self.best_value!r}, best_params={self.best_params!r}, "
-                f"num_evaluations={self.num_evaluations}, num_failed={self.num_failed})")
+                f"num_evaluations={self.num_evaluations}, num_failed={self.num_failed}{front})")
 
 
 def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any = 0,
              num_generations: int | None = None, maximize: bool = False,
              chunk_size: int | None = None, history: str = "best",
              params: dict | None = None, mesh: Mesh | None = None,
-             progress_every: int | None = None) -> Result:
+             progress_every: int | None = None, ref_point: Any = None) -> Result:
     """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
 
     The whole ask -> decode -> evaluate -> tell loop runs as one ``lax.scan``
@@ -215,8 +245,16 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
       key: a ``jax.random`` key or an integer seed.
       num_generations: ask/tell rounds; optional for strategies with a
         natural length (``GridSearch``).
-      maximize: maximise instead of minimise.
+      maximize: maximise instead of minimise. With a multi-objective
+        strategy (``NSGA2``), a bool for every objective or a tuple of one
+        bool per objective; the objective then returns a vector of
+        ``num_objectives`` values followed by ``num_constraints`` constraint
+        values (feasible when ``<= 0``; never negated).
       chunk_size, history, params, mesh, progress_every: see ``run``.
+      ref_point: multi-objective only: ``(m,)`` reference point of the
+        hypervolume, in the user's signs. ``None``: the front's worst value
+        in each objective moved out by 10% of the front's range (by 1 where
+        the range is 0); the point used is in ``Result.ref_point``.
     Returns:
       a ``Result``.
     """
@@ -234,19 +272,36 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
             raise ValueError(f"num_generations is required for {type(strategy).__name__}")
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
         key = jax.random.key(int(key))
-    maximize = bool(maximize)
+    num_objectives = getattr(strategy, "num_objectives", None)
+    if num_objectives is None:
+        if not isinstance(maximize, (bool, np.bool_)):
+            raise TypeError(f"maximize must be a bool for a single-objective strategy, got {maximize!r}")
+        negate = bool(maximize)
+        signs = np.float32(-1.0 if negate else 1.0)
+    else:
+        if isinstance(maximize, (bool, np.bool_)):
+            maximize = (bool(maximize),) * num_objectives
+        elif not isinstance(maximize, (tuple, list)) or len(maximize) != num_objectives or not all(
+                isinstance(m, (bool, np.bool_)) for m in maximize):
+            raise ValueError(
+                f"maximize must be a bool or a tuple of {num_objectives} bools (one per objective), got {maximize!r}")
+        negate = tuple(bool(m) for m in maximize) + (False,) * strategy.num_constraints
+        signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
     state, trace = _search(strategy, objective, key, params, _check_generations(num_generations),
-                           check_chunk_size(chunk_size), _check_history(history), maximize,
+                           check_chunk_size(chunk_size), _check_history(history), negate,
                            _check_mesh(mesh, strategy.popsize), _check_progress(progress_every))
-    sign = -1.0 if maximize else 1.0
+    sign = float(np.ravel(signs)[0])  # best_value is the first objective's
     trace = jax.tree_util.tree_map(np.asarray, trace)
     trace = trace._replace(
         best_value=sign * trace.best_value,
-        values=None if trace.values is None else sign * trace.values,
+        values=None if trace.values is None else signs * trace.values,
     )
     best_x, best_value = (np.asarray(a) for a in strategy.best(state))
     found = bool(np.isfinite(best_value))
     best_params = space.to_python(space.decode(best_x)) if found else None
+    front = {}
+    if hasattr(strategy, "pareto_front"):
+        front = _pareto_result(strategy, state, signs[:num_objectives], ref_point)
     return Result(
         best_params=best_params,
         best_value=float(sign * best_value) if found else float("nan"),
@@ -255,4 +310,33 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         state=state,
         num_evaluations=int(trace.num_valid.sum()),
         num_failed=int(trace.num_failed.sum()),
+        **front,
+    )
+
+
+def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any) -> dict:
+    """``pareto_params``, ``pareto_values``, ``hypervolume``, ``ref_point`` of a multi-objective search."""
+    fx, fv, fm = (np.asarray(a) for a in strategy.pareto_front(state))
+    fx, fv = fx[fm], fv[fm]
+    order = np.argsort(fv[:, 0], kind="stable")
+    fx, fv = fx[order], fv[order]
+    m = fv.shape[1]
+    if ref_point is None:
+        if len(fv):
+            hi, lo = fv.max(axis=0), fv.min(axis=0)
+            ref_min = hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0)
+        else:
+            ref_min = np.full((m,), np.nan, np.float32)
+    else:
+        ref_user = np.asarray(ref_point, np.float32)
+        if ref_user.shape != (m,):
+            raise ValueError(f"ref_point must have shape ({m},) (one entry per objective), got {ref_user.shape}")
+        ref_min = signs * ref_user
+    hv = float(pareto.hypervolume(fv, ref_min)) if len(fv) and np.all(np.isfinite(ref_min)) else 0.0
+    space = strategy.space
+    return dict(
+        pareto_params=space.to_python(space.decode(fx)) if len(fx) else [],
+        pareto_values=signs * fv,
+        hypervolume=hv,
+        ref_point=signs * ref_min,
     )

@@ -1,0 +1,322 @@
+"""Non-dominated sorting, constraint domination, crowding and hypervolume against brute force.
+
+Random cases come from hypothesis; rows are padded to a fixed ``N_MAX`` with
+masked rows so that a handful of compiled functions serve every example (and
+the padding path is tested on the way). References are plain Python/numpy in
+float64: peeling fronts by the definition of dominance, and the hypervolume
+by inclusion-exclusion (exact for any number of objectives) or by counting
+unit cells for points on an integer lattice.
+"""
+
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxhpo import pareto
+
+N_MAX = 10
+
+
+# --------------------------------------------------------------- references
+def ref_dominates(a, b):
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def ref_peel(n, better, valid):
+    """Fronts of the relation ``better(i, j)`` over valid rows; ``n`` for the others."""
+    rank = [n] * n
+    left = [i for i in range(n) if valid[i]]
+    r = 0
+    while left:
+        front = [j for j in left if not any(better(i, j) for i in left if i != j)]
+        for j in front:
+            rank[j] = r
+        left = [j for j in left if j not in front]
+        r += 1
+    return rank
+
+
+def ref_ranks(values, valid):
+    return ref_peel(len(values), lambda i, j: ref_dominates(values[i], values[j]), valid)
+
+
+def ref_constrained_ranks(values, cons, valid):
+    viol = [sum(max(g, 0.0) for g in row) for row in cons]
+    feas = [v == 0.0 for v in viol]
+
+    def better(i, j):  # Deb's constraint domination, straight from the definition
+        if feas[i] and not feas[j]:
+            return True
+        if not feas[i] and not feas[j]:
+            return viol[i] < viol[j]
+        if feas[i] and feas[j]:
+            return ref_dominates(values[i], values[j])
+        return False
+
+    return ref_peel(len(values), better, valid)
+
+
+def ref_crowding(values, ranks, n):
+    values = np.asarray(values, np.float64)
+    dist = np.zeros(len(values))
+    for r in set(ranks) - {n}:
+        idx = [i for i in range(len(values)) if ranks[i] == r]
+        for k in range(values.shape[1]):
+            order = sorted(idx, key=lambda i: (values[i, k], i))
+            span = values[order[-1], k] - values[order[0], k]
+            for pos, i in enumerate(order):
+                if pos == 0 or pos == len(order) - 1:
+                    dist[i] = math.inf
+                elif span > 0:
+                    dist[i] += (values[order[pos + 1], k] - values[order[pos - 1], k]) / span
+    return dist
+
+
+def ref_hypervolume(points, ref):
+    """Inclusion-exclusion over every subset of the points that dominate ``ref``."""
+    pts = [np.asarray(p, np.float64) for p in points if np.all(np.asarray(p) < ref)]
+    total = 0.0
+    for size in range(1, len(pts) + 1):
+        for subset in itertools.combinations(pts, size):
+            corner = np.max(np.stack(subset), axis=0)
+            total += (-1) ** (size + 1) * np.prod(np.maximum(ref - corner, 0.0))
+    return total
+
+
+def lattice_hypervolume(points, side):
+    """Unit cells of ``[0, side)^m`` whose centre some point dominates (exact on the integer lattice)."""
+    m = len(points[0])
+    centres = np.stack(np.meshgrid(*[np.arange(side) + 0.5] * m, indexing="ij"), -1).reshape(-1, m)
+    pts = np.asarray(points, np.float64)
+    return float(np.sum(np.any(np.all(pts[None] <= centres[:, None], axis=-1), axis=1)))
+
+
+# ---------------------------------------------------------- compiled pieces
+@functools.lru_cache(maxsize=None)
+def jitted(name):
+    return jax.jit(getattr(pareto, name))
+
+
+def padded(rows, m):
+    """``rows`` padded to ``(N_MAX, m)`` with NaN rows, and the mask of real rows."""
+    v = np.full((N_MAX, m), np.nan, np.float32)
+    v[: len(rows)] = np.asarray(rows, np.float32).reshape(len(rows), m)
+    mask = np.arange(N_MAX) < len(rows)
+    return v, mask
+
+
+def call(name, rows, *args, **kwargs):
+    """``pareto.<name>`` jitted on ``rows`` padded to ``N_MAX`` rows (the padding is masked out)."""
+    rows = np.asarray(rows, np.float32)
+    v, mask = padded(rows, rows.shape[1])
+    out = np.asarray(jitted(name)(v, *args, mask, **kwargs))
+    return out[: len(rows)] if out.ndim else out
+
+
+def hv(rows, ref, **kwargs):
+    return float(call("hypervolume", rows, np.asarray(ref, np.float32), **kwargs))
+
+
+# Values from a small set so ties and duplicate rows are common.
+LEVELS = st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 3.0])
+
+
+@st.composite
+def populations(draw, max_m=4):
+    m = draw(st.integers(1, max_m))
+    n = draw(st.integers(1, N_MAX))
+    rows = draw(st.lists(st.lists(LEVELS, min_size=m, max_size=m), min_size=n, max_size=n))
+    drop = draw(st.lists(st.booleans(), min_size=n, max_size=n))  # rows masked out by the caller
+    return m, rows, drop
+
+
+# ------------------------------------------------------------------ sorting
+@given(populations())
+def test_nondominated_rank_equals_brute_force(case):
+    m, rows, drop = case
+    v, mask = padded(rows, m)
+    mask[: len(rows)] &= ~np.asarray(drop)
+    got = np.asarray(jitted("nondominated_rank")(v, mask))
+    want = ref_ranks(v.tolist(), mask.tolist())
+    assert got.tolist() == want
+    assert got.dtype == np.int32
+    # Masked rows and NaN padding get rank n.
+    assert np.all(got[~mask] == N_MAX)
+    front = np.asarray(jitted("pareto_front_mask")(v, mask))
+    np.testing.assert_array_equal(front, got == 0)
+
+
+def test_non_finite_rows_are_failures():
+    v = np.array([[1.0, 1.0], [np.nan, 0.0], [0.0, -np.inf], [2.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(call("nondominated_rank", v), [0, N_MAX, N_MAX, 1])
+    np.testing.assert_array_equal(call("pareto_front_mask", v), [True, False, False, False])
+    assert hv(v, [3.0, 3.0]) == pytest.approx(4.0)
+
+
+@given(populations(max_m=3), st.lists(st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0]), min_size=2 * N_MAX,
+                                      max_size=2 * N_MAX))
+def test_constrained_rank_equals_brute_force(case, g):
+    m, rows, drop = case
+    v, mask = padded(rows, m)
+    mask[: len(rows)] &= ~np.asarray(drop)
+    cons = np.asarray(g, np.float32).reshape(N_MAX, 2)
+    got = np.asarray(jitted("constrained_nondominated_rank")(v, cons, mask))
+    want = ref_constrained_ranks(v.tolist(), cons.tolist(), mask.tolist())
+    assert got.tolist() == want
+
+
+def test_any_feasible_point_beats_any_infeasible_point():
+    rng = np.random.default_rng(0)
+    n = 200
+    values = rng.normal(size=(n, 2)).astype(np.float32)
+    cons = rng.normal(size=(n, 3)).astype(np.float32)
+    # Make the infeasible rows dominate everything in objective space.
+    feasible = np.all(cons <= 0, axis=1)
+    values[~feasible] -= 100.0
+    rank = np.asarray(jitted("constrained_nondominated_rank")(values, cons))
+    assert feasible.any() and (~feasible).any()
+    assert rank[feasible].max() < rank[~feasible].min()
+    # Infeasible rows are ordered by total violation alone.
+    viol = np.asarray(jitted("total_violation")(cons))[~feasible]
+    r = rank[~feasible]
+    assert np.all((viol[:, None] < viol[None, :]) <= (r[:, None] < r[None, :]))
+    # No constraint columns: plain non-dominated sorting.
+    np.testing.assert_array_equal(jitted("constrained_nondominated_rank")(values, np.zeros((n, 0))),
+                                  jitted("nondominated_rank")(values))
+
+
+def test_constraint_failures_rank_last():
+    v = np.zeros((N_MAX, 2), np.float32)
+    g = np.full((N_MAX, 1), -1.0, np.float32)
+    g[:2, 0] = [5.0, np.nan]
+    v[3] = np.inf  # a failed objective, even with a feasible constraint value
+    want = [1, N_MAX, 0, N_MAX] + [0] * (N_MAX - 4)
+    np.testing.assert_array_equal(jitted("constrained_nondominated_rank")(v, g), want)
+
+
+# ----------------------------------------------------------------- crowding
+@given(populations(max_m=3))
+def test_crowding_distance_equals_brute_force(case):
+    m, rows, drop = case
+    v, mask = padded(rows, m)
+    ranks = jitted("nondominated_rank")(v, mask)
+    got = np.asarray(jitted("crowding_distance")(v, ranks))
+    want = ref_crowding(v, np.asarray(ranks).tolist(), N_MAX)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_crowding_distance_on_a_line():
+    v = np.array([[0.0, 4.0], [1.0, 3.0], [3.0, 1.0], [4.0, 0.0], [5.0, 5.0]], np.float32)
+    d = np.asarray(jitted("crowding_distance")(v, jitted("nondominated_rank")(v)))
+    # Ends are inf; interior: (3 - 0) / 4 per objective, twice.
+    np.testing.assert_allclose(d, [np.inf, 1.5, 1.5, np.inf, np.inf])
+
+
+# -------------------------------------------------------------- hypervolume
+def test_hypervolume_hand_made():
+    assert (hv([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]], [4.0, 4.0])) == pytest.approx(6.0)
+    # A dominated point and a point outside the reference box add nothing.
+    assert (hv([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [3.0, 3.0], [0.0, 5.0]], [4.0, 4.0])) == pytest.approx(6.0)
+    # A point on the reference face spans no volume.
+    assert (hv([[4.0, 0.0]], [4.0, 4.0])) == 0.0
+    assert (hv([[0.0, 0.0, 0.0]], [1.0, 2.0, 3.0])) == pytest.approx(6.0)
+    # Two boxes in 3-D: [0,2]x[0,2]x[1,2] (4) and [1,2]x[1,2]x[0,2] (2), overlapping in a unit cube.
+    pts = [[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+    assert (hv(pts, [2.0, 2.0, 2.0])) == pytest.approx(4.0 + 2.0 - 1.0)
+    assert (hv([[0.5], [0.2], [3.0]], [1.0])) == pytest.approx(0.8)
+    # The 3-D "staircase" front of ZDT-like points equals inclusion-exclusion.
+    pts = [[1.0, 2.0, 3.0], [2.0, 3.0, 1.0], [3.0, 1.0, 2.0]]
+    assert (hv(pts, [4.0, 4.0, 4.0])) == pytest.approx(ref_hypervolume(pts, np.full(3, 4.0)))
+
+
+@given(st.integers(2, 3), st.lists(st.lists(st.floats(0.0, 1.25, width=32), min_size=3, max_size=3),
+                                   min_size=1, max_size=8))
+def test_hypervolume_equals_inclusion_exclusion(m, rows):
+    rows = [r[:m] for r in rows]
+    v, mask = padded(rows, m)
+    ref = np.full(m, 1.1, np.float32)
+    got = float(jitted("hypervolume")(v, ref, mask))
+    assert got == pytest.approx(ref_hypervolume(rows, ref.astype(np.float64)), rel=1e-4, abs=1e-6)
+
+
+@given(st.integers(2, 3), st.lists(st.lists(st.integers(0, 6), min_size=3, max_size=3), min_size=1, max_size=N_MAX))
+def test_hypervolume_equals_grid_count(m, rows):
+    rows = [r[:m] for r in rows]
+    v, mask = padded(rows, m)
+    got = float(jitted("hypervolume")(v, np.full(m, 6.0, np.float32), mask))
+    assert got == lattice_hypervolume(rows, 6)
+
+
+def test_hypervolume_monte_carlo_4d():
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(size=(8, 4)).astype(np.float32)
+    ref = np.full(4, 1.1, np.float32)
+    want = ref_hypervolume(pts, ref.astype(np.float64))
+    mc = jax.jit(lambda v, k: pareto.hypervolume(v, ref, key=k, num_samples=200_000))
+    keys = jax.random.split(jax.random.key(0), 4)
+    estimates = np.asarray(jax.vmap(mc, in_axes=(None, 0))(pts, keys))
+    assert np.all(np.abs(estimates - want) < 0.02 * want)
+    # Deterministic, and vmap over keys agrees with a single call.
+    assert float(mc(pts, keys[0])) == pytest.approx(float(estimates[0]), rel=1e-6)
+    assert len(set(estimates.tolist())) > 1  # keys matter
+    with pytest.raises(ValueError, match="key"):
+        pareto.hypervolume(pts, ref)
+    # Nothing inside the box: exactly zero, not 0/0.
+    assert float(mc(pts + 5.0, keys[0])) == 0.0
+
+
+def test_hypervolume_contributions():
+    v = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [3.0, 3.0]], np.float32)
+    np.testing.assert_allclose(call("hypervolume_contributions", v, np.float32([4.0, 4.0])),
+                               [1.0, 1.0, 1.0, 0.0])
+    rng = np.random.default_rng(2)
+    pts = rng.uniform(size=(6, 3)).astype(np.float32)
+    ref = np.full(3, 1.0)
+    total = ref_hypervolume(pts, ref)
+    want = [total - ref_hypervolume(np.delete(pts, i, 0), ref) for i in range(6)]
+    np.testing.assert_allclose(call("hypervolume_contributions", pts, np.float32(ref)), want, atol=1e-5)
+    with pytest.raises(ValueError, match="1 to 3 objectives"):
+        pareto.hypervolume_contributions(np.zeros((3, 4)), np.ones(4))
+
+
+# ------------------------------------------------------ jit, vmap, errors
+def test_vmap_over_populations_matches_single_calls():
+    rng = np.random.default_rng(3)
+    batch = rng.integers(0, 4, size=(5, 12, 2)).astype(np.float32)
+    ref = jnp.array([4.0, 4.0])
+
+    def everything(v):
+        r = pareto.nondominated_rank(v)
+        return r, pareto.crowding_distance(v, r), pareto.hypervolume(v, ref)
+
+    run_batched = jax.jit(jax.vmap(everything))
+    batched = run_batched(batch)
+    single = jax.jit(everything)
+    for b in range(5):
+        for got, want in zip(batched, single(batch[b])):
+            np.testing.assert_allclose(got[b], want, rtol=1e-6)
+    # Deterministic: a second run is bitwise equal.
+    for a, b in zip(batched, run_batched(batch)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="values must have shape"):
+        pareto.nondominated_rank(np.zeros(4))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        pareto.nondominated_rank(np.zeros((4, 2)), np.ones(3, bool))
+    with pytest.raises(ValueError, match="ref_point must have shape"):
+        pareto.hypervolume(np.zeros((4, 2)), [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="constraints must have shape"):
+        pareto.constrained_nondominated_rank(np.zeros((4, 2)), np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="ranks must have shape"):
+        pareto.crowding_distance(np.zeros((4, 2)), np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="num_samples"):
+        pareto.hypervolume(np.zeros((4, 4)), np.ones(4), key=jax.random.key(0), num_samples=0)
