@@ -6,12 +6,15 @@ Search spaces map to the unit cube; strategies are pure ``init`` / ``ask`` /
 """
 
 from . import hypergrad
+from . import training
 from .cv import cross_validate, fold_scores, kfold_masks, masks_from_splits
 from .datasets import load_iris
+from .datasets_digits import load_digits
 from .evaluate import evaluate
 from .loop import Result, Trace, minimize, run
 from .space import Categorical, Float, Int, Space
 from .strategies import TPE, GridSearch, QuasiRandom, RandomSearch, Strategy
+from .training import Trainer, hyperband, hyperband_schedule, pbt, successive_halving
 from .study import SQLiteStorage, StorageError, Study, Trial, TrialState
 
 __version__ = "0.1.0"
@@ -20,7 +23,8 @@ __all__ = [
     "Categorical", "Float", "Int", "Space",
     "Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE",
     "evaluate", "run", "minimize", "Result", "Trace",
-    "hypergrad",
+    "hypergrad", "training", "Trainer", "hyperband", "hyperband_schedule", "successive_halving", "pbt",
+    "load_digits",
     "Study", "Trial", "TrialState", "SQLiteStorage", "StorageError",
     "kfold_masks", "cross_validate", "fold_scores", "masks_from_splits", "load_iris",
 ]

@@ -2,6 +2,7 @@
 
     jaxhpo demo             tune logistic regression on iris, print a table
     jaxhpo demo --quick     the same with small budgets, for a fast check
+    jaxhpo demo --task mlp  tune an MLP on digits: Hyperband, random search, PBT
     jaxhpo run CONFIG       run a Study described by a JSON / TOML / YAML file
     jaxhpo show STUDY.db    a table of a stored study's best trials
     jaxhpo plot STUDY.db    save the study's plots as PNG files
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="FISTA steps per fit (default 1000)")
     demo.add_argument("--strategies", default=None,
                       help="comma-separated subset of grid,random,sobol (default all)")
+    demo.add_argument("--task", choices=("iris", "mlp"), default="iris",
+                      help="iris: logistic regression (default); mlp: tune an MLP on the digits data "
+                           "with Hyperband, random search and population-based training")
     # Every subcommand sets ``func(args) -> exit status``; main dispatches on it.
     demo.set_defaults(func=_demo)
     from .cli_study import add_subcommands
@@ -67,7 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _demo_mlp(args: argparse.Namespace) -> int:
+    iris_only = [f for f, v in (("--configs", args.configs), ("--grid-size", args.grid_size),
+                                ("--iters", args.iters), ("--strategies", args.strategies)) if v is not None]
+    if iris_only:
+        print(f"jaxhpo demo: {', '.join(iris_only)} apply to --task iris only", file=sys.stderr)
+        return 2
+    import jax
+
+    from . import demo_mlp
+
+    settings = dict(demo_mlp.MLP_QUICK_SETTINGS) if args.quick else {}
+    rows = demo_mlp.run_mlp_demo(seed=args.seed, **settings)
+    print(demo_mlp.format_mlp_table(rows))
+    print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind})")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
+    if args.task == "mlp":
+        return _demo_mlp(args)
     from . import demo
 
     settings = dict(demo.QUICK_SETTINGS) if args.quick else {}

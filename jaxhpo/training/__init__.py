@@ -1,0 +1,22 @@
+"""Training-aware search: the trainer protocol, successive halving, Hyperband, PBT,
+and architectures / optimisers as fixed-shape hyperparameters."""
+
+from .buckets import train_bucketed, width_buckets
+from .classifier import MLPClassifierTrainer
+from .hyperband import (MultiFidelityResult, hyperband, hyperband_schedule, successive_halving,
+                        successive_halving_schedule)
+from .models import MaskedMLP, dense_mlp_apply, magnitude_mask, slice_params
+from .optimizers import OPTIMIZERS, SwitchOptimizer
+from .pbt import PBTResult, explore, exploit_parents, pbt
+from .trainer import Trainer, evaluate_population, init_population, train_population
+
+__all__ = [
+    "Trainer", "init_population", "train_population", "evaluate_population",
+    "hyperband_schedule", "successive_halving_schedule", "successive_halving", "hyperband",
+    "MultiFidelityResult",
+    "pbt", "PBTResult", "explore", "exploit_parents",
+    "MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply",
+    "OPTIMIZERS", "SwitchOptimizer",
+    "MLPClassifierTrainer",
+    "train_bucketed", "width_buckets",
+]

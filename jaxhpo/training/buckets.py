@@ -1,0 +1,118 @@
+"""Width buckets: a few compiled shapes instead of masking every member to the maximum.
+
+Masking (``jaxhpo.training.models``) makes every member pay the max-size
+network's FLOPs. Where FLOPs are the limit (a CPU), a population whose widths
+range over ``[16, 256]`` wastes about half its time on masked units. Here the
+population is sorted by width and cut into chunks of ``chunk`` members; a
+chunk runs on the smallest bucket network at least as wide as its widest
+member, with masks only for the small remainder. Chunks have one fixed size
+(the last is padded by repeating a member) and buckets are a fixed short
+list, so at most ``len(buckets)`` programs are ever compiled, and a second
+call with the same buckets compiles nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..evaluate import check_chunk_size
+from .trainer import check_trainer, fresh_rung
+
+__all__ = ["width_buckets", "train_bucketed", "BucketedResult"]
+
+
+def width_buckets(max_width: int, num: int = 8, multiple: int = 8) -> tuple[int, ...]:
+    """``num`` evenly spaced widths up to ``max_width``, each a multiple of ``multiple``.
+
+    e.g. ``width_buckets(256, 8)`` is ``(32, 64, ..., 256)``. The largest is
+    always ``max_width``.
+    """
+    for name, v in (("max_width", max_width), ("num", num), ("multiple", multiple)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    out = {min(max_width, max(multiple, int(-(-max_width * (i + 1) // num) + multiple - 1) // multiple * multiple))
+           for i in range(num)}
+    return tuple(sorted(out | {int(max_width)}))
+
+
+@dataclasses.dataclass
+class BucketedResult:
+    """The outcome of ``train_bucketed`` for ``n`` members.
+
+    Attributes:
+      losses: ``(n,)`` float32 in the members' order (``inf``: failed).
+      groups: one ``(index (c,), bucket width, trainer, states)`` per chunk;
+        ``states`` has a leading ``(c,)`` axis and the bucket's shapes; padding
+        rows are already dropped.
+    """
+
+    losses: np.ndarray
+    groups: list
+
+
+def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams: dict, num_steps: int, *,
+                   size: str = "width", buckets: Sequence[int], chunk: int,
+                   chunk_size: int | None = None) -> BucketedResult:
+    """Train ``n`` members from scratch for ``num_steps`` units, grouped into width buckets.
+
+    Args:
+      make_trainer: ``bucket_width -> trainer`` (e.g.
+        ``MLPClassifierTrainer.with_max_width``); equal widths must give
+        equal (hashing) trainers so compiled programs are shared.
+      keys: ``(n,)`` init keys.
+      hparams: dict name -> ``(n,)`` decoded hyperparameters; ``hparams[size]``
+        the width of each member.
+      num_steps: budget units per member.
+      size: the hyperparameter that sets the width.
+      buckets: increasing bucket widths; the last must hold the widest member.
+      chunk: members per compiled program.
+      chunk_size: within a chunk, train at most this many at once (``lax.map``).
+    Returns:
+      a ``BucketedResult``.
+    """
+    if not callable(make_trainer):
+        raise TypeError("make_trainer must be callable: bucket width -> trainer")
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    buckets = tuple(int(b) for b in buckets)
+    if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+        raise ValueError(f"buckets must be increasing positive widths, got {buckets!r}")
+    if size not in hparams:
+        raise ValueError(f"size {size!r} is not a key of hparams ({sorted(hparams)})")
+    chunk_size = check_chunk_size(chunk_size)
+    widths = np.asarray(hparams[size])
+    n = widths.shape[0]
+    if widths.max() > buckets[-1]:
+        raise ValueError(f"buckets' largest width {buckets[-1]} is below the widest member ({int(widths.max())})")
+    order = np.argsort(widths, kind="stable")
+    hp = {k: jnp.asarray(v) for k, v in hparams.items()}
+    trainers: dict[int, Any] = {}
+    pending = []
+    for start in range(0, n, chunk):
+        idx = order[start:start + chunk]
+        real = len(idx)
+        if real < chunk:  # one compiled shape per bucket: pad with the last member
+            idx = np.concatenate([idx, np.full(chunk - real, idx[-1])])
+        b = next(b for b in buckets if b >= widths[idx].max())
+        if b not in trainers:
+            trainers[b] = check_trainer(make_trainer(b), "make_trainer(width)")
+        jidx = jnp.asarray(idx)
+        # Dispatch is asynchronous: every chunk is queued before any result is read.
+        states, losses = fresh_rung(trainers[b], keys[jidx], {k: v[jidx] for k, v in hp.items()},
+                                    np.int32(num_steps), chunk_size)
+        pending.append((idx[:real], b, trainers[b], states, losses, real))
+    out = np.full(n, np.inf, np.float32)
+    groups = []
+    for idx, b, tr, states, losses, real in pending:
+        out[idx] = np.asarray(losses)[:real]
+        if real < chunk:
+            states = jax.tree_util.tree_map(lambda a: a[:real], states)
+        groups.append((idx, b, tr, states))
+    return BucketedResult(losses=out, groups=groups)

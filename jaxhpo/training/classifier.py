@@ -1,0 +1,143 @@
+"""A ready-made trainer: a masked MLP classifier with a switchable optimiser.
+
+``MLPClassifierTrainer`` implements the trainer protocol for softmax
+classification on in-memory arrays, full batch: ``step`` is
+``steps_per_unit`` optimiser steps; ``evaluate`` is the validation
+cross-entropy. Its hyperparameters (all optional; a ``Space`` names the ones
+searched, the rest take the defaults below):
+
+| name            | type                      | default     |
+| --------------- | ------------------------- | ----------- |
+| learning_rate   | float                     | 1e-3        |
+| weight_decay    | float                     | 0           |
+| momentum        | float (adam: ``b1``)      | 0.9         |
+| optimizer       | int32 index into optimizers | 0         |
+| width           | int32, 1..max_width       | max_width   |
+| depth           | int32, 1..max_depth       | max_depth   |
+| sparsity        | float in [0, 1]           | no pruning  |
+
+It hashes by its data and settings, so equal trainers share compiled code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .models import MaskedMLP
+from .optimizers import OPTIMIZERS, SwitchOptimizer
+
+__all__ = ["MLPClassifierTrainer"]
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class MLPClassifierTrainer:
+    """Trainer protocol for a ``MaskedMLP`` softmax classifier (full-batch training).
+
+    Args:
+      X_train: ``(n, d)`` float features; y_train: ``(n,)`` int labels.
+      X_val, y_val: the data ``evaluate`` scores (cross-entropy).
+      max_width, max_depth: the largest network of the search.
+      optimizers: names from ``OPTIMIZERS``, indexed by the ``optimizer`` hyperparameter.
+      steps_per_unit: optimiser steps per budget unit.
+      num_classes: classes (``max(y_train) + 1`` by default).
+
+    Train state: ``(params, opt_state)``; ``params`` as ``MaskedMLP.init``.
+    """
+
+    def __init__(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any, *, max_width: int,
+                 max_depth: int = 1, optimizers: Sequence[str] = ("adam",), steps_per_unit: int = 1,
+                 num_classes: int | None = None):
+        arrays = []
+        for xn, yn, X, y in (("X_train", "y_train", X_train, y_train), ("X_val", "y_val", X_val, y_val)):
+            X = np.asarray(X, np.float32)
+            y = np.asarray(y)
+            if X.ndim != 2:
+                raise ValueError(f"{xn} must have shape (n, d), got {X.shape}")
+            if y.shape != X.shape[:1] or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+                raise ValueError(f"{yn} must be nonnegative int labels of shape ({X.shape[0]},), got {y.dtype} {y.shape}")
+            arrays += [X, y.astype(np.int32)]
+        self.X_train, self.y_train, self.X_val, self.y_val = arrays
+        if self.X_val.shape[1] != self.X_train.shape[1]:
+            raise ValueError("X_val must have as many features as X_train")
+        if isinstance(steps_per_unit, bool) or not isinstance(steps_per_unit, numbers.Integral) or steps_per_unit < 1:
+            raise ValueError(f"steps_per_unit must be a positive integer, got {steps_per_unit!r}")
+        self.steps_per_unit = int(steps_per_unit)
+        k = int(max(self.y_train.max(), self.y_val.max())) + 1
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < k:
+                raise ValueError(f"num_classes must be an integer >= {k} (the largest label + 1), got {num_classes!r}")
+            k = int(num_classes)
+        self.num_classes = k
+        self.model = MaskedMLP(self.X_train.shape[1], k, max_width, max_depth)
+        self.optimizer = SwitchOptimizer(tuple(optimizers))
+        self._key = (self.model, self.optimizer, self.steps_per_unit,
+                     _digest(self.X_train, self.y_train, self.X_val, self.y_val))
+
+    def with_max_width(self, max_width: int) -> "MLPClassifierTrainer":
+        """The same trainer on a network of another ``max_width`` (for width buckets)."""
+        return MLPClassifierTrainer(self.X_train, self.y_train, self.X_val, self.y_val,
+                                    max_width=max_width, max_depth=self.model.max_depth,
+                                    optimizers=self.optimizer.names, steps_per_unit=self.steps_per_unit,
+                                    num_classes=self.num_classes)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __repr__(self):
+        return f"MLPClassifierTrainer({self.model!r}, {self.optimizer!r}, steps_per_unit={self.steps_per_unit})"
+
+    # ------------------------------------------------------------ the model
+    def _arch(self, hparams):
+        return (hparams.get("width", self.model.max_width), hparams.get("depth", self.model.max_depth),
+                hparams.get("sparsity"))
+
+    def logits(self, params: dict, X: jax.Array, hparams: dict) -> jax.Array:
+        """``(batch, num_classes)`` logits of one member."""
+        width, depth, sparsity = self._arch(hparams)
+        return self.model.apply(params, X, width, depth, sparsity)
+
+    def _loss(self, params, X, y, hparams):
+        logits = self.logits(params, X, hparams)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    # ------------------------------------------------------------ the protocol
+    def init(self, key: jax.Array, hparams: dict) -> tuple:
+        params = self.model.init(key, hparams.get("width", self.model.max_width))
+        return params, self.optimizer.init(params)
+
+    def step(self, state: tuple, hparams: dict) -> tuple:
+        X, y = jnp.asarray(self.X_train), jnp.asarray(self.y_train)
+
+        def one(_, state):
+            params, opt_state = state
+            grads = jax.grad(self._loss)(params, X, y, hparams)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params, hparams)
+            return optax.apply_updates(params, updates), opt_state
+
+        return jax.lax.fori_loop(0, self.steps_per_unit, one, state)
+
+    def evaluate(self, state: tuple, hparams: dict) -> jax.Array:
+        return self._loss(state[0], jnp.asarray(self.X_val), jnp.asarray(self.y_val), hparams)
+
+    def accuracy(self, state: tuple, hparams: dict, X: Any, y: Any) -> jax.Array:
+        """``()`` accuracy of one member on ``X (n, d)``, ``y (n,)``."""
+        pred = jnp.argmax(self.logits(state[0], jnp.asarray(X, jnp.float32), hparams), axis=-1)
+        return jnp.mean((pred == jnp.asarray(y)).astype(jnp.float32))

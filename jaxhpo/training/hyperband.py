@@ -1,0 +1,407 @@
+"""Successive halving and Hyperband over a trainer (Li et al., 2018; Jamieson & Talwalkar, 2016).
+
+Budget is counted in the trainer's units (one ``step`` = one unit). A bracket
+is a list of rungs ``(n_i, r_i)``: ``n_i`` configurations trained to ``r_i``
+units. After each rung the best ``n_{i+1} = floor(n_i / eta)`` by loss go on:
+their training states are gathered and trained ``r_{i+1} - r_i`` more units,
+never from scratch. Every rung is one vmapped compiled program (a fresh rung first runs a small
+init program); programs are keyed on the population size only (the extra
+budget is a traced trip count), so a search compiles at most one training
+program per distinct rung size, and a second search with the same trainer and
+schedule compiles nothing. With ``block_size`` every rung runs as blocks of
+one size, and the whole search compiles one training program.
+
+Configurations come from any jaxhpo ``Strategy`` (``RandomSearch`` by
+default); a model-based strategy (TPE, GP-BO) is told every configuration's
+loss at the largest budget it reached after each bracket, so later brackets
+sample from a model of earlier ones (the BOHB pattern).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from fractions import Fraction
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from ..evaluate import check_chunk_size
+from ..space import Space
+from ..strategies.base import Strategy
+from ..strategies.random import RandomSearch
+from .trainer import check_mesh_size, check_trainer, continue_rung, init_rung, take
+
+__all__ = ["hyperband_schedule", "successive_halving_schedule", "successive_halving", "hyperband",
+           "MultiFidelityResult"]
+
+
+def _check_eta(eta: Any) -> int:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Integral) or eta < 2:
+        raise ValueError(f"eta must be an integer >= 2, got {eta!r}")
+    return int(eta)
+
+
+def _check_budget(value: Any, name: str) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 budget unit, got {value!r}")
+    return Fraction(value).limit_denominator(10**9)
+
+
+def _plain(f: Fraction) -> int | float:
+    return int(f) if f.denominator == 1 else float(f)
+
+
+def _floor_log(ratio: Fraction, eta: int) -> int:
+    """``floor(log_eta(ratio))`` in exact arithmetic (no float rounding at powers of eta)."""
+    s = 0
+    while eta ** (s + 1) <= ratio:
+        s += 1
+    return s
+
+
+def hyperband_schedule(max_budget: float, eta: int = 3) -> list[list[tuple[int, int | float]]]:
+    """Hyperband's brackets as plain Python data (Li et al., 2018, Algorithm 1).
+
+    With ``R = max_budget`` and ``s_max = floor(log_eta R)``, bracket
+    ``s = s_max, ..., 0`` starts ``n = ceil((s_max + 1) / (s + 1) * eta^s)``
+    configurations at ``r = R eta^-s`` units; rung ``i = 0..s`` holds
+    ``n_i = floor(n eta^-i)`` configurations at ``r_i = r eta^i`` units.
+
+    Args:
+      max_budget: ``R``, the most units one configuration is trained (>= 1).
+      eta: the halving rate, an integer >= 2.
+    Returns:
+      a list (one entry per bracket, largest ``s`` first) of lists of rungs
+      ``(num_configs, budget_per_config)``; budgets are ints where exact,
+      floats otherwise. For ``R = 81, eta = 3`` the first bracket is
+      ``[(81, 1), (27, 3), (9, 9), (3, 27), (1, 81)]``.
+    """
+    eta = _check_eta(eta)
+    R = _check_budget(max_budget, "max_budget")
+    s_max = _floor_log(R, eta)
+    brackets = []
+    for s in range(s_max, -1, -1):
+        # Exact rational arithmetic: ceil((s_max+1)/(s+1) * eta^s) with no float error.
+        n = math.ceil(Fraction(s_max + 1, s + 1) * eta**s)
+        r = R / eta**s
+        brackets.append([(n // eta**i, _plain(r * eta**i)) for i in range(s + 1)])
+    return brackets
+
+
+def successive_halving_schedule(num_configs: int, min_budget: float, max_budget: float,
+                                eta: int = 3) -> list[tuple[int, int | float]]:
+    """One successive-halving bracket: rungs ``(floor(n eta^-i), r eta^i)``, ``i = 0..s``.
+
+    ``s = floor(log_eta(max_budget / min_budget))``; the last rung trains to
+    ``min_budget * eta^s <= max_budget`` units. Rungs that would hold no
+    configuration are dropped.
+    """
+    eta = _check_eta(eta)
+    if isinstance(num_configs, bool) or not isinstance(num_configs, numbers.Integral) or num_configs < 1:
+        raise ValueError(f"num_configs must be a positive integer, got {num_configs!r}")
+    r = _check_budget(min_budget, "min_budget")
+    R = _check_budget(max_budget, "max_budget")
+    if R < r:
+        raise ValueError(f"max_budget ({max_budget}) must be >= min_budget ({min_budget})")
+    s = _floor_log(R / r, eta)
+    rungs = [(int(num_configs) // eta**i, _plain(r * eta**i)) for i in range(s + 1)]
+    return [(n, b) for n, b in rungs if n >= 1]
+
+
+# ----------------------------------------------------------------------------- results
+@dataclasses.dataclass
+class MultiFidelityResult:
+    """The outcome of ``successive_halving`` or ``hyperband``; ``N`` configurations in all.
+
+    Attributes:
+      x: ``(N, dim)`` cube points of every configuration, bracket by bracket.
+      hparams: dict name -> ``(N,)`` decoded configurations.
+      bracket: ``(N,)`` int, the bracket each configuration ran in.
+      budget: ``(N,)`` int, units each configuration was trained.
+      loss: ``(N,)`` float32, its loss at that budget (``inf``: failed).
+      init_keys: ``(N,)`` the key each configuration's ``init`` received.
+      rungs: one dict per rung run: ``bracket``, ``rung``, ``budget``, ``index``
+        (``(n_i,)`` positions into the ``N`` configurations) and ``loss``
+        ``(n_i,)``.
+      best_index: position of the best configuration: the lowest loss among
+        those trained to the largest budget of the search.
+      best_params: it as Python values (labels restored); ``None`` if every
+        configuration failed.
+      best_loss, best_budget: its loss and budget.
+      best_state: its trained state (the train-state pytree, no population axis).
+      total_budget: units trained in all (sum over rungs of ``n_i`` times the
+        extra units of that rung).
+    """
+
+    x: np.ndarray
+    hparams: dict
+    bracket: np.ndarray
+    budget: np.ndarray
+    loss: np.ndarray
+    init_keys: Any
+    rungs: list
+    best_index: int
+    best_params: dict | None
+    best_loss: float
+    best_budget: int
+    best_state: Any
+    total_budget: int
+
+    def __repr__(self) -> str:
+        return (f"MultiFidelityResult(best_loss={self.best_loss!r}, best_params={self.best_params!r}, "
+                f"best_budget={self.best_budget}, num_configs={len(self.loss)}, "
+                f"total_budget={self.total_budget})")
+
+
+# ------------------------------------------------------------------------- internals
+def _steps(budget: int | float) -> int:
+    """Budget units -> whole trainer steps (rounded, at least 1)."""
+    return max(1, int(round(budget)))
+
+
+def _check_sampler(strategy: Any, space: Space, popsize: int) -> Strategy:
+    if strategy is None:
+        return RandomSearch(space, popsize)
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy must be a jaxhpo Strategy or None, got {type(strategy).__name__}")
+    if strategy.space != space:
+        raise ValueError("strategy was built for a different space than the one given")
+    return strategy
+
+
+@partial(jax.jit, static_argnames=("strategy", "num_batches", "num_configs"))
+def _propose(strategy, key, state, num_batches, num_configs):
+    """Ask ``num_batches`` times in a row; keep the first ``num_configs`` points.
+
+    Returns ``xs (num_batches, popsize, dim)`` (for ``tell``), ``x (num_configs,
+    dim)``, their decoded hyperparameters, one init key per configuration, and
+    the strategy's new state. One compiled program, so proposing costs no
+    eager dispatches.
+    """
+    k_ask, k_init = jax.random.split(key)
+
+    def one(state, k):
+        x, state = strategy.ask(k, state)
+        return state, x
+
+    state, xs = jax.lax.scan(one, state, jax.random.split(k_ask, num_batches))
+    x = xs.reshape(-1, strategy.space.dim)[:num_configs]
+    return xs, x, strategy.space.decode(x), jax.random.split(k_init, num_configs), state
+
+
+@partial(jax.jit, static_argnames=("strategy",))
+def _tell_batches(strategy, state, xs, values):
+    def one(state, xv):
+        return strategy.tell(state, *xv), None
+
+    return jax.lax.scan(one, state, (xs, values))[0]
+
+
+def _pad_rows(tree: Any, m: int) -> Any:
+    """Repeat the last row so the leading axis has ``m`` rows (mesh divisibility)."""
+    def one(a):
+        n = a.shape[0]
+        if n == m:
+            return a
+        return jnp.concatenate([a, jnp.repeat(a[-1:], m - n, axis=0)])
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+@jax.jit
+def _concat(trees: list) -> Any:
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees)
+
+
+def _rounded_up(n: int, mesh: Mesh | None, block_size: int | None = None) -> int:
+    m = n if block_size is None else -(-n // block_size) * block_size
+    return m if mesh is None else -(-m // mesh.size) * mesh.size
+
+
+class _Search:
+    """Host-side driver shared by ``successive_halving`` and ``hyperband``."""
+
+    def __init__(self, trainer, space, strategy, chunk_size, mesh, popsize, block_size=None):
+        self.trainer = check_trainer(trainer)
+        if block_size is not None:
+            if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
+                raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
+            block_size = int(block_size)
+            if mesh is not None and block_size % mesh.size:
+                raise ValueError(f"block_size ({block_size}) must be a multiple of the mesh's {mesh.size} devices")
+        self.block_size = block_size
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+        self.space = space
+        self.strategy = _check_sampler(strategy, space, popsize)
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.mesh = check_mesh_size(mesh)
+        self.xs, self.brackets, self.budgets, self.losses, self.keys, self.rungs, self.hps = [], [], [], [], [], [], []
+        self.best = None  # (loss, budget, global index, state)
+        self.total = 0
+
+    def _blocks(self, fn, m, *args):
+        """``fn(*args)`` on a padded rung of ``m`` members: one call, or ``m / block_size``
+        calls of one block-sized program (every rung then shares that program)."""
+        if self.block_size is None or m == self.block_size:
+            return fn(*args)
+        outs = [fn(*take(args, jnp.arange(start, start + self.block_size)))
+                for start in range(0, m, self.block_size)]
+        return _concat(outs)
+
+    def run_bracket(self, key, bracket_id, rungs, strat_state):
+        n0 = rungs[0][0]
+        p = self.strategy.popsize
+        num_batches = -(-n0 // p)
+        xs, x, hp_all, keys, strat_state = _propose(self.strategy, key, strat_state, num_batches, n0)
+        offset = sum(len(a) for a in self.xs)
+        budgets = np.zeros(n0, np.int64)
+        losses = np.full(n0, np.inf, np.float32)
+
+        alive = np.arange(n0)  # positions (within this bracket) of the current rung's members
+        states, done, hp = None, 0, hp_all
+        for i, (n_i, r_i) in enumerate(rungs):
+            steps = _steps(r_i)
+            extra = steps - done
+            m = _rounded_up(len(alive), self.mesh, self.block_size)
+            if i == 0:
+                states = self._blocks(lambda k, h: init_rung(self.trainer, k, h, self.chunk_size, self.mesh),
+                                      m, _pad_rows(keys, m), _pad_rows(hp, m))
+            else:
+                states = _pad_rows(states, m)
+            new_states, loss = self._blocks(
+                lambda s, h: continue_rung(self.trainer, s, h, np.int32(extra), self.chunk_size, self.mesh),
+                m, states, _pad_rows(hp, m))
+            loss = np.asarray(loss)[: len(alive)]
+            states = new_states if m == len(alive) else take(new_states, jnp.arange(len(alive)))
+            self.total += len(alive) * extra
+            done = steps
+            budgets[alive], losses[alive] = steps, loss
+            self.rungs.append(dict(bracket=bracket_id, rung=i, budget=steps, index=offset + alive,
+                                   loss=loss.copy()))
+            if i + 1 < len(rungs):
+                # Keep exactly the best n_{i+1}; a stable sort breaks ties by position.
+                keep = np.argsort(loss, kind="stable")[: rungs[i + 1][0]]
+                keep = np.sort(keep)  # members stay in sampling order; the choice is what matters
+                alive = alive[keep]
+                states, hp = take((states, hp), jnp.asarray(keep))
+        j = int(np.argmin(loss))
+        if np.isfinite(loss[j]):
+            cand = (float(loss[j]), done, offset + int(alive[j]), take(states, jnp.asarray([j])))
+            if (self.best is None or cand[1] > self.best[1]
+                    or (cand[1] == self.best[1] and cand[0] < self.best[0])):
+                self.best = cand
+        # The sampler learns each configuration's loss at the largest budget it reached.
+        told = np.full(num_batches * p, np.inf, np.float32)
+        told[:n0] = losses
+        strat_state = _tell_batches(self.strategy, strat_state, xs, jnp.asarray(told.reshape(num_batches, p)))
+        self.xs.append(np.asarray(x))
+        self.brackets.append(np.full(n0, bracket_id, np.int32))
+        self.budgets.append(budgets)
+        self.losses.append(losses)
+        self.keys.append(keys)
+        self.hps.append(hp_all)
+        return strat_state
+
+    def result(self) -> MultiFidelityResult:
+        x = np.concatenate(self.xs)
+        hparams = {k: np.concatenate([np.asarray(h[k]) for h in self.hps]) for k in self.space.names}
+        if self.best is None:
+            best_index, best_params, best_loss, best_budget, best_state = -1, None, float("nan"), 0, None
+        else:
+            best_loss, best_budget, best_index, st = self.best
+            best_state = jax.tree_util.tree_map(lambda a: a[0], st)
+            best_params = self.space.to_python({k: v[best_index] for k, v in hparams.items()})
+        return MultiFidelityResult(
+            x=x, hparams=hparams, bracket=np.concatenate(self.brackets),
+            budget=np.concatenate(self.budgets), loss=np.concatenate(self.losses),
+            init_keys=jnp.concatenate(self.keys), rungs=self.rungs, best_index=best_index,
+            best_params=best_params, best_loss=best_loss, best_budget=best_budget,
+            best_state=best_state, total_budget=int(self.total),
+        )
+
+
+def _key(key: Any) -> jax.Array:
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    return key
+
+
+def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int, min_budget: float,
+                       max_budget: float, eta: int = 3, strategy: Strategy | None = None,
+                       chunk_size: int | None = None, mesh: Mesh | None = None,
+                       block_size: int | None = None) -> MultiFidelityResult:
+    """One successive-halving bracket over ``trainer`` (see ``successive_halving_schedule``).
+
+    Args:
+      trainer: a ``Trainer`` (or any hashable object with ``init``, ``step``,
+        ``evaluate``); ``step`` is one budget unit.
+      space: the ``Space`` of the trainer's hyperparameters.
+      key: a ``jax.random`` key or an integer seed; the same key gives the same run.
+      num_configs: configurations in the first rung.
+      min_budget, max_budget: units of the first rung, and the most any
+        configuration is trained.
+      eta: keep the best ``floor(n_i / eta)`` after each rung.
+      strategy: proposes the configurations (``RandomSearch(space,
+        num_configs)`` by default); any strategy over ``space``, asked as many
+        times as it takes to fill the rung.
+      chunk_size: train at most this many members at once (memory bound).
+      mesh: shard each rung's population over the mesh's devices (padded to
+        a multiple of their number by repeating a member, whose results are
+        dropped).
+      block_size: run every rung in blocks of this many members (the last
+        padded by repeating a member): all rungs of all brackets then share
+        one compiled training program, at the cost of the padding's compute.
+        Worth it where compiling dominates (a CPU, short trainings); ``None``
+        compiles one program per distinct rung size and wastes nothing.
+    Returns:
+      a ``MultiFidelityResult``.
+    """
+    rungs = successive_halving_schedule(num_configs, min_budget, max_budget, eta)
+    search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), block_size)
+    key = _key(key)
+    k_strat, k_run = jax.random.split(key)
+    strat_state = search.strategy.init(k_strat)
+    search.run_bracket(k_run, 0, rungs, strat_state)
+    return search.result()
+
+
+def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: int = 3,
+              strategy: Strategy | None = None, num_brackets: int | None = None,
+              chunk_size: int | None = None, mesh: Mesh | None = None,
+              block_size: int | None = None) -> MultiFidelityResult:
+    """Hyperband: successive halving over every bracket of ``hyperband_schedule(max_budget, eta)``.
+
+    Brackets run largest (most configurations, least budget each) first. The
+    sampler's state carries over from bracket to bracket, so a model-based
+    strategy learns from the earlier brackets.
+
+    Args:
+      trainer, space, key, eta, chunk_size, mesh, block_size: see ``successive_halving``.
+      max_budget: ``R``, units of the longest training run.
+      strategy: proposes configurations (``RandomSearch(space, n)`` with
+        ``n`` the largest bracket's size by default).
+      num_brackets: run only the first this many brackets (all by default).
+    Returns:
+      a ``MultiFidelityResult``; ``bracket`` counts from 0 in run order.
+    """
+    schedule = hyperband_schedule(max_budget, eta)
+    if num_brackets is not None:
+        if isinstance(num_brackets, bool) or not isinstance(num_brackets, numbers.Integral) or num_brackets < 1:
+            raise ValueError(f"num_brackets must be a positive integer or None, got {num_brackets!r}")
+        schedule = schedule[: int(num_brackets)]
+    search = _Search(trainer, space, strategy, chunk_size, mesh, max(b[0][0] for b in schedule), block_size)
+    key = _key(key)
+    k_strat, k_run = jax.random.split(key)
+    strat_state = search.strategy.init(k_strat)
+    for b, (k, rungs) in enumerate(zip(jax.random.split(k_run, len(schedule)), schedule)):
+        strat_state = search.run_bracket(k, b, rungs, strat_state)
+    return search.result()

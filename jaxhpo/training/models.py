@@ -1,0 +1,191 @@
+"""Architectures as hyperparameters with fixed shapes: masks on a max-size network.
+
+``vmap`` needs every member of a population to have the same array shapes,
+but width and depth change shapes. The pattern: allocate the largest network
+of the search once, and realise a member's width and depth by masks, so that
+the masked network computes exactly what the small network would:
+
+* width ``w``: hidden units ``j >= w`` are multiplied by 0. Their outgoing
+  weights then see a zero input and their incoming weights a zero gradient,
+  so they neither affect the output nor learn.
+* depth ``d``: hidden layer ``l >= d`` passes its input through unchanged
+  (``h = where(l < d, layer(h), h)``), so the output layer reads layer
+  ``d - 1``'s activations.
+* sparsity ``s``: magnitude pruning keeps, per weight matrix, the largest
+  ``1 - s`` share of the *active* weights (those inside the width mask) and
+  zeroes the rest in the forward pass.
+
+Every mask is built from traced hyperparameters, so members of different
+architectures run in one vmapped program. The cost is the max-size network's
+FLOPs for every member; to spend fewer, group members by width into a few
+compiled shapes (``jaxhpo.training.buckets``). The same pattern serves other
+models: channels of a convolution, heads of attention, experts.
+
+Initialisation is scaled by the member's true fan-in (``width``, not
+``max_width``), so a masked member starts with the weight scale a small
+network of its width would have.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply"]
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None = None) -> jax.Array:
+    """Which weights magnitude pruning keeps (jit-able, differentiable-free).
+
+    Args:
+      w: ``(...)`` weights.
+      sparsity: ``()`` share in ``[0, 1]`` of the active weights to zero.
+      active: ``(...)`` bool, the weights that exist (the width mask); all by default.
+    Returns:
+      ``(...)`` bool: active weights whose magnitude is at least the
+      ``k``-th smallest active magnitude, ``k = floor(sparsity * num_active)``
+      (ties kept); inactive weights are ``False``.
+    """
+    if active is None:
+        active = jnp.ones(w.shape, bool)
+    mag = jnp.where(active, jnp.abs(w), jnp.inf).reshape(-1)
+    num_active = jnp.sum(active)
+    k = jnp.floor(jnp.clip(sparsity, 0.0, 1.0) * num_active).astype(jnp.int32)
+    # Inactive entries sort last (+inf), so position k is the k-th smallest active one.
+    ordered = jnp.sort(mag)
+    thresh = jnp.where(k >= num_active, jnp.inf, ordered[jnp.minimum(k, mag.size - 1)])
+    return active & (jnp.abs(w) >= thresh) & (k < num_active)
+
+
+class MaskedMLP:
+    """A ReLU MLP of up to ``max_depth`` hidden layers of up to ``max_width`` units.
+
+    Parameters (``init``): ``w_in (in_dim, W)``, ``b_in (W,)``, ``w_hidden
+    (max_depth - 1, W, W)``, ``b_hidden (max_depth - 1, W)``, ``w_out (W,
+    out_dim)``, ``b_out (out_dim,)`` with ``W = max_width``. Hashable by its
+    sizes, so equal models share compiled code.
+
+    Args:
+      in_dim, out_dim: input features and outputs.
+      max_width: the widest hidden layer of the search.
+      max_depth: the most hidden layers of the search (>= 1).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, max_width: int, max_depth: int = 1):
+        self.in_dim = _check_int(in_dim, "in_dim", 1)
+        self.out_dim = _check_int(out_dim, "out_dim", 1)
+        self.max_width = _check_int(max_width, "max_width", 1)
+        self.max_depth = _check_int(max_depth, "max_depth", 1)
+
+    def _key(self):
+        return (self.in_dim, self.out_dim, self.max_width, self.max_depth)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(("MaskedMLP",) + self._key())
+
+    def __repr__(self):
+        return "MaskedMLP(in_dim={}, out_dim={}, max_width={}, max_depth={})".format(*self._key())
+
+    def init(self, key: jax.Array, width: Any = None) -> dict:
+        """Parameters, He-scaled by the true fan-in (``width`` ``()``; ``max_width`` if None)."""
+        W = self.max_width
+        width = jnp.asarray(W if width is None else width, jnp.float32)
+        k_in, k_h, k_out = jax.random.split(key, 3)
+        nh = self.max_depth - 1
+        return {
+            "w_in": jax.random.normal(k_in, (self.in_dim, W), jnp.float32) * jnp.sqrt(2.0 / self.in_dim),
+            "b_in": jnp.zeros((W,), jnp.float32),
+            "w_hidden": jax.random.normal(k_h, (nh, W, W), jnp.float32) * jnp.sqrt(2.0 / width),
+            "b_hidden": jnp.zeros((nh, W), jnp.float32),
+            "w_out": jax.random.normal(k_out, (W, self.out_dim), jnp.float32) * jnp.sqrt(1.0 / width),
+            "b_out": jnp.zeros((self.out_dim,), jnp.float32),
+        }
+
+    def unit_mask(self, width: Any) -> jax.Array:
+        """``(max_width,)`` float32: 1 for the first ``width`` hidden units."""
+        return (jnp.arange(self.max_width) < width).astype(jnp.float32)
+
+    def prune_masks(self, params: dict, width: Any, depth: Any, sparsity: Any) -> dict:
+        """Magnitude-pruning masks (float32, shaped like the weights) for one member.
+
+        Computed on the current weights and held constant (``stop_gradient``),
+        so pruned weights get no gradient from the loss.
+        """
+        u = self.unit_mask(width) > 0
+        act_in = jnp.broadcast_to(u[None, :], params["w_in"].shape)
+        act_h = u[None, :, None] & u[None, None, :] & (jnp.arange(1, self.max_depth) < depth)[:, None, None]
+        act_out = jnp.broadcast_to(u[:, None], params["w_out"].shape)
+        w = jax.lax.stop_gradient(params)
+        m_h = jax.vmap(lambda a, b: magnitude_mask(a, sparsity, b))(w["w_hidden"], act_h) if self.max_depth > 1 \
+            else jnp.zeros(params["w_hidden"].shape, bool)
+        return {
+            "w_in": magnitude_mask(w["w_in"], sparsity, act_in).astype(jnp.float32),
+            "w_hidden": m_h.astype(jnp.float32),
+            "w_out": magnitude_mask(w["w_out"], sparsity, act_out).astype(jnp.float32),
+        }
+
+    def apply(self, params: dict, x: jax.Array, width: Any = None, depth: Any = None,
+              sparsity: Any = None) -> jax.Array:
+        """Outputs of one member.
+
+        Args:
+          params: from ``init`` (no population axis; ``vmap`` for one).
+          x: ``(batch, in_dim)`` inputs.
+          width: ``()`` int hidden units per layer, ``1..max_width`` (traced).
+          depth: ``()`` int hidden layers, ``1..max_depth`` (traced).
+          sparsity: ``()`` float share of weights pruned by magnitude, or None.
+        Returns:
+          ``(batch, out_dim)`` float32, equal to the ``width`` x ``depth``
+          network's outputs (``dense_mlp_apply`` of ``slice_params``).
+        """
+        width = self.max_width if width is None else width
+        depth = self.max_depth if depth is None else depth
+        u = self.unit_mask(width)
+        w_in, w_h, w_out = params["w_in"], params["w_hidden"], params["w_out"]
+        if sparsity is not None:
+            m = self.prune_masks(params, width, depth, sparsity)
+            w_in, w_h, w_out = w_in * m["w_in"], w_h * m["w_hidden"], w_out * m["w_out"]
+        h = jax.nn.relu(x @ w_in + params["b_in"]) * u
+
+        def layer(h, args):
+            l, w, b = args
+            # An inactive layer is the identity: the output reads layer depth - 1.
+            return jnp.where(l < depth, jax.nn.relu(h @ w + b) * u, h), None
+
+        if self.max_depth > 1:
+            h, _ = jax.lax.scan(layer, h, (jnp.arange(1, self.max_depth), w_h, params["b_hidden"]))
+        return h @ w_out + params["b_out"]
+
+
+def slice_params(params: dict, width: int, depth: int) -> list[tuple[jax.Array, jax.Array]]:
+    """The small network inside a masked one: ``[(w, b), ...]``, ``depth + 1`` layers.
+
+    Python ints ``width``, ``depth``: shapes ``(in, width)``, ``(width, width)``
+    x ``depth - 1``, ``(width, out)``.
+    """
+    layers = [(params["w_in"][:, :width], params["b_in"][:width])]
+    for l in range(depth - 1):
+        layers.append((params["w_hidden"][l, :width, :width], params["b_hidden"][l, :width]))
+    layers.append((params["w_out"][:width], params["b_out"]))
+    return layers
+
+
+def dense_mlp_apply(layers: list[tuple[jax.Array, jax.Array]], x: jax.Array) -> jax.Array:
+    """A plain ReLU MLP with true shapes: ``(batch, in) -> (batch, out)``."""
+    h = x
+    for w, b in layers[:-1]:
+        h = jax.nn.relu(h @ w + b)
+    w, b = layers[-1]
+    return h @ w + b

@@ -1,0 +1,258 @@
+"""Population-based training (Jaderberg et al., 2017), as one compiled program.
+
+A population of ``P`` members trains side by side (one vmapped program).
+Every ``steps_per_round`` budget units the members are ranked by loss, and
+the bottom ``fraction`` *exploit* the top ``fraction``: each copies a random
+top member's whole training state (weights, optimiser state) and
+hyperparameters. The copies then *explore*: every hyperparameter is, with
+probability ``resample_prob``, drawn afresh from the space, and otherwise
+perturbed:
+
+* a ``Float`` is multiplied by one of ``factors`` (0.8 or 1.2), clipped to its bounds;
+* an ``Int`` is multiplied likewise and rounded, moving by at least one
+  value in the factor's direction, clipped to its bounds;
+* a ``Categorical`` moves to another of its choices, uniformly.
+
+The rounds are a ``lax.scan``: the whole run, exploit and explore included,
+is one ``jit``; nothing is recompiled between rounds and nothing leaves the
+device until the end. ``fraction=0`` trains the initial population with fixed
+hyperparameters through the same program (the baseline PBT is measured against).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from ..evaluate import check_chunk_size
+from ..space import Categorical, Float, Int, Space
+from .trainer import check_mesh_size, check_positive_int, check_trainer, init_population, train_population
+
+__all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
+
+
+def exploit_parents(key: jax.Array, losses: jax.Array, num_exploit: int) -> jax.Array:
+    """Truncation selection: ``(P,)`` int32 parent of every member.
+
+    The ``num_exploit`` members with the highest loss each get a parent drawn
+    uniformly from the ``num_exploit`` members with the lowest loss; every
+    other member is its own parent. Ties rank by position (stable sort);
+    non-finite losses rank last.
+    """
+    P = losses.shape[0]
+    me = jnp.arange(P, dtype=jnp.int32)
+    if num_exploit == 0:
+        return me
+    order = jnp.argsort(jnp.where(jnp.isfinite(losses), losses, jnp.inf), stable=True).astype(jnp.int32)
+    top, bottom = order[:num_exploit], order[P - num_exploit:]
+    pick = jax.random.randint(key, (num_exploit,), 0, num_exploit)
+    return me.at[bottom].set(top[pick])
+
+
+def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resample_prob: Any,
+            factors: Any = (0.8, 1.2)) -> dict:
+    """Perturb or resample the hyperparameters of the members in ``which`` (jit-able).
+
+    Args:
+      key: a key.
+      space: the ``Space``; values stay inside its bounds and types.
+      hparams: dict name -> ``(P,)`` decoded values.
+      which: ``(P,)`` bool, the members to explore; the others are returned unchanged.
+      resample_prob: ``()`` probability, per member and hyperparameter, of a fresh draw.
+      factors: ``(2,)`` the two multiplicative perturbations, chosen with equal
+        odds (traced: changing them does not recompile).
+    Returns:
+      dict name -> ``(P,)``, same dtypes.
+    """
+    P = which.shape[0]
+    k_fresh, k_coin, k_fac, k_cat = jax.random.split(key, 4)
+    fresh = space.decode(space.sample(k_fresh, P))
+    coins = jax.random.uniform(k_coin, (P, space.dim)) < resample_prob
+    up = jax.random.bernoulli(k_fac, 0.5, (P, space.dim))
+    factors = jnp.asarray(factors, jnp.float32)
+    f = jnp.where(up, factors[1], factors[0])
+    out = {}
+    for i, (name, d) in enumerate(space.dims.items()):
+        v = jnp.asarray(hparams[name])
+        if isinstance(d, Float):
+            moved = jnp.clip(v.astype(jnp.float32) * f[:, i], d.low, d.high)
+        elif isinstance(d, Int):
+            vf = v.astype(jnp.float32)
+            r = jnp.round(vf * f[:, i])
+            # Small integers would not move under x1.2; step at least one value.
+            step = jnp.where(f[:, i] > 1, 1.0, -1.0)
+            r = jnp.where(r == vf, vf + step, r)
+            moved = jnp.clip(r, d.low, d.high).astype(jnp.int32)
+        else:
+            assert isinstance(d, Categorical)
+            k = d.cardinality
+            if k > 1:
+                shift = jax.random.randint(jax.random.fold_in(k_cat, i), (P,), 1, k)
+                moved = ((v + shift) % k).astype(jnp.int32)
+            else:
+                moved = v
+        new = jnp.where(coins[:, i], fresh[name], moved).astype(v.dtype)
+        out[name] = jnp.where(which, new, v)
+    return out
+
+
+@partial(jax.jit, static_argnames=("trainer", "space", "popsize", "num_rounds", "num_exploit",
+                                   "chunk_size", "mesh"))
+def _pbt_program(trainer, space, key, init_x, steps_per_round, resample_prob, popsize, num_rounds,
+                 num_exploit, factors, chunk_size, mesh):
+    k_x, k_init, k_loop = jax.random.split(key, 3)
+    x0 = space.sample(k_x, popsize) if init_x is None else init_x
+    hparams = space.decode(x0)
+    init_keys = jax.random.split(k_init, popsize)
+    states = init_population(trainer, init_keys, hparams, chunk_size=chunk_size, mesh=mesh)
+
+    def round_(carry, inp):
+        states, hparams = carry
+        r, key = inp
+        states, losses = train_population(trainer, states, hparams, steps_per_round,
+                                          chunk_size=chunk_size, mesh=mesh)
+        k_sel, k_exp = jax.random.split(key)
+        last = r == num_rounds - 1
+        parents = jnp.where(last, jnp.arange(popsize, dtype=jnp.int32),
+                            exploit_parents(k_sel, losses, num_exploit))
+        record = (hparams, losses, parents)
+        # Exploit: copy whole states (weights and optimiser state) and hyperparameters.
+        states = jax.tree_util.tree_map(lambda a: a[parents], states)
+        copied = {k: v[parents] for k, v in hparams.items()}
+        moved = parents != jnp.arange(popsize)
+        hparams = explore(k_exp, space, copied, moved, resample_prob, factors)
+        return (states, hparams), record
+
+    (states, _), (schedule, losses, parents) = jax.lax.scan(
+        round_, (states, hparams), (jnp.arange(num_rounds), jax.random.split(k_loop, num_rounds)))
+    return states, schedule, losses, parents, init_keys
+
+
+@dataclasses.dataclass
+class PBTResult:
+    """The outcome of ``pbt``; ``R`` rounds, ``P`` members.
+
+    Attributes:
+      hparams: dict name -> ``(R, P)``: the hyperparameters each member
+        trained with during each round (its schedule).
+      losses: ``(R, P)`` float32 loss of each member at the end of each round
+        (before exploit; ``inf``: failed).
+      parents: ``(R, P)`` int32: after round ``r``, member ``i`` continues
+        from member ``parents[r, i]``'s state (itself unless it exploited);
+        the last row is the identity.
+      states: the final training states, leading axis ``(P, ...)``.
+      best_index: the member with the lowest final loss.
+      best_loss: its final loss.
+      best_params: its final-round hyperparameters as Python values.
+      best_state: its final state (no population axis).
+      total_budget: units trained in all (``R * P * steps_per_round``).
+      init_keys: ``(P,)`` the key each member's ``init`` received.
+    """
+
+    hparams: dict
+    losses: np.ndarray
+    parents: np.ndarray
+    states: Any
+    best_index: int
+    best_loss: float
+    best_params: dict | None
+    best_state: Any
+    total_budget: int
+    init_keys: Any = None
+    space: Space = dataclasses.field(repr=False, default=None)
+
+    def lineage(self, member: int | None = None) -> np.ndarray:
+        """``(R,)``: whose weights were trained in each round on the way to ``member``'s
+        final state (``best_index`` by default); ``lineage[-1] == member``."""
+        i = self.best_index if member is None else int(member)
+        R = self.losses.shape[0]
+        out = np.empty(R, np.int64)
+        out[-1] = i
+        for r in range(R - 2, -1, -1):
+            out[r] = self.parents[r, out[r + 1]]
+        return out
+
+    def schedule(self, member: int | None = None) -> dict:
+        """dict name -> ``(R,)``: the hyperparameters that trained ``member``'s final
+        weights, round by round (along its lineage)."""
+        anc = self.lineage(member)
+        rows = np.arange(len(anc))
+        return {k: v[rows, anc] for k, v in self.hparams.items()}
+
+
+def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, steps_per_round: int = 1,
+        fraction: float = 0.25, resample_prob: float = 0.25, factors: tuple[float, float] = (0.8, 1.2),
+        init_x: Any = None, chunk_size: int | None = None, mesh: Mesh | None = None) -> PBTResult:
+    """Population-based training of ``trainer`` over ``space`` (one compiled program).
+
+    Args:
+      trainer: a ``Trainer`` (``step`` = one budget unit).
+      space: the ``Space`` of the trainer's hyperparameters.
+      key: a ``jax.random`` key or an integer seed; the same key gives the same run.
+      popsize: ``P``, members (>= 2).
+      num_rounds: ``R``, rounds of training; exploit/explore after each but the last.
+      steps_per_round: budget units per round (traced: changing it does not recompile).
+      fraction: the bottom and top shares for truncation selection, in
+        ``[0, 0.5]``; ``floor(fraction * P)`` members are replaced per round.
+        ``0`` disables exploit and explore.
+      resample_prob: probability per copied member and hyperparameter of a
+        fresh draw instead of a perturbation.
+      factors: the two perturbation factors for numbers, e.g. ``(0.8, 1.2)``.
+      init_x: ``(P, dim)`` cube points of the initial population (uniform
+        random by default).
+      chunk_size: train at most this many members at once.
+      mesh: shard the population over the mesh's devices (``P`` a multiple
+        of their number).
+    Returns:
+      a ``PBTResult``.
+    """
+    trainer = check_trainer(trainer)
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+    popsize = check_positive_int(popsize, "popsize", 2)
+    num_rounds = check_positive_int(num_rounds, "num_rounds")
+    steps_per_round = check_positive_int(steps_per_round, "steps_per_round")
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 <= fraction <= 0.5:
+        raise ValueError(f"fraction must be a number in [0, 0.5], got {fraction!r}")
+    if isinstance(resample_prob, bool) or not isinstance(resample_prob, numbers.Real) \
+            or not 0 <= resample_prob <= 1:
+        raise ValueError(f"resample_prob must be a probability in [0, 1], got {resample_prob!r}")
+    try:
+        factors = tuple(float(f) for f in factors)
+    except (TypeError, ValueError):
+        raise TypeError(f"factors must be two positive numbers, got {factors!r}") from None
+    if len(factors) != 2 or min(factors) <= 0:
+        raise ValueError(f"factors must be two positive numbers, got {factors!r}")
+    if init_x is not None:
+        init_x = jnp.asarray(init_x, jnp.float32)
+        if init_x.shape != (popsize, space.dim):
+            raise ValueError(f"init_x must have shape (popsize, dim) = {(popsize, space.dim)}, got {init_x.shape}")
+    chunk_size = check_chunk_size(chunk_size)
+    mesh = check_mesh_size(mesh)
+    if mesh is not None and popsize % mesh.size:
+        raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        key = jax.random.key(int(key))
+    num_exploit = int(np.floor(fraction * popsize))
+    states, schedule, losses, parents, init_keys = _pbt_program(
+        trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
+        num_rounds, num_exploit, np.asarray(factors, np.float32), chunk_size, mesh)
+    losses = np.asarray(losses)
+    parents = np.asarray(parents)
+    schedule = {k: np.asarray(v) for k, v in schedule.items()}
+    best = int(np.argmin(losses[-1]))
+    found = bool(np.isfinite(losses[-1, best]))
+    return PBTResult(
+        hparams=schedule, losses=losses, parents=parents, states=states, best_index=best,
+        best_loss=float(losses[-1, best]) if found else float("nan"),
+        best_params=space.to_python({k: v[-1, best] for k, v in schedule.items()}) if found else None,
+        best_state=jax.tree_util.tree_map(lambda a: a[best], states),
+        total_budget=num_rounds * popsize * steps_per_round, init_keys=init_keys, space=space,
+    )

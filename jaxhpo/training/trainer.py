@@ -1,0 +1,201 @@
+"""The trainer protocol, and training a population of it as one vmapped program.
+
+A trainer is three pure, jax-traceable functions of one model:
+
+  ``init(key, hparams) -> train_state``      a fresh model and optimiser state,
+  ``step(train_state, hparams) -> train_state``  one unit of budget (an epoch,
+                                              or k optimiser steps),
+  ``evaluate(train_state, hparams) -> loss``  a scalar, minimised (validation
+                                              loss or error; non-finite = failed).
+
+``hparams`` is one configuration as ``Space.decode`` gives it: a dict of
+arrays of shape ``()`` (floats, int32 integers, int32 categorical indices).
+jaxhpo vmaps the three functions over a population, so every hyperparameter
+reaching the model or the optimiser is a traced array (``optax.inject_hyperparams``
+for learning rates, weight decay, momentum; masks for shapes, see
+``jaxhpo.training.models``).
+
+The trainer is a static argument of the compiled programs here: it must be
+hashable, and equal trainers share compiled code. ``Trainer`` (three
+functions) hashes by the functions' identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = [
+    "Trainer", "check_trainer", "init_population", "train_population", "evaluate_population",
+    "check_mesh_size", "take", "fresh_rung", "init_rung", "continue_rung",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Three pure functions of one model (see the module docstring).
+
+    Args:
+      init: ``(key, hparams) -> train_state`` (any pytree of arrays).
+      step: ``(train_state, hparams) -> train_state``, one budget unit.
+      evaluate: ``(train_state, hparams) -> ()`` float loss, minimised.
+    """
+
+    init: Callable
+    step: Callable
+    evaluate: Callable
+
+    def __post_init__(self):
+        for name in ("init", "step", "evaluate"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"Trainer.{name} must be callable, got {getattr(self, name)!r}")
+
+
+def check_trainer(trainer: Any, name: str = "trainer") -> Any:
+    """Any object with callable ``init``, ``step``, ``evaluate`` that is hashable."""
+    for attr in ("init", "step", "evaluate"):
+        if not callable(getattr(trainer, attr, None)):
+            raise TypeError(
+                f"{name} must provide callable init, step and evaluate (a jaxhpo.training.Trainer); "
+                f"{type(trainer).__name__} has no callable {attr!r}"
+            )
+    try:
+        hash(trainer)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be hashable: it is a static argument of the compiled training programs"
+        ) from None
+    return trainer
+
+
+def check_mesh_size(mesh: Any) -> Mesh | None:
+    if mesh is None:
+        return None
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    return mesh
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _shard(tree: Any, mesh: Mesh | None) -> Any:
+    """Split the leading (population) axis of every leaf over all of ``mesh``'s devices."""
+    if mesh is None:
+        return tree
+
+    def one(x):
+        spec = PartitionSpec(tuple(mesh.axis_names), *([None] * (x.ndim - 1)))
+        return lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _per_member(fn: Callable, args: Any, chunk_size: int | None, n: int) -> Any:
+    """``vmap(fn)`` over the leading axis of ``args``, or ``chunk_size`` members at a time."""
+    if chunk_size is None or chunk_size >= n:
+        return jax.vmap(fn)(args)
+    # lax.map over chunks bounds memory to chunk_size members' activations.
+    # One at a time is a plain lax.map (its batched form cannot reshape
+    # zero-size leaves, e.g. an MLP's empty stack of extra hidden layers).
+    return lax.map(fn, args) if chunk_size == 1 else lax.map(fn, args, batch_size=chunk_size)
+
+
+def _population_size(hparams: Any) -> int:
+    leaves = jax.tree_util.tree_leaves(hparams)
+    if not leaves or any(jnp.ndim(x) == 0 for x in leaves):
+        raise ValueError("hparams must be a dict of arrays with a leading population axis (n,)")
+    n = jnp.shape(leaves[0])[0]
+    if any(jnp.shape(x)[0] != n for x in leaves):
+        raise ValueError("every hparams array needs the same leading population axis")
+    return int(n)
+
+
+def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size: int | None = None,
+                    mesh: Mesh | None = None) -> Any:
+    """Fresh training states for a population (traceable; call inside ``jit``).
+
+    Args:
+      trainer: the trainer.
+      keys: ``(n,)`` keys, one per member.
+      hparams: dict name -> ``(n,)`` decoded hyperparameters.
+    Returns:
+      the train-state pytree with a leading ``(n, ...)`` axis.
+    """
+    n = _population_size(hparams)
+    keys, hparams = _shard((keys, hparams), mesh)
+    states = _per_member(lambda a: trainer.init(*a), (keys, hparams), chunk_size, n)
+    return _shard(states, mesh)
+
+
+def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *,
+                     chunk_size: int | None = None, mesh: Mesh | None = None) -> tuple[Any, jax.Array]:
+    """Train every member ``num_steps`` budget units, then evaluate it (traceable).
+
+    ``num_steps`` may be a traced int32 scalar: the loop is a ``fori_loop``
+    with a dynamic trip count, so rungs of equal population size share one
+    compiled program whatever their budget.
+
+    Args:
+      states: train states with a leading ``(n, ...)`` axis.
+      hparams: dict name -> ``(n,)``.
+      num_steps: ``()`` int, budget units to add (0 only evaluates).
+    Returns:
+      ``(states, losses)``: the trained states ``(n, ...)`` and ``(n,)``
+      float32 losses, non-finite ones replaced by ``+inf`` (failed).
+    """
+    n = _population_size(hparams)
+    states, hparams = _shard((states, hparams), mesh)
+
+    def member(args):
+        s, hp = args
+        s = lax.fori_loop(0, num_steps, lambda _, s: trainer.step(s, hp), s)
+        loss = jnp.asarray(trainer.evaluate(s, hp), jnp.float32)
+        if loss.shape != ():
+            raise ValueError(f"trainer.evaluate must return a scalar loss, got shape {loss.shape}")
+        return s, loss
+
+    states, losses = _per_member(member, (states, hparams), chunk_size, n)
+    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+    return _shard(states, mesh), _shard(losses, mesh)
+
+
+def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size: int | None = None,
+                        mesh: Mesh | None = None) -> jax.Array:
+    """``(n,)`` float32 losses of a population's states (non-finite -> ``+inf``)."""
+    return train_population(trainer, states, hparams, 0, chunk_size=chunk_size, mesh=mesh)[1]
+
+
+@jax.jit
+def take(tree: Any, idx: jax.Array) -> Any:
+    """Rows ``idx`` ``(m,)`` of every leaf's leading axis: ``(n, ...) -> (m, ...)``."""
+    return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+
+@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
+def fresh_rung(trainer, keys, hparams, num_steps, chunk_size=None, mesh=None):
+    """Compiled: init a population, train ``num_steps`` units, evaluate. See ``train_population``."""
+    states = init_population(trainer, keys, hparams, chunk_size=chunk_size, mesh=mesh)
+    return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+
+
+@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
+def init_rung(trainer, keys, hparams, chunk_size=None, mesh=None):
+    """Compiled: fresh states for a population. See ``init_population``."""
+    return init_population(trainer, keys, hparams, chunk_size=chunk_size, mesh=mesh)
+
+
+@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
+def continue_rung(trainer, states, hparams, num_steps, chunk_size=None, mesh=None):
+    """Compiled: train existing states ``num_steps`` more units, evaluate."""
+    return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)

@@ -1,0 +1,188 @@
+"""Hyperband schedule, successive halving and Hyperband over a toy trainer."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhpo import Float, Int, QuasiRandom, Space
+from jaxhpo.training import Trainer, hyperband, hyperband_schedule, successive_halving
+from jaxhpo.training.hyperband import successive_halving_schedule
+from jaxhpo.training.trainer import continue_rung, init_rung
+
+# Li et al. (2018), Table 1: R = 81, eta = 3; (n_i, r_i) per rung, bracket s = 4 .. 0.
+PAPER_R81_ETA3 = [
+    [(81, 1), (27, 3), (9, 9), (3, 27), (1, 81)],
+    [(34, 3), (11, 9), (3, 27), (1, 81)],
+    [(15, 9), (5, 27), (1, 81)],
+    [(8, 27), (2, 81)],
+    [(5, 81)],
+]
+
+SPACE = Space(lr=Float(0.01, 0.5, log=True), shift=Int(0, 3))
+TARGET = jnp.array([1.0, -2.0, 0.5], jnp.float32)
+
+
+def _init(key, hp):
+    return {"w": jax.random.normal(key, (3,), jnp.float32), "n": jnp.int32(0)}
+
+
+def _step(state, hp):
+    # Gradient step on ||w - target||^2 / 2, plus a configuration-dependent pull,
+    # so rankings change with the budget (the point of successive halving).
+    g = state["w"] - TARGET + 0.05 * hp["shift"].astype(jnp.float32)
+    return {"w": state["w"] - hp["lr"] * g, "n": state["n"] + 1}
+
+
+def _evaluate(state, hp):
+    return jnp.sum((state["w"] - TARGET) ** 2)
+
+
+TRAINER = Trainer(_init, _step, _evaluate)
+
+
+def test_schedule_equals_paper_table():
+    assert hyperband_schedule(81, 3) == PAPER_R81_ETA3
+    assert all(isinstance(r, int) for b in hyperband_schedule(81, 3) for _, r in b)
+
+
+def test_schedule_formula_other_settings():
+    # R = 27, eta = 3: s_max = 3; n = ceil(4 / (s + 1) * 3^s).
+    assert hyperband_schedule(27, 3) == [
+        [(27, 1), (9, 3), (3, 9), (1, 27)], [(12, 3), (4, 9), (1, 27)], [(6, 9), (2, 27)], [(4, 27)]]
+    # A max_budget that is no power of eta: s_max = floor(log_2 10) = 3, r = 10 / 8.
+    sched = hyperband_schedule(10, 2)
+    assert [b[0][0] for b in sched] == [8, 6, 4, 4]  # ceil(4/(s+1) * 2^s)
+    assert sched[0][0][1] == pytest.approx(1.25) and sched[0][-1][1] == 10
+    assert successive_halving_schedule(20, 1, 9, 3) == [(20, 1), (6, 3), (2, 9)]
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(max_budget=0.5, eta=3), ValueError, "max_budget"),
+    (dict(max_budget=81, eta=1), ValueError, "eta"),
+    (dict(max_budget=81, eta=2.5), ValueError, "eta"),
+    (dict(max_budget="81", eta=3), TypeError, "max_budget"),
+])
+def test_schedule_rejects_bad_input(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        hyperband_schedule(**kwargs)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="trainer"):
+        successive_halving(object(), SPACE, 0, num_configs=9, min_budget=1, max_budget=9)
+    with pytest.raises(TypeError, match="space"):
+        successive_halving(TRAINER, {"lr": 1}, 0, num_configs=9, min_budget=1, max_budget=9)
+    with pytest.raises(ValueError, match="num_configs"):
+        successive_halving(TRAINER, SPACE, 0, num_configs=0, min_budget=1, max_budget=9)
+    with pytest.raises(ValueError, match="max_budget"):
+        successive_halving(TRAINER, SPACE, 0, num_configs=9, min_budget=3, max_budget=2)
+    with pytest.raises(TypeError, match="Trainer.step"):
+        Trainer(_init, 3, _evaluate)
+    with pytest.raises(ValueError, match="chunk_size"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, chunk_size=0)
+
+
+def _straight_through(keys, hp, steps):
+    """Train fresh members ``steps`` units in one go (the search's own compiled programs)."""
+    return continue_rung(TRAINER, init_rung(TRAINER, keys, hp), hp, np.int32(steps))
+
+
+def test_successive_halving_keeps_top_and_continues_states():
+    res = successive_halving(TRAINER, SPACE, jax.random.key(1), num_configs=27, min_budget=1,
+                             max_budget=9, eta=3)
+    assert [(len(r["index"]), r["budget"]) for r in res.rungs] == [(27, 1), (9, 3), (3, 9)]
+    for a, b in zip(res.rungs, res.rungs[1:]):
+        # Exactly the floor(n_i / eta) lowest losses go on.
+        top = a["index"][np.argsort(a["loss"], kind="stable")[: len(a["index"]) // 3]]
+        assert set(b["index"]) == set(top)
+    last = res.rungs[-1]
+    # Continued states equal training the survivors straight through for the total budget.
+    idx = jnp.asarray(last["index"])
+    hp = {k: jnp.asarray(v)[idx] for k, v in res.hparams.items()}
+    states, losses = _straight_through(res.init_keys[idx], hp, 9)
+    np.testing.assert_allclose(np.asarray(losses), last["loss"], rtol=1e-6, atol=1e-7)
+    assert np.all(np.asarray(states["n"]) == 9)
+    j = int(np.argmin(last["loss"]))
+    assert res.best_index == last["index"][j]
+    np.testing.assert_allclose(np.asarray(res.best_state["w"]), np.asarray(states["w"][j]), rtol=1e-6, atol=1e-7)
+    assert int(res.best_state["n"]) == 9
+    assert res.best_loss == pytest.approx(float(last["loss"][j]))
+    # Every configuration's budget and loss is recorded.
+    assert res.budget.shape == res.loss.shape == (27,)
+    assert sorted(np.bincount(res.budget)[[1, 3, 9]]) == [3, 6, 18]
+    assert res.total_budget == 27 * 1 + 9 * 2 + 3 * 6
+    assert set(res.best_params) == {"lr", "shift"}
+
+
+def test_hyperband_is_deterministic_and_records_every_bracket():
+    a = hyperband(TRAINER, SPACE, jax.random.key(3), max_budget=9, eta=3)
+    b = hyperband(TRAINER, SPACE, jax.random.key(3), max_budget=9, eta=3)
+    c = hyperband(TRAINER, SPACE, jax.random.key(4), max_budget=9, eta=3)
+    np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+    sched = hyperband_schedule(9, 3)
+    assert len(a.loss) == sum(br[0][0] for br in sched) == 9 + 5 + 3
+    assert np.bincount(a.bracket).tolist() == [9, 5, 3]
+    # The best is the lowest loss among configurations trained to R = 9.
+    full = a.budget == 9
+    assert a.best_loss == pytest.approx(float(a.loss[full].min()))
+    assert a.budget[a.best_index] == 9
+
+
+def test_no_recompiles_across_rungs_of_equal_size():
+    traces = []
+
+    def evaluate(state, hp):  # a fresh function: this trainer's programs compile here only
+        traces.append(1)
+        return _evaluate(state, hp)
+
+    trainer = Trainer(_init, _step, evaluate)
+    hyperband(trainer, SPACE, jax.random.key(0), max_budget=9, eta=3)
+    # Brackets (9,1)(3,3)(1,9) | (5,3)(1,9) | (3,9): training programs for the
+    # sizes 9, 3, 1, 5 only, whatever the budgets.
+    assert len(traces) == 4
+    hyperband(trainer, SPACE, jax.random.key(1), max_budget=9, eta=3)
+    assert len(traces) == 4
+
+
+def test_block_size_shares_one_program_and_agrees():
+    traces = []
+
+    def evaluate(state, hp):
+        traces.append(1)
+        return _evaluate(state, hp)
+
+    trainer = Trainer(_init, _step, evaluate)
+    a = hyperband(trainer, SPACE, jax.random.key(0), max_budget=9, eta=3, block_size=3)
+    assert len(traces) == 1  # every rung of every bracket: blocks of 3
+    b = hyperband(TRAINER, SPACE, jax.random.key(0), max_budget=9, eta=3)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6, atol=1e-7)
+    assert a.best_index == b.best_index and a.total_budget == b.total_budget
+    with pytest.raises(ValueError, match="block_size"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, block_size=0)
+
+
+def test_strategy_plugs_in_and_chunking_agrees():
+    strategy = QuasiRandom(SPACE, 4, method="sobol")  # asked 3 times to fill 9 configurations
+    a = successive_halving(TRAINER, SPACE, 5, num_configs=9, min_budget=1, max_budget=3, strategy=strategy)
+    b = successive_halving(TRAINER, SPACE, 5, num_configs=9, min_budget=1, max_budget=3, strategy=strategy,
+                           chunk_size=4)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
+    # Sobol points: 9 distinct and well spread over each coordinate.
+    assert len({tuple(r) for r in a.x}) == 9
+    with pytest.raises(ValueError, match="different space"):
+        successive_halving(TRAINER, SPACE, 5, num_configs=9, min_budget=1, max_budget=3,
+                           strategy=QuasiRandom(Space(lr=Float(0.1, 1.0)), 4))
+
+
+def test_sharded_rungs_equal_unsharded():
+    devices = np.array(jax.devices())
+    if devices.size < 2:
+        pytest.skip("needs several devices")
+    mesh = jax.sharding.Mesh(devices[:4], ("pop",))
+    a = successive_halving(TRAINER, SPACE, 7, num_configs=9, min_budget=1, max_budget=3)
+    b = successive_halving(TRAINER, SPACE, 7, num_configs=9, min_budget=1, max_budget=3, mesh=mesh)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
+    assert a.best_index == b.best_index

@@ -1,0 +1,157 @@
+"""Masked width/depth networks, magnitude pruning, and the optimiser switch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxhpo.training import (OPTIMIZERS, MaskedMLP, SwitchOptimizer, dense_mlp_apply, magnitude_mask,
+                             slice_params)
+from jaxhpo.training.optimizers import optimizer_factory
+
+MODEL = MaskedMLP(in_dim=5, out_dim=3, max_width=12, max_depth=3)
+X = jax.random.normal(jax.random.key(0), (7, 5), jnp.float32)
+ARCHS = [(1, 1), (4, 1), (12, 1), (3, 2), (7, 3), (12, 3), (5, 2)]
+
+
+def _numpy_mlp(layers, x):
+    for w, b in layers[:-1]:
+        x = np.maximum(x @ w + b, 0.0)
+    return x @ layers[-1][0] + layers[-1][1]
+
+
+@jax.jit
+def _masked_outputs(params, widths, depths):
+    # Different architectures in one vmapped program.
+    return jax.vmap(lambda p, w, d: MODEL.apply(p, X, w, d))(params, widths, depths)
+
+
+def test_masked_population_equals_small_networks():
+    keys = jax.random.split(jax.random.key(1), len(ARCHS))
+    widths = jnp.array([w for w, _ in ARCHS], jnp.int32)
+    depths = jnp.array([d for _, d in ARCHS], jnp.int32)
+    params = jax.vmap(MODEL.init)(keys, widths)
+    # Non-zero biases, so the masks (not zero biases) make the units vanish.
+    params = jax.tree_util.tree_map(lambda a: a + 0.1, params)
+    out = np.asarray(_masked_outputs(params, widths, depths))
+    params = jax.tree_util.tree_map(np.asarray, params)
+    x = np.asarray(X)
+    for i, (w, d) in enumerate(ARCHS):
+        p = jax.tree_util.tree_map(lambda a: a[i], params)
+        small = _numpy_mlp(slice_params(p, w, d), x)  # true shapes, in NumPy
+        assert small.shape == (7, 3) and slice_params(p, w, d)[0][0].shape == (5, w)
+        np.testing.assert_allclose(out[i], small, rtol=1e-5, atol=1e-5)
+    p = jax.tree_util.tree_map(lambda a: a[4], params)
+    np.testing.assert_allclose(np.asarray(dense_mlp_apply(slice_params(p, 7, 3), X)), out[4], rtol=1e-5, atol=1e-5)
+    # Two architectures really differ (the masks are not a no-op).
+    assert not np.allclose(out[0], out[-2])
+
+
+def test_masked_units_get_no_gradient():
+    params = MODEL.init(jax.random.key(2), 4)
+    grads = jax.grad(lambda p: jnp.sum(MODEL.apply(p, X, 4, 2) ** 2))(params)
+    assert np.all(np.asarray(grads["w_in"][:, 4:]) == 0)
+    assert np.all(np.asarray(grads["w_out"][4:]) == 0)
+    assert np.all(np.asarray(grads["w_hidden"][1]) == 0)  # layer 2 is beyond depth 2
+    assert np.any(np.asarray(grads["w_hidden"][0, :4, :4]) != 0)
+
+
+def test_magnitude_mask_prunes_the_smallest_active_weights():
+    w = jax.random.normal(jax.random.key(3), (6, 8))
+    active = jnp.zeros((6, 8), bool).at[:, :5].set(True)  # 30 active weights
+    for s, kept in ((0.0, 30), (0.5, 15), (0.9, 3), (1.0, 0)):
+        m = np.asarray(magnitude_mask(w, jnp.float32(s), active))
+        assert m.sum() == kept and not m[:, 5:].any()
+        if 0 < kept < 30:
+            a = np.abs(np.asarray(w))[:, :5]
+            assert a[m[:, :5]].min() > a[~m[:, :5]].max()
+
+
+def test_pruned_network_equals_small_network_with_pruned_weights():
+    params = MODEL.init(jax.random.key(4), 6)
+    out = MODEL.apply(params, X, 6, 2, jnp.float32(0.5))
+    masks = MODEL.prune_masks(params, 6, 2, jnp.float32(0.5))
+    pruned = {**params, **{k: params[k] * masks[k] for k in masks}}
+    small = slice_params(pruned, 6, 2)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(dense_mlp_apply(small, X)), rtol=1e-5, atol=1e-5)
+    # Half of each active matrix is gone.
+    assert int(masks["w_in"][:, :6].sum()) == 15 and int(masks["w_hidden"][0, :6, :6].sum()) == 18
+
+
+def test_model_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="max_width"):
+        MaskedMLP(5, 3, 0)
+    with pytest.raises(ValueError, match="max_depth"):
+        MaskedMLP(5, 3, 8, max_depth=1.5)
+
+
+# ------------------------------------------------------------------ optimisers
+SWITCH = SwitchOptimizer()
+HP = {"learning_rate": 0.05, "weight_decay": 0.01, "momentum": 0.8}
+A = jnp.diag(jnp.array([1.0, 3.0, 0.5], jnp.float32))
+
+
+def _grad(p):
+    return jax.grad(lambda p: 0.5 * p["w"] @ A @ p["w"] + jnp.sum(p["b"] ** 2))(p)
+
+
+P0 = {"w": jnp.array([1.0, -1.0, 2.0], jnp.float32), "b": jnp.array([0.5, -0.3], jnp.float32)}
+
+
+@jax.jit
+def _run_switch(index, lr, wd, m):
+    hp = {"optimizer": index, "learning_rate": lr, "weight_decay": wd, "momentum": m}
+
+    def body(_, c):
+        p, s = c
+        u, s = SWITCH.update(_grad(p), s, p, hp)
+        return optax.apply_updates(p, u), s
+
+    return jax.lax.fori_loop(0, 20, body, (P0, SWITCH.init(P0)))[0]
+
+
+def _run_tx(tx):
+    """20 steps of a plain optax optimiser (floats baked in), jitted."""
+    def body(_, c):
+        p, s = c
+        u, s = tx.update(_grad(p), s, p)
+        return optax.apply_updates(p, u), s
+
+    return jax.jit(lambda: jax.lax.fori_loop(0, 20, body, (P0, tx.init(P0)))[0])()
+
+
+def _run_alone(name):
+    return _run_tx(optimizer_factory(name)(**HP))
+
+
+def test_switch_equals_each_optimizer_alone_and_vmaps():
+    idx = jnp.arange(len(OPTIMIZERS), dtype=jnp.int32)
+    full = lambda v: jnp.full(idx.shape, v, jnp.float32)  # noqa: E731
+    batched = jax.vmap(_run_switch)(idx, full(HP["learning_rate"]), full(HP["weight_decay"]),
+                                    full(HP["momentum"]))
+    results = {}
+    for i, name in enumerate(OPTIMIZERS):
+        alone = _run_alone(name)
+        results[name] = np.asarray(alone["w"])
+        for k in ("w", "b"):
+            np.testing.assert_allclose(np.asarray(batched[k][i]), np.asarray(alone[k]), rtol=1e-5, atol=1e-6)
+    # The choices really differ.
+    assert len({tuple(np.round(v, 5)) for v in results.values()}) == len(OPTIMIZERS)
+
+
+def test_switch_hyperparameters_are_traced_per_member():
+    lrs = jnp.array([0.01, 0.1], jnp.float32)
+    out = jax.vmap(lambda lr: _run_switch(jnp.int32(2), lr, jnp.float32(0.0), jnp.float32(0.9)))(lrs)
+    p = _run_tx(optax.adam(0.1, b1=0.9))
+    np.testing.assert_allclose(np.asarray(out["w"][1]), np.asarray(p["w"]), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(out["w"][0]), np.asarray(out["w"][1]))
+
+
+def test_switch_rejects_bad_names():
+    with pytest.raises(ValueError, match="optimizer name"):
+        SwitchOptimizer(["adam", "lion?"])
+    with pytest.raises(TypeError, match="names"):
+        SwitchOptimizer("adam")
+    with pytest.raises(ValueError, match="optimizer"):
+        SWITCH.update(P0, SWITCH.init(P0), P0, {"learning_rate": 0.1})
