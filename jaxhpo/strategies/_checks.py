@@ -1,0 +1,59 @@
+"""Validation of strategy settings and hyperparameters, with messages that name them."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["check_real", "check_int", "check_choice", "check_concrete_params"]
+
+
+def check_real(name: str, value: Any, low: float = -math.inf, high: float = math.inf,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float inside the interval; ``ValueError``/``TypeError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    lo_ok = value > low if low_open else value >= low
+    hi_ok = value < high if high_open else value <= high
+    if not math.isfinite(value) or not (lo_ok and hi_ok):
+        lb = "(" if low_open else "["
+        rb = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {rng}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_concrete_params(params: dict | None, checks: dict) -> None:
+    """Apply ``checks[name](value)`` to every concrete scalar in ``params``.
+
+    Traced values (``init`` under ``jit`` or ``vmap`` over params) cannot be
+    inspected and are left to the caller; batched concrete arrays are checked
+    element by element.
+    """
+    if not params:
+        return
+    for name, value in params.items():
+        if name not in checks or isinstance(value, jax.core.Tracer):
+            continue
+        for v in np.ravel(np.asarray(value)):
+            checks[name](v.item())
