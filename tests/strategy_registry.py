@@ -16,6 +16,12 @@ from jaxhpo.strategies.quasirandom import QuasiRandom  # noqa: E402
 STRATEGIES["sobol"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "sobol")
 STRATEGIES["halton"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "halton")
 STRATEGIES["lhs"] = lambda space: QuasiRandom(space, MATRIX_POPSIZE, "lhs")
+from jaxhpo.strategies.de import DifferentialEvolution  # noqa: E402
+from jaxhpo.strategies.ga import GeneticAlgorithm  # noqa: E402
+from jaxhpo.strategies.local_search import LocalSearch  # noqa: E402
+STRATEGIES["de"] = lambda space: DifferentialEvolution(space, MATRIX_POPSIZE)
+STRATEGIES["ga"] = lambda space: GeneticAlgorithm(space, MATRIX_POPSIZE)
+STRATEGIES["local_search"] = lambda space: LocalSearch(space, MATRIX_POPSIZE)
 from jaxhpo.strategies.tpe import TPE  # noqa: E402
 STRATEGIES["tpe"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32)
 STRATEGIES["tpe_multivariate"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32, multivariate=True)

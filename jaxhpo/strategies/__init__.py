@@ -1,9 +1,16 @@
 """Search strategies: pure ``init`` / ``ask`` / ``tell`` / ``best`` over the unit cube."""
 
 from .base import Strategy
+from .de import DifferentialEvolution
+from .ga import GeneticAlgorithm
 from .grid import GridSearch
+from .local_search import LocalSearch
+from .nsga2 import NSGA2
 from .quasirandom import QuasiRandom
 from .random import RandomSearch
 from .tpe import TPE
 
-__all__ = ["Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE"]
+__all__ = [
+    "Strategy", "GridSearch", "RandomSearch", "QuasiRandom",
+    "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "TPE",
+]

@@ -1,0 +1,49 @@
+"""minimize with vector objectives: signs, constraints and the reported front."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhpo
+from jaxhpo import Float, NSGA2, Space
+
+SPACE = Space(a=Float(0.0, 1.0), b=Float(0.0, 1.0))
+
+
+def two_objectives(p):
+    # f1 = a (minimised) and g = -f2 (maximised, i.e. f2 minimised, a ZDT1-like
+    # trade-off with f1); feasible when a >= 0.1.
+    f1 = p["a"]
+    f2 = (1.0 + p["b"]) * (1.0 - jnp.sqrt(p["a"] / (1.0 + p["b"])))
+    return jnp.stack([f1, -f2, 0.1 - p["a"]])
+
+
+def test_front_signs_constraints_and_hypervolume():
+    s = NSGA2(SPACE, popsize=16, num_objectives=2, num_constraints=1)
+    res = jaxhpo.minimize(two_objectives, SPACE, s, num_generations=15, key=0, maximize=(False, True),
+                          ref_point=(1.1, -2.1))
+    front = res.pareto_values
+    assert front.shape[1] == 2 and len(front) == len(res.pareto_params) > 3
+    # feasibility: every reported configuration satisfies a >= 0.1
+    assert all(p["a"] >= 0.1 - 1e-6 for p in res.pareto_params)
+    # user's signs: values as the objective returned them (g = -f2 < 0)
+    assert (front[:, 1] < 0).all()
+    # non-dominated in the user's senses (min f1, max f2)
+    mins = np.stack([front[:, 0], -front[:, 1]], axis=1)
+    dominated = ((mins[:, None] <= mins[None]).all(-1) & (mins[:, None] < mins[None]).any(-1)).any(0)
+    assert not dominated.any()
+    # the hypervolume is the one pareto.hypervolume gives in minimisation signs
+    expect = float(jaxhpo.hypervolume(mins, jnp.array([1.1, 2.1])))
+    assert res.hypervolume == pytest.approx(expect, rel=1e-5) and res.hypervolume > 0
+    np.testing.assert_allclose(res.ref_point, [1.1, -2.1])
+
+
+def test_vector_objective_shape_and_maximize_errors():
+    s = NSGA2(SPACE, popsize=8, num_objectives=2, num_constraints=1)
+    with pytest.raises(ValueError, match="vector of 3 values"):
+        jaxhpo.minimize(lambda p: jnp.stack([p["a"], p["b"]]), SPACE, s, num_generations=1)
+    with pytest.raises(ValueError, match="one per objective"):
+        jaxhpo.minimize(two_objectives, SPACE, s, num_generations=1, maximize=(True,))
+    with pytest.raises(TypeError, match="maximize"):
+        jaxhpo.minimize(lambda p: p["a"], SPACE, jaxhpo.RandomSearch(SPACE, 4), num_generations=1,
+                        maximize=(True, False))
