@@ -22,6 +22,9 @@ from jaxhpo.strategies.local_search import LocalSearch  # noqa: E402
 STRATEGIES["de"] = lambda space: DifferentialEvolution(space, MATRIX_POPSIZE)
 STRATEGIES["ga"] = lambda space: GeneticAlgorithm(space, MATRIX_POPSIZE)
 STRATEGIES["local_search"] = lambda space: LocalSearch(space, MATRIX_POPSIZE)
+from jaxhpo.strategies.cmaes import CMAES, SepCMAES  # noqa: E402
+STRATEGIES["cmaes"] = lambda space: CMAES(space, MATRIX_POPSIZE)
+STRATEGIES["sep_cmaes"] = lambda space: SepCMAES(space, MATRIX_POPSIZE)
 from jaxhpo.strategies.tpe import TPE  # noqa: E402
 STRATEGIES["tpe"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32)
 STRATEGIES["tpe_multivariate"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32, multivariate=True)

@@ -1,6 +1,7 @@
 """Search strategies: pure ``init`` / ``ask`` / ``tell`` / ``best`` over the unit cube."""
 
 from .base import Strategy
+from .cmaes import CMAES, SepCMAES
 from .de import DifferentialEvolution
 from .ga import GeneticAlgorithm
 from .grid import GridSearch
@@ -12,5 +13,5 @@ from .tpe import TPE
 
 __all__ = [
     "Strategy", "GridSearch", "RandomSearch", "QuasiRandom",
-    "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "TPE",
+    "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "TPE",
 ]
