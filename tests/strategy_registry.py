@@ -28,3 +28,5 @@ STRATEGIES["sep_cmaes"] = lambda space: SepCMAES(space, MATRIX_POPSIZE)
 from jaxhpo.strategies.tpe import TPE  # noqa: E402
 STRATEGIES["tpe"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32)
 STRATEGIES["tpe_multivariate"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32, multivariate=True)
+from jaxhpo.strategies.gpbo import GPBO  # noqa: E402
+STRATEGIES["gpbo"] = lambda space: GPBO(space, MATRIX_POPSIZE, capacity=64)

