@@ -6,6 +6,7 @@
     jaxhpo run CONFIG       run a Study described by a JSON / TOML / YAML file
     jaxhpo show STUDY.db    a table of a stored study's best trials
     jaxhpo plot STUDY.db    save the study's plots as PNG files
+    jaxhpo bench [NAME]     the benchmark suite (source checkout)
 """
 
 from __future__ import annotations
@@ -68,7 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_study import add_subcommands
 
     add_subcommands(sub)
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite (from a source checkout)",
+        description="Run benchmarks/ of a jaxhpo source checkout: with no NAME, list them. "
+                    "Arguments after NAME go to the benchmark (e.g. --quick).")
+    bench.add_argument("name", nargs="?", help="a benchmark's name, or 'all'")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    bench.set_defaults(func=_bench)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    # The suite lives beside the package in a source checkout, not in the wheel.
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        print("jaxhpo bench: needs a source checkout of jaxhpo (benchmarks/ was not found next to "
+              f"{root / 'jaxhpo'})", file=sys.stderr)
+        return 2
+    argv = [sys.executable, "-m", "benchmarks"] + ([args.name] if args.name else []) + list(args.args)
+    return subprocess.call(argv, cwd=root)
 
 
 def _demo_mlp(args: argparse.Namespace) -> int:

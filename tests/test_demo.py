@@ -213,3 +213,12 @@ def test_cli_rejects_bad_usage(capsys):
     assert e.value.code == 2
     assert cli.main(["demo", "--strategies", "grid,bogus"]) == 2
     assert "--strategies" in capsys.readouterr().err
+
+
+def test_cli_bench_lists_the_suite():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "jaxhpo", "bench"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert "random_search_throughput" in out.stdout and "tpe_vs_optuna" in out.stdout
