@@ -22,7 +22,6 @@ demo`` on the command line does both.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import numbers
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._digest import digest as _digest
 from .cv import cross_validate, kfold_masks
 from .datasets import load_iris
 from .loop import minimize
@@ -151,14 +151,6 @@ def fit_logreg(X: jax.Array, y: jax.Array, weights: jax.Array, C: jax.Array, l1:
     b0 = jnp.zeros((num_classes,), jnp.float32)
     W, b, *_ = jax.lax.fori_loop(0, num_iters, body, (W0, b0, W0, b0, jnp.float32(1.0)))
     return W, b
-
-
-def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 class LogRegCV:

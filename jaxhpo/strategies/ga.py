@@ -38,6 +38,20 @@ def _check_eta(v):
     return check_real("sbx_eta", v, 0.0, 1e3)
 
 
+# The variation operators' settings, shared with NSGA2 (same operators).
+VARIATION_CHECKS = {
+    "crossover_rate": _check_rate("crossover_rate"),
+    "mutation_rate": _check_rate("mutation_rate"),
+    "mutation_sigma": _check_sigma,
+    "sbx_eta": _check_eta,
+}
+
+
+def variation_params(strategy) -> dict:
+    """``default_params`` of a strategy holding the four variation settings."""
+    return {name: jnp.float32(getattr(strategy, name)) for name in VARIATION_CHECKS}
+
+
 class GeneticAlgorithm(Strategy):
     """Generational genetic algorithm with elitism, for float, integer and categorical genes.
 
@@ -97,20 +111,10 @@ class GeneticAlgorithm(Strategy):
         self._mixed = MixedCoords(space)
 
     def default_params(self):
-        return {
-            "crossover_rate": jnp.float32(self.crossover_rate),
-            "mutation_rate": jnp.float32(self.mutation_rate),
-            "mutation_sigma": jnp.float32(self.mutation_sigma),
-            "sbx_eta": jnp.float32(self.sbx_eta),
-        }
+        return variation_params(self)
 
     def init(self, key, params=None):
-        check_concrete_params(params, {
-            "crossover_rate": _check_rate("crossover_rate"),
-            "mutation_rate": _check_rate("mutation_rate"),
-            "mutation_sigma": _check_sigma,
-            "sbx_eta": _check_eta,
-        })
+        check_concrete_params(params, VARIATION_CHECKS)
         return super().init(key, params)
 
     def _init(self, key, params):

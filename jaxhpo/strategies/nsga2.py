@@ -9,10 +9,10 @@ import jax.numpy as jnp
 
 from .. import pareto
 from ..space import Space
-from ._checks import check_choice, check_concrete_params, check_int, check_real
+from ._checks import check_choice, check_concrete_params, check_int
 from ._mixed import MixedCoords, unit_from_bits
 from .base import Strategy, initial_best
-from .ga import GA_CROSSOVERS, GeneticAlgorithm
+from .ga import GA_CROSSOVERS, VARIATION_CHECKS, GeneticAlgorithm, variation_params
 
 __all__ = ["NSGA2", "NSGA2State"]
 
@@ -30,18 +30,6 @@ class NSGA2State(NamedTuple):
     front_x: jax.Array  # (archive_size, dim) non-dominated feasible points told so far
     front_values: jax.Array  # (archive_size, m) their objective values
     front_mask: jax.Array  # (archive_size,) which archive rows are filled
-
-
-def _check_rate(name):
-    return lambda v: check_real(name, v, 0.0, 1.0)
-
-
-def _check_sigma(v):
-    return check_real("mutation_sigma", v, 0.0, 1.0, low_open=True)
-
-
-def _check_eta(v):
-    return check_real("sbx_eta", v, 0.0, 1e3)
 
 
 class NSGA2(Strategy):
@@ -109,12 +97,12 @@ class NSGA2(Strategy):
             archive_size = self.popsize
         self.archive_size = check_int("archive_size", archive_size, 0)
         self.crossover = check_choice("crossover", crossover, GA_CROSSOVERS)
-        self.crossover_rate = _check_rate("crossover_rate")(crossover_rate)
+        self.crossover_rate = VARIATION_CHECKS["crossover_rate"](crossover_rate)
         if mutation_rate is None:
             mutation_rate = 1.0 / space.dim
-        self.mutation_rate = _check_rate("mutation_rate")(mutation_rate)
-        self.mutation_sigma = _check_sigma(mutation_sigma)
-        self.sbx_eta = _check_eta(sbx_eta)
+        self.mutation_rate = VARIATION_CHECKS["mutation_rate"](mutation_rate)
+        self.mutation_sigma = VARIATION_CHECKS["mutation_sigma"](mutation_sigma)
+        self.sbx_eta = VARIATION_CHECKS["sbx_eta"](sbx_eta)
         self._mixed = MixedCoords(space)
         # The variation operators are the genetic algorithm's, so mixed
         # spaces are handled the same way in both; only selection differs.
@@ -126,20 +114,10 @@ class NSGA2(Strategy):
         return self.num_objectives + self.num_constraints
 
     def default_params(self):
-        return {
-            "crossover_rate": jnp.float32(self.crossover_rate),
-            "mutation_rate": jnp.float32(self.mutation_rate),
-            "mutation_sigma": jnp.float32(self.mutation_sigma),
-            "sbx_eta": jnp.float32(self.sbx_eta),
-        }
+        return variation_params(self)
 
     def init(self, key, params=None):
-        check_concrete_params(params, {
-            "crossover_rate": _check_rate("crossover_rate"),
-            "mutation_rate": _check_rate("mutation_rate"),
-            "mutation_sigma": _check_sigma,
-            "sbx_eta": _check_eta,
-        })
+        check_concrete_params(params, VARIATION_CHECKS)
         return super().init(key, params)
 
     def _init(self, key, params):

@@ -21,7 +21,6 @@ It hashes by its data and settings, so equal trainers share compiled code.
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -31,18 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._digest import digest as _digest
 from .models import MaskedMLP
 from .optimizers import OPTIMIZERS, SwitchOptimizer
 
 __all__ = ["MLPClassifierTrainer"]
-
-
-def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 class MLPClassifierTrainer:
