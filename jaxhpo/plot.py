@@ -94,14 +94,20 @@ def _unit(dim: Any, values: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str] | None = None):
-    """One line per complete trial across every parameter's axis, coloured by value (best on top)."""
-    trials = _complete(study)
+def _param_names(study: Any, params: Sequence[str] | None) -> tuple[list[str], dict]:
+    """The parameters to draw (all by default) and the space's dimensions; unknown names raise."""
     names = list(params or study.space.names)
     dims = study.space.dims
     unknown = [n for n in names if n not in dims]
     if unknown:
         raise ValueError(f"params: unknown parameter(s) {unknown}")
+    return names, dims
+
+
+def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str] | None = None):
+    """One line per complete trial across every parameter's axis, coloured by value (best on top)."""
+    trials = _complete(study)
+    names, dims = _param_names(study, params)
     val = np.array([t.value for t in trials], float)
     cols = np.stack([_unit(dims[n], [t.params.get(n) for t in trials]) for n in names], axis=1)
     order = np.argsort(val)
@@ -141,11 +147,7 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
 def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None):
     """Objective value against each parameter, one panel per parameter."""
     trials = _complete(study)
-    names = list(params or study.space.names)
-    dims = study.space.dims
-    unknown = [n for n in names if n not in dims]
-    if unknown:
-        raise ValueError(f"params: unknown parameter(s) {unknown}")
+    names, dims = _param_names(study, params)
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
     fig = _figure(figsize=(4 * ncols, 3.2 * nrows))
