@@ -35,12 +35,19 @@ def _write_results(study: Any, folder: Path) -> dict:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(records)
-    try:
-        best = study.best_trial
-        summary = {"name": study.name, "best_value": best.value, "best_params": best.params,
-                   "best_trial": best.number}
-    except ValueError:
-        summary = {"name": study.name, "best_value": None, "best_params": None, "best_trial": None}
+    if getattr(study, "multi_objective", False):
+        front, _ = study.pareto_front()
+        summary = {"name": study.name, "directions": list(study.directions),
+                   "pareto_front": [{"trial": t.number, "values": list(t.values), "params": t.params}
+                                    for t in front],
+                   "hypervolume": study.hypervolume() if front else None}
+    else:
+        try:
+            best = study.best_trial
+            summary = {"name": study.name, "best_value": best.value, "best_params": best.params,
+                       "best_trial": best.number}
+        except ValueError:
+            summary = {"name": study.name, "best_value": None, "best_params": None, "best_trial": None}
     counts: dict[str, int] = {}
     for r in records:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -92,7 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = _write_results(study, cfg.output)
         plots = [] if args.no_plots else _plots(study, cfg.output / "plots")
     print(f"study {cfg.name!r}: {summary['trials']}")
-    print(f"best value {summary['best_value']} at trial {summary['best_trial']}: {summary['best_params']}")
+    if "pareto_front" in summary:
+        print(f"Pareto front: {len(summary['pareto_front'])} trials, hypervolume {summary['hypervolume']} "
+              f"(see best.json; jaxhpo show lists them)")
+    else:
+        print(f"best value {summary['best_value']} at trial {summary['best_trial']}: {summary['best_params']}")
     print(f"results in {cfg.output} (study.db storage: {cfg.storage})")
     for p in plots:
         print(f"  {p}")
@@ -135,21 +146,45 @@ def cmd_show(args: argparse.Namespace) -> int:
         for t in trials:
             counts[t.state] = counts.get(t.state, 0) + 1
         print(f"study {study.name!r}  strategy {study.strategy!r}  seed {study.seed}  "
-              f"{'maximize' if study.maximize else 'minimize'}")
+              f"{' '.join(study.directions)}")
         print(f"generations told {study.generation}  trials {dict(sorted(counts.items()))}")
-        done = [t for t in trials if t.state == "complete"]
-        done.sort(key=lambda t: (-t.value if study.maximize else t.value, t.number))
-        shown = done if args.all else done[: args.top]
-        names = list(study.space.names)
-        rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_fmt(t.params.get(n, "-")) for n in names]
-                for i, t in enumerate(shown)]
-        print(_table(rows, ["rank", "trial", "value"] + names))
+        if study.multi_objective:
+            _show_front(study, args)
+        else:
+            _show_best(study, trials, args)
         failed = [t for t in trials if t.state == "failed"]
         if failed and args.all:
             print("\nfailed trials:")
             for t in failed:
                 print(f"  {t.number}: {t.error}")
     return 0
+
+
+def _show_front(study: Any, args: argparse.Namespace) -> None:
+    """The Pareto front (feasible, non-dominated trials), best first objective first."""
+    front, _ = study.pareto_front()
+    m, c = study.num_objectives, study.num_constraints
+    names = list(study.space.names)
+    heads = [f"f{k} ({d[:3]})" for k, d in enumerate(study.directions)]
+    heads += [f"g{k}" for k in range(c)]
+    shown = front if args.all else front[: args.top]
+    rows = [[str(i + 1), str(t.number)] + [_fmt(v) for v in t.values] + [_fmt(g) for g in t.constraints]
+            + [_fmt(t.params.get(n, "-")) for n in names] for i, t in enumerate(shown)]
+    hv = f", hypervolume {_fmt(study.hypervolume())}" if front and m <= 3 else ""
+    more = "" if len(shown) == len(front) else f" (first {len(shown)}; --all lists every one)"
+    print(f"Pareto front: {len(front)} trials{hv}{more}")
+    print(_table(rows, ["#", "trial"] + heads + names))
+
+
+def _show_best(study: Any, trials: list, args: argparse.Namespace) -> None:
+    """The best complete trials of a single-objective study."""
+    done = [t for t in trials if t.state == "complete"]
+    done.sort(key=lambda t: (-t.value if study.maximize else t.value, t.number))
+    shown = done if args.all else done[: args.top]
+    names = list(study.space.names)
+    rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_fmt(t.params.get(n, "-")) for n in names]
+            for i, t in enumerate(shown)]
+    print(_table(rows, ["rank", "trial", "value"] + names))
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -163,10 +198,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
         Path(args.study).stem + "_plots")
     with study:
         try:
-            from .plot import save_plots
+            from . import plot
 
-            paths = save_plots(study, out)
-        except ImportError as e:
+            if args.kind == "all":
+                paths = plot.save_plots(study, out)
+            else:
+                fn = {"history": plot.plot_history, "parallel_coordinates": plot.plot_parallel_coordinates,
+                      "slice": plot.plot_slice, "importance": plot.plot_importance,
+                      "pareto_front": plot.plot_pareto_front}[args.kind]
+                path = out / f"{args.kind}.png"
+                out.mkdir(parents=True, exist_ok=True)
+                fn(study, path)
+                paths = [path]
+        except (ImportError, ValueError) as e:
             return _fail("plot", e)
     if not paths:
         return _fail("plot", ValueError(f"study {study.name!r} has no complete trial to plot"))
@@ -190,7 +234,8 @@ def add_subcommands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("show", help="print the best trials of a stored study",
-                              description="Print a study's summary and its best trials.")
+                              description="Print a study's summary and its best trials (with several "
+                                          "objectives: its Pareto front and hypervolume).")
     p.add_argument("study", metavar="STUDY.db", help="the study's SQLite file")
     p.add_argument("--name", help="study name (needed when the file holds several)")
     p.add_argument("--top", type=int, default=10, help="how many trials to list (default 10)")
@@ -203,6 +248,10 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("study", metavar="STUDY.db", help="the study's SQLite file")
     p.add_argument("--name", help="study name (needed when the file holds several)")
     p.add_argument("--output", help="folder for the PNGs (default: STUDY_plots next to the file)")
+    p.add_argument("--kind", default="all",
+                   choices=("all", "history", "parallel_coordinates", "slice", "importance", "pareto_front"),
+                   help="one plot only (default all: every plot the study supports; for a study of "
+                        "several objectives that is the Pareto front)")
     p.set_defaults(func=cmd_plot)
 
 

@@ -1,4 +1,5 @@
-"""Pictures of a study: history, parallel coordinates, slices, importance, learning curves.
+"""Pictures of a study: history, parallel coordinates, slices, importance, learning
+curves, and the Pareto front of a multi-objective study or ``minimize`` result.
 
 matplotlib is imported only when a plot is drawn (the optional ``plot``
 extra: ``pip install jaxhpo[plot]``). Figures are built with matplotlib's
@@ -21,7 +22,7 @@ from .study.trial import TrialState
 
 __all__ = [
     "plot_history", "plot_parallel_coordinates", "plot_slice", "plot_importance",
-    "plot_learning_curves", "save_plots",
+    "plot_learning_curves", "plot_pareto_front", "pareto_front", "save_plots",
 ]
 
 
@@ -42,7 +43,14 @@ def _finish(fig, path: Any) -> Any:
     return fig
 
 
+def _single(study: Any) -> None:
+    if getattr(study, "multi_objective", False):
+        raise ValueError(f"study {study.name!r} has {study.num_objectives} objectives; this plot shows one "
+                         "value per trial: use plot_pareto_front")
+
+
 def _complete(study: Any) -> list:
+    _single(study)
     trials = study.get_trials((TrialState.COMPLETE,))
     if not trials:
         raise ValueError(f"study {study.name!r} has no complete trial to plot")
@@ -55,6 +63,7 @@ def _direction(study: Any) -> str:
 
 def plot_history(study: Any, path: Any = None):
     """Every finished trial's value by trial number, failed ones marked, and the best so far."""
+    _single(study)
     trials = [t for t in study.get_trials() if t.finished]
     if not any(t.state == TrialState.COMPLETE for t in trials):
         raise ValueError(f"study {study.name!r} has no complete trial to plot")
@@ -216,8 +225,135 @@ def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None
     return _finish(fig, path)
 
 
+# ----------------------------------------------------------- Pareto front
+def _front_polyline(front: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Corners of the boundary of the region a 2-D front dominates, in the user's signs.
+
+    In minimisation signs, between consecutive front points (sorted by the
+    first objective) the boundary passes the corner ``(x[i + 1], y[i])``;
+    flipping an axis's sign maps corners to corners, so the same corners serve
+    every combination of directions.
+    """
+    v = front * signs
+    v = v[np.argsort(v[:, 0], kind="stable")]
+    pts = [v[0]]
+    for a, b in zip(v[:-1], v[1:]):
+        pts += [np.array([b[0], a[1]]), b]
+    return np.array(pts) * signs
+
+
+def _pareto_data(source: Any, maximize: Any) -> dict:
+    """Everything the Pareto plot draws, in the user's signs, from a Study or a Result."""
+    if hasattr(source, "best_trials") and hasattr(source, "get_trials"):
+        if not getattr(source, "multi_objective", False):
+            raise ValueError(f"study {source.name!r} has one objective; a Pareto front needs several")
+        done = source.get_trials((TrialState.COMPLETE,))
+        if not done:
+            raise ValueError(f"study {source.name!r} has no complete trial to plot")
+        front_ids = {t.number for t in source.best_trials}
+        vals = np.array([t.values for t in done], float)
+        return dict(
+            values=vals, feasible=np.array([t.feasible for t in done]),
+            on_front=np.array([t.number in front_ids for t in done]),
+            front=vals[[t.number in front_ids for t in done]],
+            maximize=tuple(source.maximize) if maximize is None else maximize,
+            title=f"{source.name}: Pareto front",
+        )
+    front = getattr(source, "pareto_values", None)
+    if front is None:
+        raise TypeError("pareto_front needs a multi-objective Study or the Result of jaxhpo.minimize with a "
+                        f"multi-objective strategy (NSGA2), got {type(source).__name__}")
+    front = np.asarray(front, float)
+    m = front.shape[1]
+    trace = source.history
+    if trace.values is not None and np.ndim(trace.values) == 3:
+        rows = np.asarray(trace.values, float).reshape(-1, trace.values.shape[-1])
+        if trace.valid is not None:
+            rows = rows[np.asarray(trace.valid).reshape(-1)]
+        rows = rows[np.all(np.isfinite(rows), axis=1)]
+        vals, feasible = rows[:, :m], np.all(rows[:, m:] <= 0.0, axis=1)
+    else:
+        vals, feasible = front, np.ones(len(front), bool)
+    if vals is front:
+        on_front = np.ones(len(front), bool)
+    else:
+        # A history row is on the front when it equals one of the front's vectors.
+        same = np.all(vals[:, None, :] == front[None, :, :], axis=-1)
+        on_front = np.any(same, axis=1) & feasible
+    if maximize is None:
+        # A Result does not record the directions; its reference point lies
+        # beyond the front in each objective's worse direction, which tells them.
+        ref = np.asarray(source.ref_point, float)
+        maximize = tuple(bool(r < lo) for r, lo in zip(ref, front.min(axis=0))) if len(front) else (False,) * m
+    return dict(values=vals, feasible=feasible, on_front=on_front, front=front, maximize=maximize,
+                title="Pareto front")
+
+
+def plot_pareto_front(source: Any, path: Any = None, *, objectives: Sequence[int] = (0, 1),
+                      names: Sequence[str] | None = None, title: str | None = None,
+                      maximize: Sequence[bool] | None = None):
+    """Two objectives of every trial, the Pareto front highlighted.
+
+    Args:
+      source: a multi-objective ``Study`` (all complete trials; infeasible
+        ones as crosses), or the ``Result`` of ``jaxhpo.minimize`` with a
+        multi-objective strategy (every evaluation when run with
+        ``history="all"``, else the front alone).
+      path: write the figure there too (PNG by the suffix).
+      objectives: the two objective indices drawn on x and y.
+      names: the objectives' names for the axis labels (all ``m`` of them).
+      title: the figure's title.
+      maximize: per objective, whether it was maximised (only for the axis
+        labels and the front's outline). A study knows; for a ``Result`` the
+        default reads it off ``Result.ref_point``, which lies beyond the front
+        in each objective's worse direction.
+    Returns:
+      the ``Figure``. Its axes hold three labelled scatters, ``"trials"``
+      (feasible, off the front), ``"infeasible"`` and ``"Pareto front"``;
+      with two objectives a line traces the front's dominated region.
+    """
+    objectives = tuple(objectives)
+    if maximize is not None:
+        maximize = tuple(bool(f) for f in maximize)
+    data = _pareto_data(source, maximize)
+    if len(data["maximize"]) != data["values"].shape[1]:
+        raise ValueError(f"maximize must give one flag per objective ({data['values'].shape[1]}), "
+                         f"got {data['maximize']!r}")
+    m = data["values"].shape[1] if data["values"].ndim == 2 else len(data["maximize"])
+    if len(objectives) != 2 or len(set(objectives)) != 2 or not all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < m for i in objectives):
+        raise ValueError(f"objectives must be two different indices in [0, {m}), got {objectives!r}")
+    if names is not None and len(names) != m:
+        raise ValueError(f"names must give all {m} objectives' names, got {list(names)!r}")
+    i, j = objectives
+    vals, feasible, on_front, front = data["values"], data["feasible"], data["on_front"], data["front"]
+    fig = _figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    rest = feasible & ~on_front
+    ax.scatter(vals[rest, i], vals[rest, j], s=14, color="0.55", alpha=0.6, edgecolors="none", label="trials")
+    bad = ~feasible
+    ax.scatter(vals[bad, i], vals[bad, j], s=16, marker="x", color="0.3", alpha=0.6, label="infeasible")
+    ax.scatter(vals[on_front, i], vals[on_front, j], s=30, color="C3", edgecolors="k", linewidths=0.5,
+               zorder=3, label="Pareto front")
+    if m == 2 and len(front):
+        signs = np.array([-1.0 if data["maximize"][k] else 1.0 for k in objectives])
+        line = _front_polyline(front[:, [i, j]], signs)
+        ax.plot(line[:, 0], line[:, 1], color="C3", lw=1.2, alpha=0.8, zorder=2)
+    label = lambda k: (names[k] if names is not None else f"objective {k}") + (
+        " (maximised)" if data["maximize"][k] else " (minimised)")
+    ax.set_xlabel(label(i))
+    ax.set_ylabel(label(j))
+    ax.set_title(title or data["title"])
+    ax.legend(handles=[c for c in ax.collections if len(c.get_offsets())], loc="best", fontsize=8)
+    return _finish(fig, path)
+
+
+pareto_front = plot_pareto_front
+
+
 def save_plots(study: Any, folder: Any) -> list[Path]:
-    """Write history, parallel coordinates, slices and importance PNGs into ``folder``.
+    """Write history, parallel coordinates, slices and importance PNGs into ``folder``
+    (a study of several objectives: the Pareto front).
 
     Plots that cannot be drawn yet (e.g. importance with fewer than two
     complete trials) are skipped. Returns the paths written.
@@ -225,8 +361,11 @@ def save_plots(study: Any, folder: Any) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for name, fn in (("history", plot_history), ("parallel_coordinates", plot_parallel_coordinates),
-                     ("slice", plot_slice), ("importance", plot_importance)):
+    plots = (("history", plot_history), ("parallel_coordinates", plot_parallel_coordinates),
+             ("slice", plot_slice), ("importance", plot_importance))
+    if getattr(study, "multi_objective", False):
+        plots = (("pareto_front", plot_pareto_front),)
+    for name, fn in plots:
         path = folder / f"{name}.png"
         try:
             fn(study, path)

@@ -5,7 +5,7 @@ and the budget. Example (TOML)::
 
     name = "rf"
     objective = "my_project.tuning:objective"   # or "objective.py:objective"
-    maximize = true
+    maximize = true            # several objectives (nsga2): [true, false]
     seed = 0
     num_trials = 60            # trials in the whole study: rerunning resumes
     strategy = { name = "random", popsize = 8 }
@@ -52,7 +52,7 @@ class RunConfig:
     space: Space
     strategy: Strategy
     seed: int
-    maximize: bool
+    maximize: Any  # a bool, or a tuple of bools with several objectives
     num_trials: int | None
     num_generations: int | None
     timeout: float | None
@@ -134,8 +134,15 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
     strategy = build_strategy(strat["name"], space, settings, where="config strategy")
     seed = _int(data, "seed", 0, 0)
     maximize = data.get("maximize", False)
-    if not isinstance(maximize, bool):
-        raise ValueError(f"config: maximize must be true or false, got {maximize!r}")
+    if isinstance(maximize, list) and all(isinstance(f, bool) for f in maximize) \
+            and getattr(strategy, "num_objectives", None) is not None:
+        if len(maximize) != strategy.num_objectives:
+            raise ValueError(f"config: maximize must be true, false or a list of {strategy.num_objectives} "
+                             f"of them (one per objective), got {maximize!r}")
+        maximize = tuple(maximize)
+    elif not isinstance(maximize, bool):
+        raise ValueError(f"config: maximize must be true or false (a list of them, one per objective, for a "
+                         f"strategy with several objectives), got {maximize!r}")
     num_trials = _int(data, "num_trials", None, 1)
     num_generations = _int(data, "num_generations", None, 1)
     timeout = data.get("timeout")

@@ -45,12 +45,15 @@ def _groups(values: list, numeric: bool, num_bins: int) -> np.ndarray:
 
 
 def param_importance(study: Any = None, *, space: Space | None = None,
-                     trials: Sequence[Trial] | None = None, num_bins: int | None = None) -> dict[str, float]:
+                     trials: Sequence[Trial] | None = None, num_bins: int | None = None,
+                     objective: int | None = None) -> dict[str, float]:
     """Importance of each parameter, largest first, summing to 1.
 
     Args:
       study: a ``Study`` (or give ``space`` and ``trials``).
       num_bins: bins per numeric parameter; default ``clip(n // 8, 2, 10)``.
+      objective: with several objectives, which one (index into
+        ``Trial.values``); required then, since importance is per objective.
     Returns:
       dict name -> score in ``[0, 1]``.
     Raises:
@@ -60,10 +63,19 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         space, trials = study.space, study.get_trials((TrialState.COMPLETE,))
     if space is None or trials is None:
         raise TypeError("param_importance needs a study, or space= and trials=")
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    multi = any(t.values is not None for t in trials)
+    if multi:
+        m = min(len(t.values) for t in trials if t.values is not None)
+        if isinstance(objective, bool) or not isinstance(objective, int) or not 0 <= objective < m:
+            raise ValueError(f"param_importance: the trials have {m} objectives; pass objective= an index "
+                             f"in [0, {m}), got {objective!r}")
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+        y = np.array([t.values[objective] for t in done], float)
+    else:
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        y = np.array([t.value for t in done], float)
     if len(done) < 2:
         raise ValueError(f"param_importance needs at least 2 complete trials, got {len(done)}")
-    y = np.array([t.value for t in done], float)
     ranks = np.argsort(np.argsort(y, kind="stable"), kind="stable").astype(float)
     total = float(np.sum((ranks - ranks.mean()) ** 2))
     if total == 0.0:

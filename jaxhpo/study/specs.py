@@ -41,6 +41,8 @@ STRATEGY_NAMES = {
     "cmaes": "jaxhpo.strategies.cmaes:CMAES",
     "tpe": "jaxhpo.strategies.tpe:TPE",
     "gpbo": "jaxhpo.strategies.gpbo:GPBO",
+    "nsga2": "jaxhpo.strategies.nsga2:NSGA2",
+    "motpe": "jaxhpo.strategies.motpe:MOTPE",
 }
 
 _TYPES = {"float": Float, "int": Int, "categorical": Categorical}

@@ -5,13 +5,20 @@ Layout (schema version ``SCHEMA_VERSION``):
 * ``jaxhpo_meta``: ``schema_version`` and the writer, so foreign and future
   files are recognised before anything is written to them.
 * ``studies``: one row per study name: space and strategy specs, seed,
-  direction, the number of tells done (``generation``), the strategy state
+  direction (``maximize``; for several objectives also ``directions``, a
+  JSON list of booleans, one per objective), the number of tells done (``generation``), the strategy state
   after the last tell (``state``) and whether the current generation has
   been proposed (``proposed``). The state after an ask is not stored: asking
   again with the generation's key rebuilds it.
 * ``generations``: the cube points of every proposed generation.
 * ``trials``: one row per configuration: number, generation, row, params,
-  state, value, error, worker, timestamps.
+  state, value, error, worker, timestamps. Studies of several objectives
+  leave ``value`` empty and keep the objective values, then the constraint
+  values, as a JSON list in ``vals`` (user's signs).
+
+Version 1 files (single objective only) are upgraded in place on opening:
+the two nullable columns are added and the version becomes 2. Their rows
+keep their meaning (``directions`` and ``vals`` empty: one objective).
 
 Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
 write lock at the start, so two processes never both claim one trial and a
@@ -41,7 +48,9 @@ from typing import Any, Iterator
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code opens; older ones are upgraded in place (``_MIGRATIONS``).
+_READABLE_VERSIONS = (1, 2)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
 
@@ -61,7 +70,8 @@ CREATE TABLE studies (
     proposed INTEGER NOT NULL DEFAULT 0,
     exhausted INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    directions TEXT
 );
 CREATE TABLE generations (
     study_id INTEGER NOT NULL REFERENCES studies(id),
@@ -89,6 +99,7 @@ CREATE TABLE trials (
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
+    vals TEXT,
     UNIQUE (study_id, number),
     UNIQUE (study_id, generation, idx)
 );
@@ -97,7 +108,13 @@ CREATE INDEX trials_by_generation ON trials (study_id, generation, state);
 """
 
 _TRIAL_COLUMNS = ("number, generation, idx, params, state, value, error, created_at, "
-                  "started_at, finished_at, host, pid, id, owner")
+                  "started_at, finished_at, host, pid, id, owner, vals")
+
+# Version -> statements that bring a file of that version to the next one.
+_MIGRATIONS = {
+    1: ("ALTER TABLE studies ADD COLUMN directions TEXT",
+        "ALTER TABLE trials ADD COLUMN vals TEXT"),
+}
 
 
 class StorageError(ValueError):
@@ -281,14 +298,21 @@ class SQLiteStorage:
             row = c.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()
             if row is None:
                 raise StorageError(f"storage {self.path!r} has no schema version; it is damaged")
-            if row[0] != str(SCHEMA_VERSION):
+            if row[0] not in [str(v) for v in _READABLE_VERSIONS]:
                 raise StorageError(
                     f"storage {self.path!r} has schema version {row[0]}; this jaxhpo reads version "
-                    f"{SCHEMA_VERSION}"
+                    f"{SCHEMA_VERSION} (and upgrades {', '.join(str(v) for v in _READABLE_VERSIONS[:-1])})"
                 )
             missing = [t for t in _TABLES if t not in tables]
             if missing:
                 raise StorageError(f"storage {self.path!r} lacks table(s) {missing}; it is damaged")
+            version = int(row[0])
+            # Inside this write transaction: the upgrade happens whole or not at all.
+            while version < SCHEMA_VERSION:
+                for stmt in _MIGRATIONS[version]:
+                    c.execute(stmt)
+                version += 1
+                c.execute("UPDATE jaxhpo_meta SET value=? WHERE key='schema_version'", (str(version),))
 
     # ------------------------------------------------------------ studies
     # Every method below takes ``c``, the connection of an open transaction,
@@ -314,13 +338,14 @@ class SQLiteStorage:
 
     @staticmethod
     def create_study(c: sqlite3.Connection, name: str, space: str, strategy: str, seed: int,
-                     maximize: bool, popsize: int, state: bytes) -> int:
+                     maximize: bool, popsize: int, state: bytes, directions: str | None = None) -> int:
+        """``directions``: JSON list of per-objective ``maximize`` flags, ``None`` for one objective."""
         now = time.time()
         cur = c.execute(
             "INSERT INTO studies (name, space, strategy, seed, maximize, popsize, generation, "
-            "next_number, state, proposed, exhausted, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, ?, ?)",
-            (name, space, strategy, seed, int(maximize), popsize, state, now, now),
+            "next_number, state, proposed, exhausted, created_at, updated_at, directions) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, ?, ?, ?)",
+            (name, space, strategy, seed, int(maximize), popsize, state, now, now, directions),
         )
         return cur.lastrowid
 
@@ -404,10 +429,13 @@ class SQLiteStorage:
 
     @staticmethod
     def finish(c: sqlite3.Connection, trial_id: int, state: str, value: float | None,
-               error: str | None) -> bool:
-        """Record the outcome of a running trial; ``False`` if it was not running."""
-        cur = c.execute("UPDATE trials SET state=?, value=?, error=?, finished_at=? "
-                        "WHERE id=? AND state='running'", (state, value, error, time.time(), trial_id))
+               error: str | None, vals: str | None = None) -> bool:
+        """Record the outcome of a running trial; ``False`` if it was not running.
+
+        ``vals``: JSON list of a multi-objective trial's values (else ``None``).
+        """
+        cur = c.execute("UPDATE trials SET state=?, value=?, error=?, finished_at=?, vals=? "
+                        "WHERE id=? AND state='running'", (state, value, error, time.time(), vals, trial_id))
         return cur.rowcount == 1
 
     @staticmethod
@@ -423,8 +451,8 @@ class SQLiteStorage:
 
     @staticmethod
     def generation_values(c: sqlite3.Connection, study_id: int, generation: int) -> list[tuple]:
-        """``(row, state, value)`` of every trial of ``generation``."""
-        return c.execute("SELECT idx, state, value FROM trials WHERE study_id=? AND generation=?",
+        """``(row, state, value, vals)`` of every trial of ``generation``."""
+        return c.execute("SELECT idx, state, value, vals FROM trials WHERE study_id=? AND generation=?",
                          (study_id, generation)).fetchall()
 
     @staticmethod

@@ -17,6 +17,14 @@ strategy's ``tell`` runs, inside the transaction that finishes the last of
 them, with failed trials told as ``nan``; then the next generation can be
 proposed. A trial running in a process that died goes back to waiting, so it
 is run again; a finished trial is never run again.
+
+Several objectives. With a strategy that has ``num_objectives`` (``NSGA2``)
+the objective returns ``num_objectives`` values, then ``num_constraints``
+constraint values (feasible when ``<= 0``); ``maximize`` takes one flag per
+objective (or ``directions=("minimize", "maximize")``). Trials keep their
+vectors (``Trial.values``, ``Trial.constraints``), ``best_trials`` is the
+Pareto front of the feasible complete trials and ``hypervolume`` measures it.
+A vector with a non-finite entry, or of the wrong length, fails its trial.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from .trial import FINISHED_STATES, Trial, TrialState
 __all__ = ["Study"]
 
 _MISSING = object()
+_DIRECTIONS = ("minimize", "maximize")
 
 
 def _propose_impl(strategy, key_loop, generation, state):
@@ -97,8 +106,81 @@ def _as_value(raw: Any) -> tuple[float | None, str | None]:
     return value, None
 
 
+def _as_vector(raw: Any, m: int, c: int) -> tuple[tuple | None, str | None]:
+    """A multi-objective return -> ``(m + c floats, None)`` or ``(None, why it failed)``."""
+    k = m + c
+    if k == 1 and not isinstance(raw, (str, bytes)) and np.ndim(raw) == 0:
+        value, why = _as_value(raw)
+        return (None, why) if value is None else ((value,), None)
+    if raw is None or isinstance(raw, (str, bytes, dict)):
+        return None, f"objective returned {raw!r}, not a vector of {k} numbers"
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, f"objective returned a {type(raw).__name__}, not a vector of {k} numbers"
+    what = f"{m} objective value{'s' if m > 1 else ''}" + (f" then {c} constraint value{'s' if c > 1 else ''}"
+                                                          if c else "")
+    if arr.shape != (k,):
+        return None, f"objective returned shape {arr.shape}, not ({k},) ({what})"
+    if np.asarray(raw).dtype == bool:
+        return None, f"objective returned booleans {raw!r}, not numbers"
+    if not np.all(np.isfinite(arr)):
+        return None, f"objective returned {arr.tolist()}"
+    return tuple(float(v) for v in arr), None
+
+
+def _nondominated(values: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: rows of ``values (n, m)`` (minimised) that no other row Pareto-dominates."""
+    n = values.shape[0]
+    keep = np.ones(n, bool)
+    # One row at a time keeps memory at O(n m) for large histories.
+    for i in range(n):
+        v = values[i]
+        if np.any(np.all(values <= v, axis=1) & np.any(values < v, axis=1)):
+            keep[i] = False
+    return keep
+
+
+def _check_directions(strategy: Strategy, maximize: Any, directions: Any) -> tuple[bool, Any]:
+    """-> ``(multi, maximize)``: a bool with one objective, a tuple of bools with several."""
+    m = getattr(strategy, "num_objectives", None)
+    if directions is not None:
+        if maximize is not False:
+            raise ValueError("give maximize or directions, not both")
+        if isinstance(directions, str) or not isinstance(directions, Sequence) or not all(
+                d in _DIRECTIONS for d in directions):
+            raise ValueError(f"directions must be a sequence of 'minimize' / 'maximize', got {directions!r}")
+        maximize = tuple(d == "maximize" for d in directions)
+        if m is not None and len(maximize) != m:
+            raise ValueError(f"directions must give one direction per objective ({m} for "
+                             f"{type(strategy).__name__}), got {tuple(directions)!r}")
+        if m is None:
+            if len(maximize) != 1:
+                raise ValueError(f"directions: {type(strategy).__name__} has one objective, got {len(maximize)} "
+                                 "directions; several objectives need a strategy with num_objectives (NSGA2)")
+            maximize = maximize[0]
+    if m is None:
+        if not isinstance(maximize, (bool, np.bool_)):
+            raise TypeError(f"maximize must be True or False for a single-objective strategy, got {maximize!r}")
+        return False, bool(maximize)
+    if isinstance(maximize, (bool, np.bool_)):
+        maximize = (bool(maximize),) * m
+    if not isinstance(maximize, (tuple, list)) or len(maximize) != m or not all(
+            isinstance(f, (bool, np.bool_)) for f in maximize):
+        raise ValueError(f"maximize must be a bool or a tuple of {m} bools (one per objective of "
+                         f"{type(strategy).__name__}), got {maximize!r}")
+    return True, tuple(bool(f) for f in maximize)
+
+
 def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _stored_maximize(row: dict) -> Any:
+    """A stored study's direction: a bool, or a tuple of bools with several objectives."""
+    if row.get("directions") is not None:
+        return tuple(bool(f) for f in json.loads(row["directions"]))
+    return bool(row["maximize"])
 
 
 class _Budget:
@@ -130,7 +212,10 @@ class Study:
       strategy: any ``Strategy``; its ``popsize`` is the generation size.
       seed: integer seed; fixes every proposal (see the module docstring).
       maximize: maximise the objective. Values are stored as the objective
-        returned them; only the strategy sees them negated.
+        returned them; only the strategy sees them negated. With several
+        objectives: a bool for all, or a tuple of one bool per objective.
+      directions: instead of ``maximize``: ``"minimize"`` / ``"maximize"``
+        per objective, e.g. ``("maximize", "minimize")``.
       storage: ``None`` (in memory), ``"sqlite:///path.db"``, a file path, or
         an ``SQLiteStorage``. A file records every trial and the strategy
         state after each tell; opening it again with the same ``name``
@@ -146,9 +231,9 @@ class Study:
     direction raises ``ValueError``; ``Study.load`` reopens it without them.
     """
 
-    def __init__(self, space: Space, strategy: Strategy, *, seed: int = 0, maximize: bool = False,
+    def __init__(self, space: Space, strategy: Strategy, *, seed: int = 0, maximize: Any = False,
                  storage: Any = None, name: str = "study", params: dict | None = None,
-                 stale_after: float | None = None):
+                 stale_after: float | None = None, directions: Sequence[str] | None = None):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
         if not isinstance(strategy, Strategy):
@@ -157,15 +242,17 @@ class Study:
             raise ValueError("strategy was built for a different space than the one given to Study")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-        if not isinstance(maximize, (bool, np.bool_)):
-            raise TypeError(f"maximize must be True or False, got {maximize!r}")
+        multi, maximize = _check_directions(strategy, maximize, directions)
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty string, got {name!r}")
         if stale_after is not None:
             if isinstance(stale_after, bool) or not isinstance(stale_after, numbers.Real) or not stale_after > 0:
                 raise ValueError(f"stale_after must be a positive number of seconds or None, got {stale_after!r}")
         self.space, self.strategy, self.seed, self.maximize, self.name = (
-            space, strategy, int(seed), bool(maximize), name)
+            space, strategy, int(seed), maximize, name)
+        self.multi_objective = multi
+        self.num_objectives = int(strategy.num_objectives) if multi else 1
+        self.num_constraints = int(getattr(strategy, "num_constraints", 0)) if multi else 0
         self.stale_after = None if stale_after is None else float(stale_after)
         own = not isinstance(storage, SQLiteStorage)
         self._storage = open_storage(storage)
@@ -190,7 +277,9 @@ class Study:
                 if row is None:
                     self._id = self._storage.create_study(
                         c, name, self._space_text, spec_json(self._strategy_spec), self.seed,
-                        self.maximize, strategy.popsize, state_to_bytes(self._template))
+                        self.maximize[0] if multi else self.maximize, strategy.popsize,
+                        state_to_bytes(self._template),
+                        json.dumps(list(self.maximize)) if multi else None)
                     template = self._template
                     self._pending.append(lambda: setattr(self, "_cache_state", (0, template)))
                 else:
@@ -211,8 +300,9 @@ class Study:
             diffs.append(f"strategy {stored.get('repr')}, not {self._strategy_spec['repr']}")
         if row["seed"] != self.seed:
             diffs.append(f"seed {row['seed']}, not {self.seed}")
-        if bool(row["maximize"]) != self.maximize:
-            diffs.append(f"maximize={bool(row['maximize'])}, not {self.maximize}")
+        stored_max = _stored_maximize(row)
+        if stored_max != self.maximize:
+            diffs.append(f"maximize={stored_max}, not {self.maximize}")
         if diffs:
             raise ValueError(
                 f"{where} was created with " + "; ".join(diffs)
@@ -250,7 +340,7 @@ class Study:
                 space = space_from_spec(spec, where="stored space")
             if strategy is None:
                 strategy = strategy_from_spec(json.loads(row["strategy"]), space)
-            study = cls(space, strategy, seed=row["seed"], maximize=bool(row["maximize"]),
+            study = cls(space, strategy, seed=row["seed"], maximize=_stored_maximize(row),
                         storage=store, name=name, stale_after=stale_after)
         except BaseException:
             if not isinstance(storage, SQLiteStorage):
@@ -346,10 +436,26 @@ class Study:
 
     def _trial(self, row: tuple) -> Trial:
         (number, generation, idx, params, state, value, error, created, started, finished,
-         host, pid, _id, _owner) = row
+         host, pid, _id, _owner, vals) = row
+        values = constraints = None
+        if vals is not None:
+            v = json.loads(vals)
+            values, constraints = tuple(v[:self.num_objectives]), tuple(v[self.num_objectives:])
         return Trial(number=number, generation=generation, index=idx, params=self._load_params(params),
                      value=value, state=state, error=error, created_at=created, started_at=started,
-                     finished_at=finished, worker=f"{host}:{pid}" if host else None)
+                     finished_at=finished, worker=f"{host}:{pid}" if host else None,
+                     values=values, constraints=constraints)
+
+    def _parse(self, raw: Any) -> tuple[Any, str | None]:
+        """An objective's return -> ``(value, None)`` or ``(None, why it failed)``; with
+        several objectives the value is a tuple of ``num_objectives + num_constraints`` floats."""
+        if self.multi_objective:
+            return _as_vector(raw, self.num_objectives, self.num_constraints)
+        return _as_value(raw)
+
+    def _signs(self) -> np.ndarray:
+        """``(m + c,)`` minimisation signs per column of a stored vector (constraints never flip)."""
+        return np.array([-1.0 if f else 1.0 for f in self.maximize] + [1.0] * self.num_constraints)
 
     # ------------------------------------------------- generation steps
     def _propose_generation(self, c, generation: int) -> None:
@@ -373,11 +479,18 @@ class Study:
     def _tell_generation(self, c, generation: int) -> None:
         """Every trial of ``generation`` is finished: tell the strategy, store its state."""
         ask_state, x = self._ask_state_at(c, generation)
-        values = np.full((self.strategy.popsize,), np.nan, np.float32)
-        sign = -1.0 if self.maximize else 1.0
-        for idx, state, value in self._storage.generation_values(c, self._id, generation):
-            if state == TrialState.COMPLETE and value is not None:
-                values[idx] = sign * value
+        if self.multi_objective:
+            signs = self._signs()
+            values = np.full((self.strategy.popsize, signs.size), np.nan, np.float32)
+            for idx, state, _, vals in self._storage.generation_values(c, self._id, generation):
+                if state == TrialState.COMPLETE and vals is not None:
+                    values[idx] = signs * np.asarray(json.loads(vals), np.float64)
+        else:
+            values = np.full((self.strategy.popsize,), np.nan, np.float32)
+            sign = -1.0 if self.maximize else 1.0
+            for idx, state, value, _ in self._storage.generation_values(c, self._id, generation):
+                if state == TrialState.COMPLETE and value is not None:
+                    values[idx] = sign * value
         new_state = self._tell(ask_state, x, values)
         self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
         self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
@@ -409,12 +522,16 @@ class Study:
             rows = st.claim(c, self._id, generation, n, self._owner)
             return rows, ("ok" if rows else "wait")
 
-    def _finish(self, row: tuple, value: float | None, error: str | None) -> bool:
-        """Record a claimed trial's outcome; the last one of a generation triggers the tell."""
+    def _finish(self, row: tuple, value: Any, error: str | None) -> bool:
+        """Record a claimed trial's outcome (``value`` from ``_parse``); the last one of
+        a generation triggers the tell."""
         generation, trial_id = row[1], row[12]
         state = TrialState.COMPLETE if value is not None else TrialState.FAILED
+        vals = None
+        if self.multi_objective:
+            vals, value = (None if value is None else json.dumps(list(value))), None
         with self._tx() as c:
-            if not self._storage.finish(c, trial_id, state, value, error):
+            if not self._storage.finish(c, trial_id, state, value, error, vals):
                 return False
             unfinished = self._storage.count(c, self._id, (TrialState.WAITING, TrialState.RUNNING), generation)
             if unfinished == 0:
@@ -466,7 +583,9 @@ class Study:
         ``tell(values)``: one value per configuration of the latest ``ask``,
         in order. ``tell(trial, value)``: one trial, given as a ``Trial`` or
         its number. A value that is ``None`` or not finite records the trial
-        as failed (with ``error`` as its text, if given). When the last trial
+        as failed (with ``error`` as its text, if given). With several
+        objectives a value is a sequence: the objective values, then the
+        constraint values; one with a non-finite entry fails the trial. When the last trial
         of a generation is told, the strategy learns from the generation.
         """
         if value is _MISSING:
@@ -495,7 +614,7 @@ class Study:
                     raise ValueError(f"tell: study {self.name!r} has no trial {number}")
                 if rows[0][4] != TrialState.RUNNING:
                     raise ValueError(f"tell: trial {number} is {rows[0][4]}; only asked (running) trials can be told")
-                v, why = _as_value(raw)
+                v, why = self._parse(raw)
                 prepared.append((rows[0], v, (error or why) if v is None else None))
         for row, v, why in prepared:
             if not self._finish(row, v, why):
@@ -519,7 +638,9 @@ class Study:
 
         Args:
           objective: takes a dict of Python values (labels restored), returns
-            a number (minimised unless the study maximises).
+            a number (minimised unless the study maximises); with several
+            objectives, a sequence of ``num_objectives`` values then
+            ``num_constraints`` constraint values.
           catch: exception classes recorded as failed trials (with their
             text) while the study goes on; others are recorded and re-raised.
             An objective returning a non-finite value fails its trial too.
@@ -557,7 +678,7 @@ class Study:
         with self._tx(write=False) as c:
             generation = self._storage.study_progress(c, self._id)[0]
             finished = self._storage.count(c, self._id, FINISHED_STATES)
-            best_row = self._storage.best_trial(c, self._id, self.maximize)
+            best_row = None if self.multi_objective else self._storage.best_trial(c, self._id, self.maximize)
         generation_limit = None if num_generations is None else generation + num_generations
         totals = [t for t in (
             num_trials,
@@ -576,7 +697,7 @@ class Study:
             params = self._load_params(row[3])
             try:
                 raw = objective(params)
-                value, error = _as_value(raw)
+                value, error = self._parse(raw)
             except catch as exc:  # a failed trial, the study goes on
                 value, error = None, _error_text(exc)
             except Exception as exc:
@@ -589,13 +710,22 @@ class Study:
             if not self._finish(row, value, error):
                 return  # presumed dead and finished by another worker; its result stands
             with lock:
-                if value is not None and (best[0] is None or (value > best[0] if self.maximize else value < best[0])):
+                # the progress bar's "best" is the single objective's; a front has none
+                if value is not None and not self.multi_objective and (
+                        best[0] is None or (value > best[0] if self.maximize else value < best[0])):
                     best[0] = value
             bar.update(1, best=best[0], failed=int(value is None))
             if callbacks:
-                trial = dataclasses.replace(
-                    self._trial(row), value=value, error=error, finished_at=time.time(),
-                    state=TrialState.COMPLETE if value is not None else TrialState.FAILED)
+                done = TrialState.COMPLETE if value is not None else TrialState.FAILED
+                if self.multi_objective:
+                    m = self.num_objectives
+                    trial = dataclasses.replace(
+                        self._trial(row), error=error, finished_at=time.time(), state=done,
+                        values=None if value is None else value[:m],
+                        constraints=None if value is None else value[m:])
+                else:
+                    trial = dataclasses.replace(self._trial(row), value=value, error=error,
+                                                finished_at=time.time(), state=done)
                 for f in callbacks:
                     f(self, trial)
 
@@ -662,7 +792,13 @@ class Study:
 
     @property
     def best_trial(self) -> Trial:
-        """The complete trial with the best value (the earliest among ties)."""
+        """The complete trial with the best value (the earliest among ties).
+
+        Raises ``ValueError`` for a study of several objectives (see ``best_trials``).
+        """
+        if self.multi_objective:
+            raise ValueError(f"study {self.name!r} has {self.num_objectives} objectives and no single best "
+                             "trial; use study.best_trials (the Pareto front)")
         with self._tx(write=False) as c:
             row = self._storage.best_trial(c, self._id, self.maximize)
         if row is None:
@@ -678,6 +814,78 @@ class Study:
     def best_value(self) -> float:
         """Value of ``best_trial``, as the objective returned it."""
         return self.best_trial.value
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """``"minimize"`` / ``"maximize"`` per objective."""
+        flags = self.maximize if self.multi_objective else (self.maximize,)
+        return tuple(_DIRECTIONS[int(f)] for f in flags)
+
+    def _front(self) -> tuple[list[Trial], np.ndarray]:
+        """Feasible complete trials on the front, and their values ``(k, m)`` in minimisation signs."""
+        if self.multi_objective:
+            trials = [t for t in self.get_trials((TrialState.COMPLETE,)) if t.feasible]
+            signs = self._signs()[:self.num_objectives]
+            vals = np.array([t.values for t in trials], np.float64).reshape(len(trials), self.num_objectives)
+        else:
+            trials = self.get_trials((TrialState.COMPLETE,))
+            signs = np.array([-1.0 if self.maximize else 1.0])
+            vals = np.array([[t.value] for t in trials], np.float64).reshape(len(trials), 1)
+        vals = vals * signs
+        keep = _nondominated(vals)
+        return [t for t, k in zip(trials, keep) if k], vals[keep]
+
+    @property
+    def best_trials(self) -> list[Trial]:
+        """The Pareto front: complete, feasible trials that no other such trial
+        dominates (in the study's directions), in trial-number order; ties (equal
+        values) all stay. With one objective: every trial with the best value."""
+        return self._front()[0]
+
+    def pareto_front(self) -> tuple[list[Trial], np.ndarray]:
+        """``(trials, values)``: ``best_trials`` and their objective values
+        ``(k, num_objectives)`` in the user's signs, sorted by the first objective
+        (in its direction, best first)."""
+        trials, vals = self._front()
+        order = np.argsort(vals[:, 0], kind="stable")
+        signs = self._signs()[:self.num_objectives] if self.multi_objective else \
+            np.array([-1.0 if self.maximize else 1.0])
+        return [trials[i] for i in order], vals[order] * signs
+
+    def hypervolume(self, ref_point: Any = None, *, key: Any = None, num_samples: int = 100_000) -> float:
+        """Hypervolume of the Pareto front (``jaxhpo.pareto.hypervolume``).
+
+        Args:
+          ref_point: ``(num_objectives,)`` reference point in the user's signs
+            (worse than every point of interest in each objective's
+            direction). ``None``: the front's worst value in each objective
+            moved out by 10% of the front's range (by 1 where the range is 0),
+            as ``jaxhpo.minimize`` does.
+          key, num_samples: for 4 or more objectives (a Monte Carlo estimate).
+        Returns:
+          the volume (0.0 with no feasible complete trial), computed in
+          minimisation signs, so it does not depend on the directions.
+        """
+        from .. import pareto
+
+        _, vals = self._front()
+        m = vals.shape[1]
+        signs = self._signs()[:m] if self.multi_objective else np.array([-1.0 if self.maximize else 1.0])
+        if ref_point is None:
+            if not len(vals):
+                return 0.0
+            hi, lo = vals.max(axis=0), vals.min(axis=0)
+            ref = hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0)
+        else:
+            ref = np.asarray(ref_point, np.float64)
+            if ref.shape != (m,) or not np.all(np.isfinite(ref)):
+                raise ValueError(f"ref_point must be {m} finite numbers (one per objective), got {ref_point!r}")
+            ref = signs * ref
+        if not len(vals):
+            return 0.0
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            key = jax.random.key(int(key))
+        return float(pareto.hypervolume(vals, ref, key=key, num_samples=num_samples))
 
     @property
     def generation(self) -> int:

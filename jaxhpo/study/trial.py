@@ -43,11 +43,16 @@ class Trial:
       index: its row in that generation's population, ``0 <= index < popsize``.
       params: the configuration as plain Python values (labels restored;
         inactive conditional parameters left out).
-      value: the objective value in the user's sign, ``None`` unless complete.
+      value: the objective value in the user's sign, ``None`` unless complete
+        (and ``None`` in a study of several objectives: see ``values``).
       state: one of ``TRIAL_STATES``.
       error: why it failed (exception text, or the non-finite value), else ``None``.
       created_at, started_at, finished_at: UNIX times (seconds) or ``None``.
       worker: who ran it (``host:pid``), or ``None``.
+      values: studies of several objectives: the ``m`` objective values in
+        the user's signs, ``None`` unless complete.
+      constraints: their constraint values (feasible when every one is
+        ``<= 0``); ``()`` without constraints, ``None`` unless complete.
     """
 
     number: int
@@ -61,6 +66,15 @@ class Trial:
     started_at: float | None = None
     finished_at: float | None = None
     worker: str | None = None
+    values: tuple | None = None
+    constraints: tuple | None = None
+
+    @property
+    def feasible(self) -> bool:
+        """Complete with every constraint value ``<= 0`` (always, without constraints)."""
+        if self.state != TrialState.COMPLETE:
+            return False
+        return self.constraints is None or all(g <= 0.0 for g in self.constraints)
 
     @property
     def finished(self) -> bool:
@@ -82,7 +96,8 @@ class Trial:
         return _when(self.finished_at)
 
     def to_record(self) -> dict[str, Any]:
-        """A flat dict: the fields, with each parameter as ``params_<name>``."""
+        """A flat dict: the fields, with each parameter as ``params_<name>``
+        (and, with several objectives, ``values_<i>`` and ``constraints_<i>``)."""
         rec = {
             "number": self.number,
             "generation": self.generation,
@@ -95,6 +110,10 @@ class Trial:
             "finished_at": self.finished_at,
             "worker": self.worker,
         }
+        if self.values is not None:
+            rec.update({f"values_{i}": v for i, v in enumerate(self.values)})
+        if self.constraints:
+            rec.update({f"constraints_{i}": v for i, v in enumerate(self.constraints)})
         for k, v in self.params.items():
             rec[f"params_{k}"] = v
         return rec
