@@ -2,24 +2,173 @@
 
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["evaluate", "check_chunk_size"]
+__all__ = ["evaluate", "check_chunk_size", "auto_chunk_size", "free_memory_bytes", "per_config_bytes",
+           "DEFAULT_MEMORY_FRACTION", "HOST_FALLBACK_BYTES"]
+
+# Share of the free memory an automatically sized chunk may use: the rest is
+# left to the strategy's state, the population, XLA's own buffers and anything
+# else the process holds.
+DEFAULT_MEMORY_FRACTION = 0.5
+# Free memory assumed when neither the device nor the operating system says.
+HOST_FALLBACK_BYTES = 2 * 2**30
+# Configurations in the probe batches that measure the per-configuration cost.
+_PROBE = 256
 
 
-def check_chunk_size(chunk_size: Any) -> int | None:
+def check_chunk_size(chunk_size: Any, allow_auto: bool = False) -> int | str | None:
+    """``None``, a positive int, or (where ``allow_auto``) the string ``"auto"``."""
     if chunk_size is None:
         return None
+    if allow_auto and isinstance(chunk_size, str) and chunk_size == "auto":
+        return "auto"
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        rule = "a positive integer, 'auto' or None" if allow_auto else "a positive integer or None"
+        raise ValueError(f"chunk_size must be {rule}, got {chunk_size!r}")
     return int(chunk_size)
 
 
-def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | None = None) -> Any:
+def free_memory_bytes(devices: Sequence[Any] | None = None) -> int:
+    """Bytes free on the most loaded of ``devices`` (default: the default device).
+
+    Accelerators report ``bytes_limit - bytes_in_use`` through
+    ``device.memory_stats()``. Host devices (the CPU backend) report nothing;
+    there the figure is the operating system's available physical memory
+    (``os.sysconf("SC_AVPHYS_PAGES") * page size``), divided among the host
+    devices sharing it, or ``HOST_FALLBACK_BYTES`` where that is unknown.
+    """
+    devices = list(devices) if devices is not None else [jax.devices()[0]]
+    free = []
+    host_devices = 0
+    for d in devices:
+        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+        if stats and "bytes_limit" in stats:
+            free.append(int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+        else:
+            host_devices += 1
+    if host_devices:
+        try:
+            host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            host = HOST_FALLBACK_BYTES
+        if host <= 0:
+            host = HOST_FALLBACK_BYTES
+        free.append(host // host_devices)
+    return max(0, min(free))
+
+
+def _compiled_bytes(fn: Callable, args: Any) -> int:
+    stats = jax.jit(fn).lower(*args).compile().memory_analysis()
+    if stats is None:  # a backend without memory analysis
+        return 0
+    return int(stats.temp_size_in_bytes + stats.output_size_in_bytes + stats.argument_size_in_bytes)
+
+
+_PER_CONFIG_CACHE: dict = {}
+
+
+def per_config_bytes(objective: Callable, config: Any, decode: Callable | None = None) -> int:
+    """Device memory one more configuration adds to a vmapped evaluation.
+
+    Measured from the compiled program (``memory_analysis``: arguments,
+    outputs and temporaries) of ``vmap(objective)`` at two probe batch
+    sizes; the difference divided by the batch difference removes the fixed
+    cost. Nothing is run.
+
+    Args:
+      objective: ``f(config) -> value`` for one configuration.
+      config: one configuration (a pytree of arrays or ``ShapeDtypeStruct``,
+        no batch axis), or, with ``decode``, the shape of one cube point.
+      decode: optional map applied to the batch before ``objective`` (e.g.
+        ``space.decode``), so its cost counts too.
+    Returns:
+      bytes per configuration (at least 1).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(config)
+    spec = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
+    cache_key = (objective, decode, treedef, spec)
+    try:
+        return _PER_CONFIG_CACHE[cache_key]
+    except TypeError:  # an unhashable objective: measure every time
+        cache_key = None
+    except KeyError:
+        pass
+
+    def batched(n):
+        return [jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct((n, *s), d) for s, d in spec])]
+
+    def fn(batch):
+        return jax.vmap(objective)(decode(batch) if decode is not None else batch)
+
+    small, large = _compiled_bytes(fn, batched(_PROBE)), _compiled_bytes(fn, batched(2 * _PROBE))
+    per = (large - small) / _PROBE
+    if per <= 0:  # no growth measured (e.g. everything aliased): use the average
+        per = large / (2 * _PROBE)
+    per = max(1, math.ceil(per))
+    if cache_key is not None:
+        _PER_CONFIG_CACHE[cache_key] = per
+    return per
+
+
+def _friendly(chunk: int, n: int) -> int:
+    """A chunk size near ``chunk`` (never above) that splits ``n`` evenly if one is close."""
+    if chunk >= n:
+        return n
+    # A divisor of n in [chunk / 2, chunk] leaves no remainder batch, which
+    # lax.map would evaluate as one more, differently shaped program.
+    for c in range(chunk, max(1, chunk // 2) - 1, -1):
+        if n % c == 0:
+            return c
+    # Otherwise equal chunks: as many as ``chunk`` needs, none larger.
+    return math.ceil(n / math.ceil(n / chunk))
+
+
+def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callable | None = None,
+                    devices: Sequence[Any] | None = None, memory_fraction: float = DEFAULT_MEMORY_FRACTION,
+                    free_bytes: int | None = None) -> int:
+    """The largest chunk of ``n`` configurations whose evaluation fits in memory.
+
+    The chunk is the number of configurations whose evaluation (measured by
+    ``per_config_bytes``) fits in ``memory_fraction`` of the free memory
+    (``free_memory_bytes``); it is decided before compiling the search, so it
+    is a static shape. With several ``devices`` (a mesh sharding the
+    population) each holds ``chunk / len(devices)`` configurations, so the
+    budget is that of the most loaded device times their number.
+
+    Args:
+      objective: ``f(config) -> value`` for one configuration.
+      config: one configuration, or with ``decode`` one cube point
+        (arrays or ``ShapeDtypeStruct``; no batch axis).
+      n: configurations per evaluation (the population size).
+      decode: optional map from a batch of cube points to configurations.
+      devices: the devices the evaluation runs on (default: the default one).
+      memory_fraction: share of the free memory to use, in ``(0, 1]``.
+      free_bytes: free bytes per device, overriding the measurement.
+    Returns:
+      an int in ``[1, n]``; ``n`` means no chunking is needed. When smaller,
+      it divides ``n`` where a divisor lies within a factor 2 below the
+      largest chunk that fits, else it splits ``n`` into equal chunks.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"auto_chunk_size: n must be a positive integer, got {n!r}")
+    if not 0.0 < memory_fraction <= 1.0:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
+    devices = list(devices) if devices is not None else [jax.devices()[0]]
+    free = free_memory_bytes(devices) if free_bytes is None else int(free_bytes)
+    budget = memory_fraction * max(0, free) * len(devices)
+    chunk = int(budget // per_config_bytes(objective, config, decode))
+    return _friendly(max(1, min(int(n), chunk)), int(n))
+
+
+def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str | None = None) -> Any:
     """Evaluate ``objective`` on every configuration of a batch.
 
     Args:
@@ -29,17 +178,23 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | Non
       params: the same pytree with a leading batch axis ``(n, ...)``.
       chunk_size: ``None`` vmaps the whole batch at once; an integer ``c``
         evaluates ``c`` configurations at a time (a ``lax.map`` over chunks),
-        bounding memory at the cost of a sequential loop. Results are the same.
+        bounding memory at the cost of a sequential loop; ``"auto"`` picks
+        the largest ``c`` that fits in half the free device memory
+        (``auto_chunk_size``; decided from shapes, so it works under ``jit``
+        too). Results are the same.
     Returns:
       the objective's outputs with a leading axis ``(n, ...)``.
     """
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = check_chunk_size(chunk_size, allow_auto=True)
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:
         raise ValueError("evaluate: params holds no arrays")
     n = leaves[0].shape[0] if leaves[0].ndim else None
     if n is None or any(leaf.ndim == 0 or leaf.shape[0] != n for leaf in leaves):
         raise ValueError("evaluate: every array in params needs the same leading batch axis")
+    if chunk_size == "auto":
+        one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
+        chunk_size = auto_chunk_size(objective, one, n)
     if chunk_size is None or chunk_size >= n:
         return jax.vmap(objective)(params)
     return lax.map(objective, params, batch_size=chunk_size)

@@ -13,11 +13,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import pareto
-from .evaluate import check_chunk_size, evaluate
+from .evaluate import auto_chunk_size, check_chunk_size, evaluate
 from .space import Space
 from .strategies.base import Strategy
 
-__all__ = ["run", "minimize", "Result", "Trace", "HISTORY_MODES"]
+__all__ = ["run", "minimize", "search_memory", "Result", "Trace", "HISTORY_MODES"]
 
 HISTORY_MODES = ("best", "values", "all")
 
@@ -87,6 +87,29 @@ def _shard_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
+# Populations from this size up are evaluated in two chunks on the CPU backend
+# when no chunk size is given (see ``_eval_chunk``).
+_TWO_CHUNKS_FROM = 4096
+
+
+def _eval_chunk(chunk_size: int | None, popsize: int, mesh: Mesh | None) -> int | None:
+    """The chunk size the loop evaluates with.
+
+    The values feed several reductions per generation (the strategy's
+    best-tracking, the failure count). XLA:CPU fuses an elementwise objective
+    into each of them, evaluating it once per consumer, and drops
+    ``optimization_barrier``; a two-step ``lax.map`` makes it write the values
+    once instead. Elementwise objectives are the cheap ones where this
+    matters, and large populations are where the extra loop step is free. A
+    sharded population is left alone: chunking would split it along the
+    device axis.
+    """
+    if (chunk_size is None and mesh is None and popsize >= _TWO_CHUNKS_FROM
+            and jax.default_backend() == "cpu"):
+        return -(-popsize // 2)
+    return chunk_size
+
+
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
                                    "negate", "mesh", "progress_every"))
 def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None,
@@ -99,7 +122,8 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
         # stay replicated, so the sharded run computes the same numbers.
-        values = evaluate(objective, strategy.space.decode(_shard_population(x, mesh)), chunk_size)
+        values = evaluate(objective, strategy.space.decode(_shard_population(x, mesh)),
+                          _eval_chunk(chunk_size, strategy.popsize, mesh))
         values = jnp.asarray(values)
         # Multi-valued strategies (NSGA2) tell (popsize, num_values) rows:
         # the objectives, then the constraint values.
@@ -149,8 +173,19 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
     return jax.lax.scan(generation, state, keys)
 
 
+def _resolve_chunk_size(chunk_size: Any, strategy: Strategy, objective: Callable, mesh: Mesh | None) -> int | None:
+    """Validate ``chunk_size`` and turn ``"auto"`` into a number before compiling (it fixes shapes)."""
+    chunk_size = check_chunk_size(chunk_size, allow_auto=True)
+    if chunk_size != "auto":
+        return chunk_size
+    devices = list(mesh.devices.flat) if mesh is not None else None
+    chunk = auto_chunk_size(objective, jax.ShapeDtypeStruct((strategy.dim,), jnp.float32), strategy.popsize,
+                            decode=strategy.space.decode, devices=devices)
+    return None if chunk >= strategy.popsize else chunk
+
+
 def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations: int, *,
-        params: dict | None = None, chunk_size: int | None = None, history: str = "best",
+        params: dict | None = None, chunk_size: int | str | None = None, history: str = "best",
         mesh: Mesh | None = None, progress_every: int | None = None):
     """Run a whole search as one compiled program (pure; jit- and vmap-able).
 
@@ -163,7 +198,12 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
       num_generations: number of ask/tell rounds (static).
       params: the strategy's hyperparameters (``strategy.default_params()``
         when ``None``); arrays, so ``vmap`` can run over them.
-      chunk_size: evaluate at most this many configurations at once.
+      chunk_size: evaluate at most this many configurations at once;
+        ``"auto"``: the largest number whose evaluation fits in half the free
+        memory of the device (of each mesh device), measured from the
+        compiled objective before the search is compiled (see
+        ``jaxhpo.evaluate.auto_chunk_size``). Under ``vmap`` of ``run`` the
+        budget is per search, so pass a number there.
       history: ``"best"`` (best value per generation only), ``"values"``
         (plus every value) or ``"all"`` (plus every cube point).
       mesh: a ``jax.sharding.Mesh``; the population axis of every evaluation
@@ -180,9 +220,39 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
         raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
     if not callable(objective):
         raise TypeError("objective must be callable")
+    mesh = _check_mesh(mesh, strategy.popsize)
     return _search(strategy, objective, key, params, _check_generations(num_generations),
-                   check_chunk_size(chunk_size), _check_history(history), False,
-                   _check_mesh(mesh, strategy.popsize), _check_progress(progress_every))
+                   _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history), False,
+                   mesh, _check_progress(progress_every))
+
+
+def search_memory(strategy: Strategy, objective: Callable, num_generations: int, *,
+                  params: dict | None = None, chunk_size: int | str | None = None, history: str = "best",
+                  mesh: Mesh | None = None) -> dict[str, int]:
+    """Memory of the compiled search ``run`` would execute, without running it.
+
+    Compiles the whole search (the same program as ``run`` with these
+    settings) and reads XLA's ``memory_analysis``.
+
+    Returns:
+      dict with ``argument_bytes``, ``output_bytes``, ``temp_bytes`` (scratch
+      live at some point, the population and the objective's intermediates
+      included), ``alias_bytes`` (outputs sharing an argument's buffer, i.e.
+      donated) and ``peak_bytes`` = output + temp, all per device; plus
+      ``chunk_size`` as resolved.
+    """
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
+    mesh = _check_mesh(mesh, strategy.popsize)
+    chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
+    compiled = _search.lower(strategy, objective, jax.random.key(0), params, _check_generations(num_generations),
+                             chunk, _check_history(history), False, mesh, None).compile()
+    stats = compiled.memory_analysis()
+    out = dict(argument_bytes=int(stats.argument_size_in_bytes), output_bytes=int(stats.output_size_in_bytes),
+               temp_bytes=int(stats.temp_size_in_bytes), alias_bytes=int(stats.alias_size_in_bytes))
+    out["peak_bytes"] = out["output_bytes"] + out["temp_bytes"]
+    out["chunk_size"] = chunk
+    return out
 
 
 @dataclasses.dataclass
@@ -228,7 +298,7 @@ class Result:
 
 def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any = 0,
              num_generations: int | None = None, maximize: bool = False,
-             chunk_size: int | None = None, history: str = "best",
+             chunk_size: int | str | None = None, history: str = "best",
              params: dict | None = None, mesh: Mesh | None = None,
              progress_every: int | None = None, ref_point: Any = None) -> Result:
     """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
@@ -287,9 +357,10 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
                 f"maximize must be a bool or a tuple of {num_objectives} bools (one per objective), got {maximize!r}")
         negate = tuple(bool(m) for m in maximize) + (False,) * strategy.num_constraints
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
+    mesh = _check_mesh(mesh, strategy.popsize)
     state, trace = _search(strategy, objective, key, params, _check_generations(num_generations),
-                           check_chunk_size(chunk_size), _check_history(history), negate,
-                           _check_mesh(mesh, strategy.popsize), _check_progress(progress_every))
+                           _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history),
+                           negate, mesh, _check_progress(progress_every))
     sign = float(np.ravel(signs)[0])  # best_value is the first objective's
     trace = jax.tree_util.tree_map(np.asarray, trace)
     trace = trace._replace(

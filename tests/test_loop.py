@@ -82,6 +82,22 @@ def test_chunked_evaluation_equals_unchunked():
     np.testing.assert_allclose(a.history.values, b.history.values, rtol=1e-6, atol=1e-6)
 
 
+def test_large_populations_evaluate_each_configuration_once():
+    # From 4096 configurations up the loop evaluates in two chunks on the CPU
+    # (so XLA writes the values once); the values are still f of each point.
+    from jaxhpo.loop import _TWO_CHUNKS_FROM, _eval_chunk
+
+    pop = _TWO_CHUNKS_FROM + 2
+    if jax.default_backend() == "cpu":
+        assert _eval_chunk(None, pop, None) == pop // 2
+    assert _eval_chunk(None, _TWO_CHUNKS_FROM - 1, None) is None and _eval_chunk(7, pop, None) == 7
+    res = jaxhpo.minimize(branin, BRANIN, RandomSearch(BRANIN, pop), num_generations=2, key=0, history="all")
+    x = res.history.x.reshape(-1, 2)
+    # to float32 rounding of differently fused cos kernels
+    np.testing.assert_allclose(res.history.values.reshape(-1), jax.vmap(branin)(BRANIN.decode(x)), rtol=1e-5)
+    assert res.best_value == pytest.approx(res.history.values.min())
+
+
 def test_failed_evaluations_are_never_best():
     def mostly_failing(p):
         v = branin(p)

@@ -51,3 +51,22 @@ def test_mesh_validation():
         jaxhpo.run(RandomSearch(SPACE, 12), f, jax.random.key(0), 2, mesh=mesh)
     with pytest.raises(TypeError, match="mesh"):
         jaxhpo.run(RandomSearch(SPACE, 16), f, jax.random.key(0), 2, mesh="devices")
+
+
+def test_auto_chunk_size_with_a_mesh(monkeypatch):
+    import importlib
+
+    from jaxhpo.evaluate import per_config_bytes
+    from jaxhpo.loop import _resolve_chunk_size
+
+    evaluate_module = importlib.import_module("jaxhpo.evaluate")
+    s = RandomSearch(SPACE, 32)
+    mesh = mesh_of(4)
+    per = per_config_bytes(f, jax.ShapeDtypeStruct((SPACE.dim,), jnp.float32), SPACE.decode)
+    # each of the 4 devices can hold 2 configurations' evaluation in half its memory: chunks of 8
+    monkeypatch.setattr(evaluate_module, "free_memory_bytes", lambda devices=None: 2 * 2 * per)
+    assert _resolve_chunk_size("auto", s, f, mesh) == 8
+    key = jax.random.key(1)
+    _, a = jaxhpo.run(s, f, key, 3, history="values")
+    _, b = jaxhpo.run(s, f, key, 3, history="values", mesh=mesh, chunk_size="auto")
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
