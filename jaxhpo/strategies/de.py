@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from ..space import Space
 from ._checks import check_choice, check_concrete_params, check_real
-from ._mixed import uniforms
+from ._variation import uniform
 from .base import Strategy, check_popsize, initial_best
 
 __all__ = ["DifferentialEvolution", "DEState", "DE_VARIANTS"]
@@ -119,7 +119,12 @@ class DifferentialEvolution(Strategy):
 
     def _ask(self, key, state):
         n, d = self.popsize, self.dim
-        u_donor, u_cross, u_force = uniforms(key, (n, _NUM_DONORS[self.variant]), (n, d), (n,))
+        m = _NUM_DONORS[self.variant]
+        # One draw for everything (the same numbers as _mixed.uniforms gives).
+        flat = uniform(key, (n * (m + d + 1),))
+        u_donor = flat[: n * m].reshape(n, m)
+        u_cross = flat[n * m: n * (m + d)].reshape(n, d)
+        u_force = flat[n * (m + d):]
         pop, F, CR = state.population, state.params["F"], state.params["CR"]
         r = self._donors(u_donor)
         if self.variant == "rand/1/bin":

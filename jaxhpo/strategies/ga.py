@@ -8,13 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from ..space import Space
-from ._checks import check_choice, check_concrete_params, check_int, check_real
-from ._mixed import MixedCoords, bit, normal_from_uniform, reflect, unit_from_bits
+from ._checks import check_choice, check_concrete_params, check_int
+from ._mixed import MixedCoords, unit_from_bits
+from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
 from .base import Strategy, initial_best
 
 __all__ = ["GeneticAlgorithm", "GAState", "GA_CROSSOVERS"]
 
-GA_CROSSOVERS = ("sbx", "uniform")
+GA_CROSSOVERS = CROSSOVERS
 
 
 class GAState(NamedTuple):
@@ -24,32 +25,6 @@ class GAState(NamedTuple):
     generation: jax.Array
     population: jax.Array  # (popsize, dim) parents of the next ask
     fitness: jax.Array  # (popsize,) their values; +inf for failed or not yet told
-
-
-def _check_rate(name):
-    return lambda v: check_real(name, v, 0.0, 1.0)
-
-
-def _check_sigma(v):
-    return check_real("mutation_sigma", v, 0.0, 1.0, low_open=True)
-
-
-def _check_eta(v):
-    return check_real("sbx_eta", v, 0.0, 1e3)
-
-
-# The variation operators' settings, shared with NSGA2 (same operators).
-VARIATION_CHECKS = {
-    "crossover_rate": _check_rate("crossover_rate"),
-    "mutation_rate": _check_rate("mutation_rate"),
-    "mutation_sigma": _check_sigma,
-    "sbx_eta": _check_eta,
-}
-
-
-def variation_params(strategy) -> dict:
-    """``default_params`` of a strategy holding the four variation settings."""
-    return {name: jnp.float32(getattr(strategy, name)) for name in VARIATION_CHECKS}
 
 
 class GeneticAlgorithm(Strategy):
@@ -101,13 +76,13 @@ class GeneticAlgorithm(Strategy):
         check_int("popsize", popsize, 2)
         self.num_elites = check_int("num_elites", num_elites, 0, self.popsize - 1)
         self.tournament_size = check_int("tournament_size", tournament_size, 1, self.popsize)
-        self.crossover = check_choice("crossover", crossover, GA_CROSSOVERS)
-        self.crossover_rate = _check_rate("crossover_rate")(crossover_rate)
+        self.crossover = check_choice("crossover", crossover, CROSSOVERS)
+        self.crossover_rate = VARIATION_CHECKS["crossover_rate"](crossover_rate)
         if mutation_rate is None:
             mutation_rate = 1.0 / space.dim
-        self.mutation_rate = _check_rate("mutation_rate")(mutation_rate)
-        self.mutation_sigma = _check_sigma(mutation_sigma)
-        self.sbx_eta = _check_eta(sbx_eta)
+        self.mutation_rate = VARIATION_CHECKS["mutation_rate"](mutation_rate)
+        self.mutation_sigma = VARIATION_CHECKS["mutation_sigma"](mutation_sigma)
+        self.sbx_eta = VARIATION_CHECKS["sbx_eta"](sbx_eta)
         self._mixed = MixedCoords(space)
 
     def default_params(self):
@@ -133,76 +108,18 @@ class GeneticAlgorithm(Strategy):
         winner = jnp.argmin(fitness[entrants], axis=-1)
         return jnp.take_along_axis(entrants, winner[..., None], axis=-1)[..., 0]
 
-    def _crossover(self, w_child, w_gene, a, b, params):
-        """Children of parents ``a``, ``b`` (both ``(popsize, dim)``).
-
-        Random words: ``w_child`` ``(popsize, 1)`` (cross or not);
-        ``w_gene`` ``(popsize, dim)``: bit 0 picks the parent of a gene
-        (and whether an SBX gene crosses), bit 1 the SBX side, bits 2-15 the
-        SBX spread.
-        """
-        do = unit_from_bits(w_child) < params["crossover_rate"]  # one decision per child
-        take_b = bit(w_gene, 0)
-        uniform_child = jnp.where(take_b, b, a)
-        if self.crossover == "sbx":
-            # SBX (Deb & Agrawal, 1995): the spread factor beta has the
-            # polynomial density of index eta; the child is one of the pair
-            # 0.5 * ((1 +- beta) a + (1 -+ beta) b), chosen at random per gene.
-            eta = params["sbx_eta"]
-            v = unit_from_bits(w_gene, 14, shift=2)
-            # One exp/log pair per gene: XLA's CPU pow is far slower.
-            base = jnp.where(v <= 0.5, 2.0 * v, 0.5 / (1.0 - v))
-            beta = jnp.exp(jnp.log(base) / (eta + 1.0))
-            side = jnp.where(bit(w_gene, 1), 1.0, -1.0)
-            sbx = 0.5 * ((1.0 + side * beta) * a + (1.0 - side * beta) * b)
-            # Genes cross with probability 1/2, as in the standard operator.
-            sbx = jnp.clip(jnp.where(take_b, sbx, a), 0.0, 1.0)
-            crossed = jnp.where(jnp.asarray(self._mixed.continuous), sbx, uniform_child)
-        else:
-            crossed = uniform_child
-        return jnp.where(do, crossed, a)
-
-    def _mutate(self, w_gene, w_step, w_cat, x, params):
-        """Typed per-gene mutation of ``x`` ``(popsize, dim)``.
-
-        Random words ``(popsize, dim)``: the top 16 bits of ``w_gene`` decide
-        whether a gene mutates; the top 23 bits of ``w_step`` give the
-        Gaussian draw and its bit 0 an integer's direction; ``w_cat`` (None
-        without categoricals) picks the new category.
-        """
-        m = self._mixed
-        do = unit_from_bits(w_gene, 16) < params["mutation_rate"]
-        z = normal_from_uniform(unit_from_bits(w_step))
-        sigma = params["mutation_sigma"]
-        moved = reflect(x + sigma * z)
-        if m.has_discrete:
-            idx = m.index(x)
-            sign = jnp.where(bit(w_step, 0), 1.0, -1.0)
-            size = jnp.round(jnp.abs(z) * sigma * jnp.asarray(m.card))
-            new_idx = jnp.where(jnp.asarray(m.integer), m.step_index(idx, sign, size), idx)
-            if w_cat is not None:
-                new_idx = jnp.where(jnp.asarray(m.categorical), m.other_category(unit_from_bits(w_cat), idx),
-                                    new_idx)
-            moved = jnp.where(jnp.asarray(m.discrete), m.centre(new_idx, x), moved)
-        return jnp.where(do, moved, x)
-
     # ------------------------------------------------------------ protocol
     def _ask(self, key, state):
         n, d, t = self.popsize, self.dim, self.tournament_size
         # Random words per child: 2t for the tournaments, 1 for the crossover
-        # decision, then per gene 2 (3 with categoricals); see the operators.
-        per_gene = 3 if self._mixed.categorical.any() else 2
-        words = jax.random.bits(key, (n, 2 * t + 1 + per_gene * d), jnp.uint32)
+        # decision, then the variation operators' words per gene (see vary).
+        per_gene = words_per_gene(self._mixed)
+        words = random_bits(key, (n, 2 * t + 1 + per_gene * d))
         w_sel = words[:, : 2 * t].reshape(n, 2, t).transpose(1, 0, 2)
-        w_child = words[:, 2 * t: 2 * t + 1]
-        genes = words[:, 2 * t + 1:].reshape(n, per_gene, d)
-        w_cat = genes[:, 2] if per_gene == 3 else None
         parents = self._select(w_sel, state.fitness)
         a, b = state.population[parents[0]], state.population[parents[1]]
-        crossed = self._crossover(w_child, genes[:, 0], a, b, state.params)
-        # Mutation reads the top 16 bits of the word whose low 16 bits
-        # crossover used, so the two stay independent.
-        children = self._mutate(genes[:, 0], genes[:, 1], w_cat, crossed, state.params)
+        children = vary(self._mixed, self.crossover, words[:, 2 * t: 2 * t + 1],
+                        words[:, 2 * t + 1:].reshape(n, per_gene, d), a, b, state.params)
         # The first generation evaluates the initial population itself.
         x = jnp.where(state.generation == 0, state.population, children)
         return x, state

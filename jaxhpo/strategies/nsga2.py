@@ -11,8 +11,8 @@ from .. import pareto
 from ..space import Space
 from ._checks import check_choice, check_concrete_params, check_int
 from ._mixed import MixedCoords, unit_from_bits
+from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
 from .base import Strategy, initial_best
-from .ga import GA_CROSSOVERS, VARIATION_CHECKS, GeneticAlgorithm, variation_params
 
 __all__ = ["NSGA2", "NSGA2State"]
 
@@ -96,17 +96,16 @@ class NSGA2(Strategy):
         if archive_size is None:
             archive_size = self.popsize
         self.archive_size = check_int("archive_size", archive_size, 0)
-        self.crossover = check_choice("crossover", crossover, GA_CROSSOVERS)
+        self.crossover = check_choice("crossover", crossover, CROSSOVERS)
         self.crossover_rate = VARIATION_CHECKS["crossover_rate"](crossover_rate)
         if mutation_rate is None:
             mutation_rate = 1.0 / space.dim
         self.mutation_rate = VARIATION_CHECKS["mutation_rate"](mutation_rate)
         self.mutation_sigma = VARIATION_CHECKS["mutation_sigma"](mutation_sigma)
         self.sbx_eta = VARIATION_CHECKS["sbx_eta"](sbx_eta)
+        # The variation operators are the genetic algorithm's (_variation), so
+        # mixed spaces are handled the same way in both; only selection differs.
         self._mixed = MixedCoords(space)
-        # The variation operators are the genetic algorithm's, so mixed
-        # spaces are handled the same way in both; only selection differs.
-        self._ga = GeneticAlgorithm(space, self.popsize, crossover=crossover, tournament_size=1)
 
     @property
     def num_values(self) -> int:
@@ -147,18 +146,14 @@ class NSGA2(Strategy):
     def _ask(self, key, state):
         n, d = self.popsize, self.dim
         # Random words per child: 4 for two binary tournaments, 1 for the
-        # crossover decision, then per gene the GA operators' 2 (3 with
-        # categoricals), laid out as in GeneticAlgorithm._ask.
-        per_gene = 3 if self._mixed.categorical.any() else 2
-        words = jax.random.bits(key, (n, 5 + per_gene * d), jnp.uint32)
-        w_sel = words[:, :4].reshape(n, 2, 2)
-        w_child = words[:, 4:5]
-        genes = words[:, 5:].reshape(n, per_gene, d)
-        w_cat = genes[:, 2] if per_gene == 3 else None
-        parents = self._tournament(w_sel, state.rank, state.crowding)  # (n, 2)
+        # crossover decision, then the variation operators' words per gene
+        # (see _variation.vary), laid out as in GeneticAlgorithm._ask.
+        per_gene = words_per_gene(self._mixed)
+        words = random_bits(key, (n, 5 + per_gene * d))
+        parents = self._tournament(words[:, :4].reshape(n, 2, 2), state.rank, state.crowding)  # (n, 2)
         a, b = state.population[parents[:, 0]], state.population[parents[:, 1]]
-        crossed = self._ga._crossover(w_child, genes[:, 0], a, b, state.params)
-        children = self._ga._mutate(genes[:, 0], genes[:, 1], w_cat, crossed, state.params)
+        children = vary(self._mixed, self.crossover, words[:, 4:5], words[:, 5:].reshape(n, per_gene, d),
+                        a, b, state.params)
         # The first generation evaluates the initial population itself.
         x = jnp.where(state.generation == 0, state.population, children)
         return x, state
