@@ -65,8 +65,8 @@ class GPBO(Strategy):
        generations) ``ask`` returns scrambled Sobol points.
     2. Afterwards, values are standardised over the finite observations and
        the kernel hyperparameters are fitted by MAP (``gp.fit_kernel_params``:
-       ``fit_starts`` Adam runs of ``fit_steps`` steps, vmapped, warm-started
-       from the previous fit).
+       ``fit_starts`` L-BFGS runs of ``fit_steps`` iterations, vmapped, one
+       warm-started from the previous generation's fit, kept in the state).
     3. The acquisition is maximised by ``acquisition.maximize``: Sobol
        candidates plus candidates scattered around the incumbent at scales
        from 1e-3 to 0.3, the best ``restarts`` refined by ``acq_steps``
@@ -100,7 +100,7 @@ class GPBO(Strategy):
         standardised values.
       min_noise: default noise-variance floor (``params["min_noise"]``), in
         standardised units.
-      fit_steps, fit_starts: Adam steps and starts of the hyperparameter fit.
+      fit_steps, fit_starts: L-BFGS iterations and starts of the hyperparameter fit.
       num_candidates: Sobol candidates per chosen point; num_local: more
         candidates around the incumbent.
       restarts, acq_steps, acq_learning_rate: the gradient refinement.
@@ -108,7 +108,7 @@ class GPBO(Strategy):
 
     def __init__(self, space: Space, popsize: int = 1, capacity: int = 256,
                  acquisition: str = "logei", *, n_init: int = 10, beta: float = 4.0,
-                 min_noise: float = 1e-6, fit_steps: int = 60, fit_starts: int = 4,
+                 min_noise: float = 1e-6, fit_steps: int = 20, fit_starts: int = 2,
                  num_candidates: int = 512, num_local: int = 256, restarts: int = 8,
                  acq_steps: int = 40, acq_learning_rate: float = 0.05):
         super().__init__(space, popsize)
