@@ -48,7 +48,8 @@ Fixed shapes: observations live in a buffer of ``capacity`` rows with a
 count; rows at or beyond the count are padding, and every estimator masks
 them out, so nothing changes shape or recompiles as the buffer fills. Each
 ``ask`` costs the same at any count: ``O(capacity * n_ei_candidates * dim)``
-for the densities plus one sort of the buffer per coordinate. When the buffer
+for the bad set's densities (the good set's estimator holds only its at most
+``max_good`` rows) and no sort (``tell`` keeps the buffer's orders). When the buffer
 is full, a new observation replaces the worst stored one if it is better
 (the best ``capacity`` observations are kept); below capacity this is exactly
 TPE on every observation.
@@ -677,10 +678,21 @@ class TPE(Strategy):
                           order=state.order, age_order=state.age_order)
 
     def estimators(self, state: TPEState) -> tuple[Parzen, Parzen]:
-        """``(l, g)``: the Parzen estimators of the good and bad sets of ``state``'s buffer."""
+        """``(l, g)``: the Parzen estimators of the good and bad sets of ``state``'s buffer.
+
+        ``l`` has ``min(max_good, capacity) + 1`` kernels (the good rows are
+        the first entries of ``value_order``), ``g`` has ``capacity + 1``.
+        """
         valid = jnp.arange(self.capacity) < state.count
         good, bad = split_good_bad(state.y, valid, state.params["gamma"], self.max_good, state.value_order)
-        return self._fit(state, good), self._fit(state, bad)
+        # The good set never exceeds max_good rows: fitting it on those rows
+        # alone keeps the cost of l (fit, draws, densities) independent of
+        # the capacity, instead of masking a capacity-sized buffer.
+        rows = state.value_order[:min(self.max_good, self.capacity)]
+        l_est = fit_parzen(self._coords, state.x[rows], good[rows], state.number[rows],
+                           state.params["prior_weight"], consider_endpoints=self.consider_endpoints,
+                           magic_clip=self.consider_magic_clip, bandwidth=self.bandwidth)
+        return l_est, self._fit(state, bad)
 
     def _pick(self, cand: jax.Array, score: jax.Array) -> jax.Array:
         """Best candidate ``(dim,)`` of ``cand`` ``(m, dim)`` by ``score`` ``(m,)`` or per coordinate ``(m, dim)``."""
@@ -690,15 +702,23 @@ class TPE(Strategy):
 
     def _propose(self, key: jax.Array, state: TPEState) -> jax.Array:
         """``(popsize, dim)`` TPE proposals."""
+        return self.propose_from(key, *self.estimators(state))
+
+    def propose_from(self, key: jax.Array, l_est: Parzen, g_est: Parzen) -> jax.Array:
+        """``(popsize, dim)`` proposals from the estimators ``l_est`` (good) and ``g_est`` (bad).
+
+        Each row draws ``n_ei_candidates`` from ``l_est`` and keeps the best
+        by ``log l - log g`` (per coordinate unless multivariate); with
+        ``constant_liar``, earlier rows join ``g_est`` as pending points.
+        """
         coords, joint, m = self._coords, self.multivariate, self.n_ei_candidates
-        l_est, g_est = self.estimators(state)
 
         def candidates(k):
             cand = sample_parzen(coords, l_est, k, m, joint)
             return cand, log_density(coords, l_est, cand, joint), _log_mixture(coords, g_est, cand, joint)
 
         keys = jax.random.split(key, self.popsize)
-        table = m * (self.capacity + 1) * self.dim
+        table = m * g_est.log_w.shape[0] * self.dim
         batch = max(1, min(self.popsize, _MAX_TABLE // max(table, 1)))
         cand, log_l, log_g = jax.lax.map(candidates, keys, batch_size=batch)
 
@@ -725,6 +745,14 @@ class TPE(Strategy):
 
     # ------------------------------------------------------------ protocol
     def _ask(self, key, state):
+        return self.ask_with(key, state, self._propose)
+
+    def ask_with(self, key, state, propose):
+        """``ask`` with the model's proposals from ``propose(key, state) -> (popsize, dim)``.
+
+        ``state`` needs ``told`` and ``startup``; the startup design covers
+        the first ``n_startup`` observations, ``propose`` runs only after.
+        """
         k_start, k_model = jax.random.split(key)
         is_start = state.told + jnp.arange(self.popsize) < self.n_startup
         if self.startup == "sobol":
@@ -738,7 +766,7 @@ class TPE(Strategy):
         x_model = jax.lax.cond(
             is_start[-1],
             lambda: jnp.zeros((self.popsize, self.dim), jnp.float32),
-            lambda: self._propose(k_model, state),
+            lambda: propose(k_model, state),
         )
         x = jnp.where(is_start[:, None], x_start, x_model)
         return x, state._replace(startup=startup)
