@@ -2,17 +2,20 @@
 
 Problem: a 32-64-10 tanh MLP, full-batch SGD with momentum on 512 synthetic
 samples, hyperparameters learning rate and weight decay (n = 2 scalars).
-For each T: wall time (median of repeats, compile excluded) and compiled
-temporary memory (``jax.jit(...).lower(...).compile().memory_analysis()``)
-of
+For each T: wall time and process CPU time (medians of repeats, the
+methods interleaved so that a shared machine's load hits them alike; compile
+excluded) and compiled temporary memory
+(``jax.jit(...).lower(...).compile().memory_analysis()``) of
 
 * ``train``: one training run of T steps (``rollout``), then the validation loss;
-* ``reverse``: ``unrolled(mode="reverse")``;
-* ``reverse+ckpt``: the same with ``checkpoint_every = round(sqrt(T))``;
+* ``reverse``: ``unrolled(mode="reverse")`` (default ``step_policy="carry"``:
+  each step's input state kept, the step recomputed in the backward pass);
+* ``reverse-all``: ``step_policy="all"`` (every residual kept, no recomputation);
+* ``reverse+ckpt``: the default with ``checkpoint_every = round(sqrt(T))``;
 * ``forward``: ``unrolled(mode="forward")``.
 
 Targets (issue 5): reverse within 4x the training run's time; forward
-within (n + 1) = 3x.
+within (n + 1) = 3x. The CPU-time ratio is the fairer one on a loaded machine.
 
 Run:  python -m benchmarks.hypergrad_cost [--steps 100 400 1600] [--repeats 3]
 """
@@ -21,13 +24,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import median_time, print_table, write_results
+from benchmarks._common import print_table, write_results
 from jaxhpo.hypergrad import rollout, unrolled
 
 
@@ -60,10 +65,16 @@ def problem(seed=0, n=512, d=32, hidden=64, classes=10):
     return step, val_loss, state0, hp
 
 
+def _timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="time and memory of one hypergradient vs one training run")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 400, 1600])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
     step, val_loss, state0, hp = problem()
     n_hp = 2
@@ -73,25 +84,37 @@ def main(argv=None):
         fns = {
             "train": lambda h, s, T=T: val_loss(rollout(step, h, s, T), h),
             "reverse": unrolled(step, val_loss, T, mode="reverse"),
+            "reverse-all": unrolled(step, val_loss, T, mode="reverse", step_policy="all"),
             "reverse+ckpt": unrolled(step, val_loss, T, mode="reverse", checkpoint_every=k),
             "forward": unrolled(step, val_loss, T, mode="forward"),
         }
-        base_time = None
+        compiled, temp = {}, {}
         for name, fn in fns.items():
-            jitted = jax.jit(fn)
-            compiled = jitted.lower(hp, state0).compile()
-            mem = compiled.memory_analysis()
-            temp = int(mem.temp_size_in_bytes) if mem is not None else -1
-            t, _ = median_time(lambda: jax.block_until_ready(compiled(hp, state0)), repeats=args.repeats)
-            if name == "train":
-                base_time, base_mem = t, temp
+            compiled[name] = jax.jit(fn).lower(hp, state0).compile()
+            mem = compiled[name].memory_analysis()
+            temp[name] = int(mem.temp_size_in_bytes) if mem is not None else -1
+            jax.block_until_ready(compiled[name](hp, state0))  # warm-up
+        wall = {name: [] for name in fns}
+        cpu = {name: [] for name in fns}
+        for _ in range(args.repeats):
+            for name, c in compiled.items():
+                w, p = _timed(lambda: jax.block_until_ready(c(hp, state0)))
+                wall[name].append(w)
+                cpu[name].append(p)
+        med = lambda xs: statistics.median(xs)
+        base_w, base_c, base_m = med(wall["train"]), med(cpu["train"]), temp["train"]
+        for name in fns:
+            w, p = med(wall[name]), med(cpu[name])
             rows.append({
                 "T": T, "method": name, "checkpoint_every": k if name == "reverse+ckpt" else "",
-                "time_s": t, "time_ratio": t / base_time, "temp_MiB": temp / 2 ** 20,
-                "mem_ratio": temp / base_mem if base_mem > 0 else float("nan"),
+                "time_s": w, "time_ratio": w / base_w, "cpu_s": p, "cpu_ratio": p / base_c,
+                "temp_MiB": temp[name] / 2 ** 20,
+                "mem_ratio": temp[name] / base_m if base_m > 0 else float("nan"),
             })
-            print(f"T={T:5d} {name:13s} {t * 1e3:9.2f} ms  {temp / 2 ** 20:8.3f} MiB", flush=True)
-    print_table(rows, ["T", "method", "checkpoint_every", "time_s", "time_ratio", "temp_MiB", "mem_ratio"],
+            print(f"T={T:5d} {name:13s} wall {w * 1e3:9.2f} ms ({w / base_w:5.2f}x)  "
+                  f"cpu {p * 1e3:9.2f} ms ({p / base_c:5.2f}x)  {temp[name] / 2 ** 20:8.3f} MiB", flush=True)
+    print_table(rows, ["T", "method", "checkpoint_every", "time_s", "time_ratio", "cpu_s", "cpu_ratio",
+                       "temp_MiB", "mem_ratio"],
                 title=f"one hypergradient (n = {n_hp} hyperparameters) vs one training run, "
                       f"backend {jax.default_backend()}")
     write_results("hypergrad_cost", rows, extra={"num_hparams": n_hp, "targets": {

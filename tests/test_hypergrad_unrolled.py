@@ -88,11 +88,15 @@ def test_forward_equals_reverse_and_checkpointing_changes_nothing(x64, T):
     # k = 7 does not divide 10, 100 or 1000: exercises the remainder segment.
     v_ck, g_ck = jax.jit(unrolled(step, val_loss, T, mode="reverse", checkpoint_every=7))(_hp(), w0)
     v_auto, g_auto = jax.jit(unrolled(step, val_loss, T, mode="auto"))(_hp(), w0)
+    # What each step keeps for the backward pass changes nothing either.
+    v_all, g_all = jax.jit(unrolled(step, val_loss, T, step_policy="all"))(_hp(), w0)
+    v_dots, g_dots = jax.jit(unrolled(step, val_loss, T, checkpoint_every=7,
+                                      step_policy=jax.checkpoint_policies.dots_saveable))(_hp(), w0)
     for name in ("lam", "lr"):
         ref = float(g_rev[name])
-        for other in (g_fwd, g_ck, g_auto):
+        for other in (g_fwd, g_ck, g_auto, g_all, g_dots):
             assert float(other[name]) == pytest.approx(ref, rel=1e-8, abs=1e-14)
-    for v in (v_fwd, v_ck, v_auto):
+    for v in (v_fwd, v_ck, v_auto, v_all, v_dots):
         assert float(v) == pytest.approx(float(v_rev), rel=1e-12)
 
 
@@ -195,12 +199,16 @@ def test_memory_checkpointed_reverse_sublinear_forward_flat():
 
     Ts = (64, 1024)  # 16x longer
     plain = [temp_bytes(T, mode="reverse") for T in Ts]
+    keep_all = temp_bytes(Ts[1], mode="reverse", step_policy="all")
     ckpt = [temp_bytes(T, mode="reverse", checkpoint_every=math.isqrt(T)) for T in Ts]
     fwd = [temp_bytes(T, mode="forward") for T in Ts]
     state_bytes = d * 4
     # plain reverse keeps at least one state per step
     assert plain[1] >= 1024 * state_bytes
     assert plain[1] / plain[0] > 10
+    # the default keeps only each step's input state; "all" keeps the
+    # step's residuals too (here tanh's input and output, 3 states a step)
+    assert plain[1] < 2 * 1024 * state_bytes < keep_all
     # sqrt(16) = 4: checkpointed memory grows about 4x, far from 16x
     assert ckpt[1] / ckpt[0] < 6
     assert ckpt[1] < plain[1] / 10
@@ -220,6 +228,10 @@ def test_bad_arguments():
         unrolled(step, val, 10, checkpoint_every=0)
     with pytest.raises(TypeError, match="checkpoint_every"):
         unrolled(step, val, 10, checkpoint_every=True)
+    with pytest.raises(ValueError, match="step_policy"):
+        unrolled(step, val, 10, step_policy="some")
+    with pytest.raises(TypeError, match="step_policy"):
+        unrolled(step, val, 10, step_policy=3)
     with pytest.raises(TypeError, match="step"):
         unrolled(None, val, 10)
     with pytest.raises(TypeError, match="val_loss"):

@@ -18,22 +18,48 @@ from jax.flatten_util import ravel_pytree
 
 from ._checks import check_callable, check_choice, check_positive_int
 
-__all__ = ["unrolled", "rollout", "MODES", "AUTO_FORWARD_MAX"]
+__all__ = ["unrolled", "rollout", "MODES", "STEP_POLICIES", "AUTO_FORWARD_MAX"]
 
 MODES = ("reverse", "forward", "auto")
 
+# What reverse mode keeps of each training step for the backward pass:
+# "carry" wraps every step in ``jax.checkpoint`` saving nothing but its input
+# state (the backward pass recomputes the step once); "all" keeps every
+# residual (no recomputation, memory ``O(T r)``). A jax checkpoint policy
+# (e.g. ``jax.checkpoint_policies.dots_saveable``) is also accepted.
+STEP_POLICIES = ("carry", "all")
+
 # ``mode="auto"`` takes forward mode up to this many hyperparameter scalars.
-# Forward mode costs about (1 + n) training runs of compute, memory flat in
-# T; reverse mode a constant 4-8 runs whatever n is (measured in
-# benchmarks/hypergrad_cost.py), memory growing with T. Up to ~4 scalars
-# forward mode is no slower and always lighter; beyond, reverse wins on time.
-AUTO_FORWARD_MAX = 4
+# Forward mode costs about 1 + 1.5 n training runs of compute, memory flat in
+# T; reverse mode (per-step rematerialisation) a constant ~4-4.5 runs whatever
+# n is (measured in benchmarks/hypergrad_cost.py), memory O(T) states. Up to
+# ~2 scalars forward mode is no slower and always lighter; beyond, reverse
+# wins on time.
+AUTO_FORWARD_MAX = 2
 
 
 def _check_checkpoint_every(value: Any) -> int | None:
     if value is None:
         return None
     return check_positive_int("checkpoint_every", value)
+
+
+def _check_step_policy(value: Any) -> Any:
+    if isinstance(value, str):
+        return check_choice("step_policy", value, STEP_POLICIES)
+    if callable(value):
+        return value
+    raise TypeError(f"step_policy must be one of {STEP_POLICIES} or a jax.checkpoint policy, got {value!r}")
+
+
+def _policy_step(step: Callable, policy: Any) -> Callable:
+    """``step`` wrapped for reverse mode according to ``policy`` (see ``STEP_POLICIES``)."""
+    if policy == "all":
+        return step
+    policy = jax.checkpoint_policies.nothing_saveable if policy == "carry" else policy
+    # prevent_cse=False: every call sits inside a scan, which already keeps
+    # XLA from merging the recomputation with the forward pass.
+    return jax.checkpoint(step, policy=policy, prevent_cse=False)
 
 
 def _check_float_leaves(hparams: Any) -> None:
@@ -49,7 +75,7 @@ def _check_float_leaves(hparams: Any) -> None:
 
 
 def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
-            checkpoint_every: int | None = None) -> Any:
+            checkpoint_every: int | None = None, step_policy: Any = "all") -> Any:
     """Run ``num_steps`` training steps as one ``lax.scan``; returns the final state.
 
     Args:
@@ -67,11 +93,17 @@ def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
         live at once, instead of ``T`` steps of residuals. ``k`` near
         ``sqrt(T)`` minimises that. ``k >= T`` means no rematerialisation.
         The values computed are the same either way.
+      step_policy: what reverse-mode differentiation keeps of each step
+        (``"all"``, the default here: every residual; ``"carry"``: only the
+        step's input state, recomputing the step in the backward pass; or a
+        ``jax.checkpoint`` policy). No effect on the values, nor on a run
+        that is not differentiated.
     Returns:
       the state after ``T`` steps (``init_state``'s structure).
     """
     num_steps = check_positive_int("num_steps", num_steps)
     k = _check_checkpoint_every(checkpoint_every)
+    step = _policy_step(step, _check_step_policy(step_policy))
 
     def body(state, t):
         return step(state, hparams, t), None
@@ -102,7 +134,8 @@ def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
 
 
 def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = "reverse",
-             checkpoint_every: int | None = None, return_state: bool = False) -> Callable:
+             checkpoint_every: int | None = None, step_policy: Any = "carry",
+             return_state: bool = False) -> Callable:
     """The exact hypergradient of a validation loss through ``T`` unrolled training steps.
 
     Args:
@@ -120,6 +153,14 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
       checkpoint_every: ``None`` or a positive int ``k`` (need not divide
         ``T``); rematerialise every ``k`` steps in reverse mode (see
         ``rollout``). Ignored by forward mode, which stores no trajectory.
+      step_policy: what reverse mode keeps of each step for the backward
+        pass: ``"carry"`` (default: the step's input state only; the
+        backward pass recomputes each step once), ``"all"`` (every residual,
+        no recomputation) or a ``jax.checkpoint`` policy such as
+        ``jax.checkpoint_policies.dots_saveable``. For a step that takes a
+        gradient itself, storing all residuals of the second-order backward
+        pass costs more in memory traffic than recomputing the step, so
+        ``"carry"`` is both lighter and faster. Ignored by forward mode.
       return_state: also return the final training state (computed by the
         same forward pass, not differentiated).
 
@@ -128,16 +169,17 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
 
     | mode | memory |
     | --- | --- |
-    | reverse | ``O(T r)`` |
-    | reverse, ``checkpoint_every=k`` | ``O((T / k) s + k r)``, ``O(sqrt(T) r)`` at ``k = sqrt(T)`` |
+    | reverse, ``step_policy="carry"`` (default) | ``O(T s + r)`` |
+    | reverse, ``step_policy="all"`` | ``O(T r)`` |
+    | reverse, ``checkpoint_every=k`` | ``O((T / k) s + k s + r)`` (``"carry"``) or ``O((T / k) s + k r)`` (``"all"``); ``O(sqrt(T))`` at ``k = sqrt(T)`` |
     | forward | ``O(n s)``, independent of ``T`` |
 
-    Time, in training runs of ``T`` steps: forward about ``1 + n``; reverse a
-    constant multiple independent of ``n`` (a step that itself takes a
-    gradient is differentiated to second order). ``benchmarks/hypergrad_cost.py``
-    measured, on 2 CPU cores for a small MLP, forward 3-4.5x (``n = 2``),
-    reverse 5.5-8x and reverse with ``k = sqrt(T)`` 4.5-6.5x (it recomputes
-    one forward pass but moves far less memory).
+    Time, in training runs of ``T`` steps: forward about ``1 + 1.5 n``;
+    reverse a constant multiple independent of ``n`` (a step that itself
+    takes a gradient is differentiated to second order): one forward run,
+    one recomputation and the transposed step. ``checkpoint_every`` adds one
+    more recomputation (with ``"carry"``). ``benchmarks/hypergrad_cost.py``
+    has the measured ratios for a small MLP on CPU.
 
     Returns:
       ``hg(hparams, init_state) -> (value, grads)``, or ``(value, grads,
@@ -157,10 +199,14 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
     num_steps = check_positive_int("num_steps", num_steps)
     mode = check_choice("mode", mode, MODES)
     checkpoint_every = _check_checkpoint_every(checkpoint_every)
+    step_policy = _check_step_policy(step_policy)
     return_state = bool(return_state)
 
     def loss_and_state(hparams, init_state, remat):
-        state = rollout(step, hparams, init_state, num_steps, checkpoint_every if remat else None)
+        if remat:
+            state = rollout(step, hparams, init_state, num_steps, checkpoint_every, step_policy)
+        else:
+            state = rollout(step, hparams, init_state, num_steps)
         value = jnp.asarray(val_loss(state, hparams))
         if value.shape != ():
             raise ValueError(f"val_loss must return a scalar, got shape {value.shape}")
@@ -200,4 +246,5 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
     hg.mode = mode
     hg.num_steps = num_steps
     hg.checkpoint_every = checkpoint_every
+    hg.step_policy = step_policy
     return hg
