@@ -23,9 +23,21 @@ cross-entropy. Measured, in one run, configurations trained per second:
   over them, and a Python loop calling one jitted masked network per
   configuration.
 
-Run: ``python -m benchmarks.training_throughput [--sizes 64 256] [--steps 200]
-[--optuna-trials 64]``. On a shared machine timings are noisy: other
-processes' load shows up directly in every figure.
+Every row has wall seconds and process CPU seconds (all threads; less
+sensitive to other processes' load on a shared machine than wall time).
+
+Large populations: ``--baseline-max N`` times the hand-written baselines
+and ``jaxhpo masked`` on the first ``N`` configurations only (their cost is
+linear in the count; the rows say so), and Optuna always runs
+``--optuna-trials`` trials. For each population size an extra Optuna row
+extrapolates to that many trials *in Optuna's favour*: every further trial is
+assumed to reuse an already compiled width and to cost the mean of the
+measured repeated-width trials (the true cost is higher while new widths
+appear, up to the 121 possible).
+
+Run: ``python -m benchmarks.training_throughput [--sizes 64 256 1024] [--steps 200]
+[--optuna-trials 64] [--baseline-max 64] [--repeats 3]``. On a shared machine timings are
+noisy: other processes' load shows up directly in every figure.
 """
 
 from __future__ import annotations
@@ -113,9 +125,21 @@ def optuna_tpe(num_trials, steps, seed):
         return float(train(key, p, jnp.float32(lr)))
 
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-    t0 = time.perf_counter()
-    study.optimize(objective, n_trials=num_trials)
-    return time.perf_counter() - t0, len({t.params["width"] for t in study.trials})
+    seen, repeat_times = set(), []
+    last = [time.perf_counter()]
+
+    def callback(study, trial):
+        now = time.perf_counter()
+        if trial.params["width"] in seen:
+            repeat_times.append(now - last[0])
+        seen.add(trial.params["width"])
+        last[0] = now
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    last[0] = t0
+    study.optimize(objective, n_trials=num_trials, callbacks=[callback])
+    return (time.perf_counter() - t0, time.process_time() - c0, len(seen),
+            float(np.mean(repeat_times)) if repeat_times else None)
 
 
 def _true_shape_train(key, p, lr, steps):
@@ -150,20 +174,36 @@ def main(argv=None):
                     help="within a chunk, members trained at once (lax.map); 1 (default) suits a CPU, where batched matmuls run slower than one at a time; on a GPU pass 0 to vmap the whole chunk")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-hand", action="store_true", help="skip the hand-written baselines")
+    ap.add_argument("--repeats", type=int, default=1, help="warm timings: the median of this many runs")
+    ap.add_argument("--baseline-max", type=int, default=None,
+                    help="time the hand-written baselines and jaxhpo masked on at most this many configurations")
     args = ap.parse_args(argv)
     args.chunk_size = args.chunk_size or None  # 0: vmap the whole chunk
     steps = args.steps
     buckets = width_buckets(MAX_WIDTH, args.buckets)
     rows = []
 
-    def add(method, n, seconds, note=""):
-        rows.append(dict(method=method, configs=n, seconds=seconds, configs_per_s=n / seconds,
-                         ms_per_config=1000 * seconds / n, note=note))
-        print(f"  {method:<22} n={n:<5} {seconds:8.2f} s  {n / seconds:8.2f} configs/s", flush=True)
+    def add(method, n, seconds, note="", cpu=None, population=None):
+        rows.append(dict(method=method, population=population or n, configs=n, seconds=seconds,
+                         configs_per_s=n / seconds, ms_per_config=1000 * seconds / n,
+                         cpu_ms_per_config=None if cpu is None else 1000 * cpu / n, note=note))
+        print(f"  {method:<26} n={n:<5} {seconds:8.2f} s  {n / seconds:8.2f} configs/s"
+              + ("" if cpu is None else f"  cpu {cpu:8.2f} s"), flush=True)
 
-    # Optuna first: per-configuration cost, independent of the population size.
-    t, distinct = optuna_tpe(args.optuna_trials, steps, args.seed)
-    add("optuna TPE (1 at a time)", args.optuna_trials, t, f"{distinct} distinct widths compiled")
+    def timed(fn, repeats=1):
+        """``fn()``'s output, and the median wall and CPU seconds over ``repeats`` calls."""
+        walls, cpus = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = fn()
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        return out, float(np.median(walls)), float(np.median(cpus))
+
+    # Optuna first: per-configuration cost, measured on --optuna-trials trials.
+    t, cpu_t, distinct, repeat_s = optuna_tpe(args.optuna_trials, steps, args.seed)
+    add("optuna TPE (1 at a time)", args.optuna_trials, t, f"{distinct} distinct widths compiled", cpu_t)
+    optuna_row = rows[0]
 
     for n in args.sizes:
         key = jax.random.key(args.seed + n)
@@ -179,38 +219,52 @@ def main(argv=None):
                                  chunk=args.chunk, chunk_size=args.chunk_size)
             return out.losses
 
-        t0 = time.perf_counter()
-        losses = bucketed(steps)
-        add("jaxhpo bucketed (cold)", n, time.perf_counter() - t0,
-            f"buckets {buckets}, chunk {args.chunk}, chunk_size {args.chunk_size}; compile included")
-        t0 = time.perf_counter()
-        losses = bucketed(steps)
-        add("jaxhpo bucketed (warm)", n, time.perf_counter() - t0, f"mean width {mean_w:.0f}")
+        if n > args.optuna_trials and repeat_s is not None:
+            est = optuna_row["seconds"] + (n - args.optuna_trials) * repeat_s
+            add("optuna TPE (est., favoured)", n, est,
+                f"{args.optuna_trials} measured + {n - args.optuna_trials} x {1000 * repeat_s:.0f} ms "
+                "(mean repeated-width trial; no further compiles assumed)")
+
+        # Cold: a trainer whose programs were never compiled (distinct data digest via steps).
+        losses, t, c = timed(lambda: bucketed(steps))
+        add("jaxhpo bucketed (cold)", n, t,
+            f"buckets {buckets}, chunk {args.chunk}, chunk_size {args.chunk_size}; compile included", c)
+        losses, t, c = timed(lambda: bucketed(steps), args.repeats)
+        add("jaxhpo bucketed (warm)", n, t, f"mean width {mean_w:.0f}", c)
         assert np.all(np.isfinite(losses))
 
+        # Baselines whose cost is linear in the count: optionally timed on a prefix.
+        b = n if args.baseline_max is None else min(n, args.baseline_max)
+        sub = "" if b == n else f"; timed on the first {b} of {n}"
+        bkeys, bhp = keys[:b], {k: v[:b] for k, v in hp.items()}
         tr = make_trainer(MAX_WIDTH, steps)
 
         def masked():
-            return _block(continue_rung(tr, init_rung(tr, keys, hp), hp, np.int32(1))[1])
+            return _block(continue_rung(tr, init_rung(tr, bkeys, bhp), bhp, np.int32(1))[1])
 
         masked()
-        t0 = time.perf_counter()
-        masked()
-        add("jaxhpo masked (warm)", n, time.perf_counter() - t0, f"all at width {MAX_WIDTH}")
+        _, t, c = timed(masked, args.repeats)
+        add("jaxhpo masked (warm)", b, t, f"all at width {MAX_WIDTH}{sub}", c, population=n)
 
         if not args.skip_hand:
+            bw, blr = widths[:b], lrs[:b]
             for name, fn in (("hand vmap masked", hand_vmap(steps)), ("hand lax.map masked", hand_lax_map(steps)),
                              ("hand loop masked", hand_loop(steps))):
-                _block(fn(keys[:1] if name == "hand loop masked" else keys, widths[:1] if name == "hand loop masked"
-                          else widths, lrs[:1] if name == "hand loop masked" else lrs))
-                t0 = time.perf_counter()
-                _block(fn(keys, widths, lrs))
-                add(name, n, time.perf_counter() - t0, f"all at width {MAX_WIDTH}, warm")
+                one = name == "hand loop masked"
+                _block(fn(bkeys[:1] if one else bkeys, bw[:1] if one else bw, blr[:1] if one else blr))
+                _, t, c = timed(lambda: _block(fn(bkeys, bw, blr)), args.repeats)
+                add(name, b, t, f"all at width {MAX_WIDTH}, warm{sub}", c, population=n)
 
-    optuna_rate = rows[0]["configs_per_s"]
+    optuna_rate = optuna_row["configs_per_s"]
     for r in rows:
         r["x_optuna"] = r["configs_per_s"] / optuna_rate
-    print_table(rows, ["method", "configs", "seconds", "configs_per_s", "ms_per_config", "x_optuna", "note"],
+        if r["cpu_ms_per_config"] is not None:
+            r["cpu_x_optuna"] = optuna_row["cpu_ms_per_config"] / r["cpu_ms_per_config"]
+        est = [e for e in rows if e["method"].startswith("optuna TPE (est.") and e["population"] == r["population"]]
+        if est and not r["method"].startswith("optuna"):
+            r["x_optuna_favoured"] = r["configs_per_s"] / est[0]["configs_per_s"]
+    print_table(rows, ["method", "population", "configs", "seconds", "configs_per_s", "ms_per_config",
+                       "cpu_ms_per_config", "x_optuna", "cpu_x_optuna", "x_optuna_favoured", "note"],
                 title=f"digits MLP, {steps} full-batch Adam steps per configuration, width in [8, {MAX_WIDTH}] "
                       f"({jax.default_backend()})")
     write_results("training_throughput", rows, extra=dict(steps=steps, sizes=args.sizes, buckets=list(buckets),

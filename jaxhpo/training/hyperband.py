@@ -15,6 +15,15 @@ Configurations come from any jaxhpo ``Strategy`` (``RandomSearch`` by
 default); a model-based strategy (TPE, GP-BO) is told every configuration's
 loss at the largest budget it reached after each bracket, so later brackets
 sample from a model of earlier ones (the BOHB pattern).
+
+Multi-objective: where ``trainer.evaluate`` returns a vector of ``m``
+objectives (all minimised, e.g. validation loss and parameter count), each
+rung's survivors are chosen as NSGA-II chooses (Deb et al., 2002): by
+non-dominated rank, then by crowding distance within the front (larger
+first), then by position. The result then holds every configuration's
+objective vector and the Pareto front of the configurations trained to the
+largest budget (the final rungs). The number of objectives is read from
+``evaluate``'s output shape; nothing else changes.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from .. import pareto
 from ..evaluate import check_chunk_size
 from ..space import Space
 from ..strategies.base import Strategy
@@ -38,7 +48,7 @@ from ..strategies.random import RandomSearch
 from .trainer import check_mesh_size, check_trainer, continue_rung, init_rung, take
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "successive_halving", "hyperband",
-           "MultiFidelityResult"]
+           "MultiFidelityResult", "survivor_order"]
 
 
 def _check_eta(eta: Any) -> int:
@@ -126,19 +136,30 @@ class MultiFidelityResult:
       hparams: dict name -> ``(N,)`` decoded configurations.
       bracket: ``(N,)`` int, the bracket each configuration ran in.
       budget: ``(N,)`` int, units each configuration was trained.
-      loss: ``(N,)`` float32, its loss at that budget (``inf``: failed).
+      loss: ``(N,)`` float32, its loss at that budget (``inf``: failed);
+        ``(N, m)`` objective vectors for a multi-objective trainer.
       init_keys: ``(N,)`` the key each configuration's ``init`` received.
       rungs: one dict per rung run: ``bracket``, ``rung``, ``budget``, ``index``
         (``(n_i,)`` positions into the ``N`` configurations) and ``loss``
-        ``(n_i,)``.
+        ``(n_i,)`` (``(n_i, m)``).
       best_index: position of the best configuration: the lowest loss among
-        those trained to the largest budget of the search.
+        those trained to the largest budget of the search (multi-objective:
+        the Pareto-front member lowest in the first objective, ties by the
+        next ones).
       best_params: it as Python values (labels restored); ``None`` if every
         configuration failed.
-      best_loss, best_budget: its loss and budget.
+      best_loss, best_budget: its loss (multi-objective: its first
+        objective) and budget.
       best_state: its trained state (the train-state pytree, no population axis).
       total_budget: units trained in all (sum over rungs of ``n_i`` times the
         extra units of that rung).
+      num_objectives: ``m``; 0 for a scalar loss.
+      pareto_index: ``(k,)`` positions of the non-dominated configurations
+        among those trained to the largest budget, sorted by the first
+        objective (a scalar loss: ``[best_index]``).
+      pareto_params: their configurations as Python dicts.
+      pareto_loss: ``(k, m)`` their objective vectors (``(k,)`` losses).
+      pareto_state: their trained states, leading axis ``(k,)``.
     """
 
     x: np.ndarray
@@ -154,17 +175,57 @@ class MultiFidelityResult:
     best_budget: int
     best_state: Any
     total_budget: int
+    num_objectives: int = 0
+    pareto_index: np.ndarray | None = None
+    pareto_params: list | None = None
+    pareto_loss: np.ndarray | None = None
+    pareto_state: Any = None
 
     def __repr__(self) -> str:
+        front = f", pareto_size={len(self.pareto_index)}" if self.num_objectives else ""
         return (f"MultiFidelityResult(best_loss={self.best_loss!r}, best_params={self.best_params!r}, "
                 f"best_budget={self.best_budget}, num_configs={len(self.loss)}, "
-                f"total_budget={self.total_budget})")
+                f"total_budget={self.total_budget}{front})")
 
 
 # ------------------------------------------------------------------------- internals
 def _steps(budget: int | float) -> int:
     """Budget units -> whole trainer steps (rounded, at least 1)."""
     return max(1, int(round(budget)))
+
+
+@jax.jit
+def _mo_order(values):
+    n = values.shape[0]
+    rank = pareto.nondominated_rank(values)
+    crowd = pareto.crowding_distance(values, rank)
+    # Primary key last: rank, then crowding (larger first), then position.
+    return jnp.lexsort((jnp.arange(n), -crowd, rank))
+
+
+def survivor_order(losses: Any) -> np.ndarray:
+    """The order in which a rung's members go on: the first ``n_{i+1}`` survive.
+
+    Args:
+      losses: ``(n,)`` scalar losses, or ``(n, m)`` objective vectors (all
+        minimised; non-finite rows are failures and come last).
+    Returns:
+      ``(n,)`` int positions. Scalar losses: ascending, ties by position.
+      Vectors: by non-dominated rank (``jaxhpo.pareto.nondominated_rank``),
+      then by crowding distance within the front, larger first
+      (``jaxhpo.pareto.crowding_distance``), then by position.
+    """
+    losses = np.asarray(losses)
+    if losses.ndim == 1:
+        return np.argsort(np.where(np.isnan(losses), np.inf, losses), kind="stable")
+    if losses.ndim != 2 or losses.shape[1] < 1:
+        raise ValueError(f"losses must have shape (n,) or (n, m) with m >= 1, got {losses.shape}")
+    return np.asarray(_mo_order(jnp.asarray(losses, jnp.float32)))
+
+
+@jax.jit
+def _front_mask(values):
+    return pareto.pareto_front_mask(values)
 
 
 def _check_sampler(strategy: Any, space: Space, popsize: int) -> Strategy:
@@ -247,6 +308,8 @@ class _Search:
         self.xs, self.brackets, self.budgets, self.losses, self.keys, self.rungs, self.hps = [], [], [], [], [], [], []
         self.best = None  # (loss, budget, global index, state)
         self.total = 0
+        self.num_objectives = None  # read from the first rung's losses
+        self.finals = []  # multi-objective: (budget, global indices, losses, states) of final rungs
 
     def _blocks(self, fn, m, *args):
         """``fn(*args)`` on a padded rung of ``m`` members: one call, or ``m / block_size``
@@ -264,7 +327,8 @@ class _Search:
         xs, x, hp_all, keys, strat_state = _propose(self.strategy, key, strat_state, num_batches, n0)
         offset = sum(len(a) for a in self.xs)
         budgets = np.zeros(n0, np.int64)
-        losses = np.full(n0, np.inf, np.float32)
+        losses = None
+        places = np.zeros(n0, np.float64)  # multi-objective: what the sampler is told
 
         alive = np.arange(n0)  # positions (within this bracket) of the current rung's members
         states, done, hp = None, 0, hp_all
@@ -281,27 +345,42 @@ class _Search:
                 lambda s, h: continue_rung(self.trainer, s, h, np.int32(extra), self.chunk_size, self.mesh),
                 m, states, _pad_rows(hp, m))
             loss = np.asarray(loss)[: len(alive)]
+            if losses is None:
+                m_obj = 0 if loss.ndim == 1 else loss.shape[1]
+                if self.num_objectives is None:
+                    self.num_objectives = m_obj
+                elif m_obj != self.num_objectives:
+                    raise ValueError(f"trainer.evaluate returned {m_obj} objectives, earlier {self.num_objectives}")
+                losses = np.full((n0,) + loss.shape[1:], np.inf, np.float32)
             states = new_states if m == len(alive) else take(new_states, jnp.arange(len(alive)))
             self.total += len(alive) * extra
             done = steps
             budgets[alive], losses[alive] = steps, loss
             self.rungs.append(dict(bracket=bracket_id, rung=i, budget=steps, index=offset + alive,
                                    loss=loss.copy()))
+            order = survivor_order(loss)
+            # A configuration's place in the bracket: later rungs first, then its
+            # position in that rung's order (a scalar a single-objective sampler can learn).
+            places[alive[order]] = (len(rungs) - 1 - i) + np.arange(len(alive)) / len(alive)
             if i + 1 < len(rungs):
-                # Keep exactly the best n_{i+1}; a stable sort breaks ties by position.
-                keep = np.argsort(loss, kind="stable")[: rungs[i + 1][0]]
-                keep = np.sort(keep)  # members stay in sampling order; the choice is what matters
+                # Keep exactly the first n_{i+1} of the order; ties went by position.
+                keep = np.sort(order[: rungs[i + 1][0]])  # members stay in sampling order
                 alive = alive[keep]
                 states, hp = take((states, hp), jnp.asarray(keep))
-        j = int(np.argmin(loss))
-        if np.isfinite(loss[j]):
+        if self.num_objectives:
+            self.finals.append((done, offset + alive, loss, states))
+            j = None
+        else:
+            j = int(np.argmin(loss))
+        if j is not None and np.isfinite(loss[j]):
             cand = (float(loss[j]), done, offset + int(alive[j]), take(states, jnp.asarray([j])))
             if (self.best is None or cand[1] > self.best[1]
                     or (cand[1] == self.best[1] and cand[0] < self.best[0])):
                 self.best = cand
-        # The sampler learns each configuration's loss at the largest budget it reached.
+        # The sampler learns each configuration's loss at the largest budget it reached
+        # (multi-objective: its place in the bracket).
         told = np.full(num_batches * p, np.inf, np.float32)
-        told[:n0] = losses
+        told[:n0] = places if self.num_objectives else losses
         strat_state = _tell_batches(self.strategy, strat_state, xs, jnp.asarray(told.reshape(num_batches, p)))
         self.xs.append(np.asarray(x))
         self.brackets.append(np.full(n0, bracket_id, np.int32))
@@ -314,6 +393,8 @@ class _Search:
     def result(self) -> MultiFidelityResult:
         x = np.concatenate(self.xs)
         hparams = {k: np.concatenate([np.asarray(h[k]) for h in self.hps]) for k in self.space.names}
+        if self.num_objectives:
+            return self._mo_result(x, hparams)
         if self.best is None:
             best_index, best_params, best_loss, best_budget, best_state = -1, None, float("nan"), 0, None
         else:
@@ -325,7 +406,38 @@ class _Search:
             budget=np.concatenate(self.budgets), loss=np.concatenate(self.losses),
             init_keys=jnp.concatenate(self.keys), rungs=self.rungs, best_index=best_index,
             best_params=best_params, best_loss=best_loss, best_budget=best_budget,
-            best_state=best_state, total_budget=int(self.total),
+            best_state=best_state, total_budget=int(self.total), num_objectives=0,
+            pareto_index=np.asarray([best_index] if best_params is not None else [], np.int64),
+            pareto_params=[best_params] if best_params is not None else [],
+            pareto_loss=np.asarray([best_loss] if best_params is not None else [], np.float32),
+            pareto_state=None if best_state is None else jax.tree_util.tree_map(lambda a: a[None], best_state),
+        )
+
+    def _mo_result(self, x, hparams) -> MultiFidelityResult:
+        top = max(f[0] for f in self.finals)
+        finals = [f for f in self.finals if f[0] == top]
+        index = np.concatenate([f[1] for f in finals])
+        loss = np.concatenate([f[2] for f in finals])
+        states = finals[0][3] if len(finals) == 1 else _concat([f[3] for f in finals])
+        on_front = np.flatnonzero(np.asarray(_front_mask(jnp.asarray(loss))))
+        # Sorted by the first objective, ties by the next ones.
+        on_front = on_front[np.lexsort(loss[on_front].T[::-1])]
+        front_index = index[on_front]
+        front_params = [self.space.to_python({k: v[i] for k, v in hparams.items()}) for i in front_index]
+        front_state = take(states, jnp.asarray(on_front)) if len(on_front) else None
+        found = len(on_front) > 0
+        return MultiFidelityResult(
+            x=x, hparams=hparams, bracket=np.concatenate(self.brackets),
+            budget=np.concatenate(self.budgets), loss=np.concatenate(self.losses),
+            init_keys=jnp.concatenate(self.keys), rungs=self.rungs,
+            best_index=int(front_index[0]) if found else -1,
+            best_params=front_params[0] if found else None,
+            best_loss=float(loss[on_front[0], 0]) if found else float("nan"),
+            best_budget=int(top) if found else 0,
+            best_state=jax.tree_util.tree_map(lambda a: a[0], front_state) if found else None,
+            total_budget=int(self.total), num_objectives=int(self.num_objectives),
+            pareto_index=front_index.astype(np.int64), pareto_params=front_params,
+            pareto_loss=loss[on_front], pareto_state=front_state,
         )
 
 
@@ -363,7 +475,12 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
         Worth it where compiling dominates (a CPU, short trainings); ``None``
         compiles one program per distinct rung size and wastes nothing.
     Returns:
-      a ``MultiFidelityResult``.
+      a ``MultiFidelityResult``. Where ``trainer.evaluate`` returns ``(m,)``
+      objectives, survivors go by non-dominated rank and crowding distance
+      (see ``survivor_order``) and the result holds the Pareto front of the
+      last rung; a model-based ``strategy`` is then told each configuration's
+      place in the bracket (rungs reached first, then its position in that
+      rung's order), a scalar.
     """
     rungs = successive_halving_schedule(num_configs, min_budget, max_budget, eta)
     search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), block_size)
@@ -391,7 +508,9 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
         ``n`` the largest bracket's size by default).
       num_brackets: run only the first this many brackets (all by default).
     Returns:
-      a ``MultiFidelityResult``; ``bracket`` counts from 0 in run order.
+      a ``MultiFidelityResult``; ``bracket`` counts from 0 in run order. A
+      multi-objective trainer works as in ``successive_halving``; the Pareto
+      front is taken over every bracket's last rung at the largest budget.
     """
     schedule = hyperband_schedule(max_budget, eta)
     if num_brackets is not None:

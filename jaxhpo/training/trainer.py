@@ -6,7 +6,10 @@ A trainer is three pure, jax-traceable functions of one model:
   ``step(train_state, hparams) -> train_state``  one unit of budget (an epoch,
                                               or k optimiser steps),
   ``evaluate(train_state, hparams) -> loss``  a scalar, minimised (validation
-                                              loss or error; non-finite = failed).
+                                              loss or error; non-finite = failed),
+                                              or a vector ``(m,)`` of objectives,
+                                              all minimised (multi-objective
+                                              successive halving / Hyperband).
 
 ``hparams`` is one configuration as ``Space.decode`` gives it: a dict of
 arrays of shape ``()`` (floats, int32 integers, int32 categorical indices).
@@ -45,7 +48,8 @@ class Trainer:
     Args:
       init: ``(key, hparams) -> train_state`` (any pytree of arrays).
       step: ``(train_state, hparams) -> train_state``, one budget unit.
-      evaluate: ``(train_state, hparams) -> ()`` float loss, minimised.
+      evaluate: ``(train_state, hparams) -> ()`` float loss, minimised (or
+        ``(m,)`` objectives, each minimised).
     """
 
     init: Callable
@@ -152,7 +156,9 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
       num_steps: ``()`` int, budget units to add (0 only evaluates).
     Returns:
       ``(states, losses)``: the trained states ``(n, ...)`` and ``(n,)``
-      float32 losses, non-finite ones replaced by ``+inf`` (failed).
+      float32 losses, non-finite ones replaced by ``+inf`` (failed); ``(n, m)``
+      where ``evaluate`` returns ``m`` objectives (a member with any
+      non-finite objective gets ``+inf`` in all of them).
     """
     n = _population_size(hparams)
     states, hparams = _shard((states, hparams), mesh)
@@ -161,18 +167,20 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
         s, hp = args
         s = lax.fori_loop(0, num_steps, lambda _, s: trainer.step(s, hp), s)
         loss = jnp.asarray(trainer.evaluate(s, hp), jnp.float32)
-        if loss.shape != ():
-            raise ValueError(f"trainer.evaluate must return a scalar loss, got shape {loss.shape}")
+        if loss.ndim > 1 or loss.shape == (0,):
+            raise ValueError("trainer.evaluate must return a scalar loss or a vector of m >= 1 "
+                             f"objectives, got shape {loss.shape}")
         return s, loss
 
     states, losses = _per_member(member, (states, hparams), chunk_size, n)
-    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+    ok = jnp.isfinite(losses) if losses.ndim == 1 else jnp.all(jnp.isfinite(losses), axis=1, keepdims=True)
+    losses = jnp.where(ok, losses, jnp.inf)
     return _shard(states, mesh), _shard(losses, mesh)
 
 
 def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size: int | None = None,
                         mesh: Mesh | None = None) -> jax.Array:
-    """``(n,)`` float32 losses of a population's states (non-finite -> ``+inf``)."""
+    """``(n,)`` (or ``(n, m)``) float32 losses of a population's states (non-finite -> ``+inf``)."""
     return train_population(trainer, states, hparams, 0, chunk_size=chunk_size, mesh=mesh)[1]
 
 
