@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _linalg as linalg
 from ._digest import digest as _digest
 from .cv import cross_validate, kfold_masks
 from .datasets import load_iris
@@ -122,7 +123,7 @@ def fit_logreg(X: jax.Array, y: jax.Array, weights: jax.Array, C: jax.Array, l1:
     # in (W, b) it is at most (1/2) lambda_max(weighted second moment of [x, 1]).
     Xb = jnp.concatenate([X, jnp.ones((n, 1), jnp.float32)], axis=1)  # (n, d + 1)
     moment = (Xb * (w / n_w)[:, None]).T @ Xb  # (d + 1, d + 1)
-    step = 1.0 / (0.5 * jnp.linalg.eigvalsh(moment)[-1] + lam_l2)
+    step = 1.0 / (0.5 * linalg.eigvalsh(moment)[-1] + lam_l2)
 
     def grad(W, b):
         # d/dlogits of the weighted mean log-loss is w_i (p_i - y_i) / n_w.

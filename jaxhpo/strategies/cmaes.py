@@ -97,6 +97,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _linalg as linalg
 from ..space import Space
 from ._variation import normal
 from .base import Strategy, check_popsize, initial_best
@@ -540,7 +541,7 @@ class CMAES(Strategy):
             return s._replace(D=jnp.sqrt(jnp.maximum(s.C, 0.0)))
 
         def decompose(s):
-            evals, B = jnp.linalg.eigh(s.C)
+            evals, B = linalg.eigh(s.C)
             # Keep D positive whatever rounding did. An eigenvalue clamped here
             # makes cond(C) = max_condition, which the condition test reports.
             floor = jnp.max(evals) / s.params["max_condition"]

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import _linalg as linalg
+
 __all__ = [
     "KernelParams", "Posterior", "default_kernel_params", "kernel_matrix", "masked_gram",
     "log_marginal_likelihood", "log_prior", "fit_kernel_params", "factorize", "predict",
@@ -186,7 +188,7 @@ def safe_cholesky(A: jax.Array, mask: jax.Array, scale: jax.Array) -> tuple[jax.
 
     def attempt(i):
         j = jit_rel[i] * scale
-        L = jnp.linalg.cholesky(A + jnp.diag(eye * j))
+        L = linalg.cholesky(A + jnp.diag(eye * j))
         return L, jnp.all(jnp.isfinite(L)), j
 
     def cond(c):
@@ -212,9 +214,9 @@ def _lml_of_gram(A: jax.Array, r: jax.Array) -> jax.Array:
 
 
 def _lml_of_gram_fwd(A, r):
-    L = jnp.linalg.cholesky(A)
-    v = jax.scipy.linalg.solve_triangular(L, r, lower=True)
-    alpha = jax.scipy.linalg.solve_triangular(L.T, v, lower=False)
+    L = linalg.cholesky(A)
+    v = linalg.solve_triangular(L, r, lower=True)
+    alpha = linalg.solve_triangular(L, v, lower=True, trans=True)
     value = -0.5 * jnp.dot(v, v) - jnp.sum(jnp.log(jnp.diagonal(L)))
     return value, (L, alpha)
 
@@ -225,7 +227,7 @@ def _lml_of_gram_bwd(res, g):
     # costs several n-by-n triangular solves.
     L, alpha = res
     n = L.shape[0]
-    Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(n, dtype=L.dtype), lower=True)
+    Linv = linalg.solve_triangular(L, jnp.eye(n, dtype=L.dtype), lower=True)
     Ainv = Linv.T @ Linv
     dA = 0.5 * g * (alpha[:, None] * alpha[None, :] - Ainv)
     return dA, -g * alpha
@@ -381,7 +383,7 @@ def factorize(p: KernelParams, x: jax.Array, y: jax.Array, mask: jax.Array,
     L = jnp.where(ok, L, eye)
     mask = mask & ok
     r = jnp.where(mask, y, 0.0)
-    alpha = jax.scipy.linalg.cho_solve((L, True), r)
+    alpha = linalg.cho_solve(L, r)
     return Posterior(x=x, mask=mask, chol=L, alpha=alpha, kernel=p, ok=ok, jitter=jitter)
 
 
@@ -398,7 +400,7 @@ def predict(post: Posterior, xs: jax.Array, categorical: np.ndarray, card: np.nd
     # the kernel: the reduction order then does not depend on vmap batch
     # axes, so vmapped searches reproduce single runs bit for bit.
     mean = jnp.sum(kx * post.alpha, axis=-1)
-    v = jax.scipy.linalg.solve_triangular(post.chol, kx.T, lower=True).T
+    v = linalg.solve_triangular(post.chol, kx.T, lower=True).T
     var = jnp.exp(post.kernel.log_signal) - jnp.sum(v * v, axis=-1)
     return mean, jnp.maximum(var, min_var)
 
@@ -409,6 +411,6 @@ def predict_joint(post: Posterior, xs: jax.Array, categorical: np.ndarray,
     kx = kernel_matrix(post.kernel, xs, post.x, categorical, card)
     kx = jnp.where(post.mask[None, :], kx, 0.0)
     mean = kx @ post.alpha
-    v = jax.scipy.linalg.solve_triangular(post.chol, kx.T, lower=True)
+    v = linalg.solve_triangular(post.chol, kx.T, lower=True)
     cov = kernel_matrix(post.kernel, xs, xs, categorical, card) - v.T @ v
     return mean, 0.5 * (cov + cov.T)
