@@ -29,4 +29,6 @@ from jaxhpo.strategies.tpe import TPE  # noqa: E402
 STRATEGIES["tpe"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32)
 STRATEGIES["tpe_multivariate"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32, multivariate=True)
 from jaxhpo.strategies.gpbo import GPBO  # noqa: E402
-STRATEGIES["gpbo"] = lambda space: GPBO(space, MATRIX_POPSIZE, capacity=64)
+# Small acquisition settings: the matrix checks mechanics, test_gpbo.py quality.
+STRATEGIES["gpbo"] = lambda space: GPBO(space, MATRIX_POPSIZE, capacity=64, num_candidates=64, num_local=32,
+                                        restarts=4, acq_steps=10)
