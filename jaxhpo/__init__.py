@@ -15,7 +15,7 @@ from .loop import Result, Trace, minimize, run
 from .space import Categorical, Float, Int, Space
 from .pareto import hypervolume
 from .strategies import (
-    CMAES, GPBO, NSGA2, TPE, DifferentialEvolution, SepCMAES, GeneticAlgorithm, GridSearch, LocalSearch, QuasiRandom, RandomSearch,
+    CMAES, GPBO, MOTPE, NSGA2, TPE, DifferentialEvolution, SepCMAES, GeneticAlgorithm, GridSearch, LocalSearch, QuasiRandom, RandomSearch,
     Strategy,
 )
 from .training import Trainer, hyperband, hyperband_schedule, pbt, successive_halving
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Categorical", "Float", "Int", "Space",
     "Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE",
-    "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "GPBO", "hypervolume",
+    "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "MOTPE", "GPBO", "hypervolume",
     "evaluate", "run", "minimize", "Result", "Trace",
     "hypergrad", "training", "Trainer", "hyperband", "hyperband_schedule", "successive_halving", "pbt",
     "load_digits",

@@ -7,6 +7,7 @@ from .ga import GeneticAlgorithm
 from .gpbo import GPBO
 from .grid import GridSearch
 from .local_search import LocalSearch
+from .motpe import MOTPE
 from .nsga2 import NSGA2
 from .quasirandom import QuasiRandom
 from .random import RandomSearch
@@ -14,5 +15,5 @@ from .tpe import TPE
 
 __all__ = [
     "Strategy", "GridSearch", "RandomSearch", "QuasiRandom",
-    "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "TPE", "GPBO",
+    "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "TPE", "MOTPE", "GPBO",
 ]
