@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -9,10 +10,12 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 __all__ = ["evaluate", "check_chunk_size", "auto_chunk_size", "free_memory_bytes", "per_config_bytes",
-           "DEFAULT_MEMORY_FRACTION", "HOST_FALLBACK_BYTES"]
+           "host_local", "DEFAULT_MEMORY_FRACTION", "HOST_FALLBACK_BYTES"]
 
 # Share of the free memory an automatically sized chunk may use: the rest is
 # left to the strategy's state, the population, XLA's own buffers and anything
@@ -36,16 +39,67 @@ def check_chunk_size(chunk_size: Any, allow_auto: bool = False) -> int | str | N
     return int(chunk_size)
 
 
+def _identity(x):
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def _replicator(sharding: NamedSharding) -> Callable:
+    """A compiled copy of an array onto ``sharding`` (one per sharding, compiled once per shape)."""
+    return jax.jit(_identity, out_shardings=sharding)
+
+
+def host_local(tree: Any) -> Any:
+    """Every ``jax.Array`` leaf as an array this process can read whole.
+
+    Under ``jax.distributed`` the outputs of a program over a mesh that spans
+    several processes are global arrays that no process can read with
+    ``np.asarray``. A replicated one has a full copy on each local device:
+    its first local copy is returned (no communication). A sharded one is
+    first replicated by one all-gather program, which every process runs (the
+    same program calls this with the same tree everywhere). Leaves already
+    fully addressable (every single-process run) are returned as they are.
+    """
+    def one(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if not x.is_fully_replicated:
+            if not isinstance(x.sharding, NamedSharding):
+                from jax.experimental import multihost_utils
+                return multihost_utils.process_allgather(x, tiled=True)
+            x = _replicator(x.sharding.update(spec=PartitionSpec()))(x)
+        return x.addressable_data(0)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _min_over_processes(value: int, devices: Sequence[Any]) -> int:
+    """``value`` agreed on by every process that owns one of ``devices`` (their minimum).
+
+    Quantities that fix a compiled program's shapes (a chunk size) must be
+    equal in every process of a multi-process program, but free memory is
+    measured per host. A no-op when ``devices`` are all this process's.
+    """
+    if all(d.process_index == jax.process_index() for d in devices):
+        return value
+    from jax.experimental import multihost_utils
+    return int(np.min(multihost_utils.process_allgather(np.asarray(value, np.int64))))
+
+
 def free_memory_bytes(devices: Sequence[Any] | None = None) -> int:
-    """Bytes free on the most loaded of ``devices`` (default: the default device).
+    """Bytes free on the most loaded of ``devices`` (default: this process's first device).
 
     Accelerators report ``bytes_limit - bytes_in_use`` through
     ``device.memory_stats()``. Host devices (the CPU backend) report nothing;
     there the figure is the operating system's available physical memory
     (``os.sysconf("SC_AVPHYS_PAGES") * page size``), divided among the host
     devices sharing it, or ``HOST_FALLBACK_BYTES`` where that is unknown.
+    Only this process's devices are measured (under ``jax.distributed`` the
+    others belong to other hosts).
     """
-    devices = list(devices) if devices is not None else [jax.devices()[0]]
+    devices = list(devices) if devices is not None else [jax.local_devices()[0]]
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    devices = local or devices
     free = []
     host_devices = 0
     for d in devices:
@@ -150,6 +204,8 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
       n: configurations per evaluation (the population size).
       decode: optional map from a batch of cube points to configurations.
       devices: the devices the evaluation runs on (default: the default one).
+        Where they span several processes (``jax.distributed``), each
+        measures its own devices and all use the smallest resulting chunk.
       memory_fraction: share of the free memory to use, in ``(0, 1]``.
       free_bytes: free bytes per device, overriding the measurement.
     Returns:
@@ -161,11 +217,13 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
         raise ValueError(f"auto_chunk_size: n must be a positive integer, got {n!r}")
     if not 0.0 < memory_fraction <= 1.0:
         raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
-    devices = list(devices) if devices is not None else [jax.devices()[0]]
+    devices = list(devices) if devices is not None else [jax.local_devices()[0]]
     free = free_memory_bytes(devices) if free_bytes is None else int(free_bytes)
     budget = memory_fraction * max(0, free) * len(devices)
     chunk = int(budget // per_config_bytes(objective, config, decode))
-    return _friendly(max(1, min(int(n), chunk)), int(n))
+    # Under jax.distributed every process must compile the same chunk size.
+    chunk = _min_over_processes(max(1, min(int(n), chunk)), devices)
+    return _friendly(chunk, int(n))
 
 
 def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str | None = None) -> Any:

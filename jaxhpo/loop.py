@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import pareto
-from .evaluate import auto_chunk_size, check_chunk_size, evaluate
+from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
 from .space import Space
 from .strategies.base import Strategy
 
@@ -87,6 +87,20 @@ def _shard_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
+def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """A full copy of ``x`` on every device of ``mesh``.
+
+    Pins the strategy's side of the loop to replicated arrays: without it the
+    partitioner propagates the evaluation's population sharding back into
+    ``ask`` (and forward into ``tell``), computing each device's rows of e.g.
+    CMA-ES's ``z @ sqrt_C`` with a smaller matrix shape, which XLA:CPU rounds
+    differently in the last bit.
+    """
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec()))
+
+
 # Populations from this size up are evaluated in two chunks on the CPU backend
 # when no chunk size is given (see ``_eval_chunk``).
 _TWO_CHUNKS_FROM = 4096
@@ -119,6 +133,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
 
     def generation(state, key):
         x, state = strategy.ask(key, state)
+        x = _replicate(x, mesh)
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
         # stay replicated, so the sharded run computes the same numbers.
@@ -148,15 +163,19 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
             values = values * jnp.asarray([-1.0 if n else 1.0 for n in negate], jnp.float32)
         elif negate:
             values = -values
+        # The trace keeps the population axis sharded (each device stores its
+        # rows of every generation); the strategy gets a full copy everywhere.
+        sharded = values
+        values = _replicate(values, mesh)
         state = strategy.tell(state, x, values)
         failed = valid & ~jnp.all(jnp.isfinite(values.reshape(strategy.popsize, -1)), axis=1)
         record = Trace(
             best_value=strategy.best(state)[1],
             num_valid=valid.sum(dtype=jnp.int32),
             num_failed=failed.sum(dtype=jnp.int32),
-            values=values if history != "best" else None,
+            values=sharded if history != "best" else None,
             valid=valid if history != "best" else None,
-            x=x if history == "all" else None,
+            x=_shard_population(x, mesh) if history == "all" else None,
         )
         if progress_every is not None:
             g = state.generation
@@ -209,6 +228,11 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
       mesh: a ``jax.sharding.Mesh``; the population axis of every evaluation
         is sharded over all its devices (``popsize`` must be a multiple of
         their number). Results equal the unsharded run's for the same key.
+        Under ``jax.distributed`` the mesh may span every process's devices
+        (``Mesh(np.array(jax.devices()), ("pop",))``; every process runs the
+        same call with the same key); ``run`` then returns global arrays
+        (``from jaxhpo.evaluate import host_local`` gives this process a copy)
+        and ``minimize`` returns the same host-local ``Result`` everywhere.
       progress_every: print the best value so far from inside the compiled
         loop every this many generations (a host callback; off by default).
     Returns:
@@ -265,7 +289,7 @@ class Result:
       best_value: its objective value in the user's sign (``nan`` if none).
       best_x: ``(dim,)`` its cube point.
       history: a ``Trace``; values in the user's sign.
-      state: the final strategy state.
+      state: the final strategy state (this process's copy under ``jax.distributed``).
       num_evaluations: configurations evaluated (grid padding excluded).
       num_failed: evaluations that returned a non-finite value.
       pareto_params: multi-objective strategies only (``NSGA2``): the
@@ -361,6 +385,10 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     state, trace = _search(strategy, objective, key, params, _check_generations(num_generations),
                            _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history),
                            negate, mesh, _check_progress(progress_every))
+    # Under jax.distributed the outputs span every process's devices: take
+    # this process's copy (the state is replicated; the trace's population
+    # columns are gathered). A no-op in a single process.
+    state, trace = host_local((state, trace))
     sign = float(np.ravel(signs)[0])  # best_value is the first objective's
     trace = jax.tree_util.tree_map(np.asarray, trace)
     trace = trace._replace(

@@ -110,3 +110,144 @@ def test_free_memory_is_measured():
     devices = jax.devices()
     # host devices share the host's memory
     assert evaluate_module.free_memory_bytes(devices) <= free
+
+
+# ------------------------------------------------------------ donated training states
+# A trainer whose state is worth donating: a (64, 64) weight matrix and its
+# momentum per member (32 KiB), trained by heavy-ball steps.
+DONATE_SPACE = Space(lr=Float(0.01, 0.3, log=True), beta=Float(0.0, 0.9))
+
+
+def _don_init(key, hp):
+    return {"w": jax.random.normal(key, (WIDTH, WIDTH), jnp.float32), "m": jnp.zeros((WIDTH, WIDTH), jnp.float32)}
+
+
+def _don_step(s, hp):
+    g = s["w"] - 0.5 * jnp.tanh(s["w"])
+    m = hp["beta"] * s["m"] + g
+    return {"w": s["w"] - hp["lr"] * m, "m": m}
+
+
+def _don_evaluate(s, hp):
+    return jnp.mean(s["w"] ** 2)
+
+
+def _donation_trainer():
+    from jaxhpo.training import Trainer
+
+    return Trainer(_don_init, _don_step, _don_evaluate)
+
+
+def _state_bytes(states, per_device=False):
+    leaves = jax.tree_util.tree_leaves(states)
+    return sum(a.addressable_shards[0].data.nbytes if per_device else a.nbytes for a in leaves)
+
+
+def test_continue_rung_donates_the_states():
+    from jaxhpo.training import trainer as trainer_module
+    from jaxhpo.training.trainer import continue_rung, init_rung
+
+    trainer = _donation_trainer()
+    n = 16
+    hp = DONATE_SPACE.decode(DONATE_SPACE.sample(jax.random.key(0), n))
+    states = init_rung(trainer, jax.random.split(jax.random.key(1), n), hp)
+    state_bytes = _state_bytes(states)
+    assert state_bytes == n * 2 * WIDTH * WIDTH * 4  # 512 KiB
+    donated = continue_rung.lower(trainer, states, hp, np.int32(3)).compile().memory_analysis()
+    # The trained states are written into the input states' buffers: every byte aliased.
+    assert donated.alias_size_in_bytes == state_bytes
+    # The same program without donation holds the old and the new states at once.
+    plain = jax.jit(trainer_module.train_population, static_argnums=0).lower(
+        trainer, states, hp, np.int32(3)).compile().memory_analysis()
+    assert plain.alias_size_in_bytes == 0
+
+    def live(m):  # bytes the call holds: arguments, outputs and scratch, less outputs living in arguments
+        return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+    assert live(donated) <= live(plain) - state_bytes
+    # Donation happens at run time too: the old states are consumed.
+    expected = jax.tree_util.tree_map(np.array, states)
+    new, loss = continue_rung(trainer, states, hp, np.int32(3))
+    assert all(a.is_deleted() for a in jax.tree_util.tree_leaves(states))
+    again, loss_plain = trainer_module.train_population(
+        trainer, jax.tree_util.tree_map(jnp.asarray, expected), hp, np.int32(3))
+    np.testing.assert_array_equal(loss, loss_plain)
+    np.testing.assert_array_equal(new["w"], again["w"])
+
+
+def test_sharded_rung_donates_each_devices_rows():
+    from jaxhpo.training.trainer import continue_rung, init_rung, take
+
+    devices = jax.devices()
+    if len(devices) < 4:
+        pytest.skip("needs 4 devices")
+    mesh = jax.sharding.Mesh(np.array(devices[:4]), ("pop",))
+    trainer = _donation_trainer()
+    n = 8
+    hp = DONATE_SPACE.decode(DONATE_SPACE.sample(jax.random.key(0), n))
+    states = init_rung(trainer, jax.random.split(jax.random.key(1), n), hp, mesh=mesh)
+    # Rows gathered as successive halving gathers survivors: sharded like the rung.
+    states = take(states, jnp.asarray([0, 2, 3, 5, 6, 7, 7, 7]), mesh)
+    per_device = _state_bytes(states, per_device=True)
+    assert per_device == _state_bytes(states) // 4
+    compiled = continue_rung.lower(trainer, states, hp, np.int32(2), mesh=mesh).compile()
+    assert compiled.memory_analysis().alias_size_in_bytes == per_device
+
+
+def _plain_continue_rung():
+    """``continue_rung`` as it was before donation (a reference)."""
+    from functools import partial
+
+    from jaxhpo.training.trainer import train_population
+
+    @partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
+    def plain(trainer, states, hparams, num_steps, chunk_size=None, mesh=None):
+        return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+
+    return plain
+
+
+@pytest.mark.parametrize("layout", ["one device", "mesh", "mesh and blocks"])
+def test_successive_halving_with_donation_equals_without(monkeypatch, layout):
+    import sys
+
+    from jaxhpo.training import successive_halving
+    from jaxhpo.training.trainer import continue_rung
+
+    hyperband_module = sys.modules["jaxhpo.training.hyperband"]
+    mesh = block_size = None
+    if layout != "one device":
+        if len(jax.devices()) < 4:
+            pytest.skip("needs 4 devices")
+        mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("pop",))
+    if layout == "mesh and blocks":
+        block_size = 4
+    trainer = _donation_trainer()
+    calls, alias_of = [], {}
+
+    def spy(trainer, states, *args, **kwargs):
+        leaves = jax.tree_util.tree_leaves(states)
+        layout = tuple((a.shape, a.sharding) for a in leaves)  # one compiled program per layout
+        if layout not in alias_of:
+            alias_of[layout] = continue_rung.lower(
+                trainer, states, *args, **kwargs).compile().memory_analysis().alias_size_in_bytes
+        out = continue_rung(trainer, states, *args, **kwargs)
+        calls.append((alias_of[layout], _state_bytes(out[0], per_device=True),
+                      all(a.is_deleted() for a in leaves)))
+        return out
+
+    # 10 configurations -> rungs of 10, 3 and 1 (padded to the mesh or the blocks): every padding path.
+    kwargs = dict(num_configs=10, min_budget=1, max_budget=9, eta=3, mesh=mesh, block_size=block_size)
+    monkeypatch.setattr(hyperband_module, "continue_rung", spy)
+    donated = successive_halving(trainer, DONATE_SPACE, 4, **kwargs)
+    monkeypatch.setattr(hyperband_module, "continue_rung", _plain_continue_rung())
+    plain = successive_halving(trainer, DONATE_SPACE, 4, **kwargs)
+    assert len(calls) >= 3
+    # Every rung wrote its output into its input states (on each device), and consumed them.
+    for alias, per_device, deleted in calls:
+        assert alias == per_device and deleted
+    np.testing.assert_array_equal(donated.loss, plain.loss)
+    np.testing.assert_array_equal(donated.budget, plain.budget)
+    assert donated.best_index == plain.best_index and donated.best_loss == plain.best_loss
+    np.testing.assert_array_equal(donated.best_state["w"], plain.best_state["w"])
+    assert [r["index"].tolist() for r in donated.rungs] == [r["index"].tolist() for r in plain.rungs]

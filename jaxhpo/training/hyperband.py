@@ -41,7 +41,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .. import pareto
-from ..evaluate import check_chunk_size
+from ..evaluate import check_chunk_size, host_local
 from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
@@ -266,6 +266,11 @@ def _tell_batches(strategy, state, xs, values):
     return jax.lax.scan(one, state, (xs, values))[0]
 
 
+def _padded(idx: np.ndarray, m: int) -> np.ndarray:
+    """``idx`` with its last entry repeated up to ``m`` entries (``_pad_rows`` as a gather index)."""
+    return np.concatenate([idx, np.repeat(idx[-1:], m - len(idx))])
+
+
 def _pad_rows(tree: Any, m: int) -> Any:
     """Repeat the last row so the leading axis has ``m`` rows (mesh divisibility)."""
     def one(a):
@@ -316,7 +321,9 @@ class _Search:
         calls of one block-sized program (every rung then shares that program)."""
         if self.block_size is None or m == self.block_size:
             return fn(*args)
-        outs = [fn(*take(args, jnp.arange(start, start + self.block_size)))
+        # Each block is a fresh gather (laid out as the mesh shards it), so a
+        # donating ``fn`` consumes the block, never ``args``.
+        outs = [fn(*take(args, jnp.arange(start, start + self.block_size), self.mesh))
                 for start in range(0, m, self.block_size)]
         return _concat(outs)
 
@@ -331,7 +338,7 @@ class _Search:
         places = np.zeros(n0, np.float64)  # multi-objective: what the sampler is told
 
         alive = np.arange(n0)  # positions (within this bracket) of the current rung's members
-        states, done, hp = None, 0, hp_all
+        new_states, done, hp, keep = None, 0, hp_all, None
         for i, (n_i, r_i) in enumerate(rungs):
             steps = _steps(r_i)
             extra = steps - done
@@ -340,11 +347,16 @@ class _Search:
                 states = self._blocks(lambda k, h: init_rung(self.trainer, k, h, self.chunk_size, self.mesh),
                                       m, _pad_rows(keys, m), _pad_rows(hp, m))
             else:
-                states = _pad_rows(states, m)
+                # The survivors' rows of the last rung's states, padded to m rows
+                # (the last repeated), in one gather into fresh buffers sharded as
+                # the rung shards them.
+                states = take(new_states, jnp.asarray(_padded(keep, m)), self.mesh)
+            # continue_rung donates ``states``: they are not read again.
             new_states, loss = self._blocks(
                 lambda s, h: continue_rung(self.trainer, s, h, np.int32(extra), self.chunk_size, self.mesh),
                 m, states, _pad_rows(hp, m))
-            loss = np.asarray(loss)[: len(alive)]
+            # Under jax.distributed the losses are sharded over every process: gather them.
+            loss = np.asarray(host_local(loss))[: len(alive)]
             if losses is None:
                 m_obj = 0 if loss.ndim == 1 else loss.shape[1]
                 if self.num_objectives is None:
@@ -352,7 +364,6 @@ class _Search:
                 elif m_obj != self.num_objectives:
                     raise ValueError(f"trainer.evaluate returned {m_obj} objectives, earlier {self.num_objectives}")
                 losses = np.full((n0,) + loss.shape[1:], np.inf, np.float32)
-            states = new_states if m == len(alive) else take(new_states, jnp.arange(len(alive)))
             self.total += len(alive) * extra
             done = steps
             budgets[alive], losses[alive] = steps, loss
@@ -366,14 +377,16 @@ class _Search:
                 # Keep exactly the first n_{i+1} of the order; ties went by position.
                 keep = np.sort(order[: rungs[i + 1][0]])  # members stay in sampling order
                 alive = alive[keep]
-                states, hp = take((states, hp), jnp.asarray(keep))
+                hp = take(hp, jnp.asarray(keep))
+        # The last rung's members are the first len(alive) rows (the rest is padding).
+        states = new_states if m == len(alive) else take(new_states, jnp.arange(len(alive)))
         if self.num_objectives:
             self.finals.append((done, offset + alive, loss, states))
             j = None
         else:
             j = int(np.argmin(loss))
         if j is not None and np.isfinite(loss[j]):
-            cand = (float(loss[j]), done, offset + int(alive[j]), take(states, jnp.asarray([j])))
+            cand = (float(loss[j]), done, offset + int(alive[j]), host_local(take(states, jnp.asarray([j]))))
             if (self.best is None or cand[1] > self.best[1]
                     or (cand[1] == self.best[1] and cand[0] < self.best[0])):
                 self.best = cand
@@ -424,7 +437,7 @@ class _Search:
         on_front = on_front[np.lexsort(loss[on_front].T[::-1])]
         front_index = index[on_front]
         front_params = [self.space.to_python({k: v[i] for k, v in hparams.items()}) for i in front_index]
-        front_state = take(states, jnp.asarray(on_front)) if len(on_front) else None
+        front_state = host_local(take(states, jnp.asarray(on_front))) if len(on_front) else None
         found = len(on_front) > 0
         return MultiFidelityResult(
             x=x, hparams=hparams, bracket=np.concatenate(self.brackets),

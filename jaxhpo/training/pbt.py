@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from ..evaluate import check_chunk_size
+from ..evaluate import check_chunk_size, host_local
 from ..space import Categorical, Float, Int, Space
 from .trainer import check_mesh_size, check_positive_int, check_trainer, init_population, train_population
 
@@ -150,7 +150,10 @@ class PBTResult:
       parents: ``(R, P)`` int32: after round ``r``, member ``i`` continues
         from member ``parents[r, i]``'s state (itself unless it exploited);
         the last row is the identity.
-      states: the final training states, leading axis ``(P, ...)``.
+      states: the final training states, leading axis ``(P, ...)``. With a
+        ``mesh`` over several processes (``jax.distributed``) a global array
+        sharded over the mesh: each process holds its own members' rows
+        (``addressable_shards``); everything else here is a full local copy.
       best_index: the member with the lowest final loss.
       best_loss: its final loss.
       best_params: its final-round hyperparameters as Python values.
@@ -247,6 +250,10 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     states, schedule, losses, parents, init_keys = _pbt_program(
         trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
         num_rounds, num_exploit, np.asarray(factors, np.float32), chunk_size, mesh)
+    # Under jax.distributed (a mesh over several processes' devices) these are
+    # global arrays: every process takes a full local copy. The population's
+    # states stay global (sharded over the mesh); only the best one is copied.
+    losses, parents, schedule, init_keys = host_local((losses, parents, schedule, init_keys))
     losses = np.asarray(losses)
     parents = np.asarray(parents)
     schedule = {k: np.asarray(v) for k, v in schedule.items()}
@@ -256,6 +263,6 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
         hparams=schedule, losses=losses, parents=parents, states=states, best_index=best,
         best_loss=float(losses[-1, best]) if found else float("nan"),
         best_params=space.to_python({k: v[-1, best] for k, v in schedule.items()}) if found else None,
-        best_state=jax.tree_util.tree_map(lambda a: a[best], states),
+        best_state=host_local(jax.tree_util.tree_map(lambda a: a[best], states)),
         total_budget=num_rounds * popsize * steps_per_round, init_keys=init_keys, space=space,
     )

@@ -184,10 +184,15 @@ def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size:
     return train_population(trainer, states, hparams, 0, chunk_size=chunk_size, mesh=mesh)[1]
 
 
-@jax.jit
-def take(tree: Any, idx: jax.Array) -> Any:
-    """Rows ``idx`` ``(m,)`` of every leaf's leading axis: ``(n, ...) -> (m, ...)``."""
-    return jax.tree_util.tree_map(lambda a: a[idx], tree)
+@partial(jax.jit, static_argnames=("mesh",))
+def take(tree: Any, idx: jax.Array, mesh: Mesh | None = None) -> Any:
+    """Rows ``idx`` ``(m,)`` of every leaf's leading axis: ``(n, ...) -> (m, ...)``.
+
+    With a ``mesh`` (``m`` a multiple of its size) the rows come out sharded
+    over it as the compiled rungs shard a population, so ``continue_rung``
+    can write its output into them (donation needs equal per-device shapes).
+    """
+    return _shard(jax.tree_util.tree_map(lambda a: a[idx], tree), mesh)
 
 
 @partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
@@ -203,7 +208,13 @@ def init_rung(trainer, keys, hparams, chunk_size=None, mesh=None):
     return init_population(trainer, keys, hparams, chunk_size=chunk_size, mesh=mesh)
 
 
-@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
+@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"), donate_argnames=("states",))
 def continue_rung(trainer, states, hparams, num_steps, chunk_size=None, mesh=None):
-    """Compiled: train existing states ``num_steps`` more units, evaluate."""
+    """Compiled: train existing states ``num_steps`` more units, evaluate.
+
+    ``states`` is donated: the trained states are written into its buffers,
+    so a rung holds one population of states, not two. The arrays passed in
+    are deleted by the call (reading them afterwards raises "Array has been
+    deleted"); keep the returned states instead, or pass a copy.
+    """
     return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
