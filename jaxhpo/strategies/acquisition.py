@@ -9,6 +9,14 @@ All acquisitions are written for minimisation and are *maximised*:
   optimiser keeps a useful signal far from the incumbent.
 * ``ucb``: the lower confidence bound ``mean - sqrt(beta) std``, negated.
 * ``thompson_sample``: one joint posterior draw over a finite candidate set.
+* ``log_feasibility``: ``sum_j log P(c_j(x) <= t_j)`` under independent GP
+  posteriors of the constraints, the factor that turns EI into constrained
+  EI (Gardner et al. 2014; Gelbart, Snoek & Adams 2014), computed with
+  ``log_ndtr`` so it stays finite and informative far inside the
+  infeasible region.
+* ``constrained_thompson_choice``: the pick of constrained Thompson
+  sampling (Eriksson & Poloczek 2021, SCBO) from joint draws of the
+  objective and the constraints.
 
 ``maximize`` is the vmapped multistart used by ``GPBO``: score many
 candidates, refine the best few by projected gradient ascent inside the cube,
@@ -24,11 +32,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import erfcx, ndtr
+from jax.scipy.special import erfcx, log_ndtr, ndtr
 
 from .gp import Posterior, predict_joint, safe_cholesky
 
-__all__ = ["log_h", "log_ei", "ucb", "thompson_sample", "maximize"]
+__all__ = ["log_h", "log_ei", "ucb", "thompson_sample", "log_feasibility",
+           "constrained_thompson_choice", "maximize"]
 
 _C1 = 0.5 * math.log(2.0 * math.pi)  # log sqrt(2 pi)
 _C2 = 0.5 * math.log(0.5 * math.pi)  # log sqrt(pi / 2)
@@ -83,6 +92,51 @@ def log_ei(mean: jax.Array, var: jax.Array, best: jax.Array) -> jax.Array:
 def ucb(mean: jax.Array, var: jax.Array, beta: jax.Array) -> jax.Array:
     """Negated lower confidence bound ``-(mean - sqrt(beta) sigma)`` (maximised)."""
     return -mean + jnp.sqrt(beta * var)
+
+
+def log_feasibility(mean: jax.Array, var: jax.Array, threshold: jax.Array) -> jax.Array:
+    """``sum_j log Phi((t_j - mean_j) / sigma_j)``: the log probability that every constraint holds.
+
+    Each constraint ``j`` has its own GP; ``P(c_j(x) <= t_j)`` under its
+    Gaussian posterior is ``Phi((t_j - mean_j) / sigma_j)``, and independent
+    GPs multiply, so their logs add. ``log_ndtr`` keeps the log accurate
+    where ``Phi`` underflows (deep in the infeasible region), so the
+    gradient still points towards feasibility there.
+
+    Args:
+      mean, var: ``(..., c)`` posterior means and variances of the constraints.
+      threshold: ``(c,)`` the feasibility bound of each constraint, in the
+        units of ``mean`` (0 in raw units, ``-mu_j / sd_j`` after standardising).
+    Returns:
+      ``(...)`` log probabilities (0 when ``c = 0``).
+    """
+    return jnp.sum(log_ndtr((threshold - mean) / jnp.sqrt(var)), axis=-1)
+
+
+def constrained_thompson_choice(objective: jax.Array, constraints: jax.Array,
+                                threshold: jax.Array, scale: jax.Array) -> jax.Array:
+    """Index of the candidate chosen by constrained Thompson sampling (SCBO).
+
+    Eriksson & Poloczek (2021): among the candidates whose sampled
+    constraints all hold, the one with the lowest sampled objective; if no
+    candidate is feasible under the draw, the one with the lowest sampled
+    total violation.
+
+    Args:
+      objective: ``(n,)`` one draw of the objective at ``n`` candidates.
+      constraints: ``(c, n)`` one draw of each constraint there.
+      threshold: ``(c,)`` feasibility bounds, in the units of ``constraints``.
+      scale: ``(c,)`` positive factors turning each constraint's excess over
+        its bound into raw units (its standard deviation), so that
+        violations of different constraints add up in the user's units.
+    Returns:
+      ``()`` int index.
+    """
+    excess = jnp.maximum(constraints - threshold[:, None], 0.0) * scale[:, None]
+    violation = jnp.sum(excess, axis=0)
+    feasible = violation <= 0.0
+    score = jnp.where(jnp.any(feasible), jnp.where(feasible, objective, jnp.inf), violation)
+    return jnp.argmin(score)
 
 
 def thompson_sample(key: jax.Array, post: Posterior, xs: jax.Array, categorical: np.ndarray,

@@ -3,6 +3,14 @@
 Observations live in a preallocated buffer of ``capacity`` rows with a count;
 the GP (``gp.py``) masks the empty rows, so nothing recompiles as the buffer
 fills and the whole search runs inside one ``lax.scan``.
+
+Besides one objective, ``GPBO`` handles black-box constraints (constrained
+expected improvement: Gardner et al. 2014, "Bayesian optimization with
+inequality constraints", ICML; Gelbart, Snoek & Adams 2014, "Bayesian
+optimization with unknown constraints", UAI) and several objectives (ParEGO's
+random augmented Chebyshev scalarisations: Knowles 2006, "ParEGO: a hybrid
+algorithm with on-line landscape approximation for expensive multiobjective
+optimization problems", IEEE TEC 10(1)). See ``GPBO``.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import pareto
 from ..space import Space
 from . import acquisition as acqf
 from . import gp
@@ -26,26 +35,77 @@ try:  # Sobol points for the initial design and the acquisition candidates.
 except ImportError:  # pragma: no cover - quasirandom ships with jaxhpo
     QuasiRandom = None
 
-__all__ = ["GPBO", "GPBOState", "ACQUISITIONS"]
+__all__ = ["GPBO", "GPBOState", "ConstraintModel", "ACQUISITIONS", "augmented_chebyshev"]
 
 ACQUISITIONS = ("logei", "ucb", "ts")
 
 # Buffer row status.
 _EMPTY, _OBSERVED, _FAILED = 0, 1, 2
+# ParEGO's weight on the linear term of the augmented Chebyshev scalarisation (Knowles 2006).
+_RHO = 0.05
 
 
 class GPBOState(NamedTuple):
+    """The state of ``GPBO``. With one value per point (one objective, no
+    constraints) ``y`` is ``(capacity,)`` and ``kernel``'s leaves are
+    ``(dim,)``, ``()``, ``()``; with ``num_values = m + c > 1`` ``y`` is
+    ``(capacity, m + c)`` (objectives, then constraints) and ``kernel`` has a
+    leading axis of ``1 + c``: the objective's (or the first scalarisation's)
+    model, then one per constraint.
+    """
+
     params: dict
-    best_x: jax.Array
-    best_value: jax.Array
+    best_x: jax.Array  # (dim,) (feasible) point of lowest (first) objective told so far
+    best_value: jax.Array  # () its (first) objective value; inf until one is told
     generation: jax.Array
     x: jax.Array  # (capacity, dim) observed cube points (bin centres for discrete coordinates)
-    y: jax.Array  # (capacity,) their values; 0 where not a finite observation
+    y: jax.Array  # (capacity,) or (capacity, num_values) their values; 0 where not a finite observation
     status: jax.Array  # (capacity,) int32: 0 empty, 1 observed, 2 failed
     count: jax.Array  # () int32, rows in use
     kernel: gp.KernelParams  # the latest fitted hyperparameters (warm start of the next fit)
     design: jax.Array  # (num_design, dim) the initial design, asked first
     gp_failures: jax.Array  # () int32, asks whose GP could not be factorised (random fallback)
+
+
+class ConstraintModel(NamedTuple):
+    """The constraint GPs of a ``GPBO`` (``c`` of them, stacked on a leading axis).
+
+    Attributes:
+      post: ``gp.Posterior`` with leaves of leading axis ``(c,)``, fitted to
+        the standardised constraint values of the finite rows (failed rows
+        join the posterior, not the fit, at the worst standardised value).
+      threshold: ``(c,)`` where each constraint's bound 0 lies after
+        standardising: ``-mean_j / std_j``.
+      scale: ``(c,)`` the standard deviations ``std_j`` (standardised -> raw units).
+    """
+
+    post: gp.Posterior
+    threshold: jax.Array
+    scale: jax.Array
+
+
+def augmented_chebyshev(weights: jax.Array, values: jax.Array, mask: jax.Array,
+                        rho: float = _RHO) -> jax.Array:
+    """ParEGO's augmented Chebyshev scalarisations of a buffer (Knowles 2006).
+
+    Each objective is normalised to ``[0, 1]`` over the rows in ``mask``
+    (a constant objective to 0), then
+    ``s = max_i(w_i f_i) + rho * sum_i(w_i f_i)`` for each weight vector.
+
+    Args:
+      weights: ``(k, m)`` weight vectors (rows on the simplex).
+      values: ``(n, m)`` objective values, minimised.
+      mask: ``(n,)`` rows that count (finite observations).
+    Returns:
+      ``(k, n)`` scalarised values; 0 outside ``mask``.
+    """
+    lo = jnp.min(jnp.where(mask[:, None], values, jnp.inf), axis=0)
+    hi = jnp.max(jnp.where(mask[:, None], values, -jnp.inf), axis=0)
+    span = jnp.where(hi > lo, hi - lo, 1.0)
+    f = jnp.where(mask[:, None], (values - jnp.where(jnp.isfinite(lo), lo, 0.0)) / span, 0.0)
+    wf = weights[:, None, :] * f[None, :, :]
+    s = jnp.max(wf, axis=-1) + rho * jnp.sum(wf, axis=-1)
+    return jnp.where(mask[None, :], s, 0.0)
 
 
 def _check_beta(v):
@@ -89,12 +149,60 @@ class GPBO(Strategy):
     If the GP cannot be factorised even with the largest jitter, the ask
     falls back to uniform points and ``state.gp_failures`` counts it.
 
+    **Several values** (``num_objectives + num_constraints > 1``). The
+    interface is ``NSGA2``'s and ``MOTPE``'s, so ``jaxhpo.minimize`` / ``run``
+    / ``Study`` work unchanged: ``tell(state, x, values)`` takes ``values``
+    of shape ``(popsize, num_objectives + num_constraints)``, the objectives
+    (minimised) then the constraints (feasible when ``<= 0``); a row with any
+    non-finite entry is a failed evaluation and enters no GP fit.
+    ``best_x`` / ``best_value`` are the feasible point with the lowest first
+    objective; with ``num_objectives >= 2``, ``pareto_front(state)`` gives
+    the non-dominated feasible rows of the buffer. ``num_objectives``,
+    ``num_constraints``, ``num_values`` and ``pareto_front`` exist only on
+    such a GPBO: a plain one keeps the scalar protocol (``(popsize,)``
+    values, scalar history), so every existing caller sees it unchanged.
+
+    * Constraints: one independent GP per constraint, fitted (MAP, as above)
+      to its standardised values over the finite rows. With ``"logei"`` the
+      acquisition is constrained EI (Gardner et al. 2014; Gelbart et al.
+      2014): ``log EI`` over the best *feasible* value plus
+      ``sum_j log P(c_j(x) <= 0)`` (``acquisition.log_feasibility``). Until a
+      feasible point has been seen there is no incumbent to improve on, and
+      the acquisition is the feasibility term alone (find the feasible
+      region first). With ``"ts"``, constrained Thompson sampling (Eriksson
+      & Poloczek 2021, SCBO): joint draws of the objective and every
+      constraint over the candidates; the lowest sampled objective among the
+      candidates feasible under the draw, else the lowest sampled total
+      violation. ``"ucb"`` with constraints raises ``ValueError``: an
+      optimistic bound and a probability do not combine without an arbitrary
+      penalty weight, so use ``"logei"`` or ``"ts"``. Within a batch the
+      constraint GPs also believe their posterior mean at the chosen points,
+      but never better than the bound while no feasible point is known:
+      conditioning on a feasible-looking mean would make the feasibility
+      probability there *higher*, and the batch would not spread.
+    * Several objectives: ParEGO (Knowles 2006). For every point of a batch a
+      weight vector ``w`` is drawn uniformly on the simplex; each objective
+      is normalised to ``[0, 1]`` over the finite observations and
+      scalarised as ``s = max_i(w_i f_i) + 0.05 sum_i(w_i f_i)``
+      (``augmented_chebyshev``); one GP is fitted to each point's ``s``
+      (``vmap`` over the batch, each warm-started from the previous ask's
+      first fit) and the point maximises the acquisition of ``s`` ("logei":
+      over the best feasible ``s``; "ucb" and "ts" as for one objective),
+      plus the feasibility term with constraints. The Kriging believer still
+      spreads the batch: point ``j``'s GP believes its own mean at the points
+      chosen before it.
+    * When the buffer is full, the ``capacity`` best rows stay, by
+      constraint-domination rank (``pareto.constrained_nondominated_rank``;
+      failed rows rank last), older first within a rank.
+
     Args:
       space: the ``Space``.
       popsize: points per ``ask``.
       capacity: rows of the observation buffer (``>= popsize``); the cost of
         an ask grows as ``capacity**3``, whatever the count.
       acquisition: ``"logei"`` (default), ``"ucb"`` or ``"ts"``.
+      num_objectives: ``m >= 1`` objective columns of ``values``.
+      num_constraints: ``c >= 0`` constraint columns after them.
       n_init: initial design size.
       beta: default UCB exploration weight (``params["beta"]``), on
         standardised values.
@@ -107,7 +215,8 @@ class GPBO(Strategy):
     """
 
     def __init__(self, space: Space, popsize: int = 1, capacity: int = 256,
-                 acquisition: str = "logei", *, n_init: int = 10, beta: float = 4.0,
+                 acquisition: str = "logei", *, num_objectives: int = 1, num_constraints: int = 0,
+                 n_init: int = 10, beta: float = 4.0,
                  min_noise: float = 1e-6, fit_steps: int = 20, fit_starts: int = 2,
                  num_candidates: int = 512, num_local: int = 256, restarts: int = 8,
                  acq_steps: int = 40, acq_learning_rate: float = 0.05):
@@ -116,6 +225,18 @@ class GPBO(Strategy):
         if self.capacity < self.popsize:
             raise ValueError(f"capacity must be >= popsize ({self.popsize}), got {self.capacity}")
         self.acquisition = check_choice("acquisition", acquisition, ACQUISITIONS)
+        self._m = check_int("num_objectives", num_objectives, 1)
+        self._c = check_int("num_constraints", num_constraints, 0)
+        if self._c and self.acquisition == "ucb":
+            raise ValueError(
+                f"acquisition='ucb' does not support constraints (num_constraints={self._c}): an "
+                "optimistic bound and a feasibility probability do not combine without an arbitrary "
+                "weight; use acquisition='logei' (constrained EI) or 'ts' (constrained Thompson sampling)")
+        if self._m + self._c > 1:
+            # Public settings (hashing, repr, stored specs) only when there
+            # are several values: the loop and Study read these names to
+            # switch to vector values, which a plain GPBO must not do.
+            self.num_objectives, self.num_constraints = self._m, self._c
         self.n_init = check_int("n_init", n_init, 1)
         self.beta = _check_beta(beta)
         self.min_noise = _check_min_noise(min_noise)
@@ -145,6 +266,35 @@ class GPBO(Strategy):
             self._cat_options = None
 
     @property
+    def _vector(self) -> bool:
+        """Several values per point (objectives and constraints)."""
+        return self._m + self._c > 1
+
+    @property
+    def num_values(self) -> int:
+        """Columns ``tell`` expects: ``num_objectives + num_constraints``.
+
+        Only on a GPBO with several values; a plain one takes ``(popsize,)``
+        values (``AttributeError`` here, so callers keep the scalar protocol).
+        """
+        if not self._vector:
+            raise AttributeError("num_values: this GPBO has one objective and no constraints "
+                                 "(it takes (popsize,) values)")
+        return self._m + self._c
+
+    @property
+    def pareto_front(self):
+        """``pareto_front(state) -> (x (capacity, dim), values (capacity, m), mask (capacity,))``.
+
+        ``mask`` marks the non-dominated feasible rows of the buffer (equal
+        objective vectors once), as ``MOTPE.pareto_front``. Only with
+        ``num_objectives >= 2`` (``AttributeError`` otherwise).
+        """
+        if self._m < 2:
+            raise AttributeError("pareto_front: this GPBO has one objective")
+        return self._pareto_front
+
+    @property
     def num_design(self) -> int:
         """Initial design points: ``n_init`` rounded up to whole generations."""
         return math.ceil(self.n_init / self.popsize) * self.popsize
@@ -171,13 +321,18 @@ class GPBO(Strategy):
 
     def _init(self, key, params):
         cap, dim = self.capacity, self.dim
+        kernel = gp.default_kernel_params(dim)
+        y_shape = (cap,)
+        if self._vector:
+            y_shape = (cap, self._m + self._c)
+            kernel = jax.tree_util.tree_map(lambda a: jnp.stack([a] * (1 + self._c)), kernel)
         return GPBOState(
             params=params,
             x=jnp.full((cap, dim), 0.5, jnp.float32),
-            y=jnp.zeros((cap,), jnp.float32),
+            y=jnp.zeros(y_shape, jnp.float32),
             status=jnp.zeros((cap,), jnp.int32),
             count=jnp.array(0, jnp.int32),
-            kernel=gp.default_kernel_params(dim),
+            kernel=kernel,
             design=self._snap(self._sobol(key, self.num_design)),
             gp_failures=jnp.array(0, jnp.int32),
             **initial_best(dim),
@@ -197,7 +352,8 @@ class GPBO(Strategy):
                           self._snap(self.space.sample(key, self.popsize)))
             return x, state.kernel, jnp.array(True)
 
-        x, kernel, ok = jax.lax.cond(use_model, lambda k: self._model_ask(k, state), from_design, key)
+        model_ask = self._vector_model_ask if self._vector else self._model_ask
+        x, kernel, ok = jax.lax.cond(use_model, lambda k: model_ask(k, state), from_design, key)
         return x, state._replace(kernel=kernel, gp_failures=state.gp_failures + (~ok).astype(jnp.int32))
 
     def _model_ask(self, key, state):
@@ -242,6 +398,145 @@ class GPBO(Strategy):
         fallback = self._snap(self.space.sample(k_fallback, self.popsize))
         return jnp.where(ok, x, fallback), kernel, ok
 
+    # ------------------------------------------- several values: the models
+    # With several values an ask fits T + c GPs at once (one vmapped fit, so
+    # one compiled fit): T objective models (the objective, or one ParEGO
+    # scalarisation per batch point) and one per constraint.
+
+    def _targets(self, key, state, observed):
+        """``(T, capacity)`` values the objective GPs model: the objective itself
+        (``T = 1``) or, with several objectives, one ParEGO scalarisation per
+        batch point (``T = popsize``), each with its own weight vector."""
+        obj = state.y[:, :self._m]
+        if self._m == 1:
+            return jnp.where(observed, obj[:, 0], 0.0)[None]
+        # Normalised exponentials are uniform on the simplex (Dirichlet(1, ..., 1)).
+        e = jax.random.exponential(key, (self.popsize, self._m), jnp.float32)
+        weights = e / jnp.sum(e, axis=1, keepdims=True)
+        return augmented_chebyshev(weights, obj, observed)
+
+    def _fit_all(self, key, state):
+        """Fit the ``T + c`` GPs of an ask.
+
+        Returns ``(kernels, posts, z, z_post, threshold, scale)``: kernels and
+        posteriors stacked on ``(T + c,)``; ``z (T + c, capacity)`` the
+        standardised values the fits saw (finite rows only) and ``z_post``
+        those the posteriors hold (failed rows believed as bad as the worst
+        finite row, so a failing region is not proposed blindly);
+        ``threshold (c,)``, ``scale (c,)`` as in ``ConstraintModel``.
+        """
+        cat, card, min_noise = self._categorical, self._card, state.params["min_noise"]
+        observed = state.status == _OBSERVED
+        failed = state.status == _FAILED
+        k_w, k_fit = jax.random.split(key)
+        targets = self._targets(k_w, state, observed)
+        n_t = targets.shape[0]
+        values = jnp.concatenate([targets.T, state.y[:, self._m:]], axis=1)  # (capacity, T + c)
+        z, mean, std = jax.vmap(gp.standardize, in_axes=(1, None))(values, observed)
+        worst = jnp.max(jnp.where(observed, z, -jnp.inf), axis=1, keepdims=True)
+        z_post = jnp.where(failed, worst, z)
+        # Warm starts: every objective model from the previous first one, each constraint from its own.
+        warm = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([jnp.broadcast_to(a[0], (n_t,) + a.shape[1:]), a[1:]]), state.kernel)
+
+        def one(k, zi, zpi, w):
+            kp = gp.fit_kernel_params(k, state.x, zi, observed, w, cat, card, min_noise,
+                                      self.fit_steps, self.fit_starts)
+            return kp, gp.factorize(kp, state.x, zpi, observed | failed, cat, card, min_noise)
+
+        keys = jax.random.split(k_fit, n_t + self._c)
+        kernels, posts = jax.vmap(one)(keys, z, z_post, warm)
+        return kernels, posts, z, z_post, -mean[n_t:] / std[n_t:], std[n_t:]
+
+    def constraint_model(self, key: jax.Array, state: GPBOState) -> ConstraintModel:
+        """The constraint GPs that an ``ask`` fits on ``state`` (``num_constraints >= 1``).
+
+        ``key`` plays the part of the ask's model key (it seeds the fits'
+        random starts). ``log_feasibility(model, x)`` then gives the
+        acquisition's feasibility term.
+        """
+        if not self._c:
+            raise ValueError("constraint_model: this GPBO has num_constraints=0")
+        _, posts, _, _, threshold, scale = self._fit_all(key, state)
+        post = jax.tree_util.tree_map(lambda a: a[-self._c:], posts)
+        return ConstraintModel(post=post, threshold=threshold, scale=scale)
+
+    def log_feasibility(self, model: ConstraintModel, x: jax.Array) -> jax.Array:
+        """``sum_j log P(c_j(x) <= 0)`` under ``model``'s GPs at ``x (k, dim)``; ``(k,)``."""
+        cat, card = self._categorical, self._card
+        mean, var = jax.vmap(lambda post: gp.predict(post, x, cat, card))(model.post)  # (c, k)
+        return acqf.log_feasibility(mean.T, var.T, model.threshold)
+
+    def _believe(self, post0, kernel, x_f, fantasy, values, bound, believe_mean, rows, min_noise):
+        """``post0`` (the buffer's rows) conditioned on the fantasy rows ``x_f (extra, dim)`` too.
+
+        Each active fantasy row is believed at the mean of ``post0`` there:
+        conditioning on a posterior mean leaves the mean unchanged, so the
+        beliefs about all earlier batch points come from the real rows alone
+        (the sequential Kriging believer in one step). Unless
+        ``believe_mean``, a belief is raised to ``bound`` (see the class
+        docstring: constraints before any feasible point).
+        """
+        cat, card = self._categorical, self._card
+        mean, _ = gp.predict(post0, x_f, cat, card)
+        belief = jnp.where(believe_mean, mean, jnp.maximum(mean, bound))
+        xb = jnp.concatenate([post0.x, x_f])
+        yb = jnp.concatenate([values, belief])
+        return gp.factorize(kernel, xb, yb, jnp.concatenate([rows, fantasy]), cat, card, min_noise)
+
+    def _vector_model_ask(self, key, state):
+        """``(x (popsize, dim), fitted kernels (1 + c,), ok ())`` from the objective and constraint GPs."""
+        m, c, p = self._m, self._c, self.popsize
+        observed = state.status == _OBSERVED
+        rows = observed | (state.status == _FAILED)
+        k_models, k_batch, k_fallback = jax.random.split(key, 3)
+        con = state.y[:, m:]
+        feasible = observed & jnp.all(con <= 0.0, axis=1)
+        any_feasible = jnp.any(feasible)
+        kernels, posts, z, z_post, threshold, scale = self._fit_all(k_models, state)
+        n_t = z.shape[0] - c
+        ok = jnp.all(posts.ok)
+        # EI improves on the best feasible row; before one exists the EI term
+        # is off (a finite stand-in keeps its gradient finite under `where`).
+        zt = z[:n_t]
+        best_z = jnp.where(any_feasible, jnp.min(jnp.where(feasible, zt, jnp.inf), axis=1), 0.0)
+        # Local candidates around the best feasible row, else the least violating one.
+        violation = jnp.sum(jnp.maximum(con, 0.0), axis=1)
+        score = jnp.where(any_feasible, jnp.where(feasible, zt, jnp.inf), jnp.where(observed, violation, jnp.inf))
+        incumbents = state.x[jnp.argmin(score, axis=1)]  # (T, dim)
+        # Constraint beliefs are raised to the bound while nothing feasible is known.
+        bound = jnp.concatenate([jnp.full((1,), -jnp.inf), threshold])
+        believe_mean = jnp.concatenate([jnp.ones((1,), bool), jnp.full((c,), any_feasible)])
+        extra = p - 1  # fantasy rows of the Kriging believer
+
+        def choose(carry, inputs):
+            x_f, fantasy, ok = carry
+            j, key = inputs
+            t = jnp.minimum(j, n_t - 1)
+            idx = jnp.concatenate([t[None], n_t + jnp.arange(c)])  # point j's objective model, then constraints
+            pick = lambda a: a[idx]  # noqa: E731
+            post = jax.tree_util.tree_map(pick, posts)
+            if extra:
+                post = jax.vmap(lambda p0, kp, zi, b, bm: self._believe(
+                    p0, kp, x_f, fantasy, zi, b, bm, rows, state.params["min_noise"]))(
+                    post, jax.tree_util.tree_map(pick, kernels), z_post[idx], bound, believe_mean)
+                ok = ok & jnp.all(post.ok)
+            x = self._maximize_vector(key, post, threshold, scale, incumbents[t], best_z[t], any_feasible,
+                                      state.params)
+            if extra:
+                row = jnp.minimum(j, extra - 1)
+                write = j < extra
+                x_f = jnp.where(write, x_f.at[row].set(x), x_f)
+                fantasy = fantasy | (write & (jnp.arange(extra) == row))
+            return (x_f, fantasy, ok), x
+
+        init = (jnp.full((extra, self.dim), 0.5, jnp.float32), jnp.zeros((extra,), bool), ok)
+        (_, _, ok), x = jax.lax.scan(choose, init, (jnp.arange(p), jax.random.split(k_batch, p)))
+        fallback = self._snap(self.space.sample(k_fallback, p))
+        # Warm starts of the next ask: the first objective model's fit, then the constraints'.
+        new_kernel = jax.tree_util.tree_map(lambda a: jnp.concatenate([a[:1], a[n_t:]]), kernels)
+        return jnp.where(ok, x, fallback), new_kernel, ok
+
     def _candidates(self, key: jax.Array, incumbent: jax.Array) -> jax.Array:
         """``(num_candidates + num_local, dim)`` snapped candidate points."""
         k_sobol, k_dir, k_scale = jax.random.split(key, 3)
@@ -275,7 +570,99 @@ class GPBO(Strategy):
                              self.acq_steps, self.acq_learning_rate, self._cat_options)
         return x
 
+    def _maximize_vector(self, key, posts, threshold, scale, incumbent, best_z, any_feasible, params):
+        """One point from ``posts``: the objective model, then the ``c`` constraint models,
+        stacked on ``(1 + c,)``; see the class docstring for the acquisitions."""
+        cat, card, c = self._categorical, self._card, self._c
+        k_cand, k_ts = jax.random.split(key)
+        cands = self._candidates(k_cand, incumbent)
+        if self.acquisition == "ts":
+            keys = jax.random.split(k_ts, 1 + c)
+            samples = jax.vmap(lambda k, post: acqf.thompson_sample(k, post, cands, cat, card))(keys, posts)
+            if not c:
+                return cands[jnp.argmin(samples[0])]
+            return cands[acqf.constrained_thompson_choice(samples[0], samples[1:], threshold, scale)]
+
+        def acq(x):
+            mean, var = jax.vmap(lambda post: gp.predict(post, x, cat, card))(posts)  # (1 + c, k)
+            if self.acquisition == "logei":
+                value = acqf.log_ei(mean[0], var[0], best_z)
+            else:
+                value = acqf.ucb(mean[0], var[0], params["beta"])
+            if not c:
+                return value
+            # Constrained EI, in logs; before any feasible point, feasibility alone.
+            return jnp.where(any_feasible, value, 0.0) + acqf.log_feasibility(mean[1:].T, var[1:].T, threshold)
+
+        x, _ = acqf.maximize(acq, cands, self._snap, ~self._categorical, self.restarts,
+                             self.acq_steps, self.acq_learning_rate, self._cat_options)
+        return x
+
     # --------------------------------------------------------------- tell
+    def tell(self, state: GPBOState, x: jax.Array, values: jax.Array) -> GPBOState:
+        """Learn from evaluated points.
+
+        Args:
+          x: ``(popsize, dim)`` the points of the latest ``ask``.
+          values: ``(popsize,)`` objective values for a plain GPBO (``(popsize, 1)``
+            is accepted too); with several values ``(popsize, num_objectives +
+            num_constraints)``, objectives then constraints. A row with a
+            non-finite entry is a failed evaluation.
+        """
+        p = self.popsize
+        values = jnp.asarray(values)
+        if not self._vector:
+            if values.shape == (p, 1):
+                values = values[:, 0]
+            return super().tell(state, x, values)
+        k, m = self._m + self._c, self._m
+        x = jnp.asarray(x, jnp.float32)
+        if x.shape != (p, self.dim):
+            raise ValueError(f"tell: x must have shape (popsize, dim) = {(p, self.dim)}, got {x.shape}")
+        if values.shape != (p, k):
+            raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
+                             f"{(p, k)}, got {values.shape}")
+        values = values.astype(jnp.float32)
+        ok = jnp.all(jnp.isfinite(values), axis=1)
+        x = self._snap(jnp.clip(x, 0.0, 1.0))
+        y = jnp.where(ok[:, None], values, 0.0)
+        status = jnp.where(ok, _OBSERVED, _FAILED).astype(jnp.int32)
+        new = jax.lax.cond(state.count + p <= self.capacity, self._append, self._keep_best, state, x, y, status)
+        f0 = jnp.where(ok & jnp.all(values[:, m:] <= 0.0, axis=1), values[:, 0], jnp.inf)
+        i = jnp.argmin(f0)
+        better = f0[i] < state.best_value
+        return new._replace(
+            count=jnp.minimum(state.count + p, self.capacity),
+            best_x=jnp.where(better, x[i], state.best_x),
+            best_value=jnp.where(better, f0[i], state.best_value),
+            generation=state.generation + 1,
+        )
+
+    def _append(self, state, x, y, status):
+        slots = state.count + jnp.arange(self.popsize, dtype=jnp.int32)
+        return state._replace(x=state.x.at[slots].set(x), y=state.y.at[slots].set(y),
+                              status=state.status.at[slots].set(status))
+
+    def _keep_best(self, state, x, y, status):
+        """Full: keep the ``capacity`` best rows by constraint-domination rank, older first within a rank."""
+        m = self._m
+        all_x = jnp.concatenate([state.x, x])
+        all_y = jnp.concatenate([state.y, y])
+        all_s = jnp.concatenate([state.status, status])
+        rank = pareto.constrained_nondominated_rank(all_y[:, :m], all_y[:, m:], all_s == _OBSERVED)
+        # Real rows first (failed ones rank last among them), then by rank; lexsort is stable.
+        keep = jnp.lexsort((rank, all_s == _EMPTY))[:self.capacity]
+        return state._replace(x=all_x[keep], y=all_y[keep], status=all_s[keep])
+
+    def _pareto_front(self, state: GPBOState) -> tuple[jax.Array, jax.Array, jax.Array]:
+        m = self._m
+        obj = state.y[:, :m]
+        valid = (state.status == _OBSERVED) & jnp.all(state.y[:, m:] <= 0.0, axis=1)
+        same = jnp.all(obj[:, None, :] == obj[None, :, :], axis=-1)
+        earlier = jnp.tril(jnp.ones(same.shape, bool), k=-1)
+        dup = jnp.any(same & earlier & valid[None, :], axis=1)
+        return state.x, obj, pareto.pareto_front_mask(obj, valid & ~dup)
+
     def _tell(self, state, x, values):
         x = self._snap(x)
 
