@@ -29,9 +29,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax.flatten_util import ravel_pytree
 
 from .. import _linalg as linalg
+from . import _lbfgs
 
 __all__ = [
     "KernelParams", "Posterior", "default_kernel_params", "kernel_matrix", "masked_gram",
@@ -272,7 +273,7 @@ def log_prior(p: KernelParams, min_noise: jax.Array) -> jax.Array:
 
 def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Array,
                       warm: KernelParams, categorical: np.ndarray, card: np.ndarray,
-                      min_noise: jax.Array, steps: int = 20, starts: int = 2) -> KernelParams:
+                      min_noise: jax.Array, steps: int = 20, starts: int = 2, tol: float = 1e-6) -> KernelParams:
     """Maximum a posteriori hyperparameters by L-BFGS from several starts at once.
 
     Starts: ``warm`` (the previous fit: between generations the optimum
@@ -280,16 +281,19 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
     ``starts - 1`` random draws (lengthscales log-uniform over ``[0.05, 5]``,
     noise log-uniform over ``[1e-6, 1e-1]``, unit signal), which guard
     against the warm start sitting in a stale local optimum. Every start runs
-    ``steps`` L-BFGS iterations with a zoom line search (``vmap``; a fixed
-    iteration count, so the cost is fixed). The hyperparameters are clipped
+    at most ``steps`` L-BFGS iterations with a backtracking line search
+    (``_lbfgs.minimize``; ``vmap`` over starts), stopping early once an
+    iteration improves the objective by less than ``tol`` relative (or its
+    gradient norm is below ``tol``). The hyperparameters are clipped
     to their bounds inside the objective; a non-finite objective (a failed
-    Cholesky) is rejected by the line search. The start with the best final
+    Cholesky) is never accepted by the line search. The start with the best final
     objective wins; if none is finite, ``warm``.
 
     Args:
       x: ``(n, dim)``; y: ``(n,)`` standardised; mask: ``(n,)`` valid rows.
-      steps: L-BFGS iterations per start.
+      steps: the most L-BFGS iterations per start.
       starts: number of starts, ``>= 1``.
+      tol: relative decrease (and gradient norm) below which a start stops.
     Returns:
       ``KernelParams`` with leaves of shape ``(dim,)``, ``()``, ``()``.
     """
@@ -314,30 +318,15 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
         lml = log_marginal_likelihood(p, x, y, mask, categorical, card, min_noise)
         return -(lml + log_prior(p, min_noise)) / n
 
-    def safe_objective(p):
-        v = objective(p)
-        return jnp.where(jnp.isfinite(v), v, jnp.inf)
+    _, unravel = ravel_pytree(warm)
 
-    opt = optax.lbfgs(memory_size=10, linesearch=optax.scale_by_zoom_linesearch(
-        max_linesearch_steps=12, verbose=False))
-    value_and_grad = optax.value_and_grad_from_state(safe_objective)
+    def value_and_grad(flat):
+        v, g = jax.value_and_grad(lambda f: objective(unravel(f)))(flat)
+        return v, jnp.where(jnp.isfinite(g), g, 0.0)
 
     def run(p0):
-        def step(carry, _):
-            p, s = carry
-            v, g = value_and_grad(p, state=s)
-            finite = jnp.isfinite(v) & jnp.all(jnp.array(
-                [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(g)]))
-            g = jax.tree_util.tree_map(lambda a: jnp.where(finite, a, 0.0), g)
-            upd, s_new = opt.update(g, s, p, value=v, grad=g, value_fn=safe_objective)
-            p_new = optax.apply_updates(p, upd)
-            ok = finite & jnp.all(jnp.array(
-                [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(p_new)]))
-            keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-            return (jax.tree_util.tree_map(keep, p_new, p), jax.tree_util.tree_map(keep, s_new, s)), None
-
-        (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), None, length=steps)
-        p = clip_kernel_params(p)
+        res = _lbfgs.minimize(value_and_grad, ravel_pytree(p0)[0], steps, tol)
+        p = clip_kernel_params(unravel(res.x))
         return p, objective(p)
 
     final, losses = jax.vmap(run)(init)

@@ -208,7 +208,7 @@ class GPBO(Strategy):
         standardised values.
       min_noise: default noise-variance floor (``params["min_noise"]``), in
         standardised units.
-      fit_steps, fit_starts: L-BFGS iterations and starts of the hyperparameter fit.
+      fit_steps, fit_starts: the most L-BFGS iterations (it stops earlier once converged) and the starts of the hyperparameter fit.
       num_candidates: Sobol candidates per chosen point; num_local: more
         candidates around the incumbent.
       restarts, acq_steps, acq_learning_rate: the gradient refinement.
