@@ -122,6 +122,8 @@ def test_bad_arguments():
         gradient_tune(lambda c, s: (0.0, s), SPACE, popsize=4, carry=jnp.zeros(3))
     with pytest.raises(TypeError, match="objective"):
         gradient_tune(None, SPACE)
+    with pytest.raises(ValueError, match="transform"):
+        gradient_tune(bowl, SPACE, transform="tanh")
 
 
 def test_has_grad_with_unrolled_forward_mode_matches_autodiff_driver():
@@ -151,3 +153,55 @@ def test_has_grad_with_unrolled_forward_mode_matches_autodiff_driver():
     assert r1.best_value < r1.history.values[0].min()
     with pytest.raises(ValueError, match="has_grad"):
         gradient_tune(lambda c: (hg(c, w0)[0], {"lr": 0.0}), space, init=init, num_steps=2, has_grad=True)
+
+
+def test_clip_transform_reaches_a_bound_that_logit_only_approaches():
+    """Optimum past the upper bound: projected steps sit exactly on it, the logit stays inside."""
+    space = Space(lr=Float(1e-4, 1.0, log=True), n=Int(1, 3))
+
+    def f(c):  # decreasing in lr over the whole range; the integer coordinate is ignored
+        return (jnp.log(c["lr"]) - math.log(10.0)) ** 2
+
+    init = np.array([[0.2, 0.1], [0.6, 0.9]], np.float32)
+    opt = optax.adam(0.05)
+    clip = gradient_tune(f, space, init=init, num_steps=40, optimizer=opt, transform="clip")
+    logit = gradient_tune(f, space, init=init, num_steps=40, optimizer=opt)
+    np.testing.assert_array_equal(clip.state["final_x"][:, 0], 1.0)
+    np.testing.assert_array_equal(clip.history.x[:, :, 1], init[None, :, 1].repeat(40, 0))  # Int held
+    assert clip.best_params["lr"] == pytest.approx(1.0, rel=1e-5)
+    assert np.all(logit.state["final_x"][:, 0] < 1.0)
+    assert np.all(clip.history.x[..., 0] <= 1.0) and np.all(clip.history.x[..., 0] >= 0.0)
+    # while the gradient points past the bound, the point stays there
+    first = np.argmax(clip.history.x[:, 0, 0] == 1.0)
+    np.testing.assert_array_equal(clip.history.x[first:, 0, 0], 1.0)
+
+
+def test_clip_transform_steps_are_additive_in_the_cube():
+    """With sign steps (SGD on the sign), "clip" moves the cube coordinate by a fixed amount a step,
+    i.e. the value of a log float by a fixed factor, and converges to an interior optimum."""
+    space = Space(lr=Float(1e-4, 1.0, log=True))
+    opt = optax.chain(optax.scale_by_sign(), optax.scale(-0.01))
+    init = np.array([[0.05]], np.float32)
+    res = gradient_tune(lambda c: (jnp.log(c["lr"]) - math.log(0.01)) ** 2, space, init=init, num_steps=60,
+                        optimizer=opt, transform="clip")
+    u = res.history.x[:, 0, 0]
+    np.testing.assert_allclose(np.diff(u[:40]), 0.01, atol=1e-6)  # 0.05 -> 0.45 in 40 steps
+    assert res.best_params["lr"] == pytest.approx(0.01, rel=0.05)  # cube 0.5, reached and held within a step
+
+
+def test_clip_transform_with_given_gradients_matches_autodiff():
+    """has_grad chains the objective's gradient through the identity transform too."""
+    space = Space(x=Float(-1.0, 3.0), y=Float(1e-2, 1e2, log=True))
+
+    def f(c):
+        return (c["x"] - 2.5) ** 2 + (jnp.log(c["y"]) - 1.0) ** 2
+
+    def f_grad(c):
+        return f(c), jax.grad(f)(c)
+
+    init = np.array([[0.1, 0.2], [0.9, 0.95]], np.float32)
+    r1 = gradient_tune(f_grad, space, init=init, num_steps=30, has_grad=True, transform="clip",
+                       optimizer=optax.adam(0.02))
+    r2 = gradient_tune(f, space, init=init, num_steps=30, transform="clip", optimizer=optax.adam(0.02))
+    np.testing.assert_allclose(r1.history.x, r2.history.x, rtol=1e-5, atol=1e-6)
+    assert r1.best_value < r1.history.values[0].min()

@@ -1,18 +1,22 @@
 """Gradient-based tuning of a space's continuous hyperparameters, for a population at once.
 
 Each member of a population is a point of the space. Its ``Float``
-coordinates are optimised by an optax optimiser on an unconstrained
-transform, the logit of the cube coordinate:
+coordinates are optimised by an optax optimiser on a transform of the cube
+coordinate ``u`` (``value = space.decode(u)``, affine in ``log(value)`` for
+log-scaled floats), one of ``TRANSFORMS``:
 
-    z = logit(u),  u = sigmoid(z) in (0, 1),  value = space.decode(u)
+* ``"logit"`` (default): ``z = logit(u)``, ``u = sigmoid(z) in (0, 1)``,
+  unconstrained; a bound is approached only asymptotically.
+* ``"clip"``: ``z = u``, projected back onto ``[0, 1]`` after every step
+  (projected gradient descent); steps are additive in ``u`` (multiplicative
+  in the value of a log-scaled float) right up to a bound, which is reached
+  in finitely many steps and held while the gradient points past it.
 
-which is a logit of ``log(value)`` for log-scaled floats (so steps are
-multiplicative there) and of ``value`` for linear ones; every iterate stays
-inside the bounds. Integer and categorical coordinates are held at each
-member's starting value (search them with an outer strategy, calling this
-driver per configuration: it is jit- and vmap-able inside). All members run
-together: ``vmap`` of ``value_and_grad`` of the objective, inside one
-``lax.scan`` over the steps.
+Every iterate stays inside the bounds. Integer and categorical coordinates
+are held at each member's starting value (search them with an outer
+strategy, calling this driver per configuration: it is jit- and vmap-able
+inside). All members run together: ``vmap`` of ``value_and_grad`` of the
+objective, inside one ``lax.scan`` over the steps.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import optax
 
 from ..loop import Result, Trace
 from ..space import Float, Space
-from ._checks import check_callable, check_positive_int
+from ._checks import check_callable, check_choice, check_positive_int
 
-__all__ = ["gradient_tune", "float_mask"]
+__all__ = ["gradient_tune", "float_mask", "TRANSFORMS"]
+
+TRANSFORMS = ("logit", "clip")
 
 # Cube coordinates are kept this far from 0 and 1 before the logit, so that
 # a starting point on a bound has a finite transform.
@@ -43,14 +49,19 @@ def float_mask(space: Space) -> np.ndarray:
 
 
 @partial(jax.jit, static_argnames=("objective", "space", "optimizer", "num_steps", "negate", "stateful",
-                                   "has_grad"))
-def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, u0, carry0):
+                                   "has_grad", "transform"))
+def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, transform, u0, carry0):
     mask = jnp.asarray(float_mask(space))
     float_names = [n for n, d in space.dims.items() if isinstance(d, Float)]
     sign = -1.0 if negate else 1.0
 
+    clip = transform == "clip"
+
     def decode(z, u_fixed):
-        u = jnp.where(mask, jax.nn.sigmoid(z), u_fixed)
+        # "clip": z is the cube coordinate itself, kept in [0, 1] by the
+        # projection after each step (so no clip here, whose derivative
+        # would vanish on a bound).
+        u = jnp.where(mask, z if clip else jax.nn.sigmoid(z), u_fixed)
         return u, space.decode(u)
 
     def call(config, carry):
@@ -90,8 +101,11 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, u0
         return value, vjp(cot)[0], u, carry_new
 
     member = jax.vmap(member_given_grad if has_grad else member_autodiff)
-    uc = jnp.clip(u0, _EDGE, 1 - _EDGE)
-    z0 = jnp.log(uc) - jnp.log1p(-uc)
+    if clip:
+        z0 = u0
+    else:
+        uc = jnp.clip(u0, _EDGE, 1 - _EDGE)
+        z0 = jnp.log(uc) - jnp.log1p(-uc)
     opt_state0 = jax.vmap(optimizer.init)(z0)
 
     def body(carry, _):
@@ -101,7 +115,10 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, u0
         # A failed member (non-finite value or gradient) stays where it is.
         grads = jnp.where(ok[:, None], grads * mask, 0.0)
         updates, opt_state_new = jax.vmap(optimizer.update)(grads, opt_state, z)
-        z_new = jnp.where(ok[:, None], optax.apply_updates(z, updates), z)
+        z_new = optax.apply_updates(z, updates)
+        if clip:
+            z_new = jnp.where(mask, jnp.clip(z_new, 0.0, 1.0), z_new)
+        z_new = jnp.where(ok[:, None], z_new, z)
         opt_state_new = jax.tree_util.tree_map(
             lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old),
             opt_state_new, opt_state)
@@ -115,7 +132,7 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, u0
 def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: int = 16,
                   num_steps: int = 50, optimizer: optax.GradientTransformation | None = None,
                   init: Any = None, carry: Any = None, has_grad: bool = False,
-                  maximize: bool = False) -> Result:
+                  maximize: bool = False, transform: str = "logit") -> Result:
     """Tune the continuous hyperparameters of ``space`` by gradient descent, a population at once.
 
     Args:
@@ -131,9 +148,10 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         ``init`` is ``None``.
       popsize: members (ignored when ``init`` is given).
       num_steps: gradient steps per member (objective evaluations).
-      optimizer: optax optimiser on ``z = logit(u)``; default
+      optimizer: optax optimiser on ``z`` (see ``transform``); default
         ``optax.adam(0.1)`` (Adam's per-coordinate scaling makes the step
-        size in ``z`` independent of the objective's scale).
+        size in ``z`` independent of the objective's scale; with
+        ``"clip"``, a step of ``0.1`` is a tenth of the range).
       init: ``(popsize, dim)`` cube points to start from; default uniform.
       carry: optional pytree whose leaves have a leading ``popsize`` axis,
         threaded through the steps per member: each evaluation starts from
@@ -151,6 +169,10 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         forward mode or rematerialisation). Otherwise the driver applies
         ``jax.value_and_grad`` to the objective itself.
       maximize: maximise instead.
+      transform: ``"logit"`` (default; ``z = logit(u)``, unconstrained) or
+        ``"clip"`` (``z = u``, projected onto ``[0, 1]`` after each step; use
+        it when the optimum may lie on a bound, or for steps of a fixed size
+        in ``log(value)`` anywhere in the range). See ``TRANSFORMS``.
 
     Returns:
       a ``jaxhpo.Result``: ``best_params`` / ``best_value`` / ``best_x`` the
@@ -167,6 +189,7 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
     num_steps = check_positive_int("num_steps", num_steps)
+    transform = check_choice("transform", transform, TRANSFORMS)
     if optimizer is None:
         optimizer = optax.adam(0.1)
     if not isinstance(optimizer, optax.GradientTransformation):
@@ -191,7 +214,7 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
             if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != popsize:
                 raise ValueError(f"every carry leaf needs a leading popsize axis ({popsize}), got shape {jnp.shape(leaf)}")
     values, us, oks, inner = _tune(objective, space, optimizer, num_steps, bool(maximize), stateful,
-                                   bool(has_grad), u0, carry)
+                                   bool(has_grad), transform, u0, carry)
     values, us, oks = np.asarray(values), np.asarray(us), np.asarray(oks)
     sign = -1.0 if maximize else 1.0
     running = np.minimum.accumulate(values.min(axis=1))
