@@ -55,21 +55,26 @@ def _direction(g, S, Y, rho, stored, memory):
 
 
 def minimize(value_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]], x0: jax.Array,
-             max_iter: int, tol: float = 1e-6, memory: int = 10, max_backtrack: int = 12) -> LBFGSResult:
+             max_iter: int, tol: float = 1e-6, gtol: float | jax.Array = 1e-6, memory: int = 10,
+             max_backtrack: int = 12) -> LBFGSResult:
     """Minimise a smooth function of a vector by L-BFGS with backtracking.
 
-    Stops after ``max_iter`` iterations, or when an iteration lowers the
-    value by at most ``tol`` relative (``tol * max(|f|, 1)``), or when the
-    gradient norm is at most ``tol``, or when no step along the direction
-    (nor along the steepest descent) decreases the value. A non-finite value
-    counts as no decrease, so a point where the objective fails is never
-    accepted.
+    Stops after ``max_iter`` iterations, when the gradient's largest entry
+    is at most ``gtol`` (scipy's ``gtol``; checked before each iteration, so
+    a converged warm start costs one evaluation), when an iteration lowers
+    the value by at most ``tol`` relative (``tol * max(|f|, 1)``), or when
+    no step along the direction decreases the value. The backtracking gives
+    up once the decrease it asks for is below the value's float resolution
+    (at a minimum, rounding noise would otherwise spend every trial step). A
+    non-finite value counts as no decrease, so a point where the objective
+    fails is never accepted.
 
     Args:
       value_and_grad: ``x (n,) -> (f (), g (n,))``.
       x0: ``(n,)`` start; its value must be finite for progress.
       max_iter: the most iterations (static).
-      tol: the stopping tolerance.
+      tol: relative decrease per iteration below which it stops.
+      gtol: gradient max-norm below which it stops (may be traced).
       memory: stored curvature pairs (static).
       max_backtrack: the most step halvings per iteration (static).
     Returns:
@@ -83,10 +88,12 @@ def minimize(value_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
         """Backtracking from step 1 along ``d``: ``(x_new, f_new, g_new, accepted)``."""
         slope = jnp.dot(g, d)
 
+        resolution = 8.0 * jnp.finfo(dt).eps * jnp.maximum(jnp.abs(f), jnp.finfo(dt).tiny)
+
         def cond(c):
             t, _, fn, _, k = c
             ok = jnp.isfinite(fn) & (fn <= f + _C1 * t * slope)
-            return ~ok & (k < max_backtrack)
+            return ~ok & (k < max_backtrack) & (-t * slope > resolution)
 
         def body(c):
             t, _, _, _, k = c
@@ -102,8 +109,8 @@ def minimize(value_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
         return xn, fn, gn, accepted
 
     def cond(c):
-        *_, i, done = c
-        return (i < max_iter) & ~done
+        _, _, g, *_, i, done = c
+        return (i < max_iter) & ~done & (jnp.max(jnp.abs(g)) > gtol)
 
     def body(c):
         x, f, g, S, Y, rho, stored, i, _ = c
@@ -120,7 +127,7 @@ def minimize(value_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
         Y = jnp.where(push, jnp.roll(Y, -1, axis=0).at[-1].set(y), Y)
         rho = jnp.where(push, jnp.roll(rho, -1).at[-1].set(1.0 / jnp.where(sy != 0, sy, 1.0)), rho)
         stored = jnp.where(push, jnp.minimum(stored + 1, memory), stored)
-        small = (f - fn <= tol * jnp.maximum(jnp.abs(f), 1.0)) | (jnp.sqrt(jnp.dot(gn, gn)) <= tol)
+        small = f - fn <= tol * jnp.maximum(jnp.abs(f), 1.0)
         x = jnp.where(accepted, xn, x)
         g = jnp.where(accepted, gn, g)
         f = jnp.where(accepted, fn, f)

@@ -283,8 +283,9 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
     against the warm start sitting in a stale local optimum. Every start runs
     at most ``steps`` L-BFGS iterations with a backtracking line search
     (``_lbfgs.minimize``; ``vmap`` over starts), stopping early once an
-    iteration improves the objective by less than ``tol`` relative (or its
-    gradient norm is below ``tol``). The hyperparameters are clipped
+    iteration improves the objective by less than ``tol`` relative or the
+    gradient's largest entry is below Optuna's ``gtol`` (1e-2 on the
+    unscaled objective). The hyperparameters are clipped
     to their bounds inside the objective; a non-finite objective (a failed
     Cholesky) is never accepted by the line search. The start with the best final
     objective wins; if none is finite, ``warm``.
@@ -293,7 +294,7 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
       x: ``(n, dim)``; y: ``(n,)`` standardised; mask: ``(n,)`` valid rows.
       steps: the most L-BFGS iterations per start.
       starts: number of starts, ``>= 1``.
-      tol: relative decrease (and gradient norm) below which a start stops.
+      tol: relative decrease per iteration below which a start stops.
     Returns:
       ``KernelParams`` with leaves of shape ``(dim,)``, ``()``, ``()``.
     """
@@ -325,11 +326,18 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
         return v, jnp.where(jnp.isfinite(g), g, 0.0)
 
     def run(p0):
-        res = _lbfgs.minimize(value_and_grad, ravel_pytree(p0)[0], steps, tol)
-        p = clip_kernel_params(unravel(res.x))
-        return p, objective(p)
+        # Optuna's GPSampler stops at scipy's gtol = 1e-2 on the unscaled
+        # negative log posterior; the same criterion on this scaled one.
+        gtol = 1e-2 / jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
+        res = _lbfgs.minimize(value_and_grad, ravel_pytree(p0)[0], steps, tol, gtol)
+        # The objective clips, so res.value is the clipped point's value.
+        return clip_kernel_params(unravel(res.x)), res.value
 
-    final, losses = jax.vmap(run)(init)
+    if starts == 1:
+        # Not vmapped: a batch of one still pays for batched linear algebra.
+        final, losses = jax.tree_util.tree_map(lambda a: a[None], run(warm))
+    else:
+        final, losses = jax.vmap(run)(init)
     losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
     i = jnp.argmin(losses)
     best = jax.tree_util.tree_map(lambda a: a[i], final)

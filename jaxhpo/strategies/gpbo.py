@@ -125,7 +125,7 @@ class GPBO(Strategy):
        generations) ``ask`` returns scrambled Sobol points.
     2. Afterwards, values are standardised over the finite observations and
        the kernel hyperparameters are fitted by MAP (``gp.fit_kernel_params``:
-       ``fit_starts`` L-BFGS runs of ``fit_steps`` iterations, vmapped, one
+       ``fit_starts`` L-BFGS runs of at most ``fit_steps`` iterations, one
        warm-started from the previous generation's fit, kept in the state).
     3. The acquisition is maximised by ``acquisition.maximize``: Sobol
        candidates plus candidates scattered around the incumbent at scales
@@ -208,7 +208,11 @@ class GPBO(Strategy):
         standardised values.
       min_noise: default noise-variance floor (``params["min_noise"]``), in
         standardised units.
-      fit_steps, fit_starts: the most L-BFGS iterations (it stops earlier once converged) and the starts of the hyperparameter fit.
+      fit_steps, fit_starts: the most L-BFGS iterations of the hyperparameter
+        fit (it stops earlier once converged) and its starts. One start (warm
+        from the previous generation's fit, as Optuna's GPSampler) is the
+        default: on Hartmann-6 over 20 seeds a second, random start changed
+        the median regret at 100 evaluations within noise and tripled the time.
       num_candidates: Sobol candidates per chosen point; num_local: more
         candidates around the incumbent.
       restarts, acq_steps, acq_learning_rate: the gradient refinement.
@@ -217,7 +221,7 @@ class GPBO(Strategy):
     def __init__(self, space: Space, popsize: int = 1, capacity: int = 256,
                  acquisition: str = "logei", *, num_objectives: int = 1, num_constraints: int = 0,
                  n_init: int = 10, beta: float = 4.0,
-                 min_noise: float = 1e-6, fit_steps: int = 20, fit_starts: int = 2,
+                 min_noise: float = 1e-6, fit_steps: int = 20, fit_starts: int = 1,
                  num_candidates: int = 512, num_local: int = 256, restarts: int = 8,
                  acq_steps: int = 40, acq_learning_rate: float = 0.05):
         super().__init__(space, popsize)
