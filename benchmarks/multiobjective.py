@@ -120,10 +120,11 @@ def jaxhpo_hypervolumes(name: str, seeds: int, generations: int, random: bool = 
 
 
 # ------------------------------------------------------------------- optuna
-def optuna_hypervolumes(name: str, seeds: int, generations: int) -> tuple[np.ndarray, float]:
+def optuna_values(name: str, sampler, n_trials: int) -> np.ndarray:
+    """``(n, 2 + c)`` objectives and constraints of one Optuna study's complete trials, in order."""
     import optuna
 
-    space, f, c, ref = PROBLEMS[name]
+    space, f, c, _ = PROBLEMS[name]
     dims = space.dims
 
     def objective(trial):
@@ -135,14 +136,20 @@ def optuna_hypervolumes(name: str, seeds: int, generations: int) -> tuple[np.nda
             trial.set_constraint(str(i), float(g))
         return tuple(float(v) for v in obj)
 
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    study.optimize(objective, n_trials=n_trials)
+    return np.array([[*t.values, *t.user_attrs["constraints"]] for t in study.trials
+                     if t.state == optuna.trial.TrialState.COMPLETE])
+
+
+def optuna_hypervolumes(name: str, seeds: int, generations: int) -> tuple[np.ndarray, float]:
+    import optuna
+
+    _, _, c, ref = PROBLEMS[name]
     out, t0 = [], time.perf_counter()
     for s in range(seeds):
         sampler = optuna.samplers.NSGAIISampler(population_size=POPSIZE, seed=s)
-        study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
-        study.optimize(objective, n_trials=POPSIZE * generations)
-        values = np.array([[*t.values, *t.user_attrs["constraints"]] for t in study.trials
-                           if t.state == optuna.trial.TrialState.COMPLETE])
-        out.append(_front_hypervolume(values, c, ref))
+        out.append(_front_hypervolume(optuna_values(name, sampler, POPSIZE * generations), c, ref))
     return np.asarray(out), (time.perf_counter() - t0) / seeds
 
 
