@@ -89,6 +89,7 @@ under ``jax.experimental.enable_x64``.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -438,34 +439,21 @@ class CMAES(Strategy):
     # ------------------------------------------------------------ one generation
     def _generation(self, s: CMAESState) -> CMAESState:
         """The CMA update of a complete population, then termination and restart."""
-        n, dt, N = self.dim, s.sigma.dtype, self.max_popsize
+        n, dt = self.dim, s.sigma.dtype
         p = s.params
         k = self.constants(s)
         lam = self.population_size(s)
 
-        # Rank: failed (+inf) last; rows beyond lambda are not part of this population.
-        vals = jnp.where(jnp.arange(N) < lam, s.values, jnp.inf)
-        # Positive weights stop at rank mu <= lambda / 2 and the median sits at
-        # rank lambda / 2, so without active CMA the best N // 2 + 1 ranks are all
-        # that is needed; top_k finds them much faster than a full sort on CPU.
-        ranks = N if self.active else N // 2 + 1
-        neg_top, top = jax.lax.top_k(-vals, ranks)
-        v_top = -neg_top
-        z_top = s.z[top]
-        finite = jnp.isfinite(v_top)
-        w_nominal = k["weights"][:ranks]
-        w = jnp.where(finite & (w_nominal > 0), w_nominal, 0.0)
-        w_sum = w.sum()
-        ok = w_sum > 0  # at least one finite value among the selected ranks
-        w = w / jnp.where(ok, w_sum, 1.0)
-        # Negative (active) weights of failed samples are dropped, not moved:
-        # the negative mass only shrinks, which keeps C positive definite.
-        w_neg = jnp.where(finite & (w_nominal < 0), w_nominal, 0.0)
-        # mu_eff of the weights actually used: keeps the paths at unit scale under
-        # random selection when failed samples lost their weight.
-        mu_eff = jnp.where(ok, 1.0 / jnp.sum(w**2), 1.0)
-
-        z_w = w @ z_top  # (n,) = C^(-1/2) y_w
+        if self.max_doublings == 0:
+            sel = self._select(0, s.values, s.z, k["weights"])
+        else:
+            # One branch per population size: the ranking and the weighted sums
+            # cost what the current lambda needs, not the whole buffer's
+            # max_popsize rows (a top_k over 64x the population dominated a
+            # generation at popsize 256).
+            branches = [functools.partial(self._select, j) for j in range(self.max_doublings + 1)]
+            sel = jax.lax.switch(s.doublings, branches, s.values, s.z, k["weights"])
+        z_w, zz, w_neg_sum, mu_eff, ok, gen_best, gen_median, gen_worst = sel
         y_w = z_w * s.D if self.separable else s.sqrt_C @ z_w
         mean = s.mean + s.sigma * y_w
 
@@ -480,13 +468,11 @@ class CMAES(Strategy):
         delta_h = (1.0 - h_sigma) * cc * (2.0 - cc)
         # Positive weights sum to 1; negative ones are rescaled by n / ||C^(-1/2) y||^2
         # = n / ||z||^2 (the tutorial's w_i°), which bounds their effect per sample.
-        decay = 1.0 + c1 * delta_h - c1 - cmu * (1.0 + w_neg.sum())
-        w_cov = w + w_neg * n / jnp.maximum(jnp.sum(z_top**2, axis=1), 1e-12)
+        decay = 1.0 + c1 * delta_h - c1 - cmu * (1.0 + w_neg_sum)
         if self.separable:
-            rank_mu = w_cov @ (z_top * s.D) ** 2
+            rank_mu = zz * s.D**2
             C = decay * s.C + c1 * p_c**2 + cmu * rank_mu
         else:
-            zz = (z_top * w_cov[:, None]).T @ z_top  # sum_i w_i z_i z_i^T
             rank_mu = s.sqrt_C @ zz @ s.sqrt_C  # sum_i w_i y_i y_i^T
             C = decay * s.C + c1 * jnp.outer(p_c, p_c) + cmu * rank_mu
             C = 0.5 * (C + C.T)
@@ -506,15 +492,12 @@ class CMAES(Strategy):
 
         # Histories (ring buffers) of the best and the median value per generation.
         L = self.history_length
-        gen_best = v_top[0]
-        lo, hi = v_top[(lam - 1) // 2], v_top[lam // 2]
-        gen_median = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), 0.5 * (lo + hi), hi)
         w_idx = s.run_iteration % L
         hist_best = s2.hist_best.at[w_idx].set(gen_best)
         hist_median = s2.hist_median.at[w_idx].set(gen_median)
         s2 = s2._replace(hist_best=hist_best, hist_median=hist_median)
 
-        reason = self._termination(s2, p, lam, vals, w_idx)
+        reason = self._termination(s2, p, lam, gen_best, gen_worst, w_idx)
         stop = (reason != 0) & ~s.stopped
         s2 = s2._replace(stop_reason=jnp.where(stop, reason, s.stop_reason))
 
@@ -533,7 +516,57 @@ class CMAES(Strategy):
                        & jnp.isfinite(s2.sigma))
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(s.stopped | broken, a, b), frozen, s2)
             new = new._replace(stopped=s.stopped | stop, stop_reason=s2.stop_reason)
-        return new._replace(values=jnp.full_like(s.values, jnp.inf))
+        # The next population's rounds overwrite values[:lambda] before the
+        # next update reads them, so the buffer needs no reset.
+        return new
+
+    def _select(self, doublings: int, values, z, weights):
+        """Ranking and weighted sums of a population of ``lambda = popsize * 2**doublings``.
+
+        Args:
+          doublings: the population's doublings (static).
+          values: ``(N,)``, the first ``lambda`` this population's (failed: +inf).
+          z: ``(N, n)`` their standard normal samples.
+          weights: ``(N,)`` recombination weights (``cmaes_constants``).
+        Returns:
+          ``(z_w (n,), zz, w_neg_sum (), mu_eff (), ok (), best (), median (), worst ())``:
+          ``z_w = sum_i w_i z_i`` over the selected ranks; ``zz`` the
+          covariance weights' ``sum_i w_i z_i z_i^T`` ``(n, n)`` (separable:
+          its diagonal ``(n,)``); ``ok`` whether any selected value is finite.
+        """
+        n = self.dim
+        lam = self.popsize * 2**doublings
+        # Failed (+inf) rank last. Positive weights stop at rank mu <= lambda / 2
+        # and the median sits at rank lambda / 2, so without active CMA the best
+        # lambda // 2 + 1 ranks are all that is needed; top_k finds them much
+        # faster than a full sort on the CPU.
+        ranks = lam if self.active else lam // 2 + 1
+        neg_top, top = jax.lax.top_k(-values[:lam], ranks)
+        v_top = -neg_top
+        z_top = z[top]
+        finite = jnp.isfinite(v_top)
+        w_nominal = weights[:ranks]
+        w = jnp.where(finite & (w_nominal > 0), w_nominal, 0.0)
+        w_sum = w.sum()
+        ok = w_sum > 0
+        w = w / jnp.where(ok, w_sum, 1.0)
+        # Negative (active) weights of failed samples are dropped, not moved:
+        # the negative mass only shrinks, which keeps C positive definite.
+        w_neg = jnp.where(finite & (w_nominal < 0), w_nominal, 0.0)
+        # mu_eff of the weights actually used: keeps the paths at unit scale under
+        # random selection when failed samples lost their weight.
+        mu_eff = jnp.where(ok, 1.0 / jnp.sum(w**2), 1.0)
+        z_w = w @ z_top  # (n,) = C^(-1/2) y_w
+        # Positive weights sum to 1; negative ones are rescaled by n / ||C^(-1/2) y||^2
+        # = n / ||z||^2 (the tutorial's w_i°), which bounds their effect per sample.
+        w_cov = w + w_neg * n / jnp.maximum(jnp.sum(z_top**2, axis=1), 1e-12)
+        if self.separable:
+            zz = w_cov @ z_top**2
+        else:
+            zz = (z_top * w_cov[:, None]).T @ z_top
+        lo, hi = v_top[(lam - 1) // 2], v_top[lam // 2]
+        median = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), 0.5 * (lo + hi), hi)
+        return z_w, zz, w_neg.sum(), mu_eff, ok, v_top[0], median, jnp.max(values[:lam])
 
     def _refresh_eigen(self, s: CMAESState, interval) -> CMAESState:
         """Lazy eigendecomposition of ``C``, every ``interval`` generations."""
@@ -553,7 +586,7 @@ class CMAES(Strategy):
         due = s.run_iteration - s.eigen_iteration >= interval
         return jax.lax.cond(due, decompose, lambda s: s, s)
 
-    def _termination(self, s, p, lam, vals, w_idx) -> jax.Array:
+    def _termination(self, s, p, lam, best, worst, w_idx) -> jax.Array:
         """Bits of the termination criteria that hold after this generation."""
         n, dt = self.dim, s.sigma.dtype
         L = self.history_length
@@ -562,16 +595,15 @@ class CMAES(Strategy):
         def flag(cond, name):
             return jnp.where(cond, jnp.int32(_BIT[name]), jnp.int32(0))
 
-        # TolFun: best values of the recent generations and all current values.
-        # The range max - min is one reduction of max over (x, -x).
+        # TolFun: range of the best values of the recent generations and of
+        # all current values (best and worst of them: a failure makes it inf).
         window = 10 + jnp.ceil(30.0 * n / lam.astype(dt)).astype(jnp.int32)
         i = jnp.arange(L)
         age = w_idx - i + jnp.where(i > w_idx, L, 0)  # (w_idx - i) mod L, 0 = newest
         recent = (age < window) & (age < s.run_iteration)
-        both = jnp.concatenate([s.hist_best, vals])
-        use = jnp.concatenate([recent, jnp.arange(self.max_popsize) < lam])
-        spread = jnp.max(jnp.where(use, jnp.stack([both, -both]), -jnp.inf), axis=1)
-        tolfun = (s.run_iteration >= window) & (spread[0] + spread[1] < p["tolfun"])
+        hi = jnp.maximum(jnp.max(jnp.where(recent, s.hist_best, -jnp.inf)), worst)
+        lo = jnp.minimum(jnp.min(jnp.where(recent, s.hist_best, jnp.inf)), best)
+        tolfun = (s.run_iteration >= window) & (hi - lo < p["tolfun"])
         reason |= flag(tolfun, "tolfun")
 
         # TolX.
