@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import pareto
+from ._materialize import materialize
 from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
 from .space import Space
 from .strategies.base import Strategy
@@ -101,29 +102,6 @@ def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec()))
 
 
-# Populations from this size up are evaluated in two chunks on the CPU backend
-# when no chunk size is given (see ``_eval_chunk``).
-_TWO_CHUNKS_FROM = 4096
-
-
-def _eval_chunk(chunk_size: int | None, popsize: int, mesh: Mesh | None) -> int | None:
-    """The chunk size the loop evaluates with.
-
-    The values feed several reductions per generation (the strategy's
-    best-tracking, the failure count). XLA:CPU fuses an elementwise objective
-    into each of them, evaluating it once per consumer, and drops
-    ``optimization_barrier``; a two-step ``lax.map`` makes it write the values
-    once instead. Elementwise objectives are the cheap ones where this
-    matters, and large populations are where the extra loop step is free. A
-    sharded population is left alone: chunking would split it along the
-    device axis.
-    """
-    if (chunk_size is None and mesh is None and popsize >= _TWO_CHUNKS_FROM
-            and jax.default_backend() == "cpu"):
-        return -(-popsize // 2)
-    return chunk_size
-
-
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
                                    "negate", "mesh", "progress_every"))
 def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None,
@@ -137,9 +115,14 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
         # stay replicated, so the sharded run computes the same numbers.
-        values = evaluate(objective, strategy.space.decode(_shard_population(x, mesh)),
-                          _eval_chunk(chunk_size, strategy.popsize, mesh))
-        values = jnp.asarray(values)
+        values = jnp.asarray(evaluate(objective, strategy.space.decode(_shard_population(x, mesh)),
+                                      chunk_size))
+        if chunk_size is None and mesh is None:
+            # The values feed several reductions (the strategy's, the failure
+            # count); stored once, an elementwise objective is not re-evaluated
+            # inside each (a chunked evaluation's lax.map stores them anyway; a
+            # sharded population is left to the partitioner).
+            values = materialize(values)
         # Multi-valued strategies (NSGA2) tell (popsize, num_values) rows:
         # the objectives, then the constraint values.
         num_values = getattr(strategy, "num_values", None)

@@ -83,14 +83,8 @@ def test_chunked_evaluation_equals_unchunked():
 
 
 def test_large_populations_evaluate_each_configuration_once():
-    # From 4096 configurations up the loop evaluates in two chunks on the CPU
-    # (so XLA writes the values once); the values are still f of each point.
-    from jaxhpo.loop import _TWO_CHUNKS_FROM, _eval_chunk
-
-    pop = _TWO_CHUNKS_FROM + 2
-    if jax.default_backend() == "cpu":
-        assert _eval_chunk(None, pop, None) == pop // 2
-    assert _eval_chunk(None, _TWO_CHUNKS_FROM - 1, None) is None and _eval_chunk(7, pop, None) == 7
+    # The loop stores the values once (see loop._search); they are still f of each point.
+    pop = 4098
     res = jaxhpo.minimize(branin, BRANIN, RandomSearch(BRANIN, pop), num_generations=2, key=0, history="all")
     x = res.history.x.reshape(-1, 2)
     # to float32 rounding of differently fused cos kernels

@@ -30,7 +30,9 @@ def test_sharded_run_equals_unsharded():
     a_state, a = jaxhpo.run(s, f, key, 4, history="all")
     b_state, b = jaxhpo.run(s, f, key, 4, history="all", mesh=mesh)
     np.testing.assert_array_equal(a.x, b.x)
-    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+    # The same points; the objective's sin and log fuse differently in the
+    # two programs, so values near zero differ in their last bits.
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(a_state.best_value, b_state.best_value, rtol=1e-6)
     res = jaxhpo.minimize(f, SPACE, s, num_generations=4, key=key, mesh=mesh)
     assert res.best_value == pytest.approx(float(a_state.best_value), rel=1e-6)
@@ -56,7 +58,7 @@ def test_sharded_and_chunked_together():
     key = jax.random.key(1)
     _, a = jaxhpo.run(s, f, key, 3, history="values")
     _, b = jaxhpo.run(s, f, key, 3, history="values", mesh=mesh, chunk_size=4)
-    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-6)
 
 
 def test_mesh_validation():
@@ -83,4 +85,4 @@ def test_auto_chunk_size_with_a_mesh(monkeypatch):
     key = jax.random.key(1)
     _, a = jaxhpo.run(s, f, key, 3, history="values")
     _, b = jaxhpo.run(s, f, key, 3, history="values", mesh=mesh, chunk_size="auto")
-    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-6)

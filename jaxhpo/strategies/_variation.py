@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._materialize import materialize
 from ._checks import check_real
 from ._mixed import MixedCoords, bit, reflect, unit_from_bits
 
@@ -166,12 +167,7 @@ def _threefry_key(key):
 
 
 def _threefry(data, shape):
-    """Threefry-2x32 of the counters ``0 .. prod(shape) - 1``: the two output words, each ``shape``.
-
-    The words are materialised once (an optimisation barrier): the hash is
-    a chain of cheap integer operations that XLA would otherwise fuse into,
-    and so recompute in, every consumer of the words.
-    """
+    """Threefry-2x32 of the counters ``0 .. prod(shape) - 1``: the two output words, each ``shape``."""
     k1, k2 = data[0], data[1]
     ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
     # jax.random's counters (partitionable layout): high word 0, low word the flat index.
@@ -183,7 +179,7 @@ def _threefry(data, shape):
             x1 = ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))) ^ x0
         x0 = x0 + ks[(i + 1) % 3]
         x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
-    return jax.lax.optimization_barrier((x0, x1))
+    return x0, x1
 
 
 def random_bits(key, shape) -> jax.Array:
@@ -193,7 +189,7 @@ def random_bits(key, shape) -> jax.Array:
     if data is None or math.prod(shape) >= 2**32:
         return jax.random.bits(key, shape, jnp.uint32)
     x0, x1 = _threefry(data, shape)
-    return x0 ^ x1
+    return materialize(x0 ^ x1)
 
 
 def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0) -> jax.Array:
@@ -220,7 +216,7 @@ def _uniform(data, shape, dtype, minval, maxval):
     mant = (bits >> np.asarray(finfo.bits - finfo.nmant, bits.dtype)) | np.asarray(one, bits.dtype)
     floats = jax.lax.bitcast_convert_type(mant, dtype) - jnp.asarray(1.0, dtype)
     lo, hi = jnp.asarray(minval, dtype), jnp.asarray(maxval, dtype)
-    return jnp.maximum(lo, floats * (hi - lo) + lo)
+    return materialize(jnp.maximum(lo, floats * (hi - lo) + lo))
 
 
 def normal(key, shape, dtype=jnp.float32) -> jax.Array:
@@ -236,7 +232,7 @@ def normal(key, shape, dtype=jnp.float32) -> jax.Array:
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
     u = uniform(key, shape, dtype, lo, 1.0)
     inv = erfinv(u) if dtype == jnp.float32 else jax.lax.erf_inv(u)
-    return jnp.asarray(np.sqrt(2), dtype) * inv
+    return materialize(jnp.asarray(np.sqrt(2), dtype) * inv)
 
 
 # Giles (2010), "Approximating the erfinv function": single-precision
