@@ -26,7 +26,7 @@ from jaxhpo.strategies.cmaes import CMAES, SepCMAES  # noqa: E402
 STRATEGIES["cmaes"] = lambda space: CMAES(space, MATRIX_POPSIZE)
 STRATEGIES["sep_cmaes"] = lambda space: SepCMAES(space, MATRIX_POPSIZE)
 from jaxhpo.strategies.tpe import TPE  # noqa: E402
-STRATEGIES["tpe"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32)
+STRATEGIES["tpe"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32, multivariate=False)
 STRATEGIES["tpe_multivariate"] = lambda space: TPE(space, MATRIX_POPSIZE, capacity=32, multivariate=True)
 from jaxhpo.strategies.gpbo import GPBO  # noqa: E402
 # Small acquisition settings: the matrix checks mechanics, test_gpbo.py quality.

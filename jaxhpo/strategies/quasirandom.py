@@ -177,9 +177,12 @@ def _halton_points(index: jax.Array, bases: jax.Array, scale: jax.Array,
     q = jnp.broadcast_to(index[:, None], (index.shape[0], bases.shape[0]))
     x = jnp.zeros(q.shape, jnp.float32)
     for j in range(scale.shape[1]):
-        digit = (mult[:, j] * (q % bases) + add[:, j]) % bases
+        # Integer division by a per-column base is the costly operation here:
+        # one for the quotient (the remainder from it), one for the scramble.
+        nxt = q // bases
+        digit = (mult[:, j] * (q - nxt * bases) + add[:, j]) % bases
         x = x + digit.astype(jnp.float32) * scale[:, j]
-        q = q // bases
+        q = nxt
     return jnp.minimum(x, _BELOW_ONE)
 
 

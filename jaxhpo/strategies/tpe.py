@@ -569,8 +569,11 @@ class TPE(Strategy):
       popsize: points per ``ask``.
       capacity: rows of the observation buffer, ``>= popsize``; every
         ``ask`` costs ``O(capacity)`` whatever the count.
-      multivariate: joint product kernels (``True``) or independent
-        per-coordinate TPE (``False``).
+      multivariate: joint product kernels (``True``, the default, as
+        Optuna's for one objective since version 5) or independent
+        per-coordinate TPE (``False``). At 200 evaluations the joint model's
+        median regret is a third of the independent one's on Hartmann-6 and
+        two thirds on Ackley-10 (``benchmarks/README.md``).
       n_startup: observations gathered by the startup design first.
       n_ei_candidates: candidates drawn from ``l(x)`` per proposal.
       gamma: default fraction of finite observations in the good set, in
@@ -588,7 +591,7 @@ class TPE(Strategy):
     """
 
     def __init__(self, space: Space, popsize: int = 1, capacity: int = 1024, *,
-                 multivariate: bool = False, n_startup: int = 10, n_ei_candidates: int = 24,
+                 multivariate: bool = True, n_startup: int = 10, n_ei_candidates: int = 24,
                  gamma: float = 0.1, max_good: int = 25, prior_weight: float = 1.0,
                  consider_endpoints: bool = False, consider_magic_clip: bool = True,
                  bandwidth: str = "optuna", constant_liar: bool = True, startup: str = "sobol"):
