@@ -155,7 +155,7 @@ def test_from_cube_inverts_to_cube(x):
 
 # ------------------------------------------------------- one generation by hand
 SMALL = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0), b=jaxhpo.Float(0.0, 1.0), c=jaxhpo.Float(0.0, 1.0))
-UNIT = CMAES(SMALL, popsize=6, max_doublings=2)  # mu = 3; shared compiled ask/tell
+UNIT = CMAES(SMALL, popsize=6, max_doublings=2, sigma0=0.3)  # mu = 3; shared compiled ask/tell
 INIT, ASK, TELL = jax.jit(UNIT.init), jax.jit(UNIT.ask), jax.jit(UNIT.tell)
 
 
@@ -184,7 +184,7 @@ def test_failed_values_lose_their_weight_even_when_more_than_mu_fail():
     assert float(new.best_value) == 1.0 and np.allclose(new.best_x, x[1])
 
 
-UNIT_ACTIVE = CMAES(SMALL, popsize=6, max_doublings=2, active=True)
+UNIT_ACTIVE = CMAES(SMALL, popsize=6, max_doublings=2, active=True, sigma0=0.3)
 TELL_ACTIVE = jax.jit(UNIT_ACTIVE.tell)
 
 

