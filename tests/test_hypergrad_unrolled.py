@@ -149,6 +149,28 @@ def test_array_hparams_per_coordinate_rates_and_return_state(x64):
     assert float(g_rev["lr"][2]) == pytest.approx(fd, rel=1e-6)
 
 
+@pytest.mark.parametrize("n_lr", [1, 12])  # the linearised path (few scalars) and the vmapped one
+def test_forward_mode_carries_integer_state_leaves(x64, n_lr):
+    """A step counter (int32) in the state: no tangent, the same gradient as reverse mode."""
+    A, b = jnp.asarray(A_NP), jnp.asarray(B_NP)
+    _, val_loss = _problem()
+
+    def step(state, h, t):
+        w, count = state
+        decay = 1.0 / (1.0 + 0.05 * count.astype(w.dtype))  # uses the counter
+        return w - jnp.mean(h["lr"]) * decay * (A @ w - b + jnp.exp(h["log_lam"]) * w), count + 1
+
+    hp = {"lr": jnp.full(n_lr, LR0), "log_lam": jnp.log(jnp.asarray(LAM0))}
+    state0 = (jnp.zeros(D), jnp.int32(0))
+    loss = lambda s, h: val_loss(s[0], h)  # noqa: E731
+    v_rev, g_rev, s_rev = jax.jit(unrolled(step, loss, 15, return_state=True))(hp, state0)
+    v_fwd, g_fwd, s_fwd = jax.jit(unrolled(step, loss, 15, mode="forward", return_state=True))(hp, state0)
+    assert int(s_fwd[1]) == 15 and s_fwd[1].dtype == jnp.int32
+    np.testing.assert_allclose(float(v_fwd), float(v_rev), rtol=1e-14)
+    for name in hp:
+        np.testing.assert_allclose(np.asarray(g_fwd[name]), np.asarray(g_rev[name]), rtol=1e-8, atol=1e-14)
+
+
 def test_step_index_and_minibatches(x64):
     """``t`` runs 0..T-1 in order, across checkpoint segments and the remainder."""
     def step(s, h, t):

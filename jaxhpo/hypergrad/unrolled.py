@@ -3,8 +3,9 @@
 The training procedure ``state_T = step(... step(step(state_0, h, 0), h, 1) ..., h, T-1)``
 is one ``lax.scan``; the hypergradient ``d val_loss(state_T, h) / d h`` is its
 exact derivative, by reverse mode (``jax.value_and_grad``, with optional
-rematerialisation) or by forward mode (``jax.jvp``, one tangent per
-hyperparameter scalar, ``vmap``-ed).
+rematerialisation) or by forward mode (one tangent per hyperparameter
+scalar: each step linearised once and every tangent pushed through it, or,
+beyond ``_LINEARIZE_MAX`` scalars, ``jax.jvp`` vmapped over the tangents).
 """
 
 from __future__ import annotations
@@ -72,6 +73,60 @@ def _check_float_leaves(hparams: Any) -> None:
                 "hparams must hold only floating-point arrays (integer hyperparameters "
                 f"have no gradient); got a leaf of dtype {jnp.result_type(leaf)}"
             )
+
+
+# Up to this many hyperparameter scalars, forward mode linearises each step
+# once and pushes every tangent through that linear map separately; beyond,
+# it vmaps jax.jvp over the tangents (one batched program, constant compile).
+_LINEARIZE_MAX = 8
+
+
+def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
+    """Forward mode for a few hyperparameters: ``(value, grads, final state)``.
+
+    Each step is linearised once (``jax.linearize``: the primal and its
+    residuals) and the ``n`` tangents go through the linear map one after
+    another. Vmapping ``jax.jvp`` over the tangents instead batches every
+    matrix product of the step, which XLA:CPU runs about 1.4x slower than
+    ``n`` plain ones. Only floating leaves of the state carry tangents;
+    integer leaves (step counters) are carried as they are. Memory: the
+    state and ``n`` tangents of it, one step's residuals, none of ``T``.
+    """
+    n = flat.size
+    basis = jnp.eye(n, dtype=flat.dtype)
+    leaves, treedef = jax.tree_util.tree_flatten(init_state)
+    inexact = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
+
+    def split(state):
+        ls = jax.tree_util.tree_leaves(state)
+        return [a for a, f in zip(ls, inexact) if f], [a for a, f in zip(ls, inexact) if not f]
+
+    def join(floats, others):
+        fi, oi = iter(floats), iter(others)
+        return jax.tree_util.tree_unflatten(treedef, [next(fi) if f else next(oi) for f in inexact])
+
+    def body(carry, t):
+        floats, others, tangents = carry
+
+        def f(fl, x):
+            new = step(join(fl, others), unravel(x), t)
+            nf, no = split(new)
+            return nf, no
+
+        floats, lin, others = jax.linearize(f, floats, flat, has_aux=True)
+        tangents = [lin(tangents[i], basis[i]) for i in range(n)]
+        return (floats, others, tangents), None
+
+    floats, others = split(init_state)
+    zeros = [[jnp.zeros_like(a) for a in floats] for _ in range(n)]
+    (floats, others, tangents), _ = jax.lax.scan(
+        body, (floats, others, zeros), jnp.arange(num_steps, dtype=jnp.int32))
+    state = join(floats, others)
+    value, lin = jax.linearize(lambda fl, x: jnp.asarray(val_loss(join(fl, others), unravel(x))), floats, flat)
+    if value.shape != ():
+        raise ValueError(f"val_loss must return a scalar, got shape {value.shape}")
+    dflat = jnp.stack([lin(tangents[i], basis[i]) for i in range(n)])
+    return value, unravel(dflat), state
 
 
 def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
@@ -146,8 +201,8 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
       val_loss: ``val_loss(state, hparams) -> ()`` scalar to minimise.
       num_steps: ``T >= 1`` training steps (static).
       mode: ``"reverse"`` (``jax.value_and_grad`` through the scan),
-        ``"forward"`` (``jax.jvp``, one tangent per hyperparameter scalar,
-        vmapped) or ``"auto"``: forward when ``hparams`` has at most
+        ``"forward"`` (one tangent per hyperparameter scalar; see the module
+        docstring) or ``"auto"``: forward when ``hparams`` has at most
         ``AUTO_FORWARD_MAX`` scalars in total, else reverse (decided when
         traced, from the shapes).
       checkpoint_every: ``None`` or a positive int ``k`` (need not divide
@@ -219,6 +274,8 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
 
     def forward(hparams, init_state):
         flat, unravel = ravel_pytree(hparams)
+        if flat.size <= _LINEARIZE_MAX:
+            return _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state)
 
         def f(x):
             return loss_and_state(unravel(x), init_state, False)
