@@ -109,24 +109,31 @@ def evosax_search(name, popsize, generations):
     return go
 
 
-def timed(fn, repeats, budget_s=60.0):
-    """Wall and process-CPU seconds per call (medians), raw wall times, first-call seconds, best value.
+def timed(fns, repeats, budget_s=60.0):
+    """For each of ``fns``: wall and process-CPU seconds per call (medians), raw wall
+    times, first-call seconds and the best value.
 
-    Repeats stop early (after at least 3) once ``budget_s`` is spent. CPU
-    time is reported beside wall time because on a shared machine wall time
-    also counts waiting for cores (XLA splits large fusions over threads).
+    The functions' repeats alternate (a, b, a, b, ...), so that a change in
+    the machine's load hits them alike. Repeats stop early (after at least 3)
+    once ``budget_s`` is spent. CPU time is reported beside wall time because
+    on a shared machine wall time also counts waiting for cores (XLA splits
+    large fusions over threads).
     """
     key = jax.random.key(0)
-    t0 = time.perf_counter()
-    first = float(fn(key).block_until_ready())
-    compile_s = time.perf_counter() - t0
-    wall, cpu = [], []
-    while len(wall) < repeats and (len(wall) < 3 or sum(wall) < budget_s):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn(key).block_until_ready()
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu), wall, compile_s, first
+    firsts, compile_s = [], []
+    for fn in fns:
+        t0 = time.perf_counter()
+        firsts.append(float(fn(key).block_until_ready()))
+        compile_s.append(time.perf_counter() - t0)
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
+    while len(wall[0]) < repeats and (len(wall[0]) < 3 or sum(map(sum, wall)) < budget_s):
+        for i, fn in enumerate(fns):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn(key).block_until_ready()
+            wall[i].append(time.perf_counter() - w0)
+            cpu[i].append(time.process_time() - c0)
+    return [(statistics.median(w), statistics.median(c), w, comp, first)
+            for w, c, comp, first in zip(wall, cpu, compile_s, firsts)]
 
 
 def main(argv=None):
@@ -141,18 +148,23 @@ def main(argv=None):
         if args.generations:
             return args.generations
         # evosax's DE is quadratic in popsize (a weighted choice per member),
-        # so the largest population runs fewer generations.
-        return (10 if popsize >= 4096 else 30) if args.quick else (50 if popsize >= 4096 else 200)
+        # so the largest population runs fewer generations. (Longer runs at
+        # popsize 16 would mostly time evosax's CMA-ES after convergence,
+        # where its generations get several times slower.)
+        if args.quick:
+            return 10 if popsize >= 4096 else 30
+        return 50 if popsize >= 4096 else 200
 
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 15)
 
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows = []
     for name, build in jaxhpo_builders().items():
         for popsize in POPSIZES:
             generations = gens(popsize)
-            t_j, c_j, raw_j, comp_j, best_j = timed(jaxhpo_search(build(popsize), generations), repeats)
-            t_e, c_e, raw_e, comp_e, best_e = timed(evosax_search(name, popsize, generations), repeats)
+            (t_j, c_j, raw_j, comp_j, best_j), (t_e, c_e, raw_e, comp_e, best_e) = timed(
+                [jaxhpo_search(build(popsize), generations), evosax_search(name, popsize, generations)],
+                repeats)
             rows.append(dict(
                 algorithm=name, popsize=popsize, generations=generations,
                 jaxhpo_gen_per_s=generations / t_j, evosax_gen_per_s=generations / t_e,
