@@ -1,6 +1,5 @@
 """GPBO: settings, the masked buffer, batches, failed values, recompiles, and search quality."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +8,8 @@ import pytest
 
 import jaxhpo
 from jaxhpo.strategies.gpbo import GPBO
+
+from helpers import counted_protocol
 
 BRANIN_SPACE = jaxhpo.Space(x1=jaxhpo.Float(-5.0, 10.0), x2=jaxhpo.Float(0.0, 15.0))
 BRANIN_MIN = 0.397887357729739
@@ -33,22 +34,6 @@ def mixed_objective(p):
 # Small settings where a test checks mechanics, not quality (compiles faster).
 SMALL = dict(fit_steps=20, num_candidates=64, num_local=32, restarts=4, acq_steps=10)
 MIXED_STRATEGY = GPBO(MIXED, popsize=4, capacity=12, n_init=4, **SMALL)
-
-
-@functools.lru_cache(maxsize=None)
-def counted_protocol(strategy):
-    """Jitted ask/tell for ``strategy`` plus the number of times each was traced."""
-    traces = {"ask": 0, "tell": 0}
-
-    def ask(key, state):
-        traces["ask"] += 1
-        return strategy.ask(key, state)
-
-    def tell(state, x, values):
-        traces["tell"] += 1
-        return strategy.tell(state, x, values)
-
-    return jax.jit(ask), jax.jit(tell), traces
 
 
 def test_bad_settings_name_the_parameter():

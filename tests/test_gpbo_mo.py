@@ -22,6 +22,8 @@ from jaxhpo import pareto
 from jaxhpo.strategies import acquisition as acqf
 from jaxhpo.strategies.gpbo import GPBO, augmented_chebyshev
 
+from helpers import counted_protocol
+
 # test_gpbo.py's small settings, with half the fit steps: under vmap over seeds
 # the late L-BFGS iterations (line searches near convergence) dominated these
 # searches' run time, for no visible change in the results checked here.
@@ -128,28 +130,12 @@ def _disc_np(x):
 
 
 @functools.lru_cache(maxsize=None)
-def counted_protocol(strategy):
-    """Jitted, seed-vmapped ask/tell for ``strategy`` plus how often each was traced."""
-    traces = {"ask": 0, "tell": 0}
-
-    def ask(key, state):
-        traces["ask"] += 1
-        return strategy.ask(key, state)
-
-    def tell(state, x, values):
-        traces["tell"] += 1
-        return strategy.tell(state, x, values)
-
-    return jax.jit(jax.vmap(ask)), jax.jit(jax.vmap(tell)), traces
-
-
-@functools.lru_cache(maxsize=None)
 def constrained_runs():
     """6 seeds of ``C_STRATEGY`` on ``disc`` by the vmapped protocol: the final states,
     every generation's best ``(seeds, generations, ...)``, and the states after 8
     generations (16 rows: not yet full, failed rows still there)."""
     s = C_STRATEGY
-    ask, tell, _ = counted_protocol(s)
+    ask, tell, _ = counted_protocol(s, vmapped=True)
     evaluate = jax.jit(jax.vmap(lambda x: jax.vmap(disc)(DISC.decode(x))))  # (seeds, popsize, 2)
     keys = jax.random.split(jax.random.key(7), C_SEEDS)
     state = jax.vmap(s.init)(keys)
@@ -250,7 +236,7 @@ def test_failed_constraints_stay_out_of_the_fit_and_never_become_best():
 def test_no_recompile_vmap_and_determinism():
     s = C_STRATEGY
     state = constrained_runs()[0]
-    ask, tell, traces = counted_protocol(s)
+    ask, tell, traces = counted_protocol(s, vmapped=True)
     # One trace each for the whole search: design, model, buffer filling, buffer full.
     assert traces == {"ask": 1, "tell": 1}, traces
     assert np.all(np.asarray(state.count) == s.capacity)

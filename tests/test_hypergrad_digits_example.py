@@ -1,24 +1,19 @@
 """examples/hypergrad_digits.py at a tiny size: the figures it reports are the ones its runs give,
 and its cost accounting adds up. (No timing is checked.)"""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "examples" / "hypergrad_digits.py"
+from helpers import load_example
 
 
 @pytest.fixture(scope="module")
 def ex():
-    spec = importlib.util.spec_from_file_location("hypergrad_digits_example", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("hypergrad_digits")
 
 
 def test_data_and_poor_starts(ex):

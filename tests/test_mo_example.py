@@ -1,23 +1,17 @@
 """examples/mo_digits.py at a tiny size: the reported front is non-dominated,
 feasible, and its numbers are the ones the configurations give."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import jaxhpo
 
-_PATH = Path(__file__).resolve().parent.parent / "examples" / "mo_digits.py"
+from helpers import load_example
 
 
 @pytest.fixture(scope="module")
 def mo_digits():
-    spec = importlib.util.spec_from_file_location("mo_digits_example", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("mo_digits")
 
 
 def test_tiny_front_is_nondominated_and_feasible(mo_digits):

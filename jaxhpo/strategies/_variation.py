@@ -198,7 +198,7 @@ def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0) -> jax.Array:
     data = _threefry_key(key)
     if data is None or math.prod(shape) >= 2**32 or dtype not in (jnp.float32, jnp.float64):
         return jax.random.uniform(key, shape, dtype, minval, maxval)
-    return _uniform(data, shape, dtype, minval, maxval)
+    return materialize(_uniform(data, shape, dtype, minval, maxval))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -216,7 +216,7 @@ def _uniform(data, shape, dtype, minval, maxval):
     mant = (bits >> np.asarray(finfo.bits - finfo.nmant, bits.dtype)) | np.asarray(one, bits.dtype)
     floats = jax.lax.bitcast_convert_type(mant, dtype) - jnp.asarray(1.0, dtype)
     lo, hi = jnp.asarray(minval, dtype), jnp.asarray(maxval, dtype)
-    return materialize(jnp.maximum(lo, floats * (hi - lo) + lo))
+    return jnp.maximum(lo, floats * (hi - lo) + lo)
 
 
 def normal(key, shape, dtype=jnp.float32) -> jax.Array:
@@ -226,11 +226,13 @@ def normal(key, shape, dtype=jnp.float32) -> jax.Array:
     ``erfinv`` instead of ``jax.lax.erf_inv``; they differ from
     ``jax.random.normal``'s by less than 1e-5 relative.
     """
-    dtype = jnp.dtype(dtype)
-    if _threefry_key(key) is None or dtype not in (jnp.float32, jnp.float64):
-        return jax.random.normal(key, tuple(shape), dtype)
+    shape, dtype = tuple(shape), jnp.dtype(dtype)
+    data = _threefry_key(key)
+    if data is None or math.prod(shape) >= 2**32 or dtype not in (jnp.float32, jnp.float64):
+        return jax.random.normal(key, shape, dtype)
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
-    u = uniform(key, shape, dtype, lo, 1.0)
+    # Only the normals are stored (below); the uniforms feed them alone.
+    u = _uniform(data, shape, dtype, lo, 1.0)
     inv = erfinv(u) if dtype == jnp.float32 else jax.lax.erf_inv(u)
     return materialize(jnp.asarray(np.sqrt(2), dtype) * inv)
 

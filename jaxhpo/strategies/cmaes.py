@@ -447,15 +447,12 @@ class CMAES(Strategy):
         k = self.constants(s)
         lam = self.population_size(s)
 
-        if self.max_doublings == 0:
-            sel = self._select(0, s.values, s.z, k["weights"])
-        else:
-            # One branch per population size: the ranking and the weighted sums
-            # cost what the current lambda needs, not the whole buffer's
-            # max_popsize rows (a top_k over 64x the population dominated a
-            # generation at popsize 256).
-            branches = [functools.partial(self._select, j) for j in range(self.max_doublings + 1)]
-            sel = jax.lax.switch(s.doublings, branches, s.values, s.z, k["weights"])
+        # One branch per population size (a plain call without restarts): the
+        # ranking and the weighted sums cost what the current lambda needs, not
+        # the whole buffer's max_popsize rows (a top_k over 64x the population
+        # dominated a generation at popsize 256).
+        branches = [functools.partial(self._select, j) for j in range(self.max_doublings + 1)]
+        sel = jax.lax.switch(s.doublings, branches, s.values, s.z, k["weights"])
         z_w, zz, w_neg_sum, mu_eff, ok, gen_best, gen_median, gen_worst = sel
         y_w = z_w * s.D if self.separable else s.sqrt_C @ z_w
         mean = s.mean + s.sigma * y_w

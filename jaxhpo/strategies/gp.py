@@ -298,18 +298,7 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
     Returns:
       ``KernelParams`` with leaves of shape ``(dim,)``, ``()``, ``()``.
     """
-    dim = x.shape[1]
-    n_rand = starts - 1
-    k_ls, k_noise = jax.random.split(key)
-    rand = KernelParams(
-        log_lengthscale=jax.random.uniform(k_ls, (n_rand, dim), minval=math.log(0.05),
-                                           maxval=math.log(5.0)),
-        log_signal=jnp.zeros((n_rand,), jnp.float32),
-        log_noise=jax.random.uniform(k_noise, (n_rand,), minval=math.log(1e-6),
-                                     maxval=math.log(1e-1)),
-    )
     warm = clip_kernel_params(warm)
-    init = jax.tree_util.tree_map(lambda w, r: jnp.concatenate([w[None], r]), warm, rand)
 
     def objective(p):
         # Scaled by the number of observations, so the line search's first
@@ -337,6 +326,16 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
         # Not vmapped: a batch of one still pays for batched linear algebra.
         final, losses = jax.tree_util.tree_map(lambda a: a[None], run(warm))
     else:
+        dim, n_rand = x.shape[1], starts - 1
+        k_ls, k_noise = jax.random.split(key)
+        rand = KernelParams(
+            log_lengthscale=jax.random.uniform(k_ls, (n_rand, dim), minval=math.log(0.05),
+                                               maxval=math.log(5.0)),
+            log_signal=jnp.zeros((n_rand,), jnp.float32),
+            log_noise=jax.random.uniform(k_noise, (n_rand,), minval=math.log(1e-6),
+                                         maxval=math.log(1e-1)),
+        )
+        init = jax.tree_util.tree_map(lambda w, r: jnp.concatenate([w[None], r]), warm, rand)
         final, losses = jax.vmap(run)(init)
     losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
     i = jnp.argmin(losses)
