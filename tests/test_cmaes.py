@@ -309,6 +309,31 @@ def test_without_restarts_a_terminated_search_freezes():
     assert float(state.sigma) > 0 and int(state.iteration) == 25
 
 
+def test_stagnation_fires_on_pure_noise_after_its_window():
+    # Values independent of x: no progress, and a range far above tolfun. Only
+    # the stagnation test can stop the search, and not before its window of
+    # L = 120 + ceil(30 n / lambda) generations has filled.
+    s = CMAES(SMALL, popsize=6, restarts=None)
+    L = s.history_length
+    noise = lambda p: jnp.mod(jnp.sin(12.9898 * p["a"] + 78.233 * p["b"] + 37.719 * p["c"]) * 43758.5453, 1.0)  # noqa: E731
+    # The windows overlap from one generation to the next, so the test's
+    # outcome changes slowly: SEEDS searches get 3 L generations to fire.
+    keys = jax.random.split(jax.random.key(0), SEEDS)
+    states, _ = jax.jit(jax.vmap(lambda k: jaxhpo.run(s, noise, k, 3 * L)))(keys)
+    assert np.all(states.stopped)
+    np.testing.assert_array_equal(states.stop_reason, 1 << STOP_REASONS.index("stagnation"))
+    assert np.all(np.asarray(states.iteration) >= L), states.iteration
+
+
+@given(st.lists(st.sampled_from([0.0, 1.0, 2.5, -3.0, np.inf]) | st.floats(-1e6, 1e6, width=32, allow_subnormal=False),
+                min_size=1, max_size=12), st.integers(0, 3))
+def test_history_medians_equal_numpy(values, shift):
+    # XLA:CPU flushes subnormals to zero, hence the tiny atol.
+    from jaxhpo.strategies.cmaes import _medians
+    x = np.array([np.roll(values, shift + r) for r in range(3)], np.float32)
+    np.testing.assert_allclose(np.asarray(_medians(jnp.asarray(x))), np.median(x, axis=1), rtol=1e-6, atol=1e-37)
+
+
 # ------------------------------------------------------------ convergence
 def test_float32_sphere_reaches_1e8():
     s = CMAES(SPACE)
