@@ -356,9 +356,23 @@ class CMAES(Strategy):
         return jnp.int32(self.popsize) * jnp.left_shift(jnp.int32(1), state.doublings)
 
     def constants(self, state: CMAESState) -> dict[str, jax.Array]:
-        """The constants (``cmaes_constants``) of the current population size."""
+        """The constants (``cmaes_constants``) of the current population size.
+
+        ``weights`` has ``max_popsize`` entries (zero from rank ``lambda`` on).
+        """
         return cmaes_constants(self.dim, self.population_size(state), self.max_popsize,
                                self.separable, self.active, state.sigma.dtype)
+
+    def _level_constants(self, dtype) -> list[dict[str, np.ndarray]]:
+        """``cmaes_constants`` of every population size IPOP reaches, as numpy constants.
+
+        Entry ``j`` is for ``lambda = popsize * 2**j``, its weights of length
+        ``lambda``. Computed once per setting: recomputing a weight vector of
+        ``max_popsize`` entries every generation (a log per entry) cost more
+        than the rest of a generation at large populations.
+        """
+        return _level_constants(self.dim, self.popsize, self.max_doublings, self.separable,
+                                self.active, np.dtype(dtype).name)
 
     # ------------------------------------------------------------ protocol
     def default_params(self):
@@ -385,7 +399,6 @@ class CMAES(Strategy):
             sqrt_C=None if self.separable else eye,
             p_sigma=jnp.zeros((n,), dt),
             p_c=jnp.zeros((n,), dt),
-            values=jnp.full((self.max_popsize,), jnp.inf, dt),
             slot=jnp.array(0, jnp.int32),
             doublings=jnp.asarray(doublings, jnp.int32),
             run_iteration=jnp.array(0, jnp.int32),
@@ -399,6 +412,7 @@ class CMAES(Strategy):
         return CMAESState(
             params=params,
             z=jnp.zeros((self.max_popsize, n), dt),
+            values=jnp.full((self.max_popsize,), jnp.inf, dt),
             next_mean=jnp.full((n,), 0.5, dt),
             iteration=jnp.array(0, jnp.int32),
             restarts=jnp.array(0, jnp.int32),
@@ -434,20 +448,30 @@ class CMAES(Strategy):
         rounds = jnp.left_shift(jnp.int32(1), state.doublings)
         state = state._replace(values=vbuf, slot=slot)
         if self.max_doublings == 0:  # one round per generation: always complete
-            return self._generation(state)
-        return jax.lax.cond(slot >= rounds, self._generation, lambda s: s, state)
+            new = self._generation(state)
+        else:
+            new = jax.lax.cond(slot >= rounds, self._generation, _without_buffers, state)
+        # The sample buffers only enter the branches above, never leave them:
+        # a branch's outputs are copied, and at large populations copying
+        # max_popsize rows every round cost more than the update itself.
+        return new._replace(z=state.z, values=vbuf)
 
     # ------------------------------------------------------------ one generation
     def _generation(self, s: CMAESState) -> CMAESState:
-        """The CMA update of a complete population, then termination and restart."""
+        """The CMA update of a complete population, then termination and restart.
+
+        Returns the new state without its sample buffers (``z`` and
+        ``values`` are ``None``; ``_tell`` puts them back).
+        """
         if self.restarts != "ipop":
             # Without restarts a terminated search freezes: later generations
             # only keep the buffers cycling. A branch rather than a select per
             # field: a generation's cost on the CPU is mostly the number of
             # kernels, and a stopped search skips the update altogether.
-            return jax.lax.cond(s.stopped, lambda s: s._replace(slot=jnp.array(0, jnp.int32)),
-                                self._update, s)
-        s2 = self._update(s)
+            return jax.lax.cond(s.stopped,
+                                lambda s: _without_buffers(s)._replace(slot=jnp.array(0, jnp.int32)),
+                                lambda s: _without_buffers(self._update(s)), s)
+        s2 = _without_buffers(self._update(s))
         stop = s2.stopped
         doublings = jnp.minimum(s.doublings + 1, self.max_doublings)
         fresh = self._fresh_run(s.params, s.next_mean, doublings)
@@ -459,15 +483,21 @@ class CMAES(Strategy):
         """One CMA generation and the termination tests; ``stopped`` says whether one fired."""
         n, dt = self.dim, s.sigma.dtype
         p = s.params
-        k = self.constants(s)
+        levels = self._level_constants(dt)
+        # The scalar constants of the current population size: one row of a
+        # small static table (no control flow without restarts).
+        k = {name: (jnp.asarray(np.stack([lv[name] for lv in levels]))[s.doublings]
+                    if len(levels) > 1 else jnp.asarray(levels[0][name]))
+             for name in levels[0] if name != "weights"}
         lam = self.population_size(s)
 
         # One branch per population size (a plain call without restarts): the
         # ranking and the weighted sums cost what the current lambda needs, not
         # the whole buffer's max_popsize rows (a top_k over 64x the population
         # dominated a generation at popsize 256).
-        branches = [functools.partial(self._select, j) for j in range(self.max_doublings + 1)]
-        sel = jax.lax.switch(s.doublings, branches, s.values, s.z, k["weights"])
+        branches = [functools.partial(self._select, j, levels[j]["weights"])
+                    for j in range(self.max_doublings + 1)]
+        sel = jax.lax.switch(s.doublings, branches, s.values, s.z)
         z_w, zz, w_neg_sum, mu_eff, ok, gen_best, gen_median, gen_worst = sel
         y_w = z_w * s.D if self.separable else s.sqrt_C @ z_w
         mean = s.mean + s.sigma * y_w
@@ -523,14 +553,14 @@ class CMAES(Strategy):
         # next update reads them, so the buffer needs no reset.
         return s2._replace(stopped=stop, stop_reason=jnp.where(stop, reason, s.stop_reason))
 
-    def _select(self, doublings: int, values, z, weights):
+    def _select(self, doublings: int, weights, values, z):
         """Ranking and weighted sums of a population of ``lambda = popsize * 2**doublings``.
 
         Args:
           doublings: the population's doublings (static).
+          weights: ``(lambda,)`` numpy recombination weights (``cmaes_constants``).
           values: ``(N,)``, the first ``lambda`` this population's (failed: +inf).
           z: ``(N, n)`` their standard normal samples.
-          weights: ``(N,)`` recombination weights (``cmaes_constants``).
         Returns:
           ``(z_w (n,), zz, w_neg_sum (), mu_eff (), ok (), best (), median (), worst ())``:
           ``z_w = sum_i w_i z_i`` over the selected ranks; ``zz`` the
@@ -548,7 +578,7 @@ class CMAES(Strategy):
         v_top = -neg_top
         z_top = z[top]
         finite = jnp.isfinite(v_top)
-        w_nominal = weights[:ranks]
+        w_nominal = jnp.asarray(weights[:ranks])
         w = jnp.where(finite & (w_nominal > 0), w_nominal, 0.0)
         w_sum = w.sum()
         ok = w_sum > 0
@@ -643,6 +673,19 @@ class CMAES(Strategy):
         reason |= jnp.where(jnp.all(jnp.isfinite(s.mean)) & jnp.isfinite(s.sigma),
                             jnp.int32(0), jnp.int32(_BIT["condition"]))
         return reason
+
+
+@functools.lru_cache(maxsize=64)
+def _level_constants(dim: int, popsize: int, max_doublings: int, separable: bool, active: bool,
+                     dtype: str) -> list[dict[str, np.ndarray]]:
+    with jax.ensure_compile_time_eval():
+        return [{name: np.asarray(v) for name, v in
+                 cmaes_constants(dim, popsize * 2**j, None, separable, active, np.dtype(dtype)).items()}
+                for j in range(max_doublings + 1)]
+
+
+def _without_buffers(s: CMAESState) -> CMAESState:
+    return s._replace(z=None, values=None)
 
 
 def _medians(x: jax.Array) -> jax.Array:
