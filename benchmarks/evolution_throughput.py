@@ -1,9 +1,9 @@
 """Generations per second of jaxhpo's evolutionary strategies against evosax.
 
 On the 10-D sphere over ``[-5, 5]^10`` at population sizes 16, 256 and 4096,
-each search runs ``G`` generations (200; 50 at popsize 4096; CMA-ES 100 at
-popsize 16 and 50 above) as one jitted program (ask -> evaluate -> tell
-inside ``lax.scan``):
+each search runs ``G`` generations (200; 50 at popsize 4096; CMA-ES 100,
+50 and 30) as one jitted program (ask -> evaluate -> tell inside
+``lax.scan``):
 
 * jaxhpo: ``jit(lambda key: jaxhpo.run(strategy, sphere, key, G))`` with
   ``DifferentialEvolution`` (rand/1/bin), ``GeneticAlgorithm`` and, when
@@ -15,7 +15,7 @@ inside ``lax.scan``):
   ``ask`` / ``tell`` with default params) on raw vectors.
 
 CMA-ES converges on the sphere to float32 resolution within about 130
-generations at popsize 16 (60 at 256); jaxhpo's then terminates and skips
+generations at popsize 16 (60 at 256, 40 at 4096); jaxhpo's then terminates and skips
 its update, while evosax's keeps adapting a degenerate distribution, which
 gets slower. Timing past that point would compare different work, so the
 CMA-ES rows stop before it, and ``jaxhpo_stopped`` records whether jaxhpo's
@@ -25,7 +25,7 @@ Compile time is excluded (one warm-up call) and reported separately; each
 figure is the median of repeats. ``ratio = jaxhpo / evosax`` generations per
 second by wall time (above 1: jaxhpo is faster); ``ratio_cpu`` is the same by
 process CPU time, the steadier figure on a shared machine. Run:
-``python -m benchmarks.evolution_throughput [--quick] [--generations G]``.
+``python -m benchmarks.evolution_throughput [--quick] [--generations G] [--algorithms CMA-ES ...]``.
 """
 
 from __future__ import annotations
@@ -158,13 +158,14 @@ def main(argv=None):
     ap.add_argument("--generations", type=int, default=None,
                     help="generations per run (default 200, 50 at popsize 4096; --quick: 30, 10)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--algorithms", nargs="+", default=None, help="a subset of DE GA CMA-ES")
     args = ap.parse_args(argv)
 
     def gens(name, popsize):
         if args.generations:
             return args.generations
         if name == "CMA-ES" and not args.quick:
-            return 100 if popsize <= 16 else 50
+            return {16: 100, 256: 50}.get(popsize, 30)
         # evosax's DE is quadratic in popsize (a weighted choice per member),
         # so the largest population runs fewer generations. (Longer runs at
         # popsize 16 would mostly time evosax's CMA-ES after convergence,
@@ -178,6 +179,8 @@ def main(argv=None):
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows = []
     for name, build in jaxhpo_builders().items():
+        if args.algorithms and name not in args.algorithms:
+            continue
         for popsize in POPSIZES:
             generations = gens(name, popsize)
             (t_j, c_j, raw_j, comp_j, best_j), (t_e, c_e, raw_e, comp_e, best_e) = timed(
@@ -201,7 +204,8 @@ def main(argv=None):
     extra = {"repeats": repeats, "dim": DIM,
              "load_average_before": load_before,
              "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    write_results("evolution_throughput", rows, extra, packages=("evosax",))
+    name = "evolution_throughput" + ("_" + "_".join(args.algorithms) if args.algorithms else "")
+    write_results(name, rows, extra, packages=("evosax",))
 
 
 if __name__ == "__main__":

@@ -464,13 +464,10 @@ class CMAES(Strategy):
         ``values`` are ``None``; ``_tell`` puts them back).
         """
         if self.restarts != "ipop":
-            # Without restarts a terminated search freezes: later generations
-            # only keep the buffers cycling. A branch rather than a select per
-            # field: a generation's cost on the CPU is mostly the number of
-            # kernels, and a stopped search skips the update altogether.
-            return jax.lax.cond(s.stopped,
-                                lambda s: _without_buffers(s)._replace(slot=jnp.array(0, jnp.int32)),
-                                lambda s: _without_buffers(self._update(s)), s)
+            # Without restarts a terminated search freezes (``_update`` leaves
+            # a stopped state as it is); later generations only keep the
+            # buffers cycling.
+            return _without_buffers(self._update(s))
         s2 = _without_buffers(self._update(s))
         stop = s2.stopped
         doublings = jnp.minimum(s.doublings + 1, self.max_doublings)
@@ -480,7 +477,15 @@ class CMAES(Strategy):
                            restarts=s2.restarts + stop.astype(jnp.int32), stopped=jnp.array(False))
 
     def _update(self, s: CMAESState) -> CMAESState:
-        """One CMA generation and the termination tests; ``stopped`` says whether one fired."""
+        """One CMA generation and the termination tests; ``stopped`` says whether one fired.
+
+        A state that has ``stopped`` already is left unchanged. The update is
+        computed all the same and discarded through the selects that guard
+        against failed generations: on the CPU a generation costs about one
+        unit per kernel, and a branch around the update (its outputs copied
+        back into the loop state) or a select per field costs more kernels
+        than it saves.
+        """
         n, dt = self.dim, s.sigma.dtype
         p = s.params
         levels = self._level_constants(dt)
@@ -527,31 +532,34 @@ class CMAES(Strategy):
         # An update that went non-finite is discarded (and ends the run as a
         # condition failure) rather than kept.
         broken = ~(jnp.all(jnp.isfinite(C)) & jnp.all(jnp.isfinite(mean)) & jnp.isfinite(sigma))
-        ok = ok & ~broken
+        frozen = s.stopped
+        live = ~frozen
+        ok = ok & ~broken & live
 
         def keep(new, old):
             return jnp.where(ok, new, old)
 
-        run_it = s.run_iteration + 1
+        step = live.astype(jnp.int32)
         s2 = s._replace(mean=keep(_fold(mean), s.mean), p_sigma=keep(p_sigma, s.p_sigma),
                         p_c=keep(p_c, s.p_c), C=keep(C, s.C), sigma=keep(sigma, s.sigma),
-                        run_iteration=run_it, iteration=s.iteration + 1,
+                        run_iteration=s.run_iteration + step, iteration=s.iteration + step,
                         slot=jnp.array(0, jnp.int32))
-        s2 = self._refresh_eigen(s2, k["eigen_interval"])
+        s2 = self._refresh_eigen(s2, k["eigen_interval"], live)
 
         # The best and the median value per generation, shifted in at column 0
         # (column i: i generations ago). A shift register rather than a ring
         # buffer: the termination tests then read static slices, where a ring
         # buffer needs a gather by age, which costs more than the copy.
         newest = jnp.stack([gen_best, gen_median]).astype(dt)[:, None]
-        s2 = s2._replace(history=jnp.concatenate([newest, s2.history[:, :-1]], axis=1))
+        shifted = jnp.concatenate([newest, s2.history[:, :-1]], axis=1)
+        s2 = s2._replace(history=jnp.where(live, shifted, s2.history))
 
         reason = self._termination(s2, p, lam, gen_best, gen_worst)
         reason |= jnp.where(broken, jnp.int32(_BIT["condition"]), jnp.int32(0))
-        stop = reason != 0
+        stop = (reason != 0) & live
         # The next population's rounds overwrite values[:lambda] before the
         # next update reads them, so the buffer needs no reset.
-        return s2._replace(stopped=stop, stop_reason=jnp.where(stop, reason, s.stop_reason))
+        return s2._replace(stopped=frozen | stop, stop_reason=jnp.where(stop, reason, s.stop_reason))
 
     def _select(self, doublings: int, weights, values, z):
         """Ranking and weighted sums of a population of ``lambda = popsize * 2**doublings``.
@@ -601,8 +609,8 @@ class CMAES(Strategy):
         median = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), 0.5 * (lo + hi), hi)
         return z_w, zz, w_neg.sum(), mu_eff, ok, v_top[0], median, jnp.max(values[:lam])
 
-    def _refresh_eigen(self, s: CMAESState, interval) -> CMAESState:
-        """Lazy eigendecomposition of ``C``, every ``interval`` generations."""
+    def _refresh_eigen(self, s: CMAESState, interval, live) -> CMAESState:
+        """Lazy eigendecomposition of ``C``, every ``interval`` generations while ``live``."""
         if self.separable:
             return s._replace(D=jnp.sqrt(jnp.maximum(s.C, 0.0)))
 
@@ -616,7 +624,7 @@ class CMAES(Strategy):
             return s._replace(B=B, D=D, sqrt_C=0.5 * (sqrt_C + sqrt_C.T),
                               eigen_iteration=s.run_iteration)
 
-        due = s.run_iteration - s.eigen_iteration >= interval
+        due = live & (s.run_iteration - s.eigen_iteration >= interval)
         return jax.lax.cond(due, decompose, lambda s: s, s)
 
     def _termination(self, s, p, lam, best, worst) -> jax.Array:
@@ -630,11 +638,19 @@ class CMAES(Strategy):
 
         # TolFun: range of the best values of the recent generations and of
         # all current values (best and worst of them: a failure makes it inf).
+        # The window is longest for the first population: a static slice of
+        # that length holds it (masked when IPOP has grown the population).
+        # Once run_iteration >= window every entry in it is from this run.
         window = 10 + jnp.ceil(30.0 * n / lam.astype(dt)).astype(jnp.int32)
-        age = jnp.arange(L)
-        recent = (age < window) & (age < s.run_iteration)
-        hi = jnp.maximum(jnp.max(jnp.where(recent, s.history[0], -jnp.inf)), worst)
-        lo = jnp.minimum(jnp.min(jnp.where(recent, s.history[0], jnp.inf)), best)
+        longest = min(L, 10 + math.ceil(30 * n / self.popsize))
+        recent_best = s.history[0, :longest]
+        if self.max_doublings:
+            recent = jnp.arange(longest) < window
+            hi_recent = jnp.max(jnp.where(recent, recent_best, -jnp.inf))
+            lo_recent = jnp.min(jnp.where(recent, recent_best, jnp.inf))
+        else:
+            hi_recent, lo_recent = jnp.max(recent_best), jnp.min(recent_best)
+        hi, lo = jnp.maximum(hi_recent, worst), jnp.minimum(lo_recent, best)
         tolfun = (s.run_iteration >= window) & (hi - lo < p["tolfun"])
         reason |= flag(tolfun, "tolfun")
 
