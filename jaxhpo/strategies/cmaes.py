@@ -434,7 +434,7 @@ class CMAES(Strategy):
             z, next_mean = z[:-1], 0.5 * (1.0 + jax.lax.erf(z[-1] * math.sqrt(0.5)))
             state = state._replace(next_mean=next_mean)
         # y = C^(1/2) z with the symmetric root (C^(1/2) is symmetric: z @ C^(1/2) = (C^(1/2) z^T)^T).
-        y = z * state.D if self.separable else z @ state.sqrt_C
+        y = z * state.D if self.separable else _matmul(z, state.sqrt_C)
         x = to_cube(state.mean + state.sigma * y)
         start = state.slot * self.popsize
         zbuf = jax.lax.dynamic_update_slice(state.z, z, (start, jnp.int32(0)))
@@ -504,7 +504,7 @@ class CMAES(Strategy):
                     for j in range(self.max_doublings + 1)]
         sel = jax.lax.switch(s.doublings, branches, s.values, s.z)
         z_w, zz, w_neg_sum, mu_eff, ok, gen_best, gen_median, gen_worst = sel
-        y_w = z_w * s.D if self.separable else s.sqrt_C @ z_w
+        y_w = z_w * s.D if self.separable else _matmul(s.sqrt_C, z_w[:, None])[:, 0]
         mean = s.mean + s.sigma * y_w
 
         cs, ds, cc = k["c_sigma"], k["d_sigma"], k["c_c"]
@@ -523,7 +523,7 @@ class CMAES(Strategy):
             rank_mu = zz * s.D**2
             C = decay * s.C + c1 * p_c**2 + cmu * rank_mu
         else:
-            rank_mu = s.sqrt_C @ zz @ s.sqrt_C  # sum_i w_i y_i y_i^T
+            rank_mu = _matmul(_matmul(s.sqrt_C, zz), s.sqrt_C)  # sum_i w_i y_i y_i^T
             C = decay * s.C + c1 * jnp.outer(p_c, p_c) + cmu * rank_mu
             C = 0.5 * (C + C.T)
         # The exponent is capped at 1 (sigma at most e-fold per generation), a
@@ -597,14 +597,14 @@ class CMAES(Strategy):
         # mu_eff of the weights actually used: keeps the paths at unit scale under
         # random selection when failed samples lost their weight.
         mu_eff = jnp.where(ok, 1.0 / jnp.sum(w**2), 1.0)
-        z_w = w @ z_top  # (n,) = C^(-1/2) y_w
+        z_w = _matmul(w[None, :], z_top)[0]  # (n,) = C^(-1/2) y_w
         # Positive weights sum to 1; negative ones are rescaled by n / ||C^(-1/2) y||^2
         # = n / ||z||^2 (the tutorial's w_i°), which bounds their effect per sample.
         w_cov = w + w_neg * n / jnp.maximum(jnp.sum(z_top**2, axis=1), 1e-12)
         if self.separable:
             zz = w_cov @ z_top**2
         else:
-            zz = (z_top * w_cov[:, None]).T @ z_top
+            zz = _matmul((z_top * w_cov[:, None]).T, z_top)
         lo, hi = v_top[(lam - 1) // 2], v_top[lam // 2]
         median = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), 0.5 * (lo + hi), hi)
         return z_w, zz, w_neg.sum(), mu_eff, ok, v_top[0], median, jnp.max(values[:lam])
@@ -620,7 +620,7 @@ class CMAES(Strategy):
             # makes cond(C) = max_condition, which the condition test reports.
             floor = jnp.max(evals) / s.params["max_condition"]
             D = jnp.sqrt(jnp.maximum(evals, jnp.maximum(floor, jnp.finfo(evals.dtype).tiny)))
-            sqrt_C = (B * D) @ B.T
+            sqrt_C = _matmul(B * D, B.T)
             return s._replace(B=B, D=D, sqrt_C=0.5 * (sqrt_C + sqrt_C.T),
                               eigen_iteration=s.run_iteration)
 
@@ -698,6 +698,21 @@ def _level_constants(dim: int, popsize: int, max_doublings: int, separable: bool
         return [{name: np.asarray(v) for name, v in
                  cmaes_constants(dim, popsize * 2**j, None, separable, active, np.dtype(dtype)).items()}
                 for j in range(max_doublings + 1)]
+
+
+# Products up to this many multiply-adds run as one elementwise-and-reduce
+# kernel: on the CPU a library matrix product has a fixed cost of its own that
+# dominates at the sizes of a small CMA-ES (n = 10: several per generation).
+_SMALL_MATMUL = 1 << 14
+
+
+def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` for 2-D ``a`` ``(p, q)`` and ``b`` ``(q, r)``."""
+    p, q = a.shape
+    r = b.shape[1]
+    if p * q * r <= _SMALL_MATMUL:
+        return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return a @ b
 
 
 def _without_buffers(s: CMAESState) -> CMAESState:
