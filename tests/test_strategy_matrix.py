@@ -123,3 +123,16 @@ def test_no_recompile_on_second_call_or_second_instance(name):
     jaxhpo.run(s, objective, jax.random.key(2), GENERATIONS, history="all")
     assert _search._cache_size() == before, "a second run or an equal strategy recompiled the search"
     assert make(name) == s and hash(make(name)) == hash(s)
+
+
+@pytest.mark.parametrize("n", [5, 3000])  # one-pass and two-pass paths
+def test_first_argmin_equals_numpy_argmin(n):
+    from jaxhpo.strategies.base import first_argmin
+    find = jax.jit(jax.vmap(first_argmin))
+    rng = np.random.default_rng(n)
+    # Ties (few distinct values), infinities and negative zeros in every row.
+    rows = rng.choice(np.array([-2.0, -0.0, 0.0, 1.5, np.inf, -np.inf], np.float32), size=(64, n))
+    rows[:8] = np.inf  # all-infinite rows: index 0
+    rows[8:16] = rng.normal(size=(8, n))
+    got = np.asarray(find(jnp.asarray(rows)))
+    np.testing.assert_array_equal(got, np.argmin(rows, axis=1))

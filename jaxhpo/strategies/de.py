@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from ..space import Space
 from ._checks import check_choice, check_concrete_params, check_real
 from ._variation import uniform
-from .base import Strategy, check_popsize, initial_best
+from .base import Strategy, check_popsize, first_argmin, initial_best
 
 __all__ = ["DifferentialEvolution", "DEState", "DE_VARIANTS"]
 
@@ -130,7 +130,7 @@ class DifferentialEvolution(Strategy):
         if self.variant == "rand/1/bin":
             mutant = pop[r[:, 0]] + F * (pop[r[:, 1]] - pop[r[:, 2]])
         else:
-            best = pop[jnp.argmin(state.fitness)]
+            best = pop[first_argmin(state.fitness)]
             mutant = pop + F * (best - pop) + F * (pop[r[:, 0]] - pop[r[:, 1]])
         cross = u_cross < CR
         forced = jnp.minimum(jnp.floor(u_force * d), d - 1).astype(jnp.int32)

@@ -11,7 +11,7 @@ from ..space import Space
 from ._checks import check_choice, check_concrete_params, check_int
 from ._mixed import MixedCoords, unit_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
-from .base import Strategy, initial_best
+from .base import Strategy, first_argmin, initial_best
 
 __all__ = ["GeneticAlgorithm", "GAState", "GA_CROSSOVERS"]
 
@@ -138,8 +138,8 @@ class GeneticAlgorithm(Strategy):
             # is not inserted twice. A full sort of the population would cost
             # more than the whole generation on a CPU.
             if e == 1:  # argmin/argmax: cheaper than top_k on the CPU
-                elite_i = jnp.argmin(state.fitness)[None]
-                worst_i = jnp.argmax(fit)[None]
+                elite_i = first_argmin(state.fitness)[None]
+                worst_i = first_argmin(-fit)[None]
             else:
                 elite_i = jax.lax.top_k(-state.fitness, e)[1]
                 worst_i = jax.lax.top_k(fit, e)[1]
