@@ -5,7 +5,8 @@
     python -m benchmarks all             run every one, each in its own process
 
 Each benchmark prints a table and writes its raw figures, with the machine and
-versions, to ``benchmarks/results/NAME.json``. The competing systems come with
+versions, to ``benchmarks/results/NAME.json`` (``NAME_quick.json`` for a
+``--quick`` smoke run). The competing systems come with
 ``pip install -e ".[bench]"``.
 """
 

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -68,7 +69,13 @@ def print_table(rows: Sequence[dict], columns: Sequence[str], title: str = "") -
 
 
 def write_results(name: str, rows: Sequence[dict], extra: dict | None = None, packages: Sequence[str] = ()) -> Path:
-    """Write raw figures to ``benchmarks/results/<name>.json`` and return the path."""
+    """Write raw figures to ``benchmarks/results/<name>.json`` and return the path.
+
+    A smoke run (``--quick`` among the benchmark's arguments) writes
+    ``<name>_quick.json`` instead, so that it never replaces a full run's figures.
+    """
+    if "--quick" in sys.argv[1:]:
+        name += "_quick"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     payload = {
