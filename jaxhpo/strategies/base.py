@@ -56,16 +56,14 @@ def first_argmin(values: jax.Array) -> jax.Array:
 
     Long arrays take two plain reductions, the minimum and then the least
     index that holds it, which XLA:CPU vectorises; ``jnp.argmin``'s reduction
-    over (value, index) pairs is not, and it took a fifth of a random-search
-    generation at 10^6 points (the two passes: 24% more evaluations per
-    second there).
+    over (value, index) pairs is not (random search at 10^6 points: 6% more
+    evaluations per second; GA at popsize 4096: 10%).
     """
     n = values.shape[0]
     if n < _TWO_PASS_ARGMIN:
         return jnp.argmin(values).astype(jnp.int32)
     low = jnp.min(values)
-    first = jnp.min(jnp.where(values == low, jnp.arange(n, dtype=jnp.int32), n - 1))
-    return first
+    return jnp.min(jnp.where(values == low, jnp.arange(n, dtype=jnp.int32), n - 1))
 
 
 def _freeze(value: Any) -> Any:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ..space import Space
 from ._checks import check_concrete_params, check_int, check_real
 from ._mixed import MixedCoords, normal_from_uniform, reflect, uniforms
-from .base import Strategy, initial_best
+from .base import Strategy, first_argmin, initial_best
 
 __all__ = ["LocalSearch", "LocalSearchState"]
 
@@ -166,7 +166,8 @@ class LocalSearch(Strategy):
 
     def _tell(self, state, x, values):
         p = state.params
-        i = jnp.argmin(values)
+        # The same index as tell's best-point update computes: XLA merges the two.
+        i = first_argmin(values)
         fresh = ~jnp.isfinite(state.incumbent_value)
         better = values[i] < state.incumbent_value  # +inf is never better
         incumbent = jnp.where(better, x[i], state.incumbent)
