@@ -21,15 +21,23 @@ compilation included: the first seed compiles, later seeds reuse the
 compiled programs, so the median is the warm cost. CPU seconds (all
 threads) are recorded too.
 
+Cold start: ``--cold-runs`` fresh processes per method (alternating) each
+time one first search, every compile included, so that neither method pays
+for the other's warm-up of JAX.
+
 Run: ``python -m benchmarks.hyperband_vs_random [--seeds 5] [--max-budget 27]
-[--eta 3] [--steps-per-unit 8] [--chunk-size 0] [--quick]``.
+[--eta 3] [--steps-per-unit 8] [--chunk-size 0] [--block-size auto|none|N]
+[--sequential] [--cold-runs 2] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -64,8 +72,18 @@ def main(argv=None):
     ap.add_argument("--max-depth", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=0,
                     help="members trained at once within a rung (lax.map); 0 (default) vmaps the whole rung")
+    ap.add_argument("--block-size", default="auto",
+                    help="hyperband/successive_halving block_size: 'auto' (default), 'none' or an integer")
+    ap.add_argument("--sequential", action="store_true",
+                    help="run Hyperband's brackets one after another (concurrent_brackets=False)")
+    ap.add_argument("--cold-runs", type=int, default=2,
+                    help="fresh processes per method timing a first search, compile included (0: skip)")
+    ap.add_argument("--cold-one", choices=("hyperband", "random"), help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
     args = ap.parse_args(argv)
+    block_size = {"auto": "auto", "none": None}.get(args.block_size.lower(), None)
+    if args.block_size.lower() not in ("auto", "none"):
+        block_size = int(args.block_size)
     if args.quick:
         args.seeds, args.max_budget, args.steps_per_unit, args.max_width = 2, 9, 4, 16
     chunk_size = args.chunk_size or None
@@ -92,10 +110,11 @@ def main(argv=None):
         key = jax.random.fold_in(jax.random.key(seed), 0 if method == "hyperband" else 1)
         t0, c0 = time.perf_counter(), time.process_time()
         if method == "hyperband":
-            res = hyperband(trainer, space, key, max_budget=R, eta=eta, chunk_size=chunk_size)
+            res = hyperband(trainer, space, key, max_budget=R, eta=eta, chunk_size=chunk_size,
+                            block_size=block_size, concurrent_brackets=False if args.sequential else None)
         else:
             res = successive_halving(trainer, space, key, num_configs=n_random, min_budget=R, max_budget=R,
-                                     eta=eta, chunk_size=chunk_size)
+                                     eta=eta, chunk_size=chunk_size, block_size=block_size)
         jax.block_until_ready(res.best_state)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         row = dict(method=method, seed=seed, configs=len(res.loss), total_budget=res.total_budget,
@@ -104,6 +123,13 @@ def main(argv=None):
         print(f"  seed {seed} {method:<10} configs {row['configs']:<4} budget {row['total_budget']:<5} "
               f"val {row['val_loss']:.4f}  test acc {row['test_accuracy']:.4f}  {wall:7.2f} s  cpu {cpu:7.2f} s",
               flush=True)
+        return row
+
+    if args.cold_one:
+        # One first search in this fresh process: its wall time includes every compile.
+        row = run(args.cold_one, 0)
+        print("COLD " + json.dumps({"method": args.cold_one, "seconds": row["seconds"],
+                                    "cpu_seconds": row["cpu_seconds"]}))
         return row
 
     print(f"Hyperband R={R}, eta={eta}: {budget} units in all; random search: {n_random} configurations x {R} units"
@@ -139,18 +165,40 @@ def main(argv=None):
             for a in rows if a["method"] == "hyperband"
             for b in rows if b["method"] == "random" and b["seed"] == a["seed"]),
     )
+    # A first search in a fresh process, each method alone (compiling included;
+    # within this process the first seed's order decides who pays for warming up JAX).
+    cold = []
+    forwarded = ["--max-budget", str(R), "--eta", str(eta), "--steps-per-unit", str(args.steps_per_unit),
+                 "--max-width", str(args.max_width), "--max-depth", str(args.max_depth),
+                 "--chunk-size", str(args.chunk_size), "--block-size", args.block_size]
+    forwarded += ["--sequential"] if args.sequential else []
+    for rep in range(args.cold_runs):
+        for method in (("hyperband", "random") if rep % 2 == 0 else ("random", "hyperband")):
+            out = subprocess.run([sys.executable, "-m", "benchmarks.hyperband_vs_random", *forwarded,
+                                  "--cold-runs", "0", "--cold-one", method],
+                                 capture_output=True, text=True, check=True).stdout
+            cold.append(json.loads(next(l for l in out.splitlines() if l.startswith("COLD "))[5:]))
+            print(f"  fresh process: {method:<10} first search {cold[-1]['seconds']:.2f} s", flush=True)
+    for entry in summary:
+        times = [c["seconds"] for c in cold if c["method"] == entry["method"]]
+        entry["median_fresh_process_seconds"] = statistics.median(times) if times else None
+    if cold:
+        ratios["fresh_process_ratio_hyperband_over_random"] = (
+            summary[0]["median_fresh_process_seconds"] / summary[1]["median_fresh_process_seconds"])
+
     print_table(rows, ["method", "seed", "configs", "total_budget", "val_loss", "test_accuracy", "seconds",
                        "cpu_seconds"], title="per seed")
     print_table(summary, ["method", "seeds", "configs", "total_budget", "median_test_accuracy", "median_val_loss",
                           "median_seconds", "median_warm_seconds", "median_warm_cpu_seconds",
-                          "first_seed_seconds"],
+                          "first_seed_seconds", "median_fresh_process_seconds"],
                 title=f"digits MLP ({jax.default_backend()}), medians over {args.seeds} seeds")
     for k, v in ratios.items():
         print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v} of {args.seeds}")
     write_results("hyperband_vs_random", rows, extra=dict(
         summary=summary, ratios=ratios, max_budget=R, eta=eta, steps_per_unit=args.steps_per_unit,
         max_width=args.max_width, max_depth=args.max_depth, seeds=args.seeds, hyperband_budget=budget,
-        random_configs=n_random, chunk_size=chunk_size))
+        random_configs=n_random, chunk_size=chunk_size, block_size=args.block_size,
+        concurrent_brackets=not args.sequential, fresh_process=cold))
 
 
 if __name__ == "__main__":

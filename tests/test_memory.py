@@ -195,14 +195,16 @@ def test_sharded_rung_donates_each_devices_rows():
 
 
 def _plain_continue_rung():
-    """``continue_rung`` as it was before donation (a reference)."""
+    """``continue_rung`` without donation (a reference)."""
     from functools import partial
 
-    from jaxhpo.training.trainer import train_population
+    from jaxhpo.training.trainer import train_blocks
 
-    @partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
-    def plain(trainer, states, hparams, num_steps, chunk_size=None, mesh=None):
-        return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+    @partial(jax.jit, static_argnames=("trainer", "block_size", "chunk_size", "mesh"))
+    def plain(trainer, states, hparams, num_steps, num_members=None, block_size=None, chunk_size=None, mesh=None,
+              keys=None, fresh=False):
+        return train_blocks(trainer, states, hparams, num_steps, num_members, block_size, chunk_size=chunk_size,
+                            mesh=mesh, keys=keys, fresh=fresh)
 
     return plain
 

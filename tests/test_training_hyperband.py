@@ -7,7 +7,7 @@ import pytest
 
 from jaxhpo import Float, Int, QuasiRandom, Space
 from jaxhpo.training import Trainer, hyperband, hyperband_schedule, successive_halving
-from jaxhpo.training.hyperband import successive_halving_schedule
+from jaxhpo.training.hyperband import level_sizes, successive_halving_schedule
 from jaxhpo.training.trainer import continue_rung, init_rung
 
 # Li et al. (2018), Table 1: R = 81, eta = 3; (n_i, r_i) per rung, bracket s = 4 .. 0.
@@ -139,29 +139,87 @@ def test_no_recompiles_across_rungs_of_equal_size():
         return _evaluate(state, hp)
 
     trainer = Trainer(_init, _step, evaluate)
-    hyperband(trainer, SPACE, jax.random.key(0), max_budget=9, eta=3)
-    # Brackets (9,1)(3,3)(1,9) | (5,3)(1,9) | (3,9): training programs for the
-    # sizes 9, 3, 1, 5 only, whatever the budgets.
-    assert len(traces) == 4
-    hyperband(trainer, SPACE, jax.random.key(1), max_budget=9, eta=3)
-    assert len(traces) == 4
+    kwargs = dict(max_budget=9, eta=3, block_size=None, concurrent_brackets=False)
+    hyperband(trainer, SPACE, jax.random.key(0), **kwargs)
+    # Brackets (9,1)(3,3)(1,9) | (5,3)(1,9) | (3,9) one after another: training
+    # programs for the first rungs' sizes 9, 5, 3 (which initialise their
+    # members too) and the later rungs' 3, 1 only, whatever the budgets.
+    assert len(traces) == 5
+    hyperband(trainer, SPACE, jax.random.key(1), **kwargs)
+    assert len(traces) == 5
+    # Side by side: levels 1, 3, 9 hold 9+5+3, 3+5+3 and 1+1+3 members.
+    assert level_sizes(hyperband_schedule(9, 3)) == [17, 11, 5]
+    hyperband(trainer, SPACE, jax.random.key(0), max_budget=9, eta=3, block_size=None)
+    assert len(traces) == 5 + 3
+
+
+def test_brackets_side_by_side_equal_brackets_in_turn():
+    assert level_sizes(hyperband_schedule(27, 3)) == [49, 31, 17, 8]
+    assert level_sizes(hyperband_schedule(81, 3)) == [81 + 34 + 15 + 8 + 5, 27 + 34 + 15 + 8 + 5,
+                                                      9 + 11 + 15 + 8 + 5, 3 + 3 + 5 + 8 + 5, 1 + 1 + 1 + 2 + 5]
+    for block_size in (None, "auto"):
+        a = hyperband(TRAINER, SPACE, jax.random.key(7), max_budget=9, eta=3, block_size=block_size)
+        b = hyperband(TRAINER, SPACE, jax.random.key(7), max_budget=9, eta=3, block_size=block_size,
+                      concurrent_brackets=False)
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.budget, b.budget)
+        np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6, atol=1e-7)
+        assert [(r["bracket"], r["rung"], r["budget"], r["index"].tolist()) for r in a.rungs] == \
+            [(r["bracket"], r["rung"], r["budget"], r["index"].tolist()) for r in b.rungs]
+        assert a.best_index == b.best_index and a.total_budget == b.total_budget
+        np.testing.assert_allclose(a.best_state["w"], b.best_state["w"], rtol=1e-6)
+    with pytest.raises(TypeError, match="concurrent_brackets"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, concurrent_brackets="yes")
 
 
 def test_block_size_shares_one_program_and_agrees():
     traces = []
 
-    def evaluate(state, hp):
+    def step(state, hp):  # a fresh function: this trainer's programs compile here only
         traces.append(1)
-        return _evaluate(state, hp)
+        return _step(state, hp)
 
-    trainer = Trainer(_init, _step, evaluate)
+    trainer = Trainer(_init, step, _evaluate)
     a = hyperband(trainer, SPACE, jax.random.key(0), max_budget=9, eta=3, block_size=3)
-    assert len(traces) == 1  # every rung of every bracket: blocks of 3
-    b = hyperband(TRAINER, SPACE, jax.random.key(0), max_budget=9, eta=3)
+    assert len(traces) == 1  # every rung of every bracket: blocks of 3 in one buffer
+    b = hyperband(TRAINER, SPACE, jax.random.key(0), max_budget=9, eta=3, block_size=None)
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(a.x, b.x)
     assert a.best_index == b.best_index and a.total_budget == b.total_budget
+    assert [r["index"].tolist() for r in a.rungs] == [r["index"].tolist() for r in b.rungs]
+    np.testing.assert_allclose(a.best_state["w"], b.best_state["w"], rtol=1e-6)
+    np.testing.assert_array_equal(jax.random.key_data(a.init_keys), jax.random.key_data(b.init_keys))
     with pytest.raises(ValueError, match="block_size"):
         hyperband(TRAINER, SPACE, 0, max_budget=9, block_size=0)
+    with pytest.raises(ValueError, match="block_size"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, block_size="fast")
+
+
+def test_default_on_cpu_compiles_one_training_program():
+    import sys
+
+    check_block_size = sys.modules["jaxhpo.training.hyperband"]._check_block_size
+    traces = []
+
+    def step(state, hp):
+        traces.append(1)
+        return _step(state, hp)
+
+    trainer = Trainer(_init, step, _evaluate)
+    res = hyperband(trainer, SPACE, jax.random.key(5), max_budget=9, eta=3)
+    schedule = hyperband_schedule(9, 3)
+    if jax.default_backend() == "cpu":
+        assert len(traces) == 1
+        # Blocks of the smallest level's population: side by side 5 (of 17, 11, 5),
+        # one bracket after another 1.
+        assert check_block_size("auto", [schedule], None) == 5
+        assert check_block_size("auto", [[b] for b in schedule], None) == 1
+        assert check_block_size("auto", [[[(12, 1), (4, 3)]]], None) == 4
+    else:
+        assert check_block_size("auto", [schedule], None) is None
+    assert res.total_budget == 9 * 1 + 3 * 2 + 1 * 6 + 5 * 3 + 1 * 6 + 3 * 9
+    ref = hyperband(TRAINER, SPACE, jax.random.key(5), max_budget=9, eta=3, block_size=None)
+    np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-6, atol=1e-7)
 
 
 def test_strategy_plugs_in_and_chunking_agrees():

@@ -82,6 +82,11 @@ class Strategy:
       popsize: number of points per ``ask``.
     """
 
+    # Whether ``tell`` changes what later ``ask`` calls propose. Where it does
+    # not (random and quasi-random points), callers may ask for several
+    # batches before telling any (e.g. Hyperband running brackets side by side).
+    adaptive: bool = True
+
     def __init__(self, space: Space, popsize: int):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")

@@ -234,6 +234,8 @@ class QuasiRandom(Strategy):
         point at the origin).
     """
 
+    adaptive = False  # tell never changes the points asked for
+
     def __init__(self, space: Space, popsize: int, method: str = "sobol", scramble: bool = True):
         super().__init__(space, popsize)
         if not isinstance(method, str) or method not in METHODS:

@@ -26,6 +26,8 @@ class RandomSearch(Strategy):
       popsize: points per ``ask``.
     """
 
+    adaptive = False  # tell never changes the points asked for
+
     def _init(self, key, params):
         return RandomState(params=params, **initial_best(self.dim))
 

@@ -4,12 +4,15 @@ Budget is counted in the trainer's units (one ``step`` = one unit). A bracket
 is a list of rungs ``(n_i, r_i)``: ``n_i`` configurations trained to ``r_i``
 units. After each rung the best ``n_{i+1} = floor(n_i / eta)`` by loss go on:
 their training states are gathered and trained ``r_{i+1} - r_i`` more units,
-never from scratch. Every rung is one vmapped compiled program (a fresh rung first runs a small
-init program); programs are keyed on the population size only (the extra
-budget is a traced trip count), so a search compiles at most one training
-program per distinct rung size, and a second search with the same trainer and
-schedule compiles nothing. With ``block_size`` every rung runs as blocks of
-one size, and the whole search compiles one training program.
+never from scratch. A rung's members train as vmapped blocks inside one
+compiled program whose trip counts (the extra budget, the number of blocks)
+are traced. With a ``block_size`` (on a CPU by default: the schedule's
+smallest rung) every rung of every bracket runs in one population buffer of
+fixed size, so a whole search compiles one init, one training and one gather
+program, and a second search with the same trainer and schedule compiles
+nothing. With ``block_size=None`` (the default on accelerators, where members
+train in parallel) each rung is one vmapped block of its own size: one
+program per distinct rung size, no padding.
 
 Configurations come from any jaxhpo ``Strategy`` (``RandomSearch`` by
 default); a model-based strategy (TPE, GP-BO) is told every configuration's
@@ -45,9 +48,9 @@ from ..evaluate import check_chunk_size, host_local
 from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
-from .trainer import check_mesh_size, check_trainer, continue_rung, init_rung, take
+from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, take
 
-__all__ = ["hyperband_schedule", "successive_halving_schedule", "successive_halving", "hyperband",
+__all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "successive_halving", "hyperband",
            "MultiFidelityResult", "survivor_order"]
 
 
@@ -238,14 +241,17 @@ def _check_sampler(strategy: Any, space: Space, popsize: int) -> Strategy:
     return strategy
 
 
-@partial(jax.jit, static_argnames=("strategy", "num_batches", "num_configs"))
-def _propose(strategy, key, state, num_batches, num_configs):
+@partial(jax.jit, static_argnames=("strategy", "num_batches", "size"))
+def _propose(strategy, key, state, num_batches, size, num_configs):
     """Ask ``num_batches`` times in a row; keep the first ``num_configs`` points.
 
-    Returns ``xs (num_batches, popsize, dim)`` (for ``tell``), ``x (num_configs,
-    dim)``, their decoded hyperparameters, one init key per configuration, and
-    the strategy's new state. One compiled program, so proposing costs no
-    eager dispatches.
+    Returns ``xs (num_batches, popsize, dim)`` (for ``tell``), and ``x (size,
+    dim)``, its decoded hyperparameters and one init key per row, where rows
+    from ``num_configs`` on (a traced count, so brackets of every size share
+    this program) repeat the last configuration; then the strategy's new
+    state. The keys do not depend on ``size``: row ``i`` gets the ``i``-th
+    key of ``jax.random.split(k, num_configs)`` (threefry splits are
+    partitionable).
     """
     k_ask, k_init = jax.random.split(key)
 
@@ -254,8 +260,9 @@ def _propose(strategy, key, state, num_batches, num_configs):
         return state, x
 
     state, xs = jax.lax.scan(one, state, jax.random.split(k_ask, num_batches))
-    x = xs.reshape(-1, strategy.space.dim)[:num_configs]
-    return xs, x, strategy.space.decode(x), jax.random.split(k_init, num_configs), state
+    rows = jnp.minimum(jnp.arange(size), num_configs - 1)
+    x = xs.reshape(-1, strategy.space.dim)[rows]
+    return xs, x, strategy.space.decode(x), jax.random.split(k_init, size)[rows], state
 
 
 @partial(jax.jit, static_argnames=("strategy",))
@@ -267,19 +274,8 @@ def _tell_batches(strategy, state, xs, values):
 
 
 def _padded(idx: np.ndarray, m: int) -> np.ndarray:
-    """``idx`` with its last entry repeated up to ``m`` entries (``_pad_rows`` as a gather index)."""
+    """``idx`` with its last entry repeated up to ``m`` entries."""
     return np.concatenate([idx, np.repeat(idx[-1:], m - len(idx))])
-
-
-def _pad_rows(tree: Any, m: int) -> Any:
-    """Repeat the last row so the leading axis has ``m`` rows (mesh divisibility)."""
-    def one(a):
-        n = a.shape[0]
-        if n == m:
-            return a
-        return jnp.concatenate([a, jnp.repeat(a[-1:], m - n, axis=0)])
-
-    return jax.tree_util.tree_map(one, tree)
 
 
 @jax.jit
@@ -287,125 +283,226 @@ def _concat(trees: list) -> Any:
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees)
 
 
-def _rounded_up(n: int, mesh: Mesh | None, block_size: int | None = None) -> int:
-    m = n if block_size is None else -(-n // block_size) * block_size
-    return m if mesh is None else -(-m // mesh.size) * mesh.size
+def _rounded_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def level_sizes(group: list) -> list[int]:
+    """Population of each budget level when the brackets of ``group`` run side by side.
+
+    ``group`` is a list of brackets (lists of rungs ``(n_i, r_i)``); a
+    bracket's members count at every level up to its last rung, ``n_i`` of
+    them from its rung ``i - 1`` (exclusive) to its rung ``i`` (inclusive).
+    """
+    levels = sorted({_steps(r) for bracket in group for _, r in bracket})
+    sizes = []
+    for level in levels:
+        total = 0
+        for bracket in group:
+            for n, r in bracket:
+                if _steps(r) >= level:
+                    total += n
+                    break
+        sizes.append(total)
+    return sizes
+
+
+def _check_block_size(block_size: Any, groups: list, mesh: Mesh | None) -> int | None:
+    """The block size a search runs with: an int, ``None``, or ``"auto"`` resolved (see ``hyperband``).
+
+    ``groups``: the brackets run side by side, group after group.
+    """
+    if isinstance(block_size, str):
+        if block_size != "auto":
+            raise ValueError(f"block_size must be a positive integer, None or 'auto', got {block_size!r}")
+        platform = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform
+        if platform != "cpu":
+            return None
+        # On a CPU compiling a training program costs seconds, more than a
+        # short search trains: one program, in blocks of the smallest level's
+        # population, pads little (every other level is larger) and keeps
+        # the blocks as large as the schedule allows (vmapped members share
+        # each kernel's fixed costs).
+        block_size = min(min(level_sizes(group)) for group in groups)
+        return block_size if mesh is None else _rounded_up(block_size, mesh.size)
+    if block_size is None:
+        return None
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, None or 'auto', got {block_size!r}")
+    block_size = int(block_size)
+    if mesh is not None and block_size % mesh.size:
+        raise ValueError(f"block_size ({block_size}) must be a multiple of the mesh's {mesh.size} devices")
+    return block_size
 
 
 class _Search:
-    """Host-side driver shared by ``successive_halving`` and ``hyperband``."""
+    """Host-side driver shared by ``successive_halving`` and ``hyperband``.
 
-    def __init__(self, trainer, space, strategy, chunk_size, mesh, popsize, block_size=None):
+    A level's members live in a population buffer of ``capacity`` rows: with
+    a ``block_size``, one buffer size for the whole search (the largest
+    level, rounded up to whole blocks), so that every level of every bracket
+    runs the same compiled init, gather and training programs; without, each
+    level's own size (rounded up to the mesh), one program per distinct
+    size. Rows past a level's members repeat its last member.
+    """
+
+    def __init__(self, trainer, space, strategy, chunk_size, mesh, popsize, groups, block_size):
         self.trainer = check_trainer(trainer)
-        if block_size is not None:
-            if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
-                raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
-            block_size = int(block_size)
-            if mesh is not None and block_size % mesh.size:
-                raise ValueError(f"block_size ({block_size}) must be a multiple of the mesh's {mesh.size} devices")
-        self.block_size = block_size
+        self.mesh = check_mesh_size(mesh)
+        self.block_size = _check_block_size(block_size, groups, self.mesh)
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
         self.space = space
         self.strategy = _check_sampler(strategy, space, popsize)
         self.chunk_size = check_chunk_size(chunk_size)
-        self.mesh = check_mesh_size(mesh)
+        largest = max(max(level_sizes(group)) for group in groups)
+        self.fixed_capacity = None if self.block_size is None else _rounded_up(largest, self.block_size)
         self.xs, self.brackets, self.budgets, self.losses, self.keys, self.rungs, self.hps = [], [], [], [], [], [], []
         self.best = None  # (loss, budget, global index, state)
         self.total = 0
         self.num_objectives = None  # read from the first rung's losses
         self.finals = []  # multi-objective: (budget, global indices, losses, states) of final rungs
 
-    def _blocks(self, fn, m, *args):
-        """``fn(*args)`` on a padded rung of ``m`` members: one call, or ``m / block_size``
-        calls of one block-sized program (every rung then shares that program)."""
-        if self.block_size is None or m == self.block_size:
-            return fn(*args)
-        # Each block is a fresh gather (laid out as the mesh shards it), so a
-        # donating ``fn`` consumes the block, never ``args``.
-        outs = [fn(*take(args, jnp.arange(start, start + self.block_size), self.mesh))
-                for start in range(0, m, self.block_size)]
-        return _concat(outs)
+    def _capacity(self, n: int) -> int:
+        if self.fixed_capacity is not None:
+            return self.fixed_capacity
+        return n if self.mesh is None else _rounded_up(n, self.mesh.size)
 
-    def run_bracket(self, key, bracket_id, rungs, strat_state):
-        n0 = rungs[0][0]
+    def run_brackets(self, keys, bracket_ids, schedule, strat_state):
+        """Run brackets side by side, in lockstep over their budget levels.
+
+        Every member of every bracket in ``schedule`` trains in one
+        population, level by level (the union of the brackets' rung
+        budgets): a bracket with a rung at a level keeps its best
+        ``n_{i+1}`` there, the others' members train on unselected (they have
+        not reached their first rung, or Hyperband's rungs sit on one grid
+        ``R eta^-k`` and they are between rungs). Each bracket's selections
+        are exactly those of running it alone; the population stays large,
+        and a search runs one program per level instead of one per rung.
+        One bracket is successive halving.
+        """
         p = self.strategy.popsize
-        num_batches = -(-n0 // p)
-        xs, x, hp_all, keys, strat_state = _propose(self.strategy, key, strat_state, num_batches, n0)
-        offset = sum(len(a) for a in self.xs)
-        budgets = np.zeros(n0, np.int64)
-        losses = None
-        places = np.zeros(n0, np.float64)  # multi-objective: what the sampler is told
+        brackets = []  # per bracket: dict of its proposal and bookkeeping
+        for key, bracket_id, rungs in zip(keys, bracket_ids, schedule):
+            n0 = rungs[0][0]
+            num_batches = -(-n0 // p)
+            xs, x, hp, init_keys, strat_state = _propose(
+                self.strategy, key, strat_state, num_batches, num_batches * p, np.int32(n0))
+            self.key_impl = jax.random.key_impl(init_keys)
+            offset = sum(len(a) for a in self.xs)
+            self.xs.append(np.asarray(x)[:n0])
+            self.hps.append({k: np.asarray(v)[:n0] for k, v in hp.items()})
+            self.keys.append(np.asarray(jax.random.key_data(init_keys))[:n0])
+            self.brackets.append(np.full(n0, bracket_id, np.int32))
+            brackets.append(dict(
+                id=bracket_id, rungs=rungs, n0=n0, xs=xs, num_batches=num_batches, offset=offset,
+                levels={_steps(r): i for i, (_, r) in enumerate(rungs)}, last=_steps(rungs[-1][1]),
+                alive=np.arange(n0), budgets=np.zeros(n0, np.int64), losses=None,
+                places=np.zeros(n0, np.float64)))  # multi-objective: what the sampler is told
 
-        alive = np.arange(n0)  # positions (within this bracket) of the current rung's members
-        new_states, done, hp, keep = None, 0, hp_all, None
-        for i, (n_i, r_i) in enumerate(rungs):
-            steps = _steps(r_i)
-            extra = steps - done
-            m = _rounded_up(len(alive), self.mesh, self.block_size)
-            if i == 0:
-                states = self._blocks(lambda k, h: init_rung(self.trainer, k, h, self.chunk_size, self.mesh),
-                                      m, _pad_rows(keys, m), _pad_rows(hp, m))
-            else:
-                # The survivors' rows of the last rung's states, padded to m rows
-                # (the last repeated), in one gather into fresh buffers sharded as
-                # the rung shards them.
-                states = take(new_states, jnp.asarray(_padded(keep, m)), self.mesh)
+        # The population: every live member, bracket after bracket; ``members``
+        # holds (bracket, position in the bracket) of each row.
+        def members():
+            return [(g, int(j)) for g, br in enumerate(brackets) if br["alive"] is not None for j in br["alive"]]
+
+        rows_of = members()
+        first_rows = np.concatenate([br["offset"] - brackets[0]["offset"] + br["alive"] for br in brackets])
+        cap = self._capacity(len(rows_of))
+        first_rows = _padded(first_rows, cap)
+        hp = {k: jnp.asarray(np.concatenate([h[k] for h in self.hps[-len(brackets):]])[first_rows])
+              for k in self.space.names}
+        init_keys = jax.random.wrap_key_data(
+            jnp.asarray(np.concatenate(self.keys[-len(brackets):])[first_rows]), impl=self.key_impl)
+        # The first level initialises its members in the training program itself
+        # (one program fewer to compile), into a buffer made on the host.
+        states = empty_states(self.trainer, init_keys, hp, self.mesh)
+        done = 0
+        for k, level in enumerate(sorted({lv for br in brackets for lv in br["levels"]})):
+            n = len(rows_of)
+            extra = level - done
+            # With a fixed buffer every level passes the same keys (used only
+            # where ``fresh``), so that all levels share one program.
+            keys = init_keys if (k == 0 or self.fixed_capacity is not None) else None
             # continue_rung donates ``states``: they are not read again.
-            new_states, loss = self._blocks(
-                lambda s, h: continue_rung(self.trainer, s, h, np.int32(extra), self.chunk_size, self.mesh),
-                m, states, _pad_rows(hp, m))
+            states, loss = continue_rung(self.trainer, states, hp, np.int32(extra), np.int32(n),
+                                         self.block_size, self.chunk_size, self.mesh, keys, np.bool_(k == 0))
             # Under jax.distributed the losses are sharded over every process: gather them.
-            loss = np.asarray(host_local(loss))[: len(alive)]
-            if losses is None:
-                m_obj = 0 if loss.ndim == 1 else loss.shape[1]
-                if self.num_objectives is None:
-                    self.num_objectives = m_obj
-                elif m_obj != self.num_objectives:
-                    raise ValueError(f"trainer.evaluate returned {m_obj} objectives, earlier {self.num_objectives}")
-                losses = np.full((n0,) + loss.shape[1:], np.inf, np.float32)
-            self.total += len(alive) * extra
-            done = steps
-            budgets[alive], losses[alive] = steps, loss
-            self.rungs.append(dict(bracket=bracket_id, rung=i, budget=steps, index=offset + alive,
-                                   loss=loss.copy()))
-            order = survivor_order(loss)
-            # A configuration's place in the bracket: later rungs first, then its
-            # position in that rung's order (a scalar a single-objective sampler can learn).
-            places[alive[order]] = (len(rungs) - 1 - i) + np.arange(len(alive)) / len(alive)
-            if i + 1 < len(rungs):
-                # Keep exactly the first n_{i+1} of the order; ties went by position.
-                keep = np.sort(order[: rungs[i + 1][0]])  # members stay in sampling order
-                alive = alive[keep]
-                hp = take(hp, jnp.asarray(keep))
-        # The last rung's members are the first len(alive) rows (the rest is padding).
-        states = new_states if m == len(alive) else take(new_states, jnp.arange(len(alive)))
+            loss = np.asarray(host_local(loss))[:n]
+            self.total += n * extra
+            done = level
+            if self.num_objectives is None:
+                self.num_objectives = 0 if loss.ndim == 1 else loss.shape[1]
+            elif (0 if loss.ndim == 1 else loss.shape[1]) != self.num_objectives:
+                raise ValueError(f"trainer.evaluate returned {loss.shape[1:]} objectives, earlier "
+                                 f"{self.num_objectives}")
+            row_bracket = np.asarray([g for g, _ in rows_of])
+            keep_rows = []
+            for g, br in enumerate(brackets):
+                if br["alive"] is None:
+                    continue
+                rows = np.flatnonzero(row_bracket == g)
+                if level not in br["levels"]:
+                    keep_rows.append(rows)
+                    continue
+                keep_rows.append(self._rung(br, br["levels"][level], level, loss[rows], rows, states))
+            rows = np.concatenate(keep_rows) if keep_rows else np.zeros(0, np.int64)
+            if len(rows) == 0:
+                break
+            rows_of = [rows_of[r] for r in rows]
+            idx = jnp.asarray(_padded(rows, self._capacity(len(rows))))
+            # The survivors' rows, padded by repeating the last: one gather into
+            # fresh buffers sharded as the next level shards them.
+            states, hp = take(states, idx, self.mesh), take(hp, idx, self.mesh)
+
+        for br in brackets:
+            # The sampler learns each configuration's loss at the largest budget it
+            # reached (multi-objective: its place in the bracket).
+            told = np.full(br["num_batches"] * p, np.inf, np.float32)
+            told[:br["n0"]] = br["places"] if self.num_objectives else br["losses"]
+            strat_state = _tell_batches(self.strategy, strat_state, br["xs"],
+                                        jnp.asarray(told.reshape(br["num_batches"], p)))
+            self.budgets.append(br["budgets"])
+            self.losses.append(br["losses"])
+        return strat_state
+
+    def _rung(self, br, i, steps, loss, rows, states):
+        """Record rung ``i`` of bracket ``br`` (its members are ``rows`` of
+        ``states``, losses ``loss``); returns the rows that go on."""
+        alive, rungs, n0 = br["alive"], br["rungs"], br["n0"]
+        if br["losses"] is None:
+            br["losses"] = np.full((n0,) + loss.shape[1:], np.inf, np.float32)
+        br["budgets"][alive], br["losses"][alive] = steps, loss
+        self.rungs.append(dict(bracket=br["id"], rung=i, budget=steps, index=br["offset"] + alive,
+                               loss=loss.copy()))
+        order = survivor_order(loss)
+        # A configuration's place in the bracket: later rungs first, then its
+        # position in that rung's order (a scalar a single-objective sampler can learn).
+        br["places"][alive[order]] = (len(rungs) - 1 - i) + np.arange(len(alive)) / len(alive)
+        if i + 1 < len(rungs):
+            # Keep exactly the first n_{i+1} of the order; ties went by position.
+            keep = np.sort(order[: rungs[i + 1][0]])  # members stay in sampling order
+            br["alive"] = alive[keep]
+            return rows[keep]
+        br["alive"] = None
         if self.num_objectives:
-            self.finals.append((done, offset + alive, loss, states))
-            j = None
-        else:
-            j = int(np.argmin(loss))
-        if j is not None and np.isfinite(loss[j]):
-            cand = (float(loss[j]), done, offset + int(alive[j]), host_local(take(states, jnp.asarray([j]))))
+            self.finals.append((steps, br["offset"] + alive, loss, take(states, jnp.asarray(rows))))
+            return rows[:0]
+        j = int(np.argmin(loss))
+        if np.isfinite(loss[j]):
+            cand = (float(loss[j]), steps, br["offset"] + int(alive[j]),
+                    host_local(take(states, jnp.asarray(rows[j:j + 1]))))
             if (self.best is None or cand[1] > self.best[1]
                     or (cand[1] == self.best[1] and cand[0] < self.best[0])):
                 self.best = cand
-        # The sampler learns each configuration's loss at the largest budget it reached
-        # (multi-objective: its place in the bracket).
-        told = np.full(num_batches * p, np.inf, np.float32)
-        told[:n0] = places if self.num_objectives else losses
-        strat_state = _tell_batches(self.strategy, strat_state, xs, jnp.asarray(told.reshape(num_batches, p)))
-        self.xs.append(np.asarray(x))
-        self.brackets.append(np.full(n0, bracket_id, np.int32))
-        self.budgets.append(budgets)
-        self.losses.append(losses)
-        self.keys.append(keys)
-        self.hps.append(hp_all)
-        return strat_state
+        return rows[:0]
+
+    def _init_keys(self) -> jax.Array:
+        return jax.random.wrap_key_data(jnp.asarray(np.concatenate(self.keys)), impl=self.key_impl)
 
     def result(self) -> MultiFidelityResult:
+        self.rungs.sort(key=lambda r: (r["bracket"], r["rung"]))
         x = np.concatenate(self.xs)
-        hparams = {k: np.concatenate([np.asarray(h[k]) for h in self.hps]) for k in self.space.names}
+        hparams = {k: np.concatenate([h[k] for h in self.hps]) for k in self.space.names}
         if self.num_objectives:
             return self._mo_result(x, hparams)
         if self.best is None:
@@ -417,7 +514,7 @@ class _Search:
         return MultiFidelityResult(
             x=x, hparams=hparams, bracket=np.concatenate(self.brackets),
             budget=np.concatenate(self.budgets), loss=np.concatenate(self.losses),
-            init_keys=jnp.concatenate(self.keys), rungs=self.rungs, best_index=best_index,
+            init_keys=self._init_keys(), rungs=self.rungs, best_index=best_index,
             best_params=best_params, best_loss=best_loss, best_budget=best_budget,
             best_state=best_state, total_budget=int(self.total), num_objectives=0,
             pareto_index=np.asarray([best_index] if best_params is not None else [], np.int64),
@@ -442,7 +539,7 @@ class _Search:
         return MultiFidelityResult(
             x=x, hparams=hparams, bracket=np.concatenate(self.brackets),
             budget=np.concatenate(self.budgets), loss=np.concatenate(self.losses),
-            init_keys=jnp.concatenate(self.keys), rungs=self.rungs,
+            init_keys=self._init_keys(), rungs=self.rungs,
             best_index=int(front_index[0]) if found else -1,
             best_params=front_params[0] if found else None,
             best_loss=float(loss[on_front[0], 0]) if found else float("nan"),
@@ -463,7 +560,7 @@ def _key(key: Any) -> jax.Array:
 def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int, min_budget: float,
                        max_budget: float, eta: int = 3, strategy: Strategy | None = None,
                        chunk_size: int | None = None, mesh: Mesh | None = None,
-                       block_size: int | None = None) -> MultiFidelityResult:
+                       block_size: int | str | None = "auto") -> MultiFidelityResult:
     """One successive-halving bracket over ``trainer`` (see ``successive_halving_schedule``).
 
     Args:
@@ -482,11 +579,18 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
       mesh: shard each rung's population over the mesh's devices (padded to
         a multiple of their number by repeating a member, whose results are
         dropped).
-      block_size: run every rung in blocks of this many members (the last
-        padded by repeating a member): all rungs of all brackets then share
-        one compiled training program, at the cost of the padding's compute.
-        Worth it where compiling dominates (a CPU, short trainings); ``None``
-        compiles one program per distinct rung size and wastes nothing.
+      block_size: run every rung as consecutive vmapped blocks of this many
+        members (the last padded by repeating a member) in one population
+        buffer of fixed size: all rungs of all brackets then share one
+        compiled init, training and gather program, at the cost of the
+        padding's compute. ``None``: each rung one vmapped block of its own
+        size, one program per distinct rung size, no padding (best where
+        members train in parallel and compiling is cheap against training).
+        ``"auto"`` (default): on a CPU, where members cost the same trained
+        together or in turn and compiling dominates short searches, blocks
+        of the schedule's smallest rung (rounded up to the mesh's size),
+        which pads nothing; elsewhere ``None``. Results do not depend on it
+        (up to float rounding of vmapped arithmetic).
     Returns:
       a ``MultiFidelityResult``. Where ``trainer.evaluate`` returns ``(m,)``
       objectives, survivors go by non-dominated rank and crowding distance
@@ -496,23 +600,33 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
       rung's order), a scalar.
     """
     rungs = successive_halving_schedule(num_configs, min_budget, max_budget, eta)
-    search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), block_size)
+    search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), [[rungs]], block_size)
     key = _key(key)
     k_strat, k_run = jax.random.split(key)
     strat_state = search.strategy.init(k_strat)
-    search.run_bracket(k_run, 0, rungs, strat_state)
+    search.run_brackets([k_run], [0], [rungs], strat_state)
     return search.result()
 
 
 def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: int = 3,
               strategy: Strategy | None = None, num_brackets: int | None = None,
               chunk_size: int | None = None, mesh: Mesh | None = None,
-              block_size: int | None = None) -> MultiFidelityResult:
+              block_size: int | str | None = "auto",
+              concurrent_brackets: bool | None = None) -> MultiFidelityResult:
     """Hyperband: successive halving over every bracket of ``hyperband_schedule(max_budget, eta)``.
 
-    Brackets run largest (most configurations, least budget each) first. The
-    sampler's state carries over from bracket to bracket, so a model-based
-    strategy learns from the earlier brackets.
+    The brackets are independent unless the sampler learns from them. With
+    a sampler that does not (``RandomSearch``, the default, and
+    ``QuasiRandom``: ``strategy.adaptive`` is False) they run side by side:
+    every bracket's members train in one population, level by level over
+    the budgets ``R eta^-k``, each bracket keeping its own best at its own
+    rungs. The selections are exactly those of running the brackets one
+    after another; the search runs ``s_max + 1`` levels instead of
+    ``(s_max + 1)(s_max + 2) / 2`` rungs, on populations that stay large
+    (R = 27, eta = 3: 49, 31, 17 and 8 members, where rungs one at a time
+    go down to 1). With an adaptive sampler (TPE, GP-BO: the BOHB pattern)
+    brackets run largest first, one after another, and the sampler's state
+    carries over, so later brackets sample from a model of earlier ones.
 
     Args:
       trainer, space, key, eta, chunk_size, mesh, block_size: see ``successive_halving``.
@@ -520,8 +634,13 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
       strategy: proposes configurations (``RandomSearch(space, n)`` with
         ``n`` the largest bracket's size by default).
       num_brackets: run only the first this many brackets (all by default).
+      concurrent_brackets: run the brackets side by side (``True``) or one
+        after another (``False``); ``None`` (default): side by side unless
+        ``strategy.adaptive``. Side by side with an adaptive sampler, it
+        learns from no bracket before proposing for all.
     Returns:
-      a ``MultiFidelityResult``; ``bracket`` counts from 0 in run order. A
+      a ``MultiFidelityResult``; ``bracket`` counts from 0, largest bracket
+      first, and ``rungs`` lists rungs bracket by bracket either way. A
       multi-objective trainer works as in ``successive_halving``; the Pareto
       front is taken over every bracket's last rung at the largest budget.
     """
@@ -530,10 +649,20 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
         if isinstance(num_brackets, bool) or not isinstance(num_brackets, numbers.Integral) or num_brackets < 1:
             raise ValueError(f"num_brackets must be a positive integer or None, got {num_brackets!r}")
         schedule = schedule[: int(num_brackets)]
-    search = _Search(trainer, space, strategy, chunk_size, mesh, max(b[0][0] for b in schedule), block_size)
+    if concurrent_brackets is not None and not isinstance(concurrent_brackets, bool):
+        raise TypeError(f"concurrent_brackets must be True, False or None, got {concurrent_brackets!r}")
+    if concurrent_brackets is None:
+        concurrent_brackets = strategy is None or not getattr(strategy, "adaptive", True)
+    groups = [schedule] if concurrent_brackets else [[bracket] for bracket in schedule]
+    search = _Search(trainer, space, strategy, chunk_size, mesh, max(b[0][0] for b in schedule), groups,
+                     block_size)
     key = _key(key)
     k_strat, k_run = jax.random.split(key)
     strat_state = search.strategy.init(k_strat)
-    for b, (k, rungs) in enumerate(zip(jax.random.split(k_run, len(schedule)), schedule)):
-        strat_state = search.run_bracket(k, b, rungs, strat_state)
+    keys = list(jax.random.split(k_run, len(schedule)))
+    start = 0
+    for group in groups:
+        ids = list(range(start, start + len(group)))
+        strat_state = search.run_brackets(keys[start:start + len(group)], ids, group, strat_state)
+        start += len(group)
     return search.result()

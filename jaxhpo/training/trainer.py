@@ -32,12 +32,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "Trainer", "check_trainer", "init_population", "train_population", "evaluate_population",
-    "check_mesh_size", "take", "fresh_rung", "init_rung", "continue_rung",
+    "check_mesh_size", "take", "fresh_rung", "init_rung", "continue_rung", "train_blocks", "empty_states",
 ]
 
 
@@ -184,6 +185,22 @@ def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size:
     return train_population(trainer, states, hparams, 0, chunk_size=chunk_size, mesh=mesh)[1]
 
 
+def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None = None) -> Any:
+    """Zero-filled train states for a population, made on the host: a buffer
+    for ``continue_rung(..., keys=keys, fresh=True)`` to initialise in place
+    (no compiled program of its own)."""
+    shapes = jax.eval_shape(jax.vmap(trainer.init), keys, hparams)
+
+    def one(shape):
+        zeros = np.zeros(shape.shape, shape.dtype)
+        if mesh is None:
+            return jax.device_put(zeros)
+        spec = PartitionSpec(tuple(mesh.axis_names), *([None] * (zeros.ndim - 1)))
+        return jax.device_put(zeros, NamedSharding(mesh, spec))
+
+    return jax.tree_util.tree_map(one, shapes)
+
+
 @partial(jax.jit, static_argnames=("mesh",))
 def take(tree: Any, idx: jax.Array, mesh: Mesh | None = None) -> Any:
     """Rows ``idx`` ``(m,)`` of every leaf's leading axis: ``(n, ...) -> (m, ...)``.
@@ -208,13 +225,83 @@ def init_rung(trainer, keys, hparams, chunk_size=None, mesh=None):
     return init_population(trainer, keys, hparams, chunk_size=chunk_size, mesh=mesh)
 
 
-@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"), donate_argnames=("states",))
-def continue_rung(trainer, states, hparams, num_steps, chunk_size=None, mesh=None):
+def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_members: Any = None,
+                 block_size: int | None = None, *, chunk_size: int | None = None,
+                 mesh: Mesh | None = None, keys: jax.Array | None = None,
+                 fresh: Any = False) -> tuple[Any, jax.Array]:
+    """``train_population`` on the first ``num_members`` rows of a fixed-size population (traceable).
+
+    The population's ``N`` rows are run as consecutive blocks of
+    ``block_size`` rows, each block one vmapped program, in a loop whose trip
+    count ``ceil(num_members / block_size)`` is traced: populations of every
+    size up to ``N`` share one compiled program, and rows past the last block
+    cost nothing. Without ``block_size`` (or with ``block_size >= N``) this is
+    ``train_population`` on all ``N`` rows.
+
+    Args:
+      states: ``(N, ...)`` train states; hparams: dict name -> ``(N,)``.
+      num_steps: ``()`` int, budget units to add.
+      num_members: ``()`` int, rows to train (``N`` by default); rows from
+        there to the end of their block are trained too (pad them with valid
+        members), rows past it are returned unchanged.
+      block_size: static, a divisor of ``N`` (a multiple of the mesh's size).
+      keys, fresh: ``(N,)`` init keys and a ``()`` bool (may be traced):
+        where ``fresh``, each trained row first gets ``trainer.init(key,
+        hparams)`` in place of its state (``states`` then only gives the
+        shapes), so initialising and training share one compiled program.
+    Returns:
+      ``(states, losses)`` as ``train_population``; rows not trained get
+      ``+inf`` losses.
+    """
+    n = _population_size(hparams)
+
+    def train(block_states, block_hparams, block_keys):
+        if block_keys is not None:
+            block_states = lax.cond(
+                fresh, lambda: init_population(trainer, block_keys, block_hparams, chunk_size=chunk_size, mesh=mesh),
+                lambda: block_states)
+        return train_population(trainer, block_states, block_hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+
+    if block_size is None or block_size >= n:
+        return train(states, hparams, keys)
+    if n % block_size:
+        raise ValueError(f"block_size ({block_size}) must divide the population size ({n})")
+    num_members = n if num_members is None else num_members
+
+    def rows(tree, start):
+        return jax.tree_util.tree_map(lambda a: lax.dynamic_slice_in_dim(a, start, block_size), tree)
+
+    # The losses' shape from ``evaluate`` alone: tracing ``step`` once more
+    # would only cost time.
+    one = jax.eval_shape(lambda s, h: jnp.asarray(trainer.evaluate(s, h)),
+                         *jax.tree_util.tree_map(lambda a: a[0], (states, hparams)))
+    losses = jnp.full((n,) + one.shape, jnp.inf, jnp.float32)
+
+    def block(b, carry):
+        states, losses = carry
+        start = b * block_size
+        new, loss = train(rows(states, start), rows(hparams, start), None if keys is None else rows(keys, start))
+        states = jax.tree_util.tree_map(lambda a, u: lax.dynamic_update_slice_in_dim(a, u, start, 0), states, new)
+        return states, lax.dynamic_update_slice_in_dim(losses, loss, start, 0)
+
+    num_blocks = (jnp.asarray(num_members, jnp.int32) + block_size - 1) // block_size
+    return lax.fori_loop(0, num_blocks, block, (states, losses))
+
+
+@partial(jax.jit, static_argnames=("trainer", "block_size", "chunk_size", "mesh"), donate_argnames=("states",))
+def continue_rung(trainer, states, hparams, num_steps, num_members=None, block_size=None, chunk_size=None,
+                  mesh=None, keys=None, fresh=False):
     """Compiled: train existing states ``num_steps`` more units, evaluate.
+
+    See ``train_blocks``: with ``block_size`` only the first ``num_members``
+    rows (whole blocks) are trained, and one program serves every
+    population size up to the buffer's; with ``keys`` and ``fresh`` the
+    same program initialises the members first.
 
     ``states`` is donated: the trained states are written into its buffers,
     so a rung holds one population of states, not two. The arrays passed in
     are deleted by the call (reading them afterwards raises "Array has been
     deleted"); keep the returned states instead, or pass a copy.
     """
-    return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+    return train_blocks(trainer, states, hparams, num_steps, num_members, block_size, chunk_size=chunk_size,
+                        mesh=mesh, keys=keys, fresh=fresh)
