@@ -8,8 +8,11 @@ excluded) and compiled temporary memory
 (``jax.jit(...).lower(...).compile().memory_analysis()``) of
 
 * ``train``: one training run of T steps (``rollout``), then the validation loss;
-* ``reverse``: ``unrolled(mode="reverse")`` (default ``step_policy="carry"``:
-  each step's input state kept, the step recomputed in the backward pass);
+* ``reverse``: ``unrolled(mode="reverse")`` (default
+  ``step_policy="contractions"``: each step's input state and weight
+  gradients kept, the step's activations recomputed in the backward pass);
+* ``reverse-carry``: ``step_policy="carry"`` (only the input state kept, the
+  whole step recomputed);
 * ``reverse-all``: ``step_policy="all"`` (every residual kept, no recomputation);
 * ``reverse+ckpt``: the default with ``checkpoint_every = round(sqrt(T))``;
 * ``forward``: ``unrolled(mode="forward")``.
@@ -84,6 +87,7 @@ def main(argv=None):
         fns = {
             "train": lambda h, s, T=T: val_loss(rollout(step, h, s, T), h),
             "reverse": unrolled(step, val_loss, T, mode="reverse"),
+            "reverse-carry": unrolled(step, val_loss, T, mode="reverse", step_policy="carry"),
             "reverse-all": unrolled(step, val_loss, T, mode="reverse", step_policy="all"),
             "reverse+ckpt": unrolled(step, val_loss, T, mode="reverse", checkpoint_every=k),
             "forward": unrolled(step, val_loss, T, mode="forward"),

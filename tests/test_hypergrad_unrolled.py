@@ -90,13 +90,14 @@ def test_forward_equals_reverse_and_checkpointing_changes_nothing(x64, T):
     v_auto, g_auto = jax.jit(unrolled(step, val_loss, T, mode="auto"))(_hp(), w0)
     # What each step keeps for the backward pass changes nothing either.
     v_all, g_all = jax.jit(unrolled(step, val_loss, T, step_policy="all"))(_hp(), w0)
+    v_carry, g_carry = jax.jit(unrolled(step, val_loss, T, step_policy="carry"))(_hp(), w0)
     v_dots, g_dots = jax.jit(unrolled(step, val_loss, T, checkpoint_every=7,
                                       step_policy=jax.checkpoint_policies.dots_saveable))(_hp(), w0)
     for name in ("lam", "lr"):
         ref = float(g_rev[name])
-        for other in (g_fwd, g_ck, g_auto, g_all, g_dots):
+        for other in (g_fwd, g_ck, g_auto, g_all, g_carry, g_dots):
             assert float(other[name]) == pytest.approx(ref, rel=1e-8, abs=1e-14)
-    for v in (v_fwd, v_ck, v_auto, v_all, v_dots):
+    for v in (v_fwd, v_ck, v_auto, v_all, v_carry, v_dots):
         assert float(v) == pytest.approx(float(v_rev), rel=1e-12)
 
 
@@ -235,6 +236,53 @@ def test_memory_checkpointed_reverse_sublinear_forward_flat():
     assert ckpt[1] / ckpt[0] < 6
     assert ckpt[1] < plain[1] / 10
     assert fwd[1] == fwd[0]
+
+
+def test_contractions_policy_keeps_weight_gradients_only():
+    from jaxhpo.hypergrad import contractions_saveable
+
+    dot = jax.lax.dot_general_p
+    f32 = lambda *shape: jax.core.ShapedArray(shape, jnp.float32)  # noqa: E731
+    plain = (((1,), (0,)), ((), ()))  # (B, d) @ (d, k)
+    over_batch = (((0,), (0,)), ((), ()))  # (B, d)^T (B, k)
+    # A weight gradient contracts the batch: parameter-sized, saved.
+    assert contractions_saveable(dot, f32(512, 32), f32(512, 64), dimension_numbers=over_batch)
+    # Activations are batch-sized: recomputed.
+    assert not contractions_saveable(dot, f32(512, 32), f32(32, 64), dimension_numbers=plain)
+    assert not contractions_saveable(dot, f32(512, 10), f32(10, 64), dimension_numbers=(((1,), (1,)), ((), ())))
+    # A matrix-vector product's output is as large as the vector: recomputed.
+    assert not contractions_saveable(dot, f32(256, 256), f32(256), dimension_numbers=(((1,), (0,)), ((), ())))
+    # Batched products: (b, B, d) x (b, B, k) over B -> (b, d, k), saved.
+    assert contractions_saveable(dot, f32(4, 512, 8), f32(4, 512, 16), dimension_numbers=(((1,), (1,)), ((0,), (0,))))
+    assert not contractions_saveable(jax.lax.mul_p, f32(512, 64), f32(512, 64))
+
+
+def test_contractions_policy_memory_sits_between_carry_and_all():
+    X = jnp.asarray(np.random.default_rng(2).normal(size=(128, 16)), jnp.float32)
+    y = jnp.asarray(np.random.default_rng(3).normal(size=(128,)), jnp.float32)
+
+    def loss(p):
+        return jnp.mean((jnp.tanh(X @ p["w1"]) @ p["w2"] - y) ** 2)
+
+    def step(p, h, t):
+        g = jax.grad(loss)(p)
+        return jax.tree_util.tree_map(lambda a, b: a - h["lr"] * b, p, g)
+
+    k1, k2 = jax.random.split(jax.random.key(0))
+    p0 = {"w1": jax.random.normal(k1, (16, 32)) / 4, "w2": jax.random.normal(k2, (32,)) / 6}
+    hp = {"lr": jnp.float32(0.05)}
+    T = 256
+    out, temp = {}, {}
+    for policy in ("contractions", "carry", "all"):
+        fn = jax.jit(unrolled(step, lambda p, h: loss(p), T, step_policy=policy))
+        temp[policy] = fn.lower(hp, p0).compile().memory_analysis().temp_size_in_bytes
+        out[policy] = fn(hp, p0)
+    params = 16 * 32 + 32
+    # Each step keeps its input state, plus its two weight gradients (one more
+    # state's worth) -- far less than every residual (batch-sized activations).
+    assert temp["carry"] + T * params * 4 * 0.9 <= temp["contractions"] < temp["all"] / 2
+    for policy in ("carry", "all"):
+        np.testing.assert_allclose(out[policy][1]["lr"], out["contractions"][1]["lr"], rtol=1e-5)
 
 
 def test_bad_arguments():

@@ -17,10 +17,10 @@ from .implicit import conjugate_gradient, implicit, neumann
 from .meta import meta_gradient
 from .online import HypergradientState, hypergradient_descent
 from .tuning import float_mask, gradient_tune
-from .unrolled import AUTO_FORWARD_MAX, rollout, unrolled
+from .unrolled import AUTO_FORWARD_MAX, contractions_saveable, rollout, unrolled
 
 __all__ = [
-    "unrolled", "rollout", "AUTO_FORWARD_MAX",
+    "unrolled", "rollout", "contractions_saveable", "AUTO_FORWARD_MAX",
     "implicit", "conjugate_gradient", "neumann",
     "hypergradient_descent", "HypergradientState",
     "gradient_tune", "float_mask",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -19,23 +21,47 @@ from jax.flatten_util import ravel_pytree
 
 from ._checks import check_callable, check_choice, check_positive_int
 
-__all__ = ["unrolled", "rollout", "MODES", "STEP_POLICIES", "AUTO_FORWARD_MAX"]
+__all__ = ["unrolled", "rollout", "contractions_saveable", "MODES", "STEP_POLICIES", "AUTO_FORWARD_MAX"]
 
 MODES = ("reverse", "forward", "auto")
 
 # What reverse mode keeps of each training step for the backward pass:
-# "carry" wraps every step in ``jax.checkpoint`` saving nothing but its input
-# state (the backward pass recomputes the step once); "all" keeps every
-# residual (no recomputation, memory ``O(T r)``). A jax checkpoint policy
-# (e.g. ``jax.checkpoint_policies.dots_saveable``) is also accepted.
-STEP_POLICIES = ("carry", "all")
+# "contractions" keeps the step's input state and the outputs of its
+# contracting matrix products (see ``contractions_saveable``), recomputing the
+# rest; "carry" keeps nothing but the input state (the backward pass
+# recomputes the whole step once); "all" keeps every residual (no
+# recomputation, memory ``O(T r)``). A jax checkpoint policy (e.g.
+# ``jax.checkpoint_policies.dots_saveable``) is also accepted.
+STEP_POLICIES = ("contractions", "carry", "all")
+
+
+def contractions_saveable(prim, *avals, **params) -> bool:
+    """A ``jax.checkpoint`` policy: save the matrix products whose output is
+    smaller than each operand, recompute everything else.
+
+    In a training step these are the weight gradients, which contract the
+    batch axis (``X^T delta``: ``(B, d_in), (B, d_out) -> (d_in, d_out)``):
+    as large as the parameters, cheap to keep, and a third or more of the
+    step's multiply-adds to recompute. The products that make activations
+    (``(B, d_in) @ (d_in, d_out)``) are as large as the batch: those are
+    recomputed, as reading them back would cost more than computing them.
+    """
+    if prim is not lax.dot_general_p:
+        return False
+    lhs, rhs = avals[:2]
+    (lhs_contract, rhs_contract), (_, rhs_batch) = params["dimension_numbers"]
+    contract = math.prod(lhs.shape[i] for i in lhs_contract)
+    rhs_free = math.prod(rhs.shape) // max(1, contract * math.prod(rhs.shape[i] for i in rhs_batch))
+    out = math.prod(lhs.shape) // max(1, contract) * rhs_free
+    return out < min(math.prod(lhs.shape), math.prod(rhs.shape))
 
 # ``mode="auto"`` takes forward mode up to this many hyperparameter scalars.
-# Forward mode costs about 1 + 1.5 n training runs of compute, memory flat in
-# T; reverse mode (per-step rematerialisation) a constant ~4-4.5 runs whatever
-# n is (measured in benchmarks/hypergrad_cost.py), memory O(T) states. Up to
-# ~2 scalars forward mode is no slower and always lighter; beyond, reverse
-# wins on time.
+# Forward mode costs about 1 + 1.3 n training runs of multiply-adds (a
+# tangent through a gradient step is a Hessian-vector product), memory flat
+# in T; reverse mode (per-step rematerialisation of the activations) a
+# constant ~3.4-3.5 runs of time whatever n is (measured in
+# benchmarks/hypergrad_cost.py), memory O(T) states. Up to ~2 scalars forward
+# mode is no slower and always lighter; beyond, reverse wins on time.
 AUTO_FORWARD_MAX = 2
 
 
@@ -57,7 +83,8 @@ def _policy_step(step: Callable, policy: Any) -> Callable:
     """``step`` wrapped for reverse mode according to ``policy`` (see ``STEP_POLICIES``)."""
     if policy == "all":
         return step
-    policy = jax.checkpoint_policies.nothing_saveable if policy == "carry" else policy
+    policy = {"carry": jax.checkpoint_policies.nothing_saveable,
+              "contractions": contractions_saveable}.get(policy, policy)
     # prevent_cse=False: every call sits inside a scan, which already keeps
     # XLA from merging the recomputation with the forward pass.
     return jax.checkpoint(step, policy=policy, prevent_cse=False)
@@ -149,10 +176,9 @@ def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
         ``sqrt(T)`` minimises that. ``k >= T`` means no rematerialisation.
         The values computed are the same either way.
       step_policy: what reverse-mode differentiation keeps of each step
-        (``"all"``, the default here: every residual; ``"carry"``: only the
-        step's input state, recomputing the step in the backward pass; or a
-        ``jax.checkpoint`` policy). No effect on the values, nor on a run
-        that is not differentiated.
+        (``"all"``, the default here: every residual; ``"contractions"`` or
+        ``"carry"``, see ``unrolled``; or a ``jax.checkpoint`` policy). No
+        effect on the values, nor on a run that is not differentiated.
     Returns:
       the state after ``T`` steps (``init_state``'s structure).
     """
@@ -189,7 +215,7 @@ def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
 
 
 def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = "reverse",
-             checkpoint_every: int | None = None, step_policy: Any = "carry",
+             checkpoint_every: int | None = None, step_policy: Any = "contractions",
              return_state: bool = False) -> Callable:
     """The exact hypergradient of a validation loss through ``T`` unrolled training steps.
 
@@ -209,13 +235,17 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
         ``T``); rematerialise every ``k`` steps in reverse mode (see
         ``rollout``). Ignored by forward mode, which stores no trajectory.
       step_policy: what reverse mode keeps of each step for the backward
-        pass: ``"carry"`` (default: the step's input state only; the
-        backward pass recomputes each step once), ``"all"`` (every residual,
-        no recomputation) or a ``jax.checkpoint`` policy such as
+        pass: ``"contractions"`` (default: the step's input state and its
+        contracting matrix products' outputs, e.g. the weight gradients,
+        which are parameter-sized; the backward pass recomputes the rest of
+        the step once), ``"carry"`` (the input state only: the whole step is
+        recomputed), ``"all"`` (every residual, no recomputation) or a
+        ``jax.checkpoint`` policy such as
         ``jax.checkpoint_policies.dots_saveable``. For a step that takes a
         gradient itself, storing all residuals of the second-order backward
-        pass costs more in memory traffic than recomputing the step, so
-        ``"carry"`` is both lighter and faster. Ignored by forward mode.
+        pass costs more in memory traffic than recomputing the step's
+        batch-sized products, so the default is both light and fast.
+        Ignored by forward mode.
       return_state: also return the final training state (computed by the
         same forward pass, not differentiated).
 
@@ -224,17 +254,19 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
 
     | mode | memory |
     | --- | --- |
-    | reverse, ``step_policy="carry"`` (default) | ``O(T s + r)`` |
+    | reverse, ``step_policy="contractions"`` (default) | ``O(T (s + c) + r)``, ``c`` the saved products (parameter-sized) |
+    | reverse, ``step_policy="carry"`` | ``O(T s + r)`` |
     | reverse, ``step_policy="all"`` | ``O(T r)`` |
     | reverse, ``checkpoint_every=k`` | ``O((T / k) s + k s + r)`` (``"carry"``) or ``O((T / k) s + k r)`` (``"all"``); ``O(sqrt(T))`` at ``k = sqrt(T)`` |
     | forward | ``O(n s)``, independent of ``T`` |
 
-    Time, in training runs of ``T`` steps: forward about ``1 + 1.5 n``;
+    Time, in training runs of ``T`` steps: forward about ``1 + 1.3 n``;
     reverse a constant multiple independent of ``n`` (a step that itself
     takes a gradient is differentiated to second order): one forward run,
-    one recomputation and the transposed step. ``checkpoint_every`` adds one
-    more recomputation (with ``"carry"``). ``benchmarks/hypergrad_cost.py``
-    has the measured ratios for a small MLP on CPU.
+    the recomputation of each step's activations and the transposed step.
+    ``checkpoint_every`` adds one more recomputation of each segment.
+    ``benchmarks/hypergrad_cost.py`` has the measured ratios for a small MLP
+    on CPU.
 
     Returns:
       ``hg(hparams, init_state) -> (value, grads)``, or ``(value, grads,
