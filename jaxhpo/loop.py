@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import pareto
-from ._materialize import materialize
+from ._materialize import stored
 from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
 from .space import Space
 from .strategies.base import Strategy
@@ -102,6 +102,15 @@ def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec()))
 
 
+def _count(flags: jax.Array) -> jax.Array:
+    """``()`` int32 number of True entries. Summed as float32 where exact (below
+    2^24 entries): XLA:CPU splits an integer sum into several passes of
+    reduce-windows, a float one runs as one library kernel."""
+    if flags.size <= 2**24:
+        return flags.sum(dtype=jnp.float32).astype(jnp.int32)
+    return flags.sum(dtype=jnp.int32)
+
+
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
                                    "negate", "mesh", "progress_every"))
 def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None,
@@ -109,7 +118,8 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
     key_init, key_loop = jax.random.split(key)
     state = strategy.init(key_init, params)
 
-    def generation(state, key):
+    def generation(state, key_and_index):
+        key, g = key_and_index
         x, state = strategy.ask(key, state)
         x = _replicate(x, mesh)
         valid = strategy.valid(state)
@@ -119,10 +129,12 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
                                       chunk_size))
         if chunk_size is None and mesh is None:
             # The values feed several reductions (the strategy's, the failure
-            # count); stored once, an elementwise objective is not re-evaluated
-            # inside each (a chunked evaluation's lax.map stores them anyway; a
-            # sharded population is left to the partitioner).
-            values = materialize(values)
+            # count); stored once, by a kernel of the objective's own, an
+            # elementwise objective is neither re-evaluated inside each nor
+            # fused into one (a chunked evaluation's lax.map stores them
+            # anyway; a sharded population is left to the partitioner). The
+            # generation index is the token: unbatched under vmap over seeds.
+            values = stored(values, g)
         # Multi-valued strategies (NSGA2) tell (popsize, num_values) rows:
         # the objectives, then the constraint values.
         num_values = getattr(strategy, "num_values", None)
@@ -154,8 +166,8 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         failed = valid & ~jnp.all(jnp.isfinite(values.reshape(strategy.popsize, -1)), axis=1)
         record = Trace(
             best_value=strategy.best(state)[1],
-            num_valid=valid.sum(dtype=jnp.int32),
-            num_failed=failed.sum(dtype=jnp.int32),
+            num_valid=_count(valid),
+            num_failed=_count(failed),
             values=sharded if history != "best" else None,
             valid=valid if history != "best" else None,
             x=_shard_population(x, mesh) if history == "all" else None,
@@ -172,7 +184,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         return state, record
 
     keys = jax.random.split(key_loop, num_generations)
-    return jax.lax.scan(generation, state, keys)
+    return jax.lax.scan(generation, state, (keys, jnp.arange(num_generations, dtype=jnp.int32)))
 
 
 def _resolve_chunk_size(chunk_size: Any, strategy: Strategy, objective: Callable, mesh: Mesh | None) -> int | None:

@@ -191,3 +191,18 @@ def test_progress_reports_from_inside_the_compiled_loop(capsys):
     assert float(lines[-1].split()[-1]) == pytest.approx(res.best_value, rel=1e-5)
     with pytest.raises(ValueError, match="progress_every"):
         jaxhpo.minimize(branin, BRANIN, s, num_generations=2, progress_every=0)
+
+
+def test_stored_values_are_the_objectives_and_survive_vmap():
+    from jaxhpo._materialize import stored
+    from jaxhpo.loop import _count
+
+    x = jnp.asarray([np.nan, -0.0, np.inf, -np.inf, 1.5, -2.0], jnp.float32)
+    out = jax.jit(stored)(x, jnp.int32(3))
+    np.testing.assert_array_equal(np.asarray(out).view(np.uint32), np.asarray(x).view(np.uint32))
+    # The token is unbatched, so vmap over the values keeps the conditional (a
+    # batched predicate would turn it into a select, which fuses away).
+    fn = jax.jit(jax.vmap(lambda v, g: stored(jnp.cos(v), g), in_axes=(0, None)))
+    assert "conditional" in fn.lower(jnp.ones((4, 1000)), jnp.int32(0)).compile().as_text()
+    flags = np.random.default_rng(0).random(5000) < 0.3
+    assert int(_count(jnp.asarray(flags))) == flags.sum()
