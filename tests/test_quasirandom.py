@@ -257,3 +257,27 @@ def test_bad_arguments_raise_at_construction():
     with pytest.raises(ValueError, match="popsize"):
         QuasiRandom(cube(2), 0, "halton")
     QuasiRandom(cube(SOBOL_MAX_DIM + 1), 8, "halton")  # Halton has no such table
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 256, 3001])
+def test_lhs_permutations_are_permutations(n):
+    from jaxhpo.strategies.quasirandom import _random_permutations
+
+    perm, jitter = jax.jit(_random_permutations, static_argnums=(1, 2, 3))(jax.random.key(n), n, 5, True)
+    assert perm.shape == jitter.shape == (5, n)
+    np.testing.assert_array_equal(np.sort(np.asarray(perm), axis=1), np.tile(np.arange(n), (5, 1)))
+
+
+def test_lhs_permutations_are_uniform():
+    # 4 elements: 24 permutations, 48000 draws (4 columns x 12000 keys, vmapped);
+    # chi-square against the uniform law.
+    from scipy import stats
+
+    from jaxhpo.strategies.quasirandom import _random_permutations
+
+    keys = jax.random.split(jax.random.key(11), 12000)
+    perms = jax.jit(jax.vmap(lambda k: _random_permutations(k, 4, 4, False)[0]))(keys)
+    codes = np.asarray(perms).reshape(-1, 4) @ np.array([64, 16, 4, 1])
+    _, counts = np.unique(codes, return_counts=True)
+    assert len(counts) == 24
+    assert stats.chisquare(counts).pvalue > 1e-3
