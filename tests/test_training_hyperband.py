@@ -244,3 +244,10 @@ def test_sharded_rungs_equal_unsharded():
     b = successive_halving(TRAINER, SPACE, 7, num_configs=9, min_budget=1, max_budget=3, mesh=mesh)
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
     assert a.best_index == b.best_index
+    # Hyperband's brackets side by side, in blocks (rounded up to the mesh's 4
+    # devices) and in one program per level, over the mesh.
+    ref = hyperband(TRAINER, SPACE, 3, max_budget=9, eta=3, block_size=None)
+    for block_size in ("auto", None):
+        c = hyperband(TRAINER, SPACE, 3, max_budget=9, eta=3, block_size=block_size, mesh=mesh)
+        np.testing.assert_allclose(c.loss, ref.loss, rtol=1e-6, atol=1e-7)
+        assert c.best_index == ref.best_index and c.total_budget == ref.total_budget
