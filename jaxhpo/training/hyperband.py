@@ -396,16 +396,12 @@ class _Search:
             self.brackets.append(np.full(n0, bracket_id, np.int32))
             brackets.append(dict(
                 id=bracket_id, rungs=rungs, n0=n0, xs=xs, num_batches=num_batches, offset=offset,
-                levels={_steps(r): i for i, (_, r) in enumerate(rungs)}, last=_steps(rungs[-1][1]),
-                alive=np.arange(n0), budgets=np.zeros(n0, np.int64), losses=None,
+                levels={_steps(r): i for i, (_, r) in enumerate(rungs)}, alive=np.arange(n0), budgets=np.zeros(n0, np.int64), losses=None,
                 places=np.zeros(n0, np.float64)))  # multi-objective: what the sampler is told
 
-        # The population: every live member, bracket after bracket; ``members``
+        # The population: every live member, bracket after bracket; ``rows_of``
         # holds (bracket, position in the bracket) of each row.
-        def members():
-            return [(g, int(j)) for g, br in enumerate(brackets) if br["alive"] is not None for j in br["alive"]]
-
-        rows_of = members()
+        rows_of = [(g, int(j)) for g, br in enumerate(brackets) for j in br["alive"]]
         first_rows = np.concatenate([br["offset"] - brackets[0]["offset"] + br["alive"] for br in brackets])
         cap = self._capacity(len(rows_of))
         first_rows = _padded(first_rows, cap)
@@ -417,15 +413,15 @@ class _Search:
         # (one program fewer to compile), into a buffer made on the host.
         states = empty_states(self.trainer, init_keys, hp, self.mesh)
         done = 0
-        for k, level in enumerate(sorted({lv for br in brackets for lv in br["levels"]})):
+        for i_level, level in enumerate(sorted({lv for br in brackets for lv in br["levels"]})):
             n = len(rows_of)
             extra = level - done
             # With a fixed buffer every level passes the same keys (used only
             # where ``fresh``), so that all levels share one program.
-            keys = init_keys if (k == 0 or self.fixed_capacity is not None) else None
+            level_keys = init_keys if (i_level == 0 or self.fixed_capacity is not None) else None
             # continue_rung donates ``states``: they are not read again.
-            states, loss = continue_rung(self.trainer, states, hp, np.int32(extra), np.int32(n),
-                                         self.block_size, self.chunk_size, self.mesh, keys, np.bool_(k == 0))
+            states, loss = continue_rung(self.trainer, states, hp, np.int32(extra), np.int32(n), self.block_size,
+                                         self.chunk_size, self.mesh, level_keys, np.bool_(i_level == 0))
             # Under jax.distributed the losses are sharded over every process: gather them.
             loss = np.asarray(host_local(loss))[:n]
             self.total += n * extra
