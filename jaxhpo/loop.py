@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import pareto
-from ._materialize import stored
+from ._materialize import materialize, stored
 from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
 from .space import Space
 from .strategies.base import Strategy
@@ -134,7 +134,10 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
             # fused into one (a chunked evaluation's lax.map stores them
             # anyway; a sharded population is left to the partitioner). The
             # generation index is the token: unbatched under vmap over seeds.
-            values = stored(values, g)
+            # A conditional costs accelerators a host round-trip per
+            # generation, so they keep the scatter.
+            values = jax.lax.platform_dependent(values, g, cpu=stored,
+                                                default=lambda v, _: materialize(v))
         # Multi-valued strategies (NSGA2) tell (popsize, num_values) rows:
         # the objectives, then the constraint values.
         num_values = getattr(strategy, "num_values", None)
