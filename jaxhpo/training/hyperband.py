@@ -448,7 +448,7 @@ class _Search:
             idx = jnp.asarray(_padded(rows, self._capacity(len(rows))))
             # The survivors' rows, padded by repeating the last: one gather into
             # fresh buffers sharded as the next level shards them.
-            states, hp = take(states, idx, self.mesh), take(hp, idx, self.mesh)
+            states, hp = take((states, hp), idx, self.mesh)
 
         for br in brackets:
             # The sampler learns each configuration's loss at the largest budget it
