@@ -251,3 +251,29 @@ def test_sharded_rungs_equal_unsharded():
         c = hyperband(TRAINER, SPACE, 3, max_budget=9, eta=3, block_size=block_size, mesh=mesh)
         np.testing.assert_allclose(c.loss, ref.loss, rtol=1e-6, atol=1e-7)
         assert c.best_index == ref.best_index and c.total_budget == ref.total_budget
+
+
+def _evaluate_failing(state, hp):
+    # Configurations with shift 3 fail (NaN), as a diverged training run would.
+    return jnp.where(hp["shift"] == 3, jnp.nan, _evaluate(state, hp))
+
+
+@pytest.mark.parametrize("block_size", ["auto", None])
+def test_failed_trainings_are_recorded_and_never_chosen(block_size):
+    trainer = Trainer(_init, _step, _evaluate_failing)
+    res = hyperband(trainer, SPACE, jax.random.key(8), max_budget=9, eta=3, block_size=block_size)
+    failed = res.hparams["shift"] == 3
+    assert failed.any() and not failed.all()
+    assert np.all(np.isposinf(res.loss[failed])) and np.all(np.isfinite(res.loss[~failed]))
+    for a, b in zip(res.rungs, res.rungs[1:]):
+        if a["bracket"] != b["bracket"]:
+            continue
+        # A failed configuration goes on only where too few finite ones are left.
+        went_on = np.isin(a["index"], b["index"])
+        finite = np.isfinite(a["loss"])
+        assert not np.any(went_on & ~finite) or went_on[finite].all()
+    assert res.hparams["shift"][res.best_index] != 3 and np.isfinite(res.best_loss)
+    # Every configuration failing: no best, and nothing raised.
+    none = hyperband(Trainer(_init, _step, lambda s, hp: jnp.float32(jnp.nan)), SPACE, 1, max_budget=9, eta=3,
+                     block_size=block_size)
+    assert none.best_params is None and none.best_index == -1 and np.all(np.isposinf(none.loss))
