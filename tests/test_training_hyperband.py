@@ -168,6 +168,14 @@ def test_brackets_side_by_side_equal_brackets_in_turn():
             [(r["bracket"], r["rung"], r["budget"], r["index"].tolist()) for r in b.rungs]
         assert a.best_index == b.best_index and a.total_budget == b.total_budget
         np.testing.assert_allclose(a.best_state["w"], b.best_state["w"], rtol=1e-6)
+    # A quasi-random sampler is not adaptive either: the same points either way,
+    # asked in batches of 4 (3, 2 and 1 asks for brackets of 9, 5 and 3).
+    sobol = QuasiRandom(SPACE, 4, method="sobol")
+    assert not sobol.adaptive
+    a = hyperband(TRAINER, SPACE, 2, max_budget=9, strategy=sobol)
+    b = hyperband(TRAINER, SPACE, 2, max_budget=9, strategy=sobol, concurrent_brackets=False)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6, atol=1e-7)
     with pytest.raises(TypeError, match="concurrent_brackets"):
         hyperband(TRAINER, SPACE, 0, max_budget=9, concurrent_brackets="yes")
 
