@@ -15,8 +15,8 @@ each search runs ``G`` generations (200; 50 at popsize 4096; CMA-ES 100,
   ``ask`` / ``tell`` with default params) on raw vectors.
 
 CMA-ES converges on the sphere to float32 resolution within about 130
-generations at popsize 16 (60 at 256, 40 at 4096); jaxhpo's then terminates and skips
-its update, while evosax's keeps adapting a degenerate distribution, which
+generations at popsize 16 (60 at 256, 40 at 4096); jaxhpo's then terminates and freezes
+its state, while evosax's keeps adapting a degenerate distribution, which
 gets slower. Timing past that point would compare different work, so the
 CMA-ES rows stop before it, and ``jaxhpo_stopped`` records whether jaxhpo's
 search terminated within the timed generations (it must not).

@@ -81,9 +81,8 @@ def main(argv=None):
     ap.add_argument("--cold-one", choices=("hyperband", "random"), help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
     args = ap.parse_args(argv)
-    block_size = {"auto": "auto", "none": None}.get(args.block_size.lower(), None)
-    if args.block_size.lower() not in ("auto", "none"):
-        block_size = int(args.block_size)
+    choice = args.block_size.lower()
+    block_size = "auto" if choice == "auto" else None if choice == "none" else int(choice)
     if args.quick:
         args.seeds, args.max_budget, args.steps_per_unit, args.max_width = 2, 9, 4, 16
     chunk_size = args.chunk_size or None

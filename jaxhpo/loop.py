@@ -16,7 +16,7 @@ from . import pareto
 from ._materialize import materialize, stored
 from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
 from .space import Space
-from .strategies.base import Strategy
+from .strategies.base import Strategy, counting_dtype
 
 __all__ = ["run", "minimize", "search_memory", "Result", "Trace", "HISTORY_MODES"]
 
@@ -103,12 +103,8 @@ def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 
 
 def _count(flags: jax.Array) -> jax.Array:
-    """``()`` int32 number of True entries. Summed as float32 where exact (below
-    2^24 entries): XLA:CPU splits an integer sum into several passes of
-    reduce-windows, a float one runs as one library kernel."""
-    if flags.size <= 2**24:
-        return flags.sum(dtype=jnp.float32).astype(jnp.int32)
-    return flags.sum(dtype=jnp.int32)
+    """``()`` int32 number of True entries, summed in ``counting_dtype``."""
+    return flags.sum(dtype=counting_dtype(flags.size)).astype(jnp.int32)
 
 
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",

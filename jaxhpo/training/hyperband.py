@@ -6,13 +6,14 @@ units. After each rung the best ``n_{i+1} = floor(n_i / eta)`` by loss go on:
 their training states are gathered and trained ``r_{i+1} - r_i`` more units,
 never from scratch. A rung's members train as vmapped blocks inside one
 compiled program whose trip counts (the extra budget, the number of blocks)
-are traced. With a ``block_size`` (on a CPU by default: the schedule's
-smallest rung) every rung of every bracket runs in one population buffer of
-fixed size, so a whole search compiles one init, one training and one gather
-program, and a second search with the same trainer and schedule compiles
-nothing. With ``block_size=None`` (the default on accelerators, where members
-train in parallel) each rung is one vmapped block of its own size: one
-program per distinct rung size, no padding.
+are traced; the first level's program also initialises the members. With a
+``block_size`` (on a CPU by default: the smallest level's population) every
+level of every bracket runs in one population buffer of fixed size, so a
+whole search compiles one training program and one gather, and a second
+search with the same trainer and schedule compiles nothing. With
+``block_size=None`` (the default on accelerators, where members train in
+parallel) each level is one vmapped block of its own size: one program per
+distinct level size, no padding.
 
 Configurations come from any jaxhpo ``Strategy`` (``RandomSearch`` by
 default); a model-based strategy (TPE, GP-BO) is told every configuration's
@@ -341,7 +342,7 @@ class _Search:
     A level's members live in a population buffer of ``capacity`` rows: with
     a ``block_size``, one buffer size for the whole search (the largest
     level, rounded up to whole blocks), so that every level of every bracket
-    runs the same compiled init, gather and training programs; without, each
+    runs the same compiled training and gather programs; without, each
     level's own size (rounded up to the mesh), one program per distinct
     size. Rows past a level's members repeat its last member.
     """
@@ -396,14 +397,15 @@ class _Search:
             self.brackets.append(np.full(n0, bracket_id, np.int32))
             brackets.append(dict(
                 id=bracket_id, rungs=rungs, n0=n0, xs=xs, num_batches=num_batches, offset=offset,
-                levels={_steps(r): i for i, (_, r) in enumerate(rungs)}, alive=np.arange(n0), budgets=np.zeros(n0, np.int64), losses=None,
+                levels={_steps(r): i for i, (_, r) in enumerate(rungs)}, alive=np.arange(n0),
+                budgets=np.zeros(n0, np.int64), losses=None,
                 places=np.zeros(n0, np.float64)))  # multi-objective: what the sampler is told
 
-        # The population: every live member, bracket after bracket; ``rows_of``
-        # holds (bracket, position in the bracket) of each row.
-        rows_of = [(g, int(j)) for g, br in enumerate(brackets) for j in br["alive"]]
+        # The population: every live member, bracket after bracket;
+        # ``row_bracket`` holds each row's bracket.
+        row_bracket = np.concatenate([np.full(br["n0"], g) for g, br in enumerate(brackets)])
         first_rows = np.concatenate([br["offset"] - brackets[0]["offset"] + br["alive"] for br in brackets])
-        cap = self._capacity(len(rows_of))
+        cap = self._capacity(len(row_bracket))
         first_rows = _padded(first_rows, cap)
         hp = {k: jnp.asarray(np.concatenate([h[k] for h in self.hps[-len(brackets):]])[first_rows])
               for k in self.space.names}
@@ -414,7 +416,7 @@ class _Search:
         states = empty_states(self.trainer, init_keys, hp, self.mesh)
         done = 0
         for i_level, level in enumerate(sorted({lv for br in brackets for lv in br["levels"]})):
-            n = len(rows_of)
+            n = len(row_bracket)
             extra = level - done
             # With a fixed buffer every level passes the same keys (used only
             # where ``fresh``), so that all levels share one program.
@@ -431,7 +433,6 @@ class _Search:
             elif (0 if loss.ndim == 1 else loss.shape[1]) != self.num_objectives:
                 raise ValueError(f"trainer.evaluate returned {loss.shape[1:]} objectives, earlier "
                                  f"{self.num_objectives}")
-            row_bracket = np.asarray([g for g, _ in rows_of])
             keep_rows = []
             for g, br in enumerate(brackets):
                 if br["alive"] is None:
@@ -444,7 +445,7 @@ class _Search:
             rows = np.concatenate(keep_rows) if keep_rows else np.zeros(0, np.int64)
             if len(rows) == 0:
                 break
-            rows_of = [rows_of[r] for r in rows]
+            row_bracket = row_bracket[rows]
             idx = jnp.asarray(_padded(rows, self._capacity(len(rows))))
             # The survivors' rows, padded by repeating the last: one gather into
             # fresh buffers sharded as the next level shards them.
@@ -578,15 +579,14 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
       block_size: run every rung as consecutive vmapped blocks of this many
         members (the last padded by repeating a member) in one population
         buffer of fixed size: all rungs of all brackets then share one
-        compiled init, training and gather program, at the cost of the
-        padding's compute. ``None``: each rung one vmapped block of its own
-        size, one program per distinct rung size, no padding (best where
-        members train in parallel and compiling is cheap against training).
-        ``"auto"`` (default): on a CPU, where members cost the same trained
-        together or in turn and compiling dominates short searches, blocks
-        of the schedule's smallest rung (rounded up to the mesh's size),
-        which pads nothing; elsewhere ``None``. Results do not depend on it
-        (up to float rounding of vmapped arithmetic).
+        compiled training and gather program, at the cost of the padding's
+        compute. ``None``: each level one vmapped block of its own size, one
+        program per distinct size, no padding (best where members train in
+        parallel and compiling is cheap against training). ``"auto"``
+        (default): on a CPU, where compiling dominates short searches,
+        blocks of the smallest population a level holds (rounded up to the
+        mesh's size; ``level_sizes``); elsewhere ``None``. Results do not
+        depend on it (up to float rounding of vmapped arithmetic).
     Returns:
       a ``MultiFidelityResult``. Where ``trainer.evaluate`` returns ``(m,)``
       objectives, survivors go by non-dominated rank and crowding distance
