@@ -207,6 +207,7 @@ def test_default_on_cpu_compiles_one_training_program():
     import sys
 
     check_block_size = sys.modules["jaxhpo.training.hyperband"]._check_block_size
+    padded_work = sys.modules["jaxhpo.training.hyperband"].padded_work
     traces = []
 
     def step(state, hp):
@@ -218,11 +219,21 @@ def test_default_on_cpu_compiles_one_training_program():
     schedule = hyperband_schedule(9, 3)
     if jax.default_backend() == "cpu":
         assert len(traces) == 1
-        # Blocks of the smallest level's population: side by side 5 (of 17, 11, 5),
-        # one bracket after another 1.
+        # The block size from 4 (or the smallest level, if smaller) up to the
+        # smallest level's population that pads the least training: side by
+        # side (levels 17, 11, 5 over 1, 2, 6 units) 5 pads 20 + 15 * 2 + 5 * 6
+        # = 80 member-units, 4 pads 20 + 12 * 2 + 8 * 6 = 92; one bracket
+        # after another the smallest level is 1.
+        assert padded_work([schedule], 5) == 80 and padded_work([schedule], 4) == 92
         assert check_block_size("auto", [schedule], None) == 5
         assert check_block_size("auto", [[b] for b in schedule], None) == 1
         assert check_block_size("auto", [[[(12, 1), (4, 3)]]], None) == 4
+        # R = 27 (levels 49, 31, 17, 8 over 1, 2, 6, 18 units): blocks of 8
+        # would train 56 + 32 * 2 + 24 * 6 + 8 * 18 = 408, blocks of 4
+        # 52 + 32 * 2 + 20 * 6 + 8 * 18 = 380 (the least of 4 .. 8).
+        big = hyperband_schedule(27, 3)
+        assert [padded_work([big], b) for b in (4, 8)] == [380, 408]
+        assert check_block_size("auto", [big], None) == 4
     else:
         assert check_block_size("auto", [schedule], None) is None
     assert res.total_budget == 9 * 1 + 3 * 2 + 1 * 6 + 5 * 3 + 1 * 6 + 3 * 9

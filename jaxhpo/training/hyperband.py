@@ -7,8 +7,8 @@ their training states are gathered and trained ``r_{i+1} - r_i`` more units,
 never from scratch. A rung's members train as vmapped blocks inside one
 compiled program whose trip counts (the extra budget, the number of blocks)
 are traced; the first level's program also initialises the members. With a
-``block_size`` (on a CPU by default: the smallest level's population) every
-level of every bracket runs in one population buffer of fixed size, so a
+``block_size`` (on a CPU by default: the size that pads least, see
+``successive_halving``) every level of every bracket runs in one population buffer of fixed size, so a
 whole search compiles one training program and one gather, and a second
 search with the same trainer and schedule compiles nothing. With
 ``block_size=None`` (the default on accelerators, where members train in
@@ -51,8 +51,8 @@ from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, take
 
-__all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "successive_halving", "hyperband",
-           "MultiFidelityResult", "survivor_order"]
+__all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
+           "hyperband", "MultiFidelityResult", "survivor_order"]
 
 
 def _check_eta(eta: Any) -> int:
@@ -308,6 +308,29 @@ def level_sizes(group: list) -> list[int]:
     return sizes
 
 
+# On a CPU, members per unit of training cost about the same in blocks of
+# 4 to 16 (digits MLP, 2 cores); narrower blocks leave the cores' vector
+# units idle, so ``block_size="auto"`` goes no lower unless a level is smaller.
+_MIN_CPU_BLOCK = 4
+
+
+def padded_work(groups: list, block_size: int) -> int:
+    """Member-units a search trains in blocks of ``block_size``, padding included.
+
+    ``groups``: lists of brackets run side by side, one group after another;
+    each level trains ``ceil(n / block_size)`` whole blocks for the units
+    between its budget and the previous level's.
+    """
+    total = 0
+    for group in groups:
+        levels = sorted({_steps(r) for bracket in group for _, r in bracket})
+        done = 0
+        for level, n in zip(levels, level_sizes(group)):
+            total += _rounded_up(n, block_size) * (level - done)
+            done = level
+    return total
+
+
 def _check_block_size(block_size: Any, groups: list, mesh: Mesh | None) -> int | None:
     """The block size a search runs with: an int, ``None``, or ``"auto"`` resolved (see ``hyperband``).
 
@@ -320,12 +343,16 @@ def _check_block_size(block_size: Any, groups: list, mesh: Mesh | None) -> int |
         if platform != "cpu":
             return None
         # On a CPU compiling a training program costs seconds, more than a
-        # short search trains: one program, in blocks of the smallest level's
-        # population, pads little (every other level is larger) and keeps
-        # the blocks as large as the schedule allows (vmapped members share
-        # each kernel's fixed costs).
-        block_size = min(min(level_sizes(group)) for group in groups)
-        return block_size if mesh is None else _rounded_up(block_size, mesh.size)
+        # short search trains: one program for every level, in blocks no
+        # larger than the smallest level's population (so no level is
+        # mostly padding), of the size that pads the least training.
+        smallest = min(min(level_sizes(group)) for group in groups)
+        step = 1 if mesh is None else mesh.size
+        smallest = _rounded_up(smallest, step)
+        lowest = min(_rounded_up(_MIN_CPU_BLOCK, step), smallest)
+        candidates = range(lowest, smallest + 1, step)
+        # Larger blocks win ties: each vmapped kernel's fixed costs are shared.
+        return min(candidates, key=lambda b: (padded_work(groups, b), -b))
     if block_size is None:
         return None
     if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
@@ -584,8 +611,10 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
         program per distinct size, no padding (best where members train in
         parallel and compiling is cheap against training). ``"auto"``
         (default): on a CPU, where compiling dominates short searches,
-        blocks of the smallest population a level holds (rounded up to the
-        mesh's size; ``level_sizes``); elsewhere ``None``. Results do not
+        the block size from 4 (or the smallest level's population, if
+        smaller) up to the smallest level's population (``level_sizes``;
+        multiples of the mesh's size) that pads the least training
+        (``padded_work``); elsewhere ``None``. Results do not
         depend on it (up to float rounding of vmapped arithmetic).
     Returns:
       a ``MultiFidelityResult``. Where ``trainer.evaluate`` returns ``(m,)``
