@@ -148,6 +148,60 @@ def test_switch_hyperparameters_are_traced_per_member():
     assert not np.allclose(np.asarray(out["w"][0]), np.asarray(out["w"][1]))
 
 
+def test_switch_state_shares_slots_between_branches():
+    # Every branch's state fits in Adam's: per parameter leaf two moments,
+    # not the 0 + 1 + 2 + 2 + 1 = 6 copies of keeping each branch's own.
+    state = SWITCH.init(P0)
+    param_sized = [a for a in state.slots if a.shape in {(3,), (2,)}]
+    assert len(param_sized) == 2 * len(P0)
+    adam = optax.inject_hyperparams(optimizer_factory("adam"))(learning_rate=0.1, weight_decay=0.0, momentum=0.9)
+    assert len(state.slots) == len(jax.tree_util.tree_leaves(adam.init(P0)))
+    assert int(state.active) == -1
+
+
+@jax.jit
+def _run_switching(first, second):
+    """10 steps with optimiser ``first``, then 10 with ``second``."""
+    def body(t, c):
+        p, s = c
+        hp = {"optimizer": jnp.where(t < 10, first, second), "learning_rate": HP["learning_rate"],
+              "weight_decay": HP["weight_decay"], "momentum": HP["momentum"]}
+        u, s = SWITCH.update(_grad(p), s, p, hp)
+        return optax.apply_updates(p, u), s
+
+    return jax.lax.fori_loop(0, 20, body, (P0, SWITCH.init(P0)))
+
+
+def _run_tx_from(tx, p, steps):
+    def body(_, c):
+        p, s = c
+        u, s = tx.update(_grad(p), s, p)
+        return optax.apply_updates(p, u), s
+
+    return jax.lax.fori_loop(0, steps, body, (p, tx.init(p)))[0]
+
+
+def test_switch_changing_optimizer_restarts_its_state():
+    # Adam for 10 steps, then momentum: momentum starts from its own fresh
+    # state at the parameters Adam reached (not from Adam's moments), and
+    # the state then belongs to momentum; vmapped over members that switch
+    # and members that do not.
+    names = list(OPTIMIZERS)
+    first = jnp.array([names.index("adam"), names.index("adam"), names.index("momentum")], jnp.int32)
+    second = jnp.array([names.index("momentum"), names.index("adam"), names.index("rmsprop")], jnp.int32)
+    params, state = jax.vmap(_run_switching)(first, second)
+    for m in range(3):
+        a, b = names[int(first[m])], names[int(second[m])]
+        mid = _run_tx_from(optimizer_factory(a)(**HP), P0, 10)
+        ref = _run_tx_from(optimizer_factory(b)(**HP), mid, 10) if a != b else \
+            _run_tx_from(optimizer_factory(a)(**HP), P0, 20)
+        for k in ("w", "b"):
+            np.testing.assert_allclose(np.asarray(params[k][m]), np.asarray(ref[k]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(state.active), np.asarray(second))
+    # The switch matters: momentum after Adam differs from Adam throughout.
+    assert not np.allclose(np.asarray(params["w"][0]), np.asarray(params["w"][1]))
+
+
 def test_switch_rejects_bad_names():
     with pytest.raises(ValueError, match="optimizer name"):
         SwitchOptimizer(["adam", "lion?"])
