@@ -219,21 +219,24 @@ def test_default_on_cpu_compiles_one_training_program():
     schedule = hyperband_schedule(9, 3)
     if jax.default_backend() == "cpu":
         assert len(traces) == 1
-        # The block size from 4 (or the smallest level, if smaller) up to the
+        # The block size from 8 (or the smallest level, if smaller) up to the
         # smallest level's population that pads the least training: side by
-        # side (levels 17, 11, 5 over 1, 2, 6 units) 5 pads 20 + 15 * 2 + 5 * 6
-        # = 80 member-units, 4 pads 20 + 12 * 2 + 8 * 6 = 92; one bracket
-        # after another the smallest level is 1.
+        # side R = 9 (levels 17, 11, 5 over 1, 2, 6 units) blocks of 5 pad
+        # 20 + 15 * 2 + 5 * 6 = 80 member-units; one bracket after another
+        # the smallest level is 1.
         assert padded_work([schedule], 5) == 80 and padded_work([schedule], 4) == 92
         assert check_block_size("auto", [schedule], None) == 5
         assert check_block_size("auto", [[b] for b in schedule], None) == 1
         assert check_block_size("auto", [[[(12, 1), (4, 3)]]], None) == 4
-        # R = 27 (levels 49, 31, 17, 8 over 1, 2, 6, 18 units): blocks of 8
-        # would train 56 + 32 * 2 + 24 * 6 + 8 * 18 = 408, blocks of 4
-        # 52 + 32 * 2 + 20 * 6 + 8 * 18 = 380 (the least of 4 .. 8).
-        big = hyperband_schedule(27, 3)
-        assert [padded_work([big], b) for b in (4, 8)] == [380, 408]
-        assert check_block_size("auto", [big], None) == 4
+        # R = 243 (levels 415, 253, 133, 65, 31, 14 over 1, 2, 6, 18, 54,
+        # 162 units): blocks of 8 train 7360 member-units, of 14 (the
+        # smallest level) 7588; 8 is the least of 8 .. 14.
+        big = hyperband_schedule(243, 3)
+        assert level_sizes(big) == [415, 253, 133, 65, 31, 14]
+        work = {b: padded_work([big], b) for b in range(8, 15)}
+        assert work[8] == 416 + 256 * 2 + 136 * 6 + 72 * 18 + 32 * 54 + 16 * 162 == 7360
+        assert work[14] == 420 + 266 * 2 + 140 * 6 + 70 * 18 + 42 * 54 + 14 * 162 == 7588
+        assert min(work, key=work.get) == 8 == check_block_size("auto", [big], None)
     else:
         assert check_block_size("auto", [schedule], None) is None
     assert res.total_budget == 9 * 1 + 3 * 2 + 1 * 6 + 5 * 3 + 1 * 6 + 3 * 9

@@ -308,10 +308,11 @@ def level_sizes(group: list) -> list[int]:
     return sizes
 
 
-# On a CPU, members per unit of training cost about the same in blocks of
-# 4 to 16 (digits MLP, 2 cores); narrower blocks leave the cores' vector
-# units idle, so ``block_size="auto"`` goes no lower unless a level is smaller.
-_MIN_CPU_BLOCK = 4
+# On a 2-core CPU a member-unit of the digits MLP costs more in blocks
+# narrower than about 8 (the cores' vector units and threads idle): R = 27,
+# eta = 3 took the same time in blocks of 4 (380 member-units) as of 8 (408).
+# ``block_size="auto"`` goes no narrower unless a level is smaller.
+_MIN_CPU_BLOCK = 8
 
 
 def padded_work(groups: list, block_size: int) -> int:
@@ -611,7 +612,7 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
         program per distinct size, no padding (best where members train in
         parallel and compiling is cheap against training). ``"auto"``
         (default): on a CPU, where compiling dominates short searches,
-        the block size from 4 (or the smallest level's population, if
+        the block size from 8 (or the smallest level's population, if
         smaller) up to the smallest level's population (``level_sizes``;
         multiples of the mesh's size) that pads the least training
         (``padded_work``); elsewhere ``None``. Results do not
