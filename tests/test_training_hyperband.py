@@ -299,3 +299,32 @@ def test_failed_trainings_are_recorded_and_never_chosen(block_size):
     none = hyperband(Trainer(_init, _step, lambda s, hp: jnp.float32(jnp.nan)), SPACE, 1, max_budget=9, eta=3,
                      block_size=block_size)
     assert none.best_params is None and none.best_index == -1 and np.all(np.isposinf(none.loss))
+
+
+def test_training_programs_compile_with_cpu_options_read_at_each_call():
+    # On a CPU the training programs compile at LLVM level 1
+    # (CPU_COMPILER_OPTIONS); cleared, they compile with XLA's defaults. The
+    # results agree, each setting has its own compiled program, and inside
+    # another trace (vmap) the outer program's options rule.
+    import sys
+
+    compile_mod = sys.modules["jaxhpo.training._compile"]
+    from jaxhpo.training import CPU_COMPILER_OPTIONS
+
+    assert CPU_COMPILER_OPTIONS is compile_mod.CPU_COMPILER_OPTIONS
+    keys = jax.random.split(jax.random.key(3), 4)
+    hp = SPACE.decode(SPACE.sample(jax.random.key(4), 4))
+    with_options = _straight_through(keys, hp, 3)
+    saved = dict(CPU_COMPILER_OPTIONS)
+    try:
+        CPU_COMPILER_OPTIONS.clear()
+        default = _straight_through(keys, hp, 3)
+    finally:
+        CPU_COMPILER_OPTIONS.update(saved)
+    np.testing.assert_allclose(with_options[1], default[1], rtol=1e-6)
+    variants = set(continue_rung._variants)
+    if jax.default_backend() == "cpu":
+        assert {(), tuple(sorted(saved.items()))} <= variants
+    nested = jax.vmap(lambda k: _straight_through(jax.random.split(k, 4), hp, 3)[1])(
+        jnp.stack([jax.random.key(3)]))
+    np.testing.assert_allclose(nested[0], with_options[1], rtol=1e-6)

@@ -1,6 +1,7 @@
 """Training-aware search: the trainer protocol, successive halving, Hyperband, PBT,
 and architectures / optimisers as fixed-shape hyperparameters."""
 
+from ._compile import CPU_COMPILER_OPTIONS
 from .buckets import train_bucketed, width_buckets
 from .classifier import MLPClassifierTrainer
 from .hyperband import (MultiFidelityResult, hyperband, hyperband_schedule, successive_halving,
@@ -19,4 +20,5 @@ __all__ = [
     "OPTIMIZERS", "SwitchOptimizer",
     "MLPClassifierTrainer",
     "train_bucketed", "width_buckets",
+    "CPU_COMPILER_OPTIONS",
 ]

@@ -33,6 +33,7 @@ from jax.sharding import Mesh
 
 from ..evaluate import check_chunk_size, host_local
 from ..space import Categorical, Float, Int, Space
+from ._compile import training_jit
 from .trainer import check_mesh_size, check_positive_int, check_trainer, init_population, train_population
 
 __all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
@@ -103,8 +104,8 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
     return out
 
 
-@partial(jax.jit, static_argnames=("trainer", "space", "popsize", "num_rounds", "num_exploit",
-                                   "chunk_size", "mesh"))
+@partial(training_jit, static_argnames=("trainer", "space", "popsize", "num_rounds", "num_exploit",
+                                        "chunk_size", "mesh"))
 def _pbt_program(trainer, space, key, init_x, steps_per_round, resample_prob, popsize, num_rounds,
                  num_exploit, factors, chunk_size, mesh):
     k_x, k_init, k_loop = jax.random.split(key, 3)

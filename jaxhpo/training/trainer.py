@@ -36,6 +36,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._compile import training_jit
+
 __all__ = [
     "Trainer", "check_trainer", "init_population", "train_population", "evaluate_population",
     "check_mesh_size", "take", "fresh_rung", "init_rung", "continue_rung", "train_blocks", "empty_states",
@@ -201,7 +203,7 @@ def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None
     return jax.tree_util.tree_map(one, shapes)
 
 
-@partial(jax.jit, static_argnames=("mesh",))
+@partial(training_jit, static_argnames=("mesh",))
 def take(tree: Any, idx: jax.Array, mesh: Mesh | None = None) -> Any:
     """Rows ``idx`` ``(m,)`` of every leaf's leading axis: ``(n, ...) -> (m, ...)``.
 
@@ -212,14 +214,14 @@ def take(tree: Any, idx: jax.Array, mesh: Mesh | None = None) -> Any:
     return _shard(jax.tree_util.tree_map(lambda a: a[idx], tree), mesh)
 
 
-@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
+@partial(training_jit, static_argnames=("trainer", "chunk_size", "mesh"))
 def fresh_rung(trainer, keys, hparams, num_steps, chunk_size=None, mesh=None):
     """Compiled: init a population, train ``num_steps`` units, evaluate. See ``train_population``."""
     states = init_population(trainer, keys, hparams, chunk_size=chunk_size, mesh=mesh)
     return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
 
 
-@partial(jax.jit, static_argnames=("trainer", "chunk_size", "mesh"))
+@partial(training_jit, static_argnames=("trainer", "chunk_size", "mesh"))
 def init_rung(trainer, keys, hparams, chunk_size=None, mesh=None):
     """Compiled: fresh states for a population. See ``init_population``."""
     return init_population(trainer, keys, hparams, chunk_size=chunk_size, mesh=mesh)
@@ -288,7 +290,8 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
     return lax.fori_loop(0, num_blocks, block, (states, losses))
 
 
-@partial(jax.jit, static_argnames=("trainer", "block_size", "chunk_size", "mesh"), donate_argnames=("states",))
+@partial(training_jit, static_argnames=("trainer", "block_size", "chunk_size", "mesh"),
+         donate_argnames=("states",))
 def continue_rung(trainer, states, hparams, num_steps, num_members=None, block_size=None, chunk_size=None,
                   mesh=None, keys=None, fresh=False):
     """Compiled: train existing states ``num_steps`` more units, evaluate.
