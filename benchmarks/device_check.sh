@@ -43,7 +43,7 @@ if [ -n "${QUICK:-}" ]; then
     step 240 hyperband_vs_random --quick --cold-runs 0
 else
     step 100 random_search_throughput --problems branin,hartmann6 --batches 1000000 --repeats 5 --optuna-trials 500
-    step 200 training_throughput --sizes 64 1024 --optuna-trials 16 --chunk 1024 --chunk-size 0 \
+    step 200 training_throughput --sizes 64 1024 --optuna-trials 16 --chunk 256 --chunk-size 0 \
         --baseline-max 128 --repeats 3
     step 60 scaling --repeats 3
     step 120 hyperband_vs_random --seeds 5 --cold-runs 1
