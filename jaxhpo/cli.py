@@ -7,15 +7,20 @@
     jaxhpo show STUDY.db    a table of a stored study's best trials
     jaxhpo plot STUDY.db    save the study's plots as PNG files
     jaxhpo bench [NAME]     the benchmark suite (source checkout)
+
+Compiled programs are kept on disk between runs (``compile_cache_dir()``;
+``jaxhpo --no-compile-cache ...`` to skip), so a second run compiles little.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "compile_cache_dir"]
 
 
 def _nonnegative_int(text: str) -> int:
@@ -38,6 +43,10 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxhpo", description="Hyperparameter optimisation for JAX.")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep compiled programs on disk between runs (by default in "
+                             "$JAXHPO_CACHE_DIR, else ~/.cache/jaxhpo/xla; JAX_COMPILATION_CACHE_DIR "
+                             "overrides both)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     demo = sub.add_parser(
@@ -136,9 +145,50 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (argparse exits on bad usage)."""
+# Programs that compile faster than this are not worth a file in the cache.
+_CACHE_MIN_COMPILE_SECONDS = 0.2
+
+
+def compile_cache_dir() -> Path:
+    """Where the command line keeps compiled programs between runs:
+    ``$JAXHPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxhpo/xla``, else
+    ``~/.cache/jaxhpo/xla``."""
+    if os.environ.get("JAXHPO_CACHE_DIR"):
+        return Path(os.environ["JAXHPO_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxhpo" / "xla"
+
+
+def _use_compile_cache() -> None:
+    """Turn on JAX's persistent compilation cache, unless the user chose one.
+
+    A second ``jaxhpo demo --task mlp`` then loads its programs instead of
+    compiling them (see the README for the figures). Respects
+    ``JAX_COMPILATION_CACHE_DIR`` when set.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(compile_cache_dir()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", _CACHE_MIN_COMPILE_SECONDS)
+
+
+def main(argv: Sequence[str] | None = None, *, compile_cache: bool | None = None) -> int:
+    """Run the command line; returns the exit status (argparse exits on bad usage).
+
+    Args:
+      argv: the arguments; ``None``: ``sys.argv[1:]`` (the ``jaxhpo`` program).
+      compile_cache: keep compiled programs on disk between runs
+        (``compile_cache_dir()``). ``None``: on for the ``jaxhpo`` program
+        (``argv`` not given) unless ``--no-compile-cache``, off when called
+        with ``argv`` from Python, which should not change JAX's settings.
+    """
     args = build_parser().parse_args(argv)
+    if compile_cache is None:
+        compile_cache = argv is None and not args.no_compile_cache
+    if compile_cache:
+        _use_compile_cache()
     return int(args.func(args))
 
 

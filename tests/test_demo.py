@@ -2,6 +2,9 @@
 scikit-learn, the cross-validated searches, and the command line."""
 
 import functools
+import os
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -202,6 +205,46 @@ def test_cli_demo_quick_prints_the_table(capsys):
         assert cells[3] == row.best_penalty
         assert float(cells[4]) == pytest.approx(row.cv_accuracy, abs=1e-4)
     assert "compilation included" in out
+    # Called from Python with arguments, the command line leaves JAX's settings alone.
+    assert jax.config.jax_compilation_cache_dir is None
+
+
+def _grid_table(out):
+    """The quick grid search's row of the demo table, less its wall time."""
+    return next(line for line in out.splitlines() if line.startswith("grid")).split()[:-1]
+
+
+def test_cli_keeps_compiled_programs_between_runs(tmp_path):
+    # The jaxhpo program keeps compiled programs on disk (JAXHPO_CACHE_DIR):
+    # the first run writes them, a second loads them (writes nothing new)
+    # and prints the same search; --no-compile-cache writes nothing.
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "jaxhpo", "demo", "--quick", "--strategies", "grid"]
+
+    def run(*extra, folder=cache):
+        return subprocess.run(cmd[:3] + list(extra) + cmd[3:], env=dict(env, JAXHPO_CACHE_DIR=str(folder)),
+                              capture_output=True, text=True, check=True).stdout
+
+    first = run()
+    written = sorted(p.name for p in cache.iterdir())
+    assert written
+    second = run()
+    assert sorted(p.name for p in cache.iterdir()) == written
+    assert _grid_table(second) == _grid_table(first)
+    run("--no-compile-cache", folder=tmp_path / "unused")
+    assert not (tmp_path / "unused").exists()
+
+
+def test_cli_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXHPO_CACHE_DIR", str(tmp_path / "a"))
+    assert cli.compile_cache_dir() == tmp_path / "a"
+    monkeypatch.delenv("JAXHPO_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cli.compile_cache_dir() == tmp_path / "xdg" / "jaxhpo" / "xla"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cli.compile_cache_dir() == tmp_path / "home" / ".cache" / "jaxhpo" / "xla"
 
 
 def test_cli_rejects_bad_usage(capsys):
