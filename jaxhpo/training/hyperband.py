@@ -242,9 +242,25 @@ def _check_sampler(strategy: Any, space: Space, popsize: int) -> Strategy:
     return strategy
 
 
+@partial(jax.jit, static_argnames=("strategy", "num_brackets"))
+def _start(strategy, key, num_brackets):
+    """The sampler's initial state and the brackets' keys, ``(num_brackets,)``
+    (``None``: one bracket, keyed by the run key itself), in one program
+    rather than a few small compiled operations."""
+    k_strat, k_run = jax.random.split(key)
+    keys = k_run[None] if num_brackets is None else jax.random.split(k_run, num_brackets)
+    return strategy.init(k_strat), keys
+
+
+@jax.jit
+def _first_row(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[0], tree)
+
+
 @partial(jax.jit, static_argnames=("strategy", "num_batches", "size"))
-def _propose(strategy, key, state, num_batches, size, num_configs):
-    """Ask ``num_batches`` times in a row; keep the first ``num_configs`` points.
+def _propose(strategy, keys, index, state, num_batches, size, num_configs):
+    """Ask ``num_batches`` times in a row with bracket ``index``'s key (of
+    ``keys``); keep the first ``num_configs`` points.
 
     Returns ``xs (num_batches, popsize, dim)`` (for ``tell``), and ``x (size,
     dim)``, its decoded hyperparameters and one init key per row, where rows
@@ -254,7 +270,7 @@ def _propose(strategy, key, state, num_batches, size, num_configs):
     key of ``jax.random.split(k, num_configs)`` (threefry splits are
     partitionable).
     """
-    k_ask, k_init = jax.random.split(key)
+    k_ask, k_init = jax.random.split(keys[index])
 
     def one(state, k):
         x, state = strategy.ask(k, state)
@@ -408,15 +424,16 @@ class _Search:
         ``R eta^-k`` and they are between rungs). Each bracket's selections
         are exactly those of running it alone; the population stays large,
         and a search runs one program per level instead of one per rung.
-        One bracket is successive halving.
+        One bracket is successive halving. ``keys``: every bracket's key
+        (``_start``), indexed by ``bracket_ids``.
         """
         p = self.strategy.popsize
         brackets = []  # per bracket: dict of its proposal and bookkeeping
-        for key, bracket_id, rungs in zip(keys, bracket_ids, schedule):
+        for bracket_id, rungs in zip(bracket_ids, schedule):
             n0 = rungs[0][0]
             num_batches = -(-n0 // p)
             xs, x, hp, init_keys, strat_state = _propose(
-                self.strategy, key, strat_state, num_batches, num_batches * p, np.int32(n0))
+                self.strategy, keys, np.int32(bracket_id), strat_state, num_batches, num_batches * p, np.int32(n0))
             self.key_impl = jax.random.key_impl(init_keys)
             offset = sum(len(a) for a in self.xs)
             self.xs.append(np.asarray(x)[:n0])
@@ -534,7 +551,7 @@ class _Search:
             best_index, best_params, best_loss, best_budget, best_state = -1, None, float("nan"), 0, None
         else:
             best_loss, best_budget, best_index, st = self.best
-            best_state = jax.tree_util.tree_map(lambda a: a[0], st)
+            best_state = _first_row(st)
             best_params = self.space.to_python({k: v[best_index] for k, v in hparams.items()})
         return MultiFidelityResult(
             x=x, hparams=hparams, bracket=np.concatenate(self.brackets),
@@ -545,7 +562,7 @@ class _Search:
             pareto_index=np.asarray([best_index] if best_params is not None else [], np.int64),
             pareto_params=[best_params] if best_params is not None else [],
             pareto_loss=np.asarray([best_loss] if best_params is not None else [], np.float32),
-            pareto_state=None if best_state is None else jax.tree_util.tree_map(lambda a: a[None], best_state),
+            pareto_state=None if best_state is None else st,  # the best's row, (1, ...)
         )
 
     def _mo_result(self, x, hparams) -> MultiFidelityResult:
@@ -627,10 +644,8 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
     """
     rungs = successive_halving_schedule(num_configs, min_budget, max_budget, eta)
     search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), [[rungs]], block_size)
-    key = _key(key)
-    k_strat, k_run = jax.random.split(key)
-    strat_state = search.strategy.init(k_strat)
-    search.run_brackets([k_run], [0], [rungs], strat_state)
+    strat_state, keys = _start(search.strategy, _key(key), None)
+    search.run_brackets(keys, [0], [rungs], strat_state)
     return search.result()
 
 
@@ -685,13 +700,10 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
     groups = [schedule] if concurrent_brackets else [[bracket] for bracket in schedule]
     search = _Search(trainer, space, strategy, chunk_size, mesh, max(b[0][0] for b in schedule), groups,
                      block_size)
-    key = _key(key)
-    k_strat, k_run = jax.random.split(key)
-    strat_state = search.strategy.init(k_strat)
-    keys = list(jax.random.split(k_run, len(schedule)))
+    strat_state, keys = _start(search.strategy, _key(key), len(schedule))
     start = 0
     for group in groups:
         ids = list(range(start, start + len(group)))
-        strat_state = search.run_brackets(keys[start:start + len(group)], ids, group, strat_state)
+        strat_state = search.run_brackets(keys, ids, group, strat_state)
         start += len(group)
     return search.result()
