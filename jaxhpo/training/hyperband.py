@@ -304,6 +304,12 @@ def _rounded_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _levels(group: list) -> list[int]:
+    """The budget levels (in trainer steps, ascending) of brackets run side by side:
+    the union of their rungs' budgets."""
+    return sorted({_steps(r) for bracket in group for _, r in bracket})
+
+
 def level_sizes(group: list) -> list[int]:
     """Population of each budget level when the brackets of ``group`` run side by side.
 
@@ -311,9 +317,8 @@ def level_sizes(group: list) -> list[int]:
     bracket's members count at every level up to its last rung, ``n_i`` of
     them from its rung ``i - 1`` (exclusive) to its rung ``i`` (inclusive).
     """
-    levels = sorted({_steps(r) for bracket in group for _, r in bracket})
     sizes = []
-    for level in levels:
+    for level in _levels(group):
         total = 0
         for bracket in group:
             for n, r in bracket:
@@ -340,9 +345,8 @@ def padded_work(groups: list, block_size: int) -> int:
     """
     total = 0
     for group in groups:
-        levels = sorted({_steps(r) for bracket in group for _, r in bracket})
         done = 0
-        for level, n in zip(levels, level_sizes(group)):
+        for level, n in zip(_levels(group), level_sizes(group)):
             total += _rounded_up(n, block_size) * (level - done)
             done = level
     return total
@@ -460,7 +464,7 @@ class _Search:
         # (one program fewer to compile), into a buffer made on the host.
         states = empty_states(self.trainer, init_keys, hp, self.mesh)
         done = 0
-        for i_level, level in enumerate(sorted({lv for br in brackets for lv in br["levels"]})):
+        for i_level, level in enumerate(_levels(schedule)):
             n = len(row_bracket)
             extra = level - done
             # With a fixed buffer every level passes the same keys (used only

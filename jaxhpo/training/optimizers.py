@@ -148,17 +148,18 @@ class SwitchOptimizer:
         cache_key = (treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
         if cache_key not in self._layouts:
             slots, assign, treedefs = [], [], []
+            of_kind = {}  # (shape, dtype) -> its slots, in order
             for tx in self._txs:
                 shapes = jax.eval_shape(tx.init, params)
                 seen, idx = {}, []
                 for leaf in jax.tree_util.tree_leaves(shapes):
                     kind = (tuple(leaf.shape), jnp.dtype(leaf.dtype))
-                    same = [j for j, s in enumerate(slots) if s == kind]
                     k = seen.get(kind, 0)
                     seen[kind] = k + 1
+                    same = of_kind.setdefault(kind, [])
                     if k == len(same):
+                        same.append(len(slots))
                         slots.append(kind)
-                        same.append(len(slots) - 1)
                     idx.append(same[k])
                 assign.append(tuple(idx))
                 treedefs.append(jax.tree_util.tree_structure(shapes))

@@ -96,16 +96,17 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def _population_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """The leading (population) axis over all of ``mesh``'s devices, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names), *([None] * (ndim - 1))))
+
+
 def _shard(tree: Any, mesh: Mesh | None) -> Any:
     """Split the leading (population) axis of every leaf over all of ``mesh``'s devices."""
     if mesh is None:
         return tree
-
-    def one(x):
-        spec = PartitionSpec(tuple(mesh.axis_names), *([None] * (x.ndim - 1)))
-        return lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-
-    return jax.tree_util.tree_map(one, tree)
+    return jax.tree_util.tree_map(lambda x: lax.with_sharding_constraint(x, _population_sharding(mesh, x.ndim)),
+                                  tree)
 
 
 def _per_member(fn: Callable, args: Any, chunk_size: int | None, n: int) -> Any:
@@ -195,10 +196,7 @@ def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None
 
     def one(shape):
         zeros = np.zeros(shape.shape, shape.dtype)
-        if mesh is None:
-            return jax.device_put(zeros)
-        spec = PartitionSpec(tuple(mesh.axis_names), *([None] * (zeros.ndim - 1)))
-        return jax.device_put(zeros, NamedSharding(mesh, spec))
+        return jax.device_put(zeros, None if mesh is None else _population_sharding(mesh, zeros.ndim))
 
     return jax.tree_util.tree_map(one, shapes)
 
