@@ -203,6 +203,43 @@ def test_block_size_shares_one_program_and_agrees():
         hyperband(TRAINER, SPACE, 0, max_budget=9, block_size="fast")
 
 
+def test_blocks_take_the_queue_of_member_units_and_train_each_member_as_alone():
+    # Blocks of 3 slots over a buffer of 9 rows: every (members, units) pair
+    # below, including fewer members than slots and units = 0, runs in one
+    # compiled program, trains rows < members exactly `units` steps (the
+    # step counter "n" and the weights equal an unblocked run's), leaves the
+    # other rows untouched and gives them +inf losses.
+    traces = []
+
+    def step(state, hp):
+        traces.append(1)
+        return _step(state, hp)
+
+    trainer = Trainer(_init, step, _evaluate)
+    keys = jax.random.split(jax.random.key(3), 9)
+    hp = {"lr": jnp.linspace(0.05, 0.4, 9), "shift": jnp.arange(9, dtype=jnp.int32) % 4}
+    start = init_rung(TRAINER, keys, hp)
+    for members, units in [(7, 4), (9, 1), (2, 5), (4, 0), (5, 3)]:
+        states = jax.tree_util.tree_map(jnp.copy, start)
+        states, loss = continue_rung(trainer, states, hp, np.int32(units), np.int32(members), 3)
+        sub = lambda t: jax.tree_util.tree_map(lambda a: a[:members], t)
+        ref, ref_loss = continue_rung(TRAINER, jax.tree_util.tree_map(jnp.copy, sub(start)), sub(hp),
+                                      np.int32(units))
+        np.testing.assert_array_equal(states["n"], [units] * members + [0] * (9 - members))
+        np.testing.assert_allclose(states["w"][:members], ref["w"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(states["w"][members:], start["w"][members:])
+        np.testing.assert_allclose(loss[:members], ref_loss, rtol=1e-6, atol=1e-7)
+        assert np.all(np.isinf(loss[members:]))
+    assert len(traces) == 1
+    # Initialising in place (fresh) then training: as init_rung then training.
+    fresh, loss = continue_rung(trainer, jax.tree_util.tree_map(jnp.zeros_like, start), hp, np.int32(2),
+                                np.int32(8), 3, keys=keys, fresh=np.bool_(True))
+    ref, ref_loss = continue_rung(TRAINER, jax.tree_util.tree_map(jnp.copy, start), hp, np.int32(2))
+    np.testing.assert_allclose(fresh["w"][:8], ref["w"][:8], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(loss[:8], ref_loss[:8], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(fresh["w"][8], 0.0)
+
+
 def test_default_on_cpu_compiles_one_training_program():
     import sys
 
@@ -220,23 +257,29 @@ def test_default_on_cpu_compiles_one_training_program():
     if jax.default_backend() == "cpu":
         assert len(traces) == 1
         # The block size from 8 (or the smallest level, if smaller) up to the
-        # smallest level's population that pads the least training: side by
-        # side R = 9 (levels 17, 11, 5 over 1, 2, 6 units) blocks of 5 pad
-        # 20 + 15 * 2 + 5 * 6 = 80 member-units; one bracket after another
-        # the smallest level is 1.
-        assert padded_work([schedule], 5) == 80 and padded_work([schedule], 4) == 92
+        # smallest level's population that pads the least training. A level
+        # is a queue of member-units taken a block at a time: side by side
+        # R = 9 (levels 17, 11, 5 over 1, 2, 6 units) blocks of 5 train
+        # ceil(17 / 5) + ceil(22 / 5) + ceil(30 / 5) = 15 passes of 5 = 75
+        # member-units, blocks of 4 take 5 + 6 + 8 passes of 4 = 76; one
+        # bracket after another the smallest level is 1.
+        assert padded_work([schedule], 5) == 75 and padded_work([schedule], 4) == 76
         assert check_block_size("auto", [schedule], None) == 5
         assert check_block_size("auto", [[b] for b in schedule], None) == 1
         assert check_block_size("auto", [[[(12, 1), (4, 3)]]], None) == 4
+        # A block wider than a level's population runs that level's members
+        # in blocks of their own number, each pass still paying for the block.
+        assert padded_work([[[(3, 2)]]], 4) == 2 * 4
         # R = 243 (levels 415, 253, 133, 65, 31, 14 over 1, 2, 6, 18, 54,
-        # 162 units): blocks of 8 train 7360 member-units, of 14 (the
-        # smallest level) 7588; 8 is the least of 8 .. 14.
+        # 162 units, 6831 member-units): blocks of 8 train 6856 member-units,
+        # of 9 6849, of 14 (the smallest level) 6860; 9 is the least of 8 .. 14.
         big = hyperband_schedule(243, 3)
         assert level_sizes(big) == [415, 253, 133, 65, 31, 14]
         work = {b: padded_work([big], b) for b in range(8, 15)}
-        assert work[8] == 416 + 256 * 2 + 136 * 6 + 72 * 18 + 32 * 54 + 16 * 162 == 7360
-        assert work[14] == 420 + 266 * 2 + 140 * 6 + 70 * 18 + 42 * 54 + 14 * 162 == 7588
-        assert min(work, key=work.get) == 8 == check_block_size("auto", [big], None)
+        assert work[8] == 8 * (52 + 64 + 100 + 147 + 210 + 284) == 6856
+        assert work[9] == 9 * (47 + 57 + 89 + 130 + 186 + 252) == 6849
+        assert work[14] == 14 * (30 + 37 + 57 + 84 + 120 + 162) == 6860
+        assert min(work, key=work.get) == 9 == check_block_size("auto", [big], None)
     else:
         assert check_block_size("auto", [schedule], None) is None
     assert res.total_budget == 9 * 1 + 3 * 2 + 1 * 6 + 5 * 3 + 1 * 6 + 3 * 9

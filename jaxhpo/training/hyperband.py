@@ -4,16 +4,18 @@ Budget is counted in the trainer's units (one ``step`` = one unit). A bracket
 is a list of rungs ``(n_i, r_i)``: ``n_i`` configurations trained to ``r_i``
 units. After each rung the best ``n_{i+1} = floor(n_i / eta)`` by loss go on:
 their training states are gathered and trained ``r_{i+1} - r_i`` more units,
-never from scratch. A rung's members train as vmapped blocks inside one
-compiled program whose trip counts (the extra budget, the number of blocks)
-are traced; the first level's program also initialises the members. With a
-``block_size`` (on a CPU by default: the size that pads least, see
-``successive_halving``) every level of every bracket runs in one population buffer of fixed size, so a
-whole search compiles one training program and one gather, and a second
-search with the same trainer and schedule compiles nothing. With
-``block_size=None`` (the default on accelerators, where members train in
-parallel) each level is one vmapped block of its own size: one program per
-distinct level size, no padding.
+never from scratch. A level's training is one compiled program whose trip
+counts (the extra budget, the number of members) are traced; the first
+level's program also initialises the members. With a ``block_size`` (on a
+CPU by default: the size that pads least, see ``successive_halving``) a
+level's member-units are a queue taken a block at a time, unit by unit
+(``jaxhpo.training.trainer.train_blocks``), and every level of every
+bracket runs in one population buffer of fixed size, so a whole search
+compiles one training program and one gather, and a second search with
+the same trainer and schedule compiles nothing. With ``block_size=None``
+(the default on accelerators, where members train in parallel) each level
+is one vmapped block of its own size: one program per distinct level size,
+no padding.
 
 Configurations come from any jaxhpo ``Strategy`` (``RandomSearch`` by
 default); a model-based strategy (TPE, GP-BO) is told every configuration's
@@ -49,6 +51,7 @@ from ..evaluate import check_chunk_size, host_local
 from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
+from ._compile import small_program_jit
 from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, take
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
@@ -242,7 +245,7 @@ def _check_sampler(strategy: Any, space: Space, popsize: int) -> Strategy:
     return strategy
 
 
-@partial(jax.jit, static_argnames=("strategy", "num_brackets"))
+@partial(small_program_jit, static_argnames=("strategy", "num_brackets"))
 def _start(strategy, key, num_brackets):
     """The sampler's initial state and the brackets' keys, ``(num_brackets,)``
     (``None``: one bracket, keyed by the run key itself), in one program
@@ -252,12 +255,12 @@ def _start(strategy, key, num_brackets):
     return strategy.init(k_strat), keys
 
 
-@jax.jit
+@small_program_jit
 def _first_row(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
-@partial(jax.jit, static_argnames=("strategy", "num_batches", "size"))
+@partial(small_program_jit, static_argnames=("strategy", "num_batches", "size"))
 def _propose(strategy, keys, index, state, num_batches, size, num_configs):
     """Ask ``num_batches`` times in a row with bracket ``index``'s key (of
     ``keys``); keep the first ``num_configs`` points.
@@ -282,7 +285,7 @@ def _propose(strategy, keys, index, state, num_batches, size, num_configs):
     return xs, x, strategy.space.decode(x), jax.random.split(k_init, size)[rows], state
 
 
-@partial(jax.jit, static_argnames=("strategy",))
+@partial(small_program_jit, static_argnames=("strategy",))
 def _tell_batches(strategy, state, xs, values):
     def one(state, xv):
         return strategy.tell(state, *xv), None
@@ -331,23 +334,27 @@ def level_sizes(group: list) -> list[int]:
 
 # On a 2-core CPU a member-unit of the digits MLP costs more in blocks
 # narrower than about 8 (the cores' vector units and threads idle): R = 27,
-# eta = 3 took the same time in blocks of 4 (380 member-units) as of 8 (408).
-# ``block_size="auto"`` goes no narrower unless a level is smaller.
+# eta = 3 in blocks of whole members took the same time in blocks of 4 (380
+# member-units) as of 8 (408). ``block_size="auto"`` goes no narrower unless
+# a level is smaller.
 _MIN_CPU_BLOCK = 8
 
 
 def padded_work(groups: list, block_size: int) -> int:
     """Member-units a search trains in blocks of ``block_size``, padding included.
 
-    ``groups``: lists of brackets run side by side, one group after another;
-    each level trains ``ceil(n / block_size)`` whole blocks for the units
-    between its budget and the previous level's.
+    ``groups``: lists of brackets run side by side, one group after another.
+    A level of ``n`` members and ``u`` more units is a queue of ``n u``
+    member-units taken ``w = min(block_size, n)`` at a time, each pass a
+    block of ``block_size`` slots (``train_blocks``): ``ceil(n u / w)``
+    passes.
     """
     total = 0
     for group in groups:
         done = 0
         for level, n in zip(_levels(group), level_sizes(group)):
-            total += _rounded_up(n, block_size) * (level - done)
+            width = min(block_size, n)
+            total += -(-n * (level - done) // width) * block_size
             done = level
     return total
 
@@ -625,13 +632,16 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
       mesh: shard each rung's population over the mesh's devices (padded to
         a multiple of their number by repeating a member, whose results are
         dropped).
-      block_size: run every rung as consecutive vmapped blocks of this many
-        members (the last padded by repeating a member) in one population
-        buffer of fixed size: all rungs of all brackets then share one
-        compiled training and gather program, at the cost of the padding's
-        compute. ``None``: each level one vmapped block of its own size, one
-        program per distinct size, no padding (best where members train in
-        parallel and compiling is cheap against training). ``"auto"``
+      block_size: train every level in vmapped blocks of this many
+        members, a level's member-units taken as a queue (every member's
+        first unit, then every member's second, ...; see
+        ``jaxhpo.training.trainer.train_blocks``), in one population buffer
+        of fixed size: all rungs of all brackets then share one compiled
+        training and gather program, at the cost of the last block of each
+        level's queue (fewer than ``block_size`` member-units). ``None``:
+        each level one vmapped block of its own size, one program per
+        distinct size, no padding (best where members train in parallel
+        and compiling is cheap against training). ``"auto"``
         (default): on a CPU, where compiling dominates short searches,
         the block size from 8 (or the smallest level's population, if
         smaller) up to the smallest level's population (``level_sizes``;

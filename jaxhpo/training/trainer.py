@@ -129,6 +129,17 @@ def _population_size(hparams: Any) -> int:
     return int(n)
 
 
+def _check_loss_shape(loss: jax.Array) -> None:
+    if loss.ndim > 1 or loss.shape == (0,):
+        raise ValueError("trainer.evaluate must return a scalar loss or a vector of m >= 1 "
+                         f"objectives, got shape {loss.shape}")
+
+
+def _finite_or_inf(losses: jax.Array) -> jax.Array:
+    ok = jnp.isfinite(losses) if losses.ndim == 1 else jnp.all(jnp.isfinite(losses), axis=1, keepdims=True)
+    return jnp.where(ok, losses, jnp.inf)
+
+
 def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size: int | None = None,
                     mesh: Mesh | None = None) -> Any:
     """Fresh training states for a population (traceable; call inside ``jit``).
@@ -171,15 +182,11 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
         s, hp = args
         s = lax.fori_loop(0, num_steps, lambda _, s: trainer.step(s, hp), s)
         loss = jnp.asarray(trainer.evaluate(s, hp), jnp.float32)
-        if loss.ndim > 1 or loss.shape == (0,):
-            raise ValueError("trainer.evaluate must return a scalar loss or a vector of m >= 1 "
-                             f"objectives, got shape {loss.shape}")
+        _check_loss_shape(loss)
         return s, loss
 
     states, losses = _per_member(member, (states, hparams), chunk_size, n)
-    ok = jnp.isfinite(losses) if losses.ndim == 1 else jnp.all(jnp.isfinite(losses), axis=1, keepdims=True)
-    losses = jnp.where(ok, losses, jnp.inf)
-    return _shard(states, mesh), _shard(losses, mesh)
+    return _shard(states, mesh), _shard(_finite_or_inf(losses), mesh)
 
 
 def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size: int | None = None,
@@ -231,19 +238,29 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
                  fresh: Any = False) -> tuple[Any, jax.Array]:
     """``train_population`` on the first ``num_members`` rows of a fixed-size population (traceable).
 
-    The population's ``N`` rows are run as consecutive blocks of
-    ``block_size`` rows, each block one vmapped program, in a loop whose trip
-    count ``ceil(num_members / block_size)`` is traced: populations of every
-    size up to ``N`` share one compiled program, and rows past the last block
-    cost nothing. Without ``block_size`` (or with ``block_size >= N``) this is
+    With a ``block_size`` ``B`` the training is a queue of ``num_members x
+    num_steps`` member-units, taken unit by unit (every member's first
+    unit, then every member's second, ...) ``w = min(B, num_members)`` at a
+    time: each pass of the loop gathers the ``w`` members next in the queue,
+    trains each one unit in one vmapped program of ``B`` slots and writes
+    them back. Consecutive members of the queue are distinct as long as
+    ``w <= num_members``, and a member's unit ``u + 1`` always comes in a
+    later pass than its unit ``u``, so each member trains exactly as alone.
+    The padding is what is left of the last pass, ``< B`` member-units in
+    all (and ``B - num_members`` slots of every pass where ``num_members <
+    B``), where blocks of whole members would pad every unit of a partial
+    block (``17`` members of ``6`` units in blocks of ``8``: ``104``
+    member-units against ``144``). The trip counts are traced, so
+    populations of every size up to ``N`` and every ``num_steps`` share one
+    compiled program; rows past ``num_members`` cost nothing. Without
+    ``block_size`` (or with ``block_size >= N``) this is
     ``train_population`` on all ``N`` rows.
 
     Args:
       states: ``(N, ...)`` train states; hparams: dict name -> ``(N,)``.
       num_steps: ``()`` int, budget units to add.
-      num_members: ``()`` int, rows to train (``N`` by default); rows from
-        there to the end of their block are trained too (pad them with valid
-        members), rows past it are returned unchanged.
+      num_members: ``()`` int, rows to train (``N`` by default); rows past
+        them are returned unchanged.
       block_size: static, a divisor of ``N`` (a multiple of the mesh's size).
       keys, fresh: ``(N,)`` init keys and a ``()`` bool (may be traced):
         where ``fresh``, each trained row first gets ``trainer.init(key,
@@ -255,37 +272,68 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
     """
     n = _population_size(hparams)
 
-    def train(block_states, block_hparams, block_keys):
-        if block_keys is not None:
-            block_states = lax.cond(
-                fresh, lambda: init_population(trainer, block_keys, block_hparams, chunk_size=chunk_size, mesh=mesh),
-                lambda: block_states)
-        return train_population(trainer, block_states, block_hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
-
     if block_size is None or block_size >= n:
-        return train(states, hparams, keys)
+        if keys is not None:
+            states = lax.cond(fresh, lambda: init_population(trainer, keys, hparams, chunk_size=chunk_size,
+                                                             mesh=mesh), lambda: states)
+        return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
     if n % block_size:
         raise ValueError(f"block_size ({block_size}) must divide the population size ({n})")
-    num_members = n if num_members is None else num_members
-
-    def rows(tree, start):
-        return jax.tree_util.tree_map(lambda a: lax.dynamic_slice_in_dim(a, start, block_size), tree)
-
-    # The losses' shape from ``evaluate`` alone: tracing ``step`` once more
-    # would only cost time.
+    members = jnp.asarray(n if num_members is None else num_members, jnp.int32)
+    units = jnp.asarray(num_steps, jnp.int32)
+    slots = jnp.arange(block_size, dtype=jnp.int32)
     one = jax.eval_shape(lambda s, h: jnp.asarray(trainer.evaluate(s, h)),
                          *jax.tree_util.tree_map(lambda a: a[0], (states, hparams)))
+    _check_loss_shape(one)
     losses = jnp.full((n,) + one.shape, jnp.inf, jnp.float32)
 
-    def block(b, carry):
-        states, losses = carry
-        start = b * block_size
-        new, loss = train(rows(states, start), rows(hparams, start), None if keys is None else rows(keys, start))
-        states = jax.tree_util.tree_map(lambda a, u: lax.dynamic_update_slice_in_dim(a, u, start, 0), states, new)
-        return states, lax.dynamic_update_slice_in_dim(losses, loss, start, 0)
+    # The queue of member-units, w at a time (num_steps = 0: one pass over
+    # the members, evaluating only). A pass's slots past w, or past the
+    # queue's end, hold a copy of a queued member whose result is dropped.
+    width = jnp.minimum(members, block_size)
+    queued = jnp.maximum(units, 1)
+    total = members * queued
+    num_passes = (total + width - 1) // jnp.maximum(width, 1)
 
-    num_blocks = (jnp.asarray(num_members, jnp.int32) + block_size - 1) // block_size
-    return lax.fori_loop(0, num_blocks, block, (states, losses))
+    def per_slot(mask, new, old):
+        return jax.tree_util.tree_map(
+            lambda u, a: jnp.where(mask.reshape((-1,) + (1,) * (u.ndim - 1)), u, a), new, old)
+
+    def one_pass(j, carry):
+        states, losses = carry
+        task = j * width + slots
+        valid = (slots < width) & (task < total)
+        member = jnp.where(valid, task, j * width) % jnp.maximum(members, 1)
+        unit = task // jnp.maximum(members, 1)
+        block, block_hp = _shard(jax.tree_util.tree_map(lambda a: a[member], (states, hparams)), mesh)
+        if keys is not None:
+            # Only the passes over every member's first unit initialise.
+            def init(block):
+                block_keys = _shard(keys[member], mesh)
+                new = _per_member(lambda a: trainer.init(*a), (block_keys, block_hp), chunk_size, block_size)
+                return per_slot(unit == 0, new, block)
+
+            block = lax.cond(jnp.asarray(fresh) & (j * width < members), init, lambda b: b, block)
+        block = lax.cond(units > 0, lambda b: _per_member(lambda a: trainer.step(*a), (b, block_hp), chunk_size,
+                                                          block_size), lambda b: b, block)
+        last = valid & (unit == queued - 1)
+
+        def evaluate(block):
+            loss = _per_member(lambda a: jnp.asarray(trainer.evaluate(*a), jnp.float32), (block, block_hp),
+                               chunk_size, block_size)
+            return _finite_or_inf(loss)
+
+        # Only the passes over every member's last unit evaluate.
+        loss = lax.cond(jnp.any(last), evaluate, lambda b: jnp.full((block_size,) + one.shape, jnp.inf,
+                                                                    jnp.float32), block)
+        # Dropped writes go past the end (distinct rows, so the writes are unique).
+        target = jnp.where(valid, member, n + slots)
+        states = jax.tree_util.tree_map(lambda a, u: a.at[target].set(u, mode="drop", unique_indices=True),
+                                        states, block)
+        losses = losses.at[jnp.where(last, member, n + slots)].set(loss, mode="drop", unique_indices=True)
+        return states, losses
+
+    return lax.fori_loop(0, num_passes, one_pass, (states, losses))
 
 
 @partial(training_jit, static_argnames=("trainer", "block_size", "chunk_size", "mesh"),
