@@ -371,3 +371,27 @@ def test_training_programs_compile_with_cpu_options_read_at_each_call():
     nested = jax.vmap(lambda k: _straight_through(jax.random.split(k, 4), hp, 3)[1])(
         jnp.stack([jax.random.key(3)]))
     np.testing.assert_allclose(nested[0], with_options[1], rtol=1e-6)
+
+
+def test_bookkeeping_programs_compile_with_small_program_options():
+    # A bracket's sampling program compiles with SMALL_PROGRAM_OPTIONS on a
+    # CPU (LLVM level 0) and gives what the same function under jax.jit gives.
+    import sys
+
+    hb = sys.modules["jaxhpo.training.hyperband"]
+    compile_mod = sys.modules["jaxhpo.training._compile"]
+    strategy = hb._check_sampler(None, SPACE, 5)
+    state, keys = hb._start(strategy, jax.random.key(2), 3)
+    args = (strategy, keys, np.int32(1), state, 2, 12, np.int32(9))
+    got = hb._propose(*args)
+    plain = jax.jit(hb._propose.__wrapped__, static_argnames=("strategy", "num_batches", "size"))(*args)
+    np.testing.assert_array_equal(got[0], plain[0])  # the unit-cube points, bit for bit
+    np.testing.assert_array_equal(got[1], plain[1])
+    for a, b in zip(jax.tree_util.tree_leaves(got[2]), jax.tree_util.tree_leaves(plain[2])):
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # decoded (exp/log may round apart)
+    np.testing.assert_array_equal(jax.random.key_data(got[3]), jax.random.key_data(plain[3]))
+    assert got[1].shape == (12, SPACE.dim)
+    np.testing.assert_array_equal(got[1][9:], np.repeat(got[1][8:9], 3, axis=0))  # rows past 9 repeat the last
+    if jax.default_backend() == "cpu":
+        assert tuple(sorted(compile_mod.SMALL_PROGRAM_OPTIONS.items())) in hb._propose._variants
+        assert compile_mod.SMALL_PROGRAM_OPTIONS != compile_mod.CPU_COMPILER_OPTIONS
