@@ -12,7 +12,9 @@ compilation, its kernel fit warm-started from a previous ask on the same
 data) and Optuna's GPSampler (one ``study.ask`` on a study holding the same N
 trials; its fit starts from the kernel cached by the previous ask).
 
-  python -m benchmarks.gpbo_vs_optuna [--seeds 10] [--optuna-seeds 10] [--obs 100 200 1000]
+  python -m benchmarks.gpbo_vs_optuna [--seeds 10] [--optuna-seeds 10] [--obs 100 200 1000] [--quick]
+
+``--quick`` (a smoke run): 2 seeds each, 100 observations, 1 repeat.
 
 Optuna (and torch, for GPSampler) are benchmark-only dependencies.
 """
@@ -169,7 +171,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="2 seeds, 100 observations, 1 repeat (smoke run)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.optuna_seeds, args.obs, args.repeats = 2, 2, [100], 1
 
     rows = []
     if not args.skip_quality:
@@ -184,7 +189,7 @@ def main(argv=None):
         for name in ("branin", "hartmann6"):
             evals = PROBLEMS[name][3]
             for sampler in ("GPSampler", "TPESampler"):
-                seeds = args.optuna_seeds if sampler == "GPSampler" else max(args.optuna_seeds, 10)
+                seeds = args.optuna_seeds if sampler == "GPSampler" or args.quick else max(args.optuna_seeds, 10)
                 reg, wall = optuna_regrets(name, sampler, seeds)
                 rows.append(dict(problem=name, evals=evals, method=f"Optuna {sampler}", seeds=seeds,
                                  median_regret=float(np.median(reg)),

@@ -20,7 +20,8 @@ excluded) and compiled temporary memory
 Targets (issue 5): reverse within 4x the training run's time; forward
 within (n + 1) = 3x. The CPU-time ratio is the fairer one on a loaded machine.
 
-Run:  python -m benchmarks.hypergrad_cost [--steps 100 400 1600] [--repeats 3]
+Run:  python -m benchmarks.hypergrad_cost [--steps 100 400 1600] [--repeats 3] [--quick]
+(``--quick``: T = 20 and 40, 2 repeats, a smoke run)
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="time and memory of one hypergradient vs one training run")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 400, 1600])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="T = 20 and 40, 2 repeats (smoke run)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.repeats = [20, 40], 2
     step, val_loss, state0, hp = problem()
     n_hp = 2
     rows = []

@@ -178,7 +178,8 @@ def main() -> None:
             "jaxhpo_median_hv": float(np.median(ours)),
             "optuna_median_hv": float(np.median(theirs)),
             "random_median_hv": float(np.median(rand)),
-            "ratio": float(np.median(ours) / np.median(theirs)),
+            # Both fronts can miss the reference box entirely in a short (--quick) run.
+            "ratio": float(np.median(ours) / np.median(theirs)) if np.median(theirs) > 0 else None,
             "jaxhpo_seeds": seeds, "optuna_seeds": oseeds,
             "jaxhpo_s_all_seeds": t_ours, "optuna_s_per_seed": t_theirs,
             "jaxhpo_hv": ours.tolist(), "optuna_hv": theirs.tolist(), "random_hv": rand.tolist(),

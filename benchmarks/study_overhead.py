@@ -95,8 +95,9 @@ def run_optuna(trials: int, storage: str | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="100 trials (smoke run)")
     args = parser.parse_args()
-    n = args.trials
+    n = 100 if args.quick else args.trials
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for storage in ("sqlite", "memory"):
