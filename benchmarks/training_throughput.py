@@ -36,7 +36,7 @@ measured repeated-width trials (the true cost is higher while new widths
 appear, up to the 121 possible).
 
 Run: ``python -m benchmarks.training_throughput [--sizes 64 256 1024] [--steps 200]
-[--optuna-trials 64] [--baseline-max 64] [--repeats 3]``. On a shared machine timings are
+[--optuna-trials 64] [--baseline-max 64] [--repeats 3] [--quick]``. On a shared machine timings are
 noisy: other processes' load shows up directly in every figure.
 """
 
@@ -177,7 +177,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1, help="warm timings: the median of this many runs")
     ap.add_argument("--baseline-max", type=int, default=None,
                     help="time the hand-written baselines and jaxhpo masked on at most this many configurations")
+    ap.add_argument("--quick", action="store_true",
+                    help="16 configurations of 20 steps, 4 Optuna trials (smoke run)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes, args.steps, args.optuna_trials = [16], 20, 4
     args.chunk_size = args.chunk_size or None  # 0: vmap the whole chunk
     steps = args.steps
     buckets = width_buckets(MAX_WIDTH, args.buckets)
