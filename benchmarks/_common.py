@@ -74,7 +74,7 @@ def write_results(name: str, rows: Sequence[dict], extra: dict | None = None, pa
     A smoke run (``--quick`` among the benchmark's arguments) writes
     ``<name>_quick.json`` instead, so that it never replaces a full run's figures.
     """
-    if "--quick" in sys.argv[1:] and not name.endswith("_quick"):
+    if "--quick" in sys.argv[1:]:
         name += "_quick"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"

@@ -188,7 +188,7 @@ def main() -> None:
     print_table(rows, ["problem", "evals", "jaxhpo_median_hv", "optuna_median_hv", "random_median_hv", "ratio",
                        "jaxhpo_seeds", "optuna_seeds", "jaxhpo_s_all_seeds", "optuna_s_per_seed"],
                 title="Hypervolume of the feasible evaluated front (ratio = jaxhpo / Optuna; target >= 0.95)")
-    write_results("multiobjective" + ("_quick" if args.quick else ""), rows, packages=("optuna",),
+    write_results("multiobjective", rows, packages=("optuna",),
                   extra={"popsize": POPSIZE, "generations": gens,
                          "reference_points": {k: v[3] for k, v in PROBLEMS.items()}})
 

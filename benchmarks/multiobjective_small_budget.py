@@ -139,7 +139,7 @@ def main() -> None:
     print_table(rows, ["problem", "evals", "method", "seeds", "median_hv", "q25", "q75", "vs_jaxhpo_nsga2",
                        "wall_s_all_seeds"],
                 title="Hypervolume of the feasible evaluated front at small budgets (larger is better)")
-    write_results("multiobjective_small_budget" + ("_quick" if args.quick else ""), rows,
+    write_results("multiobjective_small_budget", rows,
                   packages=("optuna",), extra={"budgets": list(BUDGETS), "nsga_popsize": NSGA_POP})
 
 

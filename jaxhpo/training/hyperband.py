@@ -379,7 +379,9 @@ def _check_block_size(block_size: Any, groups: list, mesh: Mesh | None) -> int |
         smallest = _rounded_up(smallest, step)
         lowest = min(_rounded_up(_MIN_CPU_BLOCK, step), smallest)
         candidates = range(lowest, smallest + 1, step)
-        # Larger blocks win ties: each vmapped kernel's fixed costs are shared.
+        # Larger blocks win ties: fewer passes, each paying the loop's fixed
+        # costs once. (Per member-unit the width matters little near 8: the
+        # digits MLP costs 3.07 ms in blocks of 8, 3.31 ms in one of 13.)
         return min(candidates, key=lambda b: (padded_work(groups, b), -b))
     if block_size is None:
         return None

@@ -293,25 +293,25 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
     width = jnp.minimum(members, block_size)
     queued = jnp.maximum(units, 1)
     total = members * queued
-    num_passes = (total + width - 1) // jnp.maximum(width, 1)
-
-    def per_slot(mask, new, old):
-        return jax.tree_util.tree_map(
-            lambda u, a: jnp.where(mask.reshape((-1,) + (1,) * (u.ndim - 1)), u, a), new, old)
+    # No passes run when members is 0; the divisors only have to be nonzero.
+    nonzero_members, nonzero_width = jnp.maximum(members, 1), jnp.maximum(width, 1)
+    num_passes = (total + width - 1) // nonzero_width
 
     def one_pass(j, carry):
         states, losses = carry
         task = j * width + slots
         valid = (slots < width) & (task < total)
-        member = jnp.where(valid, task, j * width) % jnp.maximum(members, 1)
-        unit = task // jnp.maximum(members, 1)
+        member = jnp.where(valid, task, j * width) % nonzero_members
+        unit = task // nonzero_members
         block, block_hp = _shard(jax.tree_util.tree_map(lambda a: a[member], (states, hparams)), mesh)
         if keys is not None:
             # Only the passes over every member's first unit initialise.
             def init(block):
                 block_keys = _shard(keys[member], mesh)
                 new = _per_member(lambda a: trainer.init(*a), (block_keys, block_hp), chunk_size, block_size)
-                return per_slot(unit == 0, new, block)
+                first = unit == 0
+                return jax.tree_util.tree_map(
+                    lambda u, a: jnp.where(first.reshape((-1,) + (1,) * (u.ndim - 1)), u, a), new, block)
 
             block = lax.cond(jnp.asarray(fresh) & (j * width < members), init, lambda b: b, block)
         block = lax.cond(units > 0, lambda b: _per_member(lambda a: trainer.step(*a), (b, block_hp), chunk_size,
