@@ -15,13 +15,15 @@ under ``jaxhpo.evaluate``'s ``vmap`` over configurations. An objective fits on
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._keys import check_key
 
 __all__ = ["kfold_masks", "masks_from_splits", "fold_scores", "cross_validate"]
 
@@ -61,8 +63,8 @@ def kfold_masks(n: int, k: int, *, key: jax.Array | None = None,
     k = _check_int("k", k, 2)
     if k > n:
         raise ValueError(f"k must be <= n (each fold needs a sample), got k={k}, n={n}")
-    if key is not None and not isinstance(key, jax.Array):
-        raise TypeError(f"key must be a jax.random key, got {type(key).__name__}")
+    if key is not None:
+        key = check_key(key)
     if labels is not None:
         labels = jnp.asarray(labels)
         if labels.shape != (n,):
@@ -104,17 +106,21 @@ def masks_from_splits(splits: Sequence[tuple[Any, Any]], n: int) -> tuple[np.nda
       ``cross_validate``.
     """
     n = _check_int("n", n, 1)
+    if not isinstance(splits, Iterable):
+        raise TypeError(f"splits must be an iterable of (train_indices, val_indices) pairs, got {splits!r}")
     splits = list(splits)
     if not splits:
         raise ValueError("splits must hold at least one (train, val) pair")
     train = np.zeros((len(splits), n), bool)
     val = np.zeros((len(splits), n), bool)
     for f, split in enumerate(splits):
-        if len(split) != 2:
+        if not hasattr(split, "__len__") or len(split) != 2:
             raise ValueError(f"splits[{f}] must be a (train_indices, val_indices) pair")
         for name, idx, out in (("train", split[0], train), ("val", split[1], val)):
             idx = np.asarray(idx)
-            if idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n):
+            if not idx.size:
+                continue
+            if not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n:
                 raise ValueError(f"splits[{f}] {name} indices must be integers in [0, {n})")
             out[f, idx] = True
     return train, val
@@ -134,8 +140,8 @@ def _check_masks(masks: Any) -> tuple[jax.Array, jax.Array]:
             continue
         if m.dtype != jnp.bool_:
             raise TypeError(f"{name} must be boolean, got dtype {m.dtype}")
-        if m.ndim != 2:
-            raise ValueError(f"{name} must have shape (k, n), got {m.shape}")
+        if m.ndim != 2 or 0 in m.shape:
+            raise ValueError(f"{name} must have shape (k, n) with k, n >= 1, got {m.shape}")
     if train is None:
         train = ~val
     elif train.shape != val.shape:

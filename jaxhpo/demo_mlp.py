@@ -28,7 +28,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .datasets_digits import digits_split
 from .space import Categorical, Float, Int, Space

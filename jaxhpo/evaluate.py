@@ -243,12 +243,14 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
     Returns:
       the objective's outputs with a leading axis ``(n, ...)``.
     """
+    if not callable(objective):
+        raise TypeError("objective must be callable")
     chunk_size = check_chunk_size(chunk_size, allow_auto=True)
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:
         raise ValueError("evaluate: params holds no arrays")
-    n = leaves[0].shape[0] if leaves[0].ndim else None
-    if n is None or any(leaf.ndim == 0 or leaf.shape[0] != n for leaf in leaves):
+    n = jnp.shape(leaves[0])[0] if jnp.ndim(leaves[0]) else None
+    if n is None or any(jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n for leaf in leaves):
         raise ValueError("evaluate: every array in params needs the same leading batch axis")
     if chunk_size == "auto":
         one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)

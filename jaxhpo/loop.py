@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
@@ -14,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import pareto
 from ._materialize import materialize, stored
+from ._keys import check_key
 from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
 from .space import Space
 from .strategies.base import Strategy, counting_dtype
@@ -46,6 +48,12 @@ class Trace(NamedTuple):
 def _report(generation, total, best_value, negate) -> None:
     best = -float(best_value) if negate else float(best_value)  # negate: the first objective's flag
     print(f"jaxhpo: generation {int(generation)}/{total}  best {best:.6g}", flush=True)
+
+
+def _check_params(params: Any) -> dict | None:
+    if params is not None and not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict of the strategy's hyperparameters or None, got {params!r}")
+    return params
 
 
 def _check_progress(progress_every: Any) -> int | None:
@@ -239,7 +247,7 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     if not callable(objective):
         raise TypeError("objective must be callable")
     mesh = _check_mesh(mesh, strategy.popsize)
-    return _search(strategy, objective, key, params, _check_generations(num_generations),
+    return _search(strategy, objective, check_key(key), _check_params(params), _check_generations(num_generations),
                    _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history), False,
                    mesh, _check_progress(progress_every))
 
@@ -263,7 +271,8 @@ def search_memory(strategy: Strategy, objective: Callable, num_generations: int,
         raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
     mesh = _check_mesh(mesh, strategy.popsize)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
-    compiled = _search.lower(strategy, objective, jax.random.key(0), params, _check_generations(num_generations),
+    compiled = _search.lower(strategy, objective, jax.random.key(0), _check_params(params),
+                             _check_generations(num_generations),
                              chunk, _check_history(history), False, mesh, None).compile()
     stats = compiled.memory_analysis()
     out = dict(argument_bytes=int(stats.argument_size_in_bytes), output_bytes=int(stats.output_size_in_bytes),
@@ -358,8 +367,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         num_generations = getattr(strategy, "num_generations", None)
         if num_generations is None:
             raise ValueError(f"num_generations is required for {type(strategy).__name__}")
-    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-        key = jax.random.key(int(key))
+    key = check_key(key, allow_seed=True)
     num_objectives = getattr(strategy, "num_objectives", None)
     if num_objectives is None:
         if not isinstance(maximize, (bool, np.bool_)):
@@ -376,7 +384,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         negate = tuple(bool(m) for m in maximize) + (False,) * strategy.num_constraints
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
     mesh = _check_mesh(mesh, strategy.popsize)
-    state, trace = _search(strategy, objective, key, params, _check_generations(num_generations),
+    state, trace = _search(strategy, objective, key, _check_params(params), _check_generations(num_generations),
                            _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history),
                            negate, mesh, _check_progress(progress_every))
     # Under jax.distributed the outputs span every process's devices: take

@@ -97,7 +97,6 @@ def test_per_feature_lambda_jacobians(x64):
 def test_solver_is_not_differentiated_through(x64):
     """An inner GD solver in a while_loop (which reverse mode cannot differentiate)."""
     _, optimality, val_loss = _ridge()
-    A, b = jnp.asarray(A_NP), jnp.asarray(B_NP)
 
     def gd_solve(lam):
         step = 1.0 / (EIG.max() + 1.0)

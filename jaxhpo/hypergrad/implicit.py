@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
@@ -27,6 +28,13 @@ from ._checks import check_callable, check_choice, check_positive_int, check_rea
 __all__ = ["implicit", "conjugate_gradient", "neumann", "METHODS"]
 
 METHODS = ("cg", "neumann")
+
+
+def _check_solver_arg(name: str, value: Any, check: Callable, **bounds: Any) -> Any:
+    """``check(name, value, **bounds)`` for a Python number; an array (possibly traced) is passed through."""
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return value
+    return check(name, value, **bounds)
 
 
 def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: float | None = None) -> jax.Array:
@@ -41,8 +49,10 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: flo
     Returns:
       ``x`` of shape ``(m,)``, starting from ``0``.
     """
+    maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
     if tol is None:
         tol = 100.0 * float(jnp.finfo(b.dtype).eps)
+    tol = _check_solver_arg("tol", tol, check_real, low=0.0)
     bnorm2 = jnp.vdot(b, b)
     stop2 = (tol ** 2) * bnorm2
 
@@ -82,6 +92,9 @@ def neumann(matvec: Callable, b: jax.Array, *, maxiter: int, alpha: float) -> ja
     Returns:
       ``(m,)``.
     """
+    maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
+    alpha = _check_solver_arg("alpha", alpha, check_real, low=0.0, low_open=True)
+
     def body(_, carry):
         term, total = carry
         term = term - alpha * matvec(term)

@@ -10,13 +10,13 @@ through every task's unrolled inner training.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from ._checks import check_callable, check_positive_int
-from .unrolled import _check_checkpoint_every, rollout
+from .unrolled import _check_checkpoint_every, _check_float_leaves, rollout
 
 __all__ = ["meta_gradient"]
 
@@ -51,9 +51,22 @@ def meta_gradient(init: Callable, step: Callable, query_loss: Callable, num_step
     def one_task(meta, task):
         state = rollout(lambda s, m, t: step(s, m, task, t), meta, init(meta, task), num_steps,
                         checkpoint_every)
-        return jnp.asarray(query_loss(state, meta, task))
+        value = jnp.asarray(query_loss(state, meta, task))
+        if value.shape != ():
+            raise ValueError(f"query_loss must return a scalar per task, got shape {value.shape}")
+        return value
 
     def meta_loss(meta, tasks):
         return jnp.mean(jax.vmap(one_task, in_axes=(None, 0))(meta, tasks))
 
-    return jax.value_and_grad(meta_loss)
+    value_and_grad = jax.value_and_grad(meta_loss)
+
+    def mg(meta, tasks):
+        _check_float_leaves(meta, "meta")
+        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(tasks)}
+        if len(sizes) != 1 or None in sizes or 0 in sizes:
+            raise ValueError("tasks must be a pytree of arrays sharing one leading axis of num_tasks >= 1, "
+                             f"got leading axes {sorted(sizes, key=str)}")
+        return value_and_grad(meta, tasks)
+
+    return mg

@@ -21,7 +21,6 @@ objective, inside one ``lax.scan`` over the steps.
 
 from __future__ import annotations
 
-import numbers
 from functools import partial
 from typing import Any, Callable
 
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._keys import check_key
 from ..loop import Result, Trace
 from ..space import Float, Space
 from ._checks import check_callable, check_choice, check_positive_int
@@ -65,9 +65,16 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         return u, space.decode(u)
 
     def call(config, carry):
-        out = objective(config, carry) if stateful else (objective(config), None)
+        if stateful:
+            out = objective(config, carry)
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise ValueError("with carry the objective must return a pair (value, carry)")
+        else:
+            out = (objective(config), None)
         value, carry = out
         if has_grad:
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise ValueError("with has_grad=True the objective must return a pair (value, grads)")
             value, grads = value
         else:
             grads = None
@@ -97,6 +104,9 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         missing = [n for n in float_names if not isinstance(grads, dict) or n not in grads]
         if missing:
             raise ValueError(f"with has_grad=True the objective's gradient must be a dict with entries {missing}")
+        shapes = {n: jnp.shape(grads[n]) for n in float_names if jnp.size(grads[n]) != 1}
+        if shapes:
+            raise ValueError(f"with has_grad=True every gradient entry must be a scalar, got shapes {shapes}")
         cot = {n: sign * jnp.asarray(grads[n], jnp.float32).reshape(()) for n in float_names}
         return value, vjp(cot)[0], u, carry_new
 
@@ -194,13 +204,14 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         optimizer = optax.adam(0.1)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    for name, flag in (("has_grad", has_grad), ("maximize", maximize)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
     if not float_mask(space).any():
         raise ValueError("space has no Float dimension: nothing for gradient_tune to tune")
     if init is None:
         popsize = check_positive_int("popsize", popsize)
-        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-            key = jax.random.key(int(key))
-        u0 = space.sample(key, popsize)
+        u0 = space.sample(check_key(key, allow_seed=True), popsize)
     else:
         u0 = jnp.asarray(init, jnp.float32)
         if u0.ndim != 2 or u0.shape[1] != space.dim or u0.shape[0] < 1:

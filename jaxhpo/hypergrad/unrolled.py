@@ -90,14 +90,14 @@ def _policy_step(step: Callable, policy: Any) -> Callable:
     return jax.checkpoint(step, policy=policy, prevent_cse=False)
 
 
-def _check_float_leaves(hparams: Any) -> None:
+def _check_float_leaves(hparams: Any, name: str = "hparams") -> None:
     leaves = jax.tree_util.tree_leaves(hparams)
     if not leaves:
-        raise ValueError("hparams holds no arrays; there is nothing to differentiate")
+        raise ValueError(f"{name} holds no arrays; there is nothing to differentiate")
     for leaf in leaves:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             raise TypeError(
-                "hparams must hold only floating-point arrays (integer hyperparameters "
+                f"{name} must hold only floating-point arrays (integer hyperparameters "
                 f"have no gradient); got a leaf of dtype {jnp.result_type(leaf)}"
             )
 

@@ -28,7 +28,7 @@ from . import acquisition as acqf
 from . import gp
 from ._checks import check_choice, check_concrete_params, check_int, check_real
 from ._mixed import MixedCoords
-from .base import Strategy, check_popsize, initial_best
+from .base import Strategy, initial_best
 
 try:  # Sobol points for the initial design and the acquisition candidates.
     from .quasirandom import QuasiRandom

@@ -1,0 +1,138 @@
+"""Bad arguments to the search loop, the hypergradient functions and the CV helpers
+are rejected at the call, by an error that names the argument."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhpo
+from jaxhpo import Float, RandomSearch, Space
+from jaxhpo.cv import cross_validate, kfold_masks, masks_from_splits
+from jaxhpo.hypergrad import conjugate_gradient, gradient_tune, meta_gradient, neumann
+
+SPACE = Space(x=Float(0.0, 1.0))
+STRATEGY = RandomSearch(SPACE, 2)
+
+
+def square(c):
+    return (c["x"] - 0.5) ** 2
+
+
+# ------------------------------------------------------------------ keys
+@pytest.mark.parametrize("key, error, match", [
+    ("abc", TypeError, "key must be a jax.random key or an integer seed"),
+    (None, TypeError, "key must be"),
+    (1.5, TypeError, "key must be"),
+    (True, TypeError, "key must be"),
+    (jnp.int32(1), TypeError, "key must be"),
+    (2**70, ValueError, "key as an integer seed"),
+    (jax.random.split(jax.random.key(0), 3), ValueError, "key must be a single jax.random key"),
+])
+def test_minimize_rejects_bad_keys(key, error, match):
+    with pytest.raises(error, match=match):
+        jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, key=key)
+
+
+def test_run_and_gradient_tune_and_kfold_reject_bad_keys():
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        jaxhpo.run(STRATEGY, square, 0, 1)
+    with pytest.raises(TypeError, match="key must be a jax.random key or an integer seed"):
+        gradient_tune(square, SPACE, key="abc", popsize=2, num_steps=1)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        kfold_masks(10, 2, key=jnp.int32(1))
+
+
+def test_raw_key_data_is_accepted():
+    raw = jax.random.PRNGKey(0)
+    assert np.isfinite(jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, key=raw).best_value)
+    assert kfold_masks(10, 2, key=np.asarray(raw)).shape == (2, 10)
+
+
+# ------------------------------------------------------------ loop params
+def test_params_must_be_a_dict():
+    with pytest.raises(TypeError, match="params must be a dict"):
+        jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, params=3)
+    with pytest.raises(TypeError, match="params must be a dict"):
+        jaxhpo.run(STRATEGY, square, jax.random.key(0), 1, params=[1.0])
+
+
+# --------------------------------------------------------------- evaluate
+def test_evaluate_rejects_a_non_callable_and_unbatched_params():
+    with pytest.raises(TypeError, match="objective must be callable"):
+        jaxhpo.evaluate(None, {"x": jnp.ones(3)})
+    with pytest.raises(ValueError, match="params needs the same leading batch axis"):
+        jaxhpo.evaluate(square, [1.0, 2.0])
+
+
+# ---------------------------------------------------------- gradient_tune
+def test_gradient_tune_flags_must_be_bools():
+    with pytest.raises(TypeError, match="maximize must be a bool"):
+        gradient_tune(square, SPACE, popsize=2, num_steps=1, maximize="no")
+    with pytest.raises(TypeError, match="has_grad must be a bool"):
+        gradient_tune(square, SPACE, popsize=2, num_steps=1, has_grad=1)
+
+
+def test_gradient_tune_rejects_objective_outputs_of_the_wrong_structure():
+    with pytest.raises(ValueError, match="has_grad=True the objective must return a pair"):
+        gradient_tune(square, SPACE, popsize=2, num_steps=1, has_grad=True)
+    with pytest.raises(ValueError, match="has_grad=True every gradient entry must be a scalar"):
+        gradient_tune(lambda c: (square(c), {"x": jnp.ones(3)}), SPACE, popsize=2, num_steps=1, has_grad=True)
+    with pytest.raises(ValueError, match="with carry the objective must return a pair"):
+        gradient_tune(lambda c, s: square(c), SPACE, popsize=2, num_steps=1, carry=jnp.zeros(2))
+
+
+# ----------------------------------------------------------- meta_gradient
+def _meta(query_loss):
+    return meta_gradient(lambda m, t: m["w"], lambda s, m, t, i: s - 0.1 * t * s, query_loss, 2)
+
+
+def test_meta_gradient_checks_its_inputs():
+    meta, tasks = {"w": jnp.ones(3)}, jnp.ones(4)
+    with pytest.raises(ValueError, match="query_loss must return a scalar"):
+        _meta(lambda s, m, t: s)(meta, tasks)
+    total = _meta(lambda s, m, t: jnp.sum(s))
+    with pytest.raises(TypeError, match="meta must hold only floating-point arrays"):
+        total({"w": jnp.ones(3, jnp.int32)}, tasks)
+    with pytest.raises(ValueError, match="tasks must be a pytree of arrays sharing one leading axis"):
+        total(meta, jnp.float32(1.0))
+    with pytest.raises(ValueError, match="tasks must be"):
+        total(meta, jnp.ones(0))
+
+
+# ------------------------------------------------------- linear solvers
+def test_linear_solvers_check_their_arguments():
+    b = jnp.ones(3)
+    with pytest.raises(ValueError, match="maxiter"):
+        conjugate_gradient(lambda v: v, b, maxiter=0)
+    with pytest.raises(ValueError, match="tol"):
+        conjugate_gradient(lambda v: v, b, maxiter=3, tol=-1.0)
+    with pytest.raises(ValueError, match="maxiter"):
+        neumann(lambda v: v, b, maxiter=0, alpha=0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        neumann(lambda v: v, b, maxiter=3, alpha=-1.0)
+    with pytest.raises(TypeError, match="maxiter"):
+        neumann(lambda v: v, b, maxiter=2.5, alpha=0.5)
+    # an array argument (e.g. a step computed in jax) is the caller's to keep in range
+    np.testing.assert_allclose(neumann(lambda v: 2.0 * v, b, maxiter=40, alpha=jnp.float32(0.4)), 0.5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------- cv
+def test_masks_from_splits_takes_an_empty_index_list_and_names_bad_splits():
+    train, val = masks_from_splits([([0, 1], []), ([], [2, 3])], 4)
+    np.testing.assert_array_equal(train, [[1, 1, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(val, [[0, 0, 0, 0], [0, 0, 1, 1]])
+    with pytest.raises(TypeError, match="splits must be an iterable"):
+        masks_from_splits(5, 4)
+    with pytest.raises(ValueError, match=r"splits\[0\] must be a \(train_indices, val_indices\) pair"):
+        masks_from_splits([5], 4)
+
+
+def test_cross_validate_rejects_masks_without_folds_or_samples():
+    def fit_and_score(h, tw, vw):
+        return jnp.sum(vw) * h
+
+    with pytest.raises(ValueError, match=r"masks must have shape \(k, n\) with k, n >= 1"):
+        cross_validate(fit_and_score, 1.0, np.ones((0, 4), bool))
+    with pytest.raises(ValueError, match=r"masks must have shape \(k, n\) with k, n >= 1"):
+        cross_validate(fit_and_score, 1.0, np.ones((2, 0), bool))
