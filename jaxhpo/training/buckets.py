@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..evaluate import check_chunk_size
-from .trainer import check_trainer, fresh_rung
+from .trainer import _population_size, check_positive_int, check_trainer, fresh_rung
 
 __all__ = ["width_buckets", "train_bucketed", "BucketedResult"]
 
@@ -81,14 +81,26 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
         raise TypeError("make_trainer must be callable: bucket width -> trainer")
     if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    num_steps = check_positive_int(num_steps, "num_steps", 0)
+    try:
+        buckets = tuple(buckets)
+    except TypeError:
+        raise TypeError(f"buckets must be a sequence of increasing positive widths, got {buckets!r}") from None
+    if (not buckets or any(isinstance(b, bool) or not isinstance(b, numbers.Integral) for b in buckets)
+            or list(buckets) != sorted(set(buckets)) or buckets[0] < 1):
+        raise ValueError(f"buckets must be increasing positive integer widths, got {buckets!r}")
     buckets = tuple(int(b) for b in buckets)
-    if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
-        raise ValueError(f"buckets must be increasing positive widths, got {buckets!r}")
+    if not isinstance(hparams, Mapping):
+        raise TypeError(f"hparams must be a dict name -> (n,) array, got {type(hparams).__name__}")
     if size not in hparams:
         raise ValueError(f"size {size!r} is not a key of hparams ({sorted(hparams)})")
     chunk_size = check_chunk_size(chunk_size)
+    n = _population_size(hparams)
+    if n < 1:
+        raise ValueError("hparams must hold at least one member, got a population of 0")
+    if jnp.shape(keys)[:1] != (n,):
+        raise ValueError(f"keys must hold one key per member, shape ({n},), got shape {jnp.shape(keys)}")
     widths = np.asarray(hparams[size])
-    n = widths.shape[0]
     if widths.max() > buckets[-1]:
         raise ValueError(f"buckets' largest width {buckets[-1]} is below the widest member ({int(widths.max())})")
     order = np.argsort(widths, kind="stable")

@@ -32,7 +32,7 @@ import optax
 
 from .._digest import digest as _digest
 from .models import MaskedMLP
-from .optimizers import OPTIMIZERS, SwitchOptimizer
+from .optimizers import SwitchOptimizer
 
 __all__ = ["MLPClassifierTrainer"]
 

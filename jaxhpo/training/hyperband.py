@@ -48,6 +48,7 @@ from jax.sharding import Mesh
 
 from .. import pareto
 from ..evaluate import check_chunk_size, host_local
+from .._keys import check_key
 from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
@@ -606,12 +607,6 @@ class _Search:
         )
 
 
-def _key(key: Any) -> jax.Array:
-    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    return key
-
-
 def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int, min_budget: float,
                        max_budget: float, eta: int = 3, strategy: Strategy | None = None,
                        chunk_size: int | None = None, mesh: Mesh | None = None,
@@ -660,7 +655,7 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
     """
     rungs = successive_halving_schedule(num_configs, min_budget, max_budget, eta)
     search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), [[rungs]], block_size)
-    strat_state, keys = _start(search.strategy, _key(key), None)
+    strat_state, keys = _start(search.strategy, check_key(key, allow_seed=True), None)
     search.run_brackets(keys, [0], [rungs], strat_state)
     return search.result()
 
@@ -716,7 +711,7 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
     groups = [schedule] if concurrent_brackets else [[bracket] for bracket in schedule]
     search = _Search(trainer, space, strategy, chunk_size, mesh, max(b[0][0] for b in schedule), groups,
                      block_size)
-    strat_state, keys = _start(search.strategy, _key(key), len(schedule))
+    strat_state, keys = _start(search.strategy, check_key(key, allow_seed=True), len(schedule))
     start = 0
     for group in groups:
         ids = list(range(start, start + len(group)))

@@ -34,6 +34,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ..strategies._checks import check_concrete_params, check_int, check_real
+
 __all__ = ["MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply"]
 
 
@@ -43,20 +45,36 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+_SHARE = {"sparsity": lambda v: check_real("sparsity", v, 0.0, 1.0)}
+
+
 def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None = None) -> jax.Array:
     """Which weights magnitude pruning keeps (jit-able, differentiable-free).
 
     Args:
       w: ``(...)`` weights.
-      sparsity: ``()`` share in ``[0, 1]`` of the active weights to zero.
-      active: ``(...)`` bool, the weights that exist (the width mask); all by default.
+      sparsity: ``()`` share in ``[0, 1]`` of the active weights to zero (a
+        traced value outside is clipped; a concrete one raises ``ValueError``).
+      active: ``(...)`` bool (broadcast to ``w``'s shape), the weights that
+        exist (the width mask); all by default.
     Returns:
       ``(...)`` bool: active weights whose magnitude is at least the
       ``k``-th smallest active magnitude, ``k = floor(sparsity * num_active)``
       (ties kept); inactive weights are ``False``.
     """
+    w = jnp.asarray(w)
+    if jnp.ndim(sparsity) != 0:
+        raise ValueError(f"sparsity must be a scalar (), got shape {jnp.shape(sparsity)}")
+    check_concrete_params({"sparsity": sparsity}, _SHARE)
     if active is None:
         active = jnp.ones(w.shape, bool)
+    else:
+        try:
+            fits = jnp.broadcast_shapes(jnp.shape(active), w.shape) == w.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"active must have w's shape {w.shape}, got {jnp.shape(active)}")
     mag = jnp.where(active, jnp.abs(w), jnp.inf).reshape(-1)
     num_active = jnp.sum(active)
     k = jnp.floor(jnp.clip(sparsity, 0.0, 1.0) * num_active).astype(jnp.int32)
@@ -152,6 +170,14 @@ class MaskedMLP:
         """
         width = self.max_width if width is None else width
         depth = self.max_depth if depth is None else depth
+        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != self.in_dim:
+            raise ValueError(f"x must have shape (batch, in_dim) = (batch, {self.in_dim}), got {jnp.shape(x)}")
+        if jnp.shape(params["w_in"]) != (self.in_dim, self.max_width):
+            raise ValueError(f"params must come from this model's init: w_in has shape "
+                             f"{jnp.shape(params['w_in'])}, expected {(self.in_dim, self.max_width)}")
+        check_concrete_params({"width": width, "depth": depth},
+                              {"width": lambda v: check_int("width", v, 1, self.max_width),
+                               "depth": lambda v: check_int("depth", v, 1, self.max_depth)})
         u = self.unit_mask(width)
         w_in, w_h, w_out = params["w_in"], params["w_hidden"], params["w_out"]
         if sparsity is not None:

@@ -30,12 +30,14 @@ The branches (``wd`` = weight decay, ``m`` = momentum):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from ..strategies._checks import check_concrete_params, check_int
 
 __all__ = ["OPTIMIZERS", "SwitchOptimizer", "SwitchState", "optimizer_factory", "HYPERPARAMS"]
 
@@ -187,12 +189,16 @@ class SwitchOptimizer:
           hparams: see the class docstring; ``optimizer`` is required when
             there is more than one choice.
         """
+        if not isinstance(hparams, Mapping):
+            raise TypeError(f"hparams must be a dict name -> value, got {type(hparams).__name__}")
         values = self._values(hparams)
         if len(self.names) == 1:
             index = jnp.int32(0)
         else:
             if "optimizer" not in hparams:
                 raise ValueError("hparams must hold 'optimizer' (an int32 index into names)")
+            check_concrete_params({"optimizer": hparams["optimizer"]},
+                                  {"optimizer": lambda v: check_int("optimizer", v, 0, len(self.names) - 1)})
             index = jnp.clip(jnp.asarray(hparams["optimizer"], jnp.int32), 0, len(self.names) - 1)
         _, assign, _ = self._layout(params)
         # A member whose choice changed (or that never ran) starts its branch afresh.

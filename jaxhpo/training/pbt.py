@@ -22,6 +22,7 @@ hyperparameters through the same program (the baseline PBT is measured against).
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from functools import partial
 from typing import Any
@@ -32,6 +33,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ..evaluate import check_chunk_size, host_local
+from .._keys import check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
 from .trainer import check_mesh_size, check_positive_int, check_trainer, init_population, train_population
@@ -45,7 +47,9 @@ def exploit_parents(key: jax.Array, losses: jax.Array, num_exploit: int) -> jax.
     The ``num_exploit`` members with the highest loss each get a parent drawn
     uniformly from the ``num_exploit`` members with the lowest loss; every
     other member is its own parent. Ties rank by position (stable sort);
-    non-finite losses rank last.
+    non-finite losses rank last and are never parents: the parent is drawn
+    from the finite ones among the top (a member keeps itself where there
+    are none).
     """
     P = losses.shape[0]
     me = jnp.arange(P, dtype=jnp.int32)
@@ -53,8 +57,10 @@ def exploit_parents(key: jax.Array, losses: jax.Array, num_exploit: int) -> jax.
         return me
     order = jnp.argsort(jnp.where(jnp.isfinite(losses), losses, jnp.inf), stable=True).astype(jnp.int32)
     top, bottom = order[:num_exploit], order[P - num_exploit:]
-    pick = jax.random.randint(key, (num_exploit,), 0, num_exploit)
-    return me.at[bottom].set(top[pick])
+    # The top's finite losses come first in ``order``.
+    num_finite = jnp.sum(jnp.isfinite(losses[top]))
+    pick = jax.random.randint(key, (num_exploit,), 0, jnp.maximum(num_finite, 1))
+    return me.at[bottom].set(jnp.where(num_finite > 0, top[pick], bottom))
 
 
 def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resample_prob: Any,
@@ -155,10 +161,13 @@ class PBTResult:
         ``mesh`` over several processes (``jax.distributed``) a global array
         sharded over the mesh: each process holds its own members' rows
         (``addressable_shards``); everything else here is a full local copy.
-      best_index: the member with the lowest final loss.
-      best_loss: its final loss.
-      best_params: its final-round hyperparameters as Python values.
-      best_state: its final state (no population axis).
+      best_index: the member with the lowest final loss; ``-1`` if every
+        member's final loss is non-finite (failed).
+      best_loss: its final loss (``nan`` if every member failed).
+      best_params: its final-round hyperparameters as Python values
+        (``None`` if every member failed).
+      best_state: its final state (no population axis; ``None`` if every
+        member failed).
       total_budget: units trained in all (``R * P * steps_per_round``).
       init_keys: ``(P,)`` the key each member's ``init`` received.
     """
@@ -178,6 +187,8 @@ class PBTResult:
     def lineage(self, member: int | None = None) -> np.ndarray:
         """``(R,)``: whose weights were trained in each round on the way to ``member``'s
         final state (``best_index`` by default); ``lineage[-1] == member``."""
+        if member is None and self.best_index < 0:
+            raise ValueError("every member failed (best_index is -1): pass member to pick one")
         i = self.best_index if member is None else int(member)
         R = self.losses.shape[0]
         out = np.empty(R, np.int64)
@@ -221,6 +232,7 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
       a ``PBTResult``.
     """
     trainer = check_trainer(trainer)
+    key = check_key(key, allow_seed=True)
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
     popsize = check_positive_int(popsize, "popsize", 2)
@@ -235,18 +247,22 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
         factors = tuple(float(f) for f in factors)
     except (TypeError, ValueError):
         raise TypeError(f"factors must be two positive numbers, got {factors!r}") from None
-    if len(factors) != 2 or min(factors) <= 0:
-        raise ValueError(f"factors must be two positive numbers, got {factors!r}")
+    if len(factors) != 2 or not all(math.isfinite(f) and f > 0 for f in factors):
+        raise ValueError(f"factors must be two finite positive numbers, got {factors!r}")
     if init_x is not None:
-        init_x = jnp.asarray(init_x, jnp.float32)
+        try:
+            init_x = np.asarray(init_x, np.float32)
+        except (TypeError, ValueError):
+            raise TypeError(f"init_x must be a (popsize, dim) array of cube points, got {init_x!r}") from None
         if init_x.shape != (popsize, space.dim):
             raise ValueError(f"init_x must have shape (popsize, dim) = {(popsize, space.dim)}, got {init_x.shape}")
+        if not np.all((init_x >= 0) & (init_x <= 1)):
+            raise ValueError("init_x must hold cube points in [0, 1] (no NaN)")
+        init_x = jnp.asarray(init_x)
     chunk_size = check_chunk_size(chunk_size)
     mesh = check_mesh_size(mesh)
     if mesh is not None and popsize % mesh.size:
         raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
-    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-        key = jax.random.key(int(key))
     num_exploit = int(np.floor(fraction * popsize))
     states, schedule, losses, parents, init_keys = _pbt_program(
         trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
@@ -261,9 +277,9 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     best = int(np.argmin(losses[-1]))
     found = bool(np.isfinite(losses[-1, best]))
     return PBTResult(
-        hparams=schedule, losses=losses, parents=parents, states=states, best_index=best,
+        hparams=schedule, losses=losses, parents=parents, states=states, best_index=best if found else -1,
         best_loss=float(losses[-1, best]) if found else float("nan"),
         best_params=space.to_python({k: v[-1, best] for k, v in schedule.items()}) if found else None,
-        best_state=host_local(jax.tree_util.tree_map(lambda a: a[best], states)),
+        best_state=host_local(jax.tree_util.tree_map(lambda a: a[best], states)) if found else None,
         total_budget=num_rounds * popsize * steps_per_round, init_keys=init_keys, space=space,
     )

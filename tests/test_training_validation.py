@@ -1,0 +1,150 @@
+"""Argument checks of jaxhpo.training that name the parameter, and failed members in PBT."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhpo import Float, Space
+from jaxhpo.training import (MaskedMLP, SwitchOptimizer, Trainer, exploit_parents, hyperband, magnitude_mask, pbt,
+                             successive_halving, train_bucketed)
+
+SPACE = Space(lr=Float(0.01, 1.0, log=True))
+
+
+def _init(key, hp):
+    return {"w": jnp.ones(2, jnp.float32)}
+
+
+def _step(state, hp):
+    # A learning rate above 0.3 diverges (NaN), as an unstable training run would.
+    w = state["w"] - hp["lr"] * state["w"]
+    return {"w": jnp.where(hp["lr"] > 0.3, jnp.nan, w)}
+
+
+def _evaluate(state, hp):
+    return jnp.sum(state["w"] ** 2)
+
+
+TRAINER = Trainer(_init, _step, _evaluate)
+
+
+@pytest.mark.parametrize("key", ["0", 1.5, None, True, jax.random.split(jax.random.key(0), 2), np.arange(3)])
+def test_bad_keys_are_named_before_tracing(key):
+    exc = (TypeError, ValueError)
+    with pytest.raises(exc, match="^key must be"):
+        successive_halving(TRAINER, SPACE, key, num_configs=3, min_budget=1, max_budget=3)
+    with pytest.raises(exc, match="^key must be"):
+        hyperband(TRAINER, SPACE, key, max_budget=3)
+    with pytest.raises(exc, match="^key must be"):
+        pbt(TRAINER, SPACE, key, popsize=4, num_rounds=2)
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(factors=(float("nan"), 1.2)), ValueError),
+    (dict(factors=(0.8, float("inf"))), ValueError),
+])
+def test_pbt_rejects_non_finite_factors(kwargs, exc):
+    with pytest.raises(exc, match="factors"):
+        pbt(TRAINER, SPACE, 0, popsize=4, num_rounds=2, **kwargs)
+
+
+@pytest.mark.parametrize("init_x, exc", [
+    (np.full((4, 1), 2.0), ValueError), (np.full((4, 1), np.nan), ValueError), ("a", TypeError),
+])
+def test_pbt_rejects_init_x_outside_the_cube(init_x, exc):
+    with pytest.raises(exc, match="init_x"):
+        pbt(TRAINER, SPACE, 0, popsize=4, num_rounds=2, init_x=init_x)
+
+
+def test_exploit_parents_never_copies_a_failed_member():
+    # 6 of 8 failed, 4 exploit: the top four hold two failures, which are no parents.
+    losses = jnp.array([jnp.inf, 0.5, jnp.nan, jnp.inf, 0.2, jnp.inf, jnp.nan, jnp.inf])
+    parents = np.asarray(jax.vmap(lambda k: exploit_parents(k, losses, 4))(jax.random.split(jax.random.key(0), 64)))
+    moved = parents != np.arange(8)
+    assert np.all(np.isin(parents[moved], [1, 4]))
+    assert moved.any()
+    # Every member failed: nobody copies.
+    none = exploit_parents(jax.random.key(1), jnp.full(8, jnp.nan), 4)
+    np.testing.assert_array_equal(np.asarray(none), np.arange(8))
+
+
+def test_pbt_with_diverging_members_copies_only_finite_ones():
+    # 14 of 16 members start above the divergence threshold; 8 exploit, so the
+    # top 8 hold 6 failed members.
+    x = np.concatenate([[0.0, 0.1], np.linspace(0.8, 1.0, 14)])[:, None]
+    res = pbt(TRAINER, SPACE, 3, popsize=16, num_rounds=3, fraction=0.5, resample_prob=0.0, init_x=x)
+    assert np.sum(~np.isfinite(res.losses[0])) == 14
+    rounds, members = np.nonzero(res.parents != np.arange(16))
+    assert len(rounds) > 0
+    assert np.all(np.isfinite(res.losses[rounds, res.parents[rounds, members]]))
+    assert np.isfinite(res.best_loss) and res.best_index >= 0
+
+
+def test_pbt_all_failed_reports_no_best():
+    trainer = Trainer(_init, _step, lambda s, hp: jnp.float32(jnp.nan))
+    res = pbt(trainer, SPACE, 0, popsize=4, num_rounds=2)
+    assert np.all(np.isposinf(res.losses))
+    assert res.best_index == -1 and res.best_params is None and res.best_state is None
+    assert np.isnan(res.best_loss)
+    with pytest.raises(ValueError, match="member"):
+        res.lineage()
+    assert res.lineage(2)[-1] == 2
+
+
+def _make_trainer(width):
+    return TRAINER
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(num_steps=-1), ValueError, "num_steps"),
+    (dict(num_steps=1.5), ValueError, "num_steps"),
+    (dict(keys=jax.random.split(jax.random.key(0), 2)), ValueError, "keys"),
+    (dict(hparams={"width": np.array([1, 2, 3, 4]), "lr": np.ones(3)}), ValueError, "hparams"),
+    (dict(hparams={"width": np.zeros(0, np.int32)}), ValueError, "hparams"),
+    (dict(hparams=None), TypeError, "hparams"),
+    (dict(buckets=(2.5, 4)), ValueError, "buckets"),
+    (dict(buckets=4), TypeError, "buckets"),
+])
+def test_train_bucketed_rejects_bad_arguments(kwargs, exc, word):
+    args = dict(keys=jax.random.split(jax.random.key(0), 4), hparams={"width": np.array([1, 2, 3, 4])},
+                num_steps=1, buckets=(2, 4), chunk=2) | kwargs
+    with pytest.raises(exc, match=word):
+        train_bucketed(_make_trainer, **args)
+
+
+def test_magnitude_mask_rejects_bad_sparsity_and_active():
+    w = jnp.arange(12.0).reshape(3, 4)
+    with pytest.raises(ValueError, match="sparsity"):
+        magnitude_mask(w, 1.5)
+    with pytest.raises(ValueError, match="sparsity"):
+        magnitude_mask(w, jnp.array([0.1, 0.5, 0.9]))
+    with pytest.raises(ValueError, match="active"):
+        magnitude_mask(w, 0.5, jnp.ones(3, bool))
+    with pytest.raises(ValueError, match="active"):
+        magnitude_mask(w, 0.5, jnp.ones((2, 3, 4), bool))
+    # A traced share is clipped, as before.
+    np.testing.assert_array_equal(np.asarray(jax.jit(magnitude_mask)(w, 1.5)), np.zeros((3, 4), bool))
+
+
+def test_masked_mlp_apply_rejects_bad_inputs():
+    model = MaskedMLP(2, 1, 4, 2)
+    params = model.init(jax.random.key(0))
+    x = jnp.ones((5, 2))
+    for kwargs, word in ((dict(x=jnp.ones((5, 3))), "x"), (dict(width=0), "width"), (dict(width=9), "width"),
+                         (dict(depth=3), "depth"), (dict(sparsity=2.0), "sparsity"),
+                         (dict(params=MaskedMLP(2, 1, 8, 2).init(jax.random.key(0))), "params")):
+        args = dict(params=params, x=x, width=3, depth=2) | kwargs
+        with pytest.raises(ValueError, match=word):
+            model.apply(**args)
+
+
+def test_switch_optimizer_update_rejects_bad_hparams():
+    opt = SwitchOptimizer(("sgd", "adam"))
+    params = {"w": jnp.ones(3)}
+    state = opt.init(params)
+    with pytest.raises(TypeError, match="hparams"):
+        opt.update(params, state, params, None)
+    for index in (2, -1):
+        with pytest.raises(ValueError, match="optimizer"):
+            opt.update(params, state, params, {"optimizer": index})
