@@ -45,7 +45,8 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-_SHARE = {"sparsity": lambda v: check_real("sparsity", v, 0.0, 1.0)}
+# A concrete sparsity is checked; a traced one is clipped inside the mask.
+_SPARSITY_CHECK = {"sparsity": lambda v: check_real("sparsity", v, 0.0, 1.0)}
 
 
 def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None = None) -> jax.Array:
@@ -65,7 +66,7 @@ def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None =
     w = jnp.asarray(w)
     if jnp.ndim(sparsity) != 0:
         raise ValueError(f"sparsity must be a scalar (), got shape {jnp.shape(sparsity)}")
-    check_concrete_params({"sparsity": sparsity}, _SHARE)
+    check_concrete_params({"sparsity": sparsity}, _SPARSITY_CHECK)
     if active is None:
         active = jnp.ones(w.shape, bool)
     else:
