@@ -35,8 +35,7 @@ def width_buckets(max_width: int, num: int = 8, multiple: int = 8) -> tuple[int,
     always ``max_width``.
     """
     for name, v in (("max_width", max_width), ("num", num), ("multiple", multiple)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_int(v, name)
     out = {min(max_width, max(multiple, int(-(-max_width * (i + 1) // num) + multiple - 1) // multiple * multiple))
            for i in range(num)}
     return tuple(sorted(out | {int(max_width)}))
@@ -79,8 +78,7 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
     """
     if not callable(make_trainer):
         raise TypeError("make_trainer must be callable: bucket width -> trainer")
-    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    chunk = check_positive_int(chunk, "chunk")
     num_steps = check_positive_int(num_steps, "num_steps", 0)
     try:
         buckets = tuple(buckets)

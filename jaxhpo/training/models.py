@@ -28,21 +28,15 @@ network of its width would have.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from ..strategies._checks import check_concrete_params, check_int, check_real
+from .trainer import check_positive_int
 
 __all__ = ["MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply"]
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # A concrete sparsity is checked; a traced one is clipped inside the mask.
@@ -100,10 +94,10 @@ class MaskedMLP:
     """
 
     def __init__(self, in_dim: int, out_dim: int, max_width: int, max_depth: int = 1):
-        self.in_dim = _check_int(in_dim, "in_dim", 1)
-        self.out_dim = _check_int(out_dim, "out_dim", 1)
-        self.max_width = _check_int(max_width, "max_width", 1)
-        self.max_depth = _check_int(max_depth, "max_depth", 1)
+        self.in_dim = check_positive_int(in_dim, "in_dim", 1)
+        self.out_dim = check_positive_int(out_dim, "out_dim", 1)
+        self.max_width = check_positive_int(max_width, "max_width", 1)
+        self.max_depth = check_positive_int(max_depth, "max_depth", 1)
 
     def _key(self):
         return (self.in_dim, self.out_dim, self.max_width, self.max_depth)
