@@ -9,8 +9,15 @@ optimiser (sgd / momentum / adam / adamw / rmsprop); one budget unit is
 * Hyperband: ``jaxhpo.training.hyperband`` with ``R = --max-budget`` units
   and ``--eta``; every rung one vmapped program, survivors' states carried on.
 * Random search: ``floor(B / R)`` configurations, each trained ``R`` units,
-  where ``B`` is Hyperband's total budget in units (so random search never
+  where ``B`` is the units Hyperband trains in all (so random search never
   gets more training than Hyperband), as one vmapped program.
+* Random search at the nominal budget (``random_nominal``): ``floor(N / R)``
+  configurations, where ``N = sum n_i r_i`` over every rung of every bracket
+  is Hyperband's budget as Li et al. count it (what it costs when each rung
+  retrains its members from scratch). Hyperband trains fewer units than
+  ``N`` because survivors carry their states on; this arm shows what that
+  saving is worth against random search given the same nominal budget.
+  Skipped when it would hold as many configurations as ``random``.
 
 Both pick their best configuration by validation cross-entropy (Hyperband:
 among the configurations trained to ``R``) and report that model's accuracy
@@ -49,6 +56,8 @@ from jaxhpo.demo_mlp import MLP_SPACE, make_digits_trainer
 from jaxhpo.space import Int, Space
 from jaxhpo.training import hyperband, hyperband_schedule, successive_halving
 
+METHODS = ("hyperband", "random", "random_nominal")
+
 
 def schedule_budget(max_budget: int, eta: int) -> int:
     """Units Hyperband trains in all: every rung's members times that rung's extra units."""
@@ -60,6 +69,11 @@ def schedule_budget(max_budget: int, eta: int) -> int:
             total += n * (steps - done)
             done = steps
     return total
+
+
+def nominal_budget(max_budget: int, eta: int) -> int:
+    """Hyperband's budget as Li et al. count it: ``sum n_i r_i`` over every rung of every bracket."""
+    return sum(n * max(1, int(round(r))) for bracket in hyperband_schedule(max_budget, eta) for n, r in bracket)
 
 
 def main(argv=None):
@@ -78,7 +92,7 @@ def main(argv=None):
                     help="run Hyperband's brackets one after another (concurrent_brackets=False)")
     ap.add_argument("--cold-runs", type=int, default=2,
                     help="fresh processes per method timing a first search, compile included (0: skip)")
-    ap.add_argument("--cold-one", choices=("hyperband", "random"), help=argparse.SUPPRESS)
+    ap.add_argument("--cold-one", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
     args = ap.parse_args(argv)
     choice = args.block_size.lower()
@@ -98,6 +112,10 @@ def main(argv=None):
     R, eta = args.max_budget, args.eta
     budget = schedule_budget(R, eta)
     n_random = max(1, math.floor(budget / R))
+    nominal = nominal_budget(R, eta)
+    n_nominal = max(1, math.floor(nominal / R))
+    random_configs = {"random": n_random, "random_nominal": n_nominal}
+    methods = METHODS if n_nominal > n_random else METHODS[:2]
     X_test, y_test = jnp.asarray(split["X_test"]), jnp.asarray(split["y_test"])
     accuracy = jax.jit(lambda state, hp: trainer.accuracy(state, hp, X_test, y_test))
 
@@ -112,14 +130,15 @@ def main(argv=None):
             res = hyperband(trainer, space, key, max_budget=R, eta=eta, chunk_size=chunk_size,
                             block_size=block_size, concurrent_brackets=False if args.sequential else None)
         else:
-            res = successive_halving(trainer, space, key, num_configs=n_random, min_budget=R, max_budget=R,
+            res = successive_halving(trainer, space, key, num_configs=random_configs[method], min_budget=R,
+                                     max_budget=R,
                                      eta=eta, chunk_size=chunk_size, block_size=block_size)
         jax.block_until_ready(res.best_state)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         row = dict(method=method, seed=seed, configs=len(res.loss), total_budget=res.total_budget,
                    val_loss=res.best_loss, test_accuracy=test_accuracy(res), seconds=wall, cpu_seconds=cpu,
                    best=res.best_params)
-        print(f"  seed {seed} {method:<10} configs {row['configs']:<4} budget {row['total_budget']:<5} "
+        print(f"  seed {seed} {method:<14} configs {row['configs']:<4} budget {row['total_budget']:<5} "
               f"val {row['val_loss']:.4f}  test acc {row['test_accuracy']:.4f}  {wall:7.2f} s  cpu {cpu:7.2f} s",
               flush=True)
         return row
@@ -131,17 +150,18 @@ def main(argv=None):
                                     "cpu_seconds": row["cpu_seconds"]}))
         return row
 
-    print(f"Hyperband R={R}, eta={eta}: {budget} units in all; random search: {n_random} configurations x {R} units"
-          f" = {n_random * R} units; {args.steps_per_unit} steps per unit; {args.seeds} seeds", flush=True)
+    print(f"Hyperband R={R}, eta={eta}: {budget} units trained in all (nominal budget sum n_i r_i = {nominal}); "
+          f"random search: {n_random} configurations x {R} units = {n_random * R} units"
+          + (f", at the nominal budget {n_nominal} x {R} = {n_nominal * R}" if len(methods) == 3 else "")
+          + f"; {args.steps_per_unit} steps per unit; {args.seeds} seeds", flush=True)
     rows = []
     for seed in range(args.seeds):
-        # Alternate which goes first so neither always meets a cold cache or a load spike.
-        order = ("hyperband", "random") if seed % 2 == 0 else ("random", "hyperband")
-        for method in order:
-            rows.append(run(method, seed))
+        # Rotate which goes first so none always meets a cold cache or a load spike.
+        for i in range(len(methods)):
+            rows.append(run(methods[(seed + i) % len(methods)], seed))
 
     summary = []
-    for method in ("hyperband", "random"):
+    for method in methods:
         rs = [r for r in rows if r["method"] == method]
         warm = [r for r in rs if r["seed"] > 0] or rs
         summary.append(dict(
@@ -153,17 +173,21 @@ def main(argv=None):
             median_warm_cpu_seconds=statistics.median(r["cpu_seconds"] for r in warm),
             first_seed_seconds=rs[0]["seconds"] if rs[0]["seed"] == 0 else None,
         ))
-    hb, rnd = summary
-    ratios = dict(
-        accuracy_difference=hb["median_test_accuracy"] - rnd["median_test_accuracy"],
-        wall_ratio_hyperband_over_random=hb["median_seconds"] / rnd["median_seconds"],
-        warm_wall_ratio_hyperband_over_random=hb["median_warm_seconds"] / rnd["median_warm_seconds"],
-        warm_cpu_ratio_hyperband_over_random=hb["median_warm_cpu_seconds"] / rnd["median_warm_cpu_seconds"],
-        hyperband_wins_or_ties=sum(
-            a["test_accuracy"] >= b["test_accuracy"]
-            for a in rows if a["method"] == "hyperband"
-            for b in rows if b["method"] == "random" and b["seed"] == a["seed"]),
-    )
+    hb = summary[0]
+    ratios = {}
+    for other in summary[1:]:
+        suffix = "" if other["method"] == "random" else "_nominal"
+        ratios.update({
+            f"accuracy_difference{suffix}": hb["median_test_accuracy"] - other["median_test_accuracy"],
+            f"wall_ratio_hyperband_over_random{suffix}": hb["median_seconds"] / other["median_seconds"],
+            f"warm_wall_ratio_hyperband_over_random{suffix}": hb["median_warm_seconds"] / other["median_warm_seconds"],
+            f"warm_cpu_ratio_hyperband_over_random{suffix}":
+                hb["median_warm_cpu_seconds"] / other["median_warm_cpu_seconds"],
+            f"hyperband_wins_or_ties{suffix}": sum(
+                a["test_accuracy"] >= b["test_accuracy"]
+                for a in rows if a["method"] == "hyperband"
+                for b in rows if b["method"] == other["method"] and b["seed"] == a["seed"]),
+        })
     # A first search in a fresh process, each method alone (compiling included;
     # within this process the first seed's order decides who pays for warming up JAX).
     cold = []
@@ -172,18 +196,20 @@ def main(argv=None):
                  "--chunk-size", str(args.chunk_size), "--block-size", args.block_size]
     forwarded += ["--sequential"] if args.sequential else []
     for rep in range(args.cold_runs):
-        for method in (("hyperband", "random") if rep % 2 == 0 else ("random", "hyperband")):
+        for method in (methods[(rep + i) % len(methods)] for i in range(len(methods))):
             out = subprocess.run([sys.executable, "-m", "benchmarks.hyperband_vs_random", *forwarded,
                                   "--cold-runs", "0", "--cold-one", method],
                                  capture_output=True, text=True, check=True).stdout
             cold.append(json.loads(next(l for l in out.splitlines() if l.startswith("COLD "))[5:]))
-            print(f"  fresh process: {method:<10} first search {cold[-1]['seconds']:.2f} s", flush=True)
+            print(f"  fresh process: {method:<14} first search {cold[-1]['seconds']:.2f} s", flush=True)
     for entry in summary:
         times = [c["seconds"] for c in cold if c["method"] == entry["method"]]
         entry["median_fresh_process_seconds"] = statistics.median(times) if times else None
     if cold:
-        ratios["fresh_process_ratio_hyperband_over_random"] = (
-            summary[0]["median_fresh_process_seconds"] / summary[1]["median_fresh_process_seconds"])
+        for other in summary[1:]:
+            suffix = "" if other["method"] == "random" else "_nominal"
+            ratios[f"fresh_process_ratio_hyperband_over_random{suffix}"] = (
+                hb["median_fresh_process_seconds"] / other["median_fresh_process_seconds"])
 
     print_table(rows, ["method", "seed", "configs", "total_budget", "val_loss", "test_accuracy", "seconds",
                        "cpu_seconds"], title="per seed")
@@ -196,7 +222,8 @@ def main(argv=None):
     write_results("hyperband_vs_random", rows, extra=dict(
         summary=summary, ratios=ratios, max_budget=R, eta=eta, steps_per_unit=args.steps_per_unit,
         max_width=args.max_width, max_depth=args.max_depth, seeds=args.seeds, hyperband_budget=budget,
-        random_configs=n_random, chunk_size=chunk_size, block_size=args.block_size,
+        random_configs=n_random, nominal_budget=nominal, random_nominal_configs=n_nominal,
+        chunk_size=chunk_size, block_size=args.block_size,
         concurrent_brackets=not args.sequential, fresh_process=cold))
 
 
