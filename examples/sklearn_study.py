@@ -60,8 +60,10 @@ def main() -> None:
         study.optimize(objective, max_trials=args.trials)
         best = study.best_trial
         print(f"best accuracy {best.value:.4f} (trial {best.number}) with {best.params}")
-        failed = study.get_trials(["failed"])
-        print(f"{len(study.trials)} trials, {len(failed)} failed; storage {study.storage.url}")
+        # The strategy proposes whole generations: trials of the last one that
+        # the budget left unrun wait in storage for the next run.
+        counts = {state: len(study.get_trials([state])) for state in ("complete", "failed", "waiting")}
+        print(", ".join(f"{n} {state}" for state, n in counts.items()) + f" trials; storage {study.storage.url}")
 
 
 if __name__ == "__main__":
