@@ -23,7 +23,11 @@ models: channels of a convolution, heads of attention, experts.
 
 Initialisation is scaled by the member's true fan-in (``width``, not
 ``max_width``), so a masked member starts with the weight scale a small
-network of its width would have.
+network of its width would have, and its active weights depend on its key
+and width only, not on ``max_width``: a configuration starts from the same
+weights, and trains to the same model, whether it is masked to the search's
+largest network, placed in a width bucket, or retrained alone at its true
+width.
 """
 
 from __future__ import annotations
@@ -37,6 +41,27 @@ from ..strategies._checks import check_concrete_params, check_int, check_real
 from .trainer import check_positive_int
 
 __all__ = ["MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply"]
+
+
+# Columns of a weight matrix are drawn in tiles of this many, each from its own key.
+_TILE = 8
+
+
+def _prefix_stable_normal(key: jax.Array, rows: int, cols: int) -> jax.Array:
+    """``(rows, cols)`` float32 standard normals whose entry ``[i, j]`` depends
+    only on ``key``, ``i`` and ``j``: the top-left block of a larger draw
+    equals a smaller draw. Row ``i`` comes from ``fold_in(key, i)``, its
+    columns from one key per tile of ``_TILE``, so no entry's value depends
+    on the matrix's shape (as ``jax.random.normal(key, shape)``'s do).
+    """
+    tiles = -(-cols // _TILE)
+
+    def row(i):
+        k = jax.random.fold_in(key, i)
+        draw = jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(k, t), (_TILE,), jnp.float32))
+        return draw(jnp.arange(tiles)).reshape(-1)[:cols]
+
+    return jax.vmap(row)(jnp.arange(rows))
 
 
 # A concrete sparsity is checked; a traced one is clipped inside the mask.
@@ -112,17 +137,23 @@ class MaskedMLP:
         return "MaskedMLP(in_dim={}, out_dim={}, max_width={}, max_depth={})".format(*self._key())
 
     def init(self, key: jax.Array, width: Any = None) -> dict:
-        """Parameters, He-scaled by the true fan-in (``width`` ``()``; ``max_width`` if None)."""
+        """Parameters, He-scaled by the true fan-in (``width`` ``()``; ``max_width`` if None).
+
+        The weights of hidden unit ``j`` depend only on ``key`` and ``j``, not
+        on ``max_width``: the active block of two models' parameters for the
+        same key and width is the same.
+        """
         W = self.max_width
         width = jnp.asarray(W if width is None else width, jnp.float32)
         k_in, k_h, k_out = jax.random.split(key, 3)
         nh = self.max_depth - 1
+        w_hidden = jax.vmap(lambda l: _prefix_stable_normal(jax.random.fold_in(k_h, l), W, W))(jnp.arange(nh))
         return {
-            "w_in": jax.random.normal(k_in, (self.in_dim, W), jnp.float32) * jnp.sqrt(2.0 / self.in_dim),
+            "w_in": _prefix_stable_normal(k_in, W, self.in_dim).T * jnp.sqrt(2.0 / self.in_dim),
             "b_in": jnp.zeros((W,), jnp.float32),
-            "w_hidden": jax.random.normal(k_h, (nh, W, W), jnp.float32) * jnp.sqrt(2.0 / width),
+            "w_hidden": w_hidden.reshape(nh, W, W) * jnp.sqrt(2.0 / width),
             "b_hidden": jnp.zeros((nh, W), jnp.float32),
-            "w_out": jax.random.normal(k_out, (W, self.out_dim), jnp.float32) * jnp.sqrt(1.0 / width),
+            "w_out": _prefix_stable_normal(k_out, W, self.out_dim) * jnp.sqrt(1.0 / width),
             "b_out": jnp.zeros((self.out_dim,), jnp.float32),
         }
 

@@ -1,0 +1,77 @@
+"""Width buckets: a member trains to the same model in a bucket as masked to the largest network."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxhpo.training import MaskedMLP, MLPClassifierTrainer, train_bucketed, width_buckets
+from jaxhpo.training.trainer import fresh_rung
+
+
+@given(st.integers(1, 600), st.integers(1, 12), st.integers(1, 16))
+def test_width_buckets_are_increasing_multiples_ending_at_max_width(max_width, num, multiple):
+    buckets = width_buckets(max_width, num, multiple)
+    assert buckets[-1] == max_width
+    assert list(buckets) == sorted(set(buckets)) and len(buckets) <= num + 1
+    assert all(b % multiple == 0 and b >= multiple for b in buckets[:-1])
+    # Every width up to max_width has a bucket no more than one spacing above it.
+    spacing = -(-max_width // num) + multiple
+    for w in range(1, max_width + 1):
+        b = next(b for b in buckets if b >= w)
+        assert b - w < spacing
+
+
+# Widths on and across the draw's tiles of 8 columns; every shape compiles
+# its own init, so the cases are few.
+@pytest.mark.parametrize("width,extra,depth", [(1, 7, 1), (8, 0, 2), (9, 23, 3), (13, 3, 2)])
+def test_init_active_block_does_not_depend_on_max_width(width, extra, depth):
+    key = jax.random.key(width)
+    small = MaskedMLP(4, 3, width, depth).init(key, width)
+    large = MaskedMLP(4, 3, width + extra, depth).init(key, width)
+    np.testing.assert_array_equal(large["w_in"][:, :width], small["w_in"])
+    np.testing.assert_array_equal(large["w_hidden"][:, :width, :width], small["w_hidden"])
+    np.testing.assert_array_equal(large["w_out"][:width], small["w_out"])
+
+
+# 11 members, widths 1..24, in chunks of 4 over buckets (8, 16, 24): the
+# chunks land in different buckets, and the last chunk is padded.
+_rng = np.random.default_rng(0)
+_X, _Xv = _rng.normal(size=(48, 6)).astype(np.float32), _rng.normal(size=(16, 6)).astype(np.float32)
+_W = _rng.normal(size=(6, 3))
+_y, _yv = np.argmax(_X @ _W, axis=1), np.argmax(_Xv @ _W, axis=1)
+TRAINER = MLPClassifierTrainer(_X, _y, _Xv, _yv, max_width=24, max_depth=2, optimizers=("sgd", "adam"),
+                               steps_per_unit=3)
+WIDTHS = np.array([24, 3, 9, 1, 16, 17, 8, 5, 12, 24, 2], np.int32)
+HPARAMS = {
+    "width": WIDTHS,
+    "depth": np.array([1, 2] * 5 + [1], np.int32),
+    "optimizer": np.array([0, 1, 1] * 3 + [0, 1], np.int32),
+    "learning_rate": np.geomspace(1e-2, 1e-1, len(WIDTHS)).astype(np.float32),
+}
+KEYS = jax.random.split(jax.random.key(3), len(WIDTHS))
+
+
+def test_train_bucketed_equals_masked_training_at_max_width():
+    res = train_bucketed(TRAINER.with_max_width, KEYS, HPARAMS, 2, buckets=(8, 16, 24), chunk=4)
+    states, losses = fresh_rung(TRAINER, KEYS, {k: jnp.asarray(v) for k, v in HPARAMS.items()}, np.int32(2))
+    params = jax.tree_util.tree_map(np.asarray, states[0])
+    np.testing.assert_allclose(res.losses, np.asarray(losses), rtol=2e-5, atol=1e-6)
+    assert np.all(np.isfinite(res.losses))
+
+    seen = []
+    for idx, bucket, trainer, (bucket_params, _) in res.groups:
+        assert trainer.model.max_width == bucket and bucket >= WIDTHS[idx].max()
+        assert bucket_params["w_in"].shape == (len(idx), 6, bucket)
+        # The smallest bucket that holds the chunk's widest member.
+        assert bucket == min(b for b in (8, 16, 24) if b >= WIDTHS[idx].max())
+        for row, i in enumerate(idx):
+            w = int(WIDTHS[i])
+            np.testing.assert_allclose(bucket_params["w_in"][row][:, :w], params["w_in"][i][:, :w], atol=2e-6)
+            np.testing.assert_allclose(bucket_params["w_out"][row][:w], params["w_out"][i][:w], atol=2e-6)
+        seen.extend(idx.tolist())
+    # Every member exactly once, narrow members in narrow buckets.
+    assert sorted(seen) == list(range(len(WIDTHS)))
+    assert {b for _, b, _, _ in res.groups} == {8, 16, 24}
