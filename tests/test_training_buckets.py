@@ -26,14 +26,16 @@ def test_width_buckets_are_increasing_multiples_ending_at_max_width(max_width, n
 
 # Widths on and across the draw's tiles of 8 columns; every shape compiles
 # its own init, so the cases are few.
-@pytest.mark.parametrize("width,extra,depth", [(1, 7, 1), (8, 0, 2), (9, 23, 3), (13, 3, 2)])
-def test_init_active_block_does_not_depend_on_max_width(width, extra, depth):
+@pytest.mark.parametrize("width,extra,depth,extra_depth", [(1, 7, 1, 0), (8, 0, 2, 1), (9, 23, 3, 0), (13, 3, 1, 2)])
+def test_init_active_block_does_not_depend_on_max_width(width, extra, depth, extra_depth):
     key = jax.random.key(width)
     small = MaskedMLP(4, 3, width, depth).init(key, width)
-    large = MaskedMLP(4, 3, width + extra, depth).init(key, width)
+    large = MaskedMLP(4, 3, width + extra, depth + extra_depth).init(key, width)
     np.testing.assert_array_equal(large["w_in"][:, :width], small["w_in"])
-    np.testing.assert_array_equal(large["w_hidden"][:, :width, :width], small["w_hidden"])
+    np.testing.assert_array_equal(large["w_hidden"][:depth - 1, :width, :width], small["w_hidden"])
     np.testing.assert_array_equal(large["w_out"][:width], small["w_out"])
+    # The draws are standard normals scaled by the true fan-in.
+    assert abs(float(jnp.std(large["w_in"])) - (2.0 / 4) ** 0.5) < 0.35
 
 
 # 11 members, widths 1..24, in chunks of 4 over buckets (8, 16, 24): the

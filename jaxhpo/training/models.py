@@ -36,6 +36,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..strategies._checks import check_concrete_params, check_int, check_real
 from .trainer import check_positive_int
@@ -47,21 +48,33 @@ __all__ = ["MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply"]
 _TILE = 8
 
 
-def _prefix_stable_normal(key: jax.Array, rows: int, cols: int) -> jax.Array:
-    """``(rows, cols)`` float32 standard normals whose entry ``[i, j]`` depends
-    only on ``key``, ``i`` and ``j``: the top-left block of a larger draw
-    equals a smaller draw. Row ``i`` comes from ``fold_in(key, i)``, its
-    columns from one key per tile of ``_TILE``, so no entry's value depends
-    on the matrix's shape (as ``jax.random.normal(key, shape)``'s do).
+def _prefix_stable_normals(keys: jax.Array, shapes: list[tuple[int, int]]) -> list[jax.Array]:
+    """One ``(rows, cols)`` float32 standard-normal matrix per key and shape,
+    whose entry ``[i, j]`` depends only on its key, ``i`` and ``j``: the
+    top-left block of a larger draw equals a smaller draw (as entries of
+    ``jax.random.normal(key, shape)`` do not).
+
+    Row ``i`` gets ``fold_in(key, i)``, and each tile of ``_TILE`` columns
+    of a row ``fold_in(row key, tile)``. Every matrix's rows and tiles go
+    through one batched ``fold_in`` and one batched draw, so the program
+    holds a fixed few random-number kernels however many matrices there are
+    (each is large to compile on a CPU).
     """
-    tiles = -(-cols // _TILE)
-
-    def row(i):
-        k = jax.random.fold_in(key, i)
-        draw = jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(k, t), (_TILE,), jnp.float32))
-        return draw(jnp.arange(tiles)).reshape(-1)[:cols]
-
-    return jax.vmap(row)(jnp.arange(rows))
+    tiles = [-(-cols // _TILE) for _, cols in shapes]
+    row_matrix = np.concatenate([np.full(rows, m) for m, (rows, _) in enumerate(shapes)]).astype(np.int32)
+    row_index = np.concatenate([np.arange(rows) for rows, _ in shapes]).astype(np.int32)
+    row_keys = jax.vmap(jax.random.fold_in)(keys[row_matrix], row_index)
+    row_starts = np.cumsum([0] + [rows for rows, _ in shapes])
+    tile_row = np.concatenate([np.repeat(np.arange(rows) + start, t)
+                               for (rows, _), start, t in zip(shapes, row_starts, tiles)]).astype(np.int32)
+    tile_index = np.concatenate([np.tile(np.arange(t), rows) for (rows, _), t in zip(shapes, tiles)])
+    draws = jax.vmap(lambda k, t: jax.random.normal(jax.random.fold_in(k, t), (_TILE,), jnp.float32))(
+        row_keys[tile_row], tile_index.astype(np.int32))
+    out, start = [], 0
+    for (rows, cols), t in zip(shapes, tiles):
+        out.append(draws[start:start + rows * t].reshape(rows, t * _TILE)[:, :cols])
+        start += rows * t
+    return out
 
 
 # A concrete sparsity is checked; a traced one is clipped inside the mask.
@@ -139,21 +152,27 @@ class MaskedMLP:
     def init(self, key: jax.Array, width: Any = None) -> dict:
         """Parameters, He-scaled by the true fan-in (``width`` ``()``; ``max_width`` if None).
 
-        The weights of hidden unit ``j`` depend only on ``key`` and ``j``, not
-        on ``max_width``: the active block of two models' parameters for the
-        same key and width is the same.
+        The weights of hidden unit ``j`` of layer ``l`` depend only on
+        ``key``, ``l`` and ``j``, not on ``max_width`` or ``max_depth``: the
+        active block of two models' parameters for the same key, width and
+        depth is the same.
         """
         W = self.max_width
         width = jnp.asarray(W if width is None else width, jnp.float32)
-        k_in, k_h, k_out = jax.random.split(key, 3)
         nh = self.max_depth - 1
-        w_hidden = jax.vmap(lambda l: _prefix_stable_normal(jax.random.fold_in(k_h, l), W, W))(jnp.arange(nh))
+        # One key per matrix, by index (not split, whose keys depend on their
+        # count): the input layer, the output layer, each hidden layer.
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(2 + nh, dtype=jnp.int32))
+        # Rows are hidden units: w_in is drawn transposed.
+        w_in, w_out, *w_hidden = _prefix_stable_normals(
+            keys, [(W, self.in_dim), (W, self.out_dim)] + [(W, W)] * nh)
+        w_hidden = jnp.stack(w_hidden) if nh else jnp.zeros((0, W, W), jnp.float32)
         return {
-            "w_in": _prefix_stable_normal(k_in, W, self.in_dim).T * jnp.sqrt(2.0 / self.in_dim),
+            "w_in": w_in.T * jnp.sqrt(2.0 / self.in_dim),
             "b_in": jnp.zeros((W,), jnp.float32),
-            "w_hidden": w_hidden.reshape(nh, W, W) * jnp.sqrt(2.0 / width),
+            "w_hidden": w_hidden * jnp.sqrt(2.0 / width),
             "b_hidden": jnp.zeros((nh, W), jnp.float32),
-            "w_out": _prefix_stable_normal(k_out, W, self.out_dim) * jnp.sqrt(1.0 / width),
+            "w_out": w_out * jnp.sqrt(1.0 / width),
             "b_out": jnp.zeros((self.out_dim,), jnp.float32),
         }
 
