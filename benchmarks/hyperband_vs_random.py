@@ -131,8 +131,7 @@ def main(argv=None):
                             block_size=block_size, concurrent_brackets=False if args.sequential else None)
         else:
             res = successive_halving(trainer, space, key, num_configs=random_configs[method], min_budget=R,
-                                     max_budget=R,
-                                     eta=eta, chunk_size=chunk_size, block_size=block_size)
+                                     max_budget=R, eta=eta, chunk_size=chunk_size, block_size=block_size)
         jax.block_until_ready(res.best_state)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         row = dict(method=method, seed=seed, configs=len(res.loss), total_budget=res.total_budget,
