@@ -18,6 +18,12 @@ optimiser (sgd / momentum / adam / adamw / rmsprop); one budget unit is
   ``N`` because survivors carry their states on; this arm shows what that
   saving is worth against random search given the same nominal budget.
   Skipped when it would hold as many configurations as ``random``.
+* Hyperband's first bracket alone (``first_bracket``): successive halving of
+  ``eta^s_max`` configurations from 1 to ``R`` units, the most aggressive
+  bracket; Hyperband's incumbent when its brackets run one after another
+  and it is stopped after the first. Against ``random`` it answers how
+  long Hyperband takes to reach the accuracy random search reaches with
+  the whole budget.
 
 Both pick their best configuration by validation cross-entropy (Hyperband:
 among the configurations trained to ``R``) and report that model's accuracy
@@ -56,7 +62,11 @@ from jaxhpo.demo_mlp import MLP_SPACE, make_digits_trainer
 from jaxhpo.space import Int, Space
 from jaxhpo.training import hyperband, hyperband_schedule, successive_halving
 
-METHODS = ("hyperband", "random", "random_nominal")
+METHODS = ("hyperband", "random", "random_nominal", "first_bracket")
+# (method, baseline, name): the comparisons reported, where both ran.
+PAIRS = (("hyperband", "random", "hyperband_vs_random"),
+         ("hyperband", "random_nominal", "hyperband_vs_random_nominal"),
+         ("first_bracket", "random", "first_bracket_vs_random"))
 
 
 def schedule_budget(max_budget: int, eta: int) -> int:
@@ -115,7 +125,8 @@ def main(argv=None):
     nominal = nominal_budget(R, eta)
     n_nominal = max(1, math.floor(nominal / R))
     random_configs = {"random": n_random, "random_nominal": n_nominal}
-    methods = METHODS if n_nominal > n_random else METHODS[:2]
+    methods = tuple(m for m in METHODS if m != "random_nominal" or n_nominal > n_random)
+    first_bracket = hyperband_schedule(R, eta)[0]
     X_test, y_test = jnp.asarray(split["X_test"]), jnp.asarray(split["y_test"])
     accuracy = jax.jit(lambda state, hp: trainer.accuracy(state, hp, X_test, y_test))
 
@@ -129,6 +140,10 @@ def main(argv=None):
         if method == "hyperband":
             res = hyperband(trainer, space, key, max_budget=R, eta=eta, chunk_size=chunk_size,
                             block_size=block_size, concurrent_brackets=False if args.sequential else None)
+        elif method == "first_bracket":
+            (n0, r0), *_ = first_bracket
+            res = successive_halving(trainer, space, key, num_configs=n0, min_budget=r0, max_budget=R, eta=eta,
+                                     chunk_size=chunk_size, block_size=block_size)
         else:
             res = successive_halving(trainer, space, key, num_configs=random_configs[method], min_budget=R,
                                      max_budget=R, eta=eta, chunk_size=chunk_size, block_size=block_size)
@@ -151,8 +166,9 @@ def main(argv=None):
 
     print(f"Hyperband R={R}, eta={eta}: {budget} units trained in all (nominal budget sum n_i r_i = {nominal}); "
           f"random search: {n_random} configurations x {R} units = {n_random * R} units"
-          + (f", at the nominal budget {n_nominal} x {R} = {n_nominal * R}" if len(methods) == 3 else "")
-          + f"; {args.steps_per_unit} steps per unit; {args.seeds} seeds", flush=True)
+          + (f", at the nominal budget {n_nominal} x {R} = {n_nominal * R}" if "random_nominal" in methods else "")
+          + f"; first bracket {first_bracket}; {args.steps_per_unit} steps per unit; {args.seeds} seeds",
+          flush=True)
     rows = []
     for seed in range(args.seeds):
         # Rotate which goes first so none always meets a cold cache or a load spike.
@@ -172,20 +188,20 @@ def main(argv=None):
             median_warm_cpu_seconds=statistics.median(r["cpu_seconds"] for r in warm),
             first_seed_seconds=rs[0]["seconds"] if rs[0]["seed"] == 0 else None,
         ))
-    hb = summary[0]
+    by_method = {entry["method"]: entry for entry in summary}
+    pairs = [(a, b, name) for a, b, name in PAIRS if a in by_method and b in by_method]
     ratios = {}
-    for other in summary[1:]:
-        suffix = "" if other["method"] == "random" else "_nominal"
+    for a, b, name in pairs:
+        ea, eb = by_method[a], by_method[b]
+        paired = [(ra["test_accuracy"], rb["test_accuracy"]) for ra in rows if ra["method"] == a
+                  for rb in rows if rb["method"] == b and rb["seed"] == ra["seed"]]
         ratios.update({
-            f"accuracy_difference{suffix}": hb["median_test_accuracy"] - other["median_test_accuracy"],
-            f"wall_ratio_hyperband_over_random{suffix}": hb["median_seconds"] / other["median_seconds"],
-            f"warm_wall_ratio_hyperband_over_random{suffix}": hb["median_warm_seconds"] / other["median_warm_seconds"],
-            f"warm_cpu_ratio_hyperband_over_random{suffix}":
-                hb["median_warm_cpu_seconds"] / other["median_warm_cpu_seconds"],
-            f"hyperband_wins_or_ties{suffix}": sum(
-                a["test_accuracy"] >= b["test_accuracy"]
-                for a in rows if a["method"] == "hyperband"
-                for b in rows if b["method"] == other["method"] and b["seed"] == a["seed"]),
+            f"{name}_median_accuracy_difference": ea["median_test_accuracy"] - eb["median_test_accuracy"],
+            f"{name}_mean_paired_accuracy_difference": statistics.mean(x - y for x, y in paired),
+            f"{name}_wins_or_ties": sum(x >= y for x, y in paired),
+            f"{name}_wall_ratio": ea["median_seconds"] / eb["median_seconds"],
+            f"{name}_warm_wall_ratio": ea["median_warm_seconds"] / eb["median_warm_seconds"],
+            f"{name}_warm_cpu_ratio": ea["median_warm_cpu_seconds"] / eb["median_warm_cpu_seconds"],
         })
     # A first search in a fresh process, each method alone (compiling included;
     # within this process the first seed's order decides who pays for warming up JAX).
@@ -205,10 +221,9 @@ def main(argv=None):
         times = [c["seconds"] for c in cold if c["method"] == entry["method"]]
         entry["median_fresh_process_seconds"] = statistics.median(times) if times else None
     if cold:
-        for other in summary[1:]:
-            suffix = "" if other["method"] == "random" else "_nominal"
-            ratios[f"fresh_process_ratio_hyperband_over_random{suffix}"] = (
-                hb["median_fresh_process_seconds"] / other["median_fresh_process_seconds"])
+        for a, b, name in pairs:
+            ratios[f"{name}_fresh_process_ratio"] = (
+                by_method[a]["median_fresh_process_seconds"] / by_method[b]["median_fresh_process_seconds"])
 
     print_table(rows, ["method", "seed", "configs", "total_budget", "val_loss", "test_accuracy", "seconds",
                        "cpu_seconds"], title="per seed")
