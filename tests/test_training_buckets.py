@@ -27,7 +27,7 @@ def test_width_buckets_are_increasing_multiples_ending_at_max_width(max_width, n
 # Widths on and across the draw's tiles of 8 columns; every shape compiles
 # its own init, so the cases are few.
 @pytest.mark.parametrize("width,extra,depth,extra_depth", [(1, 7, 1, 0), (8, 0, 2, 1), (9, 23, 3, 0), (13, 3, 1, 2)])
-def test_init_active_block_does_not_depend_on_max_width(width, extra, depth, extra_depth):
+def test_init_active_block_does_not_depend_on_max_width_or_depth(width, extra, depth, extra_depth):
     key = jax.random.key(width)
     small = MaskedMLP(4, 3, width, depth).init(key, width)
     large = MaskedMLP(4, 3, width + extra, depth + extra_depth).init(key, width)
