@@ -22,7 +22,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import cross_val_score
 
 import jaxhpo
-from jaxhpo.study import Study
+from jaxhpo.study import Study, TrialState
 
 SPACE = jaxhpo.Space(
     n_estimators=jaxhpo.Int(10, 100, log=True),
@@ -62,7 +62,8 @@ def main() -> None:
         print(f"best accuracy {best.value:.4f} (trial {best.number}) with {best.params}")
         # The strategy proposes whole generations: trials of the last one that
         # the budget left unrun wait in storage for the next run.
-        counts = {state: len(study.get_trials([state])) for state in ("complete", "failed", "waiting")}
+        counts = {state: len(study.get_trials([state]))
+                  for state in (TrialState.COMPLETE, TrialState.FAILED, TrialState.WAITING)}
         print(", ".join(f"{n} {state}" for state, n in counts.items()) + f" trials; storage {study.storage.url}")
 
 

@@ -48,32 +48,29 @@ __all__ = ["MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply"]
 _TILE = 8
 
 
-def _prefix_stable_normals(keys: jax.Array, shapes: list[tuple[int, int]]) -> list[jax.Array]:
-    """One ``(rows, cols)`` float32 standard-normal matrix per key and shape,
-    whose entry ``[i, j]`` depends only on its key, ``i`` and ``j``: the
-    top-left block of a larger draw equals a smaller draw (as entries of
-    ``jax.random.normal(key, shape)`` do not).
+def _unit_normals(keys: jax.Array, units: int, cols: list[int]) -> list[jax.Array]:
+    """One ``(units, c)`` float32 standard-normal matrix per key and ``c`` in
+    ``cols``, whose entry ``[i, j]`` depends only on its key, ``i`` and
+    ``j``: the top-left block of a larger draw equals a smaller draw (as
+    entries of ``jax.random.normal(key, shape)`` do not).
 
-    Row ``i`` gets ``fold_in(key, i)``, and each tile of ``_TILE`` columns
-    of a row ``fold_in(row key, tile)``. Every matrix's rows and tiles go
-    through one batched ``fold_in`` and one batched draw, so the program
-    holds a fixed few random-number kernels however many matrices there are
-    (each is large to compile on a CPU).
+    Row ``i`` (hidden unit ``i``) gets ``fold_in(key, i)``, and each tile of
+    ``_TILE`` columns of a row ``fold_in(row key, tile)``. Every matrix's
+    tiles go through one batched ``fold_in`` and one batched draw, so the
+    program holds a fixed few random-number kernels however many matrices
+    there are (each is large to compile on a CPU).
     """
-    tiles = [-(-cols // _TILE) for _, cols in shapes]
-    row_matrix = np.concatenate([np.full(rows, m) for m, (rows, _) in enumerate(shapes)]).astype(np.int32)
-    row_index = np.concatenate([np.arange(rows) for rows, _ in shapes]).astype(np.int32)
-    row_keys = jax.vmap(jax.random.fold_in)(keys[row_matrix], row_index)
-    row_starts = np.cumsum([0] + [rows for rows, _ in shapes])
-    tile_row = np.concatenate([np.repeat(np.arange(rows) + start, t)
-                               for (rows, _), start, t in zip(shapes, row_starts, tiles)]).astype(np.int32)
-    tile_index = np.concatenate([np.tile(np.arange(t), rows) for (rows, _), t in zip(shapes, tiles)])
+    tiles = [-(-c // _TILE) for c in cols]
+    row_keys = jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(units)))(keys)
+    tile_matrix = np.concatenate([np.full(units * t, m) for m, t in enumerate(tiles)])
+    tile_row = np.concatenate([np.repeat(np.arange(units), t) for t in tiles])
+    tile_index = np.concatenate([np.tile(np.arange(t), units) for t in tiles]).astype(np.int32)
     draws = jax.vmap(lambda k, t: jax.random.normal(jax.random.fold_in(k, t), (_TILE,), jnp.float32))(
-        row_keys[tile_row], tile_index.astype(np.int32))
+        row_keys[tile_matrix, tile_row], tile_index)
     out, start = [], 0
-    for (rows, cols), t in zip(shapes, tiles):
-        out.append(draws[start:start + rows * t].reshape(rows, t * _TILE)[:, :cols])
-        start += rows * t
+    for c, t in zip(cols, tiles):
+        out.append(draws[start:start + units * t].reshape(units, t * _TILE)[:, :c])
+        start += units * t
     return out
 
 
@@ -164,8 +161,7 @@ class MaskedMLP:
         # count): the input layer, the output layer, each hidden layer.
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(2 + nh, dtype=jnp.int32))
         # Rows are hidden units: w_in is drawn transposed.
-        w_in, w_out, *w_hidden = _prefix_stable_normals(
-            keys, [(W, self.in_dim), (W, self.out_dim)] + [(W, W)] * nh)
+        w_in, w_out, *w_hidden = _unit_normals(keys, W, [self.in_dim, self.out_dim] + [W] * nh)
         w_hidden = jnp.stack(w_hidden) if nh else jnp.zeros((0, W, W), jnp.float32)
         return {
             "w_in": w_in.T * jnp.sqrt(2.0 / self.in_dim),
