@@ -17,19 +17,20 @@ jaxhpo: RandomSearch and Sobol (10 points per generation), CMA-ES (its
 default population 4 + floor(3 ln n), IPOP restarts), DifferentialEvolution,
 GeneticAlgorithm and LocalSearch (10 per generation), TPE (multivariate, one
 point per generation, as Optuna's default) and GPBO (one point per
-generation, log-EI). All seeds of one method run vmapped in one compiled
+generation, log-EI; once with its default fitted noise, once with
+``deterministic=True`` as Optuna's GPSampler runs here). All seeds of one method run vmapped in one compiled
 program (``--seeds``, default 16). GPBO is the exception on two counts: it
 runs on branin and hartmann6 only and with ``--gpbo-seeds`` (default 4)
 seeds, because its 200 sequential kernel fits and acquisition optimisations
 cost about 1.5 minutes per seed on two busy CPU cores, and vmapping does not
-share that work (``--gpbo-all`` adds the 10-D problems). Every evaluated
-point is then re-evaluated in float64 by the same NumPy function the
-competitors use, so regrets below float32 resolution (Branin's value is a
-sum of terms near 10) are comparable.
+share that work (``--gp-all`` adds the 10-D problems, for GPSampler too).
+Every evaluated point is then re-evaluated in float64 by the same NumPy
+function the competitors use, so regrets below float32 resolution
+(Branin's value is a sum of terms near 10) are comparable.
 
 Competitors, one seed after another (``--competitor-seeds``, default 5):
 Optuna's RandomSampler, TPESampler (multivariate by default), CmaEsSampler,
-GPSampler (branin and hartmann6 only, ``--gp-seeds``, default 3: about two
+GPSampler (branin and hartmann6 unless ``--gp-all``, ``--gp-seeds``, default 3: about two
 minutes per study) and Hyperopt's ``tpe.suggest``, all with their default
 settings and one trial at a time.
 
@@ -38,7 +39,7 @@ settings and one trial at a time.
 
   python -m benchmarks search_quality [--quick] [--problems branin hartmann6 ...]
       [--seeds 16] [--gpbo-seeds 4] [--competitor-seeds 5] [--gp-seeds 3]
-      [--evals 50 100 200] [--gpbo-all] [--skip-competitors]
+      [--evals 50 100 200] [--gp-all] [--skip-competitors]
 
 On two busy CPU cores the full run should take about half an hour (estimated
 from timed cells), two thirds of it in the two GP methods. ``--quick``:
@@ -139,6 +140,9 @@ def jaxhpo_methods(name, evals, gpbo_all):
     }
     if gpbo_all or name in SMALL:
         methods["GPBO"] = jaxhpo.GPBO(space, 1, capacity=capacity)
+        # As Optuna's GPSampler runs here (deterministic_objective=True): the
+        # test functions have no noise, so the GP may interpolate them.
+        methods["GPBO deterministic"] = jaxhpo.GPBO(space, 1, capacity=capacity, deterministic=True)
     return methods
 
 
@@ -251,7 +255,8 @@ def main(argv=None):
     ap.add_argument("--gpbo-seeds", type=int, default=4, help="jaxhpo GPBO seeds (vmapped)")
     ap.add_argument("--competitor-seeds", type=int, default=5, help="Optuna / Hyperopt studies per cell")
     ap.add_argument("--gp-seeds", type=int, default=3, help="Optuna GPSampler studies per cell")
-    ap.add_argument("--gpbo-all", action="store_true", help="run jaxhpo's GPBO on the 10-D problems too")
+    ap.add_argument("--gp-all", action="store_true",
+                    help="run the GP methods (jaxhpo's GPBO, Optuna's GPSampler) on the 10-D problems too")
     ap.add_argument("--skip-competitors", action="store_true")
     args = ap.parse_args(argv)
 
@@ -272,13 +277,13 @@ def main(argv=None):
 
     rows = []
     for name in problems:
-        for method, strategy in jaxhpo_methods(name, evals, args.gpbo_all).items():
-            reg, wall = jaxhpo_regrets(name, strategy, evals, gpbo_seeds if method == "GPBO" else seeds)
+        for method, strategy in jaxhpo_methods(name, evals, args.gp_all).items():
+            reg, wall = jaxhpo_regrets(name, strategy, evals, gpbo_seeds if method.startswith("GPBO") else seeds)
             rows += _summary(name, "jaxhpo", method, evals, reg, wall)
         if args.skip_competitors:
             continue
         samplers = ["RandomSampler", "TPESampler", "CmaEsSampler"]
-        if name in SMALL and gp_seeds > 0:
+        if (name in SMALL or args.gp_all) and gp_seeds > 0:
             samplers.append("GPSampler")
         for sampler in samplers:
             reg, wall = optuna_regrets(name, sampler, evals, gp_seeds if sampler == "GPSampler" else cseeds)

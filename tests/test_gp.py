@@ -156,6 +156,34 @@ def test_fit_improves_the_objective_and_finds_the_irrelevant_coordinate():
     assert ls[1] > 2 * ls[0], ls
 
 
+def test_fixed_noise_interpolates_what_a_fitted_noise_smooths():
+    # A smooth trend plus fine structure no 40 points resolve: a fitted noise
+    # takes the fine structure for noise; with the noise fixed at its floor
+    # (a deterministic objective) the posterior mean goes through every point.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(40, 3)).astype(np.float32)
+    x[:, 2] = 0.5 / 3
+    y = (np.sin(6 * x[:, 0]) + 0.3 * np.sin(90 * x[:, 0] + 40 * x[:, 1])).astype(np.float32)
+    z, _, _ = gp.standardize(jnp.asarray(y), jnp.ones(40, bool))
+    xb, zb, mask = padded(x, np.asarray(z), 8)
+    args = (jnp.asarray(xb), jnp.asarray(zb), jnp.asarray(mask))
+    warm, floor = gp.default_kernel_params(3), jnp.float32(MIN_NOISE)
+    fitted = gp.fit_kernel_params(jax.random.key(0), *args, warm, CAT, CARD, floor)
+    fixed = gp.fit_kernel_params(jax.random.key(0), *args, warm, CAT, CARD, floor, fixed_noise=True)
+    assert float(gp.noise_variance(fitted, floor)) > 0.01
+    assert float(gp.noise_variance(fixed, floor)) == pytest.approx(MIN_NOISE + 1e-9, rel=1e-3)
+    # The lengthscales are still fitted.
+    assert not np.allclose(np.asarray(fixed.log_lengthscale), np.asarray(warm.log_lengthscale), atol=0.1)
+
+    def residual(p):
+        post = gp.factorize(p, *args, CAT, CARD, floor)
+        mean, _ = gp.predict(post, jnp.asarray(x), CAT, CARD)
+        return float(np.max(np.abs(np.asarray(mean) - np.asarray(z))))
+
+    assert residual(fixed) < 0.02
+    assert residual(fitted) > 0.1
+
+
 def test_log_ei_matches_closed_form_where_ei_is_large():
     mean = np.linspace(-2.0, 3.0, 41)
     var = np.linspace(0.05, 2.0, 41) ** 2

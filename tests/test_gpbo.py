@@ -49,6 +49,9 @@ def test_bad_settings_name_the_parameter():
         GPBO(BRANIN_SPACE, num_candidates=4, num_local=0, restarts=8)
     with pytest.raises(ValueError, match="beta"):
         GPBO(BRANIN_SPACE).init(jax.random.key(0), {"beta": -1.0})
+    with pytest.raises(TypeError, match="deterministic"):
+        GPBO(BRANIN_SPACE, deterministic="yes")
+    assert GPBO(BRANIN_SPACE, deterministic=True) != GPBO(BRANIN_SPACE)
     assert GPBO(BRANIN_SPACE, capacity=32) == GPBO(BRANIN_SPACE, capacity=32)
     assert hash(GPBO(BRANIN_SPACE, capacity=32)) == hash(GPBO(BRANIN_SPACE, capacity=32))
 
@@ -117,6 +120,18 @@ def test_batch_rows_are_distinct(acquisition):
     assert d.min() > 1e-5, d.min()
     assert np.median(d[np.triu_indices(6, 1)]) > 0.02
     assert np.isfinite(x).all() and ((x >= 0) & (x <= 1)).all()
+
+
+def test_deterministic_holds_the_noise_at_its_floor():
+    # (That a fitted noise does not stay there: tests/test_gp.py.)
+    s = GPBO(BRANIN_SPACE, popsize=4, capacity=12, n_init=8, deterministic=True, **SMALL)
+    state = s.init(jax.random.key(6))
+    for g in range(3):  # the design (two generations), then a model ask
+        x, state = s.ask(jax.random.key(g), state)
+        if g < 2:
+            state = s.tell(state, x, jax.vmap(branin)(BRANIN_SPACE.decode(x)))
+    assert float(jnp.exp(state.kernel.log_noise)) == pytest.approx(1e-9, rel=1e-3)
+    assert np.isfinite(np.asarray(x)).all() and int(state.gp_failures) == 0
 
 
 def test_branin_median_regret_over_10_vmapped_seeds():

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_real", "check_int", "check_choice", "check_concrete_params"]
+__all__ = ["check_real", "check_bool", "check_int", "check_choice", "check_concrete_params"]
 
 
 def check_real(name: str, value: Any, low: float = -math.inf, high: float = math.inf,
@@ -25,6 +25,12 @@ def check_real(name: str, value: Any, low: float = -math.inf, high: float = math
         rb = ")" if high_open else "]"
         raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value!r}")
     return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:

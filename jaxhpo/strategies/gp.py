@@ -273,7 +273,8 @@ def log_prior(p: KernelParams, min_noise: jax.Array) -> jax.Array:
 
 def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Array,
                       warm: KernelParams, categorical: np.ndarray, card: np.ndarray,
-                      min_noise: jax.Array, steps: int = 20, starts: int = 2, tol: float = 1e-6) -> KernelParams:
+                      min_noise: jax.Array, steps: int = 20, starts: int = 2, tol: float = 1e-6,
+                      fixed_noise: bool = False) -> KernelParams:
     """Maximum a posteriori hyperparameters by L-BFGS from several starts at once.
 
     Starts: ``warm`` (the previous fit: between generations the optimum
@@ -295,15 +296,23 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
       steps: the most L-BFGS iterations per start.
       starts: number of starts, ``>= 1``.
       tol: relative decrease per iteration below which a start stops.
+      fixed_noise: static; the noise variance is not fitted but held at its
+        floor, ``min_noise`` (plus ``exp`` of the lowest ``log_noise``,
+        1e-9): for a deterministic objective, whose GP should interpolate
+        the observations rather than explain part of them as noise.
     Returns:
       ``KernelParams`` with leaves of shape ``(dim,)``, ``()``, ``()``.
     """
     warm = clip_kernel_params(warm)
+    if fixed_noise:
+        warm = warm._replace(log_noise=jnp.full((), _LOG_NOISE[0], jnp.float32))
 
     def objective(p):
         # Scaled by the number of observations, so the line search's first
         # trial step means the same with 5 points as with 500.
         p = clip_kernel_params(p)
+        if fixed_noise:
+            p = p._replace(log_noise=warm.log_noise)
         n = jnp.maximum(jnp.sum(mask), 1)
         lml = log_marginal_likelihood(p, x, y, mask, categorical, card, min_noise)
         return -(lml + log_prior(p, min_noise)) / n
@@ -319,8 +328,9 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
         # negative log posterior; the same criterion on this scaled one.
         gtol = 1e-2 / jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
         res = _lbfgs.minimize(value_and_grad, ravel_pytree(p0)[0], steps, tol, gtol)
-        # The objective clips, so res.value is the clipped point's value.
-        return clip_kernel_params(unravel(res.x)), res.value
+        # The objective clips (and pins a fixed noise), so res.value is the value there.
+        p = clip_kernel_params(unravel(res.x))
+        return (p._replace(log_noise=warm.log_noise) if fixed_noise else p), res.value
 
     if starts == 1:
         # Not vmapped: a batch of one still pays for batched linear algebra.

@@ -26,7 +26,7 @@ from .. import pareto
 from ..space import Space
 from . import acquisition as acqf
 from . import gp
-from ._checks import check_choice, check_concrete_params, check_int, check_real
+from ._checks import check_bool, check_choice, check_concrete_params, check_int, check_real
 from ._mixed import MixedCoords
 from .base import Strategy, initial_best
 
@@ -208,6 +208,13 @@ class GPBO(Strategy):
         standardised values.
       min_noise: default noise-variance floor (``params["min_noise"]``), in
         standardised units.
+      deterministic: the objective gives the same value every time for the
+        same point (no evaluation noise): the noise variance is held at
+        ``min_noise`` instead of fitted, so the GP interpolates the
+        observations (Optuna's ``GPSampler(deterministic_objective=True)``).
+        With a fitted noise the GP may explain a rugged objective's fine
+        structure as noise and smooth over it; on noisy objectives keep the
+        default.
       fit_steps, fit_starts: the most L-BFGS iterations of the hyperparameter
         fit (it stops earlier once converged) and its starts. One start (warm
         from the previous generation's fit, as Optuna's GPSampler) is the
@@ -221,7 +228,7 @@ class GPBO(Strategy):
     def __init__(self, space: Space, popsize: int = 1, capacity: int = 256,
                  acquisition: str = "logei", *, num_objectives: int = 1, num_constraints: int = 0,
                  n_init: int = 10, beta: float = 4.0,
-                 min_noise: float = 1e-6, fit_steps: int = 20, fit_starts: int = 1,
+                 min_noise: float = 1e-6, deterministic: bool = False, fit_steps: int = 20, fit_starts: int = 1,
                  num_candidates: int = 512, num_local: int = 256, restarts: int = 8,
                  acq_steps: int = 40, acq_learning_rate: float = 0.05):
         super().__init__(space, popsize)
@@ -244,6 +251,7 @@ class GPBO(Strategy):
         self.n_init = check_int("n_init", n_init, 1)
         self.beta = _check_beta(beta)
         self.min_noise = _check_min_noise(min_noise)
+        self.deterministic = check_bool("deterministic", deterministic)
         self.fit_steps = check_int("fit_steps", fit_steps, 1)
         self.fit_starts = check_int("fit_starts", fit_starts, 1)
         self.num_candidates = check_int("num_candidates", num_candidates, 1)
@@ -369,7 +377,8 @@ class GPBO(Strategy):
         z, _, _ = gp.standardize(state.y, observed)
         k_fit, k_batch, k_fallback = jax.random.split(key, 3)
         kernel = gp.fit_kernel_params(k_fit, state.x, z, observed, state.kernel, cat, card,
-                                      min_noise, self.fit_steps, self.fit_starts)
+                                      min_noise, self.fit_steps, self.fit_starts,
+                                      fixed_noise=self.deterministic)
         best_z = jnp.min(jnp.where(observed, z, jnp.inf))
         worst_z = jnp.max(jnp.where(observed, z, -jnp.inf))
         # Failed points join the posterior (not the fit) believed as bad as the worst.
@@ -445,7 +454,7 @@ class GPBO(Strategy):
 
         def one(k, zi, zpi, w):
             kp = gp.fit_kernel_params(k, state.x, zi, observed, w, cat, card, min_noise,
-                                      self.fit_steps, self.fit_starts)
+                                      self.fit_steps, self.fit_starts, fixed_noise=self.deterministic)
             return kp, gp.factorize(kp, state.x, zpi, observed | failed, cat, card, min_noise)
 
         keys = jax.random.split(k_fit, n_t + self._c)

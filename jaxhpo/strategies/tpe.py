@@ -77,7 +77,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
 from ..space import Int, Space
-from ._checks import check_choice, check_concrete_params, check_int, check_real
+from ._checks import check_bool, check_choice, check_concrete_params, check_int, check_real
 from .base import Strategy, initial_best
 
 __all__ = [
@@ -551,12 +551,6 @@ def _check_prior_weight(v):
     return check_real("prior_weight", v, 0.0, math.inf, low_open=True)
 
 
-def _check_bool(name: str, v: Any) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {v!r}")
-    return bool(v)
-
-
 class TPE(Strategy):
     """Tree-structured Parzen estimator with Optuna's defaults (see the module docstring).
 
@@ -599,16 +593,16 @@ class TPE(Strategy):
         self.capacity = check_int("capacity", capacity, 1)
         if self.capacity < self.popsize:
             raise ValueError(f"capacity must be >= popsize ({self.popsize}), got {self.capacity}")
-        self.multivariate = _check_bool("multivariate", multivariate)
+        self.multivariate = check_bool("multivariate", multivariate)
         self.n_startup = check_int("n_startup", n_startup, 0)
         self.n_ei_candidates = check_int("n_ei_candidates", n_ei_candidates, 1)
         self.gamma = _check_gamma(gamma)
         self.max_good = check_int("max_good", max_good, 1)
         self.prior_weight = _check_prior_weight(prior_weight)
-        self.consider_endpoints = _check_bool("consider_endpoints", consider_endpoints)
-        self.consider_magic_clip = _check_bool("consider_magic_clip", consider_magic_clip)
+        self.consider_endpoints = check_bool("consider_endpoints", consider_endpoints)
+        self.consider_magic_clip = check_bool("consider_magic_clip", consider_magic_clip)
         self.bandwidth = check_choice("bandwidth", bandwidth, BANDWIDTHS)
-        self.constant_liar = _check_bool("constant_liar", constant_liar)
+        self.constant_liar = check_bool("constant_liar", constant_liar)
         self.startup = check_choice("startup", startup, STARTUPS)
         self._coords = _Coords(space)
         if self.startup == "sobol":
