@@ -208,10 +208,11 @@ class GPBO(Strategy):
         standardised values.
       min_noise: default noise-variance floor (``params["min_noise"]``), in
         standardised units.
-      deterministic: the objective gives the same value every time for the
-        same point (no evaluation noise): the noise variance is held at
-        ``min_noise`` instead of fitted, so the GP interpolates the
-        observations (Optuna's ``GPSampler(deterministic_objective=True)``).
+      deterministic: the objective gives the same values every time for
+        the same point (no evaluation noise): every GP's noise variance
+        (objectives' and constraints') is held at ``min_noise`` instead of
+        fitted, so the GPs interpolate the observations (Optuna's
+        ``GPSampler(deterministic_objective=True)``).
         With a fitted noise the GP may explain a rugged objective's fine
         structure as noise and smooth over it; on noisy objectives keep the
         default.
