@@ -69,21 +69,25 @@ PAIRS = (("hyperband", "random", "hyperband_vs_random"),
          ("first_bracket", "random", "first_bracket_vs_random"))
 
 
+def _units(budget) -> int:
+    """A rung's budget in whole trainer steps, as ``jaxhpo.training.hyperband`` rounds it."""
+    return max(1, int(round(budget)))
+
+
 def schedule_budget(max_budget: int, eta: int) -> int:
     """Units Hyperband trains in all: every rung's members times that rung's extra units."""
     total = 0
     for bracket in hyperband_schedule(max_budget, eta):
         done = 0
         for n, r in bracket:
-            steps = max(1, int(round(r)))
-            total += n * (steps - done)
-            done = steps
+            total += n * (_units(r) - done)
+            done = _units(r)
     return total
 
 
 def nominal_budget(max_budget: int, eta: int) -> int:
     """Hyperband's budget as Li et al. count it: ``sum n_i r_i`` over every rung of every bracket."""
-    return sum(n * max(1, int(round(r))) for bracket in hyperband_schedule(max_budget, eta) for n, r in bracket)
+    return sum(n * _units(r) for bracket in hyperband_schedule(max_budget, eta) for n, r in bracket)
 
 
 def main(argv=None):

@@ -18,21 +18,23 @@ default population 4 + floor(3 ln n), IPOP restarts), DifferentialEvolution,
 GeneticAlgorithm and LocalSearch (10 per generation), TPE (multivariate, one
 point per generation, as Optuna's default) and GPBO (one point per
 generation, log-EI; once with its default fitted noise, once with
-``deterministic=True`` as Optuna's GPSampler runs here). All seeds of one method run vmapped in one compiled
-program (``--seeds``, default 16). GPBO is the exception on two counts: it
-runs on branin and hartmann6 only and with ``--gpbo-seeds`` (default 4)
-seeds, because its 200 sequential kernel fits and acquisition optimisations
-cost about 1.5 minutes per seed on two busy CPU cores, and vmapping does not
-share that work (``--gp-all`` adds the 10-D problems, for GPSampler too).
-Every evaluated point is then re-evaluated in float64 by the same NumPy
-function the competitors use, so regrets below float32 resolution
-(Branin's value is a sum of terms near 10) are comparable.
+``deterministic=True`` as Optuna's GPSampler runs here). All seeds of one
+method run vmapped in one compiled program (``--seeds``, default 16). GPBO
+is the exception on two counts: by default it runs on branin and hartmann6
+only (``--gp-all`` adds the 10-D problems, for GPSampler too), and with
+``--gpbo-seeds`` (default 4) seeds, because its 200 sequential kernel fits
+and acquisition optimisations cost minutes per search on two busy CPU cores
+and vmapping does not share that work. Every evaluated point is then
+re-evaluated in float64 by the same NumPy function the competitors use, so
+regrets below float32 resolution (Branin's value is a sum of terms near 10)
+are comparable.
 
 Competitors, one seed after another (``--competitor-seeds``, default 5):
 Optuna's RandomSampler, TPESampler (multivariate by default), CmaEsSampler,
-GPSampler (branin and hartmann6 unless ``--gp-all``, ``--gp-seeds``, default 3: about two
-minutes per study) and Hyperopt's ``tpe.suggest``, all with their default
-settings and one trial at a time.
+GPSampler (``deterministic_objective=True``; branin and hartmann6 unless
+``--gp-all``; ``--gp-seeds``, default 3: minutes per study) and Hyperopt's
+``tpe.suggest``, all with their default settings otherwise and one trial at
+a time.
 
 ``wall_s`` is the time of all seeds of a cell: for jaxhpo one program
 (compilation included), for the others the sum of sequential studies.
@@ -126,7 +128,7 @@ def regrets_at(values, evals, fmin):
 
 
 # -------------------------------------------------------------------- jaxhpo
-def jaxhpo_methods(name, evals, gpbo_all):
+def jaxhpo_methods(name, evals, gp_all):
     space = PROBLEMS[name].space
     capacity = max(evals)  # the model-based buffers hold the whole search
     methods = {
@@ -138,7 +140,7 @@ def jaxhpo_methods(name, evals, gpbo_all):
         "LocalSearch": jaxhpo.LocalSearch(space, 10),
         "TPE": jaxhpo.TPE(space, 1, capacity=capacity, multivariate=True),
     }
-    if gpbo_all or name in SMALL:
+    if gp_all or name in SMALL:
         methods["GPBO"] = jaxhpo.GPBO(space, 1, capacity=capacity)
         # As Optuna's GPSampler runs here (deterministic_objective=True): the
         # test functions have no noise, so the GP may interpolate them.

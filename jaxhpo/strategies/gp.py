@@ -99,11 +99,13 @@ def default_kernel_params(dim: int) -> KernelParams:
     )
 
 
-def clip_kernel_params(p: KernelParams) -> KernelParams:
+def clip_kernel_params(p: KernelParams, fixed_noise: bool = False) -> KernelParams:
+    """``p`` inside the fit's bounds; ``fixed_noise`` (static) collapses the
+    noise's range to its lower bound, so the noise is held at its floor."""
     return KernelParams(
         jnp.clip(p.log_lengthscale, *_LOG_LENGTHSCALE),
         jnp.clip(p.log_signal, *_LOG_SIGNAL),
-        jnp.clip(p.log_noise, *_LOG_NOISE),
+        jnp.clip(p.log_noise, _LOG_NOISE[0], _LOG_NOISE[0] if fixed_noise else _LOG_NOISE[1]),
     )
 
 
@@ -303,16 +305,12 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
     Returns:
       ``KernelParams`` with leaves of shape ``(dim,)``, ``()``, ``()``.
     """
-    warm = clip_kernel_params(warm)
-    if fixed_noise:
-        warm = warm._replace(log_noise=jnp.full((), _LOG_NOISE[0], jnp.float32))
+    warm = clip_kernel_params(warm, fixed_noise)
 
     def objective(p):
         # Scaled by the number of observations, so the line search's first
         # trial step means the same with 5 points as with 500.
-        p = clip_kernel_params(p)
-        if fixed_noise:
-            p = p._replace(log_noise=warm.log_noise)
+        p = clip_kernel_params(p, fixed_noise)
         n = jnp.maximum(jnp.sum(mask), 1)
         lml = log_marginal_likelihood(p, x, y, mask, categorical, card, min_noise)
         return -(lml + log_prior(p, min_noise)) / n
@@ -328,9 +326,8 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
         # negative log posterior; the same criterion on this scaled one.
         gtol = 1e-2 / jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
         res = _lbfgs.minimize(value_and_grad, ravel_pytree(p0)[0], steps, tol, gtol)
-        # The objective clips (and pins a fixed noise), so res.value is the value there.
-        p = clip_kernel_params(unravel(res.x))
-        return (p._replace(log_noise=warm.log_noise) if fixed_noise else p), res.value
+        # The objective clips, so res.value is the clipped point's value.
+        return clip_kernel_params(unravel(res.x), fixed_noise), res.value
 
     if starts == 1:
         # Not vmapped: a batch of one still pays for batched linear algebra.
