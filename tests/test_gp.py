@@ -218,3 +218,23 @@ def test_log_h_is_accurate_finite_and_monotone_where_ei_underflows():
     for zb in (-1.0, -8.0):
         lo, hi = acqf.log_h(jnp.float32(zb - 1e-3)), acqf.log_h(jnp.float32(zb + 1e-3))
         assert abs(float(hi) - float(lo)) < 2e-2
+
+
+def test_lengthscale_preconditioning_reaches_an_anisotropic_maximum():
+    # An acquisition that varies on the scale 0.05 along x0 and 0.5 along x1,
+    # as under an ARD kernel with those lengthscales. Normalised gradient
+    # steps follow the steep coordinate and barely move the other; scaled by
+    # the squared lengthscales the steps head straight for the maximum.
+    scale = np.array([0.05, 0.5])
+    peak = np.array([0.3, 0.7])
+
+    def acq(x):
+        return -jnp.sum(((x - peak) / scale) ** 2, axis=-1)
+
+    start = jnp.array([[0.9, 0.1]])
+    kw = dict(snap=lambda x: x, movable=np.array([True, True]), restarts=1, steps=60, learning_rate=0.5)
+    plain, _ = acqf.maximize(acq, start, **kw)
+    scaled, _ = acqf.maximize(acq, start, precondition=jnp.asarray(scale**2, jnp.float32), **kw)
+    np.testing.assert_allclose(np.asarray(scaled), peak, atol=1e-3)
+    assert abs(float(plain[0]) - peak[0]) < 1e-3
+    assert abs(float(plain[1]) - peak[1]) > 0.3

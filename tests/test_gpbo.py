@@ -51,6 +51,8 @@ def test_bad_settings_name_the_parameter():
         GPBO(BRANIN_SPACE).init(jax.random.key(0), {"beta": -1.0})
     with pytest.raises(TypeError, match="deterministic"):
         GPBO(BRANIN_SPACE, deterministic="yes")
+    with pytest.raises(TypeError, match="acq_precondition"):
+        GPBO(BRANIN_SPACE, acq_precondition=1)
     assert GPBO(BRANIN_SPACE, deterministic=True) != GPBO(BRANIN_SPACE)
     assert GPBO(BRANIN_SPACE, capacity=32) == GPBO(BRANIN_SPACE, capacity=32)
     assert hash(GPBO(BRANIN_SPACE, capacity=32)) == hash(GPBO(BRANIN_SPACE, capacity=32))
@@ -132,6 +134,30 @@ def test_deterministic_holds_the_noise_at_its_floor():
             state = s.tell(state, x, jax.vmap(branin)(BRANIN_SPACE.decode(x)))
     assert float(jnp.exp(state.kernel.log_noise)) == pytest.approx(1e-9, rel=1e-3)
     assert np.isfinite(np.asarray(x)).all() and int(state.gp_failures) == 0
+
+
+@pytest.mark.parametrize("num_constraints", [0, 1])
+def test_preconditioned_refinement_moves_the_chosen_point(num_constraints):
+    # (The preconditioned steps themselves: tests/test_gp.py.) The same
+    # search state and keys, with and without acq_precondition: both points
+    # lie in the cube, and the scaled steps end elsewhere.
+    def values(x):
+        v = jax.vmap(branin)(BRANIN_SPACE.decode(x))
+        return jnp.stack([v, x[:, 0] - 0.8], axis=1) if num_constraints else v
+
+    points = []
+    for precondition in (False, True):
+        s = GPBO(BRANIN_SPACE, popsize=1, capacity=12, n_init=8, deterministic=True,
+                 num_constraints=num_constraints, acq_precondition=precondition, **SMALL)
+        ask, tell = jax.jit(s.ask), jax.jit(s.tell)
+        state = s.init(jax.random.key(6))
+        for g in range(9):  # the design, then a model ask
+            x, state = ask(jax.random.key(g), state)
+            if g < 8:
+                state = tell(state, x, values(x))
+        points.append(np.asarray(x))
+        assert ((points[-1] >= 0) & (points[-1] <= 1)).all() and int(state.gp_failures) == 0
+    assert np.abs(points[0] - points[1]).max() > 1e-4
 
 
 def test_branin_median_regret_over_10_vmapped_seeds():

@@ -157,14 +157,16 @@ def thompson_sample(key: jax.Array, post: Posterior, xs: jax.Array, categorical:
 
 def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap: Callable,
              movable: np.ndarray, restarts: int, steps: int, learning_rate: float,
-             cat_options: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[jax.Array, jax.Array]:
+             cat_options: tuple[np.ndarray, np.ndarray] | None = None,
+             precondition: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Maximise ``acq`` over the cube by a vmapped multistart.
 
     1. Score every candidate (already snapped); keep the ``restarts`` best.
     2. Refine them together by ``steps`` of projected gradient ascent on the
        ``movable`` coordinates, steps of length ``lr * |g| / max|g|`` with
        ``lr`` decaying 100x over the run, remembering each start's best point
-       along its path.
+       along its path; ``g`` is the gradient scaled coordinatewise by
+       ``precondition`` when given.
     3. Snap, score again, and keep the best of refined and unrefined starts,
        so refinement never makes the answer worse.
     4. Enumerate every category of every categorical coordinate of the
@@ -178,6 +180,13 @@ def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap:
         (float and integer ones; categoricals are enumerated instead).
       cat_options: ``(coords (r,), centres (r,))`` numpy arrays listing every
         (categorical coordinate, bin centre) pair, or ``None``.
+      precondition: ``(dim,)`` positive factors multiplying the gradient,
+        or ``None``. ``GPBO(acq_precondition=True)`` passes its kernel's
+        squared lengthscales: the acquisition of an ARD kernel varies along
+        coordinate ``d`` on the scale ``lengthscale_d``, so its curvature
+        there goes as ``lengthscale_d^-2`` and the scaled gradient is a
+        diagonal Newton step (Optuna's GPSampler runs its L-BFGS-B in
+        lengthscale-scaled coordinates for the same reason).
     Returns:
       ``(x (dim,), value ())``.
     """
@@ -199,6 +208,8 @@ def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap:
             v, pullback = jax.vjp(acq, x)
             (g,) = pullback(jnp.ones_like(v))
             g = jnp.where(move & jnp.isfinite(g), g, 0.0)
+            if precondition is not None:
+                g = g * precondition
             better = jnp.isfinite(v) & (v > bv)
             bx = jnp.where(better[:, None], x, bx)
             bv = jnp.where(better, v, bv)
