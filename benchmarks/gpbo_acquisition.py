@@ -12,7 +12,7 @@ preconditioned search ends lower, higher or equal.
 
 By default GPBO runs with ``deterministic=True`` (the test functions have no
 noise; see search_quality); ``--fitted-noise`` runs its default instead. A
-10-D problem costs 3-7 minutes per setting for 8 vmapped seeds on two CPU
+10-D problem costs 3-10 minutes per setting for 8 vmapped seeds on two CPU
 cores. ``--quick``: Branin, 2 seeds, 30 evaluations.
 """
 
