@@ -132,9 +132,9 @@ class GPBO(Strategy):
        from 1e-3 to 0.3, the best ``restarts`` refined by ``acq_steps``
        projected gradient steps (scaled by the objective kernel's squared
        lengthscales with ``acq_precondition``); integer and categorical
-       coordinates are snapped
-       to bin centres and categories enumerated. ``"ts"`` instead draws one
-       joint posterior sample over the candidates and takes its minimum.
+       coordinates are snapped to bin centres and categories enumerated.
+       ``"ts"`` instead draws one joint posterior sample over the candidates
+       and takes its minimum.
     4. Batches (``popsize > 1``) use the Kriging believer: after choosing a
        point, the GP is conditioned on its posterior mean there (a fantasy row
        appended to the masked buffer), which collapses the acquisition around
