@@ -24,7 +24,7 @@ import numpy as np
 
 import jaxhpo
 from benchmarks._common import print_table, write_results
-from benchmarks.search_quality import PROBLEMS, jaxhpo_regrets
+from benchmarks.search_quality import PROBLEMS, _summary, jaxhpo_regrets
 
 
 def main(argv=None):
@@ -48,13 +48,7 @@ def main(argv=None):
                                    deterministic=not args.fitted_noise, acq_precondition=precondition)
             reg, wall = jaxhpo_regrets(name, strategy, evals, seeds)
             regrets[precondition] = reg
-            for j, e in enumerate(evals):
-                rows.append(dict(problem=name, acq_precondition=precondition, evals=e, seeds=seeds,
-                                 median_regret=float(np.median(reg[:, j])), wall_s=wall,
-                                 regrets=reg[:, j].tolist()))
-            print(f"{name:13s} acq_precondition={precondition!s:5s} "
-                  + "  ".join(f"@{e}: {np.median(reg[:, j]):.4g}" for j, e in enumerate(evals))
-                  + f"  ({wall:.0f} s)", flush=True)
+            rows += _summary(name, "jaxhpo", f"GPBO acq_precondition={precondition}", evals, reg, wall)
         for j, e in enumerate(evals):
             off, on = regrets[False][:, j], regrets[True][:, j]
             table.append(dict(problem=name, evals=e, median_off=float(np.median(off)),

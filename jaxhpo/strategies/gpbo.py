@@ -582,9 +582,13 @@ class GPBO(Strategy):
             cands = jnp.concatenate([cands, local])
         return self._snap(cands)
 
-    def _precondition(self, kernel: gp.KernelParams) -> jax.Array | None:
-        """``(dim,)`` squared lengthscales with ``acq_precondition``, else ``None``."""
-        return jnp.exp(2.0 * kernel.log_lengthscale) if self.acq_precondition else None
+    def _refine(self, acq, cands, log_lengthscale):
+        """``acquisition.maximize`` of ``acq`` from ``cands`` with this GPBO's settings;
+        ``log_lengthscale (dim,)`` scales the steps with ``acq_precondition``."""
+        precondition = jnp.exp(2.0 * log_lengthscale) if self.acq_precondition else None
+        x, _ = acqf.maximize(acq, cands, self._snap, ~self._categorical, self.restarts, self.acq_steps,
+                             self.acq_learning_rate, self._cat_options, precondition=precondition)
+        return x
 
     def _maximize(self, key, post, incumbent, best_z, params):
         cat, card = self._categorical, self._card
@@ -600,10 +604,7 @@ class GPBO(Strategy):
                 return acqf.log_ei(mean, var, best_z)
             return acqf.ucb(mean, var, params["beta"])
 
-        x, _ = acqf.maximize(acq, cands, self._snap, ~self._categorical, self.restarts,
-                             self.acq_steps, self.acq_learning_rate, self._cat_options,
-                             precondition=self._precondition(post.kernel))
-        return x
+        return self._refine(acq, cands, post.kernel.log_lengthscale)
 
     def _maximize_vector(self, key, posts, threshold, scale, incumbent, best_z, any_feasible, params):
         """One point from ``posts``: the objective model, then the ``c`` constraint models,
@@ -631,11 +632,7 @@ class GPBO(Strategy):
 
         # The objective model's lengthscales scale the steps (the
         # constraints' models may have others; the improvement sets where to go).
-        objective_kernel = jax.tree_util.tree_map(lambda a: a[0], posts.kernel)
-        x, _ = acqf.maximize(acq, cands, self._snap, ~self._categorical, self.restarts,
-                             self.acq_steps, self.acq_learning_rate, self._cat_options,
-                             precondition=self._precondition(objective_kernel))
-        return x
+        return self._refine(acq, cands, posts.kernel.log_lengthscale[0])
 
     # --------------------------------------------------------------- tell
     def tell(self, state: GPBOState, x: jax.Array, values: jax.Array) -> GPBOState:
