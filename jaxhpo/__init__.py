@@ -19,7 +19,7 @@ from .strategies import (
     Strategy,
 )
 from .training import Trainer, hyperband, hyperband_schedule, pbt, successive_halving
-from .study import SQLiteStorage, StorageError, Study, Trial, TrialState
+from .study import SQLiteStorage, StorageError, Study, Trial, TrialPruned, TrialState
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,6 @@ __all__ = [
     "evaluate", "run", "minimize", "Result", "Trace",
     "hypergrad", "training", "Trainer", "hyperband", "hyperband_schedule", "successive_halving", "pbt",
     "load_digits",
-    "Study", "Trial", "TrialState", "SQLiteStorage", "StorageError",
+    "Study", "Trial", "TrialState", "TrialPruned", "SQLiteStorage", "StorageError",
     "kfold_masks", "cross_validate", "fold_scores", "masks_from_splits", "load_iris",
 ]

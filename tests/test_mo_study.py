@@ -160,8 +160,9 @@ def test_version_1_file_is_upgraded_and_resumes(tmp_path):
     with Study(SPACE, single, seed=0, storage=str(path), name="old") as s:
         s.optimize(lambda p: p["a"], num_trials=6, progress=False)
         before = [(t.number, t.params, t.value, t.state) for t in s.trials]
-    # Turn it into the file version 1 wrote: no directions / vals columns.
+    # Turn it into the file version 1 wrote: no directions / vals columns, no reports.
     con = sqlite3.connect(path)
+    con.execute("DROP TABLE reports")
     con.execute("ALTER TABLE studies DROP COLUMN directions")
     con.execute("ALTER TABLE trials DROP COLUMN vals")
     con.execute("UPDATE jaxhpo_meta SET value='1' WHERE key='schema_version'")
@@ -177,7 +178,7 @@ def test_version_1_file_is_upgraded_and_resumes(tmp_path):
             mo.optimize(objective, num_trials=6, progress=False)
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
-        SCHEMA_VERSION) == "2"
+        SCHEMA_VERSION) == "3"
     con.close()
 
 

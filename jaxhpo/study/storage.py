@@ -15,10 +15,15 @@ Layout (schema version ``SCHEMA_VERSION``):
   state, value, error, worker, timestamps. Studies of several objectives
   leave ``value`` empty and keep the objective values, then the constraint
   values, as a JSON list in ``vals`` (user's signs).
+* ``reports``: the intermediate values a trial reported while running
+  (``step``, ``value``; a non-finite value is stored as NULL), what pruners
+  decide from. A trial sent back to waiting loses its reports: it runs
+  again from the start.
 
-Version 1 files (single objective only) are upgraded in place on opening:
-the two nullable columns are added and the version becomes 2. Their rows
-keep their meaning (``directions`` and ``vals`` empty: one objective).
+Older files are upgraded in place on opening: version 1 (single objective
+only) gets the two nullable columns of version 2 (its rows keep their
+meaning: ``directions`` and ``vals`` empty, one objective), version 2 gets
+the empty ``reports`` table of version 3.
 
 Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
 write lock at the start, so two processes never both claim one trial and a
@@ -38,6 +43,7 @@ systems is not safe because their locks are unreliable.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import sqlite3
@@ -48,11 +54,18 @@ from typing import Any, Iterator
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions this code opens; older ones are upgraded in place (``_MIGRATIONS``).
-_READABLE_VERSIONS = (1, 2)
+_READABLE_VERSIONS = (1, 2, 3)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# Tables every readable version has; ``reports`` arrives with version 3.
 _TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
+
+_REPORTS_SCHEMA = (
+    "CREATE TABLE reports (trial_id INTEGER NOT NULL REFERENCES trials(id), study_id INTEGER NOT NULL, "
+    "step INTEGER NOT NULL, value REAL, PRIMARY KEY (trial_id, step))",
+    "CREATE INDEX reports_by_step ON reports (study_id, step)",
+)
 
 _SCHEMA = """
 CREATE TABLE jaxhpo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,7 +118,7 @@ CREATE TABLE trials (
 );
 CREATE INDEX trials_by_state ON trials (study_id, state, number);
 CREATE INDEX trials_by_generation ON trials (study_id, generation, state);
-"""
+""" + ";\n".join(_REPORTS_SCHEMA) + ";\n"
 
 _TRIAL_COLUMNS = ("number, generation, idx, params, state, value, error, created_at, "
                   "started_at, finished_at, host, pid, id, owner, vals")
@@ -114,6 +127,7 @@ _TRIAL_COLUMNS = ("number, generation, idx, params, state, value, error, created
 _MIGRATIONS = {
     1: ("ALTER TABLE studies ADD COLUMN directions TEXT",
         "ALTER TABLE trials ADD COLUMN vals TEXT"),
+    2: _REPORTS_SCHEMA,
 }
 
 
@@ -303,10 +317,10 @@ class SQLiteStorage:
                     f"storage {self.path!r} has schema version {row[0]}; this jaxhpo reads version "
                     f"{SCHEMA_VERSION} (and upgrades {', '.join(str(v) for v in _READABLE_VERSIONS[:-1])})"
                 )
-            missing = [t for t in _TABLES if t not in tables]
+            version = int(row[0])
+            missing = [t for t in _TABLES + (("reports",) if version >= 3 else ()) if t not in tables]
             if missing:
                 raise StorageError(f"storage {self.path!r} lacks table(s) {missing}; it is damaged")
-            version = int(row[0])
             # Inside this write transaction: the upgrade happens whole or not at all.
             while version < SCHEMA_VERSION:
                 for stmt in _MIGRATIONS[version]:
@@ -404,6 +418,7 @@ class SQLiteStorage:
         if ids:
             c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, "
                           "started_at=NULL WHERE id=? AND state='running'", ids)
+            c.executemany("DELETE FROM reports WHERE trial_id=?", ids)
         return len(ids)
 
     def claim(self, c: sqlite3.Connection, study_id: int, generation: int, n: int, owner: str) -> list[tuple]:
@@ -423,9 +438,12 @@ class SQLiteStorage:
 
     @staticmethod
     def release(c: sqlite3.Connection, trial_ids: list[int]) -> None:
-        """Running trials go back to waiting (an interrupted worker)."""
+        """Running trials go back to waiting (an interrupted worker), their reports dropped."""
+        running = [(i,) for i in trial_ids
+                   if c.execute("SELECT state FROM trials WHERE id=?", (i,)).fetchone()[0] == "running"]
         c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, started_at=NULL "
-                      "WHERE id=? AND state='running'", [(i,) for i in trial_ids])
+                      "WHERE id=?", running)
+        c.executemany("DELETE FROM reports WHERE trial_id=?", running)
 
     @staticmethod
     def finish(c: sqlite3.Connection, trial_id: int, state: str, value: float | None,
@@ -474,3 +492,47 @@ class SQLiteStorage:
         return c.execute(
             f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study_id=? AND state='complete' "
             f"ORDER BY value {order}, number ASC LIMIT 1", (study_id,)).fetchone()
+
+    # ------------------------------------------------------------ reports
+    @staticmethod
+    def add_report(c: sqlite3.Connection, study_id: int, trial_id: int, step: int, value: float) -> bool:
+        """Record a running trial's value at ``step``; ``False`` if that step is already reported."""
+        if c.execute("SELECT 1 FROM reports WHERE trial_id=? AND step=?", (trial_id, step)).fetchone():
+            return False
+        c.execute("INSERT INTO reports VALUES (?, ?, ?, ?)",
+                  (trial_id, study_id, step, value if math.isfinite(value) else None))
+        return True
+
+    @staticmethod
+    def trial_reports(c: sqlite3.Connection, trial_id: int) -> list[tuple[int, float | None]]:
+        """``(step, value)`` of one trial in step order; ``None`` for a non-finite value."""
+        return c.execute("SELECT step, value FROM reports WHERE trial_id=? ORDER BY step", (trial_id,)).fetchall()
+
+    @staticmethod
+    def study_reports(c: sqlite3.Connection, study_id: int,
+                      number: int | None = None) -> list[tuple[int, int, float | None]]:
+        """``(trial number, step, value)`` of every report of the study (or of trial
+        ``number``), by number then step."""
+        sql = ("SELECT t.number, r.step, r.value FROM reports r JOIN trials t ON t.id = r.trial_id "
+               "WHERE r.study_id=?")
+        args: list[Any] = [study_id]
+        if number is not None:
+            sql += " AND t.number=?"
+            args.append(number)
+        return c.execute(sql + " ORDER BY t.number, r.step", args).fetchall()
+
+    @staticmethod
+    def reports_at(c: sqlite3.Connection, study_id: int, step: int, exclude_trial: int, *,
+                   complete_only: bool, exact: bool) -> list[float | None]:
+        """One value per other trial: its report at ``step`` (``exact``), else at its first
+        reported step ``>= step``; only complete trials with ``complete_only``."""
+        state = "AND t.state='complete' " if complete_only else ""
+        if exact:
+            sql = ("SELECT r.value FROM reports r JOIN trials t ON t.id = r.trial_id "
+                   f"WHERE r.study_id=? AND r.step=? AND r.trial_id<>? {state}")
+        else:
+            sql = ("SELECT r.value FROM reports r JOIN (SELECT trial_id, MIN(step) AS s FROM reports "
+                   "WHERE study_id=? AND step>=? AND trial_id<>? GROUP BY trial_id) m "
+                   "ON r.trial_id = m.trial_id AND r.step = m.s JOIN trials t ON t.id = r.trial_id "
+                   f"WHERE 1 {state}")
+        return [r[0] for r in c.execute(sql, (study_id, step, exclude_trial))]

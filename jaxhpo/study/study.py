@@ -25,6 +25,15 @@ objective (or ``directions=("minimize", "maximize")``). Trials keep their
 vectors (``Trial.values``, ``Trial.constraints``), ``best_trials`` is the
 Pareto front of the feasible complete trials and ``hypervolume`` measures it.
 A vector with a non-finite entry, or of the wrong length, fails its trial.
+
+Pruning. An objective that trains step by step reports intermediate values
+(``report(value, step)`` inside ``optimize``; ``study.report(trial, value,
+step)`` with ask/tell), asks ``should_prune()`` and raises ``TrialPruned``
+when told to stop; the study's ``pruner`` decides from the stored reports
+(``jaxhpo.study.pruners``). A pruned trial keeps its last reported value and
+the strategy is told that value: it is a poor one (that is why the run was
+stopped), so the strategy learns to avoid the region instead of seeing a gap
+(``nan``) there. Single objective only.
 """
 
 from __future__ import annotations
@@ -51,9 +60,10 @@ from .serialize import state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
 from .storage import SQLiteStorage, open_storage
 from .progress import progress_bar
+from .pruners import Pruner, ReportView, TrialPruned
 from .trial import FINISHED_STATES, Trial, TrialState
 
-__all__ = ["Study"]
+__all__ = ["Study", "report", "should_prune"]
 
 _MISSING = object()
 _DIRECTIONS = ("minimize", "maximize")
@@ -226,6 +236,9 @@ class Study:
       stale_after: seconds after which a running trial of any worker (also on
         other hosts) is presumed dead and run again; ``None`` (default)
         re-runs only trials of dead processes on this host.
+      pruner: a ``jaxhpo.study.pruners.Pruner`` that ``should_prune`` asks,
+        or ``None`` (never prune). Not stored: each process opening the study
+        brings its own. Single-objective studies only.
 
     Reopening a stored study with a different space, strategy, seed or
     direction raises ``ValueError``; ``Study.load`` reopens it without them.
@@ -233,7 +246,8 @@ class Study:
 
     def __init__(self, space: Space, strategy: Strategy, *, seed: int = 0, maximize: Any = False,
                  storage: Any = None, name: str = "study", params: dict | None = None,
-                 stale_after: float | None = None, directions: Sequence[str] | None = None):
+                 stale_after: float | None = None, directions: Sequence[str] | None = None,
+                 pruner: Pruner | None = None):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
         if not isinstance(strategy, Strategy):
@@ -254,6 +268,12 @@ class Study:
         self.num_objectives = int(strategy.num_objectives) if multi else 1
         self.num_constraints = int(getattr(strategy, "num_constraints", 0)) if multi else 0
         self.stale_after = None if stale_after is None else float(stale_after)
+        if pruner is not None and not isinstance(pruner, Pruner):
+            raise TypeError(f"pruner must be a jaxhpo.study.pruners.Pruner or None, got {pruner!r}")
+        if pruner is not None and multi:
+            raise ValueError(f"pruner: a study of {self.num_objectives} objectives cannot be pruned (a pruner "
+                             "ranks one value per step); use pruner=None")
+        self.pruner = pruner
         own = not isinstance(storage, SQLiteStorage)
         self._storage = open_storage(storage)
         self._owns_storage = own
@@ -434,7 +454,7 @@ class Study:
                       for k, v in params.items()}
         return params
 
-    def _trial(self, row: tuple) -> Trial:
+    def _trial(self, row: tuple, reports: dict | None = None) -> Trial:
         (number, generation, idx, params, state, value, error, created, started, finished,
          host, pid, _id, _owner, vals) = row
         values = constraints = None
@@ -444,7 +464,7 @@ class Study:
         return Trial(number=number, generation=generation, index=idx, params=self._load_params(params),
                      value=value, state=state, error=error, created_at=created, started_at=started,
                      finished_at=finished, worker=f"{host}:{pid}" if host else None,
-                     values=values, constraints=constraints)
+                     values=values, constraints=constraints, intermediate_values=reports or {})
 
     def _parse(self, raw: Any) -> tuple[Any, str | None]:
         """An objective's return -> ``(value, None)`` or ``(None, why it failed)``; with
@@ -489,7 +509,8 @@ class Study:
             values = np.full((self.strategy.popsize,), np.nan, np.float32)
             sign = -1.0 if self.maximize else 1.0
             for idx, state, value, _ in self._storage.generation_values(c, self._id, generation):
-                if state == TrialState.COMPLETE and value is not None:
+                # a pruned trial's value is its last report (see the module docstring)
+                if state in (TrialState.COMPLETE, TrialState.PRUNED) and value is not None:
                     values[idx] = sign * value
         new_state = self._tell(ask_state, x, values)
         self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
@@ -522,15 +543,18 @@ class Study:
             rows = st.claim(c, self._id, generation, n, self._owner)
             return rows, ("ok" if rows else "wait")
 
-    def _finish(self, row: tuple, value: Any, error: str | None) -> bool:
-        """Record a claimed trial's outcome (``value`` from ``_parse``); the last one of
-        a generation triggers the tell."""
+    def _finish(self, row: tuple, value: Any, error: str | None, pruned: bool = False) -> bool:
+        """Record a claimed trial's outcome (``value`` from ``_parse``; with ``pruned``,
+        its last report replaces it); the last one of a generation triggers the tell."""
         generation, trial_id = row[1], row[12]
         state = TrialState.COMPLETE if value is not None else TrialState.FAILED
         vals = None
         if self.multi_objective:
             vals, value = (None if value is None else json.dumps(list(value))), None
         with self._tx() as c:
+            if pruned:
+                reports = self._storage.trial_reports(c, trial_id)
+                state, value, error = TrialState.PRUNED, (reports[-1][1] if reports else None), None
             if not self._storage.finish(c, trial_id, state, value, error, vals):
                 return False
             unfinished = self._storage.count(c, self._id, (TrialState.WAITING, TrialState.RUNNING), generation)
@@ -577,7 +601,7 @@ class Study:
         """
         return [dict(t.params) for t in self.ask_trials(n)]
 
-    def tell(self, trial: Any, value: Any = _MISSING, *, error: str | None = None) -> None:
+    def tell(self, trial: Any, value: Any = _MISSING, *, error: str | None = None, pruned: bool = False) -> None:
         """Record values of asked trials.
 
         ``tell(values)``: one value per configuration of the latest ``ask``,
@@ -587,8 +611,16 @@ class Study:
         objectives a value is a sequence: the objective values, then the
         constraint values; one with a non-finite entry fails the trial. When the last trial
         of a generation is told, the strategy learns from the generation.
+
+        ``tell(trial, pruned=True)``: the trial was stopped early (``should_prune``);
+        it is recorded as pruned with its last reported value, and no value is given.
         """
-        if value is _MISSING:
+        if not isinstance(pruned, bool):
+            raise TypeError(f"tell: pruned must be a bool, got {pruned!r}")
+        if pruned and (value is not _MISSING or isinstance(trial, (list, tuple, np.ndarray))):
+            raise ValueError("tell(trial, pruned=True) takes one trial and no value: a pruned trial "
+                             "keeps its last reported value")
+        if value is _MISSING and not pruned:
             values = trial
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) and not isinstance(values, np.ndarray):
                 raise TypeError("tell(values) needs a sequence with one value per configuration of the latest ask")
@@ -599,13 +631,7 @@ class Study:
                 )
             items = list(zip(self._last_batch, values))
         else:
-            if isinstance(trial, Trial):
-                number = trial.number
-            elif isinstance(trial, numbers.Integral) and not isinstance(trial, bool):
-                number = int(trial)
-            else:
-                raise TypeError(f"tell: trial must be a Trial or a trial number, got {trial!r}")
-            items = [(number, value)]
+            items = [(self._number("tell", trial), None if pruned else value)]
         prepared = []
         with self._tx(write=False) as c:
             for number, raw in items:
@@ -614,13 +640,61 @@ class Study:
                     raise ValueError(f"tell: study {self.name!r} has no trial {number}")
                 if rows[0][4] != TrialState.RUNNING:
                     raise ValueError(f"tell: trial {number} is {rows[0][4]}; only asked (running) trials can be told")
-                v, why = self._parse(raw)
-                prepared.append((rows[0], v, (error or why) if v is None else None))
+                v, why = (None, None) if pruned else self._parse(raw)
+                prepared.append((rows[0], v, (error or why) if v is None and not pruned else None))
         for row, v, why in prepared:
-            if not self._finish(row, v, why):
+            if not self._finish(row, v, why, pruned):
                 raise ValueError(f"tell: trial {row[0]} was finished meanwhile by another worker")
         told = {row[0] for row, _, _ in prepared}
         self._last_batch = [n for n in self._last_batch if n not in told]
+
+    # ------------------------------------------------------------ pruning
+    @staticmethod
+    def _number(what: str, trial: Any) -> int:
+        if isinstance(trial, Trial):
+            return trial.number
+        if isinstance(trial, numbers.Integral) and not isinstance(trial, bool):
+            return int(trial)
+        raise TypeError(f"{what}: trial must be a Trial or a trial number, got {trial!r}")
+
+    def _running_row(self, c, what: str, number: int) -> tuple:
+        rows = self._storage.trials(c, self._id, number=number)
+        if not rows:
+            raise ValueError(f"{what}: study {self.name!r} has no trial {number}")
+        if rows[0][4] != TrialState.RUNNING:
+            raise ValueError(f"{what}: trial {number} is {rows[0][4]}; only running trials report")
+        return rows[0]
+
+    def report(self, trial: Any, value: Any, step: int) -> None:
+        """Record a running trial's intermediate ``value`` at ``step`` (an integer ``>= 0``,
+        each step once per run). A non-finite value is recorded as ``nan`` (and pruned by
+        the built-in pruners). Inside ``optimize``, call ``jaxhpo.study.report(value, step)``."""
+        number = self._number("report", trial)
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise ValueError(f"report: step must be an integer >= 0, got {step!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"report: value must be a real number, got {value!r}")
+        with self._tx() as c:
+            row = self._running_row(c, "report", number)
+            if not self._storage.add_report(c, self._id, row[12], int(step), float(value)):
+                raise ValueError(f"report: trial {number} already reported step {int(step)}; "
+                                 "report each step once")
+
+    def should_prune(self, trial: Any) -> bool:
+        """Whether the study's pruner stops this running trial now (``False`` without a
+        pruner or before its first report). Then stop it with ``tell(trial, pruned=True)``."""
+        number = self._number("should_prune", trial)
+        with self._tx(write=False) as c:
+            row = self._running_row(c, "should_prune", number)
+            if self.pruner is None:
+                return False
+            reports = self._storage.trial_reports(c, row[12])
+            if not reports:
+                return False
+            sign = -1.0 if self.maximize else 1.0
+            steps = np.array([r[0] for r in reports], np.int64)
+            values = np.array([np.nan if r[1] is None else sign * r[1] for r in reports], np.float64)
+            return bool(self.pruner.should_prune(steps, values, _StoredReports(self, c, row[12], sign)))
 
     # ------------------------------------------------------------ optimize
     def optimize(self, objective: Callable[[dict], Any], num_trials: int | None = None,
@@ -695,9 +769,13 @@ class Study:
 
         def run_one(row: tuple) -> None:
             params = self._load_params(row[3])
+            pruned = False
+            _CURRENT.trial = (self, row[0])
             try:
                 raw = objective(params)
                 value, error = self._parse(raw)
+            except TrialPruned:
+                value, error, pruned = None, None, True
             except catch as exc:  # a failed trial, the study goes on
                 value, error = None, _error_text(exc)
             except Exception as exc:
@@ -707,15 +785,21 @@ class Study:
             except BaseException:  # interrupted, not finished: it will be run again
                 self._release([row])
                 raise
-            if not self._finish(row, value, error):
+            finally:
+                _CURRENT.trial = None
+            if not self._finish(row, value, error, pruned):
                 return  # presumed dead and finished by another worker; its result stands
             with lock:
                 # the progress bar's "best" is the single objective's; a front has none
                 if value is not None and not self.multi_objective and (
                         best[0] is None or (value > best[0] if self.maximize else value < best[0])):
                     best[0] = value
-            bar.update(1, best=best[0], failed=int(value is None))
+            bar.update(1, best=best[0], failed=int(value is None and not pruned))
             if callbacks:
+                if pruned:
+                    for f in callbacks:
+                        f(self, self.get_trials(number=row[0])[0])
+                    return
                 done = TrialState.COMPLETE if value is not None else TrialState.FAILED
                 if self.multi_objective:
                     m = self.num_objectives
@@ -774,16 +858,20 @@ class Study:
             bar.close()
 
     # ------------------------------------------------------------ results
-    def get_trials(self, states: Sequence[str] | None = None) -> list[Trial]:
-        """Trials in number order, optionally only those in ``states``."""
+    def get_trials(self, states: Sequence[str] | None = None, *, number: int | None = None) -> list[Trial]:
+        """Trials in number order, optionally only those in ``states`` (or the one ``number``),
+        with their reported intermediate values."""
         if states is not None:
             states = tuple(states)
             bad = [s for s in states if s not in (TrialState.WAITING, TrialState.RUNNING, *FINISHED_STATES)]
             if bad:
                 raise ValueError(f"states: unknown trial state(s) {bad}")
         with self._tx(write=False) as c:
-            rows = self._storage.trials(c, self._id, states)
-        return [self._trial(r) for r in rows]
+            rows = self._storage.trials(c, self._id, states, number)
+            reports: dict[int, dict] = {}
+            for n, step, value in self._storage.study_reports(c, self._id, number):
+                reports.setdefault(n, {})[step] = math.nan if value is None else value
+        return [self._trial(r, reports.get(r[0])) for r in rows]
 
     @property
     def trials(self) -> list[Trial]:
@@ -918,3 +1006,43 @@ class Study:
             raise ImportError("to_dataframe needs pandas (pip install pandas); to_records() does not") from None
         return pd.DataFrame(self.to_records(states))
 
+
+
+class _StoredReports(ReportView):
+    """A pruner's view of the other trials' reports, inside one read transaction."""
+
+    def __init__(self, study: Study, c: Any, trial_id: int, sign: float):
+        self._study, self._c, self._trial_id, self._sign = study, c, trial_id, sign
+
+    def num_complete(self) -> int:
+        return self._study._storage.count(self._c, self._study._id, (TrialState.COMPLETE,))
+
+    def values_at(self, step: int, *, complete_only: bool, exact: bool) -> np.ndarray:
+        got = self._study._storage.reports_at(self._c, self._study._id, step, self._trial_id,
+                                              complete_only=complete_only, exact=exact)
+        return np.array([np.nan if v is None else self._sign * v for v in got], np.float64)
+
+
+# The trial that Study.optimize is running in this thread: (study, number).
+_CURRENT = threading.local()
+
+
+def _current(what: str) -> tuple[Study, int]:
+    current = getattr(_CURRENT, "trial", None)
+    if current is None:
+        raise RuntimeError(f"jaxhpo.study.{what}() works inside an objective run by Study.optimize; "
+                           f"with ask/tell, call study.{what}(trial, ...)")
+    return current
+
+
+def report(value: float, step: int) -> None:
+    """Inside ``Study.optimize``: record the running trial's intermediate ``value`` at ``step``."""
+    study, number = _current("report")
+    study.report(number, value, step)
+
+
+def should_prune() -> bool:
+    """Inside ``Study.optimize``: whether the study's pruner stops the running trial now;
+    then ``raise jaxhpo.study.TrialPruned()``."""
+    study, number = _current("should_prune")
+    return study.should_prune(number)

@@ -10,11 +10,12 @@ __all__ = ["Trial", "TrialState", "TRIAL_STATES", "FINISHED_STATES"]
 
 
 class TrialState:
-    """The life of a trial: ``waiting`` -> ``running`` -> ``complete`` or ``failed``.
+    """The life of a trial: ``waiting`` -> ``running`` -> ``complete``, ``failed`` or ``pruned``.
 
     A trial is *waiting* once its generation has been proposed, *running*
     once a worker has claimed it, and *finished* (``complete`` with a finite
-    value, or ``failed`` with an error text) once its value is told. Only
+    value, ``failed`` with an error text, or ``pruned``: stopped early by a
+    pruner, with its last reported value) once its value is told. Only
     finished trials are final: a running trial whose process died goes back
     to waiting.
     """
@@ -23,10 +24,12 @@ class TrialState:
     RUNNING = "running"
     COMPLETE = "complete"
     FAILED = "failed"
+    PRUNED = "pruned"
 
 
-TRIAL_STATES = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAILED)
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.FAILED)
+TRIAL_STATES = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAILED,
+                TrialState.PRUNED)
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.FAILED, TrialState.PRUNED)
 
 
 def _when(t: float | None) -> _dt.datetime | None:
@@ -44,7 +47,8 @@ class Trial:
       params: the configuration as plain Python values (labels restored;
         inactive conditional parameters left out).
       value: the objective value in the user's sign, ``None`` unless complete
-        (and ``None`` in a study of several objectives: see ``values``).
+        (and ``None`` in a study of several objectives: see ``values``); for
+        a pruned trial its last reported value (``None`` if not finite).
       state: one of ``TRIAL_STATES``.
       error: why it failed (exception text, or the non-finite value), else ``None``.
       created_at, started_at, finished_at: UNIX times (seconds) or ``None``.
@@ -53,6 +57,8 @@ class Trial:
         the user's signs, ``None`` unless complete.
       constraints: their constraint values (feasible when every one is
         ``<= 0``); ``()`` without constraints, ``None`` unless complete.
+      intermediate_values: ``{step: value}`` reported while it ran (``nan``
+        for a non-finite report); filled by ``Study.get_trials``.
     """
 
     number: int
@@ -68,6 +74,12 @@ class Trial:
     worker: str | None = None
     values: tuple | None = None
     constraints: tuple | None = None
+    intermediate_values: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def last_step(self) -> int | None:
+        """The latest reported step, or ``None`` without reports."""
+        return max(self.intermediate_values) if self.intermediate_values else None
 
     @property
     def feasible(self) -> bool:
@@ -109,6 +121,7 @@ class Trial:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "worker": self.worker,
+            "last_step": self.last_step,
         }
         if self.values is not None:
             rec.update({f"values_{i}": v for i, v in enumerate(self.values)})

@@ -1,0 +1,183 @@
+"""Pruners: stop a ``Study``'s unpromising trials early from their intermediate values.
+
+An objective that trains for many steps (epochs) reports its validation
+value as it goes (``jaxhpo.study.report(value, step)`` inside
+``Study.optimize``, or ``study.report(trial, value, step)`` with ask/tell)
+and asks ``should_prune()``; when a pruner says yes, the objective raises
+``TrialPruned`` (ask/tell: ``study.tell(trial, pruned=True)``) and the trial
+is recorded as *pruned* with its last reported value.
+
+A pruner decides from the stored reports alone, so its answer does not
+depend on which worker or process asks, and survives a crash: no pruner
+keeps state of its own. Values reach it in the minimisation sign (a
+maximised study's values are negated first).
+
+* ``MedianPruner`` / ``PercentilePruner``: prune a trial whose best value
+  so far is worse than the given percentile of the complete trials' values
+  at the same step (the median stopping rule of Google Vizier, as Optuna's
+  pruners of the same names).
+* ``SuccessiveHalvingPruner``: asynchronous successive halving (ASHA, Li et
+  al. 2020): rungs at ``min_resource * reduction_factor**k`` steps; a trial
+  reaching a rung continues only if its value there is in the top
+  ``1 / reduction_factor`` of every trial that reached that rung so far.
+
+Each has ``should_prune(steps, values, view) -> bool``; ``steps`` and
+``values`` are the trial's reports in step order and ``view`` answers
+questions about the other trials (``ReportView``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from ..strategies._checks import check_int, check_real
+
+__all__ = ["Pruner", "ReportView", "NopPruner", "PercentilePruner", "MedianPruner",
+           "SuccessiveHalvingPruner", "TrialPruned"]
+
+
+class TrialPruned(Exception):
+    """Raised by an objective to stop its trial; ``Study.optimize`` records it as pruned."""
+
+
+class ReportView(Protocol):
+    """The other trials' reports, as a pruner may query them (minimisation sign)."""
+
+    def num_complete(self) -> int:
+        """How many trials of the study are complete."""
+
+    def values_at(self, step: int, *, complete_only: bool, exact: bool) -> np.ndarray:
+        """``(k,)`` one value per other trial: its report at ``step`` (``exact``), or at its
+        first reported step ``>= step``; ``nan`` for a non-finite report."""
+
+
+class Pruner:
+    """Base class: ``should_prune(steps (n,), values (n,), view) -> bool``, ``n >= 1``."""
+
+    def should_prune(self, steps: np.ndarray, values: np.ndarray, view: ReportView) -> bool:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class NopPruner(Pruner):
+    """Never prunes (reports are still recorded)."""
+
+    def should_prune(self, steps, values, view) -> bool:
+        return False
+
+
+def _new_window(steps: np.ndarray, warmup: int, interval: int) -> bool:
+    """The latest step is the first report in its window of ``interval`` steps after the warm-up."""
+    last = int(steps[-1])
+    if last < warmup:
+        return False
+    if steps.size == 1 or int(steps[-2]) < warmup:
+        return True
+    return (last - warmup) // interval > (int(steps[-2]) - warmup) // interval
+
+
+class PercentilePruner(Pruner):
+    """Prune when the trial's best value so far is worse than the ``percentile``-th
+    percentile of the complete trials' values at the same step.
+
+    Args:
+      percentile: in ``[0, 100]``; 50 is the median rule, lower prunes more.
+      n_startup_trials: no pruning before this many trials are complete.
+      n_warmup_steps: no pruning at steps below this (learning curves cross early).
+      interval_steps: decide at most once per this many steps.
+      n_min_trials: no pruning at a step that fewer complete trials reported.
+
+    A latest report that is not finite (a diverged run) is pruned at once.
+    """
+
+    def __init__(self, percentile: float, n_startup_trials: int = 5, n_warmup_steps: int = 0,
+                 interval_steps: int = 1, n_min_trials: int = 1):
+        self.percentile = check_real("percentile", percentile, 0.0, 100.0)
+        self.n_startup_trials = check_int("n_startup_trials", n_startup_trials, 0)
+        self.n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0)
+        self.interval_steps = check_int("interval_steps", interval_steps, 1)
+        self.n_min_trials = check_int("n_min_trials", n_min_trials, 1)
+
+    def should_prune(self, steps, values, view) -> bool:
+        if not math.isfinite(float(values[-1])):
+            return True
+        if not _new_window(steps, self.n_warmup_steps, self.interval_steps):
+            return False
+        if view.num_complete() < self.n_startup_trials:
+            return False
+        others = view.values_at(int(steps[-1]), complete_only=True, exact=True)
+        others = others[np.isfinite(others)]
+        if others.size < self.n_min_trials:
+            return False
+        best = float(np.nanmin(values))
+        return best > float(np.percentile(others, self.percentile))
+
+
+class MedianPruner(PercentilePruner):
+    """``PercentilePruner(50, ...)``: the median stopping rule."""
+
+    def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 0, interval_steps: int = 1,
+                 n_min_trials: int = 1):
+        super().__init__(50.0, n_startup_trials, n_warmup_steps, interval_steps, n_min_trials)
+
+    def __repr__(self) -> str:
+        return (f"MedianPruner(n_startup_trials={self.n_startup_trials}, n_warmup_steps="
+                f"{self.n_warmup_steps}, interval_steps={self.interval_steps}, "
+                f"n_min_trials={self.n_min_trials})")
+
+
+class SuccessiveHalvingPruner(Pruner):
+    """Asynchronous successive halving over reported steps.
+
+    Rung ``k`` sits at ``min_resource * reduction_factor**(min_early_stopping_rate + k)``
+    steps. A trial's value at a rung is its report at its first step at or
+    past the rung. When a trial's latest report is its first past a rung, it
+    is promoted only if that value ranks within the best
+    ``max(1, n // reduction_factor)`` of the ``n`` trials (any state, this
+    one included) that have reached the rung; otherwise it is pruned. Early
+    trials thus face few competitors (the first always passes), as in ASHA.
+
+    Args:
+      min_resource: steps before the first rung (``>= 1``).
+      reduction_factor: ``eta >= 2``; a rung keeps about ``1 / eta`` of its trials.
+      min_early_stopping_rate: ``s >= 0``; the first rung moves to
+        ``min_resource * eta**s`` steps.
+
+    A latest report that is not finite is pruned at once.
+    """
+
+    def __init__(self, min_resource: int = 1, reduction_factor: int = 3, min_early_stopping_rate: int = 0):
+        self.min_resource = check_int("min_resource", min_resource, 1)
+        self.reduction_factor = check_int("reduction_factor", reduction_factor, 2)
+        self.min_early_stopping_rate = check_int("min_early_stopping_rate", min_early_stopping_rate, 0)
+
+    def rungs(self, up_to: int) -> list[int]:
+        """The rung steps ``<= up_to``, in order."""
+        out, r = [], self.min_resource * self.reduction_factor ** self.min_early_stopping_rate
+        while r <= up_to:
+            out.append(r)
+            r *= self.reduction_factor
+        return out
+
+    def should_prune(self, steps, values, view) -> bool:
+        value = float(values[-1])
+        if not math.isfinite(value):
+            return True
+        last = int(steps[-1])
+        before = int(steps[-2]) if steps.size > 1 else -1
+        for rung in self.rungs(last):
+            if rung <= before:  # reached earlier and promoted then
+                continue
+            others = view.values_at(rung, complete_only=False, exact=False)
+            # A non-finite rival ranks last; it never blocks a promotion.
+            competing = np.sort(np.append(np.where(np.isfinite(others), others, np.inf), value))
+            keep = max(1, competing.size // self.reduction_factor)
+            if value > competing[keep - 1]:
+                return True
+        return False

@@ -1,0 +1,337 @@
+"""Pruning a Study's trials from their intermediate values: the pruners' rules
+against hand-worked cases and against a replay of the stored reports, the
+report/should_prune/tell API, failures, threads, crashes and the storage upgrade."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+import jaxhpo
+from jaxhpo.study import (MedianPruner, NopPruner, PercentilePruner, Study, SuccessiveHalvingPruner,
+                          TrialPruned, TrialState, report, should_prune)
+from jaxhpo.study.storage import SCHEMA_VERSION
+
+SPACE = jaxhpo.Space(rate=jaxhpo.Float(0.05, 1.0, log=True), start=jaxhpo.Float(1.0, 2.0))
+RANDOM = jaxhpo.RandomSearch(SPACE, 1)
+STEPS = 12
+
+
+def curve(p, step):
+    """A learning curve: decays at ``rate`` from ``start``; curves of different trials cross."""
+    return p["start"] * (1.0 - 0.3 * p["rate"]) ** (step + 1)
+
+
+def pruned_objective(p):
+    for step in range(STEPS):
+        report(curve(p, step), step)
+        if should_prune():
+            raise TrialPruned()
+    return curve(p, STEPS - 1)
+
+
+class FakeView:
+    """Other trials' reports given directly: ``{trial: (complete, {step: value})}``."""
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def num_complete(self):
+        return sum(done for done, _ in self.trials.values())
+
+    def values_at(self, step, *, complete_only, exact):
+        out = []
+        for done, reps in self.trials.values():
+            if complete_only and not done:
+                continue
+            if exact:
+                if step in reps:
+                    out.append(reps[step])
+            else:
+                later = [s for s in sorted(reps) if s >= step]
+                if later:
+                    out.append(reps[later[0]])
+        return np.asarray(out, np.float64)
+
+
+def decide(pruner, reports, view):
+    steps = np.array(sorted(reports))
+    return pruner.should_prune(steps, np.array([reports[s] for s in steps], np.float64), view)
+
+
+# ----------------------------------------------------------------- rules
+def test_median_rule_on_a_worked_case():
+    view = FakeView({i: (True, {0: float(v), 1: float(v) - 0.5}) for i, v in enumerate([1, 2, 3, 4, 5])})
+    median = MedianPruner(n_startup_trials=5)
+    assert decide(median, {0: 3.5}, view)  # worse than the median 3 at step 0
+    assert not decide(median, {0: 2.5}, view)
+    # the best value so far counts, not the latest: 2.4 at step 0, 2.6 at step 1 (median 2.5)
+    assert not decide(median, {0: 2.4, 1: 2.6}, view)
+    assert decide(median, {0: 2.6, 1: 2.7}, view)
+    # percentiles other than the median; numpy's linear interpolation (25th of 1..5 is 2)
+    assert decide(PercentilePruner(25.0, n_startup_trials=0), {0: 2.1}, view)
+    assert not decide(PercentilePruner(25.0, n_startup_trials=0), {0: 1.9}, view)
+    # too few complete trials, warm-up steps, a step nobody else reported
+    assert not decide(MedianPruner(n_startup_trials=6), {0: 9.0}, view)
+    assert not decide(MedianPruner(n_startup_trials=0, n_warmup_steps=1), {0: 9.0}, view)
+    assert not decide(MedianPruner(n_startup_trials=0), {7: 9.0}, view)
+    assert not decide(MedianPruner(n_startup_trials=0, n_min_trials=6), {0: 9.0}, view)
+    # running trials do not count toward the median rule
+    running = FakeView({i: (False, {0: 0.0}) for i in range(5)})
+    assert not decide(MedianPruner(n_startup_trials=0), {0: 9.0}, running)
+    # a diverged latest report is pruned whatever the others did
+    assert decide(MedianPruner(n_startup_trials=99), {0: 1.0, 1: float("nan")}, FakeView({}))
+    assert not decide(NopPruner(), {0: float("nan")}, view)
+
+
+def test_interval_steps_decide_once_per_window():
+    view = FakeView({i: (True, {s: 0.0 for s in range(10)}) for i in range(3)})
+    p = MedianPruner(n_startup_trials=0, n_warmup_steps=2, interval_steps=3)
+    # always worse than the others: pruned exactly where a new window of 3 steps after the warm-up opens
+    verdicts = [decide(p, {s: 1.0 for s in range(last + 1)}, view) for last in range(10)]
+    assert verdicts == [False, False, True, False, False, True, False, False, True, False]
+    # reports that skip steps: 2 -> 6 enters the next window and decides, 6 -> 7 stays in it
+    assert decide(p, {2: 1.0, 6: 1.0}, view) and not decide(p, {2: 1.0, 6: 1.0, 7: 1.0}, view)
+
+
+def test_successive_halving_promotes_the_top_third_of_each_rung():
+    asha = SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    assert asha.rungs(30) == [1, 3, 9, 27]
+    assert SuccessiveHalvingPruner(2, 2, min_early_stopping_rate=1).rungs(20) == [4, 8, 16]
+    rivals = FakeView({i: (False, {1: float(v)}) for i, v in enumerate(range(1, 9))})  # 1..8 at rung 1
+    # 9 competitors keep 3: values 1, 2 and this one if it is <= 3rd smallest
+    assert not decide(asha, {0: 0.0, 1: 2.5}, rivals)
+    assert decide(asha, {0: 0.0, 1: 3.5}, rivals)
+    # not at a rung: no decision; past a rung reached before: no new decision
+    assert not decide(asha, {0: 99.0}, rivals)
+    assert not decide(asha, {0: 0.0, 1: 2.5, 2: 99.0}, rivals)
+    # the first trial at a rung always passes; the second only if it is better
+    assert not decide(asha, {0: 5.0, 1: 5.0}, FakeView({}))
+    one = FakeView({0: (True, {1: 1.0})})
+    assert decide(asha, {0: 0.0, 1: 1.5}, one) and not decide(asha, {0: 0.0, 1: 0.5}, one)
+    # a report that jumps over rungs is judged at each with its value, and
+    # a rival's rung value is its first report at or past the rung
+    jump = FakeView({0: (True, {0: 5.0, 4: 0.1}), 1: (True, {3: 2.0})})
+    assert decide(asha, {0: 1.0, 5: 1.0}, jump)  # at rung 3: rivals 0.1 and 2.0; 1 of 3 promotes
+    assert not decide(asha, {0: 1.0, 5: 0.05}, jump)
+    # non-finite rivals rank last; a non-finite own value is pruned
+    nan_rivals = FakeView({i: (False, {1: float("nan")}) for i in range(5)})
+    assert not decide(asha, {1: 100.0}, nan_rivals)
+    assert decide(asha, {1: float("inf")}, FakeView({}))
+
+
+def test_bad_settings_name_the_parameter():
+    with pytest.raises(ValueError, match="percentile"):
+        PercentilePruner(101.0)
+    with pytest.raises(ValueError, match="n_startup_trials"):
+        MedianPruner(n_startup_trials=-1)
+    with pytest.raises(ValueError, match="interval_steps"):
+        MedianPruner(interval_steps=0)
+    with pytest.raises(TypeError, match="n_warmup_steps"):
+        MedianPruner(n_warmup_steps=1.5)
+    with pytest.raises(ValueError, match="reduction_factor"):
+        SuccessiveHalvingPruner(reduction_factor=1)
+    with pytest.raises(ValueError, match="min_resource"):
+        SuccessiveHalvingPruner(min_resource=0)
+    with pytest.raises(TypeError, match="pruner"):
+        Study(SPACE, RANDOM, pruner="median")
+    mo_space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0))
+    with pytest.raises(ValueError, match="pruner"):
+        Study(mo_space, jaxhpo.NSGA2(mo_space, 4, num_objectives=2), pruner=MedianPruner())
+
+
+# ------------------------------------------------- the study end to end
+def replay(study):
+    """Each trial's stored reports, in run order (one worker: trial numbers are run order)."""
+    return [(t.number, t.state, t.intermediate_values) for t in study.trials]
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_median_pruning_in_a_study_matches_a_replay_of_its_reports(maximize):
+    sign = -1.0 if maximize else 1.0
+
+    def objective(p):
+        for step in range(STEPS):
+            report(sign * curve(p, step), step)
+            if should_prune():
+                raise TrialPruned()
+        return sign * curve(p, STEPS - 1)
+
+    study = Study(SPACE, RANDOM, seed=3, maximize=maximize, pruner=MedianPruner(n_startup_trials=3))
+    study.optimize(objective, num_trials=24, progress=False)
+    trials = replay(study)
+    assert sum(st == TrialState.PRUNED for _, st, _ in trials) >= 5
+    for k, (_, state, reps) in enumerate(trials):
+        done_before = [r for _, st, r in trials[:k] if st == TrialState.COMPLETE]
+        verdicts = []
+        for step in sorted(reps):
+            mine = [sign * reps[s] for s in reps if s <= step]
+            others = [sign * r[step] for r in done_before if step in r]
+            verdicts.append(len(done_before) >= 3 and bool(others) and min(mine) > np.median(others))
+        # a trial is pruned at its last report, exactly when the rule says so, and never before
+        assert not any(verdicts[:-1])
+        assert verdicts[-1] == (state == TrialState.PRUNED)
+        assert len(reps) == STEPS or state == TrialState.PRUNED
+    for t in study.trials:
+        if t.state == TrialState.PRUNED:
+            assert t.value == t.intermediate_values[t.last_step]
+
+
+def test_successive_halving_in_a_study_matches_a_replay_of_its_reports():
+    study = Study(SPACE, RANDOM, seed=4, pruner=SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+    study.optimize(pruned_objective, num_trials=20, progress=False)
+    trials = replay(study)
+    rungs = [1, 2, 4, 8]
+    for k, (_, state, reps) in enumerate(trials):
+        passed = []
+        for rung in [r for r in rungs if r <= max(reps)]:
+            rivals = [r[rung] for _, _, r in trials[:k] if rung in r]
+            competing = sorted(rivals + [reps[rung]])
+            passed.append(reps[rung] <= competing[max(1, len(competing) // 2) - 1])
+        # every rung passed but the last one reached, which decides the trial's fate
+        assert all(passed[:-1]) and passed[-1] == (state == TrialState.COMPLETE)
+        assert len(reps) == STEPS if state == TrialState.COMPLETE else max(reps) in rungs
+    assert sum(st == TrialState.PRUNED for _, st, _ in trials) >= 5
+
+
+def test_pruning_saves_steps_and_keeps_the_best_when_curves_do_not_cross():
+    def objective(p):  # final order == order at every step: the best trial is never pruned
+        for step in range(STEPS):
+            report(p["start"] / (step + 1), step)
+            if should_prune():
+                raise TrialPruned()
+        return p["start"] / STEPS
+
+    full = Study(SPACE, RANDOM, seed=5)
+    full.optimize(objective, num_trials=30, progress=False)
+    for pruner in (MedianPruner(n_startup_trials=2), SuccessiveHalvingPruner()):
+        pruned = Study(SPACE, RANDOM, seed=5, pruner=pruner)
+        pruned.optimize(objective, num_trials=30, progress=False)
+        # random search proposes regardless of values: the same 30 configurations
+        assert [t.params for t in pruned.trials] == [t.params for t in full.trials]
+        assert pruned.best_value == full.best_value and pruned.best_trial.number == full.best_trial.number
+        steps = sum(len(t.intermediate_values) for t in pruned.trials)
+        assert steps < 0.6 * 30 * STEPS
+        assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in pruned.trials)
+
+
+def test_ask_tell_pruning_and_the_strategy_is_told_the_last_report():
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, pruner=MedianPruner(n_startup_trials=0))
+    a, b = study.ask_trials()
+    assert not study.should_prune(a)  # no report yet
+    study.report(b, 7.0, 0)
+    study.report(b, 6.0, 1)
+    study.report(a, 9.0, 0)
+    assert not study.should_prune(a)  # nothing complete to compare with
+    study.report(a, 5.0, 3)
+    study.tell(a, pruned=True)
+    study.tell(b, 6.0)
+    ta, tb = study.trials
+    assert ta.state == TrialState.PRUNED and ta.value == 5.0 and ta.intermediate_values == {0: 9.0, 3: 5.0}
+    assert ta.last_step == 3 and tb.state == TrialState.COMPLETE and tb.intermediate_values == {0: 7.0, 1: 6.0}
+    # the strategy saw the pruned trial's last report (5.0), better than the complete 6.0
+    assert float(study.state.best_value) == 5.0 and study.best_value == 6.0
+    # next generation: trial 2 is worse than the complete trial's median at step 0
+    c, d = study.ask_trials()
+    study.report(c, 8.0, 0)
+    assert study.should_prune(c) and not study.should_prune(d)
+    rec = study.to_records()[0]
+    assert rec["state"] == "pruned" and rec["last_step"] == 3
+
+
+def test_report_and_tell_errors_name_the_rule():
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    a, b = study.ask_trials()
+    study.report(a, 1.0, 0)
+    with pytest.raises(ValueError, match="already reported step 0"):
+        study.report(a, 2.0, 0)
+    with pytest.raises(ValueError, match="step must be an integer >= 0"):
+        study.report(a, 1.0, -1)
+    with pytest.raises(ValueError, match="step"):
+        study.report(a, 1.0, 1.5)
+    with pytest.raises(TypeError, match="value must be a real number"):
+        study.report(a, "low", 1)
+    with pytest.raises(ValueError, match="no trial 99"):
+        study.report(99, 1.0, 1)
+    with pytest.raises(ValueError, match="no value"):
+        study.tell(a, 1.0, pruned=True)
+    assert not study.should_prune(a)  # no pruner: never
+    study.tell(a, 1.0)
+    with pytest.raises(ValueError, match="trial 0 is complete"):
+        study.report(a, 1.0, 5)
+    with pytest.raises(RuntimeError, match="inside an objective run by Study.optimize"):
+        report(1.0, 0)
+    with pytest.raises(RuntimeError, match="should_prune"):
+        should_prune()
+
+
+def test_non_finite_reports_are_pruned_and_told_as_failures():
+    def objective(p):
+        report(1.0, 0)
+        report(float("nan") if p["rate"] > 0.2 else 0.5, 1)
+        if should_prune():
+            raise TrialPruned()
+        return 0.5
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=1, pruner=MedianPruner(n_startup_trials=99))
+    study.optimize(objective, num_generations=2, progress=False)
+    for t in study.trials:
+        diverged = t.params["rate"] > 0.2
+        assert t.state == (TrialState.PRUNED if diverged else TrialState.COMPLETE)
+        assert np.isnan(t.intermediate_values[1]) == diverged
+        assert (t.value is None) == diverged
+    assert any(t.params["rate"] > 0.2 for t in study.trials)
+
+
+def test_threads_report_to_their_own_trials():
+    def objective(p):
+        for step in range(4):
+            report(p["start"] + step, step)
+        return p["start"]
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 6), seed=2)
+    study.optimize(objective, num_generations=3, n_jobs=3, progress=False)
+    for t in study.trials:
+        assert t.intermediate_values == {s: pytest.approx(t.params["start"] + s) for s in range(4)}
+
+
+def test_an_interrupted_trial_runs_again_from_a_clean_slate(tmp_path):
+    path = str(tmp_path / "s.db")
+    calls = []
+
+    def interrupted(p):
+        report(3.0, 0)
+        report(2.0, 1)
+        calls.append(p)
+        raise KeyboardInterrupt
+
+    with Study(SPACE, RANDOM, seed=0, storage=path, pruner=MedianPruner()) as s:
+        with pytest.raises(KeyboardInterrupt):
+            s.optimize(interrupted, num_trials=1, progress=False)
+        (t,) = s.trials
+        assert t.state == TrialState.WAITING and t.intermediate_values == {}
+    with Study(SPACE, RANDOM, seed=0, storage=path, pruner=MedianPruner()) as s:
+        s.optimize(pruned_objective, num_trials=1, progress=False)
+        (t,) = s.trials
+        assert t.params == calls[0] and t.state == TrialState.COMPLETE
+        assert sorted(t.intermediate_values) == list(range(STEPS))
+
+
+def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
+    path = tmp_path / "v2.db"
+    with Study(SPACE, RANDOM, seed=0, storage=str(path)) as s:
+        s.optimize(lambda p: p["start"], num_trials=2, progress=False)
+        before = [(t.number, t.params, t.value) for t in s.trials]
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE reports")
+    con.execute("UPDATE jaxhpo_meta SET value='2' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with Study(SPACE, RANDOM, seed=0, storage=str(path), pruner=SuccessiveHalvingPruner()) as s:
+        assert [(t.number, t.params, t.value) for t in s.trials] == before
+        s.optimize(pruned_objective, num_trials=3, progress=False)
+        assert all(t.intermediate_values for t in s.trials[2:])
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION) == "3"
+    con.close()
