@@ -1,5 +1,5 @@
 """Pictures of a study: history, parallel coordinates, slices, importance, learning
-curves, and the Pareto front of a multi-objective study or ``minimize`` result.
+curves (reported intermediate values, or a trainer's), and the Pareto front of a multi-objective study or ``minimize`` result.
 
 matplotlib is imported only when a plot is drawn (the optional ``plot``
 extra: ``pip install jaxhpo[plot]``). Figures are built with matplotlib's
@@ -22,7 +22,7 @@ from .study.trial import TrialState
 
 __all__ = [
     "plot_history", "plot_parallel_coordinates", "plot_slice", "plot_importance",
-    "plot_learning_curves", "plot_pareto_front", "pareto_front", "save_plots",
+    "plot_learning_curves", "plot_intermediate_values", "plot_pareto_front", "pareto_front", "save_plots",
 ]
 
 
@@ -225,6 +225,30 @@ def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None
     return _finish(fig, path)
 
 
+def plot_intermediate_values(study: Any, path: Any = None):
+    """Every trial's reported intermediate values by step: complete trials as lines,
+    pruned ones fainter and ended by a cross where they were stopped."""
+    _single(study)
+    trials = [t for t in study.get_trials() if t.intermediate_values]
+    if not trials:
+        raise ValueError(f"study {study.name!r} has no reported intermediate values to plot")
+    fig = _figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        ys = [t.intermediate_values[s] for s in steps]
+        if t.state == TrialState.PRUNED:
+            ax.plot(steps, ys, lw=0.8, alpha=0.35, color="C7")
+            ax.plot(steps[-1:], ys[-1:], "x", color="C3", ms=4, alpha=0.7)
+        else:
+            ax.plot(steps, ys, lw=1.0, alpha=0.8, color="C0" if t.state == TrialState.COMPLETE else "C1")
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"reported value ({_direction(study)})")
+    ax.set_title(f"{study.name}: intermediate values ({pruned} of {len(trials)} trials pruned)")
+    return _finish(fig, path)
+
+
 # ----------------------------------------------------------- Pareto front
 def _front_polyline(front: np.ndarray, signs: np.ndarray) -> np.ndarray:
     """Corners of the boundary of the region a 2-D front dominates, in the user's signs.
@@ -352,8 +376,9 @@ pareto_front = plot_pareto_front
 
 
 def save_plots(study: Any, folder: Any) -> list[Path]:
-    """Write history, parallel coordinates, slices and importance PNGs into ``folder``
-    (a study of several objectives: the Pareto front).
+    """Write history, parallel coordinates, slices, importance and (when trials
+    reported any) intermediate-value PNGs into ``folder`` (a study of several
+    objectives: the Pareto front).
 
     Plots that cannot be drawn yet (e.g. importance with fewer than two
     complete trials) are skipped. Returns the paths written.
@@ -362,7 +387,8 @@ def save_plots(study: Any, folder: Any) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     plots = (("history", plot_history), ("parallel_coordinates", plot_parallel_coordinates),
-             ("slice", plot_slice), ("importance", plot_importance))
+             ("slice", plot_slice), ("importance", plot_importance),
+             ("intermediate_values", plot_intermediate_values))
     if getattr(study, "multi_objective", False):
         plots = (("pareto_front", plot_pareto_front),)
     for name, fn in plots:

@@ -310,7 +310,8 @@ def test_an_interrupted_trial_runs_again_from_a_clean_slate(tmp_path):
             s.optimize(interrupted, num_trials=1, progress=False)
         (t,) = s.trials
         assert t.state == TrialState.WAITING and t.intermediate_values == {}
-    with Study(SPACE, RANDOM, seed=0, storage=path, pruner=MedianPruner()) as s:
+    with Study.load(path, pruner=MedianPruner()) as s:
+        assert isinstance(s.pruner, MedianPruner)
         s.optimize(pruned_objective, num_trials=1, progress=False)
         (t,) = s.trials
         assert t.params == calls[0] and t.state == TrialState.COMPLETE
@@ -335,3 +336,26 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
     assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
         SCHEMA_VERSION) == "3"
     con.close()
+
+
+def test_intermediate_values_plot_draws_every_report(tmp_path):
+    pytest.importorskip("matplotlib")
+    from jaxhpo import plot
+
+    study = Study(SPACE, RANDOM, seed=6, pruner=SuccessiveHalvingPruner())
+    study.optimize(pruned_objective, num_trials=12, progress=False)
+    fig = plot.plot_intermediate_values(study, tmp_path / "iv.png")
+    lines = fig.axes[0].get_lines()
+    curves = sorted((tuple(ln.get_xdata()), tuple(ln.get_ydata())) for ln in lines if ln.get_marker() != "x")
+    want = sorted((tuple(sorted(t.intermediate_values)), tuple(t.intermediate_values[s] for s in
+                                                                sorted(t.intermediate_values)))
+                  for t in study.trials)
+    assert curves == want
+    crosses = [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in lines if ln.get_marker() == "x"]
+    assert sorted(crosses) == sorted((t.last_step, t.value) for t in study.trials if t.state == TrialState.PRUNED)
+    assert crosses and (tmp_path / "iv.png").read_bytes()[:4] == b"\x89PNG"
+    assert "intermediate_values.png" in [p.name for p in plot.save_plots(study, tmp_path / "all")]
+    plain = Study(SPACE, RANDOM, seed=6)
+    plain.optimize(lambda p: p["start"], num_trials=2, progress=False)
+    with pytest.raises(ValueError, match="no reported intermediate values"):
+        plot.plot_intermediate_values(plain)

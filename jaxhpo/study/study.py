@@ -331,7 +331,8 @@ class Study:
 
     @classmethod
     def load(cls, storage: Any, name: str | None = None, *, space: Space | None = None,
-             strategy: Strategy | None = None, stale_after: float | None = None) -> "Study":
+             strategy: Strategy | None = None, stale_after: float | None = None,
+             pruner: Pruner | None = None) -> "Study":
         """Reopen a stored study, rebuilding its space and strategy from the storage.
 
         Args:
@@ -339,6 +340,7 @@ class Study:
           name: the study; may be left out when the storage holds exactly one.
           space, strategy: give them only if they cannot be rebuilt (labels or
             settings that are not JSON-representable); they must match.
+          stale_after, pruner: as for ``Study`` (neither is stored).
         """
         store = open_storage(storage)
         try:
@@ -361,7 +363,7 @@ class Study:
             if strategy is None:
                 strategy = strategy_from_spec(json.loads(row["strategy"]), space)
             study = cls(space, strategy, seed=row["seed"], maximize=_stored_maximize(row),
-                        storage=store, name=name, stale_after=stale_after)
+                        storage=store, name=name, stale_after=stale_after, pruner=pruner)
         except BaseException:
             if not isinstance(storage, SQLiteStorage):
                 store.close()
