@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "://" not in cfg.storage:
             Path(cfg.storage).parent.mkdir(parents=True, exist_ok=True)
         study = Study(cfg.space, cfg.strategy, seed=cfg.seed, maximize=cfg.maximize,
-                      storage=cfg.storage, name=cfg.name)
+                      storage=cfg.storage, name=cfg.name, pruner=cfg.pruner)
     except (ValueError, TypeError, StorageError) as e:
         return _fail("run", e)
     with study:

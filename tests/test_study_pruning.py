@@ -359,3 +359,19 @@ def test_intermediate_values_plot_draws_every_report(tmp_path):
     plain.optimize(lambda p: p["start"], num_trials=2, progress=False)
     with pytest.raises(ValueError, match="no reported intermediate values"):
         plot.plot_intermediate_values(plain)
+
+
+def test_a_run_config_names_its_pruner():
+    from jaxhpo.study.config import parse_config
+
+    base = {"objective": "m:f", "num_trials": 4, "space": {"a": {"type": "float", "low": 0.0, "high": 1.0}}}
+    cfg = parse_config({**base, "pruner": {"name": "asha", "reduction_factor": 4}})
+    assert isinstance(cfg.pruner, SuccessiveHalvingPruner) and cfg.pruner.reduction_factor == 4
+    assert isinstance(parse_config({**base, "pruner": "median"}).pruner, MedianPruner)
+    assert parse_config(base).pruner is None
+    with pytest.raises(ValueError, match="pruner must be one of"):
+        parse_config({**base, "pruner": "hyperband"})
+    with pytest.raises(ValueError, match="reduction_factor must be >= 2"):
+        parse_config({**base, "pruner": {"name": "asha", "reduction_factor": 1}})
+    with pytest.raises(ValueError, match="pruner 'median'.*warmup"):
+        parse_config({**base, "pruner": {"name": "median", "warmup": 3}})

@@ -9,6 +9,7 @@ and the budget. Example (TOML)::
     seed = 0
     num_trials = 60            # trials in the whole study: rerunning resumes
     strategy = { name = "random", popsize = 8 }
+    pruner = { name = "asha", reduction_factor = 3 }   # optional: "median", "percentile", "asha"
     output = "rf_results"      # results, study.db and plots go here
 
     [space]
@@ -35,12 +36,13 @@ from typing import Any, Callable, Mapping
 
 from ..space import Space
 from ..strategies.base import Strategy
+from .pruners import Pruner, build_pruner
 from .specs import build_strategy, space_from_spec
 
 __all__ = ["RunConfig", "load_config", "parse_config", "load_objective", "CONFIG_KEYS"]
 
 CONFIG_KEYS = ("name", "objective", "space", "strategy", "seed", "maximize", "num_trials",
-               "num_generations", "timeout", "n_jobs", "output", "storage")
+               "num_generations", "timeout", "n_jobs", "output", "storage", "pruner")
 
 
 @dataclasses.dataclass
@@ -60,6 +62,7 @@ class RunConfig:
     output: Path
     storage: str
     base_dir: Path
+    pruner: Pruner | None = None
 
     def load_objective(self) -> Callable:
         return load_objective(self.objective, self.base_dir)
@@ -163,10 +166,20 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
         raise ValueError(f"config: storage must be 'sqlite:///path.db' or a file path, got {storage!r}")
     elif "://" not in storage:
         storage = str(base_dir / storage)
+    pruner = data.get("pruner")
+    if pruner is not None:
+        if isinstance(pruner, str):
+            pruner = {"name": pruner}
+        if not isinstance(pruner, Mapping) or not isinstance(pruner.get("name"), str):
+            raise ValueError(f"config: pruner must be a name or a table with a 'name', got {pruner!r}")
+        try:
+            pruner = build_pruner(pruner["name"], {k: v for k, v in pruner.items() if k != "name"})
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"config: {e}") from None
     return RunConfig(name=name, objective=objective, space=space, strategy=strategy, seed=seed,
                      maximize=maximize, num_trials=num_trials, num_generations=num_generations,
                      timeout=None if timeout is None else float(timeout), n_jobs=n_jobs,
-                     output=output_path, storage=storage, base_dir=base_dir)
+                     output=output_path, storage=storage, base_dir=base_dir, pruner=pruner)
 
 
 def load_config(path: Path | str) -> RunConfig:

@@ -36,7 +36,7 @@ import numpy as np
 from ..strategies._checks import check_int, check_real
 
 __all__ = ["Pruner", "ReportView", "NopPruner", "PercentilePruner", "MedianPruner",
-           "SuccessiveHalvingPruner", "TrialPruned"]
+           "SuccessiveHalvingPruner", "TrialPruned", "PRUNER_NAMES", "build_pruner"]
 
 
 class TrialPruned(Exception):
@@ -181,3 +181,21 @@ class SuccessiveHalvingPruner(Pruner):
             if value > competing[keep - 1]:
                 return True
         return False
+
+
+# Names a run configuration may give (``pruner = { name = "asha", reduction_factor = 3 }``).
+_BY_NAME = {"none": NopPruner, "median": MedianPruner, "percentile": PercentilePruner,
+            "asha": SuccessiveHalvingPruner, "successive_halving": SuccessiveHalvingPruner}
+PRUNER_NAMES = tuple(_BY_NAME)
+
+
+def build_pruner(name: str, settings: dict | None = None) -> Pruner:
+    """A pruner by name (``PRUNER_NAMES``) with keyword ``settings``; errors name the setting."""
+    if name not in _BY_NAME:
+        raise ValueError(f"pruner must be one of {PRUNER_NAMES}, got {name!r}")
+    try:
+        return _BY_NAME[name](**(settings or {}))
+    except TypeError as e:
+        if "argument" in str(e):  # an unknown or missing keyword
+            raise TypeError(f"pruner {name!r}: {e}") from None
+        raise
