@@ -375,3 +375,19 @@ def test_a_run_config_names_its_pruner():
         parse_config({**base, "pruner": {"name": "asha", "reduction_factor": 1}})
     with pytest.raises(ValueError, match="pruner 'median'.*warmup"):
         parse_config({**base, "pruner": {"name": "median", "warmup": 3}})
+
+
+def test_the_pruning_example_runs_and_prunes(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from helpers import load_example
+
+    example = load_example("sgd_pruning")
+    study = example.main(["--trials", "8", "--storage", str(tmp_path / "sgd.db")])
+    trials = study.trials
+    assert len(trials) == 8 and any(t.state == TrialState.PRUNED for t in trials)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert all(len(t.intermediate_values) == example.EPOCHS and t.value == t.intermediate_values[example.EPOCHS - 1]
+               for t in done)
+    assert study.best_value == min(t.value for t in done)
+    epochs = sum(len(t.intermediate_values) for t in trials)
+    assert f"8 trials, {8 - len(done)} pruned, {epochs} of {8 * example.EPOCHS} epochs" in capsys.readouterr().out
