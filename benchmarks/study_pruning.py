@@ -7,9 +7,11 @@ reports the validation log-loss after each epoch; its value is the last
 epoch's. Searched: ``alpha`` (log, 1e-6..1e-1), ``eta0`` (log, 1e-4..1) and
 ``power_t`` (0.1..0.9). Both systems run TPE one trial at a time
 (jaxhpo ``TPE(space, 1)``, Optuna ``TPESampler(seed=s)``), each with no
-pruner, the median rule (``MedianPruner(n_startup_trials=5)``) and
+pruner, the median rule (``MedianPruner(n_startup_trials=5)``),
 asynchronous successive halving (``SuccessiveHalvingPruner(min_resource=1,
-reduction_factor=3)``), ``--trials`` trials and ``--seeds`` seeds per arm.
+reduction_factor=3)``) and Hyperband (``HyperbandPruner(min_resource=1,
+max_resource=epochs, reduction_factor=3)``), ``--trials`` trials and
+``--seeds`` seeds per arm.
 
 Per arm, medians over seeds: epochs trained (the cost), the best complete
 trial's validation loss and its test accuracy (the quality), the wall time,
@@ -67,6 +69,9 @@ def make_trainer(epochs: int):
     return train
 
 
+PRUNERS = ("none", "median", "asha", "hyperband")
+
+
 class Meter:
     """Adds up epochs and the time spent in the library's report/should_prune calls."""
 
@@ -74,14 +79,17 @@ class Meter:
         self.epochs, self.prune_s, self.calls, self.test = 0, 0.0, 0, {}
 
 
-def run_jaxhpo(train, pruner_name: str, seed: int, trials: int, folder: str | None) -> tuple[dict, Meter]:
+def run_jaxhpo(train, pruner_name: str, seed: int, trials: int, folder: str | None,
+               epochs: int) -> tuple[dict, Meter]:
     import jaxhpo
-    from jaxhpo.study import MedianPruner, Study, SuccessiveHalvingPruner, TrialPruned, report, should_prune
+    from jaxhpo.study import (HyperbandPruner, MedianPruner, Study, SuccessiveHalvingPruner, TrialPruned, report,
+                              should_prune)
 
     space = jaxhpo.Space(alpha=jaxhpo.Float(1e-6, 1e-1, log=True), eta0=jaxhpo.Float(1e-4, 1.0, log=True),
                          power_t=jaxhpo.Float(0.1, 0.9))
     pruner = {"none": None, "median": MedianPruner(n_startup_trials=5),
-              "asha": SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)}[pruner_name]
+              "asha": SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+              "hyperband": HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)}[pruner_name]
     storage = None if folder is None else os.path.join(folder, f"jaxhpo_{pruner_name}_{seed}.db")
     study = Study(space, jaxhpo.TPE(space, 1), seed=seed, pruner=pruner, storage=storage)
     meter = Meter()
@@ -109,12 +117,15 @@ def run_jaxhpo(train, pruner_name: str, seed: int, trials: int, folder: str | No
     return out, meter
 
 
-def run_optuna(train, pruner_name: str, seed: int, trials: int, folder: str | None) -> tuple[dict, Meter]:
+def run_optuna(train, pruner_name: str, seed: int, trials: int, folder: str | None,
+               epochs: int) -> tuple[dict, Meter]:
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
     pruner = {"none": optuna.pruners.NopPruner(), "median": optuna.pruners.MedianPruner(n_startup_trials=5),
-              "asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)}[pruner_name]
+              "asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+              "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                                          reduction_factor=3)}[pruner_name]
     storage = None if folder is None else f"sqlite:///{os.path.join(folder, f'optuna_{pruner_name}_{seed}.db')}"
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, storage=storage)
     meter = Meter()
@@ -159,25 +170,25 @@ def main(argv=None):
     train = make_trainer(epochs)
     tmp = tempfile.TemporaryDirectory() if args.storage == "sqlite" else None
     folder = None if tmp is None else tmp.name
-    run_jaxhpo(train, "asha", 0, 3, None)  # warm-up: compiles the TPE's ask and tell
+    run_jaxhpo(train, "asha", 0, 3, None, epochs)  # warm-up: compiles the TPE's ask and tell
 
     rows = []
     for seed in range(seeds):
         # the arms rotate per seed, so a slow spell of the machine does not land on one arm
-        arms = [(s, p) for p in ("none", "median", "asha") for s in ("jaxhpo", "optuna")]
+        arms = [(s, p) for p in PRUNERS for s in ("jaxhpo", "optuna")]
         for system, pruner in arms[seed % len(arms):] + arms[:seed % len(arms)]:
             run = run_jaxhpo if system == "jaxhpo" else run_optuna
             t0 = time.perf_counter()
-            out, meter = run(train, pruner, seed, trials, folder)
+            out, meter = run(train, pruner, seed, trials, folder, epochs)
             wall = time.perf_counter() - t0
             rows.append(dict(system=system, pruner=pruner, seed=seed, epochs=meter.epochs, wall_s=wall,
                              prune_call_ms=1e3 * meter.prune_s / max(meter.calls, 1), **out))
-            print(f"  {system:6s} {pruner:6s} seed {seed}: {meter.epochs} epochs, best val loss "
+            print(f"  {system:6s} {pruner:9s} seed {seed}: {meter.epochs} epochs, best val loss "
                   f"{out['best_val_loss']:.4f}, test acc {out['test_acc']:.4f}, {wall:.1f} s", flush=True)
 
     table = []
     for system in ("jaxhpo", "optuna"):
-        for pruner in ("none", "median", "asha"):
+        for pruner in PRUNERS:
             sel = [r for r in rows if r["system"] == system and r["pruner"] == pruner]
             table.append(dict(
                 system=system, pruner=pruner,

@@ -8,6 +8,7 @@ script resumes it.
 
     python examples/sgd_pruning.py                      # 40 trials, ASHA
     python examples/sgd_pruning.py --pruner median      # the median stopping rule
+    python examples/sgd_pruning.py --pruner hyperband   # ASHA brackets judging from 1, 3, 9 epochs
     python examples/sgd_pruning.py --pruner none        # every run to the end
     jaxhpo plot sgd_pruning.db                          # intermediate_values.png among the plots
 """
@@ -24,8 +25,8 @@ from sklearn.metrics import log_loss
 
 import jaxhpo
 from jaxhpo.datasets_digits import digits_split
-from jaxhpo.study import (MedianPruner, Study, SuccessiveHalvingPruner, TrialPruned, TrialState, report,
-                          should_prune)
+from jaxhpo.study import (HyperbandPruner, MedianPruner, Study, SuccessiveHalvingPruner, TrialPruned, TrialState,
+                          report, should_prune)
 
 SPACE = jaxhpo.Space(
     alpha=jaxhpo.Float(1e-6, 1e-1, log=True),
@@ -59,10 +60,11 @@ def objective(p: dict) -> float:
 def main(argv=None) -> Study:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=40, help="trials in the whole study (rerunning resumes)")
-    ap.add_argument("--pruner", choices=("asha", "median", "none"), default="asha")
+    ap.add_argument("--pruner", choices=("asha", "hyperband", "median", "none"), default="asha")
     ap.add_argument("--storage", default="sgd_pruning.db")
     args = ap.parse_args(argv)
     pruner = {"asha": SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+              "hyperband": HyperbandPruner(min_resource=1, max_resource=EPOCHS, reduction_factor=3),
               "median": MedianPruner(n_startup_trials=5), "none": None}[args.pruner]
     study = Study(SPACE, jaxhpo.TPE(SPACE, 1), seed=0, storage=args.storage, name=f"sgd-{args.pruner}",
                   pruner=pruner)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jaxhpo
-from jaxhpo.study import (MedianPruner, NopPruner, PercentilePruner, Study, SuccessiveHalvingPruner,
-                          TrialPruned, TrialState, report, should_prune)
+from jaxhpo.study import (HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Study,
+                          SuccessiveHalvingPruner, TrialPruned, TrialState, report, should_prune)
 from jaxhpo.study.storage import SCHEMA_VERSION
 
 SPACE = jaxhpo.Space(rate=jaxhpo.Float(0.05, 1.0, log=True), start=jaxhpo.Float(1.0, 2.0))
@@ -31,18 +31,18 @@ def pruned_objective(p):
 
 
 class FakeView:
-    """Other trials' reports given directly: ``{trial: (complete, {step: value})}``."""
+    """Other trials' reports given directly: ``{number: (complete, {step: value})}``."""
 
-    def __init__(self, trials):
-        self.trials = trials
+    def __init__(self, trials, trial_number=10**6):
+        self.trials, self.trial_number = trials, trial_number
 
     def num_complete(self):
         return sum(done for done, _ in self.trials.values())
 
-    def values_at(self, step, *, complete_only, exact):
+    def values_at(self, step, *, complete_only, exact, among=None):
         out = []
-        for done, reps in self.trials.values():
-            if complete_only and not done:
+        for number, (done, reps) in self.trials.items():
+            if complete_only and not done or among is not None and not among(number):
                 continue
             if exact:
                 if step in reps:
@@ -120,6 +120,27 @@ def test_successive_halving_promotes_the_top_third_of_each_rung():
     assert decide(asha, {1: float("inf")}, FakeView({}))
 
 
+def test_hyperband_brackets_follow_hyperbands_allocation_and_compete_apart():
+    hb = HyperbandPruner(min_resource=1, max_resource=27, reduction_factor=3)
+    assert hb.num_brackets == 4  # s_max = 3
+    # Hyperband gives its brackets 27, 12, 6 and 4 configurations (R = 27, eta = 3)
+    counts = np.bincount([hb.bracket(n) for n in range(49_000)], minlength=4)
+    np.testing.assert_allclose(counts / counts.sum(), np.array([27, 12, 6, 4]) / 49, atol=0.01)
+    assert [hb.bracket(n) for n in range(50)] == [HyperbandPruner(1, 27, 3).bracket(n) for n in range(50)]
+    assert HyperbandPruner(2, 17, 2).num_brackets == 4 and HyperbandPruner(5, 5, 3).num_brackets == 1
+    by_bracket = {b: [n for n in range(200) if hb.bracket(n) == b][:9] for b in range(4)}
+    me = by_bracket[0][0]
+    # bracket 0 judges at step 1 among its own trials only: 8 better rivals there prune it,
+    # 8 better rivals in bracket 1 do not (they are not judged at step 1 at all)
+    same = FakeView({n: (False, {1: 0.0}) for n in by_bracket[0][1:]}, trial_number=me)
+    other = FakeView({n: (False, {1: 0.0}) for n in by_bracket[1][:8]}, trial_number=me)
+    assert decide(hb, {0: 1.0, 1: 1.0}, same) and not decide(hb, {0: 1.0, 1: 1.0}, other)
+    # bracket 1's first rung is at step 3: nothing is decided at step 1
+    late = by_bracket[1][0]
+    rivals = FakeView({n: (False, {1: 0.0, 3: 0.0}) for n in by_bracket[1][1:]}, trial_number=late)
+    assert not decide(hb, {1: 5.0}, rivals) and decide(hb, {1: 5.0, 3: 5.0}, rivals)
+
+
 def test_bad_settings_name_the_parameter():
     with pytest.raises(ValueError, match="percentile"):
         PercentilePruner(101.0)
@@ -133,6 +154,8 @@ def test_bad_settings_name_the_parameter():
         SuccessiveHalvingPruner(reduction_factor=1)
     with pytest.raises(ValueError, match="min_resource"):
         SuccessiveHalvingPruner(min_resource=0)
+    with pytest.raises(ValueError, match="max_resource must be >= 3"):
+        HyperbandPruner(min_resource=3, max_resource=2)
     with pytest.raises(TypeError, match="pruner"):
         Study(SPACE, RANDOM, pruner="median")
     mo_space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0))
@@ -177,21 +200,30 @@ def test_median_pruning_in_a_study_matches_a_replay_of_its_reports(maximize):
             assert t.value == t.intermediate_values[t.last_step]
 
 
-def test_successive_halving_in_a_study_matches_a_replay_of_its_reports():
-    study = Study(SPACE, RANDOM, seed=4, pruner=SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
-    study.optimize(pruned_objective, num_trials=20, progress=False)
+@pytest.mark.parametrize("kind", ["asha", "hyperband"])
+def test_successive_halving_in_a_study_matches_a_replay_of_its_reports(kind):
+    if kind == "asha":
+        pruner = SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+        bracket = lambda n: 0  # noqa: E731
+    else:
+        pruner = HyperbandPruner(min_resource=1, max_resource=STEPS, reduction_factor=2)
+        bracket = pruner.bracket
+    study = Study(SPACE, RANDOM, seed=4, pruner=pruner)
+    study.optimize(pruned_objective, num_trials=20 if kind == "asha" else 40, progress=False)
     trials = replay(study)
-    rungs = [1, 2, 4, 8]
-    for k, (_, state, reps) in enumerate(trials):
+    for k, (number, state, reps) in enumerate(trials):
+        rungs = [2 ** (bracket(number) + i) for i in range(4)]
         passed = []
         for rung in [r for r in rungs if r <= max(reps)]:
-            rivals = [r[rung] for _, _, r in trials[:k] if rung in r]
+            rivals = [r[rung] for n, _, r in trials[:k] if rung in r and bracket(n) == bracket(number)]
             competing = sorted(rivals + [reps[rung]])
             passed.append(reps[rung] <= competing[max(1, len(competing) // 2) - 1])
         # every rung passed but the last one reached, which decides the trial's fate
         assert all(passed[:-1]) and passed[-1] == (state == TrialState.COMPLETE)
         assert len(reps) == STEPS if state == TrialState.COMPLETE else max(reps) in rungs
     assert sum(st == TrialState.PRUNED for _, st, _ in trials) >= 5
+    if kind == "hyperband":  # the trials spread over the brackets (weights 8, 6, 4 and 4 of 22)
+        assert len({bracket(n) for n, _, _ in trials}) == pruner.num_brackets == 4
 
 
 def test_pruning_saves_steps_and_keeps_the_best_when_curves_do_not_cross():
@@ -369,8 +401,10 @@ def test_a_run_config_names_its_pruner():
     assert isinstance(cfg.pruner, SuccessiveHalvingPruner) and cfg.pruner.reduction_factor == 4
     assert isinstance(parse_config({**base, "pruner": "median"}).pruner, MedianPruner)
     assert parse_config(base).pruner is None
+    hb = parse_config({**base, "pruner": {"name": "hyperband", "max_resource": 27}}).pruner
+    assert isinstance(hb, HyperbandPruner) and hb.num_brackets == 4
     with pytest.raises(ValueError, match="pruner must be one of"):
-        parse_config({**base, "pruner": "hyperband"})
+        parse_config({**base, "pruner": "hyperbandit"})
     with pytest.raises(ValueError, match="reduction_factor must be >= 2"):
         parse_config({**base, "pruner": {"name": "asha", "reduction_factor": 1}})
     with pytest.raises(ValueError, match="pruner 'median'.*warmup"):

@@ -9,7 +9,7 @@ and the budget. Example (TOML)::
     seed = 0
     num_trials = 60            # trials in the whole study: rerunning resumes
     strategy = { name = "random", popsize = 8 }
-    pruner = { name = "asha", reduction_factor = 3 }   # optional: "median", "percentile", "asha"
+    pruner = { name = "asha", reduction_factor = 3 }   # optional: "median", "percentile", "asha", "hyperband"
     output = "rf_results"      # results, study.db and plots go here
 
     [space]

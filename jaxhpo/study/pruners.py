@@ -20,6 +20,10 @@ maximised study's values are negated first).
   al. 2020): rungs at ``min_resource * reduction_factor**k`` steps; a trial
   reaching a rung continues only if its value there is in the top
   ``1 / reduction_factor`` of every trial that reached that rung so far.
+* ``HyperbandPruner``: Hyperband's hedge over how early to judge (Li et al.
+  2018): each trial falls, by its number, into one of several ASHA brackets
+  whose first rungs sit ``reduction_factor`` times apart, and competes only
+  with the trials of its bracket.
 
 Each has ``should_prune(steps, values, view) -> bool``; ``steps`` and
 ``values`` are the trial's reports in step order and ``view`` answers
@@ -29,14 +33,15 @@ questions about the other trials (``ReportView``).
 from __future__ import annotations
 
 import math
-from typing import Protocol
+import zlib
+from typing import Callable, Protocol
 
 import numpy as np
 
 from ..strategies._checks import check_int, check_real
 
 __all__ = ["Pruner", "ReportView", "NopPruner", "PercentilePruner", "MedianPruner",
-           "SuccessiveHalvingPruner", "TrialPruned", "PRUNER_NAMES", "build_pruner"]
+           "SuccessiveHalvingPruner", "HyperbandPruner", "TrialPruned", "PRUNER_NAMES", "build_pruner"]
 
 
 class TrialPruned(Exception):
@@ -46,12 +51,16 @@ class TrialPruned(Exception):
 class ReportView(Protocol):
     """The other trials' reports, as a pruner may query them (minimisation sign)."""
 
+    trial_number: int  # the number of the trial being judged
+
     def num_complete(self) -> int:
         """How many trials of the study are complete."""
 
-    def values_at(self, step: int, *, complete_only: bool, exact: bool) -> np.ndarray:
-        """``(k,)`` one value per other trial: its report at ``step`` (``exact``), or at its
-        first reported step ``>= step``; ``nan`` for a non-finite report."""
+    def values_at(self, step: int, *, complete_only: bool, exact: bool,
+                  among: Callable[[int], bool] | None = None) -> np.ndarray:
+        """``(k,)`` one value per other trial (whose number passes ``among``, if given):
+        its report at ``step`` (``exact``), or at its first reported step ``>= step``;
+        ``nan`` for a non-finite report."""
 
 
 class Pruner:
@@ -165,7 +174,8 @@ class SuccessiveHalvingPruner(Pruner):
             r *= self.reduction_factor
         return out
 
-    def should_prune(self, steps, values, view) -> bool:
+    def should_prune(self, steps, values, view, among: Callable[[int], bool] | None = None) -> bool:
+        """``among``: only trials whose number passes compete (``HyperbandPruner``'s brackets)."""
         value = float(values[-1])
         if not math.isfinite(value):
             return True
@@ -174,7 +184,7 @@ class SuccessiveHalvingPruner(Pruner):
         for rung in self.rungs(last):
             if rung <= before:  # reached earlier and promoted then
                 continue
-            others = view.values_at(rung, complete_only=False, exact=False)
+            others = view.values_at(rung, complete_only=False, exact=False, among=among)
             # A non-finite rival ranks last; it never blocks a promotion.
             competing = np.sort(np.append(np.where(np.isfinite(others), others, np.inf), value))
             keep = max(1, competing.size // self.reduction_factor)
@@ -183,9 +193,59 @@ class SuccessiveHalvingPruner(Pruner):
         return False
 
 
+
+class HyperbandPruner(Pruner):
+    """Hyperband over reported steps: ASHA brackets that judge from different first rungs.
+
+    With ``s_max = floor(log_eta(max_resource / min_resource))`` there are
+    ``s_max + 1`` brackets; bracket ``b`` is
+    ``SuccessiveHalvingPruner(min_resource, eta, min_early_stopping_rate=b)``,
+    so bracket 0 judges first at ``min_resource`` steps and the last lets
+    its trials run to about ``max_resource`` before judging. A trial's bracket
+    follows from its number alone (a CRC-32 of it, weighted by the number of
+    configurations Hyperband gives each bracket, ``ceil((s_max + 1) eta^s / (s + 1))``
+    for ``s = s_max - b``), so every process assigns it alike, and it
+    competes only with the trials of its bracket.
+
+    Args:
+      min_resource: steps before the earliest rung (``>= 1``).
+      max_resource: the steps a full run reports (``>= min_resource``).
+      reduction_factor: ``eta >= 2``.
+    """
+
+    def __init__(self, min_resource: int = 1, max_resource: int = 81, reduction_factor: int = 3):
+        self.min_resource = check_int("min_resource", min_resource, 1)
+        self.max_resource = check_int("max_resource", max_resource, self.min_resource)
+        self.reduction_factor = check_int("reduction_factor", reduction_factor, 2)
+        eta, s_max = self.reduction_factor, 0
+        while self.min_resource * eta ** (s_max + 1) <= self.max_resource:
+            s_max += 1
+        self._brackets = [SuccessiveHalvingPruner(self.min_resource, eta, b) for b in range(s_max + 1)]
+        weights = [math.ceil((s_max + 1) * eta ** (s_max - b) / (s_max - b + 1)) for b in range(s_max + 1)]
+        self._bounds = np.cumsum(weights)
+
+    def __repr__(self) -> str:
+        return (f"HyperbandPruner(min_resource={self.min_resource}, max_resource={self.max_resource}, "
+                f"reduction_factor={self.reduction_factor})")
+
+    @property
+    def num_brackets(self) -> int:
+        return len(self._brackets)
+
+    def bracket(self, number: int) -> int:
+        """The bracket of trial ``number``, ``0 <= b < num_brackets``."""
+        slot = zlib.crc32(str(int(number)).encode()) % int(self._bounds[-1])
+        return int(np.searchsorted(self._bounds, slot, side="right"))
+
+    def should_prune(self, steps, values, view) -> bool:
+        mine = self.bracket(view.trial_number)
+        return self._brackets[mine].should_prune(steps, values, view, among=lambda n: self.bracket(n) == mine)
+
+
 # Names a run configuration may give (``pruner = { name = "asha", reduction_factor = 3 }``).
 _BY_NAME = {"none": NopPruner, "median": MedianPruner, "percentile": PercentilePruner,
-            "asha": SuccessiveHalvingPruner, "successive_halving": SuccessiveHalvingPruner}
+            "asha": SuccessiveHalvingPruner, "successive_halving": SuccessiveHalvingPruner,
+            "hyperband": HyperbandPruner}
 PRUNER_NAMES = tuple(_BY_NAME)
 
 

@@ -523,16 +523,16 @@ class SQLiteStorage:
 
     @staticmethod
     def reports_at(c: sqlite3.Connection, study_id: int, step: int, exclude_trial: int, *,
-                   complete_only: bool, exact: bool) -> list[float | None]:
-        """One value per other trial: its report at ``step`` (``exact``), else at its first
-        reported step ``>= step``; only complete trials with ``complete_only``."""
+                   complete_only: bool, exact: bool) -> list[tuple[int, float | None]]:
+        """``(trial number, value)`` per other trial: its report at ``step`` (``exact``), else
+        at its first reported step ``>= step``; only complete trials with ``complete_only``."""
         state = "AND t.state='complete' " if complete_only else ""
         if exact:
-            sql = ("SELECT r.value FROM reports r JOIN trials t ON t.id = r.trial_id "
+            sql = ("SELECT t.number, r.value FROM reports r JOIN trials t ON t.id = r.trial_id "
                    f"WHERE r.study_id=? AND r.step=? AND r.trial_id<>? {state}")
         else:
-            sql = ("SELECT r.value FROM reports r JOIN (SELECT trial_id, MIN(step) AS s FROM reports "
+            sql = ("SELECT t.number, r.value FROM reports r JOIN (SELECT trial_id, MIN(step) AS s FROM reports "
                    "WHERE study_id=? AND step>=? AND trial_id<>? GROUP BY trial_id) m "
                    "ON r.trial_id = m.trial_id AND r.step = m.s JOIN trials t ON t.id = r.trial_id "
                    f"WHERE 1 {state}")
-        return [r[0] for r in c.execute(sql, (study_id, step, exclude_trial))]
+        return c.execute(sql, (study_id, step, exclude_trial)).fetchall()

@@ -696,7 +696,7 @@ class Study:
             sign = -1.0 if self.maximize else 1.0
             steps = np.array([r[0] for r in reports], np.int64)
             values = np.array([np.nan if r[1] is None else sign * r[1] for r in reports], np.float64)
-            return bool(self.pruner.should_prune(steps, values, _StoredReports(self, c, row[12], sign)))
+            return bool(self.pruner.should_prune(steps, values, _StoredReports(self, c, row[12], number, sign)))
 
     # ------------------------------------------------------------ optimize
     def optimize(self, objective: Callable[[dict], Any], num_trials: int | None = None,
@@ -1013,16 +1013,19 @@ class Study:
 class _StoredReports(ReportView):
     """A pruner's view of the other trials' reports, inside one read transaction."""
 
-    def __init__(self, study: Study, c: Any, trial_id: int, sign: float):
+    def __init__(self, study: Study, c: Any, trial_id: int, number: int, sign: float):
         self._study, self._c, self._trial_id, self._sign = study, c, trial_id, sign
+        self.trial_number = number
 
     def num_complete(self) -> int:
         return self._study._storage.count(self._c, self._study._id, (TrialState.COMPLETE,))
 
-    def values_at(self, step: int, *, complete_only: bool, exact: bool) -> np.ndarray:
+    def values_at(self, step: int, *, complete_only: bool, exact: bool,
+                  among: Callable[[int], bool] | None = None) -> np.ndarray:
         got = self._study._storage.reports_at(self._c, self._study._id, step, self._trial_id,
                                               complete_only=complete_only, exact=exact)
-        return np.array([np.nan if v is None else self._sign * v for v in got], np.float64)
+        return np.array([np.nan if v is None else self._sign * v for n, v in got if among is None or among(n)],
+                        np.float64)
 
 
 # The trial that Study.optimize is running in this thread: (study, number).
