@@ -716,7 +716,9 @@ class Study:
           objective: takes a dict of Python values (labels restored), returns
             a number (minimised unless the study maximises); with several
             objectives, a sequence of ``num_objectives`` values then
-            ``num_constraints`` constraint values.
+            ``num_constraints`` constraint values. While it runs it may call
+            ``jaxhpo.study.report(value, step)`` and ``should_prune()``, and
+            raise ``TrialPruned`` to stop (the trial is recorded as pruned).
           catch: exception classes recorded as failed trials (with their
             text) while the study goes on; others are recorded and re-raised.
             An objective returning a non-finite value fails its trial too.
