@@ -425,3 +425,19 @@ def test_the_pruning_example_runs_and_prunes(tmp_path, capsys):
     assert study.best_value == min(t.value for t in done)
     epochs = sum(len(t.intermediate_values) for t in trials)
     assert f"8 trials, {8 - len(done)} pruned, {epochs} of {8 * example.EPOCHS} epochs" in capsys.readouterr().out
+
+
+def test_the_progress_line_counts_pruned_trials(capsys):
+    from jaxhpo.study.progress import PlainProgress
+
+    p = PlainProgress(10, interval=0.0)
+    p.update(2, best=0.5, pruned=1)
+    p.update(1, failed=1)
+    p.close()
+    err = capsys.readouterr().err
+    assert "trials 3/10" in err and "failed 1  pruned 1" in err
+    study = Study(SPACE, RANDOM, seed=7, pruner=SuccessiveHalvingPruner())
+    study.optimize(pruned_objective, num_trials=9, progress=True)
+    pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
+    err = capsys.readouterr().err
+    assert pruned and (f"pruned={pruned}" in err or f"pruned {pruned}" in err)  # tqdm's postfix, or the plain line

@@ -22,7 +22,7 @@ def _fmt(best: float | None) -> str:
 
 
 class PlainProgress:
-    """A dependency-free progress line: ``trials 40/100  best 0.0123  2.1 s``.
+    """A dependency-free progress line: ``trials 40/100  best 0.0123  pruned 12  2.1 s``.
 
     Prints at most every ``interval`` seconds (and at the end) to ``file``.
     """
@@ -30,12 +30,13 @@ class PlainProgress:
     def __init__(self, total: int | None, desc: str = "trials", file: TextIO | None = None,
                  interval: float = 1.0):
         self.total, self.desc, self.file, self.interval = total, desc, file or sys.stderr, interval
-        self.n, self.best, self.failed = 0, None, 0
+        self.n, self.best, self.failed, self.pruned = 0, None, 0, 0
         self._t0 = self._last = time.perf_counter()
 
-    def update(self, n: int = 1, best: float | None = None, failed: int = 0) -> None:
+    def update(self, n: int = 1, best: float | None = None, failed: int = 0, pruned: int = 0) -> None:
         self.n += n
         self.failed += failed
+        self.pruned += pruned
         if best is not None:
             self.best = best
         now = time.perf_counter()
@@ -46,7 +47,8 @@ class PlainProgress:
     def _print(self) -> None:
         total = f"/{self.total}" if self.total else ""
         failed = f"  failed {self.failed}" if self.failed else ""
-        print(f"{self.desc} {self.n}{total}  best {_fmt(self.best)}{failed}  "
+        pruned = f"  pruned {self.pruned}" if self.pruned else ""
+        print(f"{self.desc} {self.n}{total}  best {_fmt(self.best)}{failed}{pruned}  "
               f"{time.perf_counter() - self._t0:.1f} s", file=self.file, flush=True)
 
     def close(self) -> None:
@@ -58,14 +60,17 @@ class _TqdmProgress:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, desc=desc, unit="trial", dynamic_ncols=True)
-        self.failed = 0
+        self.failed = self.pruned = 0
 
-    def update(self, n: int = 1, best: float | None = None, failed: int = 0) -> None:
+    def update(self, n: int = 1, best: float | None = None, failed: int = 0, pruned: int = 0) -> None:
         self.failed += failed
-        if best is not None or failed:
+        self.pruned += pruned
+        if best is not None or failed or pruned:
             post = {"best": _fmt(best)}
             if self.failed:
                 post["failed"] = self.failed
+            if self.pruned:
+                post["pruned"] = self.pruned
             self.bar.set_postfix(post, refresh=False)
         self.bar.update(n)
 
@@ -74,7 +79,7 @@ class _TqdmProgress:
 
 
 class _NoProgress:
-    def update(self, n: int = 1, best: float | None = None, failed: int = 0) -> None:
+    def update(self, n: int = 1, best: float | None = None, failed: int = 0, pruned: int = 0) -> None:
         pass
 
     def close(self) -> None:
@@ -82,7 +87,7 @@ class _NoProgress:
 
 
 def progress_bar(total: int | None, enabled: bool = True, desc: str = "trials") -> Any:
-    """An object with ``update(n, best=..., failed=...)`` and ``close()``.
+    """An object with ``update(n, best=..., failed=..., pruned=...)`` and ``close()``.
 
     tqdm when installed, else ``PlainProgress``; a no-op when not ``enabled``.
     """

@@ -798,7 +798,7 @@ class Study:
                 if value is not None and not self.multi_objective and (
                         best[0] is None or (value > best[0] if self.maximize else value < best[0])):
                     best[0] = value
-            bar.update(1, best=best[0], failed=int(value is None and not pruned))
+            bar.update(1, best=best[0], failed=int(value is None and not pruned), pruned=int(pruned))
             if callbacks:
                 if pruned:
                     for f in callbacks:
