@@ -62,7 +62,8 @@ def _direction(study: Any) -> str:
 
 
 def plot_history(study: Any, path: Any = None):
-    """Every finished trial's value by trial number, failed ones marked, and the best so far."""
+    """Every finished trial's value by trial number, failed ones marked, pruned ones at
+    their last reported value, and the best so far (of complete trials)."""
     _single(study)
     trials = [t for t in study.get_trials() if t.finished]
     if not any(t.state == TrialState.COMPLETE for t in trials):
@@ -79,6 +80,10 @@ def plot_history(study: Any, path: Any = None):
     if failed:
         worst = np.max(val) if not study.maximize else np.min(val)  # failed trials count as worst
         ax.scatter(failed, np.full(len(failed), worst), marker="x", color="k", s=18, label="failed (at worst)")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.value is not None]
+    if pruned:
+        ax.scatter([t.number for t in pruned], [t.value for t in pruned], s=10, color="C7", alpha=0.5,
+                   label="pruned (last report)")
     ax.set_xlabel("trial")
     ax.set_ylabel(f"objective ({_direction(study)})")
     ax.set_title(f"{study.name}: optimisation history")

@@ -387,6 +387,11 @@ def test_intermediate_values_plot_draws_every_report(tmp_path):
     assert sorted(crosses) == sorted((t.last_step, t.value) for t in study.trials if t.state == TrialState.PRUNED)
     assert crosses and (tmp_path / "iv.png").read_bytes()[:4] == b"\x89PNG"
     assert "intermediate_values.png" in [p.name for p in plot.save_plots(study, tmp_path / "all")]
+    # the history shows pruned trials at their last reported value
+    hist = plot.plot_history(study)
+    shown = {c.get_label(): c.get_offsets().tolist() for c in hist.axes[0].collections}
+    assert sorted(map(tuple, shown["pruned (last report)"])) == sorted(
+        (t.number, t.value) for t in study.trials if t.state == TrialState.PRUNED)
     plain = Study(SPACE, RANDOM, seed=6)
     plain.optimize(lambda p: p["start"], num_trials=2, progress=False)
     with pytest.raises(ValueError, match="no reported intermediate values"):
