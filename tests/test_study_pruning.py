@@ -446,3 +446,39 @@ def test_the_progress_line_counts_pruned_trials(capsys):
     pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
     err = capsys.readouterr().err
     assert pruned and (f"pruned={pruned}" in err or f"pruned {pruned}" in err)  # tqdm's postfix, or the plain line
+
+
+def test_two_processes_prune_from_one_file(tmp_path):
+    from test_study_storage import _child
+
+    db = tmp_path / "shared.db"
+    code = """
+        from jaxhpo.study import Study, SuccessiveHalvingPruner
+        import jaxhpo, test_study_pruning as t
+        study = Study(t.SPACE, jaxhpo.RandomSearch(t.SPACE, 4), seed=8, storage=sys.argv[1],
+                      pruner=SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+        def slow(p):
+            time.sleep(0.01)
+            return t.pruned_objective(p)
+        study.optimize(slow, max_trials=24, progress=False)
+    """
+    children = [_child(code, str(db)) for _ in range(2)]
+    for c in children:
+        _, err = c.communicate(timeout=180)
+        assert c.returncode == 0, err
+    with Study.load(db) as study:
+        trials = study.trials
+    assert [t.number for t in trials] == list(range(24))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({t.worker for t in trials}) == 2  # both took part
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == list(range(STEPS))
+            assert t.value == pytest.approx(curve(t.params, STEPS - 1))
+    for t in pruned:
+        # stopped at a rung, by a rival that was better there
+        rung = t.last_step
+        assert rung in (1, 3, 9) and t.value == t.intermediate_values[rung]
+        assert any(o.intermediate_values.get(rung, np.inf) < t.value for o in trials if o.number != t.number)
