@@ -181,7 +181,9 @@ def test_median_pruning_in_a_study_matches_a_replay_of_its_reports(maximize):
         return sign * curve(p, STEPS - 1)
 
     study = Study(SPACE, RANDOM, seed=3, maximize=maximize, pruner=MedianPruner(n_startup_trials=3))
-    study.optimize(objective, num_trials=24, progress=False)
+    seen = []
+    study.optimize(objective, num_trials=24, progress=False, callbacks=[lambda s, t: seen.append(t)])
+    assert seen == study.trials  # callbacks get the stored trials, reports and all
     trials = replay(study)
     assert sum(st == TrialState.PRUNED for _, st, _ in trials) >= 5
     for k, (_, state, reps) in enumerate(trials):

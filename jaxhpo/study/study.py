@@ -38,7 +38,6 @@ stopped), so the strategy learns to avoid the region instead of seeing a gap
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import numbers
@@ -800,20 +799,7 @@ class Study:
                     best[0] = value
             bar.update(1, best=best[0], failed=int(value is None and not pruned), pruned=int(pruned))
             if callbacks:
-                if pruned:
-                    for f in callbacks:
-                        f(self, self.get_trials(number=row[0])[0])
-                    return
-                done = TrialState.COMPLETE if value is not None else TrialState.FAILED
-                if self.multi_objective:
-                    m = self.num_objectives
-                    trial = dataclasses.replace(
-                        self._trial(row), error=error, finished_at=time.time(), state=done,
-                        values=None if value is None else value[:m],
-                        constraints=None if value is None else value[m:])
-                else:
-                    trial = dataclasses.replace(self._trial(row), value=value, error=error,
-                                                finished_at=time.time(), state=done)
+                trial = self.get_trials(number=row[0])[0]  # as stored: final once finished
                 for f in callbacks:
                     f(self, trial)
 
@@ -1009,7 +995,6 @@ class Study:
         except ImportError:
             raise ImportError("to_dataframe needs pandas (pip install pandas); to_records() does not") from None
         return pd.DataFrame(self.to_records(states))
-
 
 
 class _StoredReports(ReportView):
