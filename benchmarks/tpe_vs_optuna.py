@@ -2,7 +2,8 @@
 
 (a) Quality: median simple regret (best value found minus the known
     minimum) after 200 evaluations, one per generation, on Hartmann6 (6-D,
-    ``[0, 1]^6``) and Ackley-10D (``[-32.768, 32.768]^10``), for the
+    ``[0, 1]^6``) and Ackley-10D (``[-32.768, 32.768]^10``) by default, or
+    Branin (``--problems branin``: 2-D, three global minima), for the
     independent (``multivariate=False``) and the multivariate TPE. Both use
     10 startup points (jaxhpo: scrambled Sobol; Optuna: random) and their
     defaults otherwise. jaxhpo's seeds run vmapped in one program; Optuna's
@@ -26,7 +27,7 @@
     Medians and minima over repeats are both reported (minima are steadier
     on a shared machine).
 
-Run: ``python -m benchmarks.tpe_vs_optuna [--quick] [--optuna-seeds N] [--seeds N]``.
+Run: ``python -m benchmarks.tpe_vs_optuna [--quick] [--optuna-seeds N] [--seeds N] [--problems ...]``.
 """
 
 from __future__ import annotations
@@ -68,9 +69,15 @@ def ackley(x, xp=jnp):
             + 20.0 + math.e)
 
 
+def branin(x, xp=jnp):
+    a, b, c, r, s, t = 1.0, 5.1 / (4 * math.pi ** 2), 5 / math.pi, 6.0, 10.0, 1 / (8 * math.pi)
+    return a * (x[1] - b * x[0] ** 2 + c * x[0] - r) ** 2 + s * (1 - t) * xp.cos(x[0]) + s
+
+
 PROBLEMS = {
     "hartmann6": (jaxhpo.Space({f"x{i}": jaxhpo.Float(0.0, 1.0) for i in range(6)}), hartmann6, HARTMANN6_MIN),
     "ackley10": (jaxhpo.Space({f"x{i}": jaxhpo.Float(-32.768, 32.768) for i in range(10)}), ackley, 0.0),
+    "branin": (jaxhpo.Space(x0=jaxhpo.Float(-5.0, 10.0), x1=jaxhpo.Float(0.0, 15.0)), branin, 0.397887357729739),
 }
 
 
@@ -159,6 +166,7 @@ def main() -> None:
     parser.add_argument("--optuna-seeds", type=int, default=300, help="Optuna studies per cell")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=["hartmann6", "ackley10"])
     args = parser.parse_args()
     import optuna
 
@@ -169,7 +177,7 @@ def main() -> None:
 
     quality, speed = [], []
     if not args.skip_quality:
-        for name in PROBLEMS:
+        for name in args.problems:
             for mv in (False, True):
                 t0 = time.perf_counter()
                 ours = jaxhpo_regrets(name, mv, seeds)
@@ -214,6 +222,8 @@ def main() -> None:
 
     # A part run alone keeps its own file, so that it does not replace the other's figures.
     name = "tpe_vs_optuna" + ("_quality" if args.skip_speed else "_speed" if args.skip_quality else "")
+    if args.problems != ["hartmann6", "ackley10"] and not args.skip_quality:
+        name += "_" + "_".join(args.problems)
     write_results(name, quality + speed, packages=("optuna",),
                   extra={"quality": quality, "speed": speed, "evals": EVALS, "n_startup": N_STARTUP})
 
