@@ -23,6 +23,15 @@ by an untimed warm-up study.
 
     python -m benchmarks study_pruning [--trials 40] [--seeds 5] [--epochs 27]
         [--storage memory|sqlite] [--quick]
+
+``--scaling`` measures instead how one pruning decision's time grows with the
+study: ``N`` finished trials of 27 reports each (random curves),
+then one running trial that reports steps 0..9 and asks ``should_prune``
+at step 9 (ASHA's rung; the median rule's decision at that step), a fresh
+such trial per repeat; median of 20 repeats, jaxhpo against Optuna, in
+memory or (``--storage sqlite``) both in SQLite files.
+
+    python -m benchmarks study_pruning --scaling [--sizes 250 1000 4000] [--storage sqlite]
 """
 
 from __future__ import annotations
@@ -158,6 +167,79 @@ def run_optuna(train, pruner_name: str, seed: int, trials: int, folder: str | No
     return dict(best_val_loss=best, test_acc=meter.test[best], pruned=pruned), meter
 
 
+def _curves(n: int, steps: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 2.0, (n, 1)) * (1.0 - rng.uniform(0.0, 0.1, (n, 1))) ** np.arange(steps)
+
+
+def decision_time(sizes, folder: str | None, steps: int = 27, rung: int = 9, repeats: int = 20) -> list[dict]:
+    """Milliseconds per ``should_prune`` with ``n`` finished trials in the study
+    (in memory, or in SQLite files in ``folder``)."""
+    import optuna
+
+    import jaxhpo
+    from jaxhpo.study import MedianPruner, Study, SuccessiveHalvingPruner
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    rows = []
+    for n in sizes:
+        curves = _curves(n, steps)
+        for name in ("median", "asha"):
+            ours = MedianPruner(n_startup_trials=5) if name == "median" else \
+                SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+            storage = None if folder is None else os.path.join(folder, f"jaxhpo_{name}_{n}.db")
+            study = Study(space, jaxhpo.RandomSearch(space, n), seed=0, pruner=ours, storage=storage)
+            for trial, curve in zip(study.ask_trials(), curves):
+                for step, v in enumerate(curve):
+                    study.report(trial, float(v), step)
+                study.tell(trial, float(curve[-1]))
+            def ours_probe():
+                (probe,) = study.ask_trials(1)  # from the next generation
+                for step in range(rung + 1):
+                    study.report(probe, 1.5, step)
+                return lambda: study.should_prune(probe)
+
+            ours_ms = median_ms(ours_probe, repeats)
+            rows.append(dict(system="jaxhpo", pruner=name, trials=n, ms=ours_ms))
+
+            theirs = optuna.pruners.MedianPruner(n_startup_trials=5) if name == "median" else \
+                optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+            ostorage = None if folder is None else f"sqlite:///{os.path.join(folder, f'optuna_{name}_{n}.db')}"
+            ostudy = optuna.create_study(pruner=theirs, storage=ostorage)
+            dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+            # Optuna's ASHA reads each trial's value at a rung from a system
+            # attribute it sets when the trial passes there: set them as it would have.
+            ostudy.add_trials([optuna.trial.create_trial(
+                params={"x": 0.5}, distributions=dist, value=float(c[-1]),
+                intermediate_values={k: float(v) for k, v in enumerate(c)},
+                system_attrs={f"completed_rung_{k}": float(c[3 ** k]) for k in range(3)}) for c in curves])
+
+            def theirs_probe():
+                # a fresh trial each time: Optuna's ASHA records the rungs a trial passed
+                otrial = ostudy.ask(dist)
+                for step in range(rung + 1):
+                    otrial.report(1.5, step)
+                return otrial.should_prune
+
+            theirs_ms = median_ms(theirs_probe, repeats)
+            rows.append(dict(system="optuna", pruner=name, trials=n, ms=theirs_ms))
+            study.close()
+            print(f"  {name:6s} {n:5d} trials: jaxhpo {ours_ms:.3f} ms, Optuna {theirs_ms:.3f} ms", flush=True)
+    return rows
+
+
+def median_ms(make, repeats: int) -> float:
+    """Median milliseconds of ``make()()``, timing only the call ``make`` returns."""
+    times = []
+    for _ in range(repeats):
+        fn = make()
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return float(np.median(times))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=40)
@@ -165,7 +247,17 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=27)
     ap.add_argument("--storage", choices=("memory", "sqlite"), default="memory")
     ap.add_argument("--quick", action="store_true", help="10 trials, 1 seed, 9 epochs (smoke run)")
+    ap.add_argument("--scaling", action="store_true", help="time one decision against the study's size")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 1000, 4000])
     args = ap.parse_args(argv)
+    if args.scaling:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = decision_time([50, 200] if args.quick else args.sizes, tmp if args.storage == "sqlite" else None)
+        print_table(rows, ["system", "pruner", "trials", "ms"], "one should_prune at step 9 with N finished "
+                    f"trials of 27 reports, storage {args.storage} (median ms)")
+        write_results(f"study_pruning_scaling_{args.storage}", rows, extra={"args": vars(args)},
+                      packages=("optuna",))
+        return
     trials, seeds, epochs = (10, 1, 9) if args.quick else (args.trials, args.seeds, args.epochs)
     train = make_trainer(epochs)
     tmp = tempfile.TemporaryDirectory() if args.storage == "sqlite" else None
