@@ -484,3 +484,28 @@ def test_two_processes_prune_from_one_file(tmp_path):
         rung = t.last_step
         assert rung in (1, 3, 9) and t.value == t.intermediate_values[rung]
         assert any(o.intermediate_values.get(rung, np.inf) < t.value for o in trials if o.number != t.number)
+
+
+def test_a_study_sees_reports_of_trials_another_study_object_finished(tmp_path):
+    path = str(tmp_path / "s.db")
+    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 6), seed=0, storage=path,
+              pruner=MedianPruner(n_startup_trials=1))
+    b = Study.load(path, pruner=SuccessiveHalvingPruner())
+    (probe,) = a.ask_trials(1)
+    a.report(probe, 1.0, 0)
+    a.report(probe, 1.0, 1)
+    assert not a.should_prune(probe)  # nothing complete yet: a has cached no finished trial
+    for v in (0.5, 0.7, 0.9, 0.95):  # b finishes four trials, all better than the probe at step 1
+        (t,) = b.ask_trials(1)
+        b.report(t, v, 1)
+        b.tell(t, v)
+    assert a.should_prune(probe)  # a now sees b's trials: their median 0.8 < 1.0
+    # ASHA at rung 1: four finished rivals, a's running probe and this trial make 6, keeping
+    # the best 2; 0.6 is second (without the running probe: 5 keep 1, and it would be pruned)
+    (late,) = b.ask_trials(1)
+    b.report(late, 0.6, 1)
+    assert not b.should_prune(late)
+    a.report(probe, 0.55, 2)  # reports past a rung do not change the probe's rung value
+    assert not b.should_prune(late)
+    a.close()
+    b.close()

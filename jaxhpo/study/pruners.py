@@ -221,6 +221,7 @@ class HyperbandPruner(Pruner):
         while self.min_resource * eta ** (s_max + 1) <= self.max_resource:
             s_max += 1
         self._brackets = [SuccessiveHalvingPruner(self.min_resource, eta, b) for b in range(s_max + 1)]
+        self._bracket_of: dict[int, int] = {}  # memo: every decision asks for every rival's bracket
         weights = [math.ceil((s_max + 1) * eta ** (s_max - b) / (s_max - b + 1)) for b in range(s_max + 1)]
         self._bounds = np.cumsum(weights)
 
@@ -234,8 +235,12 @@ class HyperbandPruner(Pruner):
 
     def bracket(self, number: int) -> int:
         """The bracket of trial ``number``, ``0 <= b < num_brackets``."""
-        slot = zlib.crc32(str(int(number)).encode()) % int(self._bounds[-1])
-        return int(np.searchsorted(self._bounds, slot, side="right"))
+        number = int(number)
+        b = self._bracket_of.get(number)
+        if b is None:
+            slot = zlib.crc32(str(number).encode()) % int(self._bounds[-1])
+            b = self._bracket_of[number] = int(np.searchsorted(self._bounds, slot, side="right"))
+        return b
 
     def should_prune(self, steps, values, view) -> bool:
         mine = self.bracket(view.trial_number)

@@ -60,6 +60,7 @@ from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec
 from .storage import SQLiteStorage, open_storage
 from .progress import progress_bar
 from .pruners import Pruner, ReportView, TrialPruned
+from .report_cache import FinishedReports
 from .trial import FINISHED_STATES, Trial, TrialState
 
 __all__ = ["Study", "report", "should_prune"]
@@ -273,6 +274,7 @@ class Study:
             raise ValueError(f"pruner: a study of {self.num_objectives} objectives cannot be pruned (a pruner "
                              "ranks one value per step); use pruner=None")
         self.pruner = pruner
+        self._finished_reports = FinishedReports()
         own = not isinstance(storage, SQLiteStorage)
         self._storage = open_storage(storage)
         self._owns_storage = own
@@ -692,6 +694,7 @@ class Study:
             reports = self._storage.trial_reports(c, row[12])
             if not reports:
                 return False
+            self._finished_reports.refresh(c, self._storage, self._id)
             sign = -1.0 if self.maximize else 1.0
             steps = np.array([r[0] for r in reports], np.int64)
             values = np.array([np.nan if r[1] is None else sign * r[1] for r in reports], np.float64)
@@ -998,7 +1001,9 @@ class Study:
 
 
 class _StoredReports(ReportView):
-    """A pruner's view of the other trials' reports, inside one read transaction."""
+    """A pruner's view of the other trials' reports, inside one read transaction: the
+    finished trials' from the study's cache (refreshed for this decision), the
+    running trials' from storage."""
 
     def __init__(self, study: Study, c: Any, trial_id: int, number: int, sign: float):
         self._study, self._c, self._trial_id, self._sign = study, c, trial_id, sign
@@ -1009,10 +1014,19 @@ class _StoredReports(ReportView):
 
     def values_at(self, step: int, *, complete_only: bool, exact: bool,
                   among: Callable[[int], bool] | None = None) -> np.ndarray:
-        got = self._study._storage.reports_at(self._c, self._study._id, step, self._trial_id,
-                                              complete_only=complete_only, exact=exact)
-        return np.array([np.nan if v is None else self._sign * v for n, v in got if among is None or among(n)],
-                        np.float64)
+        numbers, complete, values = self._study._finished_reports.column(step, exact)
+        if complete_only:
+            numbers, values = numbers[complete], values[complete]
+        else:
+            running = self._study._storage.reports_at(self._c, self._study._id, step, self._trial_id,
+                                                      state=TrialState.RUNNING, exact=exact)
+            if running:
+                numbers = np.concatenate([numbers, np.array([n for n, _ in running], np.int64)])
+                values = np.concatenate([values, np.array([np.nan if v is None else v for _, v in running],
+                                                          np.float64)])
+        if among is not None:
+            values = values[np.fromiter((among(int(n)) for n in numbers), bool, numbers.size)]
+        return self._sign * values
 
 
 # The trial that Study.optimize is running in this thread: (study, number).
