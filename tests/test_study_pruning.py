@@ -39,6 +39,10 @@ class FakeView:
     def num_complete(self):
         return sum(done for done, _ in self.trials.values())
 
+    def max_complete_step(self):
+        steps = [max(reps) for done, reps in self.trials.values() if done and reps]
+        return max(steps) if steps else None
+
     def values_at(self, step, *, complete_only, exact, among=None):
         out = []
         for number, (done, reps) in self.trials.items():
@@ -122,12 +126,12 @@ def test_successive_halving_promotes_the_top_third_of_each_rung():
 
 def test_hyperband_brackets_follow_hyperbands_allocation_and_compete_apart():
     hb = HyperbandPruner(min_resource=1, max_resource=27, reduction_factor=3)
-    assert hb.num_brackets == 4  # s_max = 3
+    assert hb.num_brackets() == 4  # s_max = 3
     # Hyperband gives its brackets 27, 12, 6 and 4 configurations (R = 27, eta = 3)
     counts = np.bincount([hb.bracket(n) for n in range(49_000)], minlength=4)
     np.testing.assert_allclose(counts / counts.sum(), np.array([27, 12, 6, 4]) / 49, atol=0.01)
     assert [hb.bracket(n) for n in range(50)] == [HyperbandPruner(1, 27, 3).bracket(n) for n in range(50)]
-    assert HyperbandPruner(2, 17, 2).num_brackets == 4 and HyperbandPruner(5, 5, 3).num_brackets == 1
+    assert HyperbandPruner(2, 17, 2).num_brackets() == 4 and HyperbandPruner(5, 5, 3).num_brackets() == 1
     by_bracket = {b: [n for n in range(200) if hb.bracket(n) == b][:9] for b in range(4)}
     me = by_bracket[0][0]
     # bracket 0 judges at step 1 among its own trials only: 8 better rivals there prune it,
@@ -139,6 +143,24 @@ def test_hyperband_brackets_follow_hyperbands_allocation_and_compete_apart():
     late = by_bracket[1][0]
     rivals = FakeView({n: (False, {1: 0.0, 3: 0.0}) for n in by_bracket[1][1:]}, trial_number=late)
     assert not decide(hb, {1: 5.0}, rivals) and decide(hb, {1: 5.0, 3: 5.0}, rivals)
+
+
+def test_hyperband_with_auto_max_resource_waits_for_a_complete_trial():
+    auto, fixed = HyperbandPruner(min_resource=1, reduction_factor=3), HyperbandPruner(1, 27, 3)
+    assert auto.max_resource == "auto" and auto.num_brackets(27) == fixed.num_brackets() == 4
+    running = {n: (False, {1: 0.0, 3: 0.0, 9: 0.0}) for n in range(100, 140)}
+    # no complete trial yet: the brackets are unknown and nothing is pruned, however bad
+    assert not any(decide(auto, {0: 9.0, s: 9.0}, FakeView(running, trial_number=n))
+                   for n in range(20) for s in (1, 3, 9))
+    # once a trial completed after reporting steps 0..26, it decides as max_resource=27
+    done = {**running, 99: (True, {s: 0.5 for s in range(27)})}
+    for n in range(20):
+        for s, v in ((1, 9.0), (3, 9.0), (9, 9.0), (1, -1.0)):
+            view = FakeView(done, trial_number=n)
+            assert decide(auto, {0: 1.0, s: v}, view) == decide(fixed, {0: 1.0, s: v}, view)
+            assert auto.bracket(n, 27) == fixed.bracket(n)
+    with pytest.raises(ValueError, match="known once a trial completes"):
+        auto.num_brackets()
 
 
 def test_bad_settings_name_the_parameter():
@@ -202,16 +224,19 @@ def test_median_pruning_in_a_study_matches_a_replay_of_its_reports(maximize):
             assert t.value == t.intermediate_values[t.last_step]
 
 
-@pytest.mark.parametrize("kind", ["asha", "hyperband"])
+@pytest.mark.parametrize("kind", ["asha", "hyperband", "hyperband-auto"])
 def test_successive_halving_in_a_study_matches_a_replay_of_its_reports(kind):
     if kind == "asha":
         pruner = SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
         bracket = lambda n: 0  # noqa: E731
     else:
-        pruner = HyperbandPruner(min_resource=1, max_resource=STEPS, reduction_factor=2)
-        bracket = pruner.bracket
+        # "auto": trial 0 runs unjudged (nothing complete yet), then max_resource is STEPS
+        pruner = HyperbandPruner(min_resource=1, max_resource=STEPS if kind == "hyperband" else "auto",
+                                 reduction_factor=2)
+        bracket = lambda n: pruner.bracket(n, STEPS)  # noqa: E731
     study = Study(SPACE, RANDOM, seed=4, pruner=pruner)
     study.optimize(pruned_objective, num_trials=20 if kind == "asha" else 40, progress=False)
+    assert study.trials[0].state == TrialState.COMPLETE
     trials = replay(study)
     for k, (number, state, reps) in enumerate(trials):
         rungs = [2 ** (bracket(number) + i) for i in range(4)]
@@ -224,8 +249,8 @@ def test_successive_halving_in_a_study_matches_a_replay_of_its_reports(kind):
         assert all(passed[:-1]) and passed[-1] == (state == TrialState.COMPLETE)
         assert len(reps) == STEPS if state == TrialState.COMPLETE else max(reps) in rungs
     assert sum(st == TrialState.PRUNED for _, st, _ in trials) >= 5
-    if kind == "hyperband":  # the trials spread over the brackets (weights 8, 6, 4 and 4 of 22)
-        assert len({bracket(n) for n, _, _ in trials}) == pruner.num_brackets == 4
+    if kind != "asha":  # the trials spread over the brackets (weights 8, 6, 4 and 4 of 22)
+        assert len({bracket(n) for n, _, _ in trials}) == pruner.num_brackets(STEPS) == 4
 
 
 def test_pruning_saves_steps_and_keeps_the_best_when_curves_do_not_cross():
@@ -409,7 +434,8 @@ def test_a_run_config_names_its_pruner():
     assert isinstance(parse_config({**base, "pruner": "median"}).pruner, MedianPruner)
     assert parse_config(base).pruner is None
     hb = parse_config({**base, "pruner": {"name": "hyperband", "max_resource": 27}}).pruner
-    assert isinstance(hb, HyperbandPruner) and hb.num_brackets == 4
+    assert isinstance(hb, HyperbandPruner) and hb.num_brackets() == 4
+    assert parse_config({**base, "pruner": "hyperband"}).pruner.max_resource == "auto"
     with pytest.raises(ValueError, match="pruner must be one of"):
         parse_config({**base, "pruner": "hyperbandit"})
     with pytest.raises(ValueError, match="reduction_factor must be >= 2"):

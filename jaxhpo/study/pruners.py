@@ -56,6 +56,9 @@ class ReportView(Protocol):
     def num_complete(self) -> int:
         """How many trials of the study are complete."""
 
+    def max_complete_step(self) -> int | None:
+        """The largest step any complete trial reported, ``None`` before one did."""
+
     def values_at(self, step: int, *, complete_only: bool, exact: bool,
                   among: Callable[[int], bool] | None = None) -> np.ndarray:
         """``(k,)`` one value per other trial (whose number passes ``among``, if given):
@@ -209,42 +212,65 @@ class HyperbandPruner(Pruner):
 
     Args:
       min_resource: steps before the earliest rung (``>= 1``).
-      max_resource: the steps a full run reports (``>= min_resource``).
+      max_resource: the steps a full run reports (``>= min_resource``), or
+        ``"auto"``: one more than the largest step any complete trial
+        reported (as Optuna's default); nothing is pruned before a trial
+        completes, since the brackets are not known until then.
       reduction_factor: ``eta >= 2``.
     """
 
-    def __init__(self, min_resource: int = 1, max_resource: int = 81, reduction_factor: int = 3):
+    def __init__(self, min_resource: int = 1, max_resource: int | str = "auto", reduction_factor: int = 3):
         self.min_resource = check_int("min_resource", min_resource, 1)
-        self.max_resource = check_int("max_resource", max_resource, self.min_resource)
+        if max_resource != "auto":
+            max_resource = check_int("max_resource", max_resource, self.min_resource)
+        self.max_resource = max_resource
         self.reduction_factor = check_int("reduction_factor", reduction_factor, 2)
-        eta, s_max = self.reduction_factor, 0
-        while self.min_resource * eta ** (s_max + 1) <= self.max_resource:
-            s_max += 1
-        self._brackets = [SuccessiveHalvingPruner(self.min_resource, eta, b) for b in range(s_max + 1)]
-        self._bracket_of: dict[int, int] = {}  # memo: every decision asks for every rival's bracket
-        weights = [math.ceil((s_max + 1) * eta ** (s_max - b) / (s_max - b + 1)) for b in range(s_max + 1)]
-        self._bounds = np.cumsum(weights)
+        self._layouts: dict[int, tuple[list, np.ndarray]] = {}
+        self._bracket_of: dict[tuple[int, int], int] = {}  # memo: each decision asks every rival's bracket
 
     def __repr__(self) -> str:
-        return (f"HyperbandPruner(min_resource={self.min_resource}, max_resource={self.max_resource}, "
+        return (f"HyperbandPruner(min_resource={self.min_resource}, max_resource={self.max_resource!r}, "
                 f"reduction_factor={self.reduction_factor})")
 
-    @property
-    def num_brackets(self) -> int:
-        return len(self._brackets)
+    def _layout(self, max_resource: int | None) -> tuple[list, np.ndarray]:
+        """``(brackets, cumulative weights)`` for ``max_resource`` (this pruner's, if ``None``)."""
+        r = self.max_resource if max_resource is None else max(int(max_resource), self.min_resource)
+        if r == "auto":
+            raise ValueError("max_resource='auto': the brackets are known once a trial completes; "
+                             "pass max_resource")
+        if r not in self._layouts:
+            eta, s_max = self.reduction_factor, 0
+            while self.min_resource * eta ** (s_max + 1) <= r:
+                s_max += 1
+            brackets = [SuccessiveHalvingPruner(self.min_resource, eta, b) for b in range(s_max + 1)]
+            weights = [math.ceil((s_max + 1) * eta ** (s_max - b) / (s_max - b + 1)) for b in range(s_max + 1)]
+            self._layouts[r] = (brackets, np.cumsum(weights))
+        return self._layouts[r]
 
-    def bracket(self, number: int) -> int:
-        """The bracket of trial ``number``, ``0 <= b < num_brackets``."""
-        number = int(number)
-        b = self._bracket_of.get(number)
+    def num_brackets(self, max_resource: int | None = None) -> int:
+        """Brackets for ``max_resource`` steps (this pruner's own, if ``None``)."""
+        return len(self._layout(max_resource)[0])
+
+    def bracket(self, number: int, max_resource: int | None = None) -> int:
+        """The bracket of trial ``number``, ``0 <= b < num_brackets(max_resource)``."""
+        bounds = self._layout(max_resource)[1]
+        key = (int(number), int(bounds[-1]))
+        b = self._bracket_of.get(key)
         if b is None:
-            slot = zlib.crc32(str(number).encode()) % int(self._bounds[-1])
-            b = self._bracket_of[number] = int(np.searchsorted(self._bounds, slot, side="right"))
+            slot = zlib.crc32(str(key[0]).encode()) % key[1]
+            b = self._bracket_of[key] = int(np.searchsorted(bounds, slot, side="right"))
         return b
 
     def should_prune(self, steps, values, view) -> bool:
-        mine = self.bracket(view.trial_number)
-        return self._brackets[mine].should_prune(steps, values, view, among=lambda n: self.bracket(n) == mine)
+        r = None
+        if self.max_resource == "auto":
+            last = view.max_complete_step()
+            if last is None:
+                return False
+            r = last + 1
+        brackets = self._layout(r)[0]
+        mine = self.bracket(view.trial_number, r)
+        return brackets[mine].should_prune(steps, values, view, among=lambda n: self.bracket(n, r) == mine)
 
 
 # Names a run configuration may give (``pruner = { name = "asha", reduction_factor = 3 }``).

@@ -1012,6 +1012,9 @@ class _StoredReports(ReportView):
     def num_complete(self) -> int:
         return self._study._storage.count(self._c, self._study._id, (TrialState.COMPLETE,))
 
+    def max_complete_step(self) -> int | None:
+        return self._study._finished_reports.max_complete_step
+
     def values_at(self, step: int, *, complete_only: bool, exact: bool,
                   among: Callable[[int], bool] | None = None) -> np.ndarray:
         numbers, complete, values = self._study._finished_reports.column(step, exact)
