@@ -87,6 +87,26 @@ class Meter:
     def __init__(self):
         self.epochs, self.prune_s, self.calls, self.test = 0, 0.0, 0, {}
 
+    def checker(self, report, should_prune):
+        """``train``'s per-epoch callback: ``report(loss, epoch)``, then ``should_prune()``, timed."""
+        def check(loss, epoch):
+            t0 = time.perf_counter()
+            report(loss, epoch)
+            stop = should_prune()
+            self.prune_s += time.perf_counter() - t0
+            self.calls += 1
+            return stop
+        return check
+
+    def run(self, train, params: dict, check, pruned: type) -> float:
+        """One trial: train, count its epochs, raise ``pruned`` if stopped, else its val loss."""
+        loss, acc, used = train(params["alpha"], params["eta0"], params["power_t"], check)
+        self.epochs += used
+        if loss is None:
+            raise pruned()
+        self.test[loss] = acc
+        return loss
+
 
 def run_jaxhpo(train, pruner_name: str, seed: int, trials: int, folder: str | None,
                epochs: int) -> tuple[dict, Meter]:
@@ -102,24 +122,8 @@ def run_jaxhpo(train, pruner_name: str, seed: int, trials: int, folder: str | No
     storage = None if folder is None else os.path.join(folder, f"jaxhpo_{pruner_name}_{seed}.db")
     study = Study(space, jaxhpo.TPE(space, 1), seed=seed, pruner=pruner, storage=storage)
     meter = Meter()
-
-    def check(loss, epoch):
-        t0 = time.perf_counter()
-        report(loss, epoch)
-        stop = should_prune()
-        meter.prune_s += time.perf_counter() - t0
-        meter.calls += 1
-        return stop
-
-    def objective(p):
-        loss, acc, used = train(p["alpha"], p["eta0"], p["power_t"], check)
-        meter.epochs += used
-        if loss is None:
-            raise TrialPruned()
-        meter.test[loss] = acc
-        return loss
-
-    study.optimize(objective, num_trials=trials, progress=False)
+    check = meter.checker(report, should_prune)
+    study.optimize(lambda p: meter.run(train, p, check, TrialPruned), num_trials=trials, progress=False)
     best = study.best_value
     out = dict(best_val_loss=best, test_acc=meter.test[best], pruned=sum(t.state == "pruned" for t in study.trials))
     study.close()
@@ -140,24 +144,10 @@ def run_optuna(train, pruner_name: str, seed: int, trials: int, folder: str | No
     meter = Meter()
 
     def objective(trial):
-        alpha = trial.suggest_float("alpha", 1e-6, 1e-1, log=True)
-        eta0 = trial.suggest_float("eta0", 1e-4, 1.0, log=True)
-        power_t = trial.suggest_float("power_t", 0.1, 0.9)
-
-        def check(loss, epoch):
-            t0 = time.perf_counter()
-            trial.report(loss, epoch)
-            stop = trial.should_prune()
-            meter.prune_s += time.perf_counter() - t0
-            meter.calls += 1
-            return stop
-
-        loss, acc, used = train(alpha, eta0, power_t, check)
-        meter.epochs += used
-        if loss is None:
-            raise optuna.TrialPruned()
-        meter.test[loss] = acc
-        return loss
+        params = dict(alpha=trial.suggest_float("alpha", 1e-6, 1e-1, log=True),
+                      eta0=trial.suggest_float("eta0", 1e-4, 1.0, log=True),
+                      power_t=trial.suggest_float("power_t", 0.1, 0.9))
+        return meter.run(train, params, meter.checker(trial.report, trial.should_prune), optuna.TrialPruned)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's experimental-feature warnings

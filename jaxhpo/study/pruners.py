@@ -196,7 +196,6 @@ class SuccessiveHalvingPruner(Pruner):
         return False
 
 
-
 class HyperbandPruner(Pruner):
     """Hyperband over reported steps: ASHA brackets that judge from different first rungs.
 

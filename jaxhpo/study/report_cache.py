@@ -52,6 +52,7 @@ class FinishedReports:
         # trial id -> (number, complete, steps (k,) ascending, values (k,), nan for non-finite)
         self._trials: dict[int, tuple[int, bool, np.ndarray, np.ndarray]] = {}
         self._columns: dict[tuple[int, bool], _Column] = {}
+        self.num_complete = 0  # complete trials among them
         self.max_complete_step: int | None = None  # the largest step a complete trial reported
 
     def refresh(self, c: Any, storage: Any, study_id: int) -> None:
@@ -67,6 +68,7 @@ class FinishedReports:
             entry = (number, state == TrialState.COMPLETE, np.array([s for s, _ in reps], np.int64),
                      np.array([v for _, v in reps], np.float64))
             self._trials[trial_id] = entry
+            self.num_complete += entry[1]
             if entry[1] and entry[2].size:
                 last = int(entry[2][-1])
                 self.max_complete_step = last if self.max_complete_step is None else max(self.max_complete_step, last)

@@ -638,13 +638,9 @@ class Study:
         prepared = []
         with self._tx(write=False) as c:
             for number, raw in items:
-                rows = self._storage.trials(c, self._id, number=number)
-                if not rows:
-                    raise ValueError(f"tell: study {self.name!r} has no trial {number}")
-                if rows[0][4] != TrialState.RUNNING:
-                    raise ValueError(f"tell: trial {number} is {rows[0][4]}; only asked (running) trials can be told")
+                row = self._running_row(c, "tell", number, "only asked (running) trials can be told")
                 v, why = (None, None) if pruned else self._parse(raw)
-                prepared.append((rows[0], v, (error or why) if v is None and not pruned else None))
+                prepared.append((row, v, (error or why) if v is None and not pruned else None))
         for row, v, why in prepared:
             if not self._finish(row, v, why, pruned):
                 raise ValueError(f"tell: trial {row[0]} was finished meanwhile by another worker")
@@ -660,12 +656,13 @@ class Study:
             return int(trial)
         raise TypeError(f"{what}: trial must be a Trial or a trial number, got {trial!r}")
 
-    def _running_row(self, c, what: str, number: int) -> tuple:
+    def _running_row(self, c, what: str, number: int, rule: str = "only running trials report") -> tuple:
+        """Trial ``number``'s row; ``ValueError`` naming ``what`` and ``rule`` unless it is running."""
         rows = self._storage.trials(c, self._id, number=number)
         if not rows:
             raise ValueError(f"{what}: study {self.name!r} has no trial {number}")
         if rows[0][4] != TrialState.RUNNING:
-            raise ValueError(f"{what}: trial {number} is {rows[0][4]}; only running trials report")
+            raise ValueError(f"{what}: trial {number} is {rows[0][4]}; {rule}")
         return rows[0]
 
     def report(self, trial: Any, value: Any, step: int) -> None:
@@ -1010,7 +1007,7 @@ class _StoredReports(ReportView):
         self.trial_number = number
 
     def num_complete(self) -> int:
-        return self._study._storage.count(self._c, self._study._id, (TrialState.COMPLETE,))
+        return self._study._finished_reports.num_complete
 
     def max_complete_step(self) -> int | None:
         return self._study._finished_reports.max_complete_step
