@@ -112,6 +112,29 @@ def test_beta_zero_is_the_base_optimiser_bit_for_bit(base):
     assert np.all(np.asarray(lrs) == np.float32(0.05))
 
 
+@pytest.mark.parametrize("base", ["momentum", "adam"])
+@pytest.mark.parametrize("lr", [0.0123, 0.05, 3e-4])
+def test_beta_zero_keeps_each_leaf_in_its_own_dtype(base, lr):
+    """A bfloat16 leaf beside a float32 one, one shared rate: the updates and
+    parameters equal optax's bit for bit, each leaf in its own dtype."""
+    ref = optax.sgd(lr, momentum=0.9) if base == "momentum" else optax.adam(lr)
+    tx = hypergradient_descent(lr, 0.0, base=base)
+    params = {"a": jnp.linspace(-1, 1, 64).astype(jnp.bfloat16), "b": jnp.linspace(-1, 1, 64)}
+
+    def run(opt):
+        p, s = params, opt.init(params)
+        for _ in range(8):
+            g = jax.tree_util.tree_map(lambda x: (0.37 * x + 0.011).astype(x.dtype), p)
+            u, s = opt.update(g, s, p)
+            p = optax.apply_updates(p, u)
+        return p, u
+
+    (p_hd, u_hd), (p_ref, u_ref) = run(tx), run(ref)
+    for k in params:
+        assert u_hd[k].dtype == u_ref[k].dtype == params[k].dtype
+        np.testing.assert_array_equal(np.asarray(p_hd[k], np.float32), np.asarray(p_ref[k], np.float32))
+
+
 def test_per_leaf_rates_follow_their_own_leaf(x64):
     beta, alpha0, steps = 0.01, 0.02, 30
     opt = hypergradient_descent(alpha0, beta, per_leaf=True)

@@ -172,6 +172,28 @@ def test_forward_mode_carries_integer_state_leaves(x64, n_lr):
         np.testing.assert_allclose(np.asarray(g_fwd[name]), np.asarray(g_rev[name]), rtol=1e-8, atol=1e-14)
 
 
+@pytest.mark.parametrize("mode", ["forward", "auto"])
+def test_a_python_number_in_the_state_that_the_step_makes_float_carries_a_tangent(x64, mode):
+    """``init_state`` leaves given as Python ints (``0``), promoted to floats by
+    ``lax.scan`` as in reverse mode: forward mode must differentiate them too."""
+    A, b = jnp.asarray(A_NP), jnp.asarray(B_NP)
+    _, val_loss = _problem()
+
+    def step(state, h, t):
+        w = state["w"] - h["lr"] * (A @ state["w"] - b + jnp.exp(h["log_lam"]) * state["w"])
+        return {"w": w, "ema": 0.9 * state["ema"] + 0.1 * jnp.sum(w ** 2)}
+
+    loss = lambda s, h: val_loss(s["w"], h) + s["ema"]  # noqa: E731
+    hp = {"lr": jnp.asarray(LR0), "log_lam": jnp.log(jnp.asarray(LAM0))}
+    _, g_rev = unrolled(step, loss, 12)(hp, {"w": jnp.zeros(D), "ema": 0})
+    _, g_fwd = unrolled(step, loss, 12, mode=mode)(hp, {"w": jnp.zeros(D), "ema": 0})
+    _, g_ref = unrolled(step, loss, 12, mode=mode)(hp, {"w": jnp.zeros(D), "ema": 0.0})
+    for name in hp:
+        np.testing.assert_allclose(float(g_fwd[name]), float(g_rev[name]), rtol=1e-10)
+        np.testing.assert_allclose(float(g_fwd[name]), float(g_ref[name]), rtol=1e-12)
+        assert float(g_fwd[name]) != 0.0
+
+
 def test_step_index_and_minibatches(x64):
     """``t`` runs 0..T-1 in order, across checkpoint segments and the remainder."""
     def step(s, h, t):

@@ -40,6 +40,15 @@ def test_bad_keys_are_named_before_tracing(key):
         pbt(TRAINER, SPACE, key, popsize=4, num_rounds=2)
 
 
+def test_init_population_wants_one_key_per_member():
+    from jaxhpo.training import init_population
+
+    hp = {"lr": jnp.full(3, 0.1)}
+    assert init_population(TRAINER, jax.random.split(jax.random.key(0), 3), hp)["w"].shape == (3, 2)
+    with pytest.raises(ValueError, match=r"keys must hold one key per member, shape \(3,\)"):
+        init_population(TRAINER, jax.random.split(jax.random.key(0), 2), hp)
+
+
 @pytest.mark.parametrize("kwargs, exc", [
     (dict(factors=(float("nan"), 1.2)), ValueError),
     (dict(factors=(0.8, float("inf"))), ValueError),

@@ -134,7 +134,9 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
         if per_leaf:
             updates = jax.tree_util.tree_map(lambda a, d: (-a) * d, lr, direction)
         else:
-            updates = jax.tree_util.tree_map(lambda d: (-lr) * d, direction)
+            # The shared rate in each leaf's own dtype, as optax's Python-float
+            # step size is: a bfloat16 leaf's update stays bfloat16.
+            updates = jax.tree_util.tree_map(lambda d: (-lr).astype(jnp.result_type(d)) * d, direction)
         return updates, HypergradientState(learning_rate=lr, direction=direction, base_state=base_state)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -108,6 +108,25 @@ def _check_float_leaves(hparams: Any, name: str = "hparams") -> None:
 _LINEARIZE_MAX = 8
 
 
+def _weakly_typed(a: Any) -> bool:
+    if isinstance(a, (int, float, complex)) and not isinstance(a, bool):
+        return True
+    return bool(getattr(getattr(a, "aval", None), "weak_type", False))
+
+
+def _promote_weak_leaves(step, init_state, hparams):
+    """``init_state`` with each weakly typed leaf (a Python number) cast to the
+    dtype ``step`` returns for it, as ``lax.scan`` promotes its carry: a leaf
+    given as ``0`` that the step makes a float must carry a tangent."""
+    out = jax.eval_shape(lambda s: step(s, hparams, jnp.int32(0)), init_state)
+    leaves, treedef = jax.tree_util.tree_flatten(init_state)
+    out_leaves = jax.tree_util.tree_leaves(out)
+    if len(out_leaves) != len(leaves):  # lax.scan names the mismatch
+        return init_state
+    leaves = [jnp.asarray(a, o.dtype) if _weakly_typed(a) else a for a, o in zip(leaves, out_leaves)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
 def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
     """Forward mode for a few hyperparameters: ``(value, grads, final state)``.
 
@@ -121,6 +140,7 @@ def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
     """
     n = flat.size
     basis = jnp.eye(n, dtype=flat.dtype)
+    init_state = _promote_weak_leaves(step, init_state, unravel(flat))
     leaves, treedef = jax.tree_util.tree_flatten(init_state)
     inexact = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
 

@@ -70,7 +70,7 @@ def _check_budget(value: Any, name: str) -> Fraction:
         raise TypeError(f"{name} must be a finite real number, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1 budget unit, got {value!r}")
-    return Fraction(value).limit_denominator(10**9)
+    return Fraction(float(value)).limit_denominator(10**9)
 
 
 def _plain(f: Fraction) -> int | float:
@@ -155,7 +155,8 @@ class MultiFidelityResult:
         the Pareto-front member lowest in the first objective, ties by the
         next ones).
       best_params: it as Python values (labels restored); ``None`` if every
-        configuration failed.
+        configuration trained to the largest budget failed (then no trained
+        state to return is left: lower rungs' states were trained on).
       best_loss, best_budget: its loss (multi-objective: its first
         objective) and budget.
       best_state: its trained state (the train-state pytree, no population axis).
@@ -225,10 +226,11 @@ def survivor_order(losses: Any) -> np.ndarray:
     """
     losses = np.asarray(losses)
     if losses.ndim == 1:
-        return np.argsort(np.where(np.isnan(losses), np.inf, losses), kind="stable")
+        return np.argsort(np.where(np.isfinite(losses), losses, np.inf), kind="stable")
     if losses.ndim != 2 or losses.shape[1] < 1:
         raise ValueError(f"losses must have shape (n,) or (n, m) with m >= 1, got {losses.shape}")
-    return np.asarray(_mo_order(jnp.asarray(losses, jnp.float32)))
+    failed = ~np.isfinite(losses).all(axis=1, keepdims=True)
+    return np.asarray(_mo_order(jnp.asarray(np.where(failed, np.inf, losses), jnp.float32)))
 
 
 @jax.jit

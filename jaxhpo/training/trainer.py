@@ -152,6 +152,8 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
       the train-state pytree with a leading ``(n, ...)`` axis.
     """
     n = _population_size(hparams)
+    if jnp.shape(keys)[:1] != (n,):
+        raise ValueError(f"keys must hold one key per member, shape ({n},), got {jnp.shape(keys)}")
     keys, hparams = _shard((keys, hparams), mesh)
     states = _per_member(lambda a: trainer.init(*a), (keys, hparams), chunk_size, n)
     return _shard(states, mesh)
@@ -202,8 +204,13 @@ def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None
     shapes = jax.eval_shape(jax.vmap(trainer.init), keys, hparams)
 
     def one(shape):
-        zeros = np.zeros(shape.shape, shape.dtype)
-        return jax.device_put(zeros, None if mesh is None else _population_sharding(mesh, zeros.ndim))
+        sharding = None if mesh is None else _population_sharding(mesh, len(shape.shape))
+        if jax.dtypes.issubdtype(shape.dtype, jax.dtypes.prng_key):
+            # A typed key has no host buffer: zero key data, wrapped on the device.
+            data = jax.eval_shape(jax.random.key_data, shape)
+            zeros = jax.device_put(np.zeros(data.shape, data.dtype), sharding)
+            return jax.random.wrap_key_data(zeros, impl=shape.dtype._impl)
+        return jax.device_put(np.zeros(shape.shape, shape.dtype), sharding)
 
     return jax.tree_util.tree_map(one, shapes)
 
