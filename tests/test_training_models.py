@@ -140,6 +140,34 @@ def test_switch_equals_each_optimizer_alone_and_vmaps():
     assert len({tuple(np.round(v, 5)) for v in results.values()}) == len(OPTIMIZERS)
 
 
+def test_switch_keeps_mixed_precision_state_types_in_a_loop():
+    """A bfloat16 leaf beside a float32 one: every branch returns the state's
+    and the gradients' dtypes, so the switch runs as a loop carry (optax alone
+    promotes the bfloat16 moments to float32 under injected rates)."""
+    p0 = {"w": P0["w"], "b": P0["b"].astype(jnp.bfloat16)}
+
+    @jax.jit
+    def run(index):
+        hp = {**HP, "optimizer": index}
+
+        def body(_, c):
+            p, s = c
+            g = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), _grad(p))
+            g = {"w": g["w"], "b": g["b"].astype(jnp.bfloat16)}
+            u, s = SWITCH.update(g, s, p, hp)
+            assert u["b"].dtype == jnp.bfloat16 and u["w"].dtype == jnp.float32
+            return optax.apply_updates(p, u), s
+
+        return jax.lax.fori_loop(0, 20, body, (p0, SWITCH.init(p0)))[0]
+
+    for i, name in enumerate(OPTIMIZERS):
+        out, alone = run(jnp.int32(i)), _run_alone(name)
+        assert out["b"].dtype == jnp.bfloat16
+        # The float32 leaf follows the optimiser alone; the bfloat16 one to its precision.
+        np.testing.assert_allclose(np.asarray(out["w"]), np.asarray(alone["w"]), rtol=2e-2, atol=2e-2)
+        np.testing.assert_allclose(np.asarray(out["b"], np.float32), np.asarray(alone["b"]), rtol=5e-2, atol=2e-2)
+
+
 def test_switch_hyperparameters_are_traced_per_member():
     lrs = jnp.array([0.01, 0.1], jnp.float32)
     out = jax.vmap(lambda lr: _run_switch(jnp.int32(2), lr, jnp.float32(0.0), jnp.float32(0.9)))(lrs)

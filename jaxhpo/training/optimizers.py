@@ -212,9 +212,13 @@ class SwitchOptimizer:
                 s = s._replace(hyperparams={k: values[k].astype(s.hyperparams[k].dtype)
                                             for k in s.hyperparams})
                 updates, s = self._txs[i].update(grads, s, params)
+                # Every branch returns the same types: the slots keep their
+                # dtypes and updates take their gradients' (optax promotes a
+                # bfloat16 leaf's moments and updates by the float32 rates).
+                updates = jax.tree_util.tree_map(lambda u, g: u.astype(jnp.result_type(g)), updates, grads)
                 new = list(slots)
                 for k, leaf in zip(assign[i], jax.tree_util.tree_leaves(s)):
-                    new[k] = leaf
+                    new[k] = leaf.astype(slots[k].dtype)
                 return updates, tuple(new)
             return run
 
