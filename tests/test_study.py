@@ -173,6 +173,65 @@ def test_keyboard_interrupt_leaves_the_trial_unfinished():
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
 
+class InterruptedTell(Center):
+    """Raises KeyboardInterrupt the first time its tell is traced, as Ctrl-C
+    during the strategy's first (compiling) tell would."""
+
+    interrupts = [1]
+
+    def _tell(self, state, x, values):
+        if self.interrupts[0]:
+            self.interrupts[0] -= 1
+            raise KeyboardInterrupt
+        return super()._tell(state, x, values)
+
+
+def test_an_interrupt_while_the_generation_is_told_sends_its_last_trial_back():
+    study = Study(SPACE, InterruptedTell(SPACE, 2), seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(f, num_trials=4, progress=False)
+    # The last trial's finish and the tell were one transaction, rolled back:
+    # the trial waits to run again (not left running, which no worker of this
+    # process would ever claim).
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.WAITING]
+    study.optimize(f, num_trials=3, progress=False)
+    assert study.generation == 2 and [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+
+
+def test_optimize_refuses_to_wait_on_trials_asked_by_hand():
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 3), seed=0)
+    asked = study.ask_trials(2)
+    with pytest.raises(RuntimeError, match=r"waits on trial\(s\) \[0, 1\], asked from this study and not told"):
+        study.optimize(f, num_trials=3, progress=False, n_jobs=2)
+    assert study.trials[2].state == TrialState.COMPLETE  # the free trial ran
+    study.tell([f(t.params) for t in asked])
+    study.optimize(f, num_trials=3, progress=False, n_jobs=2)
+    assert study.generation == 2
+
+
+def test_tell_checks_the_trial_and_the_value():
+    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 3), seed=0, name="a")
+    b = Study(SPACE, jaxhpo.RandomSearch(SPACE, 3), seed=1, name="b")
+    ta, tb = a.ask_trials(), b.ask_trials()
+    with pytest.raises(ValueError, match="trial 0 belongs to study 'b', not to 'a'"):
+        a.tell(tb[0], 1.0)
+    other = Study(SPACE, jaxhpo.RandomSearch(SPACE, 3), seed=2, name="a")  # same name, other storage
+    with pytest.raises(ValueError, match="other parameters than the Trial given"):
+        a.tell(other.ask_trials()[0], 1.0)
+    with pytest.raises(TypeError, match="tell: value must be a real number, got '0.5'"):
+        a.tell(ta[0], "0.5")
+    a.tell(ta[0], np.float32(0.5))
+    a.tell(ta[1], jnp.asarray(0.25))
+    a.tell(ta[2], 10**400)  # beyond float: not finite, so failed
+    assert [t.value for t in a.trials] == [0.5, 0.25, None]
+    assert "beyond float's range" in a.trials[2].error
+    assert [t.number for t in a.get_trials("complete")] == [0, 1]
+    with pytest.raises(TypeError, match="callbacks must be a list of callables"):
+        a.optimize(f, num_trials=1, callbacks=lambda s, t: None)
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        a.optimize(f, num_trials=1, progress="no")
+
+
 def test_maximize_stores_user_values_and_negates_for_the_strategy():
     study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0, maximize=True)
     study.optimize(f, num_generations=3, progress=False)

@@ -61,6 +61,26 @@ def test_each_plot_and_learning_curves(study, tmp_path):
         plot.plot_slice(study, params=["nope"])
 
 
+def test_average_ranks_equal_scipys_and_ties_carry_no_order():
+    from scipy.stats import rankdata
+
+    from jaxhpo.study.importance import average_ranks
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # many ties
+        y = rng.integers(0, 5, size=rng.integers(1, 30)).astype(float)
+        np.testing.assert_array_equal(average_ranks(y), rankdata(y) - 1)
+    flat = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0)
+    flat.optimize(lambda p: 1.0, num_trials=8, progress=False)
+    with pytest.raises(ValueError, match="different values"):
+        param_importance(flat)
+    # A step in x only, with ties on each side: the rest get (almost) nothing.
+    step = Study(SPACE, jaxhpo.RandomSearch(SPACE, 8), seed=0)
+    step.optimize(lambda p: float(p["x"] > 0.0), num_trials=32, progress=False)
+    scores = param_importance(step)
+    assert list(scores)[0] == "x" and scores["x"] > 0.5
+
+
 def test_importance_finds_the_parameter_that_matters(study):
     scores = param_importance(study)
     assert list(scores)[0] == "x"

@@ -324,6 +324,53 @@ def test_report_and_tell_errors_name_the_rule():
         should_prune()
 
 
+def test_reports_take_zero_dimensional_arrays():
+    import jax.numpy as jnp
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 1), seed=0)
+    (t,) = study.ask_trials()
+    for step, v in enumerate([np.float32(0.5), np.array(0.25), jnp.asarray(0.125), jnp.mean(jnp.ones(3)), 2]):
+        study.report(t, v, step)
+    with pytest.raises(TypeError, match="value must be a real number"):
+        study.report(t, np.ones(2), 9)
+    with pytest.raises(TypeError, match="value must be a real number"):
+        study.report(t, np.bool_(True), 9)
+    study.tell(t, 0.1)
+    assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.25, 2: 0.125, 3: 1.0, 4: 2.0}
+
+
+def test_a_run_whose_claim_went_stale_reports_nothing_more(tmp_path):
+    """Trial 0 runs past ``stale_after``; another worker takes it over. The first
+    run's later reports are dropped (the trial's reports are the new run's), its
+    pruning question answers False, and its value, arriving first, stands."""
+    import time
+
+    path = str(tmp_path / "stale.db")
+    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path, stale_after=0.2,
+              pruner=MedianPruner(n_startup_trials=0))
+    b = Study.load(path, stale_after=0.2)
+    taken = []
+
+    def objective(p):
+        report(5.0, 0)
+        time.sleep(0.3)
+        if not taken:
+            taken.append(b.ask_trials(1)[0])  # b requeues the stale trial 0 and claims it
+            b.report(taken[0], 1.0, 0)
+        report(6.0, 1)  # dropped: b holds the trial now
+        assert not should_prune()
+        return 7.0
+
+    a.optimize(objective, num_trials=1, progress=False)
+    t0 = a.trials[0]
+    assert taken[0].number == 0 and t0.state == TrialState.COMPLETE and t0.value == 7.0
+    assert t0.intermediate_values == {0: 1.0}
+    with pytest.raises(ValueError, match="trial 0 is complete"):
+        b.tell(taken[0], 3.0)
+    a.close()
+    b.close()
+
+
 def test_non_finite_reports_are_pruned_and_told_as_failures():
     def objective(p):
         report(1.0, 0)

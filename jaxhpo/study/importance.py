@@ -5,10 +5,10 @@ For each parameter the complete trials are grouped by its value (each
 choice of a categorical, equal-count bins of a numeric parameter, one more
 group for trials where a conditional parameter is inactive), and the score
 is the correlation ratio ``eta^2 = between-group variance / total variance``
-of the values' ranks. This is the first-order (main-effect) term of a
-functional ANOVA estimated without a surrogate model: cheap, dependency-free
-and robust to outliers (ranks), but blind to interactions. Scores are
-normalised to sum to 1.
+of the values' ranks (ties share their mean rank). This is the first-order
+(main-effect) term of a functional ANOVA estimated without a surrogate
+model: cheap, dependency-free and robust to outliers (ranks), but blind to
+interactions. Scores are normalised to sum to 1.
 """
 
 from __future__ import annotations
@@ -44,6 +44,17 @@ def _groups(values: list, numeric: bool, num_bins: int) -> np.ndarray:
     return out
 
 
+def average_ranks(y: np.ndarray) -> np.ndarray:
+    """Ranks ``0 .. n-1`` of ``y`` ``(n,)``, tied values sharing their mean rank
+    (``scipy.stats.rankdata(y) - 1``): ties carry no order, so trial order
+    cannot pass for an effect."""
+    order = np.argsort(y, kind="stable")
+    _, first, counts = np.unique(y[order], return_index=True, return_counts=True)
+    ranks = np.empty(y.size, float)
+    ranks[order] = np.repeat(first + (counts - 1) / 2.0, counts)
+    return ranks
+
+
 def param_importance(study: Any = None, *, space: Space | None = None,
                      trials: Sequence[Trial] | None = None, num_bins: int | None = None,
                      objective: int | None = None) -> dict[str, float]:
@@ -76,7 +87,7 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         y = np.array([t.value for t in done], float)
     if len(done) < 2:
         raise ValueError(f"param_importance needs at least 2 complete trials, got {len(done)}")
-    ranks = np.argsort(np.argsort(y, kind="stable"), kind="stable").astype(float)
+    ranks = average_ranks(y)
     total = float(np.sum((ranks - ranks.mean()) ** 2))
     if total == 0.0:
         raise ValueError("param_importance needs complete trials with different values")
@@ -95,5 +106,5 @@ def param_importance(study: Any = None, *, space: Space | None = None,
     if s <= 0 or not math.isfinite(s):
         scores = {k: 1.0 / len(scores) for k in scores}
     else:
-        scores = {k: v / s for k, v in scores.items()}
+        scores = {k: float(v / s) for k, v in scores.items()}
     return dict(sorted(scores.items(), key=lambda kv: -kv[1]))

@@ -437,10 +437,15 @@ class SQLiteStorage:
                          ids).fetchall()
 
     @staticmethod
-    def release(c: sqlite3.Connection, trial_ids: list[int]) -> None:
-        """Running trials go back to waiting (an interrupted worker), their reports dropped."""
-        running = [(i,) for i in trial_ids
-                   if c.execute("SELECT state FROM trials WHERE id=?", (i,)).fetchone()[0] == "running"]
+    def release(c: sqlite3.Connection, claims: list[tuple[int, float]]) -> None:
+        """Running trials go back to waiting (an interrupted worker), their reports dropped.
+
+        ``claims``: ``(trial id, started_at)`` as claimed; a trial since
+        requeued and claimed again by another run is left to that run.
+        """
+        running = [(i,) for i, started in claims
+                   if c.execute("SELECT state, started_at FROM trials WHERE id=?", (i,)).fetchone()
+                   == ("running", started)]
         c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, started_at=NULL "
                       "WHERE id=?", running)
         c.executemany("DELETE FROM reports WHERE trial_id=?", running)

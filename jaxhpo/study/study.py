@@ -101,6 +101,21 @@ def _check_count(name: str, value: Any) -> int | None:
     return int(value)
 
 
+def _real_scalar(what: str, value: Any) -> float:
+    """A real number or a 0-d numeric array (NumPy, JAX) as a float; ``TypeError`` naming ``what``."""
+    ok = not isinstance(value, (bool, np.bool_, str, bytes)) and np.ndim(value) == 0
+    if ok and not isinstance(value, numbers.Real):
+        dtype = getattr(value, "dtype", None)
+        ok = dtype is not None and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+                                    or str(dtype) == "bfloat16")
+    if not ok:
+        raise TypeError(f"{what}: value must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # a Python int beyond float's range
+        return math.inf if value > 0 else -math.inf
+
+
 def _as_value(raw: Any) -> tuple[float | None, str | None]:
     """An objective's return -> ``(value, None)`` or ``(None, why it failed)``."""
     if raw is None or isinstance(raw, (bool, np.bool_, str, bytes)):
@@ -111,6 +126,8 @@ def _as_value(raw: Any) -> tuple[float | None, str | None]:
         value = float(raw)
     except (TypeError, ValueError):
         return None, f"objective returned a {type(raw).__name__}, not a number"
+    except OverflowError:  # a Python int beyond float's range
+        return None, f"objective returned an integer of {len(str(abs(int(raw))))} digits, beyond float's range"
     if not math.isfinite(value):
         return None, f"objective returned {value}"
     return value, None
@@ -180,6 +197,11 @@ def _check_directions(strategy: Strategy, maximize: Any, directions: Any) -> tup
         raise ValueError(f"maximize must be a bool or a tuple of {m} bools (one per objective of "
                          f"{type(strategy).__name__}), got {maximize!r}")
     return True, tuple(bool(f) for f in maximize)
+
+
+def _claim_of(row: tuple) -> tuple:
+    """A claimed trial row's claim: ``(owner, started_at)``, new at every claim."""
+    return row[13], row[8]
 
 
 def _error_text(exc: BaseException) -> str:
@@ -467,7 +489,8 @@ class Study:
         return Trial(number=number, generation=generation, index=idx, params=self._load_params(params),
                      value=value, state=state, error=error, created_at=created, started_at=started,
                      finished_at=finished, worker=f"{host}:{pid}" if host else None,
-                     values=values, constraints=constraints, intermediate_values=reports or {})
+                     values=values, constraints=constraints, intermediate_values=reports or {},
+                     study=self.name)
 
     def _parse(self, raw: Any) -> tuple[Any, str | None]:
         """An objective's return -> ``(value, None)`` or ``(None, why it failed)``; with
@@ -565,9 +588,21 @@ class Study:
                 self._tell_generation(c, generation)
         return True
 
+    def _check_not_held_by_hand(self, in_flight: set[int]) -> None:
+        """``RuntimeError`` if the current generation waits on trials this study
+        object asked (``ask``) and never told: ``optimize`` would wait forever."""
+        with self._tx(write=False) as c:
+            g = self._storage.study_progress(c, self._id)[0]
+            held = [r[0] for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))
+                    if r[1] == g and r[13] == self._owner and r[0] not in in_flight]
+        if held:
+            raise RuntimeError(
+                f"optimize: generation {g} waits on trial(s) {held}, asked from this study and not told; "
+                "tell their values (study.tell) before optimize can go on")
+
     def _release(self, rows: Iterable[tuple]) -> None:
         with self._tx() as c:
-            self._storage.release(c, [r[12] for r in rows])
+            self._storage.release(c, [(r[12], r[8]) for r in rows])
 
     # ------------------------------------------------------------ ask/tell
     def ask_trials(self, n: int | None = None) -> list[Trial]:
@@ -635,10 +670,17 @@ class Study:
             items = list(zip(self._last_batch, values))
         else:
             items = [(self._number("tell", trial), None if pruned else value)]
+        if not self.multi_objective:
+            for _, raw in items:
+                if raw is not None:
+                    _real_scalar("tell", raw)
         prepared = []
         with self._tx(write=False) as c:
             for number, raw in items:
                 row = self._running_row(c, "tell", number, "only asked (running) trials can be told")
+                if isinstance(trial, Trial) and trial.params != self._load_params(row[3]):
+                    raise ValueError(f"tell: trial {number} of study {self.name!r} has other parameters "
+                                     "than the Trial given; was it asked from another study?")
                 v, why = (None, None) if pruned else self._parse(raw)
                 prepared.append((row, v, (error or why) if v is None and not pruned else None))
         for row, v, why in prepared:
@@ -648,9 +690,11 @@ class Study:
         self._last_batch = [n for n in self._last_batch if n not in told]
 
     # ------------------------------------------------------------ pruning
-    @staticmethod
-    def _number(what: str, trial: Any) -> int:
+    def _number(self, what: str, trial: Any) -> int:
         if isinstance(trial, Trial):
+            if trial.study is not None and trial.study != self.name:
+                raise ValueError(f"{what}: trial {trial.number} belongs to study {trial.study!r}, "
+                                 f"not to {self.name!r}")
             return trial.number
         if isinstance(trial, numbers.Integral) and not isinstance(trial, bool):
             return int(trial)
@@ -667,26 +711,32 @@ class Study:
 
     def report(self, trial: Any, value: Any, step: int) -> None:
         """Record a running trial's intermediate ``value`` at ``step`` (an integer ``>= 0``,
-        each step once per run). A non-finite value is recorded as ``nan`` (and pruned by
-        the built-in pruners). Inside ``optimize``, call ``jaxhpo.study.report(value, step)``."""
-        number = self._number("report", trial)
+        each step once per run). ``value``: a real number or a 0-d array; a non-finite one
+        is recorded as ``nan`` (and pruned by the built-in pruners). Inside ``optimize``,
+        call ``jaxhpo.study.report(value, step)``."""
+        self._report(self._number("report", trial), value, step)
+
+    def _report(self, number: int, value: Any, step: int, claim: tuple | None = None) -> None:
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"report: step must be an integer >= 0, got {step!r}")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"report: value must be a real number, got {value!r}")
+        value = _real_scalar("report", value)
         with self._tx() as c:
             row = self._running_row(c, "report", number)
-            if not self._storage.add_report(c, self._id, row[12], int(step), float(value)):
+            if claim is not None and _claim_of(row) != claim:
+                return  # this run's claim went stale and another run holds the trial now
+            if not self._storage.add_report(c, self._id, row[12], int(step), value):
                 raise ValueError(f"report: trial {number} already reported step {int(step)}; "
                                  "report each step once")
 
     def should_prune(self, trial: Any) -> bool:
         """Whether the study's pruner stops this running trial now (``False`` without a
         pruner or before its first report). Then stop it with ``tell(trial, pruned=True)``."""
-        number = self._number("should_prune", trial)
+        return self._should_prune(self._number("should_prune", trial))
+
+    def _should_prune(self, number: int, claim: tuple | None = None) -> bool:
         with self._tx(write=False) as c:
             row = self._running_row(c, "should_prune", number)
-            if self.pruner is None:
+            if self.pruner is None or (claim is not None and _claim_of(row) != claim):
                 return False
             reports = self._storage.trial_reports(c, row[12])
             if not reports:
@@ -742,8 +792,13 @@ class Study:
             raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if callable(callbacks) or isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable):
+            raise TypeError(f"callbacks must be a list of callables f(study, trial), got {callbacks!r}")
+        callbacks = list(callbacks)
         if not all(callable(f) for f in callbacks):
-            raise TypeError("callbacks must be callables f(study, trial)")
+            raise TypeError("callbacks must be a list of callables f(study, trial)")
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
         finite = getattr(self.strategy, "num_generations", None)
         if num_trials is None and num_generations is None and max_trials is None and timeout is None:
             if not isinstance(finite, int):
@@ -770,10 +825,19 @@ class Study:
         best = [None if best_row is None else best_row[5]]
         lock = threading.Lock()
 
+        def finish(row: tuple, value: Any, error: str | None, pruned: bool = False) -> bool:
+            try:
+                return self._finish(row, value, error, pruned)
+            except BaseException:
+                # Interrupted while recording (say, during the strategy's tell):
+                # the transaction rolled back, so the trial goes back to be run again.
+                self._release([row])
+                raise
+
         def run_one(row: tuple) -> None:
             params = self._load_params(row[3])
             pruned = False
-            _CURRENT.trial = (self, row[0])
+            _CURRENT.trial = (self, row[0], _claim_of(row))
             try:
                 raw = objective(params)
                 value, error = self._parse(raw)
@@ -782,7 +846,7 @@ class Study:
             except catch as exc:  # a failed trial, the study goes on
                 value, error = None, _error_text(exc)
             except Exception as exc:
-                self._finish(row, None, _error_text(exc))
+                finish(row, None, _error_text(exc))
                 bar.update(1, best=best[0], failed=1)
                 raise
             except BaseException:  # interrupted, not finished: it will be run again
@@ -790,7 +854,7 @@ class Study:
                 raise
             finally:
                 _CURRENT.trial = None
-            if not self._finish(row, value, error, pruned):
+            if not finish(row, value, error, pruned):
                 return  # presumed dead and finished by another worker; its result stands
             with lock:
                 # the progress bar's "best" is the single objective's; a front has none
@@ -803,6 +867,9 @@ class Study:
                 for f in callbacks:
                     f(self, trial)
 
+        in_flight: set[int] = set()  # trials this call's workers hold
+        claims = threading.Lock()
+
         def worker() -> None:
             delay = 0.0005
             while not stop.is_set():
@@ -810,7 +877,12 @@ class Study:
                     return
                 if not budget.take():
                     return
-                rows, status = self._claim(1, generation_limit, max_trials)
+                with claims:  # a claim and its record as one step: no worker sees it half done
+                    rows, status = self._claim(1, generation_limit, max_trials)
+                    if status == "ok":
+                        in_flight.add(rows[0][0])
+                    elif status == "wait":
+                        self._check_not_held_by_hand(in_flight)
                 if status != "ok":
                     budget.give_back()
                     if status != "wait":
@@ -820,7 +892,11 @@ class Study:
                     delay = min(2 * delay, 0.05)
                     continue
                 delay = 0.0005
-                run_one(rows[0])
+                try:
+                    run_one(rows[0])
+                finally:
+                    with claims:
+                        in_flight.discard(rows[0][0])
 
         def guarded() -> None:
             try:
@@ -851,6 +927,8 @@ class Study:
     def get_trials(self, states: Sequence[str] | None = None, *, number: int | None = None) -> list[Trial]:
         """Trials in number order, optionally only those in ``states`` (or the one ``number``),
         with their reported intermediate values."""
+        if isinstance(states, str):
+            states = (states,)
         if states is not None:
             states = tuple(states)
             bad = [s for s in states if s not in (TrialState.WAITING, TrialState.RUNNING, *FINISHED_STATES)]
@@ -1033,7 +1111,7 @@ class _StoredReports(ReportView):
 _CURRENT = threading.local()
 
 
-def _current(what: str) -> tuple[Study, int]:
+def _current(what: str) -> tuple[Study, int, tuple]:
     current = getattr(_CURRENT, "trial", None)
     if current is None:
         raise RuntimeError(f"jaxhpo.study.{what}() works inside an objective run by Study.optimize; "
@@ -1042,13 +1120,17 @@ def _current(what: str) -> tuple[Study, int]:
 
 
 def report(value: float, step: int) -> None:
-    """Inside ``Study.optimize``: record the running trial's intermediate ``value`` at ``step``."""
-    study, number = _current("report")
-    study.report(number, value, step)
+    """Inside ``Study.optimize``: record the running trial's intermediate ``value`` at ``step``.
+
+    A run whose trial was meanwhile sent back as stale (``stale_after``) and
+    claimed by another run reports nothing more: the trial's reports are the
+    new run's."""
+    study, number, claim = _current("report")
+    study._report(number, value, step, claim)
 
 
 def should_prune() -> bool:
     """Inside ``Study.optimize``: whether the study's pruner stops the running trial now;
     then ``raise jaxhpo.study.TrialPruned()``."""
-    study, number = _current("should_prune")
-    return study.should_prune(number)
+    study, number, claim = _current("should_prune")
+    return study._should_prune(number, claim)

@@ -59,6 +59,8 @@ class Trial:
         ``<= 0``); ``()`` without constraints, ``None`` unless complete.
       intermediate_values: ``{step: value}`` reported while it ran (``nan``
         for a non-finite report); filled by ``Study.get_trials``.
+      study: the name of the study it belongs to (``tell`` refuses a trial
+        of another study).
     """
 
     number: int
@@ -75,6 +77,7 @@ class Trial:
     values: tuple | None = None
     constraints: tuple | None = None
     intermediate_values: dict = dataclasses.field(default_factory=dict)
+    study: str | None = None
 
     @property
     def last_step(self) -> int | None:
