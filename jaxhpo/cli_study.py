@@ -17,6 +17,16 @@ from typing import Any, Sequence
 __all__ = ["add_subcommands", "main"]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _fail(cmd: str, exc: BaseException) -> int:
     print(f"jaxhpo {cmd}: error: {exc}", file=sys.stderr)
     return 2
@@ -95,7 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             run = left > 0
             budget["num_generations"] = max(left, 1)
         if run:
-            study.optimize(objective, progress=not args.no_progress, n_jobs=cfg.n_jobs, **budget)
+            try:
+                study.optimize(objective, progress=not args.no_progress, n_jobs=cfg.n_jobs, **budget)
+            except KeyboardInterrupt:
+                print(f"\njaxhpo run: interrupted; the finished trials are stored in {cfg.storage}; "
+                      "run the same command again to resume", file=sys.stderr)
+                return 130
         summary = _write_results(study, cfg.output)
         plots = [] if args.no_plots else _plots(study, cfg.output / "plots")
     print(f"study {cfg.name!r}: {summary['trials']}")
@@ -110,10 +125,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_file(study: str) -> Path:
+    """The file of a ``STUDY.db`` argument: a path or a ``sqlite:///`` URL."""
+    from .study.storage import storage_path
+
+    return Path(storage_path(study))
+
+
 def _open(args: argparse.Namespace, cmd: str) -> Any:
     from .study import Study
 
-    path = Path(args.study)
+    path = _study_file(args.study)
     if not path.is_file():
         raise ValueError(f"{args.study!r} does not exist")
     return Study.load(str(path), args.name)
@@ -194,8 +216,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         study = _open(args, "plot")
     except (ValueError, TypeError, StorageError) as e:
         return _fail("plot", e)
-    out = Path(args.output) if args.output else Path(args.study).with_suffix("").parent / (
-        Path(args.study).stem + "_plots")
+    file = _study_file(args.study)
+    out = Path(args.output) if args.output else file.parent / (file.stem + "_plots")
     with study:
         try:
             from . import plot
@@ -208,7 +230,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
                       "pareto_front": plot.plot_pareto_front}[args.kind]
                 path = out / f"{args.kind}.png"
                 out.mkdir(parents=True, exist_ok=True)
-                fn(study, path)
+                if args.kind == "importance" and study.multi_objective:
+                    if args.objective is None:
+                        raise ValueError(f"study {study.name!r} has {study.num_objectives} objectives: "
+                                         f"--kind importance needs --objective K, 0 <= K < {study.num_objectives}")
+                    plot.plot_importance(study, path, objective=args.objective)
+                else:
+                    fn(study, path)
                 paths = [path]
         except (ImportError, ValueError) as e:
             return _fail("plot", e)
@@ -238,7 +266,7 @@ def add_subcommands(subparsers: Any) -> None:
                                           "objectives: its Pareto front and hypervolume).")
     p.add_argument("study", metavar="STUDY.db", help="the study's SQLite file")
     p.add_argument("--name", help="study name (needed when the file holds several)")
-    p.add_argument("--top", type=int, default=10, help="how many trials to list (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="how many trials to list (default 10)")
     p.add_argument("--all", action="store_true", help="list every complete trial and the failures")
     p.set_defaults(func=cmd_show)
 
@@ -252,6 +280,8 @@ def add_subcommands(subparsers: Any) -> None:
                    choices=("all", "history", "parallel_coordinates", "slice", "importance", "pareto_front"),
                    help="one plot only (default all: every plot the study supports; for a study of "
                         "several objectives that is the Pareto front)")
+    p.add_argument("--objective", type=int, default=None,
+                   help="with several objectives, the objective (0, 1, ...) --kind importance ranks for")
     p.set_defaults(func=cmd_plot)
 
 

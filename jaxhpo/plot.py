@@ -193,9 +193,10 @@ def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None
     return _finish(fig, path)
 
 
-def plot_importance(study: Any, path: Any = None):
-    """Horizontal bars of ``param_importance`` (variance of the ranks each parameter explains)."""
-    scores = param_importance(study)
+def plot_importance(study: Any, path: Any = None, *, objective: int | None = None):
+    """Horizontal bars of ``param_importance`` (variance of the ranks each parameter explains);
+    ``objective``: with several objectives, which one."""
+    scores = param_importance(study, objective=objective)
     names = list(scores)[::-1]
     fig = _figure(figsize=(6, 0.5 * len(names) + 1.5))
     ax = fig.add_subplot()

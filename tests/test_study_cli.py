@@ -122,6 +122,10 @@ def test_config_errors_are_clear(folder, capsys):
     assert "unknown format '.ini'" in _error(folder, capsys, "x", fmt="ini")
     assert cli_study.main(["run", str(folder / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (folder / "broken.py").write_text("def objective(p)\n    return 1.0\n")
+    assert "running" in _error(folder, capsys, {**good, "objective": "broken.py:objective"})
+    (folder / "raising.py").write_text("raise RuntimeError('no GPU here')\n")
+    assert "RuntimeError: no GPU here" in _error(folder, capsys, {**good, "objective": "raising.py:objective"})
 
 
 def test_show_and_plot_refuse_bad_files(tmp_path, capsys):
@@ -131,6 +135,32 @@ def test_show_and_plot_refuse_bad_files(tmp_path, capsys):
     assert "not an SQLite database" in capsys.readouterr().err
     assert cli_study.main(["plot", str(tmp_path / "none.db")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_storage_url_is_relative_to_the_config_and_show_takes_it(folder, monkeypatch, capsys):
+    cfg = folder / "url.toml"
+    cfg.write_text(TOML.replace('output = "out"', 'output = "out"\nstorage = "sqlite:///url.db"'))
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli_study.main(["run", str(cfg), "--no-progress", "--no-plots"]) == 0
+    assert (folder / "url.db").is_file() and not (elsewhere / "url.db").exists()
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    assert cli_study.main(["show", "sqlite:///url.db", "--top", "2"]) == 0
+    assert "trials {'complete': 12}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_study.main(["show", "url.db", "--top", "-1"])
+    assert "--top: must be a positive integer" in capsys.readouterr().err
+
+
+def test_reading_a_missing_file_creates_nothing(tmp_path):
+    from jaxhpo.study import StorageError
+
+    for call in (lambda: Study.load(str(tmp_path / "typo.db")), lambda: Study.names(f"sqlite:///{tmp_path}/typo.db")):
+        with pytest.raises(StorageError, match="does not exist"):
+            call()
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_add_subcommands_hooks_into_a_parser():

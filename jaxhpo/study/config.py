@@ -38,6 +38,7 @@ from ..space import Space
 from ..strategies.base import Strategy
 from .pruners import Pruner, build_pruner
 from .specs import build_strategy, space_from_spec
+from .storage import storage_path
 
 __all__ = ["RunConfig", "load_config", "parse_config", "load_objective", "CONFIG_KEYS"]
 
@@ -164,8 +165,8 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
         storage = str(output_path / "study.db")
     elif not isinstance(storage, str) or not storage:
         raise ValueError(f"config: storage must be 'sqlite:///path.db' or a file path, got {storage!r}")
-    elif "://" not in storage:
-        storage = str(base_dir / storage)
+    else:  # a URL's file too is relative to the config's folder
+        storage = str(base_dir / storage_path(storage))
     pruner = data.get("pruner")
     if pruner is not None:
         if isinstance(pruner, str):
@@ -204,7 +205,11 @@ def load_objective(spec: str, base_dir: Path | str = ".") -> Callable:
         module_spec = importlib.util.spec_from_file_location(mod_name, file)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[mod_name] = module
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[mod_name]
+            raise ValueError(f"objective {spec!r}: running {str(file)!r} failed: {type(e).__name__}: {e}") from e
     else:
         # the config's folder first, so a module next to the config is found
         for p in (str(base_dir.resolve()), str(Path.cwd())):
@@ -214,6 +219,8 @@ def load_objective(spec: str, base_dir: Path | str = ".") -> Callable:
             module = importlib.import_module(target)
         except ImportError as e:
             raise ValueError(f"objective {spec!r}: cannot import {target!r} ({e})") from None
+        except Exception as e:
+            raise ValueError(f"objective {spec!r}: importing {target!r} failed: {type(e).__name__}: {e}") from e
     fn = getattr(module, attr, None)
     if fn is None:
         raise ValueError(f"objective {spec!r}: {target!r} has no attribute {attr!r}")

@@ -163,16 +163,25 @@ def _parse_url(storage: str) -> str:
     return path
 
 
-def open_storage(storage: Any, *, timeout: float = 60.0) -> "SQLiteStorage":
-    """``None`` (in memory), an ``SQLiteStorage``, ``"sqlite:///file.db"`` or a path -> storage."""
+def storage_path(storage: str | os.PathLike) -> str:
+    """The file a ``"sqlite:///file.db"`` URL or a path names."""
+    return os.fspath(storage) if isinstance(storage, os.PathLike) else _parse_url(storage)
+
+
+def open_storage(storage: Any, *, timeout: float = 60.0, must_exist: bool = False) -> "SQLiteStorage":
+    """``None`` (in memory), an ``SQLiteStorage``, ``"sqlite:///file.db"`` or a path -> storage.
+
+    ``must_exist``: a file that does not exist is a ``StorageError`` (for
+    reading a study), not a new empty database."""
     if storage is None:
         return SQLiteStorage(":memory:", timeout=timeout)
     if isinstance(storage, SQLiteStorage):
         return storage
-    if isinstance(storage, os.PathLike):
-        return SQLiteStorage(os.fspath(storage), timeout=timeout)
-    if isinstance(storage, str) and storage:
-        return SQLiteStorage(_parse_url(storage), timeout=timeout)
+    if isinstance(storage, os.PathLike) or isinstance(storage, str) and storage:
+        path = storage_path(storage)
+        if must_exist and not os.path.exists(path):
+            raise StorageError(f"storage {storage!r}: file {path!r} does not exist")
+        return SQLiteStorage(path, timeout=timeout)
     raise TypeError(
         f"storage must be None, 'sqlite:///path.db', a file path or an SQLiteStorage, got {storage!r}"
     )

@@ -364,8 +364,11 @@ class Study:
           space, strategy: give them only if they cannot be rebuilt (labels or
             settings that are not JSON-representable); they must match.
           stale_after, pruner: as for ``Study`` (neither is stored).
+
+        Raises:
+          StorageError: a file that does not exist (nothing is created).
         """
-        store = open_storage(storage)
+        store = open_storage(storage, must_exist=True)
         try:
             with store.transaction(write=False) as c:
                 names = store.study_names(c)
@@ -396,8 +399,8 @@ class Study:
 
     @staticmethod
     def names(storage: Any) -> list[str]:
-        """Names of the studies held by ``storage``."""
-        store = open_storage(storage)
+        """Names of the studies held by ``storage`` (a file that does not exist: ``StorageError``)."""
+        store = open_storage(storage, must_exist=True)
         try:
             with store.transaction(write=False) as c:
                 return store.study_names(c)
