@@ -8,16 +8,34 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_key"]
+__all__ = ["check_key", "seed_key"]
+
+
+def seed_key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)`` for a 64-bit ``seed``, all its bits kept.
+
+    Without ``jax_enable_x64``, ``jax.random.key`` keeps a seed's low 32 bits
+    only (``2**32`` and ``0`` give one key). Seeds in ``[0, 2**32)`` give
+    ``jax.random.key(seed)``; others the key JAX makes with 64-bit integers
+    on (threefry key data ``[high 32 bits, low 32 bits]``), or, under another
+    default key implementation, the low bits' key folded with the high ones.
+    """
+    if 0 <= seed < 2**32:
+        return jax.random.key(seed)
+    bits = seed % 2**64
+    high, low = bits >> 32, bits & 0xFFFFFFFF
+    if jax.config.jax_default_prng_impl == "threefry2x32":
+        return jax.random.wrap_key_data(np.array([high, low], np.uint32))
+    return jax.random.fold_in(jax.random.key(low), high)
 
 
 def check_key(key: Any, allow_seed: bool = False) -> Any:
     """One ``jax.random`` key: a typed key of shape ``()`` or raw ``uint32`` key data
-    (``jax.random.PRNGKey``); with ``allow_seed``, also an integer seed, made ``jax.random.key(seed)``."""
+    (``jax.random.PRNGKey``); with ``allow_seed``, also an integer seed, made ``seed_key(seed)``."""
     if allow_seed and isinstance(key, numbers.Integral) and not isinstance(key, bool):
         if not -2**63 <= key < 2**63:
             raise ValueError(f"key as an integer seed must fit in 64 bits, got {key!r}")
-        return jax.random.key(int(key))
+        return seed_key(int(key))
     rule = "a jax.random key or an integer seed" if allow_seed else "a jax.random key"
     dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
     typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)

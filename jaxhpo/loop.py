@@ -50,9 +50,11 @@ def _report(generation, total, best_value, negate) -> None:
     print(f"jaxhpo: generation {int(generation)}/{total}  best {best:.6g}", flush=True)
 
 
-def _check_params(params: Any) -> dict | None:
+def _check_params(strategy: Strategy, params: Any) -> dict | None:
     if params is not None and not isinstance(params, Mapping):
         raise TypeError(f"params must be a dict of the strategy's hyperparameters or None, got {params!r}")
+    if isinstance(strategy, Strategy):
+        strategy.check_params(params)  # concrete values, before the search is traced
     return params
 
 
@@ -129,8 +131,10 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
         # stay replicated, so the sharded run computes the same numbers.
-        values = jnp.asarray(evaluate(objective, strategy.space.decode(_shard_population(x, mesh)),
-                                      chunk_size))
+        values = evaluate(objective, strategy.space.decode(_shard_population(x, mesh)), chunk_size)
+        if not isinstance(values, jax.Array):
+            raise ValueError(f"objective must return one array per configuration (a scalar; for a "
+                             f"multi-objective strategy a vector), got a {type(values).__name__}")
         if chunk_size is None and mesh is None:
             # The values feed several reductions (the strategy's, the failure
             # count); stored once, by a kernel of the objective's own, an
@@ -247,7 +251,7 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     if not callable(objective):
         raise TypeError("objective must be callable")
     mesh = _check_mesh(mesh, strategy.popsize)
-    return _search(strategy, objective, check_key(key), _check_params(params), _check_generations(num_generations),
+    return _search(strategy, objective, check_key(key), _check_params(strategy, params), _check_generations(num_generations),
                    _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history), False,
                    mesh, _check_progress(progress_every))
 
@@ -271,7 +275,7 @@ def search_memory(strategy: Strategy, objective: Callable, num_generations: int,
         raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
     mesh = _check_mesh(mesh, strategy.popsize)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
-    compiled = _search.lower(strategy, objective, jax.random.key(0), _check_params(params),
+    compiled = _search.lower(strategy, objective, jax.random.key(0), _check_params(strategy, params),
                              _check_generations(num_generations),
                              chunk, _check_history(history), False, mesh, None).compile()
     stats = compiled.memory_analysis()
@@ -384,7 +388,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         negate = tuple(bool(m) for m in maximize) + (False,) * strategy.num_constraints
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
     mesh = _check_mesh(mesh, strategy.popsize)
-    state, trace = _search(strategy, objective, key, _check_params(params), _check_generations(num_generations),
+    state, trace = _search(strategy, objective, key, _check_params(strategy, params), _check_generations(num_generations),
                            _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history),
                            negate, mesh, _check_progress(progress_every))
     # Under jax.distributed the outputs span every process's devices: take

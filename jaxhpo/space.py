@@ -37,7 +37,7 @@ def _same_label(a: Any, b: Any) -> bool:
     """Label equality that keeps ``True`` and ``1`` apart."""
     if a is b:
         return True
-    if isinstance(a, bool) != isinstance(b, bool):
+    if isinstance(a, (bool, np.bool_)) != isinstance(b, (bool, np.bool_)):
         return False
     try:
         return bool(a == b)
@@ -71,13 +71,26 @@ def _normalise_when(when: Any) -> tuple:
     return tuple(out)
 
 
+_F32 = np.finfo(np.float32)
+
+
 def _check_bound(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    # The cube decodes in float32: a bound must be a normal float32 number.
+    if abs(value) > float(_F32.max) or 0.0 < abs(value) < float(_F32.tiny):
+        raise ValueError(f"{name} must be 0 or of magnitude in [{float(_F32.tiny):.4g}, "
+                         f"{float(_F32.max):.4g}] (float32), got {value!r}")
     return value
+
+
+def _check_log(log: Any) -> bool:
+    if not isinstance(log, (bool, np.bool_)):
+        raise TypeError(f"log must be True or False, got {log!r}")
+    return bool(log)
 
 
 class _Dimension:
@@ -118,7 +131,10 @@ class Float(_Dimension):
     """A real parameter in ``[low, high]``, uniform or log-uniform in the cube.
 
     Args:
-      low, high: finite bounds with ``low < high``.
+      low, high: bounds with ``low < high``, each 0 or of a normal float32
+        magnitude (``1.2e-38`` to ``3.4e38``: values decode in float32), and
+        distinct in float32. ``Space.to_python`` gives the shortest decimal
+        of each float32 value, within the bounds.
       log: search ``log(value)`` uniformly; needs ``low > 0``.
       when: make the parameter conditional, e.g. ``{"optimizer": "sgd"}`` or
         ``{"optimizer": ["sgd", "nesterov"]}``: active only for those choices.
@@ -131,9 +147,13 @@ class Float(_Dimension):
         high = _check_bound("Float.high", high)
         if not low < high:
             raise ValueError(f"Float needs low < high, got low={low}, high={high}")
+        if not np.float32(low) < np.float32(high):
+            raise ValueError(f"Float needs low < high in float32 (the cube's precision), got low={low}, "
+                             f"high={high}, both {float(np.float32(low))!r} in float32")
+        log = _check_log(log)
         if log and low <= 0:
             raise ValueError(f"Float(log=True) needs low > 0, got low={low}")
-        self._set(low=low, high=high, log=bool(log), when=_normalise_when(when))
+        self._set(low=low, high=high, log=log, when=_normalise_when(when))
 
     def _key(self) -> tuple:
         return (self.low, self.high, self.log, self.when)
@@ -170,7 +190,9 @@ class Int(_Dimension):
 
     Args:
       low, high: integer bounds with ``low <= high`` and at most ``2**22`` values.
-      log: bins of equal width in log space; needs ``low > 0``.
+      log: bins of equal width in log space; needs ``low > 0``, and the top
+        value's bin, ``log((high+1)/high) / log((high+1)/low)`` of the cube, at
+        least ``2**-22`` of it (float32 cube points then reach every integer).
       when: see ``Float``.
     """
 
@@ -178,7 +200,9 @@ class Int(_Dimension):
 
     def __init__(self, low: int, high: int, log: bool = False, *, when: Any = None):
         for name, value in (("Int.low", low), ("Int.high", high)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            if not isinstance(value, numbers.Integral):
                 if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
                     continue
                 if isinstance(value, numbers.Real) and not math.isfinite(value):
@@ -187,6 +211,7 @@ class Int(_Dimension):
         low, high = int(low), int(high)
         if low > high:
             raise ValueError(f"Int needs low <= high, got low={low}, high={high}")
+        log = _check_log(log)
         if log and low <= 0:
             raise ValueError(f"Int(log=True) needs low > 0, got low={low}")
         if high - low + 1 > _MAX_INT_VALUES:
@@ -195,7 +220,17 @@ class Int(_Dimension):
             )
         if max(abs(low), abs(high)) >= 2**31 - 1:
             raise ValueError(f"Int bounds must fit in int32, got low={low}, high={high}")
-        self._set(low=low, high=high, log=bool(log), when=_normalise_when(when))
+        if log:
+            # The top value's bin is the narrowest: log((high+1)/high) of the
+            # cube's log((high+1)/low). Below 2**-22 of the cube (the linear
+            # rule's bin) float32 cube points stop reaching every integer.
+            top_bin = math.log1p(1.0 / high) / math.log((high + 1) / low)
+            if top_bin < 1.0 / _MAX_INT_VALUES:
+                raise ValueError(
+                    f"Int(log=True) range too wide for a float32 cube: the top value's bin would be "
+                    f"{top_bin:.3g} of it, under 2**-22; narrow [{low}, {high}] or drop log"
+                )
+        self._set(low=low, high=high, log=log, when=_normalise_when(when))
 
     def _key(self) -> tuple:
         return (self.low, self.high, self.log, self.when)
@@ -207,11 +242,17 @@ class Int(_Dimension):
     def cardinality(self) -> int:
         return self.high - self.low + 1
 
+    def _log_span(self) -> float:
+        return math.log((self.high + 1) / self.low)
+
     def decode(self, u):
         if self.log:
-            a, b = math.log(self.low), math.log(self.high + 1)
-            v = jnp.floor(jnp.exp(a + u * (b - a)))
-            return jnp.clip(v, self.low, self.high).astype(jnp.int32)
+            # floor(low * e^(u L)), L = log((high + 1) / low), as low plus an
+            # offset: the offset, not the value, is rounded in float32, so
+            # large bounds keep every integer.
+            offset = jnp.floor(np.float32(self.low) * jnp.expm1(u * np.float32(self._log_span())))
+            offset = jnp.clip(offset, 0, self.high - self.low).astype(jnp.int32)
+            return offset + jnp.int32(self.low)
         n = self.cardinality
         idx = jnp.clip(jnp.floor(u * n), 0, n - 1).astype(jnp.int32)
         return idx + jnp.int32(self.low)
@@ -219,10 +260,12 @@ class Int(_Dimension):
     def encode(self, v):
         v = jnp.asarray(v)
         if self.log:
-            a, b = math.log(self.low), math.log(self.high + 1)
-            vf = v.astype(jnp.float32)
-            centre = 0.5 * (jnp.log(vf) + jnp.log(vf + 1.0))
-            return jnp.clip((centre - a) / (b - a), 0.0, 1.0)
+            # The centre of v's bin in log space, relative to low (log1p keeps
+            # the precision the decode has).
+            low = np.float32(self.low)
+            offset = (v - self.low).astype(jnp.float32)
+            centre = 0.5 * (jnp.log1p(offset / low) + jnp.log1p((offset + 1.0) / low))
+            return jnp.clip(centre / np.float32(self._log_span()), 0.0, 1.0)
         idx = (v - self.low).astype(jnp.float32)
         return jnp.clip((idx + 0.5) / self.cardinality, 0.0, 1.0)
 
@@ -234,6 +277,15 @@ class Int(_Dimension):
         else:
             values = np.unique(np.round(np.linspace(self.low, self.high, num)).astype(np.int64))
         return np.asarray(self.encode(values), np.float32)
+
+
+def _python_float(v: Any, d: "Float") -> float:
+    """A decoded float32 as the shortest Python float that rounds back to it,
+    within ``[d.low, d.high]``: a bound decodes to the bound itself
+    (``0.99``, not ``0.9900000095``), so ``from_python`` takes it back."""
+    if np.asarray(v).dtype == np.float32:
+        v = float(str(np.float32(v)))  # NumPy prints the shortest round-trip digits
+    return min(max(float(v), d.low), d.high)
 
 
 class Categorical(_Dimension):
@@ -440,6 +492,15 @@ class Space:
             visit(n)
         return order
 
+    def _active_labels(self, row: Mapping[str, Any]) -> dict[str, bool]:
+        """``active`` for one configuration of Python labels (missing parents: inactive)."""
+        dims, out = self.dims, {}
+        for n in self._condition_order():
+            out[n] = all(out[parent] and parent in row
+                         and any(_same_label(row[parent], a) for a in allowed)
+                         for parent, allowed in dims[n].when)
+        return out
+
     def active(self, params: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Which parameters count, given decoded values (jit-able).
 
@@ -515,6 +576,11 @@ class Space:
         if len(shapes) != 1:
             raise ValueError(f"encode input arrays must share one shape, got {sorted(shapes)}")
         shape = shapes.pop()
+        for n, v in params.items():
+            kind = getattr(v, "dtype", np.asarray(v).dtype if not isinstance(v, jax.core.Tracer) else None)
+            if kind is not None and np.dtype(kind).kind not in "biuf":
+                raise TypeError(f"encode input {n!r} must be numbers (categorical indices, not labels: "
+                                f"see from_python), got dtype {np.dtype(kind)}")
         cols = []
         for n, d in self._items:
             if n in params:
@@ -545,6 +611,8 @@ class Space:
                 raise ValueError(f"grid sizes names unknown parameter {k!r}")
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"grid sizes[{k!r}] must be a positive integer, got {v!r}")
+            if isinstance(self.dims[k], Categorical):
+                raise ValueError(f"grid sizes[{k!r}]: {k!r} is categorical; its grid is every choice")
         levels = []
         for n, d in self._items:
             if isinstance(d, Float):
@@ -576,6 +644,14 @@ class Space:
         params = self._check_keys(params, "to_python input", allow_missing_inactive=False)
         arrays = {n: np.asarray(params[n]) for n in self.names}
         shape = arrays[self.names[0]].shape
+        if any(a.shape != shape for a in arrays.values()):
+            raise ValueError("to_python input arrays must share one shape, got "
+                             f"{ {n: a.shape for n, a in arrays.items()} }")
+        for n, d in self.dims.items():
+            if isinstance(d, Categorical) and arrays[n].size and not (
+                    0 <= arrays[n].min() and arrays[n].max() < d.cardinality):
+                raise ValueError(f"to_python input {n!r} holds indices outside [0, {d.cardinality}) "
+                                 f"(its choices {list(d.choices)!r})")
         if self.is_conditional:
             act = {n: np.asarray(a) for n, a in self.active(params).items()}
         else:
@@ -591,7 +667,7 @@ class Space:
                     continue
                 d, v = dims[n], flat[n][i]
                 if isinstance(d, Float):
-                    row[n] = float(v)
+                    row[n] = _python_float(v, d)
                 elif isinstance(d, Int):
                     row[n] = int(v)
                 else:
@@ -614,9 +690,13 @@ class Space:
         cols: dict[str, list] = {n: [] for n in self.names}
         for row in rows:
             row = self._check_keys(row, "configuration", allow_missing_inactive=True)
+            active = self._active_labels(row)
             for n in self.names:
                 d = dims[n]
                 if n not in row:
+                    if active[n]:
+                        raise ValueError(f"configuration is missing parameter {n!r}, which is active "
+                                         f"(its condition {dict(d.when)!r} holds)")
                     cols[n].append(d.decode(jnp.float32(0.5)).item())
                     continue
                 v = row[n]

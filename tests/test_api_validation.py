@@ -49,7 +49,43 @@ def test_raw_key_data_is_accepted():
     assert kfold_masks(10, 2, key=np.asarray(raw)).shape == (2, 10)
 
 
+def test_integer_seeds_keep_all_64_bits():
+    """Seeds that agree in their low 32 bits are different searches; those
+    below 2**32 are jax.random.key's own."""
+    from jaxhpo._keys import seed_key
+
+    seeds = [0, 2**32, 2**40, -1, 2**32 - 1, 12345, 12345 + 2**33, 2**63 - 1]
+    data = {tuple(np.asarray(jax.random.key_data(seed_key(s))).tolist()) for s in seeds}
+    assert len(data) == len(seeds)
+    assert np.array_equal(jax.random.key_data(seed_key(12345)), jax.random.key_data(jax.random.key(12345)))
+    assert np.array_equal(jax.random.key_data(seed_key(2**40)), [256, 0])  # as jax with 64-bit integers
+    a = jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, key=0, history="all")
+    b = jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, key=2**32, history="all")
+    assert not np.array_equal(a.history.x, b.history.x)
+
+
 # ------------------------------------------------------------ loop params
+def test_strategy_params_are_checked_before_the_search_compiles():
+    de = jaxhpo.DifferentialEvolution(SPACE, 4)
+    for entry in (jaxhpo.minimize, lambda f, sp, s, **kw: jaxhpo.run(s, f, jax.random.key(0), 1, params=kw["params"])):
+        with pytest.raises(ValueError, match="F must lie in"):
+            entry(square, SPACE, de, num_generations=1, params={"F": -1.0})
+        with pytest.raises(ValueError, match="unknown key"):
+            entry(square, SPACE, de, num_generations=1, params={"f": 0.5})
+
+
+def test_an_objective_returning_a_tuple_is_named():
+    with pytest.raises(ValueError, match="one array per configuration .* got a tuple"):
+        jaxhpo.minimize(lambda c: (c["x"], c["x"]), SPACE, STRATEGY, num_generations=1)
+
+
+def test_genetic_algorithm_takes_its_smallest_population():
+    ga = jaxhpo.GeneticAlgorithm(SPACE, 2)
+    assert ga.tournament_size == 2
+    assert np.isfinite(jaxhpo.minimize(square, SPACE, ga, num_generations=3).best_value)
+
+
+
 def test_params_must_be_a_dict():
     with pytest.raises(TypeError, match="params must be a dict"):
         jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, params=3)

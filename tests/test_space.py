@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from jaxhpo import Categorical, Float, Int, Space
 
-finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+# Bounds are normal float32 numbers or 0 (others are refused: see test_float32_bounds).
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False).filter(
+    lambda v: v == 0 or abs(v) >= np.finfo(np.float32).tiny)
 
 
 @st.composite
@@ -23,6 +25,7 @@ def float_dims(draw):
         return Float(low, high, log=True)
     low = draw(finite)
     width = draw(st.floats(1e-3, 1e6))
+    assume(np.float32(low) < np.float32(low + width))  # else refused: no float32 between them
     return Float(low, low + width)
 
 
@@ -214,6 +217,11 @@ def test_nested_conditions_follow_the_parent_chain():
         (lambda: Int(3, 2), "low <= high"),
         (lambda: Int(0, 10, log=True), "low > 0"),
         (lambda: Int(0, 2**23), "2\\*\\*22"),
+        (lambda: Int(1, 10**6, log=True), "too wide for a float32 cube"),
+        (lambda: Float(0.0, 1e39), "float32"),
+        (lambda: Float(1e-50, 1.0, log=True), "float32"),
+        (lambda: Float(0.0, 1e-39), "float32"),
+        (lambda: Float(1.0, 1.0 + 1e-8), "low < high in float32"),
         (lambda: Categorical([]), "empty"),
         (lambda: Categorical(["a", "b", "a"]), "twice"),
         (lambda: Space(), "at least one"),
@@ -231,7 +239,8 @@ def test_validation_errors(build, match):
 @pytest.mark.parametrize(
     "build",
     [lambda: Float("0", 1), lambda: Int(0.5, 3), lambda: Categorical("abc"), lambda: Categorical([[1], [2]]),
-     lambda: Space(a=(0, 1)), lambda: Float(True, 2)],
+     lambda: Space(a=(0, 1)), lambda: Float(True, 2), lambda: Int(True, 5), lambda: Int(1, np.True_),
+     lambda: Float(1, 5, log="no"), lambda: Int(1, 5, log="false")],
 )
 def test_type_errors(build):
     with pytest.raises(TypeError):
@@ -248,3 +257,49 @@ def test_wrong_trailing_dimension():
         space.encode({"a": jnp.zeros(3), "b": jnp.zeros(3), "c": jnp.zeros(3)})
     with pytest.raises(ValueError, match="missing"):
         space.encode({"a": jnp.zeros(3)})
+
+
+def test_values_at_the_bounds_stay_inside_and_come_back():
+    """A search that ends on a bound reports a value inside the bounds (not the
+    float32 neighbour just outside), and from_python takes it back."""
+    space = Space(mom=Float(0.0, 0.99), lr=Float(1e-4, 0.7, log=True), c=Categorical(["a", "b"]))
+    corners = space.to_python(space.decode(jnp.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])))
+    assert corners[0] == {"mom": 0.0, "lr": 1e-4, "c": "a"}  # float32(0.99) is 0.9900000095...
+    assert corners[1]["mom"] == 0.99 and corners[1]["lr"] == pytest.approx(0.7, rel=2e-7)
+    for row in corners:
+        assert space.to_python(space.decode(space.encode(space.from_python(row)))) == row
+    # Interior values: the shortest decimal that is the same float32.
+    u = jnp.array([[0.3137, 0.5, 0.0]])
+    (row,) = space.to_python(space.decode(u))
+    assert np.float32(row["mom"]) == np.asarray(space.decode(u)["mom"])[0] and len(repr(row["mom"])) <= 11
+
+
+@pytest.mark.parametrize("low, high", [(1_000_000, 1_001_000), (1, 100_000), (100_000_000, 100_000_100),
+                                       (2**31 - 100, 2**31 - 2), (16, 4096)])
+def test_log_int_round_trips_and_reaches_every_value(low, high):
+    d = Int(low, high, log=True)
+    v = np.arange(low, high + 1)
+    np.testing.assert_array_equal(np.asarray(d.decode(d.encode(jnp.asarray(v, jnp.int32)))), v)
+    u = jnp.linspace(0.0, 1.0, 2_000_001, dtype=jnp.float32)
+    decoded = np.asarray(d.decode(u))
+    assert decoded.min() == low and decoded.max() == high and len(np.unique(decoded)) == high - low + 1
+    # Log bins: the value's share of the cube is log((v + 1) / v) / log((high + 1) / low).
+    share = np.bincount(decoded - low, minlength=high - low + 1) / u.size
+    expected = np.log1p(1.0 / v) / math.log((high + 1) / low)
+    np.testing.assert_allclose(share, expected, atol=2.0 / u.size + 1e-6)
+
+
+def test_python_values_are_checked():
+    space = Space(opt=Categorical(["sgd", "adam"]), momentum=Float(0.0, 0.9, when={"opt": "sgd"}),
+                  flag=Categorical([1, True]))
+    with pytest.raises(ValueError, match="missing parameter 'momentum', which is active"):
+        space.from_python({"opt": "sgd", "flag": 1})
+    assert space.from_python({"opt": "adam", "flag": np.True_})["flag"] == 1  # True, not 1
+    with pytest.raises(ValueError, match="indices outside \\[0, 2\\)"):
+        space.to_python({"opt": jnp.array([0, -1]), "momentum": jnp.zeros(2), "flag": jnp.zeros(2, jnp.int32)})
+    with pytest.raises(ValueError, match="share one shape"):
+        space.to_python({"opt": jnp.array([0, 1]), "momentum": jnp.zeros(3), "flag": jnp.zeros(2, jnp.int32)})
+    with pytest.raises(TypeError, match="categorical indices, not labels"):
+        space.encode({"opt": np.array(["sgd"]), "momentum": np.zeros(1), "flag": np.zeros(1, np.int32)})
+    with pytest.raises(ValueError, match="'opt' is categorical; its grid is every choice"):
+        space.grid(3, sizes={"opt": 1})

@@ -20,12 +20,13 @@ Every state is a NamedTuple with at least the fields
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ..space import Space
+from ._checks import check_concrete_params
 
 __all__ = ["Strategy", "check_popsize", "initial_best", "first_argmin", "counting_dtype"]
 
@@ -126,19 +127,29 @@ class Strategy:
         """The strategy's numeric hyperparameters as arrays (vmap over them freely)."""
         return {}
 
+    def param_checks(self) -> dict[str, Callable[[Any], Any]]:
+        """``name -> check(value)`` for the hyperparameters in ``default_params``
+        that have a rule (each raises a ValueError naming itself)."""
+        return {}
+
+    def check_params(self, params: dict[str, Any] | None) -> None:
+        """ValueError for unknown names in ``params`` or concrete values that break
+        their rule; traced values (``vmap`` over params) cannot be inspected and pass."""
+        if params is None:
+            return
+        unknown = set(params) - set(self.default_params())
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} params has unknown key(s) {sorted(unknown)}; "
+                f"known: {sorted(self.default_params())}"
+            )
+        check_concrete_params(params, self.param_checks())
+
     def init(self, key: jax.Array, params: dict[str, Any] | None = None) -> NamedTuple:
         """Initial state. ``params`` defaults to ``default_params()``."""
+        self.check_params(params)
         defaults = self.default_params()
-        if params is None:
-            params = defaults
-        else:
-            unknown = set(params) - set(defaults)
-            if unknown:
-                raise ValueError(
-                    f"{type(self).__name__} params has unknown key(s) {sorted(unknown)}; "
-                    f"known: {sorted(defaults)}"
-                )
-            params = {**defaults, **params}
+        params = defaults if params is None else {**defaults, **params}
         params = {k: jnp.asarray(v, jnp.asarray(defaults[k]).dtype) for k, v in params.items()}
         return self._init(key, params)
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ..space import Space
-from ._checks import check_choice, check_concrete_params, check_real
+from ._checks import check_choice, check_real
 from ._variation import uniform
 from .base import Strategy, check_popsize, first_argmin, initial_best
 
@@ -84,9 +84,8 @@ class DifferentialEvolution(Strategy):
     def default_params(self):
         return {"F": jnp.float32(self.F), "CR": jnp.float32(self.CR)}
 
-    def init(self, key, params=None):
-        check_concrete_params(params, {"F": _check_F, "CR": _check_CR})
-        return super().init(key, params)
+    def param_checks(self):
+        return {"F": _check_F, "CR": _check_CR}
 
     def _init(self, key, params):
         return DEState(

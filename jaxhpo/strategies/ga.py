@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ..space import Space
-from ._checks import check_choice, check_concrete_params, check_int
+from ._checks import check_choice, check_int
 from ._mixed import MixedCoords, unit_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
 from .base import Strategy, first_argmin, initial_best
@@ -59,7 +59,8 @@ class GeneticAlgorithm(Strategy):
       space: the ``Space``.
       popsize: members and children per ``ask``, at least 2.
       num_elites: best members carried over unchanged, in ``[0, popsize)``.
-      tournament_size: members per tournament, in ``[1, popsize]``.
+      tournament_size: members per tournament, in ``[1, popsize]``; default
+        ``min(3, popsize)``.
       crossover: ``"sbx"`` or ``"uniform"`` for continuous genes.
       crossover_rate, mutation_rate: defaults of those params, in ``[0, 1]``;
         ``mutation_rate=None`` means ``1 / dim``.
@@ -69,12 +70,14 @@ class GeneticAlgorithm(Strategy):
     """
 
     def __init__(self, space: Space, popsize: int = 32, *, num_elites: int = 1,
-                 tournament_size: int = 3, crossover: str = "sbx", crossover_rate: float = 0.9,
+                 tournament_size: int | None = None, crossover: str = "sbx", crossover_rate: float = 0.9,
                  mutation_rate: float | None = None, mutation_sigma: float = 0.1,
                  sbx_eta: float = 10.0):
         super().__init__(space, popsize)
         check_int("popsize", popsize, 2)
         self.num_elites = check_int("num_elites", num_elites, 0, self.popsize - 1)
+        if tournament_size is None:
+            tournament_size = min(3, self.popsize)
         self.tournament_size = check_int("tournament_size", tournament_size, 1, self.popsize)
         self.crossover = check_choice("crossover", crossover, CROSSOVERS)
         self.crossover_rate = VARIATION_CHECKS["crossover_rate"](crossover_rate)
@@ -88,9 +91,8 @@ class GeneticAlgorithm(Strategy):
     def default_params(self):
         return variation_params(self)
 
-    def init(self, key, params=None):
-        check_concrete_params(params, VARIATION_CHECKS)
-        return super().init(key, params)
+    def param_checks(self):
+        return VARIATION_CHECKS
 
     def _init(self, key, params):
         return GAState(

@@ -26,7 +26,7 @@ from .. import pareto
 from ..space import Space
 from . import acquisition as acqf
 from . import gp
-from ._checks import check_bool, check_choice, check_concrete_params, check_int, check_real
+from ._checks import check_bool, check_choice, check_int, check_real
 from ._mixed import MixedCoords
 from .base import Strategy, initial_best
 
@@ -331,9 +331,8 @@ class GPBO(Strategy):
     def default_params(self):
         return {"beta": jnp.float32(self.beta), "min_noise": jnp.float32(self.min_noise)}
 
-    def init(self, key, params=None):
-        check_concrete_params(params, {"beta": _check_beta, "min_noise": _check_min_noise})
-        return super().init(key, params)
+    def param_checks(self):
+        return {"beta": _check_beta, "min_noise": _check_min_noise}
 
     # ------------------------------------------------------------ helpers
     def _sobol(self, key: jax.Array, n: int) -> jax.Array:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ..space import Space
-from ._checks import check_concrete_params, check_int, check_real
+from ._checks import check_int, check_real
 from ._mixed import MixedCoords, normal_from_uniform, reflect, uniforms
 from .base import Strategy, first_argmin, initial_best
 
@@ -101,9 +101,8 @@ class LocalSearch(Strategy):
             "patience": jnp.float32(self.patience),
         }
 
-    def init(self, key, params=None):
-        check_concrete_params(params, _CHECKS)
-        return super().init(key, params)
+    def param_checks(self):
+        return _CHECKS
 
     def _init(self, key, params):
         return LocalSearchState(

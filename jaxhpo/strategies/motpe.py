@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from .. import pareto
 from ..space import Space
-from ._checks import check_choice, check_concrete_params, check_int, check_real
+from ._checks import check_choice, check_int, check_real
 from .base import Strategy, initial_best
 from .tpe import TPE, Parzen, fit_parzen, num_good
 
@@ -216,9 +216,8 @@ class MOTPE(Strategy):
     def default_params(self):
         return {"gamma": jnp.float32(self.gamma), "prior_weight": jnp.float32(self.prior_weight)}
 
-    def init(self, key, params=None):
-        check_concrete_params(params, {"gamma": _check_gamma, "prior_weight": _check_prior_weight})
-        return super().init(key, params)
+    def param_checks(self):
+        return {"gamma": _check_gamma, "prior_weight": _check_prior_weight}
 
     def _init(self, key, params):
         c, d, m = self.capacity, self.dim, self.num_objectives

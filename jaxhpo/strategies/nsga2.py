@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from .. import pareto
 from ..space import Space
-from ._checks import check_choice, check_concrete_params, check_int
+from ._checks import check_choice, check_int
 from ._mixed import MixedCoords, unit_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
 from .base import Strategy, initial_best
@@ -115,9 +115,8 @@ class NSGA2(Strategy):
     def default_params(self):
         return variation_params(self)
 
-    def init(self, key, params=None):
-        check_concrete_params(params, VARIATION_CHECKS)
-        return super().init(key, params)
+    def param_checks(self):
+        return VARIATION_CHECKS
 
     def _init(self, key, params):
         n, m, a = self.popsize, self.num_objectives, self.archive_size

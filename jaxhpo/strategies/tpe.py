@@ -77,7 +77,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
 from ..space import Int, Space
-from ._checks import check_bool, check_choice, check_concrete_params, check_int, check_real
+from ._checks import check_bool, check_choice, check_int, check_real
 from .base import Strategy, initial_best
 
 __all__ = [
@@ -613,9 +613,8 @@ class TPE(Strategy):
     def default_params(self):
         return {"gamma": jnp.float32(self.gamma), "prior_weight": jnp.float32(self.prior_weight)}
 
-    def init(self, key, params=None):
-        check_concrete_params(params, {"gamma": _check_gamma, "prior_weight": _check_prior_weight})
-        return super().init(key, params)
+    def param_checks(self):
+        return {"gamma": _check_gamma, "prior_weight": _check_prior_weight}
 
     def _init(self, key, params):
         c, d = self.capacity, self.dim

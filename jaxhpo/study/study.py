@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import numpy as np
 
+from .._keys import check_key
 from ..space import Categorical, Space
 from ..strategies.base import Strategy
 from .serialize import state_from_bytes, state_to_bytes
@@ -1043,7 +1044,7 @@ class Study:
         if not len(vals):
             return 0.0
         if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-            key = jax.random.key(int(key))
+            key = check_key(key, allow_seed=True)
         return float(pareto.hypervolume(vals, ref, key=key, num_samples=num_samples))
 
     @property
