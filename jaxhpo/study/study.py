@@ -779,7 +779,11 @@ class Study:
           n_jobs: worker threads running the objective at once (for objectives
             that release the GIL: subprocesses, I/O, numpy). For processes,
             run the same script several times on one ``storage``.
-          callbacks: ``f(study, trial)`` after each finished trial.
+          callbacks: a list of ``f(study, trial)``, called after each finished trial.
+
+        Raises:
+          RuntimeError: the current generation waits on trials this study
+            object asked (``ask``) and has not told: tell them first.
         """
         if not callable(objective):
             raise TypeError("objective must be callable")
