@@ -25,6 +25,34 @@ def versions(*packages: str) -> dict[str, str | None]:
     return out
 
 
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def code_version() -> dict[str, Any]:
+    """jaxhpo's version, and its git commit (``+dirty`` with uncommitted changes) in a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    out: dict[str, Any] = {"jaxhpo": None, "commit": None}
+    try:
+        out["jaxhpo"] = metadata.version("jaxhpo")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out["commit"] = (commit + ("+dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+        pass
+    return out
+
+
 def machine() -> dict[str, Any]:
     import jax
 
@@ -34,6 +62,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
         "backend": jax.default_backend(),
         "devices": [str(d) for d in devs],
         "device_kind": devs[0].device_kind,
@@ -83,6 +112,7 @@ def write_results(name: str, rows: Sequence[dict], extra: dict | None = None, pa
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "versions": versions(*packages),
+        "code": code_version(),
         "rows": list(rows),
         **(extra or {}),
     }

@@ -396,7 +396,7 @@ def main(argv=None):
              "gpbo_evaluations": args.gpbo_evals, "quick": args.quick,
              "load_average_before": load_before,
              "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    write_results("search_overhead_quick" if args.quick else "search_overhead", rows, extra,
+    write_results("search_overhead", rows, extra,
                   packages=("optuna", "hyperopt", "evosax", "cma", "cmaes", "torch", "scipy"))
 
 

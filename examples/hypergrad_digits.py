@@ -81,7 +81,8 @@ MOMENTUM = 0.9
 HIDDEN = 64
 # A hypergradient step is charged at least this many plain training steps.
 MIN_HYPERGRAD_COST = 4.0
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "hypergrad_digits.json"
+RESULTS = Path(os.environ.get("JAXHPO_BENCH_RESULTS", Path(__file__).resolve().parent.parent / "benchmarks" / "results")
+               ) / "hypergrad_digits.json"
 
 
 def data(seed=0):

@@ -117,9 +117,13 @@ class _Dimension:
 
     # Subclasses implement the three maps below on arrays of any shape.
     def decode(self, u: jax.Array) -> jax.Array:
+        """Cube coordinates in ``[0, 1]`` (any shape) -> values of the same shape
+        (float32; int32 for ``Int``; int32 indices for ``Categorical``)."""
         raise NotImplementedError
 
     def encode(self, v: jax.Array) -> jax.Array:
+        """Values (any shape; categorical indices) -> float32 cube coordinates,
+        each at the centre of its bin for discrete dimensions: ``decode(encode(v)) == v``."""
         raise NotImplementedError
 
     def grid_values(self, num: int | None) -> np.ndarray:
@@ -240,6 +244,7 @@ class Int(_Dimension):
 
     @property
     def cardinality(self) -> int:
+        """Number of integers in ``[low, high]``."""
         return self.high - self.low + 1
 
     def _log_span(self) -> float:
@@ -323,6 +328,7 @@ class Categorical(_Dimension):
 
     @property
     def cardinality(self) -> int:
+        """Number of choices."""
         return len(self.choices)
 
     def index(self, label: Any) -> int:
@@ -385,10 +391,12 @@ class Space:
     # ------------------------------------------------------------------ basics
     @property
     def names(self) -> tuple[str, ...]:
+        """Parameter names in cube-coordinate order."""
         return tuple(n for n, _ in self._items)
 
     @property
     def dims(self) -> dict[str, Dimension]:
+        """Name -> dimension, in cube-coordinate order."""
         return dict(self._items)
 
     @property
@@ -425,14 +433,17 @@ class Space:
 
     @property
     def categorical_mask(self) -> np.ndarray:
+        """``(dim,)`` bool: which coordinates are categorical."""
         return np.array([k == "categorical" for k in self.kinds])
 
     @property
     def integer_mask(self) -> np.ndarray:
+        """``(dim,)`` bool: which coordinates are integers."""
         return np.array([k == "int" for k in self.kinds])
 
     @property
     def is_conditional(self) -> bool:
+        """Whether any parameter has a ``when=`` condition."""
         return any(d.when for _, d in self._items)
 
     # ------------------------------------------------------------ conditions

@@ -120,6 +120,7 @@ class Strategy:
 
     @property
     def dim(self) -> int:
+        """Number of cube coordinates (the space's ``dim``)."""
         return self.space.dim
 
     # ------------------------------------------------------- protocol

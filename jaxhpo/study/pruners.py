@@ -70,6 +70,14 @@ class Pruner:
     """Base class: ``should_prune(steps (n,), values (n,), view) -> bool``, ``n >= 1``."""
 
     def should_prune(self, steps: np.ndarray, values: np.ndarray, view: ReportView) -> bool:
+        """Whether to stop a running trial now.
+
+        Args:
+          steps: ``(n,)`` int64, the steps it reported, ascending.
+          values: ``(n,)`` float64, its reports there, minimised (a maximised
+            study's negated); ``nan`` for a non-finite report.
+          view: the study's other trials' reports (``ReportView``).
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -426,6 +426,7 @@ class Study:
 
     @property
     def storage(self) -> SQLiteStorage:
+        """The ``SQLiteStorage`` holding the study."""
         return self._storage
 
     # ----------------------------------------------------- transactions

@@ -93,6 +93,7 @@ class Trial:
 
     @property
     def finished(self) -> bool:
+        """Complete, failed or pruned: final."""
         return self.state in FINISHED_STATES
 
     @property
@@ -104,10 +105,12 @@ class Trial:
 
     @property
     def datetime_start(self) -> _dt.datetime | None:
+        """``started_at`` as a local ``datetime`` (``None`` if not started)."""
         return _when(self.started_at)
 
     @property
     def datetime_complete(self) -> _dt.datetime | None:
+        """``finished_at`` as a local ``datetime`` (``None`` if not finished)."""
         return _when(self.finished_at)
 
     def to_record(self) -> dict[str, Any]:

@@ -148,6 +148,8 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
       trainer: the trainer.
       keys: ``(n,)`` keys, one per member.
       hparams: dict name -> ``(n,)`` decoded hyperparameters.
+      chunk_size: initialise at most this many members at once (``None``: all).
+      mesh: shard the population axis over this ``Mesh``'s devices.
     Returns:
       the train-state pytree with a leading ``(n, ...)`` axis.
     """
@@ -168,9 +170,12 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
     compiled program whatever their budget.
 
     Args:
+      trainer: the trainer.
       states: train states with a leading ``(n, ...)`` axis.
       hparams: dict name -> ``(n,)``.
       num_steps: ``()`` int, budget units to add (0 only evaluates).
+      chunk_size: train at most this many members at once (``None``: all).
+      mesh: shard the population axis over this ``Mesh``'s devices.
     Returns:
       ``(states, losses)``: the trained states ``(n, ...)`` and ``(n,)``
       float32 losses, non-finite ones replaced by ``+inf`` (failed); ``(n, m)``
