@@ -50,7 +50,8 @@ def kfold_masks(n: int, k: int, *, key: jax.Array | None = None,
       k: number of folds, ``2 <= k <= n``.
       key: a ``jax.random`` key; shuffles the samples before they are dealt
         to folds. ``None`` keeps the sample order.
-      labels: ``(n,)`` integer class labels (any values) for stratified
+      labels: ``(n,)`` class labels (integers of any size, or strings;
+        under ``jit`` integers) for stratified
         folds: samples are sorted by label and dealt to the folds in turn, so
         each class with ``c`` members has ``floor(c / k)`` or ``ceil(c / k)``
         of them in every fold. A class with fewer than ``k`` members leaves
@@ -65,13 +66,21 @@ def kfold_masks(n: int, k: int, *, key: jax.Array | None = None,
         raise ValueError(f"k must be <= n (each fold needs a sample), got k={k}, n={n}")
     if key is not None:
         key = check_key(key)
-    if labels is not None:
-        labels = jnp.asarray(labels)
+    if labels is not None and not isinstance(labels, jax.core.Tracer):
+        # Concrete labels become class codes on the host: int64 labels keep
+        # apart, and any values NumPy can sort (strings) are classes.
+        labels = np.asarray(labels)
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape (n,) = ({n},), got {labels.shape}")
+        if labels.dtype.kind not in "biuUS":
+            raise TypeError(f"labels must be class labels (integers or strings), got dtype {labels.dtype}")
+        labels = np.unique(labels, return_inverse=True)[1].astype(np.int32).reshape(n)
+    elif labels is not None:
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape (n,) = ({n},), got {labels.shape}")
         if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
             raise TypeError(f"labels must be integer class labels, got dtype {labels.dtype}")
-    return _kfold_masks(n, k, key, labels)
+    return _kfold_masks(n, k, key, None if labels is None else jnp.asarray(labels))
 
 
 # One compiled program per (n, k), rather than one per operation when called eagerly.

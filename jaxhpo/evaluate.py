@@ -239,7 +239,8 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
         bounding memory at the cost of a sequential loop; ``"auto"`` picks
         the largest ``c`` that fits in half the free device memory
         (``auto_chunk_size``; decided from shapes, so it works under ``jit``
-        too). Results are the same.
+        too). Results are the same up to float rounding (a chunk may compile
+        to kernels that round differently).
     Returns:
       the objective's outputs with a leading axis ``(n, ...)``.
     """

@@ -55,7 +55,8 @@ def _check_params(strategy: Strategy, params: Any) -> dict | None:
         raise TypeError(f"params must be a dict of the strategy's hyperparameters or None, got {params!r}")
     if isinstance(strategy, Strategy):
         strategy.check_params(params)  # concrete values, before the search is traced
-    return params
+    # Arrays, not lists: a list would enter the trace as a list of scalars.
+    return None if params is None else {k: jnp.asarray(v) for k, v in params.items()}
 
 
 def _check_progress(progress_every: Any) -> int | None:
@@ -135,6 +136,8 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         if not isinstance(values, jax.Array):
             raise ValueError(f"objective must return one array per configuration (a scalar; for a "
                              f"multi-objective strategy a vector), got a {type(values).__name__}")
+        if jnp.issubdtype(values.dtype, jnp.complexfloating):
+            raise ValueError(f"objective must return real values, got {values.dtype}")
         if chunk_size is None and mesh is None:
             # The values feed several reductions (the strategy's, the failure
             # count); stored once, by a kernel of the objective's own, an
@@ -299,9 +302,14 @@ class Result:
       state: the final strategy state (this process's copy under ``jax.distributed``).
       num_evaluations: configurations evaluated (grid padding excluded).
       num_failed: evaluations that returned a non-finite value.
-      pareto_params: multi-objective strategies only (``NSGA2``): the
-        Pareto front found, as a list of Python dicts sorted by the first
-        objective; ``None`` otherwise.
+      pareto_params: multi-objective strategies only (``NSGA2``, ``MOTPE``,
+        ``GPBO`` with several objectives): the non-dominated feasible points
+        the strategy's state holds (NSGA2's archive, the model-based ones'
+        buffer of ``capacity`` rows), as a list of Python dicts sorted by
+        the first objective; ``None`` otherwise. A front larger than that
+        memory is truncated, and a point dominated only by a dropped one can
+        then appear in it: give ``archive_size`` / ``capacity`` room for the
+        front (``history="all"`` keeps every evaluated point).
       pareto_values: ``(k, m)`` their objective values in the user's signs.
       hypervolume: the front's hypervolume with respect to ``ref_point``
         (computed in minimisation signs).
@@ -387,6 +395,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
                 f"maximize must be a bool or a tuple of {num_objectives} bools (one per objective), got {maximize!r}")
         negate = tuple(bool(m) for m in maximize) + (False,) * strategy.num_constraints
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
+    ref_point = _check_ref_point(ref_point, num_objectives)
     mesh = _check_mesh(mesh, strategy.popsize)
     state, trace = _search(strategy, objective, key, _check_params(strategy, params), _check_generations(num_generations),
                            _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history),
@@ -406,7 +415,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     best_params = space.to_python(space.decode(best_x)) if found else None
     front = {}
     if hasattr(strategy, "pareto_front"):
-        front = _pareto_result(strategy, state, signs[:num_objectives], ref_point)
+        # 4+ objectives: a Monte Carlo hypervolume, its draws from the search's key
+        front = _pareto_result(strategy, state, signs[:num_objectives], ref_point, jax.random.fold_in(key, 1))
     return Result(
         best_params=best_params,
         best_value=float(sign * best_value) if found else float("nan"),
@@ -419,7 +429,23 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     )
 
 
-def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any) -> dict:
+def _check_ref_point(ref_point: Any, num_objectives: int | None) -> np.ndarray | None:
+    """``ref_point`` as ``(m,)`` finite float32, checked before the search runs."""
+    if ref_point is None:
+        return None
+    if num_objectives is None:
+        raise ValueError("ref_point is for multi-objective strategies (NSGA2, MOTPE, GPBO with "
+                         "num_objectives >= 2); this strategy has one objective")
+    try:
+        ref = np.asarray(ref_point, np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"ref_point must be {num_objectives} numbers, got {ref_point!r}") from None
+    if ref.shape != (num_objectives,) or not np.all(np.isfinite(ref)):
+        raise ValueError(f"ref_point must be {num_objectives} finite numbers (one per objective), got {ref_point!r}")
+    return ref
+
+
+def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.Array) -> dict:
     """``pareto_params``, ``pareto_values``, ``hypervolume``, ``ref_point`` of a multi-objective search."""
     fx, fv, fm = (np.asarray(a) for a in strategy.pareto_front(state))
     fx, fv = fx[fm], fv[fm]
@@ -433,11 +459,8 @@ def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any) -> dict:
         else:
             ref_min = np.full((m,), np.nan, np.float32)
     else:
-        ref_user = np.asarray(ref_point, np.float32)
-        if ref_user.shape != (m,):
-            raise ValueError(f"ref_point must have shape ({m},) (one entry per objective), got {ref_user.shape}")
-        ref_min = signs * ref_user
-    hv = float(pareto.hypervolume(fv, ref_min)) if len(fv) and np.all(np.isfinite(ref_min)) else 0.0
+        ref_min = signs * ref_point
+    hv = float(pareto.hypervolume(fv, ref_min, key=key)) if len(fv) and np.all(np.isfinite(ref_min)) else 0.0
     space = strategy.space
     return dict(
         pareto_params=space.to_python(space.decode(fx)) if len(fx) else [],

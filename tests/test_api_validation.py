@@ -172,3 +172,42 @@ def test_cross_validate_rejects_masks_without_folds_or_samples():
         cross_validate(fit_and_score, 1.0, np.ones((0, 4), bool))
     with pytest.raises(ValueError, match=r"masks must have shape \(k, n\) with k, n >= 1"):
         cross_validate(fit_and_score, 1.0, np.ones((2, 0), bool))
+
+
+def test_multi_objective_checks_and_four_objectives():
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+
+    def four(c):
+        return jnp.stack([c["x"], 1.0 - c["x"], c["y"], 1.0 - c["y"]])
+
+    nsga = jaxhpo.NSGA2(space, 8, num_objectives=4)
+    res = jaxhpo.minimize(four, space, nsga, num_generations=2, key=0)  # a Monte Carlo hypervolume
+    assert len(res.pareto_params) > 0 and res.hypervolume > 0
+    again = jaxhpo.minimize(four, space, nsga, num_generations=2, key=0)
+    assert again.hypervolume == res.hypervolume  # its draws come from the search's key
+    two = jaxhpo.NSGA2(space, 8, num_objectives=2)
+    f2 = lambda c: jnp.stack([c["x"], c["y"]])  # noqa: E731
+    with pytest.raises(ValueError, match="ref_point is for multi-objective strategies"):
+        jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, ref_point=[1.0])
+    with pytest.raises(TypeError, match="ref_point must be 2 numbers"):
+        jaxhpo.minimize(f2, space, two, num_generations=1, ref_point="ab")
+    for bad in ([1.0, float("nan")], [1.0, 2.0, 3.0]):
+        with pytest.raises(ValueError, match="ref_point must be 2 finite numbers"):
+            jaxhpo.minimize(f2, space, two, num_generations=1, ref_point=bad)
+    with pytest.raises(ValueError, match="objective must return real values"):
+        jaxhpo.minimize(lambda c: c["x"] + 1j, SPACE, STRATEGY, num_generations=1)
+
+
+def test_cmaes_and_local_search_params_follow_the_constructors_rules():
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    cma = jaxhpo.CMAES(space, 4)
+    for params, match in [({"sigma0": -0.2}, "sigma0 must be a positive finite"),
+                          ({"sigma0": float("nan")}, "sigma0"), ({"x0": [2.0, 0.5]}, "x0 must lie in"),
+                          ({"max_condition": 0.0}, "max_condition"), ({"x0": [0.5, 0.5, 0.5]}, "x0 must have shape")]:
+        with pytest.raises(ValueError, match=match):
+            jaxhpo.minimize(lambda c: c["x"], space, cma, num_generations=1, params=params)
+    res = jaxhpo.minimize(lambda c: c["x"] + c["y"], space, cma, num_generations=2, params={"x0": [0.1, 0.2]})
+    assert np.isfinite(res.best_value)
+    with pytest.raises(ValueError, match="step_min <= step_init <= step_max"):
+        jaxhpo.minimize(square, SPACE, jaxhpo.LocalSearch(SPACE, 4), num_generations=1,
+                        params={"step_min": 0.5, "step_max": 0.2})

@@ -89,7 +89,7 @@ def test_kfold_masks_jits_with_traced_key_and_labels():
     (dict(n=10.0, k=2), TypeError, "n must be an integer"),
     (dict(n=10, k=True), TypeError, "k must be an integer"),
     (dict(n=10, k=2, labels=np.zeros(9, np.int32)), ValueError, "labels must have shape"),
-    (dict(n=10, k=2, labels=np.zeros(10, np.float32)), TypeError, "labels must be integer"),
+    (dict(n=10, k=2, labels=np.zeros(10, np.float32)), TypeError, "labels must be class labels"),
     (dict(n=10, k=2, key=0), TypeError, "key must be a jax.random key"),
 ])
 def test_kfold_masks_rejects_bad_input(kwargs, error, match):
@@ -195,3 +195,13 @@ def test_failed_fold_fails_the_configuration():
     masks = kfold_masks(N, 3)
     score = cross_validate(lambda hp, t, v: jnp.where(v[0] > 0, jnp.nan, 1.0), {}, masks)
     assert np.isnan(float(score))
+
+
+def test_stratified_folds_take_wide_integer_and_string_labels():
+    """Classes that agree in their low 32 bits stay apart; strings are classes too."""
+    wide = np.array([7, 7 + 2**32] * 6, np.int64)
+    named = np.where(wide == 7, "cat", "dog")
+    for labels in (wide, named):
+        masks = np.asarray(kfold_masks(12, 3, labels=labels))
+        for c in np.unique(labels):
+            assert (masks[:, labels == c].sum(axis=1) == 2).all()  # 6 members: 2 per fold

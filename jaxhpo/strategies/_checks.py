@@ -59,7 +59,7 @@ def check_concrete_params(params: dict | None, checks: dict) -> None:
     if not params:
         return
     for name, value in params.items():
-        if name not in checks or isinstance(value, jax.core.Tracer):
+        if name not in checks or any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(value)):
             continue
         for v in np.ravel(np.asarray(value)):
             checks[name](v.item())

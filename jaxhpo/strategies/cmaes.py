@@ -100,6 +100,7 @@ import numpy as np
 
 from .. import _linalg as linalg
 from ..space import Space
+from ._checks import check_real
 from ._variation import normal
 from .base import Strategy, check_popsize, initial_best
 
@@ -385,6 +386,25 @@ class CMAES(Strategy):
             "tolx": jnp.asarray(1e-12, dt),
             "max_condition": jnp.asarray(1e14, dt),
         }
+
+    def param_checks(self):
+        return {
+            "sigma0": lambda v: _check_positive("sigma0", v),
+            "x0": lambda v: check_real("x0", v, 0.0, 1.0),
+            "tolfun": lambda v: check_real("tolfun", v, 0.0, math.inf),
+            "tolx": lambda v: check_real("tolx", v, 0.0, math.inf),
+            "max_condition": lambda v: check_real("max_condition", v, 1.0, math.inf, low_open=True),
+        }
+
+    def check_params(self, params):
+        super().check_params(params)
+        x0 = (params or {}).get("x0")
+        if x0 is None:
+            return
+        shape = (len(x0),) if isinstance(x0, (list, tuple)) else tuple(jnp.shape(x0))
+        if shape[-1:] != (self.dim,):
+            raise ValueError(f"params x0 must have shape ({self.dim},) (one cube coordinate per "
+                             f"parameter), got shape {shape}")
 
     def _fresh_run(self, params, mean_cube, doublings):
         """The fields that a (re)start sets: mean at ``mean_cube``, ``sigma0``, ``C = I``."""

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..space import Space
 from ._checks import check_int, check_real
@@ -103,6 +104,16 @@ class LocalSearch(Strategy):
 
     def param_checks(self):
         return _CHECKS
+
+    def check_params(self, params):
+        super().check_params(params)
+        if not params or any(isinstance(v, jax.core.Tracer) for v in params.values()):
+            return
+        steps = {k: np.asarray(params.get(k, self.default_params()[k]), np.float32)
+                 for k in ("step_min", "step_init", "step_max")}
+        if not np.all((steps["step_min"] <= steps["step_init"]) & (steps["step_init"] <= steps["step_max"])):
+            raise ValueError("params: step sizes must satisfy step_min <= step_init <= step_max, got "
+                             + ", ".join(f"{k}={v.tolist()}" for k, v in steps.items()))
 
     def _init(self, key, params):
         return LocalSearchState(
