@@ -254,9 +254,9 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     if not callable(objective):
         raise TypeError("objective must be callable")
     mesh = _check_mesh(mesh, strategy.popsize)
-    return _search(strategy, objective, check_key(key), _check_params(strategy, params), _check_generations(num_generations),
-                   _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history), False,
-                   mesh, _check_progress(progress_every))
+    return _search(strategy, objective, check_key(key), _check_params(strategy, params),
+                   _check_generations(num_generations), _resolve_chunk_size(chunk_size, strategy, objective, mesh),
+                   _check_history(history), False, mesh, _check_progress(progress_every))
 
 
 def search_memory(strategy: Strategy, objective: Callable, num_generations: int, *,
@@ -397,9 +397,9 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
     ref_point = _check_ref_point(ref_point, num_objectives)
     mesh = _check_mesh(mesh, strategy.popsize)
-    state, trace = _search(strategy, objective, key, _check_params(strategy, params), _check_generations(num_generations),
-                           _resolve_chunk_size(chunk_size, strategy, objective, mesh), _check_history(history),
-                           negate, mesh, _check_progress(progress_every))
+    state, trace = _search(strategy, objective, key, _check_params(strategy, params),
+                           _check_generations(num_generations), _resolve_chunk_size(chunk_size, strategy, objective, mesh),
+                           _check_history(history), negate, mesh, _check_progress(progress_every))
     # Under jax.distributed the outputs span every process's devices: take
     # this process's copy (the state is replicated; the trace's population
     # columns are gathered). A no-op in a single process.

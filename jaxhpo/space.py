@@ -286,8 +286,8 @@ class Int(_Dimension):
 
 def _python_float(v: Any, d: "Float") -> float:
     """A decoded float32 as the shortest Python float that rounds back to it,
-    within ``[d.low, d.high]``: a bound decodes to the bound itself
-    (``0.99``, not ``0.9900000095``), so ``from_python`` takes it back."""
+    clipped to ``[d.low, d.high]``: a value on a bound stays inside it
+    (``0.99``, not float32's ``0.9900000095``), so ``from_python`` takes it back."""
     if np.asarray(v).dtype == np.float32:
         v = float(str(np.float32(v)))  # NumPy prints the shortest round-trip digits
     return min(max(float(v), d.low), d.high)
