@@ -309,7 +309,8 @@ class Result:
         the first objective; ``None`` otherwise. A front larger than that
         memory is truncated, and a point dominated only by a dropped one can
         then appear in it: give ``archive_size`` / ``capacity`` room for the
-        front (``history="all"`` keeps every evaluated point).
+        front, or keep ``history="all"``: then the front is the exact one of
+        every evaluated point.
       pareto_values: ``(k, m)`` their objective values in the user's signs.
       hypervolume: the front's hypervolume with respect to ``ref_point``
         (computed in minimisation signs).
@@ -416,7 +417,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     front = {}
     if hasattr(strategy, "pareto_front"):
         # 4+ objectives: a Monte Carlo hypervolume, its draws from the search's key
-        front = _pareto_result(strategy, state, signs[:num_objectives], ref_point, jax.random.fold_in(key, 1))
+        front = _pareto_result(strategy, state, signs[:num_objectives], ref_point, jax.random.fold_in(key, 1),
+                               _evaluated(trace, signs, num_objectives))
     return Result(
         best_params=best_params,
         best_value=float(sign * best_value) if found else float("nan"),
@@ -445,10 +447,46 @@ def _check_ref_point(ref_point: Any, num_objectives: int | None) -> np.ndarray |
     return ref
 
 
-def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.Array) -> dict:
-    """``pareto_params``, ``pareto_values``, ``hypervolume``, ``ref_point`` of a multi-objective search."""
+def _evaluated(trace: Trace, signs: np.ndarray, m: int) -> tuple | None:
+    """``(x (N, dim), objectives (N, m) minimised, feasible (N,))`` of every evaluated
+    point, where the history kept them (``history="all"``); else ``None``."""
+    if trace.x is None or trace.values is None:
+        return None
+    values = (trace.values * signs).reshape(-1, trace.values.shape[-1])
+    ok = trace.valid.reshape(-1) & np.all(np.isfinite(values), axis=1) & np.all(values[:, m:] <= 0, axis=1)
+    return trace.x.reshape(-1, trace.x.shape[-1]), values[:, :m], ok
+
+
+def _front_of(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated rows among ``candidates`` (equal rows once), by
+    first objective then the next: in that order only an earlier row can dominate."""
+    v = values[candidates]
+    kept: list[int] = []
+    for i in np.lexsort(v.T[::-1]):
+        if kept and np.any(np.all(v[kept] <= v[i], axis=1)):  # dominated, or equal to a kept row
+            continue
+        kept.append(i)
+    return candidates[np.asarray(kept, np.int64)]
+
+
+def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.Array,
+                   evaluated: tuple | None = None) -> dict:
+    """``pareto_params``, ``pareto_values``, ``hypervolume``, ``ref_point`` of a multi-objective search.
+
+    The front is the strategy state's (``pareto_front``), or, where ``evaluated``
+    holds every evaluated point, the exact front of them all."""
     fx, fv, fm = (np.asarray(a) for a in strategy.pareto_front(state))
     fx, fv = fx[fm], fv[fm]
+    if evaluated is not None:
+        x_all, v_all, ok = evaluated
+        # Points worse in every objective than one of the state's front cannot be
+        # on the whole front: drop them first (strictly worse, so a front point's
+        # own row stays whatever the state stored of it).
+        candidates = np.flatnonzero(ok)
+        for f in fv:
+            candidates = candidates[~np.all(f < v_all[candidates], axis=1)]
+        idx = _front_of(v_all, candidates)
+        fx, fv = x_all[idx], v_all[idx]
     order = np.argsort(fv[:, 0], kind="stable")
     fx, fv = fx[order], fv[order]
     m = fv.shape[1]

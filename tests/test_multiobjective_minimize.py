@@ -47,3 +47,22 @@ def test_vector_objective_shape_and_maximize_errors():
     with pytest.raises(TypeError, match="maximize"):
         jaxhpo.minimize(lambda p: p["a"], SPACE, jaxhpo.RandomSearch(SPACE, 4), num_generations=1,
                         maximize=(True, False))
+
+
+def test_with_every_point_kept_the_front_is_exact_beyond_the_strategys_memory():
+    """An archive of 4 holds less than the front: with history="all" the reported
+    front is exactly the non-dominated feasible points of every evaluation
+    (a brute-force numpy front), in the user's signs."""
+    s = NSGA2(SPACE, popsize=8, num_objectives=2, num_constraints=1, archive_size=4)
+    res = jaxhpo.minimize(two_objectives, SPACE, s, num_generations=6, key=1, maximize=(False, True),
+                          history="all")
+    vals = res.history.values.reshape(-1, 3)
+    feasible = vals[:, 2] <= 0
+    mins = np.stack([vals[:, 0], -vals[:, 1]], axis=1)[feasible]
+    dominated = ((mins[:, None] <= mins[None]).all(-1) & (mins[:, None] < mins[None]).any(-1)).any(0)
+    expect = np.unique(mins[~dominated], axis=0)
+    got = np.stack([res.pareto_values[:, 0], -res.pareto_values[:, 1]], axis=1)
+    np.testing.assert_array_equal(got, expect)  # both sorted by the first objective, then the second
+    assert len(got) > 4
+    for p, v in zip(res.pareto_params, res.pareto_values):
+        np.testing.assert_allclose(np.asarray(two_objectives(SPACE.from_python(p)))[:2], v, rtol=1e-5, atol=1e-6)
