@@ -215,9 +215,17 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"auto_chunk_size: n must be a positive integer, got {n!r}")
-    if not 0.0 < memory_fraction <= 1.0:
-        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
+    if not callable(objective):
+        raise TypeError("auto_chunk_size: objective must be callable")
+    if isinstance(memory_fraction, bool) or not isinstance(memory_fraction, numbers.Real) \
+            or not 0.0 < memory_fraction <= 1.0:
+        raise ValueError(f"memory_fraction must be a number in (0, 1], got {memory_fraction!r}")
+    if free_bytes is not None and (isinstance(free_bytes, bool) or not isinstance(free_bytes, numbers.Real)
+                                   or not free_bytes >= 0):
+        raise ValueError(f"free_bytes must be a number of bytes >= 0 or None, got {free_bytes!r}")
     devices = list(devices) if devices is not None else [jax.local_devices()[0]]
+    if not devices:
+        raise ValueError("devices must name at least one device")
     free = free_memory_bytes(devices) if free_bytes is None else int(free_bytes)
     budget = memory_fraction * max(0, free) * len(devices)
     chunk = int(budget // per_config_bytes(objective, config, decode))

@@ -110,6 +110,8 @@ def _unit(dim: Any, values: Sequence[Any]) -> np.ndarray:
 
 def _param_names(study: Any, params: Sequence[str] | None) -> tuple[list[str], dict]:
     """The parameters to draw (all by default) and the space's dimensions; unknown names raise."""
+    if isinstance(params, str):
+        params = [params]
     names = list(params or study.space.names)
     dims = study.space.dims
     unknown = [n for n in names if n not in dims]
@@ -119,7 +121,8 @@ def _param_names(study: Any, params: Sequence[str] | None) -> tuple[list[str], d
 
 
 def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str] | None = None):
-    """One line per complete trial across every parameter's axis, coloured by value (best on top)."""
+    """One line per complete trial across every parameter's axis, coloured by value (best on top);
+    a conditional parameter a trial left inactive is skipped, the line joining its neighbours."""
     trials = _complete(study)
     names, dims = _param_names(study, params)
     val = np.array([t.value for t in trials], float)
@@ -138,7 +141,9 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
     cmap = matplotlib.colormaps["viridis_r" if not study.maximize else "viridis"]
     xs = np.arange(len(names))
     for i in order:
-        ax.plot(xs, cols[i], color=cmap(norm(val[i])), alpha=0.5, lw=1)
+        on = np.isfinite(cols[i])  # inactive conditionals are nan
+        ax.plot(xs[on], cols[i][on], color=cmap(norm(val[i])), alpha=0.5, lw=1,
+                marker="." if on.sum() == 1 else None)
     for j, n in enumerate(names):
         ax.axvline(j, color="0.6", lw=0.8)
         d = dims[n]

@@ -87,6 +87,22 @@ def _check_bound(name: str, value: Any) -> float:
     return value
 
 
+@jax.custom_jvp
+def clip_passing_gradient(x: jax.Array, low: float, high: float) -> jax.Array:
+    """``jnp.clip(x, low, high)`` whose derivative is 1 everywhere: the map's
+    interior slope at a bound, where float32 rounding of a face of the cube
+    lands (``jnp.clip``'s is 0 past a bound and 1/2 on it). Projected
+    gradient steps (``gradient_tune(transform="clip")``) then leave a bound
+    when the gradient points back inside."""
+    return jnp.clip(x, low, high)
+
+
+@clip_passing_gradient.defjvp
+def _clip_passing_gradient_jvp(primals, tangents):
+    x, low, high = primals
+    return jnp.clip(x, low, high), tangents[0]
+
+
 def _check_log(log: Any) -> bool:
     if not isinstance(log, (bool, np.bool_)):
         raise TypeError(f"log must be True or False, got {log!r}")
@@ -174,7 +190,7 @@ class Float(_Dimension):
         a, b = self._span()
         t = a + u * (b - a)
         v = jnp.exp(t) if self.log else t
-        return jnp.clip(v, self.low, self.high)
+        return clip_passing_gradient(v, self.low, self.high)
 
     def encode(self, v):
         a, b = self._span()
@@ -556,7 +572,7 @@ class Space:
           dict name -> array of shape ``(...)``: float32 for ``Float``, int32
           for ``Int`` and int32 indices for ``Categorical``.
         """
-        u = jnp.clip(self._check_cube(u, "decode input"), 0.0, 1.0)
+        u = clip_passing_gradient(self._check_cube(u, "decode input"), 0.0, 1.0)
         return {n: d.decode(u[..., i]) for i, (n, d) in enumerate(self._items)}
 
     def _check_keys(self, params: Any, what: str, allow_missing_inactive: bool) -> dict:

@@ -211,3 +211,16 @@ def test_cmaes_and_local_search_params_follow_the_constructors_rules():
     with pytest.raises(ValueError, match="step_min <= step_init <= step_max"):
         jaxhpo.minimize(square, SPACE, jaxhpo.LocalSearch(SPACE, 4), num_generations=1,
                         params={"step_min": 0.5, "step_max": 0.2})
+
+
+def test_auto_chunk_size_names_bad_arguments():
+    from jaxhpo.evaluate import auto_chunk_size
+
+    config = {"x": jnp.float32(0.5)}
+    assert 1 <= auto_chunk_size(square, config, 64, free_bytes=10**9) <= 64
+    for kwargs, match in [(dict(memory_fraction="0.5"), "memory_fraction"), (dict(devices=[]), "devices"),
+                          (dict(free_bytes="1e9"), "free_bytes"), (dict(free_bytes=-5), "free_bytes")]:
+        with pytest.raises(ValueError, match=match):
+            auto_chunk_size(square, config, 64, **kwargs)
+    with pytest.raises(TypeError, match="objective must be callable"):
+        auto_chunk_size(None, config, 64)

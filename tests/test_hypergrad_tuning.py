@@ -205,3 +205,28 @@ def test_clip_transform_with_given_gradients_matches_autodiff():
     r2 = gradient_tune(f, space, init=init, num_steps=30, transform="clip", optimizer=optax.adam(0.02))
     np.testing.assert_allclose(r1.history.x, r2.history.x, rtol=1e-5, atol=1e-6)
     assert r1.best_value < r1.history.values[0].min()
+
+
+def test_clip_transform_leaves_a_bound_when_the_gradient_points_back_inside():
+    """Adam overshoots onto the upper bound; the optimum lies inside. The decoded
+    value's derivative on the bound is the interior one (float32 rounding puts
+    decode(1) just past 0.7, where a plain clip's derivative is 0), so the
+    member comes back and reaches the optimum as the logit transform does."""
+    space = Space(x=Float(0.1, 0.7))
+    f = lambda c: (c["x"] - 0.65) ** 2  # noqa: E731
+    init = np.array([[0.5]], np.float32)
+    clip = gradient_tune(f, space, init=init, num_steps=60, optimizer=optax.adam(0.1), transform="clip")
+    assert np.any(clip.history.x[:, 0, 0] == 1.0)  # it did reach the bound
+    assert clip.state["final_x"][0, 0] < 1.0
+    assert clip.best_params["x"] == pytest.approx(0.65, abs=2e-3)
+    g = jax.grad(lambda u: space.decode(u)["x"])(jnp.array([1.0]))
+    assert float(g[0]) == pytest.approx(0.6, rel=1e-5)
+
+
+def test_a_finite_value_with_a_non_finite_gradient_counts():
+    """sqrt at 0: value 1.0, gradient inf. The member stays put, its value is no failure."""
+    space = Space(x=Float(0.0, 1.0))
+    res = gradient_tune(lambda c: jnp.sqrt(c["x"]) + 1.0, space, init=np.array([[0.0], [0.5]], np.float32),
+                        num_steps=3, transform="clip")
+    assert res.num_failed == 0 and res.best_value == 1.0 and res.best_params == {"x": 0.0}
+    np.testing.assert_array_equal(res.history.x[:, 0, 0], 0.0)

@@ -90,3 +90,16 @@ def test_importance_finds_the_parameter_that_matters(study):
         param_importance(empty)
     with pytest.raises(ValueError, match="no complete trial"):
         plot.plot_history(empty)
+
+
+def test_parallel_coordinates_join_the_active_axes_and_params_may_be_one_name():
+    space = jaxhpo.Space(opt=jaxhpo.Categorical(["sgd", "adam"]), mom=jaxhpo.Float(0.0, 0.9, when={"opt": "sgd"}),
+                         n=jaxhpo.Int(1, 64))
+    s = Study(space, jaxhpo.RandomSearch(space, 8), seed=0)
+    s.optimize(lambda p: p["n"] + p.get("mom", 0.0), num_trials=8, progress=False)
+    fig = plot.plot_parallel_coordinates(s)
+    lines = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) > 0 and ln.get_linestyle() == "-"]
+    drawn = sorted(tuple(np.asarray(ln.get_xdata()).tolist()) for ln in lines if ln.get_alpha() == 0.5)
+    adam = sum(t.params["opt"] == "adam" for t in s.trials)
+    assert 0 < adam < 8 and drawn.count((0, 2)) == adam and drawn.count((0, 1, 2)) == 8 - adam
+    assert plot.plot_slice(s, params="n").axes  # one name, not its letters

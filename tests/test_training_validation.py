@@ -157,3 +157,29 @@ def test_switch_optimizer_update_rejects_bad_hparams():
     for index in (2, -1):
         with pytest.raises(ValueError, match="optimizer"):
             opt.update(params, state, params, {"optimizer": index})
+
+
+def test_exploit_explore_and_lineage_name_their_arguments():
+    from jaxhpo.training import explore
+
+    losses = jnp.array([0.3, 0.1, 0.4, 0.2])
+    assert exploit_parents(0, losses, 2).tolist()[1] == 1  # an integer seed is a key
+    for n in (-1, 3, 5, 1.0):
+        with pytest.raises(ValueError, match="num_exploit must be an integer in \\[0, P // 2\\]"):
+            exploit_parents(jax.random.key(0), losses, n)
+    with pytest.raises(ValueError, match="losses must have shape \\(P,\\)"):
+        exploit_parents(jax.random.key(0), jnp.zeros((4, 2)), 1)
+    hp = {"lr": jnp.full(4, 0.1)}
+    which = jnp.ones(4, bool)
+    with pytest.raises(ValueError, match="resample_prob must be a probability"):
+        explore(jax.random.key(0), SPACE, hp, which, 2.0)
+    for factors in ((0.8, 1.2, 5.0), (-1.0, 1.2)):
+        with pytest.raises(ValueError, match="factors must be two positive finite numbers"):
+            explore(jax.random.key(0), SPACE, hp, which, 0.5, factors)
+    with pytest.raises(ValueError, match="hparams is missing \\['lr'\\]"):
+        explore(jax.random.key(0), SPACE, {}, which, 0.5)
+    res = pbt(Trainer(_init, lambda s, hp: {"w": s["w"] * 0.5}, _evaluate), SPACE, 0, popsize=2, num_rounds=2)
+    assert res.lineage(1)[-1] == 1
+    for member in (-1, 2, True):
+        with pytest.raises(ValueError, match="member must be an integer in \\[0, 2\\)"):
+            res.lineage(member)

@@ -121,8 +121,10 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
     def body(carry, _):
         z, opt_state, inner = carry
         values, grads, u, inner_new = member(z, u0, inner)
-        ok = jnp.isfinite(values) & jnp.all(jnp.isfinite(grads), axis=-1)
-        # A failed member (non-finite value or gradient) stays where it is.
+        finite = jnp.isfinite(values)
+        ok = finite & jnp.all(jnp.isfinite(grads), axis=-1)
+        # A member without a finite value and gradient stays where it is; a
+        # finite value still counts (a failure is a non-finite value).
         grads = jnp.where(ok[:, None], grads * mask, 0.0)
         updates, opt_state_new = jax.vmap(optimizer.update)(grads, opt_state, z)
         z_new = optax.apply_updates(z, updates)
@@ -132,8 +134,8 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         opt_state_new = jax.tree_util.tree_map(
             lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old),
             opt_state_new, opt_state)
-        values = jnp.where(ok, values, jnp.inf)
-        return (z_new, opt_state_new, inner_new), (values, u, ok)
+        values = jnp.where(finite, values, jnp.inf)
+        return (z_new, opt_state_new, inner_new), (values, u, finite)
 
     (_, _, inner), (values, us, oks) = jax.lax.scan(body, (z0, opt_state0, carry0), None, length=num_steps)
     return values, us, oks, inner

@@ -51,7 +51,14 @@ def exploit_parents(key: jax.Array, losses: jax.Array, num_exploit: int) -> jax.
     from the finite ones among the top (a member keeps itself where there
     are none).
     """
+    key = check_key(key, allow_seed=True)
+    if jnp.ndim(losses) != 1:
+        raise ValueError(f"losses must have shape (P,) (one scalar per member), got {jnp.shape(losses)}")
     P = losses.shape[0]
+    if isinstance(num_exploit, bool) or not isinstance(num_exploit, numbers.Integral) \
+            or not 0 <= num_exploit <= P // 2:
+        raise ValueError(f"num_exploit must be an integer in [0, P // 2] = [0, {P // 2}] (the replaced "
+                         f"and the parents must not overlap), got {num_exploit!r}")
     me = jnp.arange(P, dtype=jnp.int32)
     if num_exploit == 0:
         return me
@@ -78,6 +85,17 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
     Returns:
       dict name -> ``(P,)``, same dtypes.
     """
+    missing = [n for n in space.names if n not in hparams]
+    if missing:
+        raise ValueError(f"hparams is missing {missing}; it needs every parameter of the space")
+    concrete = {"resample_prob": resample_prob, "factors": factors}
+    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(concrete)):
+        prob, fac = np.asarray(resample_prob, np.float64), np.asarray(factors, np.float64)
+        if prob.shape != () or not 0.0 <= prob <= 1.0:
+            raise ValueError(f"resample_prob must be a probability in [0, 1], got {resample_prob!r}")
+        if fac.shape != (2,) or not np.all(np.isfinite(fac) & (fac > 0)):
+            raise ValueError(f"factors must be two positive finite numbers, got {factors!r}")
+    key = check_key(key, allow_seed=True)
     P = which.shape[0]
     k_fresh, k_coin, k_fac, k_cat = jax.random.split(key, 4)
     fresh = space.decode(space.sample(k_fresh, P))
@@ -189,6 +207,10 @@ class PBTResult:
         final state (``best_index`` by default); ``lineage[-1] == member``."""
         if member is None and self.best_index < 0:
             raise ValueError("every member failed (best_index is -1): pass member to pick one")
+        P = self.losses.shape[1]
+        if member is not None and (isinstance(member, bool) or not isinstance(member, numbers.Integral)
+                                   or not 0 <= member < P):
+            raise ValueError(f"member must be an integer in [0, {P}), got {member!r}")
         i = self.best_index if member is None else int(member)
         R = self.losses.shape[0]
         out = np.empty(R, np.int64)
