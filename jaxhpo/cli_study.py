@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 __all__ = ["add_subcommands", "main"]
 
 
@@ -45,7 +47,7 @@ def _write_results(study: Any, folder: Path) -> dict:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(records)
-    if getattr(study, "multi_objective", False):
+    if getattr(study, "num_objectives", 1) > 1:
         front, _ = study.pareto_front()
         summary = {"name": study.name, "directions": list(study.directions),
                    "pareto_front": [{"trial": t.number, "values": list(t.values), "params": t.params}
@@ -170,7 +172,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"study {study.name!r}  strategy {study.strategy!r}  seed {study.seed}  "
               f"{' '.join(study.directions)}")
         print(f"generations told {study.generation}  trials {dict(sorted(counts.items()))}")
-        if study.multi_objective:
+        if study.num_objectives > 1:
             _show_front(study, args)
         else:
             _show_best(study, trials, args)
@@ -200,8 +202,9 @@ def _show_front(study: Any, args: argparse.Namespace) -> None:
 
 def _show_best(study: Any, trials: list, args: argparse.Namespace) -> None:
     """The best complete trials of a single-objective study."""
-    done = [t for t in trials if t.state == "complete"]
-    done.sort(key=lambda t: (-t.value if study.maximize else t.value, t.number))
+    done = [t for t in trials if t.state == "complete" and t.feasible]
+    maximize = bool(np.ravel([study.maximize])[0])  # a tuple with constraints
+    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
     shown = done if args.all else done[: args.top]
     names = list(study.space.names)
     rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_fmt(t.params.get(n, "-")) for n in names]
@@ -230,7 +233,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                       "pareto_front": plot.plot_pareto_front}[args.kind]
                 path = out / f"{args.kind}.png"
                 out.mkdir(parents=True, exist_ok=True)
-                if args.kind == "importance" and study.multi_objective:
+                if args.kind == "importance" and study.num_objectives > 1:
                     if args.objective is None:
                         raise ValueError(f"study {study.name!r} has {study.num_objectives} objectives: "
                                          f"--kind importance needs --objective K, 0 <= K < {study.num_objectives}")

@@ -148,7 +148,10 @@ def per_config_bytes(objective: Callable, config: Any, decode: Callable | None =
     """
     leaves, treedef = jax.tree_util.tree_flatten(config)
     spec = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
-    cache_key = (objective, decode, treedef, spec)
+    # A bound method (space.decode) keys by its object's value: an equal new
+    # Space hits the cache (bound methods compare by their object's identity).
+    decode_key = (decode.__func__, decode.__self__) if hasattr(decode, "__self__") else decode
+    cache_key = (objective, decode_key, treedef, spec)
     try:
         return _PER_CONFIG_CACHE[cache_key]
     except TypeError:  # an unhashable objective: measure every time

@@ -398,9 +398,10 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
     ref_point = _check_ref_point(ref_point, num_objectives)
     mesh = _check_mesh(mesh, strategy.popsize)
+    chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
     state, trace = _search(strategy, objective, key, _check_params(strategy, params),
-                           _check_generations(num_generations), _resolve_chunk_size(chunk_size, strategy, objective, mesh),
-                           _check_history(history), negate, mesh, _check_progress(progress_every))
+                           _check_generations(num_generations), chunk, _check_history(history), negate, mesh,
+                           _check_progress(progress_every))
     # Under jax.distributed the outputs span every process's devices: take
     # this process's copy (the state is replicated; the trace's population
     # columns are gathered). A no-op in a single process.
@@ -447,6 +448,16 @@ def _check_ref_point(ref_point: Any, num_objectives: int | None) -> np.ndarray |
     return ref
 
 
+@jax.jit
+def _front_hypervolume(values, ref, mask, key):
+    return pareto.hypervolume(values, ref, mask, key=key)
+
+
+@partial(jax.jit, static_argnums=0)
+def _decode_rows(space: Space, x: jax.Array) -> dict:
+    return space.decode(x)
+
+
 def _evaluated(trace: Trace, signs: np.ndarray, m: int) -> tuple | None:
     """``(x (N, dim), objectives (N, m) minimised, feasible (N,))`` of every evaluated
     point, where the history kept them (``history="all"``); else ``None``."""
@@ -489,7 +500,7 @@ def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.
         fx, fv = x_all[idx], v_all[idx]
     order = np.argsort(fv[:, 0], kind="stable")
     fx, fv = fx[order], fv[order]
-    m = fv.shape[1]
+    n, m = fv.shape
     if ref_point is None:
         if len(fv):
             hi, lo = fv.max(axis=0), fv.min(axis=0)
@@ -498,10 +509,20 @@ def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.
             ref_min = np.full((m,), np.nan, np.float32)
     else:
         ref_min = signs * ref_point
-    hv = float(pareto.hypervolume(fv, ref_min, key=key)) if len(fv) and np.all(np.isfinite(ref_min)) else 0.0
+    # The front's size varies from run to run: pad it to a power of two (masked),
+    # so each size class compiles once rather than a few dozen eager kernels per size.
+    size = max(8, 1 << max(n - 1, 0).bit_length())
+    padded_v = np.full((size, m), np.inf, np.float32)
+    padded_v[:n] = fv
+    padded_x = np.full((size, fx.shape[1]), 0.5, np.float32)
+    padded_x[:n] = fx
+    hv = 0.0
+    if n and np.all(np.isfinite(ref_min)):
+        hv = float(_front_hypervolume(padded_v, np.asarray(ref_min, np.float32), np.arange(size) < n, key))
     space = strategy.space
+    decoded = {k: np.asarray(v)[:n] for k, v in _decode_rows(space, padded_x).items()}
     return dict(
-        pareto_params=space.to_python(space.decode(fx)) if len(fx) else [],
+        pareto_params=space.to_python(decoded) if n else [],
         pareto_values=signs * fv,
         hypervolume=hv,
         ref_point=signs * ref_min,

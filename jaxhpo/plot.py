@@ -44,21 +44,26 @@ def _finish(fig, path: Any) -> Any:
 
 
 def _single(study: Any) -> None:
-    if getattr(study, "multi_objective", False):
+    if getattr(study, "num_objectives", 1) > 1:
         raise ValueError(f"study {study.name!r} has {study.num_objectives} objectives; this plot shows one "
                          "value per trial: use plot_pareto_front")
 
 
+def _maximized(study: Any) -> bool:
+    """The (first) objective's direction: a study with constraints keeps a tuple."""
+    return bool(np.ravel([study.maximize])[0])
+
+
 def _complete(study: Any) -> list:
     _single(study)
-    trials = study.get_trials((TrialState.COMPLETE,))
+    trials = [t for t in study.get_trials((TrialState.COMPLETE,)) if t.feasible]
     if not trials:
-        raise ValueError(f"study {study.name!r} has no complete trial to plot")
+        raise ValueError(f"study {study.name!r} has no complete (feasible) trial to plot")
     return trials
 
 
 def _direction(study: Any) -> str:
-    return "maximised" if study.maximize else "minimised"
+    return "maximised" if _maximized(study) else "minimised"
 
 
 def plot_history(study: Any, path: Any = None):
@@ -74,11 +79,11 @@ def plot_history(study: Any, path: Any = None):
     num = np.array([t.number for t in done])
     val = np.array([t.value for t in done], float)
     ax.scatter(num, val, s=12, alpha=0.6, label="trial value")
-    best = np.maximum.accumulate(val) if study.maximize else np.minimum.accumulate(val)
+    best = np.maximum.accumulate(val) if _maximized(study) else np.minimum.accumulate(val)
     ax.step(num, best, where="post", color="C3", lw=2, label="best so far")
     failed = [t.number for t in trials if t.state == TrialState.FAILED]
     if failed:
-        worst = np.max(val) if not study.maximize else np.min(val)  # failed trials count as worst
+        worst = np.max(val) if not _maximized(study) else np.min(val)  # failed trials count as worst
         ax.scatter(failed, np.full(len(failed), worst), marker="x", color="k", s=18, label="failed (at worst)")
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.value is not None]
     if pruned:
@@ -128,7 +133,7 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
     val = np.array([t.value for t in trials], float)
     cols = np.stack([_unit(dims[n], [t.params.get(n) for t in trials]) for n in names], axis=1)
     order = np.argsort(val)
-    if not study.maximize:
+    if not _maximized(study):
         order = order[::-1]  # draw the best last, so it sits on top
     fig = _figure(figsize=(max(6, 1.4 * len(names) + 2), 4))
     ax = fig.add_subplot()
@@ -138,7 +143,7 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
 
     norm = colors.Normalize(lo, hi if hi > lo else lo + 1)
     # bright (yellow) is good in both directions
-    cmap = matplotlib.colormaps["viridis_r" if not study.maximize else "viridis"]
+    cmap = matplotlib.colormaps["viridis_r" if not _maximized(study) else "viridis"]
     xs = np.arange(len(names))
     for i in order:
         on = np.isfinite(cols[i])  # inactive conditionals are nan
@@ -280,7 +285,7 @@ def _front_polyline(front: np.ndarray, signs: np.ndarray) -> np.ndarray:
 def _pareto_data(source: Any, maximize: Any) -> dict:
     """Everything the Pareto plot draws, in the user's signs, from a Study or a Result."""
     if hasattr(source, "best_trials") and hasattr(source, "get_trials"):
-        if not getattr(source, "multi_objective", False):
+        if getattr(source, "num_objectives", 1) < 2:
             raise ValueError(f"study {source.name!r} has one objective; a Pareto front needs several")
         done = source.get_trials((TrialState.COMPLETE,))
         if not done:
@@ -400,7 +405,7 @@ def save_plots(study: Any, folder: Any) -> list[Path]:
     plots = (("history", plot_history), ("parallel_coordinates", plot_parallel_coordinates),
              ("slice", plot_slice), ("importance", plot_importance),
              ("intermediate_values", plot_intermediate_values))
-    if getattr(study, "multi_objective", False):
+    if getattr(study, "num_objectives", 1) > 1:
         plots = (("pareto_front", plot_pareto_front),)
     for name, fn in plots:
         path = folder / f"{name}.png"

@@ -103,6 +103,10 @@ def _clip_passing_gradient_jvp(primals, tangents):
     return jnp.clip(x, low, high), tangents[0]
 
 
+def _when_repr(when: tuple) -> str:
+    return f", when={ {p: list(a) for p, a in when} !r}" if when else ""
+
+
 def _check_log(log: Any) -> bool:
     if not isinstance(log, (bool, np.bool_)):
         raise TypeError(f"log must be True or False, got {log!r}")
@@ -179,7 +183,7 @@ class Float(_Dimension):
         return (self.low, self.high, self.log, self.when)
 
     def __repr__(self) -> str:
-        return f"Float({self.low}, {self.high}, log={self.log})"
+        return f"Float({self.low}, {self.high}, log={self.log}{_when_repr(self.when)})"
 
     def _span(self) -> tuple[float, float]:
         if self.log:
@@ -256,7 +260,7 @@ class Int(_Dimension):
         return (self.low, self.high, self.log, self.when)
 
     def __repr__(self) -> str:
-        return f"Int({self.low}, {self.high}, log={self.log})"
+        return f"Int({self.low}, {self.high}, log={self.log}{_when_repr(self.when)})"
 
     @property
     def cardinality(self) -> int:
@@ -340,7 +344,7 @@ class Categorical(_Dimension):
         return (tuple(_label_key(c) for c in self.choices), self.when)
 
     def __repr__(self) -> str:
-        return f"Categorical({list(self.choices)!r})"
+        return f"Categorical({list(self.choices)!r}{_when_repr(self.when)})"
 
     @property
     def cardinality(self) -> int:

@@ -168,3 +168,14 @@ def test_branin_median_regret_over_10_vmapped_seeds():
     regret = np.asarray(best) - BRANIN_MIN
     assert np.median(regret) < 1e-3, np.sort(regret)
     assert (regret < 0.05).all(), np.sort(regret)
+
+
+def test_runs_with_64_bit_floats_enabled():
+    """Under jax_enable_x64 the GP's arithmetic widens; the state and proposals keep float32."""
+    space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0), b=jaxhpo.Float(0.0, 1.0))
+    with jax.enable_x64(True):
+        s = jaxhpo.GPBO(space, 2, capacity=8, n_init=2, num_candidates=16, num_local=4, restarts=1, acq_steps=2,
+                        fit_steps=2)
+        res = jaxhpo.minimize(lambda c: (c["a"] - 0.3) ** 2 + c["b"], space, s, num_generations=3, key=0,
+                              history="all")
+    assert np.isfinite(res.best_value) and res.history.x.dtype == np.float32

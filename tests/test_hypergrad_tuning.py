@@ -230,3 +230,14 @@ def test_a_finite_value_with_a_non_finite_gradient_counts():
                         num_steps=3, transform="clip")
     assert res.num_failed == 0 and res.best_value == 1.0 and res.best_params == {"x": 0.0}
     np.testing.assert_array_equal(res.history.x[:, 0, 0], 0.0)
+
+
+def test_a_second_call_with_the_default_optimizer_does_not_compile_again():
+    from jaxhpo.hypergrad.tuning import _tune
+
+    space = Space(x=Float(0.0, 1.0))
+    f = lambda c: (c["x"] - 0.3) ** 2  # noqa: E731
+    gradient_tune(f, space, key=0, popsize=2, num_steps=3)
+    before = _tune._cache_size()
+    gradient_tune(f, space, key=1, popsize=2, num_steps=3)
+    assert _tune._cache_size() == before

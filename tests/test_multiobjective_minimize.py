@@ -66,3 +66,17 @@ def test_with_every_point_kept_the_front_is_exact_beyond_the_strategys_memory():
     assert len(got) > 4
     for p, v in zip(res.pareto_params, res.pareto_values):
         np.testing.assert_allclose(np.asarray(two_objectives(SPACE.from_python(p)))[:2], v, rtol=1e-5, atol=1e-6)
+
+
+def test_fronts_of_new_sizes_reuse_the_compiled_post_processing():
+    from jaxhpo.loop import _decode_rows, _front_hypervolume
+
+    s = NSGA2(SPACE, popsize=8, num_objectives=2, num_constraints=1)
+    sizes = set()
+    for key in range(4):
+        res = jaxhpo.minimize(two_objectives, SPACE, s, num_generations=3, key=key, maximize=(False, True))
+        sizes.add(len(res.pareto_values))
+        if key == 0:
+            before = (_front_hypervolume._cache_size(), _decode_rows._cache_size())
+    assert len(sizes) > 1  # fronts of several sizes, padded to one shape (<= 8 rows)
+    assert (_front_hypervolume._cache_size(), _decode_rows._cache_size()) == before

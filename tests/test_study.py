@@ -381,3 +381,49 @@ def test_report_every_inside_a_compiled_loop():
     assert got == [(3, 2.0), (6, 0.25), (9, 8.0 / 2 ** 8)]
     with pytest.raises(ValueError, match="every"):
         report_every(-1, 0, 0.0)
+
+
+def test_sepcmaes_studies_reopen_and_spaces_show_their_conditions(tmp_path):
+    path = str(tmp_path / "sep.db")
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0), y=jaxhpo.Float(0.0, 1.0))
+    study = Study(space, jaxhpo.SepCMAES(space, 4), seed=0, storage=path, name="s")
+    study.optimize(lambda p: (p["x"] - 0.3) ** 2 + p["y"], num_trials=4, progress=False)
+    study.close()
+    again = Study.load(path, "s")
+    assert type(again.strategy) is jaxhpo.SepCMAES and again.strategy == study.strategy
+    again.close()
+    with pytest.raises(ValueError, match="SepCMAES is separable"):
+        jaxhpo.SepCMAES(space, 4, separable=False)
+    # A space kept by its repr (labels JSON cannot hold) keeps its conditions in it.
+    a = jaxhpo.Space(s=jaxhpo.Categorical([(1, 2), "flat"]), x=jaxhpo.Float(0, 1, when={"s": [(1, 2)]}))
+    b = jaxhpo.Space(s=jaxhpo.Categorical([(1, 2), "flat"]), x=jaxhpo.Float(0, 1, when={"s": ["flat"]}))
+    assert repr(a) != repr(b) and "when={'s': [(1, 2)]}" in repr(a)
+
+
+def test_hypervolume_of_four_objectives_draws_from_the_seed():
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0), y=jaxhpo.Float(0.0, 1.0))
+    study = Study(space, jaxhpo.NSGA2(space, 4, num_objectives=4), seed=3)
+    study.optimize(lambda p: [p["x"], 1 - p["x"], p["y"], 1 - p["y"]], num_trials=8, progress=False)
+    hv = study.hypervolume()
+    assert hv > 0 and study.hypervolume() == hv == study.hypervolume(key=3)
+    with pytest.raises(TypeError, match="ref_point must be 4 numbers"):
+        study.hypervolume("abcd")
+
+
+def test_one_objective_with_constraints_has_a_best_feasible_trial(tmp_path):
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    gp = jaxhpo.GPBO(space, 2, num_constraints=1, capacity=16, n_init=2, num_candidates=16, num_local=4,
+                     restarts=1, acq_steps=2, fit_steps=2)
+    study = Study(space, gp, seed=0, maximize=True)
+    study.optimize(lambda p: (p["x"], p["x"] - 0.5), num_trials=6, progress=False)  # feasible when x <= 0.5
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    feasible = [t for t in done if t.constraints[0] <= 0]
+    assert feasible
+    assert all(t.value == t.values[0] for t in done)
+    best = max(feasible, key=lambda t: (t.value, -t.number))
+    assert study.best_trial.number == best.number and study.best_value == best.value
+    pytest.importorskip("matplotlib")
+    from jaxhpo import plot
+
+    assert [p.name for p in plot.save_plots(study, tmp_path)] == [
+        "history.png", "parallel_coordinates.png", "slice.png", "importance.png"]

@@ -37,6 +37,9 @@ from ._checks import check_callable, check_choice, check_positive_int
 __all__ = ["gradient_tune", "float_mask", "TRANSFORMS"]
 
 TRANSFORMS = ("logit", "clip")
+# One object: the optimiser is a static argument of the compiled search, and a
+# new optax.adam(0.1) per call (new closures) would compile it again each time.
+_DEFAULT_OPTIMIZER = optax.adam(0.1)
 
 # Cube coordinates are kept this far from 0 and 1 before the logit, so that
 # a starting point on a bound has a finite transform.
@@ -203,7 +206,7 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
     num_steps = check_positive_int("num_steps", num_steps)
     transform = check_choice("transform", transform, TRANSFORMS)
     if optimizer is None:
-        optimizer = optax.adam(0.1)
+        optimizer = _DEFAULT_OPTIMIZER
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
     for name, flag in (("has_grad", has_grad), ("maximize", maximize)):

@@ -756,11 +756,14 @@ def _medians(x: jax.Array) -> jax.Array:
 class SepCMAES(CMAES):
     """Separable CMA-ES (Ros & Hansen, 2008): ``CMAES`` with a diagonal covariance.
 
-    Same arguments as ``CMAES`` (``separable`` is always ``True``).
+    Same arguments as ``CMAES``; ``separable`` is always ``True`` (accepted,
+    so that stored settings rebuild it).
     """
 
     def __init__(self, space: Space, popsize: int | None = None, sigma0: float = 1.0 / 6.0, *,
                  x0: Any = None, restarts: str | None = "ipop", max_doublings: int = 6,
-                 active: bool = False):
+                 active: bool = False, separable: bool = True):
+        if separable is not True:
+            raise ValueError(f"SepCMAES is separable; got separable={separable!r} (use CMAES)")
         super().__init__(space, popsize, sigma0, x0=x0, restarts=restarts,
                          max_doublings=max_doublings, separable=True, active=active)

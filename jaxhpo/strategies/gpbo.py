@@ -381,7 +381,14 @@ class GPBO(Strategy):
             return x, state.kernel, jnp.array(True)
 
         model_ask = self._vector_model_ask if self._vector else self._model_ask
-        x, kernel, ok = jax.lax.cond(use_model, lambda k: model_ask(k, state), from_design, key)
+
+        def from_model(key):
+            # Under jax_enable_x64 the GP's arithmetic may widen; the state keeps its dtypes.
+            x, kernel, ok = model_ask(key, state)
+            kernel = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), kernel, state.kernel)
+            return x.astype(jnp.float32), kernel, ok
+
+        x, kernel, ok = jax.lax.cond(use_model, from_model, from_design, key)
         return x, state._replace(kernel=kernel, gp_failures=state.gp_failures + (~ok).astype(jnp.int32))
 
     def _model_ask(self, key, state):
@@ -416,8 +423,8 @@ class GPBO(Strategy):
                 # Fantasy row j holds the believed value at the j-th chosen point.
                 row = jnp.minimum(self.capacity + j, xb.shape[0] - 1)
                 write = j < extra
-                xb = jnp.where(write, xb.at[row].set(x), xb)
-                yb = jnp.where(write, yb.at[row].set(mean[0]), yb)
+                xb = jnp.where(write, xb.at[row].set(x.astype(xb.dtype)), xb)
+                yb = jnp.where(write, yb.at[row].set(mean[0].astype(yb.dtype)), yb)
                 mb = jnp.where(write, mb.at[row].set(True), mb)
             return (xb, yb, mb, ok & post.ok), x
 

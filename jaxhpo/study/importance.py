@@ -74,7 +74,7 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         space, trials = study.space, study.get_trials((TrialState.COMPLETE,))
     if space is None or trials is None:
         raise TypeError("param_importance needs a study, or space= and trials=")
-    multi = any(t.values is not None for t in trials)
+    multi = any(t.values is not None and len(t.values) > 1 for t in trials)
     if multi:
         m = min(len(t.values) for t in trials if t.values is not None)
         if isinstance(objective, bool) or not isinstance(objective, int) or not 0 <= objective < m:

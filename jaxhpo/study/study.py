@@ -491,6 +491,8 @@ class Study:
         if vals is not None:
             v = json.loads(vals)
             values, constraints = tuple(v[:self.num_objectives]), tuple(v[self.num_objectives:])
+            if self.num_objectives == 1:  # one objective with constraints: its value is the value
+                value = values[0]
         return Trial(number=number, generation=generation, index=idx, params=self._load_params(params),
                      value=value, state=state, error=error, created_at=created, started_at=started,
                      finished_at=finished, worker=f"{host}:{pid}" if host else None,
@@ -959,8 +961,14 @@ class Study:
     def best_trial(self) -> Trial:
         """The complete trial with the best value (the earliest among ties).
 
-        Raises ``ValueError`` for a study of several objectives (see ``best_trials``).
+        With constraints, the best feasible one. Raises ``ValueError`` for a study
+        of several objectives (see ``best_trials``).
         """
+        if self.multi_objective and self.num_objectives == 1:
+            front = self._front()[0]
+            if not front:
+                raise ValueError(f"study {self.name!r} has no complete feasible trial yet")
+            return min(front, key=lambda t: t.number)
         if self.multi_objective:
             raise ValueError(f"study {self.name!r} has {self.num_objectives} objectives and no single best "
                              "trial; use study.best_trials (the Pareto front)")
@@ -1026,7 +1034,8 @@ class Study:
             direction). ``None``: the front's worst value in each objective
             moved out by 10% of the front's range (by 1 where the range is 0),
             as ``jaxhpo.minimize`` does.
-          key, num_samples: for 4 or more objectives (a Monte Carlo estimate).
+          key, num_samples: for 4 or more objectives (a Monte Carlo estimate);
+            ``key`` defaults to the study's seed.
         Returns:
           the volume (0.0 with no feasible complete trial), computed in
           minimisation signs, so it does not depend on the directions.
@@ -1042,12 +1051,17 @@ class Study:
             hi, lo = vals.max(axis=0), vals.min(axis=0)
             ref = hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0)
         else:
-            ref = np.asarray(ref_point, np.float64)
+            try:
+                ref = np.asarray(ref_point, np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"ref_point must be {m} numbers, got {ref_point!r}") from None
             if ref.shape != (m,) or not np.all(np.isfinite(ref)):
                 raise ValueError(f"ref_point must be {m} finite numbers (one per objective), got {ref_point!r}")
             ref = signs * ref
         if not len(vals):
             return 0.0
+        if key is None and m >= 4:  # a Monte Carlo estimate: draws from the study's seed
+            key = self.seed
         if isinstance(key, numbers.Integral) and not isinstance(key, bool):
             key = check_key(key, allow_seed=True)
         return float(pareto.hypervolume(vals, ref, key=key, num_samples=num_samples))
