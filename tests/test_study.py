@@ -427,3 +427,21 @@ def test_one_objective_with_constraints_has_a_best_feasible_trial(tmp_path):
 
     assert [p.name for p in plot.save_plots(study, tmp_path)] == [
         "history.png", "parallel_coordinates.png", "slice.png", "importance.png"]
+
+
+def test_a_conditional_space_json_cannot_hold_is_checked_and_old_files_still_open(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "tuples.db")
+    a = jaxhpo.Space(s=jaxhpo.Categorical([(1, 2), "flat"]), x=jaxhpo.Float(0, 1, when={"s": [(1, 2)]}))
+    b = jaxhpo.Space(s=jaxhpo.Categorical([(1, 2), "flat"]), x=jaxhpo.Float(0, 1, when={"s": ["flat"]}))
+    Study(a, jaxhpo.RandomSearch(a, 2), seed=0, storage=path, name="t").close()
+    with pytest.raises(ValueError, match="was created with space"):
+        Study(b, jaxhpo.RandomSearch(b, 2), seed=0, storage=path, name="t")
+    # A file written when the stored repr left the conditions out still opens.
+    from jaxhpo.study.specs import spec_json
+
+    legacy = spec_json({"__unrepresentable__": "Space(s=Categorical([(1, 2), 'flat']), x=Float(0.0, 1.0, log=False))"})
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE studies SET space=?", (legacy,))
+    Study(a, jaxhpo.RandomSearch(a, 2), seed=0, storage=path, name="t").close()

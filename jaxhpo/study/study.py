@@ -54,7 +54,7 @@ import jax
 import numpy as np
 
 from .._keys import check_key
-from ..space import Categorical, Space
+from ..space import Categorical, Float, Int, Space
 from ..strategies.base import Strategy
 from .serialize import state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
@@ -334,11 +334,25 @@ class Study:
             raise
 
     # ----------------------------------------------------------- opening
+    def _legacy_space_text(self) -> str | None:
+        """How studies stored before conditions entered a dimension's repr kept a
+        space JSON cannot hold (its repr without them): such a study still opens."""
+        if not self._labels_by_index:
+            return None
+
+        def plain(d):
+            if isinstance(d, (Float, Int)):
+                return f"{type(d).__name__}({d.low}, {d.high}, log={d.log})"
+            return f"Categorical({list(d.choices)!r})"
+
+        inner = ", ".join(f"{n}={plain(d)}" for n, d in self.space.dims.items())
+        return spec_json({"__unrepresentable__": f"Space({inner})"})
+
     def _check_same(self, row: dict) -> None:
         where = f"study {self.name!r} in {self._storage.url}"
         stored = json.loads(row["strategy"])
         diffs = []
-        if row["space"] != self._space_text:
+        if row["space"] not in (self._space_text, self._legacy_space_text()):
             diffs.append(f"space {json.loads(row['space'])}, not {json.loads(self._space_text)}")
         if (stored.get("class"), stored.get("repr")) != (self._strategy_spec["class"], self._strategy_spec["repr"]):
             diffs.append(f"strategy {stored.get('repr')}, not {self._strategy_spec['repr']}")
