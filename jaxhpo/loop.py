@@ -439,13 +439,7 @@ def _check_ref_point(ref_point: Any, num_objectives: int | None) -> np.ndarray |
     if num_objectives is None:
         raise ValueError("ref_point is for multi-objective strategies (NSGA2, MOTPE, GPBO with "
                          "num_objectives >= 2); this strategy has one objective")
-    try:
-        ref = np.asarray(ref_point, np.float32)
-    except (TypeError, ValueError):
-        raise TypeError(f"ref_point must be {num_objectives} numbers, got {ref_point!r}") from None
-    if ref.shape != (num_objectives,) or not np.all(np.isfinite(ref)):
-        raise ValueError(f"ref_point must be {num_objectives} finite numbers (one per objective), got {ref_point!r}")
-    return ref
+    return pareto.check_ref_point(ref_point, num_objectives, np.float32)
 
 
 @jax.jit
@@ -502,11 +496,7 @@ def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.
     fx, fv = fx[order], fv[order]
     n, m = fv.shape
     if ref_point is None:
-        if len(fv):
-            hi, lo = fv.max(axis=0), fv.min(axis=0)
-            ref_min = hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0)
-        else:
-            ref_min = np.full((m,), np.nan, np.float32)
+        ref_min = pareto.default_ref_point(fv) if len(fv) else np.full((m,), np.nan, np.float32)
     else:
         ref_min = signs * ref_point
     # The front's size varies from run to run: pad it to a power of two (masked),

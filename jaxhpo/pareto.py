@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "dominates",
@@ -373,6 +374,25 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     inside = valid & jnp.all(values < ref, axis=1)
     return jnp.where(jnp.any(inside), _hv_mc(p, ref, inside, key, num_samples), 0.0).astype(values.dtype)
+
+
+def check_ref_point(ref_point: Any, m: int, dtype: Any = np.float64) -> np.ndarray:
+    """A user's ``ref_point`` as ``(m,)`` finite numbers of ``dtype`` (host side);
+    errors name it and the rule."""
+    try:
+        ref = np.asarray(ref_point, dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"ref_point must be {m} numbers, got {ref_point!r}") from None
+    if ref.shape != (m,) or not np.all(np.isfinite(ref)):
+        raise ValueError(f"ref_point must be {m} finite numbers (one per objective), got {ref_point!r}")
+    return ref
+
+
+def default_ref_point(values: np.ndarray) -> np.ndarray:
+    """``(m,)`` for a front ``(k >= 1, m)`` (minimised): its worst value in each
+    objective moved out by 10% of the front's range there (by 1 where it is 0)."""
+    hi, lo = values.max(axis=0), values.min(axis=0)
+    return hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0)
 
 
 def hypervolume_contributions(values: jax.Array, ref_point: Any, mask: Any = None) -> jax.Array:

@@ -1062,16 +1062,9 @@ class Study:
         if ref_point is None:
             if not len(vals):
                 return 0.0
-            hi, lo = vals.max(axis=0), vals.min(axis=0)
-            ref = hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0)
+            ref = pareto.default_ref_point(vals)
         else:
-            try:
-                ref = np.asarray(ref_point, np.float64)
-            except (TypeError, ValueError):
-                raise TypeError(f"ref_point must be {m} numbers, got {ref_point!r}") from None
-            if ref.shape != (m,) or not np.all(np.isfinite(ref)):
-                raise ValueError(f"ref_point must be {m} finite numbers (one per objective), got {ref_point!r}")
-            ref = signs * ref
+            ref = signs * pareto.check_ref_point(ref_point, m)
         if not len(vals):
             return 0.0
         if key is None and m >= 4:  # a Monte Carlo estimate: draws from the study's seed
