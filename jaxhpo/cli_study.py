@@ -95,6 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             Path(cfg.storage).parent.mkdir(parents=True, exist_ok=True)
         study = Study(cfg.space, cfg.strategy, seed=cfg.seed, maximize=cfg.maximize,
                       storage=cfg.storage, name=cfg.name, pruner=cfg.pruner)
+        for config in cfg.enqueue:  # once: a rerun finds them tried or queued
+            study.enqueue_trial(config, skip_if_exists=True)
     except (ValueError, TypeError, StorageError) as e:
         return _fail("run", e)
     with study:

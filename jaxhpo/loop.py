@@ -113,6 +113,40 @@ def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec()))
 
 
+def _check_initial(initial: Any, strategy: Strategy, num_generations: int) -> jax.Array | None:
+    """``initial`` (cube points, ``nan`` = left to the strategy) checked, as float32 ``(k, dim)``."""
+    if initial is None:
+        return None
+    if not strategy.accepts_points:
+        raise ValueError(f"initial: {type(strategy).__name__} evaluates a fixed set of points, which "
+                         "other configurations cannot replace")
+    if isinstance(initial, jax.core.Tracer):
+        raise TypeError("initial must be concrete cube points (its rows are checked before compiling)")
+    pts = np.asarray(initial, np.float32)
+    if pts.ndim == 1:
+        pts = pts[None]
+    if pts.ndim != 2 or pts.shape[1] != strategy.dim or pts.shape[0] == 0:
+        raise ValueError(f"initial must have shape (k, dim) = (k, {strategy.dim}) with k >= 1, "
+                         f"got {np.shape(initial)}")
+    fixed = ~np.isnan(pts)
+    if np.any(fixed & ~((pts >= 0.0) & (pts <= 1.0))):
+        raise ValueError("initial holds coordinates outside the cube [0, 1] (nan leaves one to the strategy)")
+    if pts.shape[0] > strategy.popsize * num_generations:
+        raise ValueError(f"initial has {pts.shape[0]} rows, more than the search evaluates "
+                         f"({num_generations} generations of {strategy.popsize})")
+    return jnp.asarray(pts)
+
+
+def _with_initial(initial: jax.Array, x: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Generation ``g``'s proposals ``x`` with rows ``g * popsize ...`` of ``initial``
+    in their place; and which rows were replaced, ``(popsize,)`` bool."""
+    popsize = x.shape[0]
+    index = g * popsize + jnp.arange(popsize, dtype=jnp.int32)
+    rows = initial[jnp.minimum(index, initial.shape[0] - 1)]
+    fixed = (index < initial.shape[0])[:, None] & ~jnp.isnan(rows)
+    return jnp.where(fixed, rows, x), jnp.any(fixed, axis=1)
+
+
 def _count(flags: jax.Array) -> jax.Array:
     """``()`` int32 number of True entries, summed in ``counting_dtype``."""
     return flags.sum(dtype=counting_dtype(flags.size)).astype(jnp.int32)
@@ -121,13 +155,18 @@ def _count(flags: jax.Array) -> jax.Array:
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
                                    "negate", "mesh", "progress_every"))
 def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None,
-            progress_every=None):
+            progress_every=None, initial=None):
     key_init, key_loop = jax.random.split(key)
     state = strategy.init(key_init, params)
 
     def generation(state, key_and_index):
         key, g = key_and_index
         x, state = strategy.ask(key, state)
+        if initial is not None:
+            x, injected = _with_initial(initial, x, g)
+            # Only the first generations hold initial points: the others skip the re-expression.
+            state = jax.lax.cond(jnp.any(injected), partial(strategy.inject, x=x, injected=injected),
+                                 lambda s: s, state)
         x = _replicate(x, mesh)
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
@@ -214,7 +253,7 @@ def _resolve_chunk_size(chunk_size: Any, strategy: Strategy, objective: Callable
 
 def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations: int, *,
         params: dict | None = None, chunk_size: int | str | None = None, history: str = "best",
-        mesh: Mesh | None = None, progress_every: int | None = None):
+        mesh: Mesh | None = None, progress_every: int | None = None, initial: Any = None):
     """Run a whole search as one compiled program (pure; jit- and vmap-able).
 
     Args:
@@ -244,6 +283,12 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
         and ``minimize`` returns the same host-local ``Result`` everywhere.
       progress_every: print the best value so far from inside the compiled
         loop every this many generations (a host callback; off by default).
+      initial: ``(k, dim)`` cube points to evaluate first (a warm start:
+        known good configurations, the defaults), in place of the first
+        ``k`` proposals, ``popsize`` per generation; the strategy is told
+        them like its own. A ``nan`` coordinate is left to the strategy's
+        proposal. ``Space.fixed_coordinates`` makes them from Python
+        configurations. Not with ``GridSearch``.
     Returns:
       ``(state, trace)``: the final strategy state and a ``Trace``.
 
@@ -254,9 +299,11 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     if not callable(objective):
         raise TypeError("objective must be callable")
     mesh = _check_mesh(mesh, strategy.popsize)
+    num_generations = _check_generations(num_generations)
+    initial = _check_initial(initial, strategy, num_generations)
     return _search(strategy, objective, check_key(key), _check_params(strategy, params),
-                   _check_generations(num_generations), _resolve_chunk_size(chunk_size, strategy, objective, mesh),
-                   _check_history(history), False, mesh, _check_progress(progress_every))
+                   num_generations, _resolve_chunk_size(chunk_size, strategy, objective, mesh),
+                   _check_history(history), False, mesh, _check_progress(progress_every), initial)
 
 
 def search_memory(strategy: Strategy, objective: Callable, num_generations: int, *,
@@ -340,7 +387,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
              num_generations: int | None = None, maximize: bool = False,
              chunk_size: int | str | None = None, history: str = "best",
              params: dict | None = None, mesh: Mesh | None = None,
-             progress_every: int | None = None, ref_point: Any = None) -> Result:
+             progress_every: int | None = None, ref_point: Any = None, initial: Any = None) -> Result:
     """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
 
     The whole ask -> decode -> evaluate -> tell loop runs as one ``lax.scan``
@@ -365,6 +412,12 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         hypervolume, in the user's signs. ``None``: the front's worst value
         in each objective moved out by 10% of the front's range (by 1 where
         the range is 0); the point used is in ``Result.ref_point``.
+      initial: configurations to evaluate first (a warm start): a dict of
+        Python values or a list of them, each naming any subset of the
+        parameters (the others are the strategy's proposal); they take the
+        place of the first proposals and the strategy learns from them like
+        from its own. A float given on a log scale reaches the objective as
+        its float32 decoding (``0.001`` may arrive as ``0.0009999999``).
     Returns:
       a ``Result``.
     """
@@ -398,10 +451,19 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
     ref_point = _check_ref_point(ref_point, num_objectives)
     mesh = _check_mesh(mesh, strategy.popsize)
+    num_generations = _check_generations(num_generations)
+    if initial is not None:
+        if not strategy.accepts_points:  # before the configurations are looked at
+            _check_initial(np.zeros((1, strategy.dim)), strategy, num_generations)
+        configs = [initial] if isinstance(initial, Mapping) else initial
+        if isinstance(configs, (str, bytes)) or not isinstance(configs, (list, tuple)) or not configs:
+            raise TypeError("initial must be a dict of parameter values or a non-empty list of them, "
+                            f"got {type(initial).__name__}")
+        initial = _check_initial(space.fixed_coordinates(list(configs)), strategy, num_generations)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
     state, trace = _search(strategy, objective, key, _check_params(strategy, params),
-                           _check_generations(num_generations), chunk, _check_history(history), negate, mesh,
-                           _check_progress(progress_every))
+                           num_generations, chunk, _check_history(history), negate, mesh,
+                           _check_progress(progress_every), initial)
     # Under jax.distributed the outputs span every process's devices: take
     # this process's copy (the state is replicated; the trace's population
     # columns are gathered). A no-op in a single process.

@@ -304,6 +304,22 @@ class Int(_Dimension):
         return np.asarray(self.encode(values), np.float32)
 
 
+def _decoded_value(name: str, d: "Dimension", v: Any) -> Any:
+    """One parameter's Python value (a label for a categorical) -> its decoded value, checked."""
+    if isinstance(d, Categorical):
+        try:
+            return d.index(v)
+        except ValueError as e:
+            raise ValueError(f"parameter {name!r}: {e}") from None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"parameter {name!r} must be a number, got {v!r}")
+    if not d.low <= v <= d.high:
+        raise ValueError(f"parameter {name!r} = {v!r} is outside [{d.low}, {d.high}]")
+    if isinstance(d, Int) and not float(v).is_integer():
+        raise ValueError(f"parameter {name!r} must be an integer, got {v!r}")
+    return v
+
+
 def _python_float(v: Any, d: "Float") -> float:
     """A decoded float32 as the shortest Python float that rounds back to it,
     clipped to ``[d.low, d.high]``: a value on a bound stays inside it
@@ -706,6 +722,59 @@ class Space:
             out.append(row)
         return out[0] if shape == () else out
 
+    def fixed_coordinates(self, config: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Python configuration(s), any subset of the parameters, -> cube coordinates.
+
+        For configurations to try before (or among) a strategy's own
+        proposals: the parameters given are fixed, the others left to the
+        strategy.
+
+        Args:
+          config: one dict, or a list of ``n`` dicts, of parameter values
+            with labels (as ``from_python`` takes them), each naming any
+            subset of the parameters.
+        Returns:
+          float32 ``(dim,)`` or ``(n, dim)``: each given parameter's cube
+          coordinate (``encode`` of its value), ``nan`` for the parameters
+          not given.
+        """
+        single = isinstance(config, Mapping)
+        rows = [config] if single else list(config)
+        dims = self.dims
+        out = np.full((len(rows), self.dim), np.nan, np.float32)
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise TypeError(f"a configuration must be a dict of parameter values, got {type(row).__name__}")
+            unknown = [k for k in row if k not in dims]
+            if unknown:
+                raise ValueError(f"configuration names unknown parameter(s) {unknown}; "
+                                 f"known: {list(self.names)}")
+            for j, n in enumerate(self.names):
+                if n in row:
+                    d = dims[n]
+                    value = _decoded_value(n, d, row[n])
+                    dtype = jnp.float32 if isinstance(d, Float) else jnp.int32
+                    out[i, j] = np.asarray(d.encode(jnp.asarray(value, dtype)))
+        return out[0] if single else out
+
+    def canonical_python(self, config: Mapping[str, Any]) -> dict:
+        """A configuration (any subset of the parameters, checked) with each value as
+        ``to_python`` reports one: a float as the shortest decimal of its float32
+        value within its bounds, an integer as ``int``, a label as the choice itself."""
+        dims, out = self.dims, {}
+        for n, v in config.items():
+            if n not in dims:
+                raise ValueError(f"configuration names unknown parameter {n!r}; known: {list(self.names)}")
+            d = dims[n]
+            value = _decoded_value(n, d, v)
+            if isinstance(d, Float):
+                out[n] = _python_float(np.float32(value), d)
+            elif isinstance(d, Int):
+                out[n] = int(value)
+            else:
+                out[n] = d.choices[value]
+        return out
+
     def from_python(self, config: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Python configuration(s) with labels -> decoded arrays (the input of ``encode``).
 
@@ -730,20 +799,7 @@ class Space:
                                          f"(its condition {dict(d.when)!r} holds)")
                     cols[n].append(d.decode(jnp.float32(0.5)).item())
                     continue
-                v = row[n]
-                if isinstance(d, Categorical):
-                    try:
-                        cols[n].append(d.index(v))
-                    except ValueError as e:
-                        raise ValueError(f"parameter {n!r}: {e}") from None
-                    continue
-                if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                    raise TypeError(f"parameter {n!r} must be a number, got {v!r}")
-                if not d.low <= v <= d.high:
-                    raise ValueError(f"parameter {n!r} = {v!r} is outside [{d.low}, {d.high}]")
-                if isinstance(d, Int) and not float(v).is_integer():
-                    raise ValueError(f"parameter {n!r} must be an integer, got {v!r}")
-                cols[n].append(v)
+                cols[n].append(_decoded_value(n, d, row[n]))
         out = {}
         for n in self.names:
             dtype = np.float32 if isinstance(dims[n], Float) else np.int32

@@ -417,3 +417,50 @@ def test_active_cma_is_faster_on_the_ellipsoid():
     for leaf in jax.tree_util.tree_leaves(states):
         if np.issubdtype(np.asarray(leaf).dtype, np.floating):
             assert not np.isnan(np.asarray(leaf)).any()
+
+
+# ------------------------------------------------- injected points (warm starts)
+INJECT = jax.jit(UNIT.inject)
+
+
+def test_injected_points_move_the_mean_as_samples_would():
+    # Every row the same interior point p: the weights sum to 1, so the new mean is p.
+    state = INIT(jax.random.key(0))
+    x, state = ASK(jax.random.key(1), state)
+    p = np.float32(0.5 + 0.3 * np.array([0.5, -0.4, 0.3]))
+    xp = jnp.broadcast_to(jnp.asarray(p), x.shape)
+    state = INJECT(state, xp, jnp.ones(6, bool))
+    np.testing.assert_allclose(np.asarray(state.z[:6]), np.tile([0.5, -0.4, 0.3], (6, 1)), atol=1e-5)
+    new = TELL(state, xp, jnp.arange(6.0))
+    np.testing.assert_allclose(np.asarray(new.mean), p, atol=1e-6)
+
+
+def test_a_far_injected_point_counts_as_a_sample_of_the_injection_norm():
+    state = INIT(jax.random.key(0))
+    x, state = ASK(jax.random.key(1), state)
+    state = state._replace(sigma=jnp.float32(0.05))  # the corner is 15.6 standard deviations away
+    xp = jnp.full(x.shape, 0.95, jnp.float32)
+    state = INJECT(state, xp, jnp.ones(6, bool))
+    limit = math.sqrt(3) + 2 * 3 / 5
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(state.z[:6]), axis=1), limit, rtol=1e-5)
+    new = TELL(state, xp, jnp.arange(6.0))
+    np.testing.assert_allclose(np.asarray(new.mean), 0.5 + 0.05 * limit / math.sqrt(3), rtol=1e-5)
+
+
+def test_rows_not_injected_keep_their_samples_and_own_points_map_back():
+    state = INIT(jax.random.key(0))
+    state = state._replace(doublings=jnp.int32(1))  # two rounds: the second fills rows 6-11
+    x0, state = ASK(jax.random.key(1), state)
+    state = TELL(state, x0, jnp.arange(6.0))
+    x, state = ASK(jax.random.key(2), state)
+    injected = jnp.array([True, False, True, False, False, False])
+    new = INJECT(state, x, injected)
+    np.testing.assert_array_equal(np.asarray(new.z[:6]), np.asarray(state.z[:6]))
+    kept = [7, 9, 10, 11]  # this round's rows 1, 3, 4, 5
+    np.testing.assert_array_equal(np.asarray(new.z)[kept], np.asarray(state.z)[kept])
+    # an injected row that is the sample's own (interior) point gives back its sample
+    inside = np.all((np.asarray(x) > 0.05) & (np.asarray(x) < 0.95), axis=1)
+    rows = [i for i in (0, 2) if inside[i]]
+    assert rows, "no interior sample to compare"
+    for i in rows:
+        np.testing.assert_allclose(np.asarray(new.z[6 + i]), np.asarray(state.z[6 + i]), atol=1e-5)

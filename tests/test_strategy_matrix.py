@@ -136,3 +136,40 @@ def test_first_argmin_equals_numpy_argmin(n):
     rows[8:16] = rng.normal(size=(8, n))
     got = np.asarray(find(jnp.asarray(rows)))
     np.testing.assert_array_equal(got, np.argmin(rows, axis=1))
+
+
+# Warm start: ten configurations over the first two generations: one that
+# fails (c = "a"), partial ones (x and c given), and the optimum of `smooth` last.
+OPTIMUM = {"x": 0.5, "lr": 0.01, "n": 3, "c": "b"}
+INITIAL = SPACE.fixed_coordinates([{"x": 0.0, "c": "a"}] + [{"x": -1.0 + 0.25 * i, "c": "b"} for i in range(8)] + [OPTIMUM])
+
+
+@functools.lru_cache(maxsize=None)
+def warm_run(name, initial=INITIAL.tobytes()):
+    initial = np.frombuffer(initial, np.float32).reshape(INITIAL.shape)
+    return jaxhpo.run(make(name), objective, jax.random.key(3), GENERATIONS, history="all", initial=initial)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_initial_points_are_evaluated_first_and_told(name):
+    if not make(name).accepts_points:
+        with pytest.raises(ValueError, match="initial: GridSearch evaluates a fixed set of points"):
+            warm_run(name)
+        return
+    state, trace = warm_run(name)
+    first = np.asarray(trace.x[:2]).reshape(-1, SPACE.dim)[:len(INITIAL)]
+    given = ~np.isnan(INITIAL)
+    np.testing.assert_array_equal(first[given], INITIAL[given])
+    values = np.asarray(trace.values[:2]).reshape(-1)
+    assert np.isnan(values[0]) and np.isfinite(values[1:len(INITIAL)]).all()
+    best_start = float(smooth(SPACE.decode(jnp.asarray(INITIAL[-1]))))
+    assert values[len(INITIAL) - 1] == pytest.approx(best_start, abs=1e-6)
+    assert float(state.best_value) <= best_start + 1e-6
+    for leaf in jax.tree_util.tree_leaves(state):
+        leaf = np.asarray(leaf)
+        if np.issubdtype(leaf.dtype, np.floating):
+            assert not np.isnan(leaf).any(), "NaN leaked into the strategy state"
+    # other initial points of the same shape reuse the compiled search
+    before = _search._cache_size()
+    warm_run(name, INITIAL[::-1].copy().tobytes())
+    assert _search._cache_size() == before

@@ -94,6 +94,20 @@ def test_json_and_yaml_configs(folder, fmt):
     study.close()
 
 
+def test_enqueued_configurations_run_first_and_once(folder):
+    data = {"objective": "obj.py:objective", "space": SPACE, "num_trials": 4,
+            "strategy": {"name": "random", "popsize": 2}, "enqueue": [{"x": 0.25, "kind": "b"}]}
+    path = folder / "q.json"
+    path.write_text(json.dumps(data))
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots"]) == 0
+    data["num_trials"] = 6  # a rerun continues; the configuration is not queued again
+    path.write_text(json.dumps(data))
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots"]) == 0
+    with Study.load(str(folder / "q_results" / "study.db")) as study:
+        tried = [t for t in study.trials if t.params["x"] == 0.25 and t.params["kind"] == "b"]
+        assert [t.number for t in tried] == [0] and study.best_value == 0.0
+
+
 def _error(folder, capsys, data, fmt="json"):
     path = folder / f"bad.{fmt}"
     path.write_text(json.dumps(data) if isinstance(data, dict) else data)
@@ -117,6 +131,10 @@ def test_config_errors_are_clear(folder, capsys):
     assert "no attribute 'nope'" in _error(folder, capsys, {**good, "objective": "obj.py:nope"})
     assert "cannot import" in _error(folder, capsys, {**good, "objective": "no_such_module_xyz:f"})
     assert "num_trials must be an integer >= 1" in _error(folder, capsys, {**good, "num_trials": 0})
+    assert "enqueue[0]: parameter 'x' = 3 is outside" in _error(folder, capsys, {**good, "enqueue": [{"x": 3}]})
+    assert "enqueue must be a list of tables" in _error(folder, capsys, {**good, "enqueue": {"x": 0}})
+    assert "GridSearch evaluates a fixed set of points" in _error(
+        folder, capsys, {**good, "strategy": {"name": "grid", "num": 2}, "enqueue": [{"x": 0}]})
     assert "invalid JSON" in _error(folder, capsys, "{not json")
     assert "invalid TOML" in _error(folder, capsys, "a = = 1", fmt="toml")
     assert "unknown format '.ini'" in _error(folder, capsys, "x", fmt="ini")

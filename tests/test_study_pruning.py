@@ -431,6 +431,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
         before = [(t.number, t.params, t.value) for t in s.trials]
     con = sqlite3.connect(path)
     con.execute("DROP TABLE reports")
+    con.execute("DROP TABLE queue")
     con.execute("UPDATE jaxhpo_meta SET value='2' WHERE key='schema_version'")
     con.commit()
     con.close()
@@ -440,7 +441,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
         assert all(t.intermediate_values for t in s.trials[2:])
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
-        SCHEMA_VERSION) == "3"
+        SCHEMA_VERSION) == "4"
     con.close()
 
 

@@ -98,6 +98,11 @@ class Strategy:
     # batches before telling any (e.g. Hyperband running brackets side by side).
     adaptive: bool = True
 
+    # Whether points that are not the strategy's own proposals may take the
+    # place of some of them (``inject``): false where the proposals are a
+    # fixed set that must all be evaluated (a grid).
+    accepts_points: bool = True
+
     def __init__(self, space: Space, popsize: int):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
@@ -171,6 +176,26 @@ class Strategy:
         by ``tell`` and never become best.
         """
         return jnp.ones((self.popsize,), bool)
+
+    def inject(self, state: NamedTuple, x: jax.Array, injected: jax.Array) -> NamedTuple:
+        """Let rows of ``x`` replace the latest ``ask``'s proposals; call it between ``ask`` and ``tell``.
+
+        Args:
+          state: the state returned by the latest ``ask``.
+          x: ``(popsize, dim)`` the points that will be told: the proposals,
+            with the ``injected`` rows replaced by other cube points (a
+            user's configurations to try, a warm start).
+          injected: ``(popsize,)`` bool, the replaced rows.
+        Returns:
+          the state to ``tell`` ``x`` to. Strategies that learn from the
+          points they are told (most) need nothing and return ``state``;
+          those that learn from their own samples (CMA-ES) re-express the
+          injected rows in their sampling coordinates.
+        """
+        if not self.accepts_points:
+            raise ValueError(f"{type(self).__name__} evaluates a fixed set of points; other points "
+                             "cannot take their place")
+        return state
 
     def tell(self, state: NamedTuple, x: jax.Array, values: jax.Array) -> NamedTuple:
         """Learn from evaluated points.

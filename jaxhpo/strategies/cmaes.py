@@ -155,6 +155,20 @@ def from_cube(x: jax.Array) -> jax.Array:
     return jnp.where(x < a, low, jnp.where(x > 1.0 - a, high, x))
 
 
+def nearest_genotype(x: jax.Array, m: jax.Array) -> jax.Array:
+    """The genotype nearest to ``m`` that ``to_cube`` maps to the cube point ``x``, elementwise.
+
+    ``to_cube`` is periodic and mirrored, so every cube value has two
+    preimages per period: ``y`` and its mirror ``period - y - 2a`` (``y`` =
+    ``from_cube(x)``), each shifted by whole periods.
+    """
+    y = from_cube(x)
+    direct = y + _PERIOD * jnp.round((m - y) / _PERIOD)
+    mirror = _PERIOD - y - 2.0 * _MARGIN
+    mirror = mirror + _PERIOD * jnp.round((m - mirror) / _PERIOD)
+    return jnp.where(jnp.abs(direct - m) <= jnp.abs(mirror - m), direct, mirror)
+
+
 def _fold(m: jax.Array) -> jax.Array:
     """Shift a genotype by whole periods into ``[0.5 - period/2, 0.5 + period/2)``."""
     return 0.5 + jnp.mod(m - 0.5 + 0.5 * _PERIOD, _PERIOD) - 0.5 * _PERIOD
@@ -475,6 +489,33 @@ class CMAES(Strategy):
         # a branch's outputs are copied, and at large populations copying
         # max_popsize rows every round cost more than the update itself.
         return new._replace(z=state.z, values=vbuf)
+
+    def inject(self, state, x, injected):
+        """Re-express the ``injected`` rows of ``x`` as samples of the current distribution.
+
+        Each injected cube point becomes the genotype nearest the mean that
+        maps to it, then ``z = C^(-1/2) (g - mean) / sigma``, its norm clipped
+        to ``sqrt(n) + 2n / (n + 2)`` (Hansen, 2011, "Injecting external
+        solutions into CMA-ES"): a point far outside the distribution moves
+        the mean and the paths as much as an unusually long sample would,
+        no more. The other rows keep their samples.
+        """
+        super().inject(state, x, injected)
+        n, dt = self.dim, state.sigma.dtype
+        g = nearest_genotype(jnp.asarray(x, dt), state.mean)
+        y = (g - state.mean) / state.sigma
+        tiny = jnp.finfo(dt).tiny
+        if self.separable:
+            z = y / jnp.maximum(state.D, tiny)
+        else:
+            z = _matmul(_matmul(y, state.B) / jnp.maximum(state.D, tiny), state.B.T)
+        limit = math.sqrt(n) + 2.0 * n / (n + 2.0)
+        norm = jnp.sqrt(jnp.sum(z * z, axis=1, keepdims=True))
+        z = z * jnp.minimum(1.0, limit / jnp.maximum(norm, tiny))
+        start = state.slot * self.popsize
+        own = jax.lax.dynamic_slice(state.z, (start, jnp.int32(0)), (self.popsize, n))
+        z = jnp.where(jnp.asarray(injected, bool)[:, None], z.astype(dt), own)
+        return state._replace(z=jax.lax.dynamic_update_slice(state.z, z, (start, jnp.int32(0))))
 
     # ------------------------------------------------------------ one generation
     def _generation(self, s: CMAESState) -> CMAESState:

@@ -41,6 +41,8 @@ class GridSearch(Strategy):
       sizes: per-parameter numbers of points (see ``Space.grid``).
     """
 
+    accepts_points = False  # every grid point is to be evaluated
+
     def __init__(self, space: Space, popsize: int | None = None, num: int = 10,
                  sizes: Mapping[str, int] | None = None):
         points = space.grid(num, sizes)

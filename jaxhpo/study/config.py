@@ -10,6 +10,7 @@ and the budget. Example (TOML)::
     num_trials = 60            # trials in the whole study: rerunning resumes
     strategy = { name = "random", popsize = 8 }
     pruner = { name = "asha", reduction_factor = 3 }   # optional: "median", "percentile", "asha", "hyperband"
+    enqueue = [{ n_estimators = 100, criterion = "gini" }]  # optional: tried first (any subset of the space)
     output = "rf_results"      # results, study.db and plots go here
 
     [space]
@@ -20,7 +21,8 @@ and the budget. Example (TOML)::
 Relative paths (``output``, ``storage``, ``file.py`` objectives) are taken
 relative to the config file's folder. Budgets are totals for the study, so
 running the same config again after a crash finishes the job rather than
-starting over.
+starting over; configurations in ``enqueue`` are queued once (a rerun
+skips those a trial or the queue already holds).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .storage import storage_path
 __all__ = ["RunConfig", "load_config", "parse_config", "load_objective", "CONFIG_KEYS"]
 
 CONFIG_KEYS = ("name", "objective", "space", "strategy", "seed", "maximize", "num_trials",
-               "num_generations", "timeout", "n_jobs", "output", "storage", "pruner")
+               "num_generations", "timeout", "n_jobs", "output", "storage", "pruner", "enqueue")
 
 
 @dataclasses.dataclass
@@ -64,6 +66,7 @@ class RunConfig:
     storage: str
     base_dir: Path
     pruner: Pruner | None = None
+    enqueue: tuple = ()  # configurations to try first (dicts of Python values)
 
     def load_objective(self) -> Callable:
         return load_objective(self.objective, self.base_dir)
@@ -177,10 +180,22 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
             pruner = build_pruner(pruner["name"], {k: v for k, v in pruner.items() if k != "name"})
         except (ValueError, TypeError) as e:
             raise ValueError(f"config: {e}") from None
+    enqueue = data.get("enqueue", [])
+    if not isinstance(enqueue, list) or not all(isinstance(c, Mapping) and c for c in enqueue):
+        raise ValueError(f"config: enqueue must be a list of tables of parameter values, got {enqueue!r}")
+    if enqueue and not strategy.accepts_points:
+        raise ValueError(f"config: enqueue: {type(strategy).__name__} evaluates a fixed set of points, which "
+                         "other configurations cannot replace")
+    for i, config in enumerate(enqueue):
+        try:
+            space.fixed_coordinates(config)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"config: enqueue[{i}]: {e}") from None
     return RunConfig(name=name, objective=objective, space=space, strategy=strategy, seed=seed,
                      maximize=maximize, num_trials=num_trials, num_generations=num_generations,
                      timeout=None if timeout is None else float(timeout), n_jobs=n_jobs,
-                     output=output_path, storage=storage, base_dir=base_dir, pruner=pruner)
+                     output=output_path, storage=storage, base_dir=base_dir, pruner=pruner,
+                     enqueue=tuple(dict(c) for c in enqueue))
 
 
 def load_config(path: Path | str) -> RunConfig:

@@ -19,11 +19,16 @@ Layout (schema version ``SCHEMA_VERSION``):
   (``step``, ``value``; a non-finite value is stored as NULL), what pruners
   decide from. A trial sent back to waiting loses its reports: it runs
   again from the start.
+* ``queue``: configurations a user asked to be tried (``Study.enqueue_trial``;
+  a JSON dict of any subset of the parameters), oldest first; the next
+  generation proposed takes them in place of proposals and deletes them, in
+  the transaction that stores it.
 
 Older files are upgraded in place on opening: version 1 (single objective
 only) gets the two nullable columns of version 2 (its rows keep their
 meaning: ``directions`` and ``vals`` empty, one objective), version 2 gets
-the empty ``reports`` table of version 3.
+the empty ``reports`` table of version 3, version 3 the empty ``queue``
+table of version 4.
 
 Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
 write lock at the start, so two processes never both claim one trial and a
@@ -54,17 +59,22 @@ from typing import Any, Iterator
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Versions this code opens; older ones are upgraded in place (``_MIGRATIONS``).
-_READABLE_VERSIONS = (1, 2, 3)
+_READABLE_VERSIONS = (1, 2, 3, 4)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-# Tables every readable version has; ``reports`` arrives with version 3.
+# Tables every readable version has; ``reports`` arrives with version 3, ``queue`` with 4.
 _TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
 
 _REPORTS_SCHEMA = (
     "CREATE TABLE reports (trial_id INTEGER NOT NULL REFERENCES trials(id), study_id INTEGER NOT NULL, "
     "step INTEGER NOT NULL, value REAL, PRIMARY KEY (trial_id, step))",
     "CREATE INDEX reports_by_step ON reports (study_id, step)",
+)
+
+_QUEUE_SCHEMA = (
+    "CREATE TABLE queue (id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL REFERENCES studies(id), "
+    "params TEXT NOT NULL, created_at REAL NOT NULL)",
 )
 
 _SCHEMA = """
@@ -118,7 +128,7 @@ CREATE TABLE trials (
 );
 CREATE INDEX trials_by_state ON trials (study_id, state, number);
 CREATE INDEX trials_by_generation ON trials (study_id, generation, state);
-""" + ";\n".join(_REPORTS_SCHEMA) + ";\n"
+""" + ";\n".join(_REPORTS_SCHEMA + _QUEUE_SCHEMA) + ";\n"
 
 _TRIAL_COLUMNS = ("number, generation, idx, params, state, value, error, created_at, "
                   "started_at, finished_at, host, pid, id, owner, vals")
@@ -128,6 +138,7 @@ _MIGRATIONS = {
     1: ("ALTER TABLE studies ADD COLUMN directions TEXT",
         "ALTER TABLE trials ADD COLUMN vals TEXT"),
     2: _REPORTS_SCHEMA,
+    3: _QUEUE_SCHEMA,
 }
 
 
@@ -327,7 +338,8 @@ class SQLiteStorage:
                     f"{SCHEMA_VERSION} (and upgrades {', '.join(str(v) for v in _READABLE_VERSIONS[:-1])})"
                 )
             version = int(row[0])
-            missing = [t for t in _TABLES + (("reports",) if version >= 3 else ()) if t not in tables]
+            later = (("reports",) if version >= 3 else ()) + (("queue",) if version >= 4 else ())
+            missing = [t for t in _TABLES + later if t not in tables]
             if missing:
                 raise StorageError(f"storage {self.path!r} lacks table(s) {missing}; it is damaged")
             # Inside this write transaction: the upgrade happens whole or not at all.
@@ -411,6 +423,22 @@ class SQLiteStorage:
                   (now, study_id, generation))
         c.execute("UPDATE studies SET generation=?, state=?, proposed=0, updated_at=? WHERE id=?",
                   (generation + 1, state, now, study_id))
+
+    # -------------------------------------------------------------- queue
+    @staticmethod
+    def enqueue(c: sqlite3.Connection, study_id: int, params: str) -> None:
+        c.execute("INSERT INTO queue (study_id, params, created_at) VALUES (?, ?, ?)",
+                  (study_id, params, time.time()))
+
+    @staticmethod
+    def queued(c: sqlite3.Connection, study_id: int, limit: int = -1) -> list[tuple[int, str]]:
+        """``(id, params_json)`` of the queued configurations, oldest first (``limit < 0``: all)."""
+        return c.execute("SELECT id, params FROM queue WHERE study_id=? ORDER BY id LIMIT ?",
+                         (study_id, limit)).fetchall()
+
+    @staticmethod
+    def dequeue(c: sqlite3.Connection, ids: list[int]) -> None:
+        c.executemany("DELETE FROM queue WHERE id=?", [(i,) for i in ids])
 
     # ------------------------------------------------------------- trials
     def requeue_dead(self, c: sqlite3.Connection, study_id: int, stale_after: float | None) -> int:

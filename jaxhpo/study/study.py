@@ -48,7 +48,7 @@ import traceback
 import uuid
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -76,7 +76,9 @@ def _propose_impl(strategy, key_loop, generation, state):
     return x, strategy.valid(state), strategy.space.decode(x), state
 
 
-def _tell_impl(strategy, state, x, values):
+def _tell_impl(strategy, state, x, values, injected):
+    if strategy.accepts_points:  # rows that enqueued configurations took (usually none)
+        state = strategy.inject(state, x, injected)
     return strategy.tell(state, x, values)
 
 
@@ -86,10 +88,11 @@ def _tell_impl(strategy, state, x, values):
 _COMPILED: dict = {}
 
 
-def _compiled(strategy: Strategy) -> tuple[Callable, Callable]:
+def _compiled(strategy: Strategy) -> tuple[Callable, Callable, Callable]:
     fns = _COMPILED.get(strategy)
     if fns is None:
-        fns = (jax.jit(partial(_propose_impl, strategy)), jax.jit(partial(_tell_impl, strategy)))
+        fns = (jax.jit(partial(_propose_impl, strategy)), jax.jit(partial(_tell_impl, strategy)),
+               jax.jit(strategy.space.decode))
         _COMPILED[strategy] = fns
     return fns
 
@@ -310,9 +313,9 @@ class Study:
         self._space_text = spec_json(space_spec if space_spec is not None
                                      else {"__unrepresentable__": repr(space)})
         self._strategy_spec = strategy_to_spec(strategy)
-        self._propose, self._tell = _compiled(strategy)
+        self._propose, self._tell, self._decode = _compiled(strategy)
         self._cache_state: tuple[int, Any] | None = None
-        self._cache_ask: tuple[int, Any, np.ndarray] | None = None
+        self._cache_ask: tuple[int, Any, np.ndarray, np.ndarray] | None = None
         self._pending: list[Callable[[], None]] = []
         self._last_batch: list[int] = []
         try:
@@ -465,22 +468,25 @@ class Study:
         self._pending.append(lambda: setattr(self, "_cache_state", (generation, state)))
         return state
 
-    def _ask_state_at(self, c, generation: int) -> tuple[Any, np.ndarray]:
-        """The state after asking ``generation``, and its cube points.
+    def _ask_state_at(self, c, generation: int) -> tuple[Any, np.ndarray, np.ndarray]:
+        """The state after asking ``generation``, its cube points, and which rows
+        enqueued configurations took (``(popsize,)`` bool).
 
         Not stored: after a restart (or in another process) the ask is
         repeated from the stored state with the generation's key, which gives
-        the same state. The stored points are what the trials ran, so they
-        are what the strategy is told.
+        the same state and proposals. The stored points are what the trials
+        ran, so they are what the strategy is told; rows that differ from the
+        proposals are the enqueued ones.
         """
         if self._cache_ask is not None and self._cache_ask[0] == generation:
-            return self._cache_ask[1], self._cache_ask[2]
+            return self._cache_ask[1:]
         state = self._state_at(c, generation)
-        _, _, _, ask_state = self._propose(self._key_loop, np.uint32(generation), state)
+        proposed, _, _, ask_state = self._propose(self._key_loop, np.uint32(generation), state)
         xb, rows, dim = self._storage.get_generation_x(c, self._id, generation)
         x = np.frombuffer(xb, np.float32).reshape(rows, dim).copy()
-        self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x)))
-        return ask_state, x
+        injected = np.any(x != np.asarray(proposed), axis=1)
+        self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x, injected)))
+        return ask_state, x, injected
 
     # ------------------------------------------------------ params codec
     def _dump_params(self, params: dict) -> str:
@@ -539,13 +545,82 @@ class Study:
             self._storage.set_exhausted(c, self._id)
             return
         params = self.space.to_python({k: np.asarray(v)[rows] for k, v in decoded.items()})
+        injected = np.zeros(x.shape[0], bool)
+        queue = self._storage.queued(c, self._id, rows.size)
+        if queue:
+            x, injected, params = self._take_queue(queue, x, rows, params)
+            self._storage.dequeue(c, [qid for qid, _ in queue])
         trials = [(int(r), self._dump_params(p)) for r, p in zip(rows, params)]
         self._storage.add_generation(c, self._id, generation, x.tobytes(), x.shape[0], x.shape[1], trials)
-        self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x)))
+        self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x, injected)))
+
+    def _take_queue(self, queue: list[tuple[int, str]], x: np.ndarray, rows: np.ndarray,
+                    params: list[dict]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """The first proposals (of ``rows``) give way to the queued configurations.
+
+        Each fixes the coordinates of the parameters it names and keeps the
+        proposal's for the others. Its trial's parameters are the decoded
+        point with the named values as they were enqueued (a log-scale
+        value decoded in float32 can differ from the one given in its last
+        digit); a named parameter that the others make inactive is left out.
+        """
+        x = x.copy()
+        injected = np.zeros(x.shape[0], bool)
+        given = [self._load_params(text) for _, text in queue]
+        taken = rows[:len(given)]
+        fixed = self.space.fixed_coordinates(given)
+        x[taken] = np.where(np.isnan(fixed), x[taken], fixed)
+        injected[taken] = True
+        decoded = self._decode(x[taken])
+        fresh = self.space.to_python({k: np.asarray(v) for k, v in decoded.items()})
+        params = list(params)
+        for i, (g, p) in enumerate(zip(given, fresh)):
+            params[i] = {k: g.get(k, v) for k, v in p.items()}
+        return x, injected, params
+
+    def enqueue_trial(self, params: Any, *, skip_if_exists: bool = False) -> bool:
+        """Try ``params`` in the next generation proposed, in place of one of the strategy's proposals.
+
+        For configurations known to be good (the current defaults, a
+        published setting) or worth checking. Queued configurations are kept
+        in the storage (they survive a crash and are shared by every process
+        on it) and taken oldest first, as many per generation as it has
+        trials; the strategy is told their values like any other trial's.
+
+        Args:
+          params: a dict naming any subset of the parameters, with values
+            as ``optimize``'s objective receives them (labels for
+            categoricals); the parameters left out are the strategy's
+            proposal. Checked now: an unknown name or a value outside its
+            parameter's range raises.
+          skip_if_exists: do nothing if a trial (in any state) or a queued
+            configuration already has these values for these parameters.
+        Returns:
+          whether it was queued.
+        """
+        if not self.strategy.accepts_points:
+            raise ValueError(f"enqueue_trial: {type(self.strategy).__name__} evaluates a fixed set of points, "
+                             "which other configurations cannot replace")
+        if not isinstance(params, Mapping):
+            raise TypeError(f"enqueue_trial params must be a dict of parameter values, got {type(params).__name__}")
+        if not params:
+            raise ValueError("enqueue_trial params must name at least one parameter")
+        self.space.fixed_coordinates(params)  # names and values checked
+        params = self.space.canonical_python(params)
+        with self._tx() as c:
+            if skip_if_exists:
+                def same(other: dict) -> bool:
+                    return all(k in other and other[k] == v for k, v in params.items())
+                stored = [self._load_params(r[3]) for r in self._storage.trials(c, self._id)]
+                queued = [self._load_params(text) for _, text in self._storage.queued(c, self._id)]
+                if any(same(p) for p in stored + queued):
+                    return False
+            self._storage.enqueue(c, self._id, self._dump_params(params))
+        return True
 
     def _tell_generation(self, c, generation: int) -> None:
         """Every trial of ``generation`` is finished: tell the strategy, store its state."""
-        ask_state, x = self._ask_state_at(c, generation)
+        ask_state, x, injected = self._ask_state_at(c, generation)
         if self.multi_objective:
             signs = self._signs()
             values = np.full((self.strategy.popsize, signs.size), np.nan, np.float32)
@@ -559,7 +634,7 @@ class Study:
                 # a pruned trial's value is its last report (see the module docstring)
                 if state in (TrialState.COMPLETE, TrialState.PRUNED) and value is not None:
                     values[idx] = sign * value
-        new_state = self._tell(ask_state, x, values)
+        new_state = self._tell(ask_state, x, values, injected)
         self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
         self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
 

@@ -1,0 +1,205 @@
+"""Warm starts: configurations given by the user, evaluated in place of proposals.
+
+``Space.fixed_coordinates`` / ``canonical_python``, ``minimize(initial=...)``
+and ``Study.enqueue_trial`` (queued in the storage, taken by the next
+generation, told to the strategy, surviving a reopen). Every strategy's
+compiled search with ``initial`` is in test_strategy_matrix.py; CMA-ES's
+re-expression of injected points in test_cmaes.py.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxhpo
+from jaxhpo.study import Study
+
+SPACE = jaxhpo.Space(
+    x=jaxhpo.Float(-2.0, 2.0),
+    lr=jaxhpo.Float(1e-4, 1.0, log=True),
+    n=jaxhpo.Int(1, 6),
+    opt=jaxhpo.Categorical(["sgd", "adam"]),
+    beta2=jaxhpo.Float(0.9, 0.999, when={"opt": "adam"}),
+)
+
+
+def objective(p):
+    return (p["x"] - 0.5) ** 2 + (jnp.log10(p["lr"]) + 2.0) ** 2 + 0.1 * p["n"]
+
+
+def host_objective(p):
+    return (p["x"] - 0.5) ** 2 + (math.log10(p["lr"]) + 2.0) ** 2 + 0.1 * p["n"]
+
+
+# ------------------------------------------------------------------ the space
+def test_fixed_coordinates_encode_the_given_parameters_and_leave_the_rest_nan():
+    c = SPACE.fixed_coordinates({"lr": 0.01, "opt": "adam"})
+    names = list(SPACE.names)
+    assert np.isnan(c[[names.index("x"), names.index("n"), names.index("beta2")]]).all()
+    assert c[names.index("lr")] == pytest.approx(0.5)  # log scale: 1e-2 is halfway
+    assert c[names.index("opt")] == pytest.approx(0.75)  # the centre of the second choice's bin
+    assert SPACE.fixed_coordinates([{"x": 1.0}, {"n": 6}]).shape == (2, SPACE.dim)
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.floats(-2.0, 2.0), lr=st.floats(1e-4, 1.0), n=st.integers(1, 6), adam=st.booleans())
+def test_fixed_coordinates_decode_back_to_the_canonical_values(x, lr, n, adam):
+    config = {"x": x, "lr": lr, "n": n, "opt": "adam" if adam else "sgd"}
+    canon = SPACE.canonical_python(config)
+    assert SPACE.canonical_python(canon) == canon  # a fixed point
+    back = SPACE.to_python(SPACE.decode(jnp.asarray(SPACE.fixed_coordinates(config))))
+    assert back["n"] == n and back["opt"] == config["opt"]
+    assert back["x"] == pytest.approx(x, abs=1e-6)
+    assert back["lr"] == pytest.approx(lr, rel=1e-5)  # float32 log decoding
+    assert np.float32(canon["x"]) == np.float32(x)  # the shortest decimal of the same float32
+
+
+@pytest.mark.parametrize("config, error, match", [
+    ({"lr": 2.0}, ValueError, r"parameter 'lr' = 2.0 is outside \[0.0001, 1.0\]"),
+    ({"depth": 3}, ValueError, r"unknown parameter\(s\) \['depth'\]"),
+    ({"n": 2.5}, ValueError, "parameter 'n' must be an integer"),
+    ({"opt": "rmsprop"}, ValueError, "parameter 'opt': 'rmsprop' is not one of the choices"),
+    ({"x": "1"}, TypeError, "parameter 'x' must be a number"),
+])
+def test_fixed_coordinates_name_the_bad_parameter(config, error, match):
+    with pytest.raises(error, match=match):
+        SPACE.fixed_coordinates(config)
+
+
+# ------------------------------------------------------------------ minimize
+STRATEGY = jaxhpo.RandomSearch(SPACE, 4)
+
+
+def test_minimize_evaluates_initial_configurations_first_over_several_generations():
+    configs = [{"x": 0.5, "lr": 0.01, "n": 1, "opt": "sgd"}] + [{"x": -1.5 + 0.1 * i} for i in range(5)]
+    r = jaxhpo.minimize(objective, SPACE, STRATEGY, key=1, num_generations=5, history="all", initial=configs)
+    x = r.history.x.reshape(-1, SPACE.dim)
+    fixed = SPACE.fixed_coordinates(configs)
+    given_ = ~np.isnan(fixed)
+    np.testing.assert_array_equal(x[:6][given_], fixed[given_])  # rows 4 and 5 in generation 1
+    assert r.history.values[0, 0] == pytest.approx(0.1, abs=1e-6)
+    assert r.best_value == pytest.approx(0.1, abs=1e-6)
+    assert r.best_params == {"x": 0.5, "lr": 0.01, "n": 1, "opt": "sgd"}
+    # free coordinates are the strategy's own proposals: the same as without a warm start
+    plain = jaxhpo.minimize(objective, SPACE, STRATEGY, key=1, num_generations=5, history="all")
+    px = plain.history.x.reshape(-1, SPACE.dim)
+    np.testing.assert_array_equal(x[:6][~given_], px[:6][~given_])
+    np.testing.assert_array_equal(x[6:], px[6:])
+
+
+def test_a_maximised_search_takes_an_initial_dict():
+    r = jaxhpo.minimize(lambda p: -objective(p), SPACE, STRATEGY, key=2, num_generations=2, maximize=True,
+                        initial={"x": 0.5, "lr": 0.01, "n": 1, "opt": "sgd"})
+    assert r.best_value == pytest.approx(-0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("initial, error, match", [
+    ([{"x": 9.0}], ValueError, r"parameter 'x' = 9.0 is outside"),
+    ([], TypeError, "initial must be a dict of parameter values or a non-empty list"),
+    ("x=1", TypeError, "initial must be a dict of parameter values or a non-empty list"),
+    ([{"x": 0.0}] * 9, ValueError, r"initial has 9 rows, more than the search evaluates \(2 generations of 4\)"),
+])
+def test_minimize_rejects_bad_initial_configurations_before_compiling(initial, error, match):
+    with pytest.raises(error, match=match):
+        jaxhpo.minimize(objective, SPACE, STRATEGY, num_generations=2, initial=initial)
+
+
+def test_run_checks_initial_cube_points():
+    with pytest.raises(ValueError, match=r"initial must have shape \(k, dim\) = \(k, 5\)"):
+        jaxhpo.run(STRATEGY, objective, jax.random.key(0), 2, initial=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="outside the cube"):
+        jaxhpo.run(STRATEGY, objective, jax.random.key(0), 2, initial=np.full((1, 5), 1.5))
+    grid = jaxhpo.GridSearch(SPACE, 4, num=2)
+    with pytest.raises(ValueError, match="GridSearch evaluates a fixed set of points"):
+        jaxhpo.minimize(objective, SPACE, grid, initial={"x": 0.0})
+
+
+def test_multi_objective_search_takes_initial_configurations():
+    nsga = jaxhpo.NSGA2(SPACE, 4, num_objectives=2)
+    r = jaxhpo.minimize(lambda p: jnp.stack([objective(p), p["x"] ** 2]), SPACE, nsga, key=0,
+                        num_generations=3, history="all", initial={"x": 0.0, "lr": 0.01, "n": 1, "opt": "sgd"})
+    np.testing.assert_allclose(r.history.values[0, 0], [0.35, 0.0], atol=1e-6)
+    assert any(p == {"x": 0.0, "lr": 0.01, "n": 1, "opt": "sgd"} for p in r.pareto_params)
+
+
+# ------------------------------------------------------------------ Study
+def test_enqueued_configurations_come_first_whole_or_completed_by_the_strategy():
+    with Study(SPACE, jaxhpo.TPE(SPACE, 2), seed=3) as s:
+        assert s.enqueue_trial({"x": 0.5, "lr": 0.01, "n": 1, "opt": "sgd"})
+        assert s.enqueue_trial({"lr": 0.001, "opt": "adam", "beta2": 0.95})
+        assert s.enqueue_trial({"x": 1.0, "opt": "sgd", "beta2": 0.95})  # beta2 inactive: left out
+        s.optimize(host_objective, num_trials=6, progress=False)
+        t = s.trials
+        assert t[0].params == {"x": 0.5, "lr": 0.01, "n": 1, "opt": "sgd"} and t[0].generation == 0
+        assert t[1].params["lr"] == 0.001 and t[1].params["opt"] == "adam" and t[1].params["beta2"] == 0.95
+        assert set(t[1].params) == set(SPACE.names)
+        assert t[2].generation == 1 and t[2].params["x"] == 1.0 and "beta2" not in t[2].params
+        assert s.best_value == pytest.approx(0.1, abs=1e-6) and s.best_trial.number == 0
+        # the strategy was told the enqueued points: TPE's archive holds the first one
+        x0 = SPACE.fixed_coordinates(t[0].params)
+        archive = np.asarray(s.state.x)[:int(s.state.count)]
+        known = ~np.isnan(x0)  # beta2 is inactive
+        assert np.any(np.all(np.abs(archive[:, known] - x0[known]) < 1e-6, axis=1))
+
+
+def test_skip_if_exists_compares_trials_and_the_queue():
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0) as s:
+        assert s.enqueue_trial({"x": 0.25, "opt": "sgd"})
+        assert not s.enqueue_trial({"x": 0.25, "opt": "sgd"}, skip_if_exists=True)  # queued
+        s.optimize(host_objective, num_trials=2, progress=False)
+        assert not s.enqueue_trial({"x": 0.25}, skip_if_exists=True)  # a trial has it
+        assert s.enqueue_trial({"x": 0.25, "opt": "adam"}, skip_if_exists=True)
+        assert s.enqueue_trial({"x": 0.25}, skip_if_exists=False)
+
+
+def test_enqueue_trial_checks_its_input():
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 2)) as s:
+        with pytest.raises(ValueError, match=r"parameter 'lr' = 5 is outside"):
+            s.enqueue_trial({"lr": 5})
+        with pytest.raises(ValueError, match="at least one parameter"):
+            s.enqueue_trial({})
+        with pytest.raises(TypeError, match="must be a dict"):
+            s.enqueue_trial([("x", 1.0)])
+    with Study(SPACE, jaxhpo.GridSearch(SPACE, 4, num=2)) as s:
+        with pytest.raises(ValueError, match="GridSearch evaluates a fixed set of points"):
+            s.enqueue_trial({"x": 0.0})
+
+
+def test_the_queue_survives_a_reopen_and_an_interrupted_generation(tmp_path):
+    path = str(tmp_path / "q.db")
+    cma = jaxhpo.CMAES(SPACE, 4)
+    with Study(SPACE, cma, seed=5, storage=path) as s:
+        for i in range(5):
+            s.enqueue_trial({"x": -1.0 + 0.5 * i, "opt": "sgd"})
+    with Study.load(path) as s:  # generation 0 takes four; the fifth stays queued
+        asked = s.ask_trials()
+        assert [t.params["x"] for t in asked] == [-1.0, -0.5, 0.0, 0.5]
+    # a fresh process tells them: the ask is replayed, the stored points told
+    with Study.load(path) as s:
+        for t in asked:
+            s.tell(t.number, host_objective(t.params))
+        resumed = s.state
+        second = s.ask_trials()
+        assert second[0].params["x"] == 1.0 and second[0].generation == 1
+    # the same study without interruption tells the same state
+    with Study(SPACE, cma, seed=5) as s:
+        for i in range(5):
+            s.enqueue_trial({"x": -1.0 + 0.5 * i, "opt": "sgd"})
+        s.optimize(host_objective, num_trials=4, progress=False)
+        for a, b in zip(jax.tree_util.tree_leaves(s.state), jax.tree_util.tree_leaves(resumed)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_cmaes_study_learns_from_enqueued_points():
+    # Four copies of one interior point: the mean moves there (CMA-ES's weights sum to 1).
+    space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0), b=jaxhpo.Float(0.0, 1.0))
+    with Study(space, jaxhpo.CMAES(space, 4, restarts=None), seed=0) as s:
+        for _ in range(4):
+            s.enqueue_trial({"a": 0.6, "b": 0.45})
+        s.optimize(lambda p: (p["a"] - 0.6) ** 2 + (p["b"] - 0.45) ** 2, num_trials=4, progress=False)
+        np.testing.assert_allclose(np.asarray(s.state.mean), [0.6, 0.45], atol=1e-6)
