@@ -3,13 +3,15 @@ against hand-worked cases and against a replay of the stored reports, the
 report/should_prune/tell API, failures, threads, crashes and the storage upgrade."""
 
 import sqlite3
+import warnings
 
 import numpy as np
 import pytest
 
 import jaxhpo
-from jaxhpo.study import (HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Study,
-                          SuccessiveHalvingPruner, TrialPruned, TrialState, report, should_prune)
+from jaxhpo.study import (HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Study,
+                          SuccessiveHalvingPruner, ThresholdPruner, TrialPruned, TrialState, report, should_prune)
+from jaxhpo.study.pruners import build_pruner
 from jaxhpo.study.storage import SCHEMA_VERSION
 
 SPACE = jaxhpo.Space(rate=jaxhpo.Float(0.05, 1.0, log=True), start=jaxhpo.Float(1.0, 2.0))
@@ -33,8 +35,8 @@ def pruned_objective(p):
 class FakeView:
     """Other trials' reports given directly: ``{number: (complete, {step: value})}``."""
 
-    def __init__(self, trials, trial_number=10**6):
-        self.trials, self.trial_number = trials, trial_number
+    def __init__(self, trials, trial_number=10**6, maximize=False):
+        self.trials, self.trial_number, self.maximize = trials, trial_number, maximize
 
     def num_complete(self):
         return sum(done for done, _ in self.trials.values())
@@ -64,6 +66,84 @@ def decide(pruner, reports, view):
 
 
 # ----------------------------------------------------------------- rules
+def test_threshold_rule_in_the_studys_own_sign():
+    loss = ThresholdPruner(upper=10.0, n_warmup_steps=2)
+    assert not decide(loss, {0: 50.0}, FakeView({}))  # warm-up
+    assert decide(loss, {0: 1.0, 1: 2.0, 2: 11.0}, FakeView({}))
+    assert not decide(loss, {0: 1.0, 1: 2.0, 2: 9.0}, FakeView({}))
+    assert decide(loss, {0: float("nan")}, FakeView({}))  # diverged: at once
+    # a maximised accuracy reaches pruners negated; the bound stays in the user's sign
+    accuracy = ThresholdPruner(lower=0.2)
+    assert decide(accuracy, {0: -0.1}, FakeView({}, maximize=True))
+    assert not decide(accuracy, {0: -0.5}, FakeView({}, maximize=True))
+    every3 = ThresholdPruner(upper=1.0, interval_steps=3)
+    assert decide(every3, {0: 0.0, 3: 2.0}, FakeView({}))
+    assert not decide(every3, {0: 0.0, 3: 0.0, 4: 2.0}, FakeView({}))  # step 4 shares step 3's window
+
+
+def test_patient_rule_waits_for_patience_then_asks_the_wrapped_pruner():
+    patient = PatientPruner(None, patience=2)
+    assert not decide(patient, {0: 1.0, 1: 2.0, 2: 3.0}, FakeView({}))  # 3 reports: no "before" yet
+    assert decide(patient, {0: 1.0, 1: 2.0, 2: 3.0, 3: 1.5}, FakeView({}))  # best of the last 3 is 1.5 > 1.0
+    assert not decide(patient, {0: 1.0, 1: 2.0, 2: 0.9, 3: 1.5}, FakeView({}))
+    assert not decide(PatientPruner(None, 2, min_delta=0.6), {0: 1.0, 1: 2.0, 2: 3.0, 3: 1.5}, FakeView({}))
+    # stalled, but the wrapped median rule keeps a trial better than the others
+    others = FakeView({i: (True, {3: 5.0 + i}) for i in range(5)})
+    assert not decide(PatientPruner(MedianPruner(), 2), {0: 1.0, 1: 2.0, 2: 3.0, 3: 1.5}, others)
+    assert decide(PatientPruner(MedianPruner(), 2), {0: 8.0, 1: 9.0, 2: 10.0, 3: 9.5}, others)
+
+
+def test_patient_and_threshold_rules_agree_with_optunas(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    import datetime
+    rng = np.random.default_rng(0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for maximize in (False, True):
+        study = optuna.create_study(direction="maximize" if maximize else "minimize")
+        sign = -1.0 if maximize else 1.0
+        for case in range(200):
+            n = int(rng.integers(1, 8))
+            values = rng.normal(size=n)
+            values[rng.random(n) < 0.1] = np.nan
+            reports = {int(s): float(v) for s, v in zip(np.sort(rng.choice(20, n, replace=False)), values)}
+            trial = optuna.trial.FrozenTrial(
+                number=0, state=optuna.trial.TrialState.RUNNING, value=None,
+                datetime_start=datetime.datetime.now(), datetime_complete=None, params={}, distributions={},
+                user_attrs={}, system_attrs={}, intermediate_values=reports, trial_id=0)
+            patience, delta = int(rng.integers(0, 3)), float(rng.choice([0.0, 0.3]))
+            ours = decide(PatientPruner(None, patience, delta), {s: sign * v for s, v in reports.items()},
+                          FakeView({}, maximize=maximize))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental; all-NaN slices
+                theirs = optuna.pruners.PatientPruner(None, patience, delta).prune(study, trial)
+            k = patience + 1
+            # Where either side holds only non-finite reports Optuna compares NaN (never prunes);
+            # here reports that are all non-finite lately count as no improvement.
+            if n <= k or not (np.isnan(values[:-k]).all() or np.isnan(values[-k:]).all()):
+                assert ours == theirs, (reports, patience, delta)
+            lower, upper = sorted(rng.normal(size=2))
+            last = reports[max(reports)]
+            if np.isfinite(last):
+                ours = decide(ThresholdPruner(lower, upper), {s: sign * v for s, v in reports.items()},
+                              FakeView({}, maximize=maximize))
+                assert ours == optuna.pruners.ThresholdPruner(lower, upper).prune(study, trial)
+
+
+def test_new_pruners_check_their_settings_and_build_by_name():
+    with pytest.raises(ValueError, match="needs lower, upper or both"):
+        ThresholdPruner()
+    with pytest.raises(ValueError, match="lower <= upper"):
+        ThresholdPruner(lower=2.0, upper=1.0)
+    with pytest.raises(ValueError, match="patience"):
+        PatientPruner(None, -1)
+    with pytest.raises(TypeError, match="wrapped must be a Pruner"):
+        PatientPruner("median", 2)
+    built = build_pruner("patient", {"patience": 3, "wrapped": {"name": "median", "n_startup_trials": 2}})
+    assert isinstance(built.wrapped, MedianPruner) and built.wrapped.n_startup_trials == 2 and built.patience == 3
+    assert build_pruner("patient", {"patience": 1}).wrapped is None
+    assert build_pruner("threshold", {"upper": 3}).upper == 3.0
+
+
 def test_median_rule_on_a_worked_case():
     view = FakeView({i: (True, {0: float(v), 1: float(v) - 0.5}) for i, v in enumerate([1, 2, 3, 4, 5])})
     median = MedianPruner(n_startup_trials=5)
@@ -583,3 +663,22 @@ def test_a_study_sees_reports_of_trials_another_study_object_finished(tmp_path):
     assert not b.should_prune(late)
     a.close()
     b.close()
+
+
+def test_threshold_pruner_in_a_maximised_study_prunes_by_the_users_bound():
+    def accuracy(p):
+        for step in range(4):
+            report(p["rate"], step)  # an "accuracy" that stays at its rate
+            if should_prune():
+                raise TrialPruned()
+        return p["rate"]
+
+    with Study(SPACE, RANDOM, seed=1, maximize=True, pruner=ThresholdPruner(lower=0.3, n_warmup_steps=1)) as s:
+        s.optimize(accuracy, num_trials=12, progress=False)
+        for t in s.trials:
+            low = t.params["rate"] < 0.3
+            assert (t.state == TrialState.PRUNED) == low
+            if low:
+                assert sorted(t.intermediate_values) == [0, 1]  # stopped at the end of the warm-up
+        states = {t.state for t in s.trials}
+        assert states == {TrialState.PRUNED, TrialState.COMPLETE} and s.best_value >= 0.3

@@ -9,7 +9,8 @@ and the budget. Example (TOML)::
     seed = 0
     num_trials = 60            # trials in the whole study: rerunning resumes
     strategy = { name = "random", popsize = 8 }
-    pruner = { name = "asha", reduction_factor = 3 }   # optional: "median", "percentile", "asha", "hyperband"
+    pruner = { name = "asha", reduction_factor = 3 }   # optional: "median", "percentile", "asha", "hyperband",
+                                                       # "threshold", "patient" (wrapped = { name = ... })
     enqueue = [{ n_estimators = 100, criterion = "gini" }]  # optional: tried first (any subset of the space)
     output = "rf_results"      # results, study.db and plots go here
 

@@ -24,6 +24,11 @@ maximised study's values are negated first).
   2018): each trial falls, by its number, into one of several ASHA brackets
   whose first rungs sit ``reduction_factor`` times apart, and competes only
   with the trials of its bracket.
+* ``ThresholdPruner``: prune a trial whose value leaves fixed bounds (a
+  diverging loss, an accuracy still at chance level).
+* ``PatientPruner``: prune only a trial that has not improved for
+  ``patience`` steps and that a wrapped pruner would prune (a noisy curve
+  gets time to recover).
 
 Each has ``should_prune(steps, values, view) -> bool``; ``steps`` and
 ``values`` are the trial's reports in step order and ``view`` answers
@@ -41,7 +46,8 @@ import numpy as np
 from ..strategies._checks import check_int, check_real
 
 __all__ = ["Pruner", "ReportView", "NopPruner", "PercentilePruner", "MedianPruner",
-           "SuccessiveHalvingPruner", "HyperbandPruner", "TrialPruned", "PRUNER_NAMES", "build_pruner"]
+           "SuccessiveHalvingPruner", "HyperbandPruner", "ThresholdPruner", "PatientPruner",
+           "TrialPruned", "PRUNER_NAMES", "build_pruner"]
 
 
 class TrialPruned(Exception):
@@ -52,6 +58,7 @@ class ReportView(Protocol):
     """The other trials' reports, as a pruner may query them (minimisation sign)."""
 
     trial_number: int  # the number of the trial being judged
+    maximize: bool  # whether the study maximises (its values reach pruners negated)
 
     def num_complete(self) -> int:
         """How many trials of the study are complete."""
@@ -280,17 +287,102 @@ class HyperbandPruner(Pruner):
         return brackets[mine].should_prune(steps, values, view, among=lambda n: self.bracket(n, r) == mine)
 
 
-# Names a run configuration may give (``pruner = { name = "asha", reduction_factor = 3 }``).
+class ThresholdPruner(Pruner):
+    """Prune a trial whose latest value is below ``lower``, above ``upper`` or not finite.
+
+    Args:
+      lower, upper: bounds in the study's own sign (an accuracy that a
+        maximised study reports: ``lower=0.2``); ``None`` for no bound.
+      n_warmup_steps: no pruning at steps below this.
+      interval_steps: decide at most once per this many steps.
+    """
+
+    def __init__(self, lower: float | None = None, upper: float | None = None, n_warmup_steps: int = 0,
+                 interval_steps: int = 1):
+        self.lower = None if lower is None else check_real("lower", lower, -math.inf, math.inf)
+        self.upper = None if upper is None else check_real("upper", upper, -math.inf, math.inf)
+        if self.lower is None and self.upper is None:
+            raise ValueError("ThresholdPruner needs lower, upper or both")
+        if self.lower is not None and self.upper is not None and not self.lower <= self.upper:
+            raise ValueError(f"ThresholdPruner needs lower <= upper, got lower={lower!r}, upper={upper!r}")
+        self.n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0)
+        self.interval_steps = check_int("interval_steps", interval_steps, 1)
+
+    def should_prune(self, steps, values, view) -> bool:
+        value = float(values[-1])
+        if not math.isfinite(value):
+            return True
+        if not _new_window(steps, self.n_warmup_steps, self.interval_steps):
+            return False
+        if view.maximize:
+            value = -value  # back to the study's sign
+        return (self.lower is not None and value < self.lower) or (self.upper is not None and value > self.upper)
+
+
+class PatientPruner(Pruner):
+    """Prune only a trial whose best value of its latest ``patience + 1`` reports is no
+    better than its best before them by more than ``min_delta`` (and, with a
+    ``wrapped`` pruner, only when that one prunes it too).
+
+    Args:
+      wrapped: a ``Pruner`` asked once patience has run out; ``None``: prune then.
+      patience: reports without improvement tolerated (``>= 0``).
+      min_delta: the improvement that counts as one (``>= 0``).
+
+    Non-finite reports are left out of both bests; latest reports that are
+    all non-finite count as no improvement (Optuna's ``PatientPruner``
+    compares with NaN there and never prunes).
+    """
+
+    def __init__(self, wrapped: Pruner | None, patience: int, min_delta: float = 0.0):
+        if wrapped is not None and not isinstance(wrapped, Pruner):
+            raise TypeError(f"PatientPruner wrapped must be a Pruner or None, got {wrapped!r}")
+        self.wrapped = wrapped
+        self.patience = check_int("patience", patience, 0)
+        self.min_delta = check_real("min_delta", min_delta, 0.0, math.inf)
+
+    def should_prune(self, steps, values, view) -> bool:
+        k = self.patience + 1
+        if values.size <= k:
+            return False
+        before, recent = values[:-k], values[-k:]
+        if np.isnan(recent).all():
+            stalled = True
+        elif np.isnan(before).all():
+            stalled = False
+        else:
+            stalled = float(np.nanmin(before)) + self.min_delta < float(np.nanmin(recent))
+        if not stalled:
+            return False
+        return True if self.wrapped is None else self.wrapped.should_prune(steps, values, view)
+
+
+# Names a run configuration may give (``pruner = { name = "asha", reduction_factor = 3 }``;
+# ``{ name = "patient", patience = 3, wrapped = { name = "median" } }``).
 _BY_NAME = {"none": NopPruner, "median": MedianPruner, "percentile": PercentilePruner,
             "asha": SuccessiveHalvingPruner, "successive_halving": SuccessiveHalvingPruner,
-            "hyperband": HyperbandPruner}
+            "hyperband": HyperbandPruner, "threshold": ThresholdPruner, "patient": PatientPruner}
 PRUNER_NAMES = tuple(_BY_NAME)
 
 
 def build_pruner(name: str, settings: dict | None = None) -> Pruner:
-    """A pruner by name (``PRUNER_NAMES``) with keyword ``settings``; errors name the setting."""
+    """A pruner by name (``PRUNER_NAMES``) with keyword ``settings``; errors name the setting.
+
+    ``"patient"``'s ``wrapped`` is itself a table with a ``name`` (or a name), or absent."""
     if name not in _BY_NAME:
         raise ValueError(f"pruner must be one of {PRUNER_NAMES}, got {name!r}")
+    settings = dict(settings or {})
+    if name == "patient":
+        inner = settings.get("wrapped")
+        if isinstance(inner, str):
+            inner = {"name": inner}
+        if inner is not None:
+            if not isinstance(inner, dict) or not isinstance(inner.get("name"), str):
+                raise ValueError(f"pruner 'patient': wrapped must be a pruner name or a table with a 'name', "
+                                 f"got {inner!r}")
+            settings["wrapped"] = build_pruner(inner["name"], {k: v for k, v in inner.items() if k != "name"})
+        else:
+            settings["wrapped"] = None
     try:
         return _BY_NAME[name](**(settings or {}))
     except TypeError as e:

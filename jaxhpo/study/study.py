@@ -1188,6 +1188,7 @@ class _StoredReports(ReportView):
     def __init__(self, study: Study, c: Any, trial_id: int, number: int, sign: float):
         self._study, self._c, self._trial_id, self._sign = study, c, trial_id, sign
         self.trial_number = number
+        self.maximize = sign < 0
 
     def num_complete(self) -> int:
         return self._study._finished_reports.num_complete
