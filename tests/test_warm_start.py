@@ -203,3 +203,64 @@ def test_cmaes_study_learns_from_enqueued_points():
             s.enqueue_trial({"a": 0.6, "b": 0.45})
         s.optimize(lambda p: (p["a"] - 0.6) ** 2 + (p["b"] - 0.45) ** 2, num_trials=4, progress=False)
         np.testing.assert_allclose(np.asarray(s.state.mean), [0.6, 0.45], atol=1e-6)
+
+
+# ------------------------------------------------------------ add_trial
+def test_added_trials_are_recorded_and_told_at_once_with_popsize_one():
+    history = [({"x": 0.1 * i, "lr": 0.01, "n": 1, "opt": "sgd"}, float(i)) for i in range(3)]
+    with Study(SPACE, jaxhpo.TPE(SPACE, 1), seed=0) as s:
+        for params, value in history:
+            s.add_trial(params, value)
+        s.add_trial({"x": 1.0, "lr": 0.5, "n": 2, "opt": "adam", "beta2": 0.95}, None)
+        s.add_trial({"x": 1.0, "lr": 0.5, "n": 2, "opt": "sgd"}, float("nan"))
+        t = s.trials
+        assert [tr.state for tr in t] == ["complete"] * 3 + ["failed"] * 2 and s.generation == 5
+        assert [tr.params for tr in t[:3]] == [p for p, _ in history] and [tr.value for tr in t[:3]] == [0, 1, 2]
+        assert t[3].error == "added without a value" and "nan" in t[4].error
+        assert s.best_trial.number == 0
+        # TPE's model holds all five, the failed ones as +inf (its bad set steers away from them)
+        y = np.asarray(s.state.y)[:int(s.state.count)]
+        assert y.size == 5 and np.isfinite(y).sum() == 3
+        calls = []
+        s.optimize(lambda p: calls.append(p) or host_objective(p), num_trials=2, progress=False)
+        assert len(calls) == 2 and len(s.trials) == 7
+
+
+def test_added_trials_fill_a_generation_beside_proposals_and_whole_ones_are_told(tmp_path):
+    path = str(tmp_path / "a.db")
+    space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0), b=jaxhpo.Float(0.0, 1.0))
+    cma = jaxhpo.CMAES(space, 4, restarts=None)
+    def f(p):
+        return (p["a"] - 0.6) ** 2 + (p["b"] - 0.45) ** 2
+
+    with Study(space, cma, seed=0, storage=path) as s:
+        for _ in range(4):  # a whole generation of one point: told now, the mean moves there
+            s.add_trial({"a": 0.6, "b": 0.45}, 0.0)
+        assert s.generation == 1 and len(s.trials) == 4
+        np.testing.assert_allclose(np.asarray(s.state.mean), [0.6, 0.45], atol=1e-6)
+        s.add_trial({"a": 0.1, "b": 0.1}, 0.5)  # one: waits for the next generation
+        assert len(s.trials) == 4
+    with Study.load(path) as s:  # it survives a reopen
+        calls = []
+        s.optimize(lambda p: calls.append(p) or f(p), num_trials=3, progress=False)
+        g1 = [t for t in s.trials if t.generation == 1]
+        assert g1[0].params == {"a": 0.1, "b": 0.1} and g1[0].value == 0.5 and len(calls) == 3
+        assert {"a": 0.1, "b": 0.1} not in calls and s.generation == 2
+
+
+def test_add_trial_checks_its_input():
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 1)) as s:
+        with pytest.raises(ValueError, match="missing parameter 'beta2', which is active"):
+            s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "adam"}, 1.0)
+        with pytest.raises(TypeError, match="add_trial"):
+            s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}, "1.0")
+    nsga = jaxhpo.NSGA2(SPACE, 2, num_objectives=2)
+    with Study(SPACE, nsga) as s:
+        with pytest.raises(ValueError, match=r"value must be 2 numbers \(2 objective values, then 0 constraint"):
+            s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}, [1.0])
+        s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}, [1.0, 2.0])
+        s.add_trial({"x": 0.5, "lr": 0.1, "n": 1, "opt": "sgd"}, [2.0, 1.0])
+        assert [t.values for t in s.best_trials] == [(1.0, 2.0), (2.0, 1.0)]
+    with Study(SPACE, jaxhpo.GridSearch(SPACE, 4, num=2)) as s:
+        with pytest.raises(ValueError, match="GridSearch evaluates a fixed set of points"):
+            s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}, 1.0)

@@ -20,9 +20,10 @@ Layout (schema version ``SCHEMA_VERSION``):
   decide from. A trial sent back to waiting loses its reports: it runs
   again from the start.
 * ``queue``: configurations a user asked to be tried (``Study.enqueue_trial``;
-  a JSON dict of any subset of the parameters), oldest first; the next
-  generation proposed takes them in place of proposals and deletes them, in
-  the transaction that stores it.
+  a JSON dict of any subset of the parameters) or evaluated elsewhere
+  (``Study.add_trial``: every parameter, and the ``outcome`` as JSON), oldest
+  first; the next generation proposed takes them in place of proposals and
+  deletes them, in the transaction that stores it.
 
 Older files are upgraded in place on opening: version 1 (single objective
 only) gets the two nullable columns of version 2 (its rows keep their
@@ -74,7 +75,7 @@ _REPORTS_SCHEMA = (
 
 _QUEUE_SCHEMA = (
     "CREATE TABLE queue (id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL REFERENCES studies(id), "
-    "params TEXT NOT NULL, created_at REAL NOT NULL)",
+    "params TEXT NOT NULL, outcome TEXT, created_at REAL NOT NULL)",
 )
 
 _SCHEMA = """
@@ -426,15 +427,25 @@ class SQLiteStorage:
 
     # -------------------------------------------------------------- queue
     @staticmethod
-    def enqueue(c: sqlite3.Connection, study_id: int, params: str) -> None:
-        c.execute("INSERT INTO queue (study_id, params, created_at) VALUES (?, ?, ?)",
-                  (study_id, params, time.time()))
+    def enqueue(c: sqlite3.Connection, study_id: int, params: str, outcome: str | None = None) -> None:
+        """Queue a configuration to run, or with its ``outcome`` (JSON) one evaluated elsewhere."""
+        c.execute("INSERT INTO queue (study_id, params, outcome, created_at) VALUES (?, ?, ?, ?)",
+                  (study_id, params, outcome, time.time()))
 
     @staticmethod
-    def queued(c: sqlite3.Connection, study_id: int, limit: int = -1) -> list[tuple[int, str]]:
-        """``(id, params_json)`` of the queued configurations, oldest first (``limit < 0``: all)."""
-        return c.execute("SELECT id, params FROM queue WHERE study_id=? ORDER BY id LIMIT ?",
+    def queued(c: sqlite3.Connection, study_id: int, limit: int = -1) -> list[tuple[int, str, str | None]]:
+        """``(id, params_json, outcome_json)`` of the queued configurations, oldest
+        first (``limit < 0``: all); ``outcome`` is ``None`` for one to run."""
+        return c.execute("SELECT id, params, outcome FROM queue WHERE study_id=? ORDER BY id LIMIT ?",
                          (study_id, limit)).fetchall()
+
+    @staticmethod
+    def record_added(c: sqlite3.Connection, study_id: int, generation: int, idx: int, state: str,
+                     value: float | None, error: str | None, vals: str | None) -> None:
+        """A trial of a just proposed generation was evaluated elsewhere: finished as it is created."""
+        c.execute("UPDATE trials SET state=?, value=?, error=?, vals=?, started_at=created_at, "
+                  "finished_at=created_at WHERE study_id=? AND generation=? AND idx=?",
+                  (state, value, error, vals, study_id, generation, idx))
 
     @staticmethod
     def dequeue(c: sqlite3.Connection, ids: list[int]) -> None:

@@ -549,12 +549,20 @@ class Study:
         queue = self._storage.queued(c, self._id, rows.size)
         if queue:
             x, injected, params = self._take_queue(queue, x, rows, params)
-            self._storage.dequeue(c, [qid for qid, _ in queue])
+            self._storage.dequeue(c, [q[0] for q in queue])
         trials = [(int(r), self._dump_params(p)) for r, p in zip(rows, params)]
         self._storage.add_generation(c, self._id, generation, x.tobytes(), x.shape[0], x.shape[1], trials)
         self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x, injected)))
+        added = [(int(r), json.loads(q[2])) for r, q in zip(rows, queue) if q[2] is not None]
+        for idx, outcome in added:
+            value, vals, error = outcome.get("value"), outcome.get("vals"), outcome.get("error")
+            state = TrialState.FAILED if error is not None else TrialState.COMPLETE
+            self._storage.record_added(c, self._id, generation, idx, state, value, error,
+                                       None if vals is None else json.dumps(vals))
+        if added and not self._storage.count(c, self._id, (TrialState.WAITING,), generation):
+            self._tell_generation(c, generation)  # nothing of it left to run
 
-    def _take_queue(self, queue: list[tuple[int, str]], x: np.ndarray, rows: np.ndarray,
+    def _take_queue(self, queue: list[tuple[int, str, str | None]], x: np.ndarray, rows: np.ndarray,
                     params: list[dict]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """The first proposals (of ``rows``) give way to the queued configurations.
 
@@ -566,7 +574,7 @@ class Study:
         """
         x = x.copy()
         injected = np.zeros(x.shape[0], bool)
-        given = [self._load_params(text) for _, text in queue]
+        given = [self._load_params(q[1]) for q in queue]
         taken = rows[:len(given)]
         fixed = self.space.fixed_coordinates(given)
         x[taken] = np.where(np.isnan(fixed), x[taken], fixed)
@@ -612,11 +620,61 @@ class Study:
                 def same(other: dict) -> bool:
                     return all(k in other and other[k] == v for k, v in params.items())
                 stored = [self._load_params(r[3]) for r in self._storage.trials(c, self._id)]
-                queued = [self._load_params(text) for _, text in self._storage.queued(c, self._id)]
+                queued = [self._load_params(q[1]) for q in self._storage.queued(c, self._id)]
                 if any(same(p) for p in stored + queued):
                     return False
             self._storage.enqueue(c, self._id, self._dump_params(params))
         return True
+
+    def add_trial(self, params: Any, value: Any) -> None:
+        """Record a configuration evaluated elsewhere (an earlier study, a past
+        experiment) as a finished trial; the strategy learns from it.
+
+        Like an enqueued configuration it takes the place of a proposal of
+        the next generation proposed: at once when the queue holds a whole
+        generation (``popsize``) of such trials, which is then told (with
+        ``popsize`` 1, every call); else when ``optimize`` or ``ask``
+        proposes the next generation, among its proposals. A model-based
+        strategy (``TPE``, ``GPBO``) started from past results this way needs
+        fewer new evaluations.
+
+        Args:
+          params: a dict of every active parameter's value (labels for
+            categoricals), as ``optimize``'s objective receives them.
+          value: the objective's value (with several objectives, the
+            objective values then the constraint values); ``None`` or a
+            non-finite value records a failed trial.
+        """
+        if not self.strategy.accepts_points:
+            raise ValueError(f"add_trial: {type(self.strategy).__name__} evaluates a fixed set of points, "
+                             "which other configurations cannot replace")
+        if not isinstance(params, Mapping):
+            raise TypeError(f"add_trial params must be a dict of parameter values, got {type(params).__name__}")
+        self.space.from_python(params)  # every active parameter present, values checked
+        k = self.num_objectives + self.num_constraints
+        if value is not None and not self.multi_objective:
+            _real_scalar("add_trial", value)
+        elif value is not None and (isinstance(value, (str, bytes)) or np.shape(value) != (k,)):
+            raise ValueError(f"add_trial: value must be {k} numbers ({self.num_objectives} objective values, "
+                             f"then {self.num_constraints} constraint values), got {value!r}")
+        v, why = (None, "added without a value") if value is None else self._parse(value)
+        outcome = {"error": why} if v is None else {"vals": list(v)} if self.multi_objective else {"value": v}
+        with self._tx() as c:
+            self._storage.enqueue(c, self._id, self._dump_params(self.space.canonical_python(params)),
+                                  json.dumps(outcome))
+            # Whole generations of finished trials are proposed and told now.
+            popsize = self.strategy.popsize
+            while True:
+                generation, proposed, exhausted = self._storage.study_progress(c, self._id)
+                head = self._storage.queued(c, self._id, popsize)
+                if proposed or exhausted or len(head) < popsize or any(q[2] is None for q in head):
+                    break
+                self._propose_generation(c, generation)
+                if self._storage.study_progress(c, self._id)[0] == generation:
+                    break
+            if exhausted and any(q[2] is not None for q in self._storage.queued(c, self._id)):
+                raise ValueError(f"add_trial: study {self.name!r} is exhausted (its strategy has no "
+                                 "generation left to hold the trial)")
 
     def _tell_generation(self, c, generation: int) -> None:
         """Every trial of ``generation`` is finished: tell the strategy, store its state."""
@@ -656,12 +714,16 @@ class Study:
             generation, proposed, exhausted = st.study_progress(c, self._id)
             if generation_limit is not None and generation >= generation_limit:
                 return [], "limit"
+            while not proposed:
+                if exhausted:
+                    return [], "exhausted"
+                self._propose_generation(c, generation)
+                # A generation of trials evaluated elsewhere (add_trial) is told at once.
+                generation, proposed, exhausted = st.study_progress(c, self._id)
+                if generation_limit is not None and generation >= generation_limit:
+                    return [], "limit"
             if exhausted:
                 return [], "exhausted"
-            if not proposed:
-                self._propose_generation(c, generation)
-                if st.study_progress(c, self._id)[2]:
-                    return [], "exhausted"
             rows = st.claim(c, self._id, generation, n, self._owner)
             return rows, ("ok" if rows else "wait")
 
