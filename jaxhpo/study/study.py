@@ -635,8 +635,7 @@ class Study:
         generation (``popsize``) of such trials, which is then told (with
         ``popsize`` 1, every call); else when ``optimize`` or ``ask``
         proposes the next generation, among its proposals. A model-based
-        strategy (``TPE``, ``GPBO``) started from past results this way needs
-        fewer new evaluations.
+        strategy (``TPE``, ``GPBO``) starts its model from past results this way.
 
         Args:
           params: a dict of every active parameter's value (labels for
