@@ -251,3 +251,25 @@ def test_bad_arguments():
         hypergradient_descent(0.1, 0.01, base="momentum", momentum=1.0)
     with pytest.raises(TypeError, match="learning_rate"):
         hypergradient_descent(optax.constant_schedule(0.1), 0.01)
+
+
+@pytest.mark.parametrize("per_leaf", [False, True])
+def test_a_bfloat16_model_adapts_its_rate_in_float32(per_leaf):
+    """Steps of beta * h far below bfloat16's resolution near the rate still add up:
+    the rate and its hypergradient are kept in float32 (float32 params give the reference)."""
+    def run(dtype):
+        tx = hypergradient_descent(0.01, 1e-6, per_leaf=per_leaf)
+        p = {"w": jnp.linspace(-1, 1, 32).astype(dtype)}
+        s = tx.init(p)
+        for _ in range(40):
+            g = jax.tree_util.tree_map(lambda x: (x + 0.5).astype(dtype), p)  # positive dot products
+            u, s = tx.update(g, s, p)
+            p = optax.apply_updates(p, u)
+        lr = s.learning_rate["w"] if per_leaf else s.learning_rate
+        return float(lr), lr.dtype, u["w"].dtype
+
+    lr16, dt16, u16 = run(jnp.bfloat16)
+    lr32, _, _ = run(jnp.float32)
+    assert dt16 == jnp.float32 and u16 == jnp.bfloat16
+    assert lr32 > 0.0101  # it moved ...
+    assert lr16 == pytest.approx(lr32, rel=2e-3)  # ... and the bfloat16 model's rate moved alike

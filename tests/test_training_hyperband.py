@@ -380,7 +380,7 @@ def test_bookkeeping_programs_compile_with_small_program_options():
 
     hb = sys.modules["jaxhpo.training.hyperband"]
     compile_mod = sys.modules["jaxhpo.training._compile"]
-    strategy = hb._check_sampler(None, SPACE, 5)
+    strategy = hb._check_sampler(None, SPACE, 5, [5])
     state, keys = hb._start(strategy, jax.random.key(2), 3)
     args = (strategy, keys, np.int32(1), state, 2, 12, np.int32(9))
     got = hb._propose(*args)
@@ -436,3 +436,27 @@ def test_survivor_order_puts_every_non_finite_loss_last():
 def test_numpy_scalars_are_budgets(dtype):
     assert hyperband_schedule(dtype(9), 3) == hyperband_schedule(9, 3)
     assert successive_halving_schedule(5, dtype(1), dtype(4), 2) == [(5, 1), (2, 2), (1, 4)]
+
+
+def test_a_model_based_sampler_is_told_every_configuration_it_proposed():
+    # BOHB: TPE asked once per configuration (popsize 1, brackets of 9, 5 and 3), told after each bracket.
+    from jaxhpo import TPE
+    tpe = TPE(SPACE, 1, capacity=32, n_startup=4)
+    res = hyperband(TRAINER, SPACE, 3, max_budget=9, strategy=tpe)
+    assert len(res.x) == 9 + 5 + 3 and len({tuple(r) for r in res.x}) == len(res.x)
+    assert np.isfinite(res.loss).all()
+
+
+def test_samplers_that_cannot_fill_a_bracket_are_refused():
+    from jaxhpo import CMAES, GPBO, GridSearch, TPE
+    small_gp = GPBO(SPACE, 3, capacity=16)
+    with pytest.raises(ValueError, match=r"GPBO must be told between asks, and a bracket of 12 configurations asks "
+                                         r"it 4 times first; give it popsize >= 12"):
+        successive_halving(TRAINER, SPACE, 0, num_configs=12, min_budget=1, max_budget=3, strategy=small_gp)
+    with pytest.raises(ValueError, match=r"CMAES learns from every point it proposes, so each bracket's first "
+                                         r"rung \(here \[9, 5, 3\]\) must be a multiple of its popsize \(4\)"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, strategy=CMAES(SPACE, 4))
+    with pytest.raises(ValueError, match=r"multiple of its popsize \(2\)"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, strategy=TPE(SPACE, 2))
+    with pytest.raises(ValueError, match="GridSearch's points must all be evaluated"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, strategy=GridSearch(SPACE, 4, num=3))

@@ -7,7 +7,7 @@ import pytest
 
 from jaxhpo import Categorical, Float, Int, Space
 from jaxhpo.training import Trainer, exploit_parents, explore, pbt
-from jaxhpo.training.pbt import _pbt_program
+from jaxhpo.training.pbt import _pbt_program, exploit_count
 from jaxhpo.training.trainer import continue_rung, init_rung
 
 # A noisy quadratic: SGD with gradient noise. A large learning rate makes fast
@@ -168,3 +168,9 @@ def test_chunked_pbt_equals_vmapped():
     b = pbt(TRAINER, SPACE, 5, popsize=8, num_rounds=4, steps_per_round=3, chunk_size=3)
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
     np.testing.assert_array_equal(a.parents, b.parents)
+
+
+def test_exploit_count_is_the_floor_of_the_fraction_as_written():
+    for popsize in (2, 7, 100, 1000):
+        for percent in range(1, 50):
+            assert exploit_count(percent / 100, popsize) == percent * popsize // 100, (percent, popsize)

@@ -183,3 +183,10 @@ def test_exploit_explore_and_lineage_name_their_arguments():
     for member in (-1, 2, True):
         with pytest.raises(ValueError, match="member must be an integer in \\[0, 2\\)"):
             res.lineage(member)
+
+
+def test_train_population_refuses_a_negative_or_fractional_budget():
+    from jaxhpo.training import train_population
+    for bad in (-2, 1.5, True):
+        with pytest.raises(ValueError, match="num_steps must be a non-negative integer"):
+            train_population(None, None, {"lr": np.zeros(2)}, bad)

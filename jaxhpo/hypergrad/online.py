@@ -65,6 +65,11 @@ def _base_direction(base: str, momentum: float, b1: float, b2: float, eps: float
     return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
 
 
+def _at_least_f32(dtype: Any) -> Any:
+    """``dtype`` widened to float32 where narrower (bfloat16, float16)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd",
                           momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
                           eps: float = 1e-8, eps_root: float = 0.0,
@@ -107,9 +112,13 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
     inner = _base_direction(base, momentum, b1, b2, eps, eps_root)
 
     def init_fn(params):
-        dtype = jnp.result_type(*jax.tree_util.tree_leaves(params)) if jax.tree_util.tree_leaves(params) else jnp.float32
+        # The rate and its hypergradient at least in float32: in a bfloat16
+        # leaf's precision a step of beta * h is mostly rounded away.
+        leaves = jax.tree_util.tree_leaves(params)
+        dtype = _at_least_f32(jnp.result_type(*leaves)) if leaves else jnp.float32
         if per_leaf:
-            lr = jax.tree_util.tree_map(lambda p: jnp.asarray(learning_rate, jnp.result_type(p)), params)
+            lr = jax.tree_util.tree_map(lambda p: jnp.asarray(learning_rate, _at_least_f32(jnp.result_type(p))),
+                                        params)
         else:
             lr = jnp.asarray(learning_rate, dtype)
         return HypergradientState(
@@ -122,8 +131,11 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
         lr = state.learning_rate
         if beta != 0.0:
             # h = g_t . d_{t-1} with d = -direction; alpha <- alpha - beta h.
-            dots = jax.tree_util.tree_map(
-                lambda g, d: jnp.vdot(g, d).astype(jnp.result_type(d)), grads, state.direction)
+            def dot(g, d):
+                wide = _at_least_f32(jnp.result_type(d))
+                return jnp.vdot(g.astype(wide), d.astype(wide))
+
+            dots = jax.tree_util.tree_map(dot, grads, state.direction)
             if per_leaf:
                 lr = jax.tree_util.tree_map(lambda a, h: a + beta * h, lr, dots)
             else:
@@ -132,7 +144,7 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
         direction, base_state = inner.update(grads, state.base_state, params)
         # Same expression as optax.scale(-lr): (-lr) * g.
         if per_leaf:
-            updates = jax.tree_util.tree_map(lambda a, d: (-a) * d, lr, direction)
+            updates = jax.tree_util.tree_map(lambda a, d: (-a).astype(jnp.result_type(d)) * d, lr, direction)
         else:
             # The shared rate in each leaf's own dtype, as optax's Python-float
             # step size is: a bfloat16 leaf's update stays bfloat16.

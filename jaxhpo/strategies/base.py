@@ -103,6 +103,11 @@ class Strategy:
     # fixed set that must all be evaluated (a grid).
     accepts_points: bool = True
 
+    # Whether asking again before telling gives new points drawn as the first
+    # were (random and quasi-random points, TPE's draws from its model), so
+    # that several asks may fill one batch of work before any tell.
+    independent_asks: bool = False
+
     def __init__(self, space: Space, popsize: int):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")

@@ -182,6 +182,8 @@ class MOTPE(Strategy):
         as for ``TPE`` (``gamma`` is uncapped here).
     """
 
+    independent_asks = True  # before a tell, each ask draws afresh from the same model
+
     def __init__(self, space: Space, popsize: int = 1, capacity: int = 256, num_objectives: int = 2,
                  num_constraints: int = 0, *, below_weights: str = "uniform", multivariate: bool = False,
                  n_startup: int = 10, n_ei_candidates: int = 24, gamma: float = 0.1,

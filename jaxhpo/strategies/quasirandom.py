@@ -259,6 +259,7 @@ class QuasiRandom(Strategy):
     """
 
     adaptive = False  # tell never changes the points asked for
+    independent_asks = True
 
     def __init__(self, space: Space, popsize: int, method: str = "sobol", scramble: bool = True):
         super().__init__(space, popsize)

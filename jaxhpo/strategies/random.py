@@ -27,6 +27,7 @@ class RandomSearch(Strategy):
     """
 
     adaptive = False  # tell never changes the points asked for
+    independent_asks = True
 
     def _init(self, key, params):
         return RandomState(params=params, **initial_best(self.dim))

@@ -584,6 +584,8 @@ class TPE(Strategy):
       startup: ``"sobol"`` (scrambled Sobol points) or ``"random"``.
     """
 
+    independent_asks = True  # before a tell, each ask draws afresh from the same model
+
     def __init__(self, space: Space, popsize: int = 1, capacity: int = 1024, *,
                  multivariate: bool = True, n_startup: int = 10, n_ei_candidates: int = 24,
                  gamma: float = 0.1, max_good: int = 25, prior_weight: float = 1.0,

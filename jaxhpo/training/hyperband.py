@@ -238,13 +238,39 @@ def _front_mask(values):
     return pareto.pareto_front_mask(values)
 
 
-def _check_sampler(strategy: Any, space: Space, popsize: int) -> Strategy:
+def _check_sampler(strategy: Any, space: Space, popsize: int, first_rungs: list[int]) -> Strategy:
+    """The sampler, checked against the brackets' first rung sizes ``first_rungs``.
+
+    A bracket of ``n`` asks ``ceil(n / popsize)`` times in a row and trains
+    the first ``n`` points. A sampler that learns (``adaptive``) is told
+    every point it proposed, so ``n`` must be a multiple of its ``popsize``
+    (a point never trained would be told as a failure); and asking it again
+    before telling must give new points (``independent_asks``: TPE draws
+    afresh from its model; CMA-ES would overwrite its samples, GP-BO repeat
+    its batch, DE, GA and local search breed from the same parents).
+    """
     if strategy is None:
         return RandomSearch(space, popsize)
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a jaxhpo Strategy or None, got {type(strategy).__name__}")
     if strategy.space != space:
         raise ValueError("strategy was built for a different space than the one given")
+    name, p = type(strategy).__name__, strategy.popsize
+    if not strategy.accepts_points:
+        raise ValueError(f"strategy: {name}'s points must all be evaluated, and a bracket trains only "
+                         "the first configurations it is given")
+    if strategy.adaptive:
+        if any(n % p for n in first_rungs):
+            raise ValueError(
+                f"strategy: {name} learns from every point it proposes, so each bracket's first rung "
+                f"(here {sorted(set(first_rungs), reverse=True)}) must be a multiple of its popsize ({p}); "
+                "use popsize 1 or a common divisor")
+        if max(first_rungs) > p and not strategy.independent_asks:
+            raise ValueError(
+                f"strategy: {name} must be told between asks, and a bracket of {max(first_rungs)} "
+                f"configurations asks it {max(first_rungs) // p} times first; give it popsize "
+                f">= {max(first_rungs)} (successive_halving: popsize = num_configs), or use TPE, "
+                "which draws each ask afresh from its model")
     return strategy
 
 
@@ -414,7 +440,8 @@ class _Search:
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
         self.space = space
-        self.strategy = _check_sampler(strategy, space, popsize)
+        self.strategy = _check_sampler(strategy, space, popsize,
+                                       [bracket[0][0] for group in groups for bracket in group])
         self.chunk_size = check_chunk_size(chunk_size)
         largest = max(max(level_sizes(group)) for group in groups)
         self.fixed_capacity = None if self.block_size is None else _rounded_up(largest, self.block_size)
@@ -625,8 +652,11 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
         configuration is trained.
       eta: keep the best ``floor(n_i / eta)`` after each rung.
       strategy: proposes the configurations (``RandomSearch(space,
-        num_configs)`` by default); any strategy over ``space``, asked as many
-        times as it takes to fill the rung.
+        num_configs)`` by default), asked as many times as it takes to fill
+        the rung. A strategy that learns (TPE, GP-BO, CMA-ES, ...) needs a
+        ``popsize`` that divides ``num_configs``, and unless it draws each
+        ask afresh (TPE) one ask for the rung: ``popsize = num_configs``.
+        ``GridSearch`` is refused (its points must all be trained).
       chunk_size: train at most this many members at once (memory bound).
       mesh: shard each rung's population over the mesh's devices (padded to
         a multiple of their number by repeating a member, whose results are
@@ -686,7 +716,10 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
       trainer, space, key, eta, chunk_size, mesh, block_size: see ``successive_halving``.
       max_budget: ``R``, units of the longest training run.
       strategy: proposes configurations (``RandomSearch(space, n)`` with
-        ``n`` the largest bracket's size by default).
+        ``n`` the largest bracket's size by default). A strategy that learns
+        needs a ``popsize`` that divides every bracket's size and, since a
+        bracket larger than ``popsize`` asks before any tell, one that draws
+        each ask afresh: ``TPE(space, 1)`` is the BOHB sampler.
       num_brackets: run only the first this many brackets (all by default).
       concurrent_brackets: run the brackets side by side (``True``) or one
         after another (``False``); ``None`` (default): side by side unless

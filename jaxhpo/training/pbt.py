@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from fractions import Fraction
 from functools import partial
 from typing import Any
 
@@ -227,6 +228,12 @@ class PBTResult:
         return {k: v[rows, anc] for k, v in self.hparams.items()}
 
 
+def exploit_count(fraction: float, popsize: int) -> int:
+    """``floor(fraction * popsize)`` of the fraction as written: in binary
+    ``0.29 * 100`` is ``28.999...``, whose floor would replace one member too few."""
+    return math.floor(Fraction(repr(float(fraction))) * popsize)
+
+
 def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, steps_per_round: int = 1,
         fraction: float = 0.25, resample_prob: float = 0.25, factors: tuple[float, float] = (0.8, 1.2),
         init_x: Any = None, chunk_size: int | None = None, mesh: Mesh | None = None) -> PBTResult:
@@ -285,7 +292,7 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     mesh = check_mesh_size(mesh)
     if mesh is not None and popsize % mesh.size:
         raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
-    num_exploit = int(np.floor(fraction * popsize))
+    num_exploit = exploit_count(fraction, popsize)
     states, schedule, losses, parents, init_keys = _pbt_program(
         trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
         num_rounds, num_exploit, np.asarray(factors, np.float32), chunk_size, mesh)

@@ -183,6 +183,10 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
       non-finite objective gets ``+inf`` in all of them).
     """
     n = _population_size(hparams)
+    if not isinstance(num_steps, jax.core.Tracer):
+        steps = np.asarray(num_steps)
+        if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
+            raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
     states, hparams = _shard((states, hparams), mesh)
 
     def member(args):
