@@ -416,8 +416,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         Python values or a list of them, each naming any subset of the
         parameters (the others are the strategy's proposal); they take the
         place of the first proposals and the strategy learns from them like
-        from its own. A float given on a log scale reaches the objective as
-        its float32 decoding (``0.001`` may arrive as ``0.0009999999``).
+        from its own. A float reaches the objective as its float32
+        decoding (``0.1`` may arrive as ``0.099999905``).
     Returns:
       a ``Result``.
     """
@@ -459,6 +459,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         if isinstance(configs, (str, bytes)) or not isinstance(configs, (list, tuple)) or not configs:
             raise TypeError("initial must be a dict of parameter values or a non-empty list of them, "
                             f"got {type(initial).__name__}")
+        if any(isinstance(c, Mapping) and not c for c in configs):
+            raise ValueError("initial: every configuration must name at least one parameter")
         initial = _check_initial(space.fixed_coordinates(list(configs)), strategy, num_generations)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
     state, trace = _search(strategy, objective, key, _check_params(strategy, params),

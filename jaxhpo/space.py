@@ -760,11 +760,21 @@ class Space:
     def canonical_python(self, config: Mapping[str, Any]) -> dict:
         """A configuration (any subset of the parameters, checked) with each value as
         ``to_python`` reports one: a float as the shortest decimal of its float32
-        value within its bounds, an integer as ``int``, a label as the choice itself."""
+        value within its bounds, an integer as ``int``, a label as the choice itself.
+        A parameter that the given ones make inactive is left out, as ``to_python``
+        leaves it out."""
         dims, out = self.dims, {}
-        for n, v in config.items():
+        for n in config:
             if n not in dims:
                 raise ValueError(f"configuration names unknown parameter {n!r}; known: {list(self.names)}")
+        off: dict[str, bool] = {}  # inactive whatever the parameters not given are
+        for n in self._condition_order():
+            off[n] = any(off[parent] or (parent in config and not any(_same_label(config[parent], a)
+                                                                      for a in allowed))
+                         for parent, allowed in dims[n].when)
+        for n, v in config.items():
+            if off[n]:
+                continue
             d = dims[n]
             value = _decoded_value(n, d, v)
             if isinstance(d, Float):

@@ -458,9 +458,17 @@ def test_rows_not_injected_keep_their_samples_and_own_points_map_back():
     np.testing.assert_array_equal(np.asarray(new.z[:6]), np.asarray(state.z[:6]))
     kept = [7, 9, 10, 11]  # this round's rows 1, 3, 4, 5
     np.testing.assert_array_equal(np.asarray(new.z)[kept], np.asarray(state.z)[kept])
-    # an injected row that is the sample's own (interior) point gives back its sample
-    inside = np.all((np.asarray(x) > 0.05) & (np.asarray(x) < 0.95), axis=1)
-    rows = [i for i in (0, 2) if inside[i]]
-    assert rows, "no interior sample to compare"
-    for i in rows:
-        np.testing.assert_allclose(np.asarray(new.z[6 + i]), np.asarray(state.z[6 + i]), atol=1e-5)
+    # injected rows that are the samples' own points give back their samples exactly
+    np.testing.assert_array_equal(np.asarray(new.z[6:]), np.asarray(state.z[6:]))
+    # a row with one coordinate replaced keeps the others' genotypes, even beyond a face
+    state = state._replace(sigma=jnp.float32(2.0))  # most samples land past a face
+    x, state = ASK(jax.random.key(3), state._replace(slot=jnp.int32(1)))
+    xr = x.at[:, 0].set(0.5)
+    new = INJECT(state, xr, jnp.ones(6, bool))
+    g_own = 0.5 + 2.0 * np.asarray(state.z[6:]) @ np.asarray(state.sqrt_C)
+    g_new = np.asarray(new.mean) + 2.0 * np.asarray(new.z[6:]) @ np.asarray(state.sqrt_C)
+    norm = np.linalg.norm(np.asarray(new.z[6:]), axis=1)
+    unclipped = norm < math.sqrt(3) + 6 / 5 - 1e-4
+    assert unclipped.any()
+    np.testing.assert_allclose(g_new[unclipped, 1:], g_own[unclipped, 1:], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g_new[unclipped, 0], 0.5, atol=1e-5)

@@ -264,3 +264,33 @@ def test_add_trial_checks_its_input():
     with Study(SPACE, jaxhpo.GridSearch(SPACE, 4, num=2)) as s:
         with pytest.raises(ValueError, match="GridSearch evaluates a fixed set of points"):
             s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}, 1.0)
+
+
+def test_skip_if_exists_ignores_parameters_the_others_make_inactive_and_tells_labels_apart():
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0) as s:
+        config = {"opt": "sgd", "lr": 0.001, "beta2": 0.95}  # beta2 only counts with adam
+        assert s.enqueue_trial(config)
+        s.optimize(host_objective, num_trials=2, progress=False)
+        assert "beta2" not in s.trials[0].params
+        assert not s.enqueue_trial(config, skip_if_exists=True)  # the rerun of a config file
+    flags = jaxhpo.Space(flag=jaxhpo.Categorical([1, True, "off"]), x=jaxhpo.Float(0.0, 1.0))
+    with Study(flags, jaxhpo.RandomSearch(flags, 2), seed=0) as s:
+        assert s.enqueue_trial({"flag": 1})
+        assert s.enqueue_trial({"flag": True}, skip_if_exists=True)  # another label
+        assert not s.enqueue_trial({"flag": True}, skip_if_exists=True)
+
+
+def test_max_trials_counts_added_trials_told_while_claiming():
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0) as s:
+        asked = s.ask()
+        for x in (0.1, 0.2):  # a generation's worth, queued while generation 0 runs
+            s.add_trial({"x": x, "lr": 0.01, "n": 1, "opt": "sgd"}, x)
+        s.tell([host_objective(p) for p in asked])
+        s.optimize(host_objective, max_trials=4, progress=False)
+        finished = [t for t in s.trials if t.state == "complete"]
+        assert len(finished) == 4 and len(s.trials) == 4
+
+
+def test_an_empty_initial_configuration_is_refused():
+    with pytest.raises(ValueError, match="every configuration must name at least one parameter"):
+        jaxhpo.minimize(objective, SPACE, STRATEGY, num_generations=2, initial={})

@@ -493,16 +493,23 @@ class CMAES(Strategy):
     def inject(self, state, x, injected):
         """Re-express the ``injected`` rows of ``x`` as samples of the current distribution.
 
-        Each injected cube point becomes the genotype nearest the mean that
-        maps to it, then ``z = C^(-1/2) (g - mean) / sigma``, its norm clipped
-        to ``sqrt(n) + 2n / (n + 2)`` (Hansen, 2011, "Injecting external
-        solutions into CMA-ES"): a point far outside the distribution moves
-        the mean and the paths as much as an unusually long sample would,
-        no more. The other rows keep their samples.
+        Each injected cube point becomes a genotype (a coordinate left as
+        proposed keeps the one sampled; another takes the one nearest the
+        mean that maps to it), then ``z = C^(-1/2) (g - mean) / sigma``, its
+        norm clipped to ``sqrt(n) + 2n / (n + 2)`` (Hansen, 2011, "Injecting
+        external solutions into CMA-ES"): a point far outside the
+        distribution moves the mean and the paths as much as an unusually
+        long sample would, no more. The other rows, and injected rows equal
+        to their proposal, keep their samples.
         """
         super().inject(state, x, injected)
         n, dt = self.dim, state.sigma.dtype
-        g = nearest_genotype(jnp.asarray(x, dt), state.mean)
+        start = state.slot * self.popsize
+        own = jax.lax.dynamic_slice(state.z, (start, jnp.int32(0)), (self.popsize, n))
+        g_own = state.mean + state.sigma * (own * state.D if self.separable else _matmul(own, state.sqrt_C))
+        # As ask returned them: near a face several genotypes map to one cube value.
+        kept = jnp.asarray(x, jnp.float32) == jnp.clip(to_cube(g_own), 0.0, 1.0).astype(jnp.float32)
+        g = jnp.where(kept, g_own, nearest_genotype(jnp.asarray(x, dt), state.mean))
         y = (g - state.mean) / state.sigma
         tiny = jnp.finfo(dt).tiny
         if self.separable:
@@ -512,9 +519,8 @@ class CMAES(Strategy):
         limit = math.sqrt(n) + 2.0 * n / (n + 2.0)
         norm = jnp.sqrt(jnp.sum(z * z, axis=1, keepdims=True))
         z = z * jnp.minimum(1.0, limit / jnp.maximum(norm, tiny))
-        start = state.slot * self.popsize
-        own = jax.lax.dynamic_slice(state.z, (start, jnp.int32(0)), (self.popsize, n))
-        z = jnp.where(jnp.asarray(injected, bool)[:, None], z.astype(dt), own)
+        replaced = jnp.asarray(injected, bool) & ~jnp.all(kept, axis=1)
+        z = jnp.where(replaced[:, None], z.astype(dt), own)
         return state._replace(z=jax.lax.dynamic_update_slice(state.z, z, (start, jnp.int32(0))))
 
     # ------------------------------------------------------------ one generation

@@ -54,7 +54,7 @@ import jax
 import numpy as np
 
 from .._keys import check_key
-from ..space import Categorical, Float, Int, Space
+from ..space import Categorical, Float, Int, Space, _same_label
 from ..strategies.base import Strategy
 from .serialize import state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
@@ -617,8 +617,11 @@ class Study:
         params = self.space.canonical_python(params)
         with self._tx() as c:
             if skip_if_exists:
+                dims = self.space.dims
+
                 def same(other: dict) -> bool:
-                    return all(k in other and other[k] == v for k, v in params.items())
+                    return all(k in other and (_same_label(other[k], v) if isinstance(dims[k], Categorical)
+                                               else other[k] == v) for k, v in params.items())
                 stored = [self._load_params(r[3]) for r in self._storage.trials(c, self._id)]
                 queued = [self._load_params(q[1]) for q in self._storage.queued(c, self._id)]
                 if any(same(p) for p in stored + queued):
@@ -705,24 +708,24 @@ class Study:
         st = self._storage
         with self._tx() as c:
             st.requeue_dead(c, self._id, self.stale_after)
-            if trial_limit is not None:
-                used = st.count(c, self._id, (TrialState.RUNNING, *FINISHED_STATES))
-                if used >= trial_limit:
-                    return [], "limit"
-                n = min(n, trial_limit - used)
-            generation, proposed, exhausted = st.study_progress(c, self._id)
-            if generation_limit is not None and generation >= generation_limit:
-                return [], "limit"
-            while not proposed:
-                if exhausted:
-                    return [], "exhausted"
-                self._propose_generation(c, generation)
-                # A generation of trials evaluated elsewhere (add_trial) is told at once.
+            while True:
+                # Checked again after a generation of trials evaluated elsewhere
+                # (add_trial) is proposed and told at once: they count too.
+                if trial_limit is not None:
+                    used = st.count(c, self._id, (TrialState.RUNNING, *FINISHED_STATES))
+                    if used >= trial_limit:
+                        return [], "limit"
+                    n = min(n, trial_limit - used)
                 generation, proposed, exhausted = st.study_progress(c, self._id)
                 if generation_limit is not None and generation >= generation_limit:
                     return [], "limit"
-            if exhausted:
-                return [], "exhausted"
+                if exhausted:
+                    return [], "exhausted"
+                if proposed:
+                    break
+                self._propose_generation(c, generation)
+                if st.study_progress(c, self._id)[:2] == (generation, True):
+                    break
             rows = st.claim(c, self._id, generation, n, self._owner)
             return rows, ("ok" if rows else "wait")
 
