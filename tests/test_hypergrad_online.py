@@ -273,3 +273,11 @@ def test_a_bfloat16_model_adapts_its_rate_in_float32(per_leaf):
     assert dt16 == jnp.float32 and u16 == jnp.bfloat16
     assert lr32 > 0.0101  # it moved ...
     assert lr16 == pytest.approx(lr32, rel=2e-3)  # ... and the bfloat16 model's rate moved alike
+
+
+def test_a_concrete_0d_array_is_a_learning_rate():
+    a, b = hypergradient_descent(jnp.float32(0.05), 0.0), hypergradient_descent(0.05, 0.0)
+    p = {"w": jnp.ones(3)}
+    assert float(a.init(p).learning_rate) == float(b.init(p).learning_rate)
+    with pytest.raises(TypeError, match="learning_rate must be a real number"):
+        hypergradient_descent(jnp.ones(2), 0.0)

@@ -6,6 +6,8 @@ import math
 import numbers
 from typing import Any
 
+from ..strategies._checks import scalar_item
+
 
 def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -17,7 +19,8 @@ def check_positive_int(name: str, value: Any) -> int:
 
 def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
-    """A finite Python real in ``[low, high]`` (open ends where asked)."""
+    """A finite real in ``[low, high]`` (open ends where asked), as a Python float."""
+    value = scalar_item(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)

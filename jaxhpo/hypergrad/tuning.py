@@ -166,7 +166,10 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
       optimizer: optax optimiser on ``z`` (see ``transform``); default
         ``optax.adam(0.1)`` (Adam's per-coordinate scaling makes the step
         size in ``z`` independent of the objective's scale; with
-        ``"clip"``, a step of ``0.1`` is a tenth of the range).
+        ``"clip"``, a step of ``0.1`` is a tenth of the range). The
+        compiled search is kept per optimiser object: build it once and
+        pass the same one again (a new ``optax.adam(0.05)`` at every call
+        compiles again).
       init: ``(popsize, dim)`` cube points to start from; default uniform.
       carry: optional pytree whose leaves have a leading ``popsize`` axis,
         threaded through the steps per member: each evaluation starts from

@@ -9,12 +9,23 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_real", "check_bool", "check_int", "check_choice", "check_concrete_params"]
+__all__ = ["scalar_item", "check_real", "check_bool", "check_int", "check_choice", "check_concrete_params"]
+
+
+def scalar_item(value: Any) -> Any:
+    """A concrete 0-d NumPy or JAX array of a real dtype as its Python number; anything else as it is."""
+    if (isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer)
+            and value.ndim == 0 and np.dtype(value.dtype).kind in "fiu"):
+        return value.item()
+    return value
 
 
 def check_real(name: str, value: Any, low: float = -math.inf, high: float = math.inf,
                low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a float inside the interval; ``ValueError``/``TypeError`` naming ``name``."""
+    """``value`` as a float inside the interval; ``ValueError``/``TypeError`` naming ``name``.
+
+    A concrete 0-d array of a real dtype (a ``jnp.float32(0.1)``) counts as its number."""
+    value = scalar_item(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
