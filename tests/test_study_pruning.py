@@ -45,7 +45,7 @@ class FakeView:
         steps = [max(reps) for done, reps in self.trials.values() if done and reps]
         return max(steps) if steps else None
 
-    def values_at(self, step, *, complete_only, exact, among=None):
+    def values_at(self, step, *, complete_only, exact, among=None, since=None):
         out = []
         for number, (done, reps) in self.trials.items():
             if complete_only and not done or among is not None and not among(number):
@@ -682,3 +682,25 @@ def test_threshold_pruner_in_a_maximised_study_prunes_by_the_users_bound():
                 assert sorted(t.intermediate_values) == [0, 1]  # stopped at the end of the warm-up
         states = {t.state for t in s.trials}
         assert states == {TrialState.PRUNED, TrialState.COMPLETE} and s.best_value >= 0.3
+
+
+def test_asha_rivals_at_a_rung_are_the_trials_promoted_into_it():
+    # eta = 2, rungs at steps 1, 2, 4. Trials 1 and 2 report at steps 0 and 3: their
+    # report at 3 crosses rungs 1 and 2 and prunes them at rung 1, so at rung 2 trial 3
+    # meets trial 0 alone (and is pruned) instead of four rivals (and kept).
+    curves = [[(s, 1.0) for s in range(5)], [(0, 9.0), (3, 9.0)], [(0, 9.0), (3, 9.0)],
+              [(0, 5.0), (2, 5.0), (4, 5.0)]]
+    with Study(SPACE, RANDOM, pruner=SuccessiveHalvingPruner(1, 2, 0)) as s:
+        outcome = []
+        for curve in curves:
+            t = s.ask_trials(1)[0]
+            for step, value in curve:
+                s.report(t, value, step)
+                if s.should_prune(t):
+                    s.tell(t, pruned=True)
+                    outcome.append(f"pruned at {step}")
+                    break
+            else:
+                s.tell(t, curve[-1][1])
+                outcome.append("complete")
+    assert outcome == ["complete", "pruned at 3", "pruned at 3", "pruned at 2"]  # as Optuna decides

@@ -67,10 +67,13 @@ class ReportView(Protocol):
         """The largest step any complete trial reported, ``None`` before one did."""
 
     def values_at(self, step: int, *, complete_only: bool, exact: bool,
-                  among: Callable[[int], bool] | None = None) -> np.ndarray:
+                  among: Callable[[int], bool] | None = None, since: int | None = None) -> np.ndarray:
         """``(k,)`` one value per other trial (whose number passes ``among``, if given):
         its report at ``step`` (``exact``), or at its first reported step ``>= step``;
-        ``nan`` for a non-finite report."""
+        ``nan`` for a non-finite report. With ``since`` (the rung below ``step``),
+        a pruned trial whose first report past ``step`` was its last is left out
+        unless its report before reached ``since``: that last report also crossed
+        the lower rung, where it was stopped, so it never reached ``step``."""
 
 
 class Pruner:
@@ -169,6 +172,10 @@ class SuccessiveHalvingPruner(Pruner):
     ``max(1, n // reduction_factor)`` of the ``n`` trials (any state, this
     one included) that have reached the rung; otherwise it is pruned. Early
     trials thus face few competitors (the first always passes), as in ASHA.
+    A trial reaches a rung by being promoted at the rung below: one pruned
+    by a report that crossed several rungs counts at the lowest of them
+    only (ASHA records the rungs a trial passed; from the reports alone, it
+    is taken to have been stopped at the first).
 
     Args:
       min_resource: steps before the first rung (``>= 1``).
@@ -199,10 +206,14 @@ class SuccessiveHalvingPruner(Pruner):
             return True
         last = int(steps[-1])
         before = int(steps[-2]) if steps.size > 1 else -1
-        for rung in self.rungs(last):
+        rungs = self.rungs(last)
+        for k, rung in enumerate(rungs):
             if rung <= before:  # reached earlier and promoted then
                 continue
-            others = view.values_at(rung, complete_only=False, exact=False, among=among)
+            # Rivals are the trials promoted into this rung, as in ASHA: not one
+            # stopped at the rung below by the report that crossed both.
+            others = view.values_at(rung, complete_only=False, exact=False, among=among,
+                                    since=rungs[k - 1] if k else None)
             # A non-finite rival ranks last; it never blocks a promotion.
             competing = np.sort(np.append(np.where(np.isfinite(others), others, np.inf), value))
             keep = max(1, competing.size // self.reduction_factor)

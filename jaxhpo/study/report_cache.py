@@ -49,9 +49,9 @@ class FinishedReports:
     """The reports of one study's finished trials, as of the latest ``refresh``."""
 
     def __init__(self):
-        # trial id -> (number, complete, steps (k,) ascending, values (k,), nan for non-finite)
-        self._trials: dict[int, tuple[int, bool, np.ndarray, np.ndarray]] = {}
-        self._columns: dict[tuple[int, bool], _Column] = {}
+        # trial id -> (number, complete, pruned, steps (k,) ascending, values (k,), nan for non-finite)
+        self._trials: dict[int, tuple[int, bool, bool, np.ndarray, np.ndarray]] = {}
+        self._columns: dict[tuple[int, bool, int | None], _Column] = {}
         self.num_complete = 0  # complete trials among them
         self.max_complete_step: int | None = None  # the largest step a complete trial reported
 
@@ -65,30 +65,34 @@ class FinishedReports:
             reports[trial_id].append((step, np.nan if value is None else value))
         for trial_id, number, state in new:
             reps = reports.get(trial_id, [])
-            entry = (number, state == TrialState.COMPLETE, np.array([s for s, _ in reps], np.int64),
-                     np.array([v for _, v in reps], np.float64))
+            entry = (number, state == TrialState.COMPLETE, state == TrialState.PRUNED,
+                     np.array([s for s, _ in reps], np.int64), np.array([v for _, v in reps], np.float64))
             self._trials[trial_id] = entry
             self.num_complete += entry[1]
-            if entry[1] and entry[2].size:
-                last = int(entry[2][-1])
+            if entry[1] and entry[3].size:
+                last = int(entry[3][-1])
                 self.max_complete_step = last if self.max_complete_step is None else max(self.max_complete_step, last)
-            for (step, exact), column in self._columns.items():
-                _add(column, entry, step, exact)
+            for (step, exact, since), column in self._columns.items():
+                _add(column, entry, step, exact, since)
 
-    def column(self, step: int, exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def column(self, step: int, exact: bool, since: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(numbers (k,), complete (k,), values (k,))`` of the finished trials with a report
         at ``step`` (``exact``), else at or past it; each trial's value is its report there
-        (at its first step at or past ``step``)."""
-        column = self._columns.get((step, exact))
+        (at its first step at or past ``step``). With ``since``, a pruned trial whose
+        report there is its last counts only if its report before was at ``since`` or later
+        (see ``ReportView.values_at``)."""
+        column = self._columns.get((step, exact, since))
         if column is None:
-            column = self._columns[(step, exact)] = _Column()
+            column = self._columns[(step, exact, since)] = _Column()
             for entry in self._trials.values():
-                _add(column, entry, step, exact)
+                _add(column, entry, step, exact, since)
         return column.arrays()
 
 
-def _add(column: _Column, entry: tuple, step: int, exact: bool) -> None:
-    number, complete, steps, values = entry
+def _add(column: _Column, entry: tuple, step: int, exact: bool, since: int | None) -> None:
+    number, complete, pruned, steps, values = entry
     i = int(np.searchsorted(steps, step))  # the first reported step >= step
     if i < steps.size and (not exact or steps[i] == step):
+        if since is not None and pruned and i == steps.size - 1 and (i == 0 or steps[i - 1] < since):
+            return  # its last report crossed an earlier rung too: it was stopped there
         column.add(number, complete, float(values[i]))

@@ -1261,8 +1261,8 @@ class _StoredReports(ReportView):
         return self._study._finished_reports.max_complete_step
 
     def values_at(self, step: int, *, complete_only: bool, exact: bool,
-                  among: Callable[[int], bool] | None = None) -> np.ndarray:
-        numbers, complete, values = self._study._finished_reports.column(step, exact)
+                  among: Callable[[int], bool] | None = None, since: int | None = None) -> np.ndarray:
+        numbers, complete, values = self._study._finished_reports.column(step, exact, since)
         if complete_only:
             numbers, values = numbers[complete], values[complete]
         else:
