@@ -189,7 +189,12 @@ def main(argv: Sequence[str] | None = None, *, compile_cache: bool | None = None
         compile_cache = argv is None and not args.no_compile_cache
     if compile_cache:
         _use_compile_cache()
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # output piped into a reader that stopped (jaxhpo show ... | head)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return 1
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         if args.output is not None:
             cfg.output = Path(args.output)
-            if args.storage is None and "://" not in cfg.storage and Path(cfg.storage).name == "study.db":
+            if args.storage is None and not cfg.storage_given:  # the default storage follows the output
                 cfg.storage = str(cfg.output / "study.db")
         if args.storage is not None:
             cfg.storage = args.storage
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       storage=cfg.storage, name=cfg.name, pruner=cfg.pruner)
         for config in cfg.enqueue:  # once: a rerun finds them tried or queued
             study.enqueue_trial(config, skip_if_exists=True)
-    except (ValueError, TypeError, StorageError) as e:
+    except (ValueError, TypeError, StorageError, OSError) as e:
         return _fail("run", e)
     with study:
         budget: dict[str, Any] = {"timeout": cfg.timeout}
@@ -115,8 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"\njaxhpo run: interrupted; the finished trials are stored in {cfg.storage}; "
                       "run the same command again to resume", file=sys.stderr)
                 return 130
-        summary = _write_results(study, cfg.output)
-        plots = [] if args.no_plots else _plots(study, cfg.output / "plots")
+        try:
+            summary = _write_results(study, cfg.output)
+            plots = [] if args.no_plots else _plots(study, cfg.output / "plots")
+        except OSError as e:  # an output path that is a file, a read-only folder
+            return _fail("run", e)
     print(f"study {cfg.name!r}: {summary['trials']}")
     if "pareto_front" in summary:
         print(f"Pareto front: {len(summary['pareto_front'])} trials, hypervolume {summary['hypervolume']} "
@@ -243,7 +246,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                 else:
                     fn(study, path)
                 paths = [path]
-        except (ImportError, ValueError) as e:
+        except (ImportError, ValueError, OSError) as e:
             return _fail("plot", e)
     if not paths:
         return _fail("plot", ValueError(f"study {study.name!r} has no complete trial to plot"))

@@ -68,19 +68,24 @@ def _direction(study: Any) -> str:
 
 def plot_history(study: Any, path: Any = None):
     """Every finished trial's value by trial number, failed ones marked, pruned ones at
-    their last reported value, and the best so far (of complete trials)."""
+    their last reported value, infeasible ones (a study with constraints) apart, and
+    the best so far (of complete, feasible trials)."""
     _single(study)
     trials = [t for t in study.get_trials() if t.finished]
-    if not any(t.state == TrialState.COMPLETE for t in trials):
-        raise ValueError(f"study {study.name!r} has no complete trial to plot")
+    if not any(t.state == TrialState.COMPLETE and t.feasible for t in trials):
+        raise ValueError(f"study {study.name!r} has no complete (feasible) trial to plot")
     fig = _figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.feasible]
     num = np.array([t.number for t in done])
     val = np.array([t.value for t in done], float)
     ax.scatter(num, val, s=12, alpha=0.6, label="trial value")
     best = np.maximum.accumulate(val) if _maximized(study) else np.minimum.accumulate(val)
     ax.step(num, best, where="post", color="C3", lw=2, label="best so far")
+    infeasible = [t for t in trials if t.state == TrialState.COMPLETE and not t.feasible]
+    if infeasible:
+        ax.scatter([t.number for t in infeasible], [t.value for t in infeasible], s=12, marker="^",
+                   color="C1", alpha=0.5, label="infeasible")
     failed = [t.number for t in trials if t.state == TrialState.FAILED]
     if failed:
         worst = np.max(val) if not _maximized(study) else np.min(val)  # failed trials count as worst

@@ -1,6 +1,7 @@
 """The host-side Study: ask/tell, optimize, failures, budgets, in memory."""
 
 import threading
+import time
 from typing import NamedTuple
 
 import jax
@@ -445,3 +446,51 @@ def test_a_conditional_space_json_cannot_hold_is_checked_and_old_files_still_ope
     with sqlite3.connect(path) as c:
         c.execute("UPDATE studies SET space=?", (legacy,))
     Study(a, jaxhpo.RandomSearch(a, 2), seed=0, storage=path, name="t").close()
+
+
+def test_trials_asked_by_another_study_object_of_this_process_are_named_then_released(tmp_path):
+    path = str(tmp_path / "held.db")
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    first = Study(space, jaxhpo.RandomSearch(space, 2), storage=path, name="h")
+    first.ask()  # a notebook cell that failed before its tell
+    second = Study(space, jaxhpo.RandomSearch(space, 2), storage=path, name="h")
+    with pytest.raises(RuntimeError, match=r"asked from another Study object of 'h' in this process"):
+        second.optimize(lambda p: p["x"], max_trials=4, progress=False)
+    first.close()  # its untold trials go back to waiting
+    second.optimize(lambda p: p["x"], max_trials=4, progress=False)
+    assert [t.state for t in second.trials] == ["complete"] * 4
+    second.close()
+
+
+def test_two_study_objects_optimizing_in_threads_do_not_count_as_held():
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    storage = jaxhpo.study.open_storage(None)
+    slow_study, fast_study = (Study(space, jaxhpo.RandomSearch(space, 2), storage=storage, name="t")
+                              for _ in range(2))
+    started = threading.Event()
+
+    def slow(p):
+        started.set()
+        time.sleep(0.3)  # the other object finds its generation waiting on this trial meanwhile
+        return p["x"]
+
+    errors = []
+
+    def run(study, objective, n):
+        try:
+            study.optimize(objective, num_trials=n, progress=False)
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            errors.append(e)
+
+    t = threading.Thread(target=run, args=(slow_study, slow, 1))
+    t.start()
+    assert started.wait(10)
+    run(fast_study, lambda p: p["x"], 3)
+    t.join(30)
+    assert not errors and [tr.state for tr in fast_study.trials] == ["complete"] * 4
+
+
+def test_catch_takes_a_list():
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 2)) as s:
+        s.optimize(lambda p: 1 / 0, num_trials=2, catch=[ZeroDivisionError], progress=False)
+        assert [t.state for t in s.trials] == ["failed", "failed"]

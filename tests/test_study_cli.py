@@ -108,6 +108,19 @@ def test_enqueued_configurations_run_first_and_once(folder):
         assert [t.number for t in tried] == [0] and study.best_value == 0.0
 
 
+def test_output_leaves_a_storage_the_config_names_and_a_file_as_output_is_an_error(folder, capsys):
+    data = {"objective": "obj.py:objective", "space": SPACE, "num_trials": 2,
+            "strategy": {"name": "random", "popsize": 2}, "storage": "shared/study.db"}
+    path = folder / "s.json"
+    path.write_text(json.dumps(data))
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "o")]) == 0
+    assert (folder / "shared" / "study.db").exists() and not (folder / "o" / "study.db").exists()
+    (folder / "afile").write_text("")
+    capsys.readouterr()
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "afile")]) == 2
+    assert "jaxhpo run:" in capsys.readouterr().err
+
+
 def _error(folder, capsys, data, fmt="json"):
     path = folder / f"bad.{fmt}"
     path.write_text(json.dumps(data) if isinstance(data, dict) else data)
@@ -131,6 +144,7 @@ def test_config_errors_are_clear(folder, capsys):
     assert "no attribute 'nope'" in _error(folder, capsys, {**good, "objective": "obj.py:nope"})
     assert "cannot import" in _error(folder, capsys, {**good, "objective": "no_such_module_xyz:f"})
     assert "num_trials must be an integer >= 1" in _error(folder, capsys, {**good, "num_trials": 0})
+    assert "timeout must be a positive number" in _error(folder, capsys, {**good, "timeout": float("nan")})
     assert "enqueue[0]: parameter 'x' = 3 is outside" in _error(folder, capsys, {**good, "enqueue": [{"x": 3}]})
     assert "enqueue must be a list of tables" in _error(folder, capsys, {**good, "enqueue": {"x": 0}})
     assert "GridSearch evaluates a fixed set of points" in _error(

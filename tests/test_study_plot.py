@@ -88,7 +88,7 @@ def test_importance_finds_the_parameter_that_matters(study):
     empty = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
     with pytest.raises(ValueError, match="at least 2 complete"):
         param_importance(empty)
-    with pytest.raises(ValueError, match="no complete trial"):
+    with pytest.raises(ValueError, match=r"no complete \(feasible\) trial"):
         plot.plot_history(empty)
 
 
@@ -103,3 +103,13 @@ def test_parallel_coordinates_join_the_active_axes_and_params_may_be_one_name():
     adam = sum(t.params["opt"] == "adam" for t in s.trials)
     assert 0 < adam < 8 and drawn.count((0, 2)) == adam and drawn.count((0, 1, 2)) == 8 - adam
     assert plot.plot_slice(s, params="n").axes  # one name, not its letters
+
+
+def test_history_of_one_constrained_objective_tracks_the_best_feasible_trial():
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    with Study(space, jaxhpo.NSGA2(space, 4, num_objectives=1, num_constraints=1), maximize=True) as s:
+        s.optimize(lambda p: (p["x"], p["x"] - 0.5), max_trials=12, progress=False)  # feasible iff x <= 0.5
+        assert any(not t.feasible for t in s.trials)
+        fig = plot.plot_history(s)
+        best_line = fig.axes[0].lines[0].get_ydata()
+        assert best_line[-1] == s.best_value <= 0.5

@@ -219,3 +219,24 @@ def test_bad_storage_arguments(tmp_path):
     with pytest.raises(TypeError, match="storage"):
         make_study(12)
     assert isinstance(StorageError("x"), ValueError)
+
+
+def test_a_killed_worker_not_yet_reaped_counts_as_dead():
+    import os
+    import subprocess
+    import sys
+    import time
+    from jaxhpo.study.storage import _pid_alive
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("needs /proc")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # until it has exited: a zombie while this parent does not wait
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.05)
+        assert not _pid_alive(child.pid)
+        assert _pid_alive(os.getpid())
+    finally:
+        child.wait()

@@ -32,6 +32,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import math
 import numbers
 import sys
 from pathlib import Path
@@ -68,6 +69,7 @@ class RunConfig:
     base_dir: Path
     pruner: Pruner | None = None
     enqueue: tuple = ()  # configurations to try first (dicts of Python values)
+    storage_given: bool = False  # the config names its storage (else it lives in the output folder)
 
     def load_objective(self) -> Callable:
         return load_objective(self.objective, self.base_dir)
@@ -154,7 +156,8 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
     num_trials = _int(data, "num_trials", None, 1)
     num_generations = _int(data, "num_generations", None, 1)
     timeout = data.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
+                                or not 0 < timeout < math.inf):
         raise ValueError(f"config: timeout must be a positive number of seconds, got {timeout!r}")
     if num_trials is None and num_generations is None and timeout is None \
             and not isinstance(getattr(strategy, "num_generations", None), int):
@@ -196,7 +199,7 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
                      maximize=maximize, num_trials=num_trials, num_generations=num_generations,
                      timeout=None if timeout is None else float(timeout), n_jobs=n_jobs,
                      output=output_path, storage=storage, base_dir=base_dir, pruner=pruner,
-                     enqueue=tuple(dict(c) for c in enqueue))
+                     enqueue=tuple(dict(c) for c in enqueue), storage_given="storage" in data)
 
 
 def load_config(path: Path | str) -> RunConfig:

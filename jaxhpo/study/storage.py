@@ -155,7 +155,14 @@ def _pid_alive(pid: int) -> bool:
         return False
     except (PermissionError, OSError):  # exists but is not ours, or cannot tell
         return True
-    return True
+    # A killed process that its parent has not reaped yet (a zombie) still
+    # answers the signal; on Linux its state says it is gone.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def _parse_url(storage: str) -> str:
@@ -452,14 +459,20 @@ class SQLiteStorage:
         c.executemany("DELETE FROM queue WHERE id=?", [(i,) for i in ids])
 
     # ------------------------------------------------------------- trials
-    def requeue_dead(self, c: sqlite3.Connection, study_id: int, stale_after: float | None) -> int:
+    def requeue_dead(self, c: sqlite3.Connection, study_id: int, stale_after: float | None,
+                     live_owners: Any = None) -> int:
         """Running trials of dead processes on this host (or older than
-        ``stale_after`` seconds) go back to waiting. Returns how many."""
-        rows = c.execute("SELECT id, host, pid, started_at FROM trials WHERE study_id=? AND state='running'",
+        ``stale_after`` seconds) go back to waiting; with ``live_owners`` (a
+        container of owner ids), so do this process's trials whose owner is
+        not in it (a closed or discarded ``Study`` object). Returns how many."""
+        rows = c.execute("SELECT id, host, pid, started_at, owner FROM trials WHERE study_id=? AND state='running'",
                          (study_id,)).fetchall()
         now, me, ids = time.time(), os.getpid(), []
-        for tid, host, pid, started in rows:
-            dead = host == self.host and pid is not None and pid != me and not _pid_alive(pid)
+        for tid, host, pid, started, owner in rows:
+            if host == self.host and pid == me:
+                dead = live_owners is not None and owner not in live_owners
+            else:
+                dead = host == self.host and pid is not None and not _pid_alive(pid)
             stale = stale_after is not None and started is not None and now - started > stale_after
             if dead or stale:
                 ids.append((tid,))

@@ -46,6 +46,7 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -67,6 +68,11 @@ from .trial import FINISHED_STATES, Trial, TrialState
 __all__ = ["Study", "report", "should_prune"]
 
 _MISSING = object()
+# Owner ids of the Study objects open in this process, and of those inside
+# optimize (how many calls), whose running trials are in flight, not held by hand.
+_LIVE_OWNERS: set[str] = set()
+_OPTIMIZING: dict[str, int] = {}
+_OWNERS_LOCK = threading.Lock()
 _DIRECTIONS = ("minimize", "maximize")
 
 
@@ -305,6 +311,10 @@ class Study:
         self._storage = open_storage(storage)
         self._owns_storage = own
         self._owner = uuid.uuid4().hex
+        # While this object lives, trials it claimed are held; once it is closed
+        # or collected, another Study in this process sends them back to waiting.
+        _LIVE_OWNERS.add(self._owner)
+        weakref.finalize(self, _LIVE_OWNERS.discard, self._owner)
         key_init, self._key_loop = jax.random.split(jax.random.key(self.seed))
         # The initial state doubles as the template that stored states must match.
         self._template = strategy.init(key_init, params)
@@ -427,7 +437,9 @@ class Study:
                 store.close()
 
     def close(self) -> None:
-        """Close the storage if this study opened it."""
+        """Close the storage if this study opened it. Trials it asked and did not
+        tell go back to waiting for the next ``Study`` on this storage to run."""
+        _LIVE_OWNERS.discard(getattr(self, "_owner", None))
         if getattr(self, "_owns_storage", False):
             self._storage.close()
 
@@ -707,7 +719,7 @@ class Study:
         """
         st = self._storage
         with self._tx() as c:
-            st.requeue_dead(c, self._id, self.stale_after)
+            st.requeue_dead(c, self._id, self.stale_after, _LIVE_OWNERS)
             while True:
                 # Checked again after a generation of trials evaluated elsewhere
                 # (add_trial) is proposed and told at once: they count too.
@@ -749,16 +761,25 @@ class Study:
         return True
 
     def _check_not_held_by_hand(self, in_flight: set[int]) -> None:
-        """``RuntimeError`` if the current generation waits on trials this study
-        object asked (``ask``) and never told: ``optimize`` would wait forever."""
+        """``RuntimeError`` if the current generation waits on trials asked by hand
+        (``ask``) and never told, from this study object or another one open in
+        this process and not optimizing: ``optimize`` would wait forever."""
+        me = (self._storage.host, os.getpid())
         with self._tx(write=False) as c:
             g = self._storage.study_progress(c, self._id)[0]
-            held = [r[0] for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))
-                    if r[1] == g and r[13] == self._owner and r[0] not in in_flight]
-        if held:
+            running = [r for r in self._storage.trials(c, self._id, (TrialState.RUNNING,)) if r[1] == g]
+        mine = [r[0] for r in running if r[13] == self._owner and r[0] not in in_flight]
+        if mine:
             raise RuntimeError(
-                f"optimize: generation {g} waits on trial(s) {held}, asked from this study and not told; "
+                f"optimize: generation {g} waits on trial(s) {mine}, asked from this study and not told; "
                 "tell their values (study.tell) before optimize can go on")
+        other = [r[0] for r in running if r[13] != self._owner and (r[10], r[11]) == me
+                 and r[13] in _LIVE_OWNERS and not _OPTIMIZING.get(r[13])]
+        if other:
+            raise RuntimeError(
+                f"optimize: generation {g} waits on trial(s) {other}, asked from another Study object of "
+                f"{self.name!r} in this process and not told; tell their values there, or close that "
+                "object (its untold trials then go back to waiting)")
 
     def _release(self, rows: Iterable[tuple]) -> None:
         with self._tx() as c:
@@ -948,8 +969,10 @@ class Study:
         max_trials = _check_count("max_trials", max_trials)
         if isinstance(catch, type):
             catch = (catch,)
+        elif isinstance(catch, list):
+            catch = tuple(catch)
         if not isinstance(catch, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in catch):
-            raise TypeError(f"catch must be an exception class or a tuple of them, got {catch!r}")
+            raise TypeError(f"catch must be an exception class or a tuple (or list) of them, got {catch!r}")
         if n_jobs == -1:
             n_jobs = os.cpu_count() or 1
         if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs < 1:
@@ -1033,6 +1056,8 @@ class Study:
 
         in_flight: set[int] = set()  # trials this call's workers hold
         claims = threading.Lock()
+        with _OWNERS_LOCK:  # its claims are in flight, not held by hand (_check_not_held_by_hand)
+            _OPTIMIZING[self._owner] = _OPTIMIZING.get(self._owner, 0) + 1
 
         def worker() -> None:
             delay = 0.0005
@@ -1086,6 +1111,10 @@ class Study:
                     raise failure[0]
         finally:
             bar.close()
+            with _OWNERS_LOCK:
+                _OPTIMIZING[self._owner] -= 1
+                if not _OPTIMIZING[self._owner]:
+                    del _OPTIMIZING[self._owner]
 
     # ------------------------------------------------------------ results
     def get_trials(self, states: Sequence[str] | None = None, *, number: int | None = None) -> list[Trial]:
