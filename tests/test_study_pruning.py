@@ -45,6 +45,10 @@ class FakeView:
         steps = [max(reps) for done, reps in self.trials.values() if done and reps]
         return max(steps) if steps else None
 
+    def first_complete_step(self):  # the trials finished in the dict's order
+        steps = [max(reps) for done, reps in self.trials.values() if done and reps]
+        return steps[0] if steps else None
+
     def values_at(self, step, *, complete_only, exact, among=None, since=None):
         out = []
         for number, (done, reps) in self.trials.items():
@@ -704,3 +708,15 @@ def test_asha_rivals_at_a_rung_are_the_trials_promoted_into_it():
                 s.tell(t, curve[-1][1])
                 outcome.append("complete")
     assert outcome == ["complete", "pruned at 3", "pruned at 3", "pruned at 2"]  # as Optuna decides
+
+
+def test_hyperband_auto_max_resource_is_fixed_by_the_first_complete_trial():
+    # The first trial to complete reported steps 0..8, a later one 0..26: the layout
+    # stays that of max_resource 9 (two brackets), as Optuna fixes it.
+    auto, nine = HyperbandPruner(1, "auto", 3), HyperbandPruner(1, 9, 3)
+    view = FakeView({0: (True, {s: 1.0 for s in range(9)}), 1: (True, {s: 2.0 for s in range(27)}),
+                     **{n: (False, {0: float(n), 3: float(n)}) for n in range(2, 12)}})
+    for n in range(12, 40):
+        view.trial_number = n
+        for v in (0.5, 5.0, 20.0):
+            assert decide(auto, {0: v, 3: v}, view) == decide(nine, {0: v, 3: v}, view)

@@ -66,6 +66,10 @@ class ReportView(Protocol):
     def max_complete_step(self) -> int | None:
         """The largest step any complete trial reported, ``None`` before one did."""
 
+    def first_complete_step(self) -> int | None:
+        """The largest step reported by the trial that completed first (of those that
+        reported), ``None`` before one did: unlike the maximum, it never changes."""
+
     def values_at(self, step: int, *, complete_only: bool, exact: bool,
                   among: Callable[[int], bool] | None = None, since: int | None = None) -> np.ndarray:
         """``(k,)`` one value per other trial (whose number passes ``among``, if given):
@@ -238,9 +242,11 @@ class HyperbandPruner(Pruner):
     Args:
       min_resource: steps before the earliest rung (``>= 1``).
       max_resource: the steps a full run reports (``>= min_resource``), or
-        ``"auto"``: one more than the largest step any complete trial
-        reported (as Optuna's default); nothing is pruned before a trial
-        completes, since the brackets are not known until then.
+        ``"auto"``: one more than the last step the first trial to complete
+        reported, fixed from then on as Optuna's default fixes it (a later,
+        longer trial does not move running trials to other brackets);
+        nothing is pruned before a trial completes, since the brackets are
+        not known until then.
       reduction_factor: ``eta >= 2``.
     """
 
@@ -289,7 +295,7 @@ class HyperbandPruner(Pruner):
     def should_prune(self, steps, values, view) -> bool:
         r = None
         if self.max_resource == "auto":
-            last = view.max_complete_step()
+            last = view.first_complete_step()
             if last is None:
                 return False
             r = last + 1

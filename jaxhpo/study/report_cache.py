@@ -54,6 +54,7 @@ class FinishedReports:
         self._columns: dict[tuple[int, bool, int | None], _Column] = {}
         self.num_complete = 0  # complete trials among them
         self.max_complete_step: int | None = None  # the largest step a complete trial reported
+        self._first: tuple[float, int, int] | None = None  # (finished_at, id, last step) of the first to complete
 
     def refresh(self, c: Any, storage: Any, study_id: int) -> None:
         """Read the reports of trials finished since the last refresh (inside transaction ``c``)."""
@@ -63,7 +64,7 @@ class FinishedReports:
         reports = defaultdict(list)
         for trial_id, step, value in storage.reports_of(c, [row[0] for row in new]):
             reports[trial_id].append((step, np.nan if value is None else value))
-        for trial_id, number, state in new:
+        for trial_id, number, state, finished_at in new:
             reps = reports.get(trial_id, [])
             entry = (number, state == TrialState.COMPLETE, state == TrialState.PRUNED,
                      np.array([s for s, _ in reps], np.int64), np.array([v for _, v in reps], np.float64))
@@ -72,8 +73,15 @@ class FinishedReports:
             if entry[1] and entry[3].size:
                 last = int(entry[3][-1])
                 self.max_complete_step = last if self.max_complete_step is None else max(self.max_complete_step, last)
+                first = (finished_at if finished_at is not None else float("inf"), trial_id, last)
+                self._first = first if self._first is None else min(self._first, first)
             for (step, exact, since), column in self._columns.items():
                 _add(column, entry, step, exact, since)
+
+    @property
+    def first_complete_step(self) -> int | None:
+        """The last step reported by the trial that completed first (of those that reported)."""
+        return None if self._first is None else self._first[2]
 
     def column(self, step: int, exact: bool, since: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(numbers (k,), complete (k,), values (k,))`` of the finished trials with a report

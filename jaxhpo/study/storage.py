@@ -601,9 +601,9 @@ class SQLiteStorage:
         return c.execute(sql, (step, study_id, state, exclude_trial)).fetchall()
 
     @staticmethod
-    def finished_trials(c: sqlite3.Connection, study_id: int) -> list[tuple[int, int, str]]:
-        """``(id, number, state)`` of the study's finished trials."""
-        return c.execute("SELECT id, number, state FROM trials WHERE study_id=? "
+    def finished_trials(c: sqlite3.Connection, study_id: int) -> list[tuple[int, int, str, float]]:
+        """``(id, number, state, finished_at)`` of the study's finished trials."""
+        return c.execute("SELECT id, number, state, finished_at FROM trials WHERE study_id=? "
                          "AND state IN ('complete', 'failed', 'pruned')", (study_id,)).fetchall()
 
     @staticmethod

@@ -1289,6 +1289,9 @@ class _StoredReports(ReportView):
     def max_complete_step(self) -> int | None:
         return self._study._finished_reports.max_complete_step
 
+    def first_complete_step(self) -> int | None:
+        return self._study._finished_reports.first_complete_step
+
     def values_at(self, step: int, *, complete_only: bool, exact: bool,
                   among: Callable[[int], bool] | None = None, since: int | None = None) -> np.ndarray:
         numbers, complete, values = self._study._finished_reports.column(step, exact, since)
