@@ -5,10 +5,14 @@ For each parameter the complete trials are grouped by its value (each
 choice of a categorical, equal-count bins of a numeric parameter, one more
 group for trials where a conditional parameter is inactive), and the score
 is the correlation ratio ``eta^2 = between-group variance / total variance``
-of the values' ranks (ties share their mean rank). This is the first-order
-(main-effect) term of a functional ANOVA estimated without a surrogate
-model: cheap, dependency-free and robust to outliers (ranks), but blind to
-interactions. Scores are normalised to sum to 1.
+of the values' ranks (ties share their mean rank), less what ``g`` groups
+explain of pure noise: ``epsilon^2 = (eta^2 - (g - 1) / (n - 1)) / (1 - (g - 1) / (n - 1))``
+(its expectation under no effect, ``(g - 1) / (n - 1)``, else grows with
+the bins: 0.12 for an irrelevant parameter in 8 bins of 64 trials), floored
+at 0. This is the first-order (main-effect) term of a functional ANOVA
+estimated without a surrogate model: cheap, dependency-free and robust to
+outliers (ranks), but blind to interactions. Scores are normalised to sum
+to 1 (equal shares where no parameter explains more than noise).
 """
 
 from __future__ import annotations
@@ -98,10 +102,12 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         vals = [t.params.get(name) for t in done]
         g = _groups(vals, not isinstance(d, Categorical), num_bins)
         between = 0.0
-        for k in np.unique(g):
+        groups = np.unique(g)
+        for k in groups:
             r = ranks[g == k]
             between += r.size * (r.mean() - ranks.mean()) ** 2
-        scores[name] = between / total
+        chance = (groups.size - 1) / (len(done) - 1)  # E[eta^2] when the parameter does nothing
+        scores[name] = max(0.0, (between / total - chance) / (1.0 - chance)) if chance < 1.0 else 0.0
     s = sum(scores.values())
     if s <= 0 or not math.isfinite(s):
         scores = {k: 1.0 / len(scores) for k in scores}
