@@ -598,6 +598,15 @@ class Study:
             params[i] = {k: g.get(k, v) for k, v in p.items()}
         return x, injected, params
 
+    def _check_given(self, what: str, params: Any) -> None:
+        """A configuration given by the user may take a proposal's place: the strategy
+        accepts other points and ``params`` is a dict."""
+        if not self.strategy.accepts_points:
+            raise ValueError(f"{what}: {type(self.strategy).__name__} evaluates a fixed set of points, "
+                             "which other configurations cannot replace")
+        if not isinstance(params, Mapping):
+            raise TypeError(f"{what} params must be a dict of parameter values, got {type(params).__name__}")
+
     def enqueue_trial(self, params: Any, *, skip_if_exists: bool = False) -> bool:
         """Try ``params`` in the next generation proposed, in place of one of the strategy's proposals.
 
@@ -618,11 +627,7 @@ class Study:
         Returns:
           whether it was queued.
         """
-        if not self.strategy.accepts_points:
-            raise ValueError(f"enqueue_trial: {type(self.strategy).__name__} evaluates a fixed set of points, "
-                             "which other configurations cannot replace")
-        if not isinstance(params, Mapping):
-            raise TypeError(f"enqueue_trial params must be a dict of parameter values, got {type(params).__name__}")
+        self._check_given("enqueue_trial", params)
         if not params:
             raise ValueError("enqueue_trial params must name at least one parameter")
         self.space.fixed_coordinates(params)  # names and values checked
@@ -659,11 +664,7 @@ class Study:
             objective values then the constraint values); ``None`` or a
             non-finite value records a failed trial.
         """
-        if not self.strategy.accepts_points:
-            raise ValueError(f"add_trial: {type(self.strategy).__name__} evaluates a fixed set of points, "
-                             "which other configurations cannot replace")
-        if not isinstance(params, Mapping):
-            raise TypeError(f"add_trial params must be a dict of parameter values, got {type(params).__name__}")
+        self._check_given("add_trial", params)
         self.space.from_python(params)  # every active parameter present, values checked
         k = self.num_objectives + self.num_constraints
         if value is not None and not self.multi_objective:
