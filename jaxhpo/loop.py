@@ -113,13 +113,17 @@ def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec()))
 
 
+def _check_accepts_points(strategy: Strategy) -> None:
+    if not strategy.accepts_points:
+        raise ValueError(f"initial: {type(strategy).__name__} evaluates a fixed set of points, which "
+                         "other configurations cannot replace")
+
+
 def _check_initial(initial: Any, strategy: Strategy, num_generations: int) -> jax.Array | None:
     """``initial`` (cube points, ``nan`` = left to the strategy) checked, as float32 ``(k, dim)``."""
     if initial is None:
         return None
-    if not strategy.accepts_points:
-        raise ValueError(f"initial: {type(strategy).__name__} evaluates a fixed set of points, which "
-                         "other configurations cannot replace")
+    _check_accepts_points(strategy)
     if isinstance(initial, jax.core.Tracer):
         raise TypeError("initial must be concrete cube points (its rows are checked before compiling)")
     pts = np.asarray(initial, np.float32)
@@ -453,8 +457,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     if initial is not None:
-        if not strategy.accepts_points:  # before the configurations are looked at
-            _check_initial(np.zeros((1, strategy.dim)), strategy, num_generations)
+        _check_accepts_points(strategy)  # before the configurations are looked at
         configs = [initial] if isinstance(initial, Mapping) else initial
         if isinstance(configs, (str, bytes)) or not isinstance(configs, (list, tuple)) or not configs:
             raise TypeError("initial must be a dict of parameter values or a non-empty list of them, "
