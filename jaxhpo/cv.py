@@ -179,7 +179,9 @@ def fold_scores(fit_and_score: Callable[[Any, jax.Array, jax.Array], Any], hpara
     train, val = _check_masks(masks)
     scores = jax.vmap(fit_and_score, in_axes=(None, 0, 0))(
         hparams, train.astype(jnp.float32), val.astype(jnp.float32))
-    scores = jnp.asarray(scores)
+    if not isinstance(scores, jax.Array):
+        raise ValueError(f"fit_and_score must return one scalar per fold; got a {type(scores).__name__} "
+                         f"of {len(jax.tree_util.tree_leaves(scores))} arrays")
     if scores.shape != train.shape[:1]:
         raise ValueError(
             f"fit_and_score must return one scalar per fold; got shape {scores.shape[1:]} per fold")

@@ -366,6 +366,7 @@ class Result:
       hypervolume: the front's hypervolume with respect to ``ref_point``
         (computed in minimisation signs).
       ref_point: ``(m,)`` the reference point used, in the user's signs.
+      maximize: multi-objective only: one flag per objective, as given.
     """
 
     best_params: dict | None
@@ -379,6 +380,7 @@ class Result:
     pareto_values: np.ndarray | None = None
     hypervolume: float | None = None
     ref_point: np.ndarray | None = None
+    maximize: tuple | None = None
 
     def __repr__(self) -> str:
         front = "" if self.pareto_values is None else (
@@ -453,7 +455,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
                 f"maximize must be a bool or a tuple of {num_objectives} bools (one per objective), got {maximize!r}")
         negate = tuple(bool(m) for m in maximize) + (False,) * strategy.num_constraints
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
-    ref_point = _check_ref_point(ref_point, num_objectives)
+    ref_point = _check_ref_point(ref_point, num_objectives, hasattr(strategy, "pareto_front"))
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     if initial is not None:
@@ -487,6 +489,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         # 4+ objectives: a Monte Carlo hypervolume, its draws from the search's key
         front = _pareto_result(strategy, state, signs[:num_objectives], ref_point, jax.random.fold_in(key, 1),
                                _evaluated(trace, signs, num_objectives))
+        front["maximize"] = tuple(bool(f) for f in negate[:num_objectives])
     return Result(
         best_params=best_params,
         best_value=float(sign * best_value) if found else float("nan"),
@@ -499,13 +502,13 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     )
 
 
-def _check_ref_point(ref_point: Any, num_objectives: int | None) -> np.ndarray | None:
+def _check_ref_point(ref_point: Any, num_objectives: int | None, has_front: bool = True) -> np.ndarray | None:
     """``ref_point`` as ``(m,)`` finite float32, checked before the search runs."""
     if ref_point is None:
         return None
-    if num_objectives is None:
+    if num_objectives is None or not has_front:
         raise ValueError("ref_point is for multi-objective strategies (NSGA2, MOTPE, GPBO with "
-                         "num_objectives >= 2); this strategy has one objective")
+                         "num_objectives >= 2); this strategy keeps no Pareto front")
     return pareto.check_ref_point(ref_point, num_objectives, np.float32)
 
 

@@ -362,6 +362,10 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
         raise ValueError(f"ref_point must have shape ({m},) (one entry per objective), got {tuple(ref.shape)}")
     valid = _valid_rows(values, mask)
     p = _clip_to_box(values, ref, valid)
+    if n == 0:  # no rows: nothing dominated (checked as for any set)
+        if m >= 4 and key is None:
+            raise ValueError(f"hypervolume with {m} objectives is a Monte Carlo estimate and needs key=")
+        return jnp.zeros((), values.dtype)
     if m == 1:
         return _hv1(p, ref)
     if m == 2:

@@ -326,10 +326,7 @@ def _pareto_data(source: Any, maximize: Any) -> dict:
         same = np.all(vals[:, None, :] == front[None, :, :], axis=-1)
         on_front = np.any(same, axis=1) & feasible
     if maximize is None:
-        # A Result does not record the directions; its reference point lies
-        # beyond the front in each objective's worse direction, which tells them.
-        ref = np.asarray(source.ref_point, float)
-        maximize = tuple(bool(r < lo) for r, lo in zip(ref, front.min(axis=0))) if len(front) else (False,) * m
+        maximize = getattr(source, "maximize", None) or (False,) * m
     return dict(values=vals, feasible=feasible, on_front=on_front, front=front, maximize=maximize,
                 title="Pareto front")
 

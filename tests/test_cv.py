@@ -189,6 +189,8 @@ def test_cross_validate_rejects_bad_masks_and_scores():
         cross_validate(None, hp, np.ones((3, N), bool))
     with pytest.raises(ValueError, match="one scalar per fold"):
         cross_validate(lambda hp, t, v: t, hp, np.asarray(kfold_masks(N, 3)))
+    with pytest.raises(ValueError, match="got a tuple of 2 arrays"):
+        cross_validate(lambda hp, t, v: (t.sum(), v.sum()), hp, np.asarray(kfold_masks(N, 3)))
 
 
 def test_failed_fold_fails_the_configuration():

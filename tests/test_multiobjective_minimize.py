@@ -36,6 +36,20 @@ def test_front_signs_constraints_and_hypervolume():
     expect = float(jaxhpo.hypervolume(mins, jnp.array([1.1, 2.1])))
     assert res.hypervolume == pytest.approx(expect, rel=1e-5) and res.hypervolume > 0
     np.testing.assert_allclose(res.ref_point, [1.1, -2.1])
+    assert res.maximize == (False, True)
+    # a reference point inside the front's range leaves the plot's directions as given
+    pytest.importorskip("matplotlib")
+    from jaxhpo import plot
+    res.ref_point = np.array([float(np.median(front[:, 0])), -2.1])
+    ax = plot.plot_pareto_front(res).axes[0]
+    assert "minimised" in ax.get_xlabel() and "maximised" in ax.get_ylabel()
+
+
+def test_ref_point_needs_a_strategy_that_keeps_a_front():
+    gp = jaxhpo.GPBO(SPACE, 2, num_constraints=1)  # one objective: no front
+    with pytest.raises(ValueError, match="this strategy keeps no Pareto front"):
+        jaxhpo.minimize(lambda p: jnp.stack([p["a"], p["b"] - 0.5]), SPACE, gp, num_generations=2,
+                        ref_point=(1.0,))
 
 
 def test_vector_objective_shape_and_maximize_errors():

@@ -320,3 +320,9 @@ def test_clear_errors():
         pareto.crowding_distance(np.zeros((4, 2)), np.zeros(3, np.int32))
     with pytest.raises(ValueError, match="num_samples"):
         pareto.hypervolume(np.zeros((4, 4)), np.ones(4), key=jax.random.key(0), num_samples=0)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+def test_the_hypervolume_of_no_rows_is_zero(m):
+    hv = pareto.hypervolume(jnp.zeros((0, m)), jnp.ones(m), key=jax.random.key(0))
+    assert float(hv) == 0.0
