@@ -181,7 +181,7 @@ def _friendly(chunk: int, n: int) -> int:
         return n
     # A divisor of n in [chunk / 2, chunk] leaves no remainder batch, which
     # lax.map would evaluate as one more, differently shaped program.
-    for c in range(chunk, max(1, chunk // 2) - 1, -1):
+    for c in range(chunk, max(1, -(-chunk // 2)) - 1, -1):
         if n % c == 0:
             return c
     # Otherwise equal chunks: as many as ``chunk`` needs, none larger.

@@ -99,8 +99,8 @@ def _shard_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
-    """A full copy of ``x`` on every device of ``mesh``.
+def _replicate(x: Any, mesh: Mesh | None) -> Any:
+    """A full copy of ``x`` (an array or a pytree of them) on every device of ``mesh``.
 
     Pins the strategy's side of the loop to replicated arrays: without it the
     partitioner propagates the evaluation's population sharding back into
@@ -110,7 +110,8 @@ def _replicate(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     """
     if mesh is None:
         return x
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec()))
+    return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, NamedSharding(mesh, PartitionSpec())),
+                                  x)
 
 
 def _check_accepts_points(strategy: Strategy) -> None:
@@ -166,12 +167,17 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
     def generation(state, key_and_index):
         key, g = key_and_index
         x, state = strategy.ask(key, state)
-        if initial is not None:
-            x, injected = _with_initial(initial, x, g)
-            # Only the first generations hold initial points: the others skip the re-expression.
-            state = jax.lax.cond(jnp.any(injected), partial(strategy.inject, x=x, injected=injected),
-                                 lambda s: s, state)
         x = _replicate(x, mesh)
+        if initial is not None:
+            # Replicated as the strategy's own update is, so that a sharded run computes the same numbers.
+            x, injected = _with_initial(initial, x, g)
+
+            def inject(state):
+                return _replicate(strategy.inject(_replicate(state, mesh), _replicate(x, mesh),
+                                                  _replicate(injected, mesh)), mesh)
+
+            # Only the first generations hold initial points: the others skip the re-expression.
+            state = jax.lax.cond(jnp.any(injected), inject, lambda s: s, state)
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
         # stay replicated, so the sharded run computes the same numbers.

@@ -157,7 +157,8 @@ class Float(_Dimension):
     Args:
       low, high: bounds with ``low < high``, each 0 or of a normal float32
         magnitude (``1.2e-38`` to ``3.4e38``: values decode in float32), and
-        distinct in float32. ``Space.to_python`` gives the shortest decimal
+        distinct in float32, ``high - low`` finite in float32 unless
+        ``log``. ``Space.to_python`` gives the shortest decimal
         of each float32 value, within the bounds.
       log: search ``log(value)`` uniformly; needs ``low > 0``.
       when: make the parameter conditional, e.g. ``{"optimizer": "sgd"}`` or
@@ -177,6 +178,11 @@ class Float(_Dimension):
         log = _check_log(log)
         if log and low <= 0:
             raise ValueError(f"Float(log=True) needs low > 0, got low={low}")
+        with np.errstate(over="ignore"):
+            width = np.float32(high) - np.float32(low)
+        if not log and not np.isfinite(width):
+            raise ValueError(f"Float needs high - low within float32's range (values decode as low + u * "
+                             f"(high - low)), got low={low}, high={high}")
         self._set(low=low, high=high, log=log, when=_normalise_when(when))
 
     def _key(self) -> tuple:
@@ -297,11 +303,23 @@ class Int(_Dimension):
     def grid_values(self, num):
         if num is None or num >= self.cardinality:
             values = np.arange(self.low, self.high + 1)
-        elif self.log:
-            values = np.unique(np.round(np.geomspace(self.low, self.high, num)).astype(np.int64))
         else:
-            values = np.unique(np.round(np.linspace(self.low, self.high, num)).astype(np.int64))
+            spaced = np.geomspace(self.low, self.high, num) if self.log else np.linspace(self.low, self.high, num)
+            values = _distinct_integers(np.round(spaced).astype(np.int64), self.low, self.high)
         return np.asarray(self.encode(values), np.float32)
+
+
+def _distinct_integers(values: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Ascending rounded targets made strictly increasing inside ``[low, high]``
+    (``len(values) <= high - low + 1``): where two round to one integer (the
+    crowded low end of a log scale), the later moves up, and back down
+    from the top so the last stays ``<= high``."""
+    out = values.copy()
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1] + 1)
+    for i in range(len(out) - 1, -1, -1):
+        out[i] = min(out[i], high - (len(out) - 1 - i))
+    return out
 
 
 def _decoded_value(name: str, d: "Dimension", v: Any) -> Any:
@@ -354,6 +372,13 @@ class Categorical(_Dimension):
             if key in seen:
                 raise ValueError(f"Categorical.choices must be distinct, {c!r} appears twice")
             seen.add(key)
+        buckets: dict[int, list] = {}  # equal labels hash alike (1 and 1.0): one could never be chosen
+        for c in choices:
+            bucket = buckets.setdefault(hash(c), [])
+            for b in bucket:
+                if _same_label(b, c):
+                    raise ValueError(f"Categorical.choices must be distinct, {b!r} and {c!r} are equal")
+            bucket.append(c)
         self._set(choices=choices, when=_normalise_when(when))
 
     def _key(self) -> tuple:

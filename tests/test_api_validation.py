@@ -224,3 +224,18 @@ def test_auto_chunk_size_names_bad_arguments():
             auto_chunk_size(square, config, 64, **kwargs)
     with pytest.raises(TypeError, match="objective must be callable"):
         auto_chunk_size(None, config, 64)
+
+
+def test_array_params_outside_vmap_and_labels_equal_by_value_are_refused():
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0), y=jaxhpo.Float(0.0, 1.0))
+    de = jaxhpo.DifferentialEvolution(space, 8)
+    with pytest.raises(ValueError, match=r"params\['F'\] must be a scalar \(to search over several values, vmap"):
+        jaxhpo.minimize(lambda c: c["x"], space, de, num_generations=2, params={"F": np.array([0.5, 0.9])})
+    with pytest.raises(ValueError, match="1 and 1.0 are equal"):
+        jaxhpo.Categorical([1, 1.0, 2])
+    with pytest.raises(ValueError, match="1 and np.int64"):
+        jaxhpo.Categorical([1, np.int64(1)])
+    assert jaxhpo.Categorical([1, True, "off"]).cardinality == 3
+    with pytest.raises(ValueError, match="high - low within float32's range"):
+        jaxhpo.Float(-3e38, 3e38)
+    assert jaxhpo.Float(1e-30, 3e38, log=True).high == 3e38

@@ -253,3 +253,17 @@ def test_successive_halving_with_donation_equals_without(monkeypatch, layout):
     assert donated.best_index == plain.best_index and donated.best_loss == plain.best_loss
     np.testing.assert_array_equal(donated.best_state["w"], plain.best_state["w"])
     assert [r["index"].tolist() for r in donated.rungs] == [r["index"].tolist() for r in plain.rungs]
+
+
+def test_a_chunk_rounds_to_a_divisor_no_further_than_half_else_to_equal_chunks():
+    from jaxhpo.evaluate import _friendly
+    for n in range(1, 200):
+        for chunk in range(1, n + 1):
+            c = _friendly(chunk, n)
+            assert 1 <= c <= chunk
+            batches = -(-n // c)
+            if n % c == 0:  # a divisor: within a factor 2 of the largest that fits
+                assert 2 * c >= chunk or batches == -(-n // chunk), (chunk, n, c)
+            else:  # equal chunks: no more batches than the largest chunk needs
+                assert batches == -(-n // chunk), (chunk, n, c)
+    assert _friendly(3, 7) == 3 and _friendly(5, 14) == 5 and _friendly(4, 12) == 4 and _friendly(5, 12) == 4

@@ -50,6 +50,12 @@ def test_sharded_cmaes_is_bit_identical():
     np.testing.assert_array_equal(a.values, b.values)
     np.testing.assert_array_equal(a_state.mean, b_state.mean)
     np.testing.assert_array_equal(a_state.C, b_state.C)
+    # so does its re-expression of initial points (in place of 20 proposals over two generations)
+    initial = np.where(np.arange(SPACE.dim) % 2, np.nan, np.linspace(0.05, 0.95, 20)[:, None]).astype(np.float32)
+    a_state, a = jaxhpo.run(s, f, key, 5, history="all", initial=initial)
+    b_state, b = jaxhpo.run(s, f, key, 5, history="all", mesh=mesh_of(8), initial=initial)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a_state.C, b_state.C)
 
 
 def test_sharded_and_chunked_together():

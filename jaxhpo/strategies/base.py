@@ -154,6 +154,14 @@ class Strategy:
                 f"{type(self).__name__} params has unknown key(s) {sorted(unknown)}; "
                 f"known: {sorted(self.default_params())}"
             )
+        defaults = self.default_params()
+        for name, value in params.items():
+            if isinstance(value, jax.core.Tracer):
+                continue  # vmapped over: its batch axis is vmap's
+            shape = jnp.shape(value)
+            if jnp.shape(defaults[name]) == () and shape != ():  # array settings check their own shapes
+                raise ValueError(f"{type(self).__name__} params[{name!r}] must be a scalar (to search over "
+                                 f"several values, vmap over params), got shape {shape}")
         check_concrete_params(params, self.param_checks())
 
     def init(self, key: jax.Array, params: dict[str, Any] | None = None) -> NamedTuple:

@@ -30,10 +30,7 @@ from ._checks import check_bool, check_choice, check_int, check_real
 from ._mixed import MixedCoords
 from .base import Strategy, initial_best
 
-try:  # Sobol points for the initial design and the acquisition candidates.
-    from .quasirandom import QuasiRandom
-except ImportError:  # pragma: no cover - quasirandom ships with jaxhpo
-    QuasiRandom = None
+from .quasirandom import SOBOL_MAX_DIM, QuasiRandom  # the initial design and the acquisition candidates
 
 __all__ = ["GPBO", "GPBOState", "ConstraintModel", "ACQUISITIONS", "augmented_chebyshev"]
 
@@ -336,8 +333,8 @@ class GPBO(Strategy):
 
     # ------------------------------------------------------------ helpers
     def _sobol(self, key: jax.Array, n: int) -> jax.Array:
-        """``(n, dim)`` scrambled Sobol points (uniform ones without quasirandom)."""
-        if QuasiRandom is None:
+        """``(n, dim)`` scrambled Sobol points (uniform ones past Sobol's dimensions)."""
+        if self.dim > SOBOL_MAX_DIM:
             return self.space.sample(key, n)
         qr = QuasiRandom(self.space, n, method="sobol")
         k_init, k_ask = jax.random.split(key)

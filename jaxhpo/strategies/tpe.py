@@ -608,8 +608,11 @@ class TPE(Strategy):
         self.startup = check_choice("startup", startup, STARTUPS)
         self._coords = _Coords(space)
         if self.startup == "sobol":
-            from .quasirandom import QuasiRandom
+            from .quasirandom import SOBOL_MAX_DIM, QuasiRandom
 
+            if space.dim > SOBOL_MAX_DIM:
+                raise ValueError(f"TPE startup='sobol' supports dim <= {SOBOL_MAX_DIM}, got dim={space.dim}; "
+                                 "use startup='random'")
             self._sobol = QuasiRandom(space, self.popsize, method="sobol")
 
     def default_params(self):
