@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..space import Space
 from ._checks import check_concrete_params
@@ -158,7 +159,7 @@ class Strategy:
         for name, value in params.items():
             if isinstance(value, jax.core.Tracer):
                 continue  # vmapped over: its batch axis is vmap's
-            shape = jnp.shape(value)
+            shape = np.shape(value)
             if jnp.shape(defaults[name]) == () and shape != ():  # array settings check their own shapes
                 raise ValueError(f"{type(self).__name__} params[{name!r}] must be a scalar (to search over "
                                  f"several values, vmap over params), got shape {shape}")
