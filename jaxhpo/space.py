@@ -362,22 +362,17 @@ class Categorical(_Dimension):
         choices = tuple(choices)
         if not choices:
             raise ValueError("Categorical.choices must not be empty")
-        seen = set()
+        # Equal labels hash alike (1 and 1.0 too, though one could never be chosen by label).
+        buckets: dict[int, list] = {}
         for c in choices:
             try:
-                key = _label_key(c)
-                hash(key)
+                bucket = buckets.setdefault(hash(c), [])
             except TypeError:
                 raise TypeError(f"Categorical.choices must be hashable, got {c!r}") from None
-            if key in seen:
-                raise ValueError(f"Categorical.choices must be distinct, {c!r} appears twice")
-            seen.add(key)
-        buckets: dict[int, list] = {}  # equal labels hash alike (1 and 1.0): one could never be chosen
-        for c in choices:
-            bucket = buckets.setdefault(hash(c), [])
             for b in bucket:
                 if _same_label(b, c):
-                    raise ValueError(f"Categorical.choices must be distinct, {b!r} and {c!r} are equal")
+                    what = f"{c!r} appears twice" if type(b) is type(c) else f"{b!r} and {c!r} are equal"
+                    raise ValueError(f"Categorical.choices must be distinct, {what}")
             bucket.append(c)
         self._set(choices=choices, when=_normalise_when(when))
 
