@@ -235,6 +235,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             else:
                 fn = {"history": plot.plot_history, "parallel_coordinates": plot.plot_parallel_coordinates,
                       "slice": plot.plot_slice, "importance": plot.plot_importance,
+                      "intermediate_values": plot.plot_intermediate_values,
                       "pareto_front": plot.plot_pareto_front}[args.kind]
                 path = out / f"{args.kind}.png"
                 out.mkdir(parents=True, exist_ok=True)
@@ -279,13 +280,14 @@ def add_subcommands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_show)
 
     p = subparsers.add_parser("plot", help="draw a stored study's plots to PNG files",
-                              description="Write history, parallel coordinates, slice and importance "
-                                          "plots of a stored study as PNG files.")
+                              description="Write history, parallel coordinates, slice, importance and "
+                                          "intermediate-value plots of a stored study as PNG files.")
     p.add_argument("study", metavar="STUDY.db", help="the study's SQLite file")
     p.add_argument("--name", help="study name (needed when the file holds several)")
     p.add_argument("--output", help="folder for the PNGs (default: STUDY_plots next to the file)")
     p.add_argument("--kind", default="all",
-                   choices=("all", "history", "parallel_coordinates", "slice", "importance", "pareto_front"),
+                   choices=("all", "history", "parallel_coordinates", "slice", "importance", "intermediate_values",
+                            "pareto_front"),
                    help="one plot only (default all: every plot the study supports; for a study of "
                         "several objectives that is the Pareto front)")
     p.add_argument("--objective", type=int, default=None,

@@ -533,8 +533,14 @@ def test_intermediate_values_plot_draws_every_report(tmp_path):
     pytest.importorskip("matplotlib")
     from jaxhpo import plot
 
-    study = Study(SPACE, RANDOM, seed=6, pruner=SuccessiveHalvingPruner())
+    from jaxhpo import cli_study
+
+    study = Study(SPACE, RANDOM, seed=6, pruner=SuccessiveHalvingPruner(), storage=str(tmp_path / "s.db"))
     study.optimize(pruned_objective, num_trials=12, progress=False)
+    # the command line draws the same plot from the stored study
+    assert cli_study.main(["plot", str(tmp_path / "s.db"), "--kind", "intermediate_values",
+                           "--output", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "intermediate_values.png").read_bytes()[:4] == b"\x89PNG"
     fig = plot.plot_intermediate_values(study, tmp_path / "iv.png")
     lines = fig.axes[0].get_lines()
     curves = sorted((tuple(ln.get_xdata()), tuple(ln.get_ydata())) for ln in lines if ln.get_marker() != "x")
