@@ -411,18 +411,34 @@ def test_hypervolume_of_four_objectives_draws_from_the_seed():
         study.hypervolume("abcd")
 
 
-def test_one_objective_with_constraints_has_a_best_feasible_trial(tmp_path):
+def test_one_objective_with_constraints_has_a_best_feasible_trial(tmp_path, monkeypatch):
+    import jaxhpo.study.study as study_module
+
+    shown = []  # the progress bar's "best" after each trial
+
+    class Bar:
+        def update(self, n=1, best=None, failed=0, pruned=0):
+            shown.append(best)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(study_module, "progress_bar", lambda total, enabled: Bar())
     space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
     gp = jaxhpo.GPBO(space, 2, num_constraints=1, capacity=16, n_init=2, num_candidates=16, num_local=4,
                      restarts=1, acq_steps=2, fit_steps=2)
     study = Study(space, gp, seed=0, maximize=True)
-    study.optimize(lambda p: (p["x"], p["x"] - 0.5), num_trials=6, progress=False)  # feasible when x <= 0.5
+    study.optimize(lambda p: (p["x"], p["x"] - 0.5), num_trials=4, progress=True)  # feasible when x <= 0.5
+    study.optimize(lambda p: (p["x"], p["x"] - 0.5), num_trials=2, progress=True)  # starts from the best so far
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     feasible = [t for t in done if t.constraints[0] <= 0]
-    assert feasible
+    assert feasible and len(feasible) < len(done)
     assert all(t.value == t.values[0] for t in done)
     best = max(feasible, key=lambda t: (t.value, -t.number))
     assert study.best_trial.number == best.number and study.best_value == best.value
+    # the bar follows the best feasible value, never an infeasible one
+    want = [max((t.value for t in feasible if t.number <= i), default=None) for i in range(6)]
+    assert shown == want
     pytest.importorskip("matplotlib")
     from jaxhpo import plot
 

@@ -999,6 +999,13 @@ class Study:
             generation = self._storage.study_progress(c, self._id)[0]
             finished = self._storage.count(c, self._id, FINISHED_STATES)
             best_row = None if self.multi_objective else self._storage.best_trial(c, self._id, self.maximize)
+        # the progress bar's "best": one objective's best feasible value (a front has none)
+        single = self.num_objectives == 1
+        if single and self.multi_objective:  # constrained
+            front = self._front()[0]
+            best_start = front[0].values[0] if front else None
+        else:
+            best_start = None if best_row is None else best_row[5]
         generation_limit = None if num_generations is None else generation + num_generations
         totals = [t for t in (
             num_trials,
@@ -1010,7 +1017,7 @@ class Study:
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         stop = threading.Event()
         failure: list[BaseException] = []
-        best = [None if best_row is None else best_row[5]]
+        best = [best_start]
         lock = threading.Lock()
 
         def finish(row: tuple, value: Any, error: str | None, pruned: bool = False) -> bool:
@@ -1045,10 +1052,12 @@ class Study:
             if not finish(row, value, error, pruned):
                 return  # presumed dead and finished by another worker; its result stands
             with lock:
-                # the progress bar's "best" is the single objective's; a front has none
-                if value is not None and not self.multi_objective and (
-                        best[0] is None or (value > best[0] if self.maximize else value < best[0])):
-                    best[0] = value
+                v = value
+                if single and self.multi_objective and value is not None:
+                    v = value[0] if all(g <= 0.0 for g in value[1:]) else None
+                maximize = self.maximize[0] if self.multi_objective else self.maximize
+                if v is not None and single and (best[0] is None or (v > best[0] if maximize else v < best[0])):
+                    best[0] = v
             bar.update(1, best=best[0], failed=int(value is None and not pruned), pruned=int(pruned))
             if callbacks:
                 trial = self.get_trials(number=row[0])[0]  # as stored: final once finished
