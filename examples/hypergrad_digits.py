@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -362,6 +363,11 @@ def main(argv=None):
     ap.add_argument("--b2", type=float, default=0.9, help="Adam b2 of the hyper-steps")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the raw figures go (JSON)")
     args = ap.parse_args(argv)
+    for name in ("steps", "search", "popsize", "window", "rounds"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if math.isqrt(args.popsize) ** 2 != args.popsize:
+        ap.error(f"--popsize must be a square (a grid of poor starts), got {args.popsize}")
     if args.search_steps is None:
         args.search_steps = max(args.window, args.steps // 4 // args.window * args.window)
     if args.search_steps % args.window or not 0 < args.search_steps <= args.steps:

@@ -115,6 +115,14 @@ def test_solver_is_not_differentiated_through(x64):
     g = jax.jit(jax.grad(lambda lam: val_loss(w_star(lam))))(jnp.float64(0.3))
     # w* is only 1e-13-stationary, so the hypergradient is that accurate too
     assert float(g) == pytest.approx(closed_form(0.3)[1], rel=1e-9)
+    # second order takes the implicit formula again: the while_loop is never
+    # differentiated (jacrev(grad)), and the curvature equals central
+    # differences of the closed-form derivative
+    h = 1e-5
+    curvature = (closed_form(0.3 + h)[1] - closed_form(0.3 - h)[1]) / (2 * h)
+    outer = lambda lam: val_loss(w_star(lam))  # noqa: E731
+    for second in (jax.hessian(outer), jax.jacrev(jax.grad(outer))):
+        assert float(second(jnp.float64(0.3))) == pytest.approx(curvature, rel=1e-7)
 
 
 def test_vmap_over_64_lambdas_equals_scalar_results(x64):

@@ -281,3 +281,49 @@ def test_a_concrete_0d_array_is_a_learning_rate():
     assert float(a.init(p).learning_rate) == float(b.init(p).learning_rate)
     with pytest.raises(TypeError, match="learning_rate must be a real number"):
         hypergradient_descent(jnp.ones(2), 0.0)
+
+
+def test_inject_hyperparams_traces_beta_and_narrow_gradients_keep_the_state_types():
+    """Wrapped by optax.inject_hyperparams (beta a traced array in a compiled
+    scan), with bfloat16 gradients of float32 parameters: the same run as the
+    plain transformation's, and the state's types never change."""
+    injected = optax.inject_hyperparams(hypergradient_descent, static_args=("base",))(learning_rate=0.1, beta=0.01)
+    p0 = {"w": jnp.linspace(-1.0, 1.0, 8)}
+
+    def run(opt_state, opt_update):
+        def body(carry, _):
+            p, s = carry
+            g = jax.tree_util.tree_map(lambda x: (x + 0.5).astype(jnp.bfloat16), p)
+            u, s = opt_update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+        return jax.lax.scan(body, (p0, opt_state), None, length=6)[0]
+
+    plain = hypergradient_descent(0.1, 0.01)
+    p_inj, s_inj = jax.jit(lambda s: run(s, injected.update))(injected.init(p0))
+    p_plain, s_plain = jax.jit(lambda s: run(s, plain.update))(plain.init(p0))
+    np.testing.assert_array_equal(np.asarray(p_inj["w"]), np.asarray(p_plain["w"]))
+    assert float(s_plain.learning_rate) > 0.1 and s_plain.direction["w"].dtype == jnp.float32
+    assert float(s_inj.inner_state.learning_rate) == float(s_plain.learning_rate)
+    assert hypergradient_descent(0.1, np.array(0.01)) is not None
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        hypergradient_descent(0.1, jnp.float32(-0.01))
+
+
+def test_a_label_no_parameter_carries_and_a_float16_rate_under_x64():
+    """Under optax.multi_transform a label with no leaves updates nothing; with
+    x64 on, beta = 0 rounds the rate once into a float16 leaf, as optax does
+    (a rate just above a float16 rounding midpoint tells the two apart)."""
+    params = {"w": jnp.ones(3)}
+    tx = optax.multi_transform({"body": optax.sgd(0.1), "head": hypergradient_descent(0.1, 1e-3)},
+                               {"w": "body"})
+    u, _ = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params), params)
+    np.testing.assert_array_equal(np.asarray(u["w"]), np.full(3, -0.05, np.float32))
+    lr = float(np.ldexp(1 + 2**-11 + 2**-30, -4))
+    with jax.enable_x64(True):
+        p = {"w": jnp.asarray([1.0, -2.0, 3.0], jnp.float16)}
+        g = {"w": jnp.ones(3, jnp.float16)}
+        for base, ref in [("sgd", optax.sgd(lr)), ("adam", optax.adam(lr))]:
+            hd = hypergradient_descent(lr, 0.0, base=base)
+            u_hd, _ = hd.update(g, hd.init(p), p)
+            u_ref, _ = ref.update(g, ref.init(p), p)
+            np.testing.assert_array_equal(np.asarray(u_hd["w"]), np.asarray(u_ref["w"]))

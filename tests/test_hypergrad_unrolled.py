@@ -194,6 +194,34 @@ def test_a_python_number_in_the_state_that_the_step_makes_float_carries_a_tangen
         assert float(g_fwd[name]) != 0.0
 
 
+@pytest.mark.parametrize("n_extra", [0, 9])  # the linearised path (2 scalars) and the vmapped one (11)
+def test_forward_grads_take_each_hyperparameter_dtype(x64, n_extra):
+    """A float32 model with float64 and float32 hyperparameters: every mode
+    returns grads in the hyperparameters' own dtypes, and they agree."""
+    A, b = jnp.asarray(A_NP, jnp.float32), jnp.asarray(B_NP, jnp.float32)
+    Xv, yv = jnp.asarray(XV_NP, jnp.float32), jnp.asarray(YV_NP, jnp.float32)
+
+    def step(w, h, t):
+        return w - h["lr"].astype(w.dtype) * (A @ w - b + h["lam"].astype(w.dtype) * w + jnp.sum(h["pad"]))
+
+    def val_loss(w, h):
+        return 0.5 * jnp.mean((Xv @ w - yv) ** 2)  # float32
+
+    hp = {"lr": jnp.float64(LR0), "lam": jnp.float32(LAM0), "pad": jnp.zeros(n_extra, jnp.float32)}
+    grads = {mode: unrolled(step, val_loss, 6, mode=mode)(hp, jnp.zeros(D, jnp.float32))[1]
+             for mode in ("reverse", "forward", "auto")}
+    for g in grads.values():
+        assert {k: v.dtype for k, v in g.items()} == {k: v.dtype for k, v in hp.items()}
+        for name in hp:
+            np.testing.assert_allclose(np.asarray(g[name]), np.asarray(grads["reverse"][name]), rtol=1e-5)
+    # hyperparameters of no entries: nothing to differentiate, in either mode
+    w0 = jnp.zeros(D, jnp.float32)
+    value = unrolled(step, val_loss, 3)(hp, w0)[0]
+    for mode in ("reverse", "forward"):
+        v0, g0 = unrolled(lambda w, h, t: step(w, hp, t), val_loss, 3, mode=mode)({"e": jnp.zeros(0)}, w0)
+        assert g0["e"].shape == (0,) and float(v0) == float(value)
+
+
 def test_step_index_and_minibatches(x64):
     """``t`` runs 0..T-1 in order, across checkpoint segments and the remainder."""
     def step(s, h, t):

@@ -138,7 +138,15 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
 
     The hypergradient is exact to the extent that ``w`` is a stationary
     point: an inner solve stopped early gives the IFT formula evaluated at
-    the point it reached.
+    the point it reached. Derivatives of every order take the formula
+    (``jax.hessian`` of an outer loss never differentiates ``solve``).
+
+    Everything to be differentiated goes in through ``hparams``: ``solve``
+    and ``optimality`` may close over constants (the training data), not over
+    a value a surrounding ``jax.grad`` / ``jax.jvp`` traces (put data whose
+    hypergradient you want, or an outer model's parameters, into
+    ``hparams``; JAX reports the closed-over tracer as an
+    ``UnexpectedTracerError``).
     """
     check_callable("solve", solve)
     check_callable("optimality", optimality)
@@ -163,7 +171,9 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
     @w_star.defjvp
     def w_star_jvp(primals, tangents):
         (hparams,), (dhparams,) = primals, tangents
-        w = solve(hparams)
+        # w_star, not solve: a derivative of this rule (a Hessian) then takes
+        # the implicit formula again instead of differentiating the solver.
+        w = w_star(hparams)
         flat_w, unravel = ravel_pytree(w)
 
         # The system dF/dw must be square: one residual entry per entry of w.

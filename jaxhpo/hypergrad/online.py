@@ -19,7 +19,6 @@ ball momentum. ``beta = 0`` reproduces the base optax optimiser bit for bit.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -65,9 +64,19 @@ def _base_direction(base: str, momentum: float, b1: float, b2: float, eps: float
     return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
 
 
-def _at_least_f32(dtype: Any) -> Any:
-    """``dtype`` widened to float32 where narrower (bfloat16, float16)."""
-    return jnp.promote_types(dtype, jnp.float32)
+def _rate_dtype(dtype: Any) -> Any:
+    """``dtype`` widened to the default float where narrower: float32, or float64
+    with x64 on. A float16 leaf's update then rounds the rate once, from the
+    default float, as optax's Python-float step size does (not twice)."""
+    return jnp.promote_types(dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def _hyperparameter(name: str, value: Any, **rule: Any) -> Any:
+    """A concrete number checked against ``rule``; a traced one (under
+    ``optax.inject_hyperparams`` and jit) passes as it is."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    return check_real(name, value, **rule)
 
 
 def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd",
@@ -98,16 +107,14 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
       ``state`` a ``HypergradientState`` whose ``learning_rate`` is the rate
       in use. Apply with ``optax.apply_updates``. Pure: jit, scan and vmap it.
     """
-    learning_rate = check_real("learning_rate", learning_rate, low=0.0, low_open=True)
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        raise TypeError(f"beta must be a real number, got {beta!r}")
-    beta = check_real("beta", beta, low=0.0)
+    learning_rate = _hyperparameter("learning_rate", learning_rate, low=0.0, low_open=True)
+    beta = _hyperparameter("beta", beta, low=0.0)
     base = check_choice("base", base, BASES)
-    momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    b1 = check_real("b1", b1, low=0.0, high=1.0, high_open=True)
-    b2 = check_real("b2", b2, low=0.0, high=1.0, high_open=True)
-    eps = check_real("eps", eps, low=0.0)
-    eps_root = check_real("eps_root", eps_root, low=0.0)
+    momentum = _hyperparameter("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    b1 = _hyperparameter("b1", b1, low=0.0, high=1.0, high_open=True)
+    b2 = _hyperparameter("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = _hyperparameter("eps", eps, low=0.0)
+    eps_root = _hyperparameter("eps_root", eps_root, low=0.0)
     per_leaf = bool(per_leaf)
     inner = _base_direction(base, momentum, b1, b2, eps, eps_root)
 
@@ -115,9 +122,9 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
         # The rate and its hypergradient at least in float32: in a bfloat16
         # leaf's precision a step of beta * h is mostly rounded away.
         leaves = jax.tree_util.tree_leaves(params)
-        dtype = _at_least_f32(jnp.result_type(*leaves)) if leaves else jnp.float32
+        dtype = _rate_dtype(jnp.result_type(*leaves)) if leaves else _rate_dtype(jnp.float32)
         if per_leaf:
-            lr = jax.tree_util.tree_map(lambda p: jnp.asarray(learning_rate, _at_least_f32(jnp.result_type(p))),
+            lr = jax.tree_util.tree_map(lambda p: jnp.asarray(learning_rate, _rate_dtype(jnp.result_type(p))),
                                         params)
         else:
             lr = jnp.asarray(learning_rate, dtype)
@@ -129,16 +136,16 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
 
     def update_fn(grads, state, params=None):
         lr = state.learning_rate
-        if beta != 0.0:
+        if isinstance(beta, jax.core.Tracer) or beta != 0.0:
             # h = g_t . d_{t-1} with d = -direction; alpha <- alpha - beta h.
             def dot(g, d):
-                wide = _at_least_f32(jnp.result_type(d))
+                wide = _rate_dtype(jnp.result_type(d))
                 return jnp.vdot(g.astype(wide), d.astype(wide))
 
             dots = jax.tree_util.tree_map(dot, grads, state.direction)
             if per_leaf:
-                lr = jax.tree_util.tree_map(lambda a, h: a + beta * h, lr, dots)
-            else:
+                lr = jax.tree_util.tree_map(lambda a, h: a + (beta * h).astype(jnp.result_type(a)), lr, dots)
+            elif jax.tree_util.tree_leaves(dots):  # (a tree of no leaves leaves the rate as it is)
                 total = sum(jax.tree_util.tree_leaves(dots))
                 lr = lr + (beta * total).astype(jnp.result_type(lr))
         direction, base_state = inner.update(grads, state.base_state, params)
@@ -149,6 +156,9 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
             # The shared rate in each leaf's own dtype, as optax's Python-float
             # step size is: a bfloat16 leaf's update stays bfloat16.
             updates = jax.tree_util.tree_map(lambda d: (-lr).astype(jnp.result_type(d)) * d, direction)
-        return updates, HypergradientState(learning_rate=lr, direction=direction, base_state=base_state)
+        # The direction is kept in the parameters' dtypes, as initialised, so
+        # the state's types never change (gradients may come narrower).
+        kept = jax.tree_util.tree_map(lambda d, old: d.astype(old.dtype), direction, state.direction)
+        return updates, HypergradientState(learning_rate=lr, direction=kept, base_state=base_state)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -173,7 +173,7 @@ def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
     if value.shape != ():
         raise ValueError(f"val_loss must return a scalar, got shape {value.shape}")
     dflat = jnp.stack([lin(tangents[i], basis[i]) for i in range(n)])
-    return value, unravel(dflat), state
+    return value, unravel(dflat.astype(flat.dtype)), state
 
 
 def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
@@ -325,7 +325,12 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
         return value, grads, state
 
     def forward(hparams, init_state):
+        # grads come back in hparams' dtypes: unravel takes the flat
+        # (promoted) dtype, whatever dtype val_loss computes in
         flat, unravel = ravel_pytree(hparams)
+        if flat.size == 0:  # nothing to differentiate: no tangent to push
+            value, state = loss_and_state(hparams, init_state, False)
+            return value, unravel(flat), state
         if flat.size <= _LINEARIZE_MAX:
             return _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state)
 
@@ -341,7 +346,7 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
         # tangents are batched -- memory n copies of the state, none of T.
         basis = jnp.eye(flat.size, dtype=flat.dtype)
         value, dflat, state = jax.vmap(one_direction, out_axes=(None, 0, None))(basis)
-        return value, unravel(dflat), state
+        return value, unravel(dflat.astype(flat.dtype)), state
 
     def hg(hparams, init_state):
         _check_float_leaves(hparams)
