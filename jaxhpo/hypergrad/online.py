@@ -106,6 +106,11 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
       returns ``(updates, state)`` with ``updates`` shaped like ``grads`` and
       ``state`` a ``HypergradientState`` whose ``learning_rate`` is the rate
       in use. Apply with ``optax.apply_updates``. Pure: jit, scan and vmap it.
+
+    ``optax.inject_hyperparams(hypergradient_descent, static_args=("base",))``
+    makes ``beta`` and the base's constants state that may be traced or
+    changed between steps. The injected ``learning_rate`` only seeds the rate
+    at ``init``; the rate in use is the inner state's ``learning_rate``.
     """
     learning_rate = _hyperparameter("learning_rate", learning_rate, low=0.0, low_open=True)
     beta = _hyperparameter("beta", beta, low=0.0)
