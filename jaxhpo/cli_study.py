@@ -143,6 +143,8 @@ def _open(args: argparse.Namespace, cmd: str) -> Any:
     from .study import Study
 
     path = _study_file(args.study)
+    if path.is_dir():
+        raise ValueError(f"{args.study!r} is a folder, not a study file (give its study.db)")
     if not path.is_file():
         raise ValueError(f"{args.study!r} does not exist")
     return Study.load(str(path), args.name)

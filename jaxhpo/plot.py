@@ -101,11 +101,14 @@ def plot_history(study: Any, path: Any = None):
     return _finish(fig, path)
 
 
+_INACTIVE = object()  # a conditional parameter a trial left out (``None`` may be a choice)
+
+
 def _unit(dim: Any, values: Sequence[Any]) -> np.ndarray:
-    """Parameter values on ``[0, 1]`` for a common axis (log dims in log space)."""
+    """Parameter values on ``[0, 1]`` for a common axis (log dims in log space); ``nan`` for ``_INACTIVE``."""
     out = np.full(len(values), np.nan)
     for i, v in enumerate(values):
-        if v is None:
+        if v is _INACTIVE:
             continue
         if isinstance(dim, Categorical):
             k = dim.cardinality
@@ -136,7 +139,7 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
     trials = _complete(study)
     names, dims = _param_names(study, params)
     val = np.array([t.value for t in trials], float)
-    cols = np.stack([_unit(dims[n], [t.params.get(n) for t in trials]) for n in names], axis=1)
+    cols = np.stack([_unit(dims[n], [t.params.get(n, _INACTIVE) for t in trials]) for n in names], axis=1)
     order = np.argsort(val)
     if not _maximized(study):
         order = order[::-1]  # draw the best last, so it sits on top

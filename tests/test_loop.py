@@ -173,6 +173,8 @@ def test_input_validation():
         RandomSearch(BRANIN, 0)
     with pytest.raises(TypeError, match="popsize"):
         RandomSearch(BRANIN, 2.5)
+    with pytest.raises(ValueError, match=r"popsize must be <= 2\*\*31 - 1"):
+        RandomSearch(BRANIN, 10**11)
     state = s.init(jax.random.key(0))
     with pytest.raises(ValueError, match="x must have shape"):
         s.tell(state, jnp.zeros((3, 2)), jnp.zeros(4))

@@ -103,6 +103,14 @@ def test_parallel_coordinates_join_the_active_axes_and_params_may_be_one_name():
     adam = sum(t.params["opt"] == "adam" for t in s.trials)
     assert 0 < adam < 8 and drawn.count((0, 2)) == adam and drawn.count((0, 1, 2)) == 8 - adam
     assert plot.plot_slice(s, params="n").axes  # one name, not its letters
+    # None as a categorical choice is a value on its axis, not an inactive parameter
+    space = jaxhpo.Space(act=jaxhpo.Categorical(["relu", None]), x=jaxhpo.Float(0.0, 1.0))
+    s = Study(space, jaxhpo.RandomSearch(space, 8), seed=0)
+    s.optimize(lambda p: p["x"], num_trials=8, progress=False)
+    assert 0 < sum(t.params["act"] is None for t in s.trials) < 8
+    fig = plot.plot_parallel_coordinates(s)
+    drawn = [ln for ln in fig.axes[0].lines if ln.get_alpha() == 0.5]
+    assert len(drawn) == 8 and all(len(ln.get_xdata()) == 2 for ln in drawn)
 
 
 def test_history_of_one_constrained_objective_tracks_the_best_feasible_trial():

@@ -121,9 +121,11 @@ def test_patient_and_threshold_rules_agree_with_optunas(tmp_path):
                 warnings.simplefilter("ignore")  # experimental; all-NaN slices
                 theirs = optuna.pruners.PatientPruner(None, patience, delta).prune(study, trial)
             k = patience + 1
-            # Where either side holds only non-finite reports Optuna compares NaN (never prunes);
-            # here reports that are all non-finite lately count as no improvement.
-            if n <= k or not (np.isnan(values[:-k]).all() or np.isnan(values[-k:]).all()):
+            # A non-finite latest report is pruned here at once; where the reports before the
+            # latest k are all non-finite Optuna compares NaN (never prunes).
+            if np.isnan(values[-1]):
+                assert ours
+            elif n <= k or not np.isnan(values[:-k]).all():
                 assert ours == theirs, (reports, patience, delta)
             lower, upper = sorted(rng.normal(size=2))
             last = reports[max(reports)]
@@ -131,6 +133,19 @@ def test_patient_and_threshold_rules_agree_with_optunas(tmp_path):
                 ours = decide(ThresholdPruner(lower, upper), {s: sign * v for s, v in reports.items()},
                               FakeView({}, maximize=maximize))
                 assert ours == optuna.pruners.ThresholdPruner(lower, upper).prune(study, trial)
+
+
+def test_every_built_in_pruner_prunes_a_non_finite_report_at_once():
+    """As Study.report documents: in warm-up, before patience runs out, before any trial completes."""
+    nobody = FakeView({})
+    for pruner in (MedianPruner(n_warmup_steps=5), PercentilePruner(10.0, n_startup_trials=9),
+                   SuccessiveHalvingPruner(min_resource=4), HyperbandPruner(), HyperbandPruner(1, 9),
+                   ThresholdPruner(upper=10.0, n_warmup_steps=5), PatientPruner(None, 3),
+                   PatientPruner(MedianPruner(), 0)):
+        for bad in (float("nan"), float("inf")):
+            assert decide(pruner, {0: bad}, nobody), pruner
+            assert decide(pruner, {0: 1.0, 1: 0.5, 2: bad}, nobody), pruner
+    assert not decide(NopPruner(), {0: float("nan")}, nobody)
 
 
 def test_new_pruners_check_their_settings_and_build_by_name():
@@ -561,6 +576,29 @@ def test_intermediate_values_plot_draws_every_report(tmp_path):
     plain.optimize(lambda p: p["start"], num_trials=2, progress=False)
     with pytest.raises(ValueError, match="no reported intermediate values"):
         plot.plot_intermediate_values(plain)
+
+
+def test_one_objective_with_constraints_is_pruned_in_its_direction():
+    """Minimised, with a constraint: trials whose reports are above the median are pruned
+    (not those below it) and never become best."""
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    study = Study(space, jaxhpo.NSGA2(space, 4, num_objectives=1, num_constraints=1), seed=1,
+                  pruner=MedianPruner(n_startup_trials=2))
+
+    def objective(p):
+        for step in range(3):
+            report(p["x"], step)
+            if should_prune():
+                raise TrialPruned()
+        return p["x"], 0.1 - p["x"]  # feasible above 0.1
+
+    study.optimize(objective, num_trials=16, progress=False)
+    pruned = [t.params["x"] for t in study.trials if t.state == TrialState.PRUNED]
+    done = [t.params["x"] for t in study.trials if t.state == TrialState.COMPLETE]
+    assert pruned and done and np.mean(pruned) > np.mean(done)
+    assert study.best_trial.state == TrialState.COMPLETE and study.best_value >= 0.1
+    with pytest.raises(ValueError, match="2 objectives cannot be pruned"):
+        Study(space, jaxhpo.NSGA2(space, 4, num_objectives=2), pruner=MedianPruner())
 
 
 def test_a_run_config_names_its_pruner():

@@ -218,6 +218,10 @@ def test_bad_storage_arguments(tmp_path):
         make_study(str(tmp_path))
     with pytest.raises(TypeError, match="storage"):
         make_study(12)
+    with pytest.raises(ValueError, match=r"SQLiteStorage timeout must lie in \[0"):
+        SQLiteStorage(str(tmp_path / "t.db"), timeout=-1)
+    with pytest.raises(TypeError, match="SQLiteStorage timeout must be a real number"):
+        SQLiteStorage(str(tmp_path / "t.db"), timeout="x")
     assert isinstance(StorageError("x"), ValueError)
 
 

@@ -32,11 +32,16 @@ from ._checks import check_concrete_params
 __all__ = ["Strategy", "check_popsize", "initial_best", "first_argmin", "counting_dtype"]
 
 
+_MAX_POPSIZE = 2**31 - 1
+
+
 def check_popsize(popsize: Any, minimum: int = 1, name: str = "popsize") -> int:
     if isinstance(popsize, bool) or not isinstance(popsize, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {popsize!r}")
     if popsize < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {popsize}")
+    if popsize > _MAX_POPSIZE:  # rows are indexed by int32 (argmin, ranks, gathers)
+        raise ValueError(f"{name} must be <= 2**31 - 1 (rows are indexed in int32), got {popsize}")
     return int(popsize)
 
 

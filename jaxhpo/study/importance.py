@@ -18,6 +18,7 @@ to 1 (equal shares where no parameter explains more than noise).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
@@ -97,6 +98,8 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         raise ValueError("param_importance needs complete trials with different values")
     if num_bins is None:
         num_bins = int(np.clip(len(done) // 8, 2, 10))
+    elif isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 2:
+        raise ValueError(f"param_importance num_bins must be an integer >= 2, got {num_bins!r}")
     scores = {}
     for name, d in space.dims.items():
         vals = [t.params.get(name) for t in done]

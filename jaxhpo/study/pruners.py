@@ -293,6 +293,8 @@ class HyperbandPruner(Pruner):
         return b
 
     def should_prune(self, steps, values, view) -> bool:
+        if not math.isfinite(float(values[-1])):  # a diverged run, before the brackets are known too
+            return True
         r = None
         if self.max_resource == "auto":
             last = view.first_complete_step()
@@ -310,7 +312,8 @@ class ThresholdPruner(Pruner):
     Args:
       lower, upper: bounds in the study's own sign (an accuracy that a
         maximised study reports: ``lower=0.2``); ``None`` for no bound.
-      n_warmup_steps: no pruning at steps below this.
+      n_warmup_steps: no pruning at steps below this (except of a non-finite
+        value, pruned at once as by every built-in pruner).
       interval_steps: decide at most once per this many steps.
     """
 
@@ -346,9 +349,9 @@ class PatientPruner(Pruner):
       patience: reports without improvement tolerated (``>= 0``).
       min_delta: the improvement that counts as one (``>= 0``).
 
-    Non-finite reports are left out of both bests; latest reports that are
-    all non-finite count as no improvement (Optuna's ``PatientPruner``
-    compares with NaN there and never prunes).
+    A non-finite latest report is pruned at once, as by every built-in
+    pruner (Optuna's ``PatientPruner`` compares with NaN and never prunes);
+    earlier non-finite reports are left out of both bests.
     """
 
     def __init__(self, wrapped: Pruner | None, patience: int, min_delta: float = 0.0):
@@ -359,6 +362,8 @@ class PatientPruner(Pruner):
         self.min_delta = check_real("min_delta", min_delta, 0.0, math.inf)
 
     def should_prune(self, steps, values, view) -> bool:
+        if not math.isfinite(float(values[-1])):
+            return True
         k = self.patience + 1
         if values.size <= k:
             return False

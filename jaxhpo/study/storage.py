@@ -57,6 +57,7 @@ import threading
 import time
 from typing import Any, Iterator
 
+from ..strategies._checks import check_real
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
@@ -238,7 +239,7 @@ class SQLiteStorage:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.path = path
-        self.timeout = float(timeout)
+        self.timeout = check_real("SQLiteStorage timeout", timeout, 0.0)
         self.host = socket.gethostname()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None

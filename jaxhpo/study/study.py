@@ -33,7 +33,8 @@ when told to stop; the study's ``pruner`` decides from the stored reports
 (``jaxhpo.study.pruners``). A pruned trial keeps its last reported value and
 the strategy is told that value: it is a poor one (that is why the run was
 stopped), so the strategy learns to avoid the region instead of seeing a gap
-(``nan``) there. Single objective only.
+(``nan``) there. One objective only; with constraints, a pruned trial has
+no constraint values and the strategy is told it as failed.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def _as_value(raw: Any) -> tuple[float | None, str | None]:
     try:
         if np.ndim(raw) != 0:
             return None, f"objective returned an array of shape {np.shape(raw)}, not a scalar"
+        kind = np.dtype(raw.dtype).kind if hasattr(raw, "dtype") else None
+        if kind in ("b", "U", "S"):  # a 0-d array of booleans or text: not a number either
+            return None, f"objective returned {raw!r}, not a number"
         value = float(raw)
     except (TypeError, ValueError):
         return None, f"objective returned a {type(raw).__name__}, not a number"
@@ -159,8 +163,8 @@ def _as_vector(raw: Any, m: int, c: int) -> tuple[tuple | None, str | None]:
                                                           if c else "")
     if arr.shape != (k,):
         return None, f"objective returned shape {arr.shape}, not ({k},) ({what})"
-    if np.asarray(raw).dtype == bool:
-        return None, f"objective returned booleans {raw!r}, not numbers"
+    if np.asarray(raw).dtype.kind in ("b", "U", "S"):
+        return None, f"objective returned {raw!r}, not numbers"
     if not np.all(np.isfinite(arr)):
         return None, f"objective returned {arr.tolist()}"
     return tuple(float(v) for v in arr), None
@@ -270,7 +274,8 @@ class Study:
         re-runs only trials of dead processes on this host.
       pruner: a ``jaxhpo.study.pruners.Pruner`` that ``should_prune`` asks,
         or ``None`` (never prune). Not stored: each process opening the study
-        brings its own. Single-objective studies only.
+        brings its own. Studies of one objective only (with or without
+        constraints).
 
     Reopening a stored study with a different space, strategy, seed or
     direction raises ``ValueError``; ``Study.load`` reopens it without them.
@@ -302,7 +307,7 @@ class Study:
         self.stale_after = None if stale_after is None else float(stale_after)
         if pruner is not None and not isinstance(pruner, Pruner):
             raise TypeError(f"pruner must be a jaxhpo.study.pruners.Pruner or None, got {pruner!r}")
-        if pruner is not None and multi:
+        if pruner is not None and self.num_objectives > 1:
             raise ValueError(f"pruner: a study of {self.num_objectives} objectives cannot be pruned (a pruner "
                              "ranks one value per step); use pruner=None")
         self.pruner = pruner
@@ -628,6 +633,8 @@ class Study:
           whether it was queued.
         """
         self._check_given("enqueue_trial", params)
+        if not isinstance(skip_if_exists, (bool, np.bool_)):
+            raise TypeError(f"enqueue_trial skip_if_exists must be True or False, got {skip_if_exists!r}")
         if not params:
             raise ValueError("enqueue_trial params must name at least one parameter")
         self.space.fixed_coordinates(params)  # names and values checked
@@ -924,7 +931,7 @@ class Study:
             if not reports:
                 return False
             self._finished_reports.refresh(c, self._storage, self._id)
-            sign = -1.0 if self.maximize else 1.0
+            sign = -1.0 if self._maximize_first else 1.0
             steps = np.array([r[0] for r in reports], np.int64)
             values = np.array([np.nan if r[1] is None else sign * r[1] for r in reports], np.float64)
             return bool(self.pruner.should_prune(steps, values, _StoredReports(self, c, row[12], number, sign)))
@@ -1032,6 +1039,7 @@ class Study:
         def run_one(row: tuple) -> None:
             params = self._load_params(row[3])
             pruned = False
+            outer = getattr(_CURRENT, "trial", None)  # a study run inside another's objective
             _CURRENT.trial = (self, row[0], _claim_of(row))
             try:
                 raw = objective(params)
@@ -1048,14 +1056,14 @@ class Study:
                 self._release([row])
                 raise
             finally:
-                _CURRENT.trial = None
+                _CURRENT.trial = outer
             if not finish(row, value, error, pruned):
                 return  # presumed dead and finished by another worker; its result stands
             with lock:
                 v = value
                 if single and self.multi_objective and value is not None:
                     v = value[0] if all(g <= 0.0 for g in value[1:]) else None
-                maximize = self.maximize[0] if self.multi_objective else self.maximize
+                maximize = self._maximize_first
                 if v is not None and single and (best[0] is None or (v > best[0] if maximize else v < best[0])):
                     best[0] = v
             bar.update(1, best=best[0], failed=int(value is None and not pruned), pruned=int(pruned))
@@ -1179,6 +1187,11 @@ class Study:
     def best_value(self) -> float:
         """Value of ``best_trial``, as the objective returned it."""
         return self.best_trial.value
+
+    @property
+    def _maximize_first(self) -> bool:
+        """Whether the (first) objective is maximised: the direction of reports."""
+        return bool(self.maximize[0] if self.multi_objective else self.maximize)
 
     @property
     def directions(self) -> tuple[str, ...]:
