@@ -175,21 +175,18 @@ def test_keyboard_interrupt_leaves_the_trial_unfinished():
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
 
-class InterruptedTell(Center):
-    """Raises KeyboardInterrupt the first time its tell is traced, as Ctrl-C
-    during the strategy's first (compiling) tell would."""
-
-    interrupts = [1]
-
-    def _tell(self, state, x, values):
-        if self.interrupts[0]:
-            self.interrupts[0] -= 1
-            raise KeyboardInterrupt
-        return super()._tell(state, x, values)
-
-
 def test_an_interrupt_while_the_generation_is_told_sends_its_last_trial_back():
-    study = Study(SPACE, InterruptedTell(SPACE, 2), seed=0)
+    study = Study(SPACE, Center(SPACE, 2), seed=0)
+    study._warm()  # compiled, as the first claim would
+    real, interrupts = study._tell, [1]
+
+    def tell(*args):  # Ctrl-C during the strategy's tell, inside the last trial's transaction
+        if interrupts[0]:
+            interrupts[0] -= 1
+            raise KeyboardInterrupt
+        return real(*args)
+
+    study._tell = tell
     with pytest.raises(KeyboardInterrupt):
         study.optimize(f, num_trials=4, progress=False)
     # The last trial's finish and the tell were one transaction, rolled back:
@@ -545,3 +542,35 @@ def test_a_study_run_inside_an_objective_leaves_the_outer_trials_reports_working
     for bad in (0, 1, 1.5, True):
         with pytest.raises(ValueError, match="num_bins must be an integer >= 2"):
             param_importance(outer, num_bins=bad)
+
+
+def test_ask_and_tell_compile_before_any_write_transaction(monkeypatch):
+    """A first compile inside a write transaction would hold the storage's write lock (from every
+    other worker's reports and tells) for as long as it takes: the study compiles first."""
+    import contextlib
+
+    import jax.monitoring
+
+    space = jaxhpo.Space(u=jaxhpo.Float(0.0, 3.0), v=jaxhpo.Int(0, 7))  # a strategy no other test compiled
+    study = Study(space, jaxhpo.CMAES(space, 5), seed=0)
+    inside, compiled_inside = [False], []
+
+    def listener(name, duration, **kwargs):
+        if inside[0] and name == "/jax/core/compile/backend_compile_duration":
+            compiled_inside.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    real = study.storage.transaction
+
+    @contextlib.contextmanager
+    def watched(write=True):
+        with real(write) as c:
+            inside[0] = write
+            try:
+                yield c
+            finally:
+                inside[0] = False
+
+    monkeypatch.setattr(study.storage, "transaction", watched)
+    study.optimize(lambda p: (p["u"] - 1.0) ** 2 + p["v"], num_trials=15, progress=False)
+    assert study.generation == 3 and not compiled_inside

@@ -244,3 +244,30 @@ def test_a_killed_worker_not_yet_reaped_counts_as_dead():
         assert _pid_alive(os.getpid())
     finally:
         child.wait()
+
+
+def test_a_study_file_this_process_may_not_write_is_read_not_changed(tmp_path, monkeypatch, capsys):
+    """Shared results on a read-only mount or another user's file: Study.load and
+    ``jaxhpo show`` read it; anything that would write names the rule."""
+    import hashlib
+
+    from jaxhpo import cli_study
+    from jaxhpo.study import storage as storage_module
+
+    path = tmp_path / "done.db"
+    with make_study(str(path)) as s:
+        s.optimize(lambda p: p["x"], num_trials=4, progress=False)
+        want = [(t.number, t.value) for t in s.trials]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    real_access = os.access
+    monkeypatch.setattr(storage_module.os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
+    study = Study.load(str(path))
+    assert study.storage.read_only and [(t.number, t.value) for t in study.trials] == want
+    assert study.best_value == min(v for _, v in want)
+    with pytest.raises(StorageError, match="read-only for this process"):
+        study.optimize(lambda p: p["x"], num_trials=1, progress=False)
+    study.close()
+    assert cli_study.main(["show", str(path)]) == 0 and "'complete': 4" in capsys.readouterr().out
+    with pytest.raises(StorageError, match="no study 'other' and is read-only"):
+        Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), storage=str(path), name="other")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest

@@ -55,6 +55,7 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
 from typing import Any, Iterator
 
 from ..strategies._checks import check_real
@@ -243,19 +244,24 @@ class SQLiteStorage:
         self.host = socket.gethostname()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self.read_only = False
         if path != ":memory:":
             _check_file(path)
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise StorageError(f"storage {path!r}: directory {parent!r} does not exist")
+            # A file this process may read but not write (or whose folder it may
+            # not write, where WAL keeps its side files): readable, never changed.
+            self.read_only = os.path.exists(path) and not (
+                os.access(path, os.W_OK) and os.access(parent, os.W_OK))
         try:
-            conn = sqlite3.connect(path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False)
+            conn = self._connect_read_only() if self.read_only else sqlite3.connect(
+                path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StorageError(f"storage {path!r} cannot be opened: {e}") from None
         self._conn = conn
         try:
-            if path != ":memory:":
+            if path != ":memory:" and not self.read_only:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             self._init_schema()
@@ -265,6 +271,22 @@ class SQLiteStorage:
         except StorageError:
             self.close()
             raise
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection; ``immutable`` where SQLite cannot share the file's
+        WAL index (no ``-shm`` beside it, and none may be made in the folder)."""
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        for mode in ("?mode=ro", "?immutable=1"):
+            conn = sqlite3.connect(uri + mode, uri=True, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:
+                conn.close()
+                if mode != "?mode=ro":
+                    raise
+        raise AssertionError("unreachable")
 
     @property
     def url(self) -> str:
@@ -291,6 +313,10 @@ class SQLiteStorage:
             c = self._conn
             if c is None:
                 raise StorageError(f"storage {self.path!r} is closed")
+            if write and self.read_only:
+                raise StorageError(
+                    f"storage {self.path!r} is read-only for this process (it may not write the file or "
+                    "its folder): its studies can be read (Study.load, jaxhpo show / plot), not changed")
             try:
                 c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.OperationalError as e:
@@ -324,9 +350,11 @@ class SQLiteStorage:
         return f"storage {self.path!r} is damaged or not a jaxhpo database ({msg})"
 
     def _init_schema(self) -> None:
-        with self.transaction() as c:
+        with self.transaction(write=not self.read_only) as c:
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "jaxhpo_meta" not in tables:
+                if self.read_only and not tables:
+                    raise StorageError(f"storage {self.path!r} holds no study and is read-only for this process")
                 if tables:
                     raise StorageError(
                         f"storage {self.path!r} is an SQLite database of something else (tables "
@@ -351,6 +379,10 @@ class SQLiteStorage:
             missing = [t for t in _TABLES + later if t not in tables]
             if missing:
                 raise StorageError(f"storage {self.path!r} lacks table(s) {missing}; it is damaged")
+            if self.read_only and version < SCHEMA_VERSION:
+                raise StorageError(f"storage {self.path!r} has schema version {version} and is read-only for "
+                                   f"this process; open it once with write access to upgrade it to "
+                                   f"{SCHEMA_VERSION}")
             # Inside this write transaction: the upgrade happens whole or not at all.
             while version < SCHEMA_VERSION:
                 for stmt in _MIGRATIONS[version]:

@@ -60,7 +60,7 @@ from ..space import Categorical, Float, Int, Space, _same_label
 from ..strategies.base import Strategy
 from .serialize import state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
-from .storage import SQLiteStorage, open_storage
+from .storage import SQLiteStorage, StorageError, open_storage
 from .progress import progress_bar
 from .pruners import Pruner, ReportView, TrialPruned
 from .report_cache import FinishedReports
@@ -93,6 +93,10 @@ def _tell_impl(strategy, state, x, values, injected):
 # every Study of an equal strategy shares them, and no call re-hashes the
 # strategy the way a static jit argument would.
 _COMPILED: dict = {}
+
+
+# Strategies whose ask and tell this process has compiled (see Study._warm).
+_WARM: set = set()
 
 
 def _compiled(strategy: Strategy) -> tuple[Callable, Callable, Callable]:
@@ -334,8 +338,11 @@ class Study:
         self._pending: list[Callable[[], None]] = []
         self._last_batch: list[int] = []
         try:
-            with self._tx() as c:
+            with self._tx(write=not self._storage.read_only) as c:
                 row = self._storage.get_study(c, name)
+                if row is None and self._storage.read_only:
+                    raise StorageError(f"storage {self._storage.path!r} has no study {name!r} and is read-only "
+                                       "for this process")
                 if row is None:
                     self._id = self._storage.create_study(
                         c, name, self._space_text, spec_json(self._strategy_spec), self.seed,
@@ -548,6 +555,21 @@ class Study:
         return np.array([-1.0 if f else 1.0 for f in self.maximize] + [1.0] * self.num_constraints)
 
     # ------------------------------------------------- generation steps
+    def _warm(self) -> None:
+        """Compile the strategy's ask and tell before a write transaction runs them:
+        a first compile (seconds; GP-BO's took 14 s) inside one would hold the
+        file's write lock, and with it every other worker's reports and tells."""
+        if self.strategy in _WARM:
+            return
+        key, generation = self._key_loop, np.uint32(0)
+        self._propose.lower(key, generation, self._template).compile()
+        x, _, _, ask_state = jax.eval_shape(self._propose, key, generation, self._template)
+        p = self.strategy.popsize
+        values = (p, self._signs().size) if self.multi_objective else (p,)
+        self._tell.lower(ask_state, jax.ShapeDtypeStruct(x.shape, np.float32),
+                         jax.ShapeDtypeStruct(values, np.float32), jax.ShapeDtypeStruct((p,), np.bool_)).compile()
+        _WARM.add(self.strategy)
+
     def _propose_generation(self, c, generation: int) -> None:
         """Ask the strategy for generation ``generation`` and store its trials."""
         limit = getattr(self.strategy, "num_generations", None)
@@ -681,6 +703,7 @@ class Study:
                              f"then {self.num_constraints} constraint values), got {value!r}")
         v, why = (None, "added without a value") if value is None else self._parse(value)
         outcome = {"error": why} if v is None else {"vals": list(v)} if self.multi_objective else {"value": v}
+        self._warm()
         with self._tx() as c:
             self._storage.enqueue(c, self._id, self._dump_params(self.space.canonical_python(params)),
                                   json.dumps(outcome))
@@ -726,6 +749,7 @@ class Study:
         the generation is running elsewhere), ``"limit"`` or ``"exhausted"``.
         """
         st = self._storage
+        self._warm()
         with self._tx() as c:
             st.requeue_dead(c, self._id, self.stale_after, _LIVE_OWNERS)
             while True:
@@ -757,6 +781,7 @@ class Study:
         vals = None
         if self.multi_objective:
             vals, value = (None if value is None else json.dumps(list(value))), None
+        self._warm()
         with self._tx() as c:
             if pruned:
                 reports = self._storage.trial_reports(c, trial_id)
