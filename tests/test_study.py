@@ -574,3 +574,30 @@ def test_ask_and_tell_compile_before_any_write_transaction(monkeypatch):
     monkeypatch.setattr(study.storage, "transaction", watched)
     study.optimize(lambda p: (p["u"] - 1.0) ** 2 + p["v"], num_trials=15, progress=False)
     assert study.generation == 3 and not compiled_inside
+
+
+def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_trials(capsys):
+    """Ctrl-C while n_jobs workers run objectives: Python cannot stop those threads, so their
+    trials finish and are recorded; running optimize again waits for them (no error about
+    trials asked by hand) and goes on."""
+    import os
+    import signal
+
+    started, release = [], threading.Event()
+
+    def slow(p):
+        started.append(p)
+        if len(started) == 2:  # both workers inside an objective: Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+        release.wait(20)
+        return f(p)
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(slow, num_trials=6, n_jobs=2, progress=False)
+    assert [t.state for t in study.trials] == [TrialState.RUNNING] * 2
+    assert "trial(s) [0, 1] finish in their worker threads" in capsys.readouterr().err
+    threading.Timer(0.3, release.set).start()
+    study.optimize(f, num_trials=2, progress=False)
+    assert len(started) == 2 and [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert all(t.value == pytest.approx(f(t.params)) for t in study.trials)

@@ -43,6 +43,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import threading
 import time
 import traceback
@@ -337,6 +338,8 @@ class Study:
         self._cache_ask: tuple[int, Any, np.ndarray, np.ndarray] | None = None
         self._pending: list[Callable[[], None]] = []
         self._last_batch: list[int] = []
+        self._in_flight: set[int] = set()  # trials optimize's workers hold (see optimize)
+        self._claims = threading.Lock()
         try:
             with self._tx(write=not self._storage.read_only) as c:
                 row = self._storage.get_study(c, name)
@@ -1097,8 +1100,10 @@ class Study:
                 for f in callbacks:
                     f(self, trial)
 
-        in_flight: set[int] = set()  # trials this call's workers hold
-        claims = threading.Lock()
+        # Trials this object's optimize workers hold, also those of an earlier,
+        # interrupted call whose threads still run their objective: a rerun
+        # waits for them instead of taking them for trials asked by hand.
+        in_flight, claims = self._in_flight, self._claims
         with _OWNERS_LOCK:  # its claims are in flight, not held by hand (_check_not_held_by_hand)
             _OPTIMIZING[self._owner] = _OPTIMIZING.get(self._owner, 0) + 1
 
@@ -1149,6 +1154,11 @@ class Study:
                         t.join()
                 except BaseException:
                     stop.set()
+                    with claims:
+                        running = sorted(in_flight)
+                    if running:  # Python cannot stop a thread inside the objective
+                        print(f"jaxhpo: optimize interrupted; trial(s) {running} finish in their worker "
+                              "threads and are recorded then (no new trial starts)", file=sys.stderr)
                     raise
                 if failure:
                     raise failure[0]
