@@ -144,9 +144,12 @@ def run_mlp_demo(*, seed: int = 0, max_budget: int = 9, eta: int = 3, steps_per_
             budget, best, val, state = res.total_budget, res.best_params, res.best_loss, res.best_state
         else:
             n = max(2, schedule[0][0][0])
-            rounds = max(1, max_budget // 3)
+            # rounds of equal length that make up max_budget exactly: the
+            # divisor of max_budget nearest max_budget / 3 (every 3 units)
+            rounds = min((r for r in range(1, max_budget + 1) if max_budget % r == 0),
+                         key=lambda r: (abs(r - max_budget / 3), r))
             res = pbt(trainer, space, jax.random.fold_in(key, 3), popsize=n, num_rounds=rounds,
-                      steps_per_round=max(1, max_budget // rounds))
+                      steps_per_round=max_budget // rounds)
             budget, best, val, state = res.total_budget, res.best_params, res.best_loss, res.best_state
         test = acc(state, best) if best is not None else float("nan")
         seconds = time.perf_counter() - start

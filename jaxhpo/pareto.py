@@ -20,11 +20,14 @@ violation, and feasible rows by Pareto dominance.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._keys import check_key
 
 __all__ = [
     "dominates",
@@ -360,6 +363,9 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
     ref = jnp.asarray(ref_point, values.dtype)
     if ref.shape != (m,):
         raise ValueError(f"ref_point must have shape ({m},) (one entry per objective), got {tuple(ref.shape)}")
+    concrete = not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(ref_point))
+    if concrete and not np.all(np.isfinite(np.asarray(ref_point, np.float64))):
+        raise ValueError(f"ref_point must be {m} finite numbers (one per objective), got {ref_point!r}")
     valid = _valid_rows(values, mask)
     p = _clip_to_box(values, ref, valid)
     if n == 0:  # no rows: nothing dominated (checked as for any set)
@@ -374,8 +380,10 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
         return _hv3(p, ref)
     if key is None:
         raise ValueError(f"hypervolume with {m} objectives is a Monte Carlo estimate and needs key=")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    key = check_key(key, allow_seed=True)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    num_samples = int(num_samples)
     inside = valid & jnp.all(values < ref, axis=1)
     return jnp.where(jnp.any(inside), _hv_mc(p, ref, inside, key, num_samples), 0.0).astype(values.dtype)
 

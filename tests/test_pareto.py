@@ -268,6 +268,11 @@ def test_hypervolume_monte_carlo_4d():
     assert len(set(estimates.tolist())) > 1  # keys matter
     with pytest.raises(ValueError, match="key"):
         pareto.hypervolume(pts, ref)
+    # an integer seed is a key, as elsewhere; a NumPy integer a sample count; a nan reference is refused
+    by_seed = pareto.hypervolume(pts, ref, key=7, num_samples=np.int64(8192))
+    assert float(by_seed) == float(pareto.hypervolume(pts, ref, key=jax.random.key(7), num_samples=8192))
+    with pytest.raises(ValueError, match="ref_point must be 4 finite numbers"):
+        pareto.hypervolume(pts, np.array([1.1, np.nan, 1.1, 1.1]), key=0)
     # Nothing inside the box: exactly zero, not 0/0.
     assert float(mc(pts + 5.0, keys[0])) == 0.0
 

@@ -380,7 +380,7 @@ def test_bookkeeping_programs_compile_with_small_program_options():
 
     hb = sys.modules["jaxhpo.training.hyperband"]
     compile_mod = sys.modules["jaxhpo.training._compile"]
-    strategy = hb._check_sampler(None, SPACE, 5, [5])
+    strategy = hb._check_sampler(None, SPACE, 5, [[[(5, 1.0)]]])
     state, keys = hb._start(strategy, jax.random.key(2), 3)
     args = (strategy, keys, np.int32(1), state, 2, 12, np.int32(9))
     got = hb._propose(*args)
@@ -460,3 +460,13 @@ def test_samplers_that_cannot_fill_a_bracket_are_refused():
         hyperband(TRAINER, SPACE, 0, max_budget=9, strategy=TPE(SPACE, 2))
     with pytest.raises(ValueError, match="GridSearch's points must all be evaluated"):
         hyperband(TRAINER, SPACE, 0, max_budget=9, strategy=GridSearch(SPACE, 4, num=3))
+    # brackets side by side all ask before any tell: 2 + 2 configurations of a popsize-2 GP-BO
+    with pytest.raises(ValueError, match=r"brackets side by side ask it for 4 configurations before any is "
+                                         r"told; run them one after another \(concurrent_brackets=False\)"):
+        hyperband(TRAINER, SPACE, 0, max_budget=2, eta=2, strategy=GPBO(SPACE, 2, capacity=16),
+                  concurrent_brackets=True)
+    # a sampler of several values is told one loss per configuration: refused before training
+    from jaxhpo import MOTPE
+    with pytest.raises(ValueError, match="MOTPE learns from 2 values per configuration"):
+        successive_halving(TRAINER, SPACE, 0, num_configs=3, min_budget=1, max_budget=3,
+                           strategy=MOTPE(SPACE, 1, num_objectives=2))

@@ -146,6 +146,34 @@ def test_masked_mlp_apply_rejects_bad_inputs():
         args = dict(params=params, x=x, width=3, depth=2) | kwargs
         with pytest.raises(ValueError, match=word):
             model.apply(**args)
+    for width in (0, -1, 5):  # init scales by the width: none outside 1..max_width
+        with pytest.raises(ValueError, match=r"width must be in \[1, 4\]"):
+            model.init(jax.random.key(0), width)
+
+
+def test_the_classifier_trainer_checks_the_space_and_its_data():
+    """A space asking for what the network cannot be (a width past max_width, an optimiser
+    index past the list, labels in another order than the trainer's) is refused before training."""
+    from jaxhpo import Categorical, Int
+    from jaxhpo.training import MLPClassifierTrainer
+
+    X, y = np.random.default_rng(0).normal(size=(6, 3)), np.array([0, 1, 0, 1, 0, 1])
+    trainer = MLPClassifierTrainer(X, y, X, y, max_width=4, optimizers=("sgd", "adam"))
+    good = Space(width=Int(1, 4), optimizer=Categorical(["sgd"]), lr=Float(1e-3, 1e-1, log=True))
+    trainer.check_space(good)
+    for space, match in ((Space(width=Int(1, 64)), r"width takes values in \[1, 64\].*max_width=4"),
+                         (Space(optimizer=Categorical(["sgd", "adam", "rmsprop"])), "in their order"),
+                         (Space(optimizer=Categorical(["adam", "sgd"])), "in their order"),
+                         (Space(optimizer=Int(0, 2)), r"values in \[0, 1\]"),
+                         (Space(sparsity=Float(0.0, 2.0)), "sparsity must lie in")):
+        with pytest.raises(ValueError, match=match):
+            pbt(trainer, space, 0, popsize=2, num_rounds=1, steps_per_round=1)
+        with pytest.raises(ValueError, match=match):
+            hyperband(trainer, space, 0, max_budget=3)
+    for name in ("X_train", "X_val"):
+        data = dict(X_train=X, y_train=y, X_val=X, y_val=y) | {name: np.zeros((0, 3)), "y" + name[1:]: y[:0]}
+        with pytest.raises(ValueError, match=f"{name} must have shape .n, d. with n >= 1"):
+            MLPClassifierTrainer(**data, max_width=4)
 
 
 def test_switch_optimizer_update_rejects_bad_hparams():

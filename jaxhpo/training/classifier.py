@@ -58,8 +58,8 @@ class MLPClassifierTrainer:
         for xn, yn, X, y in (("X_train", "y_train", X_train, y_train), ("X_val", "y_val", X_val, y_val)):
             X = np.asarray(X, np.float32)
             y = np.asarray(y)
-            if X.ndim != 2:
-                raise ValueError(f"{xn} must have shape (n, d), got {X.shape}")
+            if X.ndim != 2 or X.shape[0] == 0:
+                raise ValueError(f"{xn} must have shape (n, d) with n >= 1, got {X.shape}")
             if y.shape != X.shape[:1] or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
                 raise ValueError(f"{yn} must be nonnegative int labels of shape ({X.shape[0]},), got {y.dtype} {y.shape}")
             arrays += [X, y.astype(np.int32)]
@@ -86,6 +86,43 @@ class MLPClassifierTrainer:
                                     max_width=max_width, max_depth=self.model.max_depth,
                                     optimizers=self.optimizer.names, steps_per_unit=self.steps_per_unit,
                                     num_classes=self.num_classes)
+
+    def check_space(self, space: Any) -> None:
+        """``ValueError`` where ``space`` gives a hyperparameter values this trainer
+        cannot realise: a width or depth beyond the network's maximum, an
+        optimiser index with no optimiser, or optimiser labels in another order
+        than ``optimizers`` (index ``i`` runs ``optimizers[i]``, whatever its
+        label). Searches call it before training anything."""
+        from ..space import Categorical
+
+        def numbers_of(name, d):
+            values = d.choices if isinstance(d, Categorical) else (d.low, d.high)
+            if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"space: {name} must take numbers for {self!r}, got {d!r}")
+            return min(values), max(values)
+
+        dims = space.dims
+        for name, most in (("width", self.model.max_width), ("depth", self.model.max_depth)):
+            if name in dims:
+                lo, hi = numbers_of(name, dims[name])
+                if lo < 1 or hi > most:
+                    raise ValueError(f"space: {name} takes values in [{lo}, {hi}], and this trainer's network "
+                                     f"has {name} 1..{most} (max_{name}={most})")
+        if "sparsity" in dims:
+            lo, hi = numbers_of("sparsity", dims["sparsity"])
+            if lo < 0 or hi > 1:
+                raise ValueError(f"space: sparsity must lie in [0, 1], got [{lo}, {hi}]")
+        d, names = dims.get("optimizer"), self.optimizer.names
+        if isinstance(d, Categorical) and not all(isinstance(c, (int, np.integer)) for c in d.choices):
+            if tuple(d.choices) != names[:len(d.choices)]:
+                raise ValueError(f"space: optimizer choices {list(d.choices)} must be this trainer's optimizers "
+                                 f"{list(names)} in their order (the index chooses the optimiser), or a leading "
+                                 "part of them")
+        elif d is not None:
+            lo, hi = numbers_of("optimizer", d)
+            if lo < 0 or hi > len(names) - 1:
+                raise ValueError(f"space: optimizer indexes {list(names)}: values in [0, {len(names) - 1}], "
+                                 f"got [{lo}, {hi}]")
 
     def __eq__(self, other):
         return type(self) is type(other) and self._key == other._key

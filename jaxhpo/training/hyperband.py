@@ -238,16 +238,20 @@ def _front_mask(values):
     return pareto.pareto_front_mask(values)
 
 
-def _check_sampler(strategy: Any, space: Space, popsize: int, first_rungs: list[int]) -> Strategy:
-    """The sampler, checked against the brackets' first rung sizes ``first_rungs``.
+def _check_sampler(strategy: Any, space: Space, popsize: int, groups: list) -> Strategy:
+    """The sampler, checked against the brackets it proposes for (``groups``:
+    lists of brackets run side by side).
 
     A bracket of ``n`` asks ``ceil(n / popsize)`` times in a row and trains
-    the first ``n`` points. A sampler that learns (``adaptive``) is told
-    every point it proposed, so ``n`` must be a multiple of its ``popsize``
-    (a point never trained would be told as a failure); and asking it again
-    before telling must give new points (``independent_asks``: TPE draws
-    afresh from its model; CMA-ES would overwrite its samples, GP-BO repeat
-    its batch, DE, GA and local search breed from the same parents).
+    the first ``n`` points; brackets side by side all ask before any is
+    told. A sampler that learns (``adaptive``) is told every point it
+    proposed, so ``n`` must be a multiple of its ``popsize`` (a point never
+    trained would be told as a failure); and asking it again before telling
+    must give new points (``independent_asks``: TPE draws afresh from its
+    model; CMA-ES would overwrite its samples, GP-BO repeat its batch, DE,
+    GA and local search breed from the same parents). It is told one loss
+    per configuration, so a sampler of several values (MOTPE, NSGA2) cannot
+    serve.
     """
     if strategy is None:
         return RandomSearch(space, popsize)
@@ -259,6 +263,12 @@ def _check_sampler(strategy: Any, space: Space, popsize: int, first_rungs: list[
     if not strategy.accepts_points:
         raise ValueError(f"strategy: {name}'s points must all be evaluated, and a bracket trains only "
                          "the first configurations it is given")
+    if getattr(strategy, "num_values", None) not in (None, 1):
+        raise ValueError(f"strategy: {name} learns from {strategy.num_values} values per configuration, and "
+                         "a bracket tells its sampler one (each configuration's rank); use a single-objective "
+                         "sampler (a multi-objective trainer is ranked by NSGA-II's order either way)")
+    first_rungs = [bracket[0][0] for group in groups for bracket in group]
+    asked_before_a_tell = max(sum(bracket[0][0] for bracket in group) for group in groups)
     if strategy.adaptive:
         if any(n % p for n in first_rungs):
             raise ValueError(
@@ -271,6 +281,11 @@ def _check_sampler(strategy: Any, space: Space, popsize: int, first_rungs: list[
                 f"configurations asks it {max(first_rungs) // p} times first; give it popsize "
                 f">= {max(first_rungs)} (successive_halving: popsize = num_configs), or use TPE, "
                 "which draws each ask afresh from its model")
+        if asked_before_a_tell > p and not strategy.independent_asks:
+            raise ValueError(
+                f"strategy: {name} must be told between asks, and brackets side by side ask it for "
+                f"{asked_before_a_tell} configurations before any is told; run them one after another "
+                "(concurrent_brackets=False), or use TPE, which draws each ask afresh from its model")
     return strategy
 
 
@@ -434,14 +449,13 @@ class _Search:
     """
 
     def __init__(self, trainer, space, strategy, chunk_size, mesh, popsize, groups, block_size):
-        self.trainer = check_trainer(trainer)
-        self.mesh = check_mesh_size(mesh)
-        self.block_size = _check_block_size(block_size, groups, self.mesh)
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+        self.trainer = check_trainer(trainer, space=space)
+        self.mesh = check_mesh_size(mesh)
+        self.block_size = _check_block_size(block_size, groups, self.mesh)
         self.space = space
-        self.strategy = _check_sampler(strategy, space, popsize,
-                                       [bracket[0][0] for group in groups for bracket in group])
+        self.strategy = _check_sampler(strategy, space, popsize, groups)
         self.chunk_size = check_chunk_size(chunk_size)
         largest = max(max(level_sizes(group)) for group in groups)
         self.fixed_capacity = None if self.block_size is None else _rounded_up(largest, self.block_size)

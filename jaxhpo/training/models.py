@@ -155,6 +155,8 @@ class MaskedMLP:
         depth is the same.
         """
         W = self.max_width
+        check_concrete_params({"width": width if width is not None else W},
+                              {"width": lambda v: check_int("width", v, 1, W)})
         width = jnp.asarray(W if width is None else width, jnp.float32)
         nh = self.max_depth - 1
         # One key per matrix, by index (not split, whose keys depend on their

@@ -260,10 +260,10 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     Returns:
       a ``PBTResult``.
     """
-    trainer = check_trainer(trainer)
     key = check_key(key, allow_seed=True)
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
+    trainer = check_trainer(trainer, space=space)
     popsize = check_positive_int(popsize, "popsize", 2)
     num_rounds = check_positive_int(num_rounds, "num_rounds")
     steps_per_round = check_positive_int(steps_per_round, "steps_per_round")

@@ -65,8 +65,9 @@ class Trainer:
                 raise TypeError(f"Trainer.{name} must be callable, got {getattr(self, name)!r}")
 
 
-def check_trainer(trainer: Any, name: str = "trainer") -> Any:
-    """Any object with callable ``init``, ``step``, ``evaluate`` that is hashable."""
+def check_trainer(trainer: Any, name: str = "trainer", space: Any = None) -> Any:
+    """Any object with callable ``init``, ``step``, ``evaluate`` that is hashable;
+    with ``space``, one whose ``check_space(space)`` (where it has one) accepts it."""
     for attr in ("init", "step", "evaluate"):
         if not callable(getattr(trainer, attr, None)):
             raise TypeError(
@@ -79,6 +80,8 @@ def check_trainer(trainer: Any, name: str = "trainer") -> Any:
         raise TypeError(
             f"{name} must be hashable: it is a static argument of the compiled training programs"
         ) from None
+    if space is not None and callable(getattr(trainer, "check_space", None)):
+        trainer.check_space(space)
     return trainer
 
 
