@@ -278,12 +278,9 @@ class Int(_Dimension):
 
     def decode(self, u):
         if self.log:
-            # floor(low * e^(u L)), L = log((high + 1) / low), as low plus an
-            # offset: the offset, not the value, is rounded in float32, so
-            # large bounds keep every integer.
-            offset = jnp.floor(np.float32(self.low) * jnp.expm1(u * np.float32(self._log_span())))
-            offset = jnp.clip(offset, 0, self.high - self.low).astype(jnp.int32)
-            return offset + jnp.int32(self.low)
+            offset = log_int_offset(u, np.float32(self.low), np.float32(self._log_span()),
+                                    np.float32(self.high - self.low))
+            return offset.astype(jnp.int32) + jnp.int32(self.low)
         n = self.cardinality
         idx = jnp.clip(jnp.floor(u * n), 0, n - 1).astype(jnp.int32)
         return idx + jnp.int32(self.low)
@@ -291,12 +288,8 @@ class Int(_Dimension):
     def encode(self, v):
         v = jnp.asarray(v)
         if self.log:
-            # The centre of v's bin in log space, relative to low (log1p keeps
-            # the precision the decode has).
-            low = np.float32(self.low)
             offset = (v - self.low).astype(jnp.float32)
-            centre = 0.5 * (jnp.log1p(offset / low) + jnp.log1p((offset + 1.0) / low))
-            return jnp.clip(centre / np.float32(self._log_span()), 0.0, 1.0)
+            return jnp.clip(log_int_centre(offset, np.float32(self.low), np.float32(self._log_span())), 0.0, 1.0)
         idx = (v - self.low).astype(jnp.float32)
         return jnp.clip((idx + 0.5) / self.cardinality, 0.0, 1.0)
 
@@ -307,6 +300,31 @@ class Int(_Dimension):
             spaced = np.geomspace(self.low, self.high, num) if self.log else np.linspace(self.low, self.high, num)
             values = _distinct_integers(np.round(spaced).astype(np.int64), self.low, self.high)
         return np.asarray(self.encode(values), np.float32)
+
+
+def _log_int_edge(offset: jax.Array, low: Any, span: Any) -> jax.Array:
+    """Cube coordinate where the bin of ``low + offset`` starts: ``log1p(offset / low) / span``
+    (relative to ``low``, so large bounds keep their precision)."""
+    return jnp.log1p(offset / low) / span
+
+
+def log_int_offset(u: jax.Array, low: Any, span: Any, top: Any) -> jax.Array:
+    """Offset from ``low`` (float32, ``0 .. top``) of the log-integer whose bin holds cube point ``u``.
+
+    ``floor(low * expm1(u span))``, ``span = log((high + 1) / low)``, then
+    moved one integer where rounding put ``u`` outside the bin's edges as
+    ``log_int_centre`` computes them: every integer's centre decodes to it
+    even where a bin is a few float32 steps wide. Arrays broadcast.
+    """
+    o = jnp.clip(jnp.floor(low * jnp.expm1(u * span)), 0.0, top)
+    o = jnp.where(u < _log_int_edge(o, low, span), o - 1.0, o)
+    o = jnp.where(u >= _log_int_edge(o + 1.0, low, span), o + 1.0, o)
+    return jnp.clip(o, 0.0, top)
+
+
+def log_int_centre(offset: jax.Array, low: Any, span: Any) -> jax.Array:
+    """Cube coordinate of the centre of the bin of ``low + offset`` (between its edges in float32)."""
+    return 0.5 * (_log_int_edge(offset, low, span) + _log_int_edge(offset + 1.0, low, span))
 
 
 def _distinct_integers(values: np.ndarray, low: int, high: int) -> np.ndarray:

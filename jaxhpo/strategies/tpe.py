@@ -76,7 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
-from ..space import Int, Space
+from ..space import Int, Space, log_int_centre, log_int_offset
 from ._checks import check_bool, check_choice, check_int, check_real
 from .base import Strategy, initial_best
 
@@ -132,10 +132,10 @@ class _Coords:
         ints = [dims[j] for j in self.iidx]
         self.int_card = np.array([d.cardinality for d in ints], np.float32)
         self.int_log = np.array([d.log for d in ints], bool)
+        # log ints: Int.decode's parameters (neutral values for the others)
         self.int_low = np.array([d.low if d.log else 1 for d in ints], np.float32)
-        self.int_high = np.array([d.high if d.log else 1 for d in ints], np.float32)
-        self.int_a = np.array([math.log(d.low) if d.log else 0.0 for d in ints], np.float32)
-        self.int_b = np.array([math.log(d.high + 1) if d.log else 1.0 for d in ints], np.float32)
+        self.int_top = np.array([d.high - d.low if d.log else 0 for d in ints], np.float32)
+        self.int_span = np.array([math.log((d.high + 1) / d.low) if d.log else 1.0 for d in ints], np.float32)
         self.cat_card = np.array([dims[j].cardinality for j in self.cidx], np.float32)
         assert all(isinstance(dims[j], Int) for j in self.iidx)
 
@@ -146,8 +146,9 @@ class _Coords:
     def int_bins(self, u: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Centre and half-width in the cube of the bin holding each int coordinate.
 
-        ``u`` has shape ``(..., n_int)``. Bins are those of ``Int.decode``:
-        ``K`` equal bins, or for a log integer ``v`` the interval
+        ``u`` has shape ``(..., n_int)``. Bins are those of ``Int.decode``
+        (the same functions compute them, so a centre decodes to its
+        integer): ``K`` equal bins, or for a log integer ``v`` the interval
         ``[log v, log(v + 1)]`` rescaled. The half-width is computed on its
         own (not as a difference of edges), so it stays exact in float32
         even for bins far narrower than the spacing of floats near 1.
@@ -156,10 +157,10 @@ class _Coords:
         idx = jnp.clip(jnp.floor(u * k), 0.0, k - 1.0)
         mid, half = (idx + 0.5) / k, 0.5 / k
         if self.int_log.any():
-            a, b = jnp.asarray(self.int_a), jnp.asarray(self.int_b)
-            v = jnp.clip(jnp.floor(jnp.exp(a + u * (b - a))), self.int_low, self.int_high)
-            mid_log = (0.5 * (jnp.log(v) + jnp.log(v + 1.0)) - a) / (b - a)
-            half_log = 0.5 * jnp.log1p(1.0 / v) / (b - a)
+            low, span = jnp.asarray(self.int_low), jnp.asarray(self.int_span)
+            offset = log_int_offset(u, low, span, jnp.asarray(self.int_top))
+            mid_log = log_int_centre(offset, low, span)
+            half_log = 0.5 * jnp.log1p(1.0 / (low + offset)) / span
             mid = jnp.where(self.int_log, mid_log, mid)
             half = jnp.where(self.int_log, half_log, half)
         return mid, jnp.broadcast_to(half, mid.shape)
