@@ -18,7 +18,7 @@ from ._materialize import materialize, stored
 from ._keys import check_key
 from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
 from .space import Space
-from .strategies.base import Strategy, counting_dtype
+from .strategies.base import Strategy, counting_dtype, float32_values
 
 __all__ = ["run", "minimize", "search_memory", "Result", "Trace", "HISTORY_MODES"]
 
@@ -216,7 +216,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
                     f"({strategy.num_objectives} objectives, then {strategy.num_constraints} constraints); "
                     f"got output of shape {values.shape[1:]} per configuration"
                 )
-        values = _shard_population(values, mesh).astype(jnp.float32)
+        values = float32_values(_shard_population(values, mesh))
         if isinstance(negate, tuple):  # one flag per column; constraint columns are never negated
             values = values * jnp.asarray([-1.0 if n else 1.0 for n in negate], jnp.float32)
         elif negate:

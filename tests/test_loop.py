@@ -208,3 +208,14 @@ def test_stored_values_are_the_objectives_and_survive_vmap():
     assert "conditional" in fn.lower(jnp.ones((4, 1000)), jnp.int32(0)).compile().as_text()
     flags = np.random.default_rng(0).random(5000) < 0.3
     assert int(_count(jnp.asarray(flags))) == flags.sum()
+
+
+def test_a_finite_float64_value_beyond_float32_is_the_worst_result_not_a_failure():
+    """Strategies rank float32 values (also under x64): 1e40 becomes float32's largest value."""
+    with jax.enable_x64(True):
+        space = Space(x=Float(0.0, 1.0))
+        objective = lambda p: jnp.where(p["x"] < 0.5, 1e40, 1.0) * (1.0 + p["x"].astype(jnp.float64))  # noqa: E731
+        result = jaxhpo.minimize(objective, space, RandomSearch(space, 8), num_generations=2, key=0, history="all")
+        values = np.asarray(result.history.values)
+        assert result.num_failed == 0 and np.isfinite(values).all()
+        assert values.max() == np.finfo(np.float32).max and result.best_params["x"] >= 0.5

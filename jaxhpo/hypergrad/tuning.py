@@ -32,6 +32,7 @@ import optax
 from .._keys import check_key
 from ..loop import Result, Trace
 from ..space import Float, Space
+from ..strategies.base import float32_values
 from ._checks import check_callable, check_choice, check_positive_int
 
 __all__ = ["gradient_tune", "float_mask", "TRANSFORMS"]
@@ -85,7 +86,7 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         if value.shape != ():
             raise ValueError(f"objective must return a scalar per configuration, got shape {value.shape}")
         # The next carry is data for the next step, not a path for gradients.
-        return sign * value.astype(jnp.float32), grads, jax.lax.stop_gradient(carry)
+        return sign * float32_values(value), grads, jax.lax.stop_gradient(carry)
 
     def member_autodiff(z, u_fixed, carry):
         def loss(z):

@@ -29,7 +29,7 @@ import numpy as np
 from ..space import Space
 from ._checks import check_concrete_params
 
-__all__ = ["Strategy", "check_popsize", "initial_best", "first_argmin", "counting_dtype"]
+__all__ = ["Strategy", "check_popsize", "initial_best", "first_argmin", "counting_dtype", "float32_values"]
 
 
 _MAX_POPSIZE = 2**31 - 1
@@ -52,6 +52,20 @@ def initial_best(dim: int) -> dict[str, jax.Array]:
         best_value=jnp.array(jnp.inf, jnp.float32),
         generation=jnp.array(0, jnp.int32),
     )
+
+
+def float32_values(values: Any) -> jax.Array:
+    """Objective values as float32, the dtype strategies rank in (also under x64).
+
+    A finite value beyond float32's range becomes its largest finite value of
+    that sign (a result, the worst there is), not ``inf`` (a failure);
+    values that differ only past float32's 7 digits tie.
+    """
+    values = jnp.asarray(values)
+    if jnp.issubdtype(values.dtype, jnp.floating) and jnp.finfo(values.dtype).max > np.finfo(np.float32).max:
+        big = float(np.finfo(np.float32).max)
+        values = jnp.where(jnp.isfinite(values), jnp.clip(values, -big, big), values)
+    return values.astype(jnp.float32)
 
 
 # From this many values on, ``first_argmin`` takes two plain reductions.
@@ -233,7 +247,7 @@ class Strategy:
             )
         if values.shape != (self.popsize,):
             raise ValueError(f"tell: values must have shape ({self.popsize},), got {values.shape}")
-        values = values.astype(jnp.float32)
+        values = float32_values(values)
         ok = jnp.isfinite(values) & self.valid(state)
         values = jnp.where(ok, values, jnp.inf)
         new = self._tell(state, x, values)
