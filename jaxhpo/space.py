@@ -206,7 +206,11 @@ class Float(_Dimension):
         a, b = self._span()
         v = jnp.asarray(v, jnp.float32)
         t = jnp.log(v) if self.log else v
-        return jnp.clip((t - a) / (b - a), 0.0, 1.0)
+        # Scaled by a power of two (exact) first: XLA divides by a constant as a
+        # product with its reciprocal, which is subnormal, and flushed to zero,
+        # for a width above ~8.5e37.
+        scale = np.float32(2.0 ** -64 if b - a > 2.0 ** 100 else 1.0)
+        return jnp.clip((t * scale - np.float32(a) * scale) / np.float32((b - a) * scale), 0.0, 1.0)
 
     def grid_values(self, num):
         num = 10 if num is None else num

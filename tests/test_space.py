@@ -305,6 +305,16 @@ def test_log_int_bins_a_few_float32_steps_wide_still_round_trip(low, high):
     np.testing.assert_array_equal(np.asarray(d.decode(mid[:, 0])), np.asarray(d.decode(u)))
 
 
+def test_a_float_range_near_float32s_limit_encodes():
+    """A width above ~8.5e37 has a subnormal reciprocal, which XLA:CPU flushes to zero."""
+    d = Float(-1e38, 1e38)
+    v = jnp.array([-1e38, 0.0, 5e37, 1e38], jnp.float32)
+    for encode in (d.encode, jax.jit(d.encode)):
+        np.testing.assert_allclose(np.asarray(encode(v)), [0.0, 0.5, 0.75, 1.0], atol=1e-6)
+    u = jnp.array([0.25, 0.5, 0.75])
+    np.testing.assert_allclose(np.asarray(d.encode(d.decode(u))), np.asarray(u), atol=1e-6)
+
+
 def test_python_values_are_checked():
     space = Space(opt=Categorical(["sgd", "adam"]), momentum=Float(0.0, 0.9, when={"opt": "sgd"}),
                   flag=Categorical([1, True]))
