@@ -242,6 +242,21 @@ def ls_objective(p):
     return (p["x0"] - 0.7) ** 2 + (p["x1"] + 0.3) ** 2 + p["x2"] ** 2 + 0.01 * (p["n"] - 13) ** 2 + 0.5 * (p["c"] != 2)
 
 
+def test_local_search_coordinate_neighbours_move_a_coordinate_that_can_move():
+    """Pinned dimensions (Int(3, 3), one choice) are skipped: each coordinate neighbour
+    changes exactly one coordinate, never repeating the incumbent."""
+    space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0), k=jaxhpo.Int(3, 3), b=jaxhpo.Float(0.0, 1.0),
+                         c=jaxhpo.Categorical(["only"]), n=jaxhpo.Int(5, 5))
+    s = LocalSearch(space, 8)
+    state = s.init(jax.random.key(0))
+    x, state = s.ask(jax.random.key(1), state)
+    state = s.tell(state, x, jnp.arange(8.0))
+    for seed in range(6):  # different offsets into the coordinates
+        x, _ = s.ask(jax.random.key(10 + seed), state)
+        changed = np.asarray(x[:4] != state.incumbent[None])
+        assert (changed.sum(axis=1) == 1).all() and not changed[:, [1, 3, 4]].any()
+
+
 def test_local_search_improves_monotonically_between_restarts():
     s = LocalSearch(LS_SPACE, 8)
     keys = jax.random.split(jax.random.key(11), SEEDS)

@@ -135,8 +135,13 @@ class LocalSearch(Strategy):
         n_coord = (n + 1) // 2
         rows = jnp.arange(n)
         coord_row = rows < n_coord
-        offset = jnp.minimum(jnp.floor(u[0, 0, d] * d), d - 1).astype(jnp.int32)
-        which = (offset + rows) % d
+        # Coordinate neighbours cycle over the coordinates that can move: one
+        # of a single value (Int(k, k), one choice) would repeat the incumbent.
+        movable = np.array([j for j, dim in enumerate(self.space.dims.values())
+                            if dim.kind == "float" or dim.cardinality > 1] or list(range(d)), np.int32)
+        k = movable.size
+        offset = jnp.minimum(jnp.floor(u[0, 0, d] * k), k - 1).astype(jnp.int32)
+        which = jnp.asarray(movable)[(offset + rows) % k]
         hit = coord_row[:, None] & (jnp.arange(d) == which[:, None])  # (n, d) the changed coordinate
         sign = jnp.where(u[0, :, :1] < 0.5, 1.0, -1.0)
         z = normal_from_uniform(u[1, :, :d])
