@@ -62,8 +62,10 @@ Batches (``popsize > 1``): every row draws its own candidates; with
 ``constant_liar=True`` (Optuna's default) the points already chosen for the
 earlier rows of the batch join the bad set as pending observations (weight 1
 each, bandwidth from their neighbours in the bad set), so later rows are
-pushed away from them and one ask does not return ``popsize`` copies of one
-point.
+pushed away from them. A row still picks among its own candidates, all drawn
+from the good density: in a space of a few configurations, where that density
+sits on one, every candidate can be that one and a batch repeats it (a space
+of 6: one batch of 6 held a single configuration), as Optuna's would.
 """
 
 from __future__ import annotations
