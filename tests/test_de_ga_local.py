@@ -248,11 +248,12 @@ def test_local_search_coordinate_neighbours_move_a_coordinate_that_can_move():
     space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0), k=jaxhpo.Int(3, 3), b=jaxhpo.Float(0.0, 1.0),
                          c=jaxhpo.Categorical(["only"]), n=jaxhpo.Int(5, 5))
     s = LocalSearch(space, 8)
+    ask = jax.jit(s.ask)
     state = s.init(jax.random.key(0))
-    x, state = s.ask(jax.random.key(1), state)
+    x, state = ask(jax.random.key(1), state)
     state = s.tell(state, x, jnp.arange(8.0))
     for seed in range(6):  # different offsets into the coordinates
-        x, _ = s.ask(jax.random.key(10 + seed), state)
+        x, _ = ask(jax.random.key(10 + seed), state)
         changed = np.asarray(x[:4] != state.incumbent[None])
         assert (changed.sum(axis=1) == 1).all() and not changed[:, [1, 3, 4]].any()
 

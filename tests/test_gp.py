@@ -1,5 +1,6 @@
 """The GP pieces of GP-BO against direct numpy/scipy computations (float64 references)."""
 
+import functools
 import math
 
 import jax
@@ -137,6 +138,12 @@ def test_cholesky_adds_jitter_when_needed_and_reports_failure():
     assert np.isfinite(np.asarray(post.alpha)).all()
 
 
+@functools.partial(jax.jit, static_argnames=("fixed_noise",))
+def fit(key, x, y, mask, warm, min_noise, fixed_noise=False):
+    """``gp.fit_kernel_params`` on this file's categorical layout, compiled once per shape."""
+    return gp.fit_kernel_params(key, x, y, mask, warm, CAT, CARD, min_noise, fixed_noise=fixed_noise)
+
+
 def test_fit_improves_the_objective_and_finds_the_irrelevant_coordinate():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(40, 3)).astype(np.float32)
@@ -149,8 +156,7 @@ def test_fit_improves_the_objective_and_finds_the_irrelevant_coordinate():
     def objective(p):
         return gp.log_marginal_likelihood(p, *args, CAT, CARD, MIN_NOISE) + gp.log_prior(p, MIN_NOISE)
 
-    fitted = gp.fit_kernel_params(jax.random.key(0), *args, gp.default_kernel_params(3), CAT, CARD,
-                                  jnp.float32(MIN_NOISE))
+    fitted = fit(jax.random.key(0), *args, gp.default_kernel_params(3), jnp.float32(MIN_NOISE))
     assert float(objective(fitted)) > float(objective(gp.default_kernel_params(3))) + 10.0
     ls = np.exp(np.asarray(fitted.log_lengthscale))
     assert ls[1] > 2 * ls[0], ls
@@ -168,8 +174,8 @@ def test_fixed_noise_interpolates_what_a_fitted_noise_smooths():
     xb, zb, mask = padded(x, np.asarray(z), 8)
     args = (jnp.asarray(xb), jnp.asarray(zb), jnp.asarray(mask))
     warm, floor = gp.default_kernel_params(3), jnp.float32(MIN_NOISE)
-    fitted = gp.fit_kernel_params(jax.random.key(0), *args, warm, CAT, CARD, floor)
-    fixed = gp.fit_kernel_params(jax.random.key(0), *args, warm, CAT, CARD, floor, fixed_noise=True)
+    fitted = fit(jax.random.key(0), *args, warm, floor)
+    fixed = fit(jax.random.key(0), *args, warm, floor, fixed_noise=True)
     assert float(gp.noise_variance(fitted, floor)) > 0.01
     assert float(gp.noise_variance(fixed, floor)) == pytest.approx(MIN_NOISE + 1e-9, rel=1e-3)
     # The lengthscales are still fitted.

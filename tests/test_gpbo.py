@@ -112,9 +112,10 @@ def test_failed_values_stay_out_of_the_fit_and_out_of_the_state():
 def test_batch_rows_are_distinct(acquisition):
     s = GPBO(BRANIN_SPACE, popsize=6, capacity=24, acquisition=acquisition, n_init=6, **SMALL)
     state = s.init(jax.random.key(3))
-    x, state = s.ask(jax.random.key(4), state)  # the Sobol design
-    state = s.tell(state, x, jax.vmap(branin)(BRANIN_SPACE.decode(x)))
-    x, state = jax.jit(s.ask)(jax.random.key(5), state)  # the model's batch
+    ask, tell = jax.jit(s.ask), jax.jit(s.tell)
+    x, state = ask(jax.random.key(4), state)  # the Sobol design
+    state = tell(state, x, jax.vmap(branin)(BRANIN_SPACE.decode(x)))
+    x, state = ask(jax.random.key(5), state)  # the model's batch
     x = np.asarray(x)
     d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1)) + np.eye(6)
     # No copies (the Kriging believer may still place two points close
@@ -128,10 +129,11 @@ def test_deterministic_holds_the_noise_at_its_floor():
     # (That a fitted noise does not stay there: tests/test_gp.py.)
     s = GPBO(BRANIN_SPACE, popsize=4, capacity=12, n_init=8, deterministic=True, **SMALL)
     state = s.init(jax.random.key(6))
+    ask, tell = jax.jit(s.ask), jax.jit(s.tell)
     for g in range(3):  # the design (two generations), then a model ask
-        x, state = s.ask(jax.random.key(g), state)
+        x, state = ask(jax.random.key(g), state)
         if g < 2:
-            state = s.tell(state, x, jax.vmap(branin)(BRANIN_SPACE.decode(x)))
+            state = tell(state, x, jax.vmap(branin)(BRANIN_SPACE.decode(x)))
     assert float(jnp.exp(state.kernel.log_noise)) == pytest.approx(1e-9, rel=1e-3)
     assert np.isfinite(np.asarray(x)).all() and int(state.gp_failures) == 0
 

@@ -552,7 +552,7 @@ def test_ask_and_tell_compile_before_any_write_transaction(monkeypatch):
     import jax.monitoring
 
     space = jaxhpo.Space(u=jaxhpo.Float(0.0, 3.0), v=jaxhpo.Int(0, 7))  # a strategy no other test compiled
-    study = Study(space, jaxhpo.CMAES(space, 5), seed=0)
+    study = Study(space, jaxhpo.RandomSearch(space, 5), seed=0)
     inside, compiled_inside = [False], []
 
     def listener(name, duration, **kwargs):

@@ -159,8 +159,8 @@ class _Coords:
         idx = jnp.clip(jnp.floor(u * k), 0.0, k - 1.0)
         mid, half = (idx + 0.5) / k, 0.5 / k
         if self.int_log.any():
-            low, span = jnp.asarray(self.int_low), jnp.asarray(self.int_span)
-            offset = log_int_offset(u, low, span, jnp.asarray(self.int_top))
+            low, span = self.int_low, self.int_span
+            offset = log_int_offset(u, low, span, self.int_top)
             mid_log = log_int_centre(offset, low, span)
             half_log = 0.5 * jnp.log1p(1.0 / (low + offset)) / span
             mid = jnp.where(self.int_log, mid_log, mid)

@@ -1147,9 +1147,9 @@ class Study:
                 worker()
             else:
                 threads = [threading.Thread(target=guarded, daemon=True) for _ in range(n_jobs)]
-                for t in threads:
-                    t.start()
-                try:
+                try:  # (an interrupt can come while the last threads start)
+                    for t in threads:
+                        t.start()
                     for t in threads:
                         t.join()
                 except BaseException:
