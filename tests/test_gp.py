@@ -103,15 +103,16 @@ def test_posterior_matches_numpy_gp_and_padding_never_changes_it():
     mean = ks @ sla.cho_solve(c, y.astype(float))
     var = math.exp(float(PARAMS.log_signal)) - np.einsum("ij,ji->i", ks, sla.cho_solve(c, ks.T))
 
-    post = gp.factorize(PARAMS, jnp.asarray(x), jnp.asarray(y), jnp.ones(25, bool), CAT, CARD, MIN_NOISE)
-    m, v = gp.predict(post, jnp.asarray(xs), CAT, CARD)
+    factorize = jax.jit(lambda x, y, mask: gp.factorize(PARAMS, x, y, mask, CAT, CARD, MIN_NOISE))
+    predict = jax.jit(lambda post, xs: gp.predict(post, xs, CAT, CARD))
+    post = factorize(jnp.asarray(x), jnp.asarray(y), jnp.ones(25, bool))
+    m, v = predict(post, jnp.asarray(xs))
     np.testing.assert_allclose(np.asarray(m), mean, atol=2e-4)
     np.testing.assert_allclose(np.asarray(v), var, atol=2e-4)
 
     xb, yb, mask = padded(x, y, 31)
-    post_pad = gp.factorize(PARAMS, jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(mask), CAT, CARD,
-                            MIN_NOISE)
-    mp, vp = gp.predict(post_pad, jnp.asarray(xs), CAT, CARD)
+    post_pad = factorize(jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(mask))
+    mp, vp = predict(post_pad, jnp.asarray(xs))
     np.testing.assert_allclose(np.asarray(mp), np.asarray(m), atol=2e-5)
     np.testing.assert_allclose(np.asarray(vp), np.asarray(v), atol=2e-5)
     # The joint covariance agrees with the marginal variances.
@@ -207,22 +208,23 @@ def test_log_h_is_accurate_finite_and_monotone_where_ei_underflows():
     t = -z
     one_minus = 1.0 - t * math.sqrt(math.pi / 2) * ssp.erfcx(t / math.sqrt(2))
     ref = -0.5 * z * z - 0.5 * math.log(2 * math.pi) + np.log(one_minus)
-    got = np.asarray(acqf.log_h(jnp.asarray(z, jnp.float32)))
+    log_h = jax.jit(acqf.log_h)  # one program per shape, not one per operation
+    got = np.asarray(log_h(jnp.asarray(z, jnp.float32)))
     np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-4)
     # Far below, where EI itself is 0 in float32: finite, increasing, with a finite gradient.
     zz = -np.logspace(0, 4, 500)[::-1].astype(np.float32)  # -1e4 .. -1, ascending
-    h = np.asarray(acqf.log_h(jnp.asarray(zz)))
+    h = np.asarray(log_h(jnp.asarray(zz)))
     assert np.isfinite(h).all()
     assert (np.diff(h) > 0).all()
     # The naive float32 formula gives no signal there (0 or negative).
     z20 = jnp.float32(-20.0)
     naive = jnp.exp(-0.5 * z20 * z20) / math.sqrt(2 * math.pi) + z20 * jax.scipy.special.ndtr(z20)
-    assert float(naive) <= 0.0 and np.isfinite(float(acqf.log_h(z20)))
-    g = jax.vmap(jax.grad(acqf.log_h))(jnp.asarray(zz))
+    assert float(naive) <= 0.0 and np.isfinite(float(log_h(z20)))
+    g = jax.jit(jax.vmap(jax.grad(acqf.log_h)))(jnp.asarray(zz))
     assert np.isfinite(np.asarray(g)).all() and (np.asarray(g) > 0).all()
     # Continuous across the branch switches at z = -1 and z = -8.
     for zb in (-1.0, -8.0):
-        lo, hi = acqf.log_h(jnp.float32(zb - 1e-3)), acqf.log_h(jnp.float32(zb + 1e-3))
+        lo, hi = log_h(jnp.float32(zb - 1e-3)), log_h(jnp.float32(zb + 1e-3))
         assert abs(float(hi) - float(lo)) < 2e-2
 
 

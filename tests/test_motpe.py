@@ -164,7 +164,7 @@ def test_failures_stay_out_of_the_good_set_and_the_front():
     vals = np.random.default_rng(0).uniform(size=(16, 3)).astype(np.float32) - np.array([0, 0, 0.5], np.float32)
     vals[[1, 4]] = np.nan
     vals[7, 2] = np.inf
-    st = s.tell(st, ZDT_SPACE.sample(jax.random.key(2), 16), jnp.asarray(vals))
+    st = jax.jit(s.tell)(st, ZDT_SPACE.sample(jax.random.key(2), 16), jnp.asarray(vals))
     good, bad = s.split(st)
     failed = np.zeros(32, bool)
     failed[[1, 4, 7]] = True
@@ -229,9 +229,9 @@ def test_bad_settings_are_rejected(kwargs, word):
 def test_tell_checks_the_value_columns():
     s = MOTPE(ZDT_SPACE, 2, capacity=8, num_objectives=2, num_constraints=1)
     state = s.init(jax.random.key(0))
-    x, state = s.ask(jax.random.key(1), state)
+    x, state = jax.jit(s.ask)(jax.random.key(1), state)
     with pytest.raises(ValueError, match="num_objectives \\+ num_constraints"):
         s.tell(state, x, jnp.zeros((2, 2)))
-    state = s.tell(state, x, jnp.array([[0.1, 0.2, 1.0], [0.3, 0.1, -1.0]]))
+    state = jax.jit(s.tell)(state, x, jnp.array([[0.1, 0.2, 1.0], [0.3, 0.1, -1.0]]))
     # Only the feasible row (constraint <= 0) can be best.
     assert float(state.best_value) == pytest.approx(0.3)
