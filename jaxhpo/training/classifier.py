@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from .._digest import digest as _digest
+from ..space import Categorical
 from .models import MaskedMLP
 from .optimizers import SwitchOptimizer
 
@@ -93,8 +94,6 @@ class MLPClassifierTrainer:
         optimiser index with no optimiser, or optimiser labels in another order
         than ``optimizers`` (index ``i`` runs ``optimizers[i]``, whatever its
         label). Searches call it before training anything."""
-        from ..space import Categorical
-
         def numbers_of(name, d):
             values = d.choices if isinstance(d, Categorical) else (d.low, d.high)
             if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
