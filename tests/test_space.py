@@ -39,7 +39,16 @@ def int_dims(draw):
 
 
 labels = st.one_of(st.text(max_size=5), st.integers(-5, 5), st.none(), st.booleans(), st.floats(-3, 3))
-cat_dims = st.lists(labels, min_size=1, max_size=7, unique_by=lambda v: (type(v).__name__, v)).map(Categorical)
+
+
+def _label_key(v):
+    """Labels Categorical tells apart: numbers by value (1 and 1.0 are one label), others by type and value."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return ("number", float(v))
+    return (type(v).__name__, v)
+
+
+cat_dims = st.lists(labels, min_size=1, max_size=7, unique_by=_label_key).map(Categorical)
 any_dim = st.one_of(float_dims(), int_dims(), cat_dims)
 
 
