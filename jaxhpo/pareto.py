@@ -363,9 +363,8 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
     ref = jnp.asarray(ref_point, values.dtype)
     if ref.shape != (m,):
         raise ValueError(f"ref_point must have shape ({m},) (one entry per objective), got {tuple(ref.shape)}")
-    concrete = not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(ref_point))
-    if concrete and not np.all(np.isfinite(np.asarray(ref_point, np.float64))):
-        raise ValueError(f"ref_point must be {m} finite numbers (one per objective), got {ref_point!r}")
+    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(ref_point)):
+        check_ref_point(ref_point, m)  # a concrete one: finite (a traced one cannot be checked)
     valid = _valid_rows(values, mask)
     p = _clip_to_box(values, ref, valid)
     if n == 0:  # no rows: nothing dominated (checked as for any set)

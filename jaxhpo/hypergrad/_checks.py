@@ -6,6 +6,8 @@ import math
 import numbers
 from typing import Any
 
+import jax
+
 from ..strategies._checks import scalar_item
 
 
@@ -33,6 +35,14 @@ def check_real(name: str, value: Any, *, low: float | None = None, high: float |
         op = "<" if high_open else "<="
         raise ValueError(f"{name} must be {op} {high}, got {value!r}")
     return value
+
+
+def check_real_unless_traced(name: str, value: Any, **rule: Any) -> Any:
+    """``check_real`` for a concrete number; a traced one (under
+    ``optax.inject_hyperparams`` and jit) passes as it is."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    return check_real(name, value, **rule)
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> Any:

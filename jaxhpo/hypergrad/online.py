@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._checks import check_choice, check_real
+from ._checks import check_choice, check_real_unless_traced
 
 __all__ = ["hypergradient_descent", "HypergradientState", "BASES"]
 
@@ -71,14 +71,6 @@ def _rate_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
-def _hyperparameter(name: str, value: Any, **rule: Any) -> Any:
-    """A concrete number checked against ``rule``; a traced one (under
-    ``optax.inject_hyperparams`` and jit) passes as it is."""
-    if isinstance(value, jax.core.Tracer):
-        return value
-    return check_real(name, value, **rule)
-
-
 def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd",
                           momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
                           eps: float = 1e-8, eps_root: float = 0.0,
@@ -112,14 +104,14 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
     changed between steps. The injected ``learning_rate`` only seeds the rate
     at ``init``; the rate in use is the inner state's ``learning_rate``.
     """
-    learning_rate = _hyperparameter("learning_rate", learning_rate, low=0.0, low_open=True)
-    beta = _hyperparameter("beta", beta, low=0.0)
+    learning_rate = check_real_unless_traced("learning_rate", learning_rate, low=0.0, low_open=True)
+    beta = check_real_unless_traced("beta", beta, low=0.0)
     base = check_choice("base", base, BASES)
-    momentum = _hyperparameter("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    b1 = _hyperparameter("b1", b1, low=0.0, high=1.0, high_open=True)
-    b2 = _hyperparameter("b2", b2, low=0.0, high=1.0, high_open=True)
-    eps = _hyperparameter("eps", eps, low=0.0)
-    eps_root = _hyperparameter("eps_root", eps_root, low=0.0)
+    momentum = check_real_unless_traced("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    b1 = check_real_unless_traced("b1", b1, low=0.0, high=1.0, high_open=True)
+    b2 = check_real_unless_traced("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = check_real_unless_traced("eps", eps, low=0.0)
+    eps_root = check_real_unless_traced("eps_root", eps_root, low=0.0)
     per_leaf = bool(per_leaf)
     inner = _base_direction(base, momentum, b1, b2, eps, eps_root)
 

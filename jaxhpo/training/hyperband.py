@@ -275,13 +275,13 @@ def _check_sampler(strategy: Any, space: Space, popsize: int, groups: list) -> S
                 f"strategy: {name} learns from every point it proposes, so each bracket's first rung "
                 f"(here {sorted(set(first_rungs), reverse=True)}) must be a multiple of its popsize ({p}); "
                 "use popsize 1 or a common divisor")
-        if max(first_rungs) > p and not strategy.independent_asks:
-            raise ValueError(
-                f"strategy: {name} must be told between asks, and a bracket of {max(first_rungs)} "
-                f"configurations asks it {max(first_rungs) // p} times first; give it popsize "
-                f">= {max(first_rungs)} (successive_halving: popsize = num_configs), or use TPE, "
-                "which draws each ask afresh from its model")
         if asked_before_a_tell > p and not strategy.independent_asks:
+            if max(first_rungs) > p:  # one bracket alone asks more than once
+                raise ValueError(
+                    f"strategy: {name} must be told between asks, and a bracket of {max(first_rungs)} "
+                    f"configurations asks it {max(first_rungs) // p} times first; give it popsize "
+                    f">= {max(first_rungs)} (successive_halving: popsize = num_configs), or use TPE, "
+                    "which draws each ask afresh from its model")
             raise ValueError(
                 f"strategy: {name} must be told between asks, and brackets side by side ask it for "
                 f"{asked_before_a_tell} configurations before any is told; run them one after another "
