@@ -576,6 +576,48 @@ def test_ask_and_tell_compile_before_any_write_transaction(monkeypatch):
     assert study.generation == 3 and not compiled_inside
 
 
+def test_asks_run_outside_write_transactions(tmp_path, monkeypatch):
+    """A slow strategy's ask (GP-BO's model fits: seconds) runs before the write transaction
+    that stores or tells its generation, whichever Study object (process) proposed it, so it
+    never holds the file's write lock; the search is the same as without it."""
+    import contextlib
+
+    import jaxhpo.study.study as study_module
+
+    monkeypatch.setattr(study_module, "_ASK_AHEAD_SECONDS", -1.0)  # every ask counts as slow
+    space = jaxhpo.Space(u=jaxhpo.Float(0.0, 3.0))
+    strategy = jaxhpo.TPE(space, popsize=2, capacity=16, n_startup=2)
+    path = str(tmp_path / "s.db")
+    a, b = Study(space, strategy, storage=path, seed=3), Study(space, strategy, storage=path, seed=3)
+    inside, asked_inside = [False], []
+    for study in (a, b):
+        study._warm()
+        real_tx, real_propose = study.storage.transaction, study._propose
+
+        @contextlib.contextmanager
+        def watched(write=True, real_tx=real_tx):
+            with real_tx(write) as c:
+                inside[0] = write
+                try:
+                    yield c
+                finally:
+                    inside[0] = False
+
+        def propose(*args, real_propose=real_propose):
+            asked_inside.append(inside[0])
+            return real_propose(*args)
+
+        monkeypatch.setattr(study.storage, "transaction", watched)
+        monkeypatch.setattr(study, "_propose", propose)
+    for _ in range(3):  # b proposes every generation, a tells it (its ask repeated from the stored state)
+        for t in b.ask_trials():
+            a.tell(t.number, (t.params["u"] - 1.0) ** 2)
+    assert len(asked_inside) >= 6 and not any(asked_inside)
+    alone = Study(space, strategy, seed=3)
+    alone.optimize(lambda p: (p["u"] - 1.0) ** 2, num_trials=6, progress=False)
+    assert [t.params for t in alone.trials] == [t.params for t in a.trials]
+
+
 def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_trials(capsys):
     """Ctrl-C while n_jobs workers run objectives: Python cannot stop those threads, so their
     trials finish and are recorded; running optimize again waits for them (no error about

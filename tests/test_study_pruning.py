@@ -664,6 +664,11 @@ def test_two_processes_prune_from_one_file(tmp_path):
         def slow(p):
             time.sleep(0.01)
             return t.pruned_objective(p)
+        # Both processes start optimising together (on a loaded machine one
+        # could otherwise finish the study before the other has imported jax).
+        open(sys.argv[1] + "." + str(os.getpid()), "w").close()
+        while len([n for n in os.listdir(os.path.dirname(sys.argv[1])) if n.startswith("shared.db.")]) < 2:
+            time.sleep(0.01)
         study.optimize(slow, max_trials=24, progress=False)
     """
     children = [_child(code, str(db)) for _ in range(2)]

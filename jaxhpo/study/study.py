@@ -98,6 +98,13 @@ _COMPILED: dict = {}
 
 # Strategies whose ask and tell this process has compiled (see Study._warm).
 _WARM: set = set()
+# The longest each strategy's ask took in this process, in seconds. Once one
+# took longer than _ASK_AHEAD_SECONDS (GP-BO's first model-based ask), asks
+# run before the write transaction that needs them (see Study._ask_ahead);
+# until then inside it, since asking ahead costs a read transaction (a few
+# ms on a file), more than a random search's ask.
+_ASK_SECONDS: dict = {}
+_ASK_AHEAD_SECONDS = 0.05
 
 
 def _compiled(strategy: Strategy) -> tuple[Callable, Callable, Callable]:
@@ -336,6 +343,8 @@ class Study:
         self._propose, self._tell, self._decode = _compiled(strategy)
         self._cache_state: tuple[int, Any] | None = None
         self._cache_ask: tuple[int, Any, np.ndarray, np.ndarray] | None = None
+        self._ahead: tuple[int, Any] | None = None  # see _ask_ahead
+        self._ahead_lock = threading.Lock()
         self._pending: list[Callable[[], None]] = []
         self._last_batch: list[int] = []
         self._in_flight: set[int] = set()  # trials optimize's workers hold (see optimize)
@@ -507,8 +516,7 @@ class Study:
         """
         if self._cache_ask is not None and self._cache_ask[0] == generation:
             return self._cache_ask[1:]
-        state = self._state_at(c, generation)
-        proposed, _, _, ask_state = self._propose(self._key_loop, np.uint32(generation), state)
+        proposed, _, _, ask_state = self._asked(c, generation)
         xb, rows, dim = self._storage.get_generation_x(c, self._id, generation)
         x = np.frombuffer(xb, np.float32).reshape(rows, dim).copy()
         injected = np.any(x != np.asarray(proposed), axis=1)
@@ -573,14 +581,65 @@ class Study:
                          jax.ShapeDtypeStruct(values, np.float32), jax.ShapeDtypeStruct((p,), np.bool_)).compile()
         _WARM.add(self.strategy)
 
+    def _asked(self, c, generation: int) -> tuple:
+        """The strategy's ask of ``generation`` from the stored state: ``_propose``'s
+        outputs, computed ahead of the transaction where ``_ask_ahead`` could."""
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == generation:
+            return ahead[1]
+        return self._run_ask(generation, self._state_at(c, generation))
+
+    def _run_ask(self, generation: int, state: Any) -> tuple:
+        start = time.perf_counter()
+        out = jax.block_until_ready(self._propose(self._key_loop, np.uint32(generation), state))
+        took = time.perf_counter() - start
+        _ASK_SECONDS[self.strategy] = max(took, _ASK_SECONDS.get(self.strategy, 0.0))
+        return out
+
+    def _slow_ask(self) -> bool:
+        """Whether asking ahead pays (unknown: it may; see ``_ASK_SECONDS``)."""
+        return _ASK_SECONDS.get(self.strategy, math.inf) > _ASK_AHEAD_SECONDS
+
+    def _ask_ahead(self, generation: int | None = None) -> None:
+        """Run the strategy's ask of ``generation`` (``None``: the next one to propose,
+        if none is proposed; else only if one trial of it is unfinished, the
+        one about to finish, whose transaction tells it) before the write
+        transaction that needs it.
+
+        The ask of generation ``g`` depends only on the state stored after
+        ``g`` tells and on ``g``'s key, so it can run outside any transaction
+        and be used by any later one while the study is still at ``g``. A
+        model-based strategy's ask (GP-BO fits its Gaussian processes and
+        optimises the acquisition: seconds) then no longer holds the file's
+        write lock, which every other worker needs to report or finish a
+        trial. Where another process proposes ``g`` first, the work is wasted,
+        never wrong.
+        """
+        with self._ahead_lock:
+            with self._tx(write=False) as c:
+                current, proposed, exhausted = self._storage.study_progress(c, self._id)
+                limit = getattr(self.strategy, "num_generations", None)
+                if generation is None and (proposed or exhausted or (isinstance(limit, int) and current >= limit)):
+                    return
+                if generation is not None and generation != current:
+                    return  # told already: the stored state is a later generation's
+                if (self._ahead is not None and self._ahead[0] == current) or (
+                        self._cache_ask is not None and self._cache_ask[0] == current):
+                    return
+                unfinished = (TrialState.WAITING, TrialState.RUNNING)
+                if generation is not None and self._storage.count(c, self._id, unfinished, generation) > 1:
+                    return
+                generation = current
+                state = self._state_at(c, generation)
+            self._ahead = (generation, self._run_ask(generation, state))
+
     def _propose_generation(self, c, generation: int) -> None:
         """Ask the strategy for generation ``generation`` and store its trials."""
         limit = getattr(self.strategy, "num_generations", None)
         if isinstance(limit, int) and generation >= limit:
             self._storage.set_exhausted(c, self._id)
             return
-        state = self._state_at(c, generation)
-        x, valid, decoded, ask_state = self._propose(self._key_loop, np.uint32(generation), state)
+        x, valid, decoded, ask_state = self._asked(c, generation)
         x, valid = np.asarray(x), np.asarray(valid)
         rows = np.flatnonzero(valid)
         if rows.size == 0:  # a finite strategy (a grid) has nothing left
@@ -753,6 +812,8 @@ class Study:
         """
         st = self._storage
         self._warm()
+        if self._slow_ask():
+            self._ask_ahead()
         with self._tx() as c:
             st.requeue_dead(c, self._id, self.stale_after, _LIVE_OWNERS)
             while True:
@@ -785,6 +846,9 @@ class Study:
         if self.multi_objective:
             vals, value = (None if value is None else json.dumps(list(value))), None
         self._warm()
+        cached = self._cache_ask
+        if (cached is None or cached[0] != generation) and self._slow_ask():  # another process proposed it
+            self._ask_ahead(generation)
         with self._tx() as c:
             if pruned:
                 reports = self._storage.trial_reports(c, trial_id)
