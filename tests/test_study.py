@@ -544,22 +544,10 @@ def test_a_study_run_inside_an_objective_leaves_the_outer_trials_reports_working
             param_importance(outer, num_bins=bad)
 
 
-def test_ask_and_tell_compile_before_any_write_transaction(monkeypatch):
-    """A first compile inside a write transaction would hold the storage's write lock (from every
-    other worker's reports and tells) for as long as it takes: the study compiles first."""
+def _watch_write_transactions(study, monkeypatch, inside):
+    """``inside[0]`` is True while ``study``'s storage runs a write transaction."""
     import contextlib
 
-    import jax.monitoring
-
-    space = jaxhpo.Space(u=jaxhpo.Float(0.0, 3.0), v=jaxhpo.Int(0, 7))  # a strategy no other test compiled
-    study = Study(space, jaxhpo.RandomSearch(space, 5), seed=0)
-    inside, compiled_inside = [False], []
-
-    def listener(name, duration, **kwargs):
-        if inside[0] and name == "/jax/core/compile/backend_compile_duration":
-            compiled_inside.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
     real = study.storage.transaction
 
     @contextlib.contextmanager
@@ -572,6 +560,23 @@ def test_ask_and_tell_compile_before_any_write_transaction(monkeypatch):
                 inside[0] = False
 
     monkeypatch.setattr(study.storage, "transaction", watched)
+
+
+def test_ask_and_tell_compile_before_any_write_transaction(monkeypatch):
+    """A first compile inside a write transaction would hold the storage's write lock (from every
+    other worker's reports and tells) for as long as it takes: the study compiles first."""
+    import jax.monitoring
+
+    space = jaxhpo.Space(u=jaxhpo.Float(0.0, 3.0), v=jaxhpo.Int(0, 7))  # a strategy no other test compiled
+    study = Study(space, jaxhpo.RandomSearch(space, 5), seed=0)
+    inside, compiled_inside = [False], []
+
+    def listener(name, duration, **kwargs):
+        if inside[0] and name == "/jax/core/compile/backend_compile_duration":
+            compiled_inside.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    _watch_write_transactions(study, monkeypatch, inside)
     study.optimize(lambda p: (p["u"] - 1.0) ** 2 + p["v"], num_trials=15, progress=False)
     assert study.generation == 3 and not compiled_inside
 
@@ -580,8 +585,6 @@ def test_asks_run_outside_write_transactions(tmp_path, monkeypatch):
     """A slow strategy's ask (GP-BO's model fits: seconds) runs before the write transaction
     that stores or tells its generation, whichever Study object (process) proposed it, so it
     never holds the file's write lock; the search is the same as without it."""
-    import contextlib
-
     import jaxhpo.study.study as study_module
 
     monkeypatch.setattr(study_module, "_ASK_AHEAD_SECONDS", -1.0)  # every ask counts as slow
@@ -592,22 +595,13 @@ def test_asks_run_outside_write_transactions(tmp_path, monkeypatch):
     inside, asked_inside = [False], []
     for study in (a, b):
         study._warm()
-        real_tx, real_propose = study.storage.transaction, study._propose
-
-        @contextlib.contextmanager
-        def watched(write=True, real_tx=real_tx):
-            with real_tx(write) as c:
-                inside[0] = write
-                try:
-                    yield c
-                finally:
-                    inside[0] = False
+        real_propose = study._propose
 
         def propose(*args, real_propose=real_propose):
             asked_inside.append(inside[0])
             return real_propose(*args)
 
-        monkeypatch.setattr(study.storage, "transaction", watched)
+        _watch_write_transactions(study, monkeypatch, inside)
         monkeypatch.setattr(study, "_propose", propose)
     for _ in range(3):  # b proposes every generation, a tells it (its ask repeated from the stored state)
         for t in b.ask_trials():
