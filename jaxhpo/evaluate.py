@@ -224,8 +224,8 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
             or not 0.0 < memory_fraction <= 1.0:
         raise ValueError(f"memory_fraction must be a number in (0, 1], got {memory_fraction!r}")
     if free_bytes is not None and (isinstance(free_bytes, bool) or not isinstance(free_bytes, numbers.Real)
-                                   or not free_bytes >= 0):
-        raise ValueError(f"free_bytes must be a number of bytes >= 0 or None, got {free_bytes!r}")
+                                   or not 0 <= free_bytes < math.inf):
+        raise ValueError(f"free_bytes must be a finite number of bytes >= 0 or None, got {free_bytes!r}")
     devices = list(devices) if devices is not None else [jax.local_devices()[0]]
     if not devices:
         raise ValueError("devices must name at least one device")

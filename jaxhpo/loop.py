@@ -53,10 +53,16 @@ def _report(generation, total, best_value, negate) -> None:
 def _check_params(strategy: Strategy, params: Any) -> dict | None:
     if params is not None and not isinstance(params, Mapping):
         raise TypeError(f"params must be a dict of the strategy's hyperparameters or None, got {params!r}")
-    if isinstance(strategy, Strategy):
-        strategy.check_params(params)  # concrete values, before the search is traced
-    # Arrays, not lists: a list would enter the trace as a list of scalars.
-    return None if params is None else {k: jnp.asarray(v) for k, v in params.items()}
+    if not isinstance(strategy, Strategy):
+        return None if params is None else {k: jnp.asarray(v) for k, v in params.items()}
+    strategy.check_params(params)  # concrete values, before the search is traced
+    # Every hyperparameter, in its default's dtype (strongly typed): no params,
+    # the defaults, and the same values as Python numbers or NumPy scalars are
+    # one compiled search. Arrays, not lists: a list would enter the trace as
+    # a list of scalars.
+    defaults = strategy.default_params()
+    merged = {**defaults, **(params or {})}
+    return {k: jnp.asarray(v, jnp.asarray(defaults[k]).dtype) for k, v in merged.items()}
 
 
 def _check_progress(progress_every: Any) -> int | None:
@@ -145,10 +151,13 @@ def _check_initial(initial: Any, strategy: Strategy, num_generations: int) -> ja
 def _with_initial(initial: jax.Array, x: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Generation ``g``'s proposals ``x`` with rows ``g * popsize ...`` of ``initial``
     in their place; and which rows were replaced, ``(popsize,)`` bool."""
-    popsize = x.shape[0]
-    index = g * popsize + jnp.arange(popsize, dtype=jnp.int32)
-    rows = initial[jnp.minimum(index, initial.shape[0] - 1)]
-    fixed = (index < initial.shape[0])[:, None] & ~jnp.isnan(rows)
+    popsize, k = x.shape[0], initial.shape[0]
+    # g * popsize overflows int32 past 2**31 evaluations: the generations that
+    # hold initial points are g < ceil(k / popsize), and no row index past them is formed.
+    holding = -(-k // popsize)
+    index = jnp.minimum(g, holding) * popsize + jnp.arange(popsize, dtype=jnp.int32)
+    rows = initial[jnp.minimum(index, k - 1)]
+    fixed = ((g < holding) & (index < k))[:, None] & ~jnp.isnan(rows)
     return jnp.where(fixed, rows, x), jnp.any(fixed, axis=1)
 
 
@@ -254,7 +263,8 @@ def _resolve_chunk_size(chunk_size: Any, strategy: Strategy, objective: Callable
     """Validate ``chunk_size`` and turn ``"auto"`` into a number before compiling (it fixes shapes)."""
     chunk_size = check_chunk_size(chunk_size, allow_auto=True)
     if chunk_size != "auto":
-        return chunk_size
+        # A chunk of the whole population is no chunking: the same compiled search.
+        return None if chunk_size is not None and chunk_size >= strategy.popsize else chunk_size
     devices = list(mesh.devices.flat) if mesh is not None else None
     chunk = auto_chunk_size(objective, jax.ShapeDtypeStruct((strategy.dim,), jnp.float32), strategy.popsize,
                             decode=strategy.space.decode, devices=devices)

@@ -72,6 +72,7 @@ def _normalise_when(when: Any) -> tuple:
 
 
 _F32 = np.finfo(np.float32)
+_MIN_LINEAR_WIDTH = np.float32(2.0**24 * float(_F32.tiny))
 
 
 def _check_bound(name: str, value: Any) -> float:
@@ -101,6 +102,12 @@ def clip_passing_gradient(x: jax.Array, low: float, high: float) -> jax.Array:
 def _clip_passing_gradient_jvp(primals, tangents):
     x, low, high = primals
     return jnp.clip(x, low, high), tangents[0]
+
+
+def _when_key(when: tuple) -> tuple:
+    """``when`` for equality and hashing, labels told apart as ``Categorical`` tells them
+    (``1`` and ``True`` are different choices, so conditions on them differ)."""
+    return tuple((parent, tuple(_label_key(a) for a in allowed)) for parent, allowed in when)
 
 
 def _when_repr(when: tuple) -> str:
@@ -183,10 +190,16 @@ class Float(_Dimension):
         if not log and not np.isfinite(width):
             raise ValueError(f"Float needs high - low within float32's range (values decode as low + u * "
                              f"(high - low)), got low={low}, high={high}")
+        if not log and width < _MIN_LINEAR_WIDTH:
+            # u * (high - low) would be subnormal, which XLA flushes to zero, for
+            # more than a cube point's width (2**-24) of the cube.
+            raise ValueError(f"Float needs high - low >= {_MIN_LINEAR_WIDTH:.3g} (2**24 times float32's smallest "
+                             f"normal number, so its values decode as normal float32 numbers), got low={low}, "
+                             f"high={high}; rescale the parameter, or search a positive range with log=True")
         self._set(low=low, high=high, log=log, when=_normalise_when(when))
 
     def _key(self) -> tuple:
-        return (self.low, self.high, self.log, self.when)
+        return (self.low, self.high, self.log, _when_key(self.when))
 
     def __repr__(self) -> str:
         return f"Float({self.low}, {self.high}, log={self.log}{_when_repr(self.when)})"
@@ -200,6 +213,11 @@ class Float(_Dimension):
         a, b = self._span()
         t = a + u * (b - a)
         v = jnp.exp(t) if self.log else t
+        # The cube's faces decode to the bounds exactly (the float32 map can
+        # miss them by an ulp: 0.099999994 for 0.1); the slope stays the map's.
+        # Sterbenz: face and v are that close, so face - v, and v plus it, are exact.
+        face = jnp.where(u <= 0.0, np.float32(self.low), jnp.where(u >= 1.0, np.float32(self.high), v))
+        v = v + jax.lax.stop_gradient(face - v)
         return clip_passing_gradient(v, self.low, self.high)
 
     def encode(self, v):
@@ -267,7 +285,7 @@ class Int(_Dimension):
         self._set(low=low, high=high, log=log, when=_normalise_when(when))
 
     def _key(self) -> tuple:
-        return (self.low, self.high, self.log, self.when)
+        return (self.low, self.high, self.log, _when_key(self.when))
 
     def __repr__(self) -> str:
         return f"Int({self.low}, {self.high}, log={self.log}{_when_repr(self.when)})"
@@ -293,7 +311,9 @@ class Int(_Dimension):
         v = jnp.asarray(v)
         if self.log:
             offset = (v - self.low).astype(jnp.float32)
-            return jnp.clip(log_int_centre(offset, np.float32(self.low), np.float32(self._log_span())), 0.0, 1.0)
+            centre = log_int_centre(offset, np.float32(self.low), np.float32(self._log_span()),
+                                    np.float32(self.high - self.low))
+            return jnp.clip(centre, 0.0, 1.0)
         idx = (v - self.low).astype(jnp.float32)
         return jnp.clip((idx + 0.5) / self.cardinality, 0.0, 1.0)
 
@@ -311,9 +331,11 @@ def _log_int_edge(offset: jax.Array, low: np.ndarray, span: np.ndarray) -> jax.A
     (relative to ``low``, so large bounds keep their precision), as products with
     reciprocals rounded once on the host, so that encode's and decode's programs
     compute the same edges (a compiler may turn a division by a constant into a
-    product, or not). Measured on XLA:CPU: every value of ``Int(1e8, 1.04e8,
-    log=True)`` round-trips at the default and at LLVM -O1; compiled at -O0,
-    0.09% decode one higher."""
+    product, or not). Measured on XLA:CPU with ``log_int_centre``'s check: every
+    value of ``Int(1e8, 1.04e8, log=True)`` round-trips, encoded and decoded op
+    by op or compiled, at the default and at LLVM -O1; at -O0, whose compiled
+    edges differ from op-by-op ones, 6 of the 4e6 decode one lower when
+    decoding is compiled."""
     inv_low, inv_span = np.float32(1.0) / low, np.float32(1.0) / span
     return jnp.log1p(offset * inv_low) * inv_span
 
@@ -334,10 +356,26 @@ def log_int_offset(u: jax.Array, low: Any, span: Any, top: Any) -> jax.Array:
     return jnp.clip(o, 0.0, top)
 
 
-def log_int_centre(offset: jax.Array, low: Any, span: Any) -> jax.Array:
-    """Cube coordinate of the centre of the bin of ``low + offset`` (between its edges in float32)."""
+def log_int_centre(offset: jax.Array, low: Any, span: Any, top: Any) -> jax.Array:
+    """Cube coordinate of the centre of the bin of ``low + offset``: the midpoint of its
+    edges in float32, or where that does not decode to it, the nearest float32 number
+    (at most 2 steps away) that does.
+
+    In a bin a few float32 steps wide the midpoint can round onto an edge, and
+    compiled programs can place an edge a step apart (fused operations round
+    differently: ``Int(1e8, 1.04e8, log=True)`` had 6 of its 4e6 values
+    decode one lower at XLA:CPU's default optimisation). ``low``, ``span``,
+    ``top``: as for ``log_int_offset``.
+    """
     low, span = np.asarray(low, np.float32), np.asarray(span, np.float32)
-    return 0.5 * (_log_int_edge(offset, low, span) + _log_int_edge(offset + 1.0, low, span))
+    c = 0.5 * (_log_int_edge(offset, low, span) + _log_int_edge(offset + 1.0, low, span))
+    found = log_int_offset(c, low, span, top) == offset
+    bits = jax.lax.bitcast_convert_type(c, jnp.int32)  # c > 0: +-1 is one float32 step
+    for step in (-1, 1, -2, 2):
+        alt = jax.lax.bitcast_convert_type(bits + step, jnp.float32)
+        use = ~found & (log_int_offset(alt, low, span, top) == offset)
+        c, found = jnp.where(use, alt, c), found | use
+    return c
 
 
 def _distinct_integers(values: np.ndarray, low: int, high: int) -> np.ndarray:
@@ -408,7 +446,7 @@ class Categorical(_Dimension):
         self._set(choices=choices, when=_normalise_when(when))
 
     def _key(self) -> tuple:
-        return (tuple(_label_key(c) for c in self.choices), self.when)
+        return (tuple(_label_key(c) for c in self.choices), _when_key(self.when))
 
     def __repr__(self) -> str:
         return f"Categorical({list(self.choices)!r}{_when_repr(self.when)})"

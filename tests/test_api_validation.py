@@ -219,7 +219,8 @@ def test_auto_chunk_size_names_bad_arguments():
     config = {"x": jnp.float32(0.5)}
     assert 1 <= auto_chunk_size(square, config, 64, free_bytes=10**9) <= 64
     for kwargs, match in [(dict(memory_fraction="0.5"), "memory_fraction"), (dict(devices=[]), "devices"),
-                          (dict(free_bytes="1e9"), "free_bytes"), (dict(free_bytes=-5), "free_bytes")]:
+                          (dict(free_bytes="1e9"), "free_bytes"), (dict(free_bytes=-5), "free_bytes"),
+                          (dict(free_bytes=float("inf")), "finite number of bytes")]:
         with pytest.raises(ValueError, match=match):
             auto_chunk_size(square, config, 64, **kwargs)
     with pytest.raises(TypeError, match="objective must be callable"):

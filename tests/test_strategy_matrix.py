@@ -121,6 +121,9 @@ def test_no_recompile_on_second_call_or_second_instance(name):
     single_run(name, jax.random.key(1))
     s = make(name)
     jaxhpo.run(s, objective, jax.random.key(2), GENERATIONS, history="all")
+    # The defaults given explicitly, as Python numbers, and a chunk of the whole population.
+    plain = {k: np.asarray(v).tolist() for k, v in s.default_params().items()}
+    jaxhpo.run(s, objective, jax.random.key(2), GENERATIONS, history="all", params=plain, chunk_size=s.popsize)
     assert _search._cache_size() == before, "a second run or an equal strategy recompiled the search"
     assert make(name) == s and hash(make(name)) == hash(s)
 

@@ -109,6 +109,17 @@ def test_minimize_rejects_bad_initial_configurations_before_compiling(initial, e
         jaxhpo.minimize(objective, SPACE, STRATEGY, num_generations=2, initial=initial)
 
 
+def test_initial_points_stay_in_their_generations_past_2_31_evaluations():
+    """Generation g holds initial rows g * popsize ...; past 2**31 evaluations that
+    product overflows int32, and no generation after the first few may take them."""
+    from jaxhpo.loop import _with_initial
+
+    initial, x = jnp.full((3, 2), 0.25, jnp.float32), jnp.full((2**20, 2), 0.75, jnp.float32)
+    replace = jax.jit(_with_initial)
+    counts = [int(replace(initial, x, jnp.int32(g))[1].sum()) for g in (0, 1, 2047, 2048, 3000, 2**31 - 1)]
+    assert counts == [3, 0, 0, 0, 0, 0]
+
+
 def test_run_checks_initial_cube_points():
     with pytest.raises(ValueError, match=r"initial must have shape \(k, dim\) = \(k, 5\)"):
         jaxhpo.run(STRATEGY, objective, jax.random.key(0), 2, initial=np.zeros((2, 3)))

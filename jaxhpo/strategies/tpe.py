@@ -161,7 +161,7 @@ class _Coords:
         if self.int_log.any():
             low, span = self.int_low, self.int_span
             offset = log_int_offset(u, low, span, self.int_top)
-            mid_log = log_int_centre(offset, low, span)
+            mid_log = log_int_centre(offset, low, span, self.int_top)
             half_log = 0.5 * jnp.log1p(1.0 / (low + offset)) / span
             mid = jnp.where(self.int_log, mid_log, mid)
             half = jnp.where(self.int_log, half_log, half)
