@@ -81,6 +81,7 @@ def _plots(study: Any, folder: Path) -> list[Path]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .study import Study, StorageError
     from .study.config import load_config
+    from .study.storage import storage_path
 
     try:
         cfg = load_config(args.config)
@@ -91,8 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.storage is not None:
             cfg.storage = args.storage
         objective = cfg.load_objective()
-        if "://" not in cfg.storage:
-            Path(cfg.storage).parent.mkdir(parents=True, exist_ok=True)
+        # The file's folder, however the storage is named (a path or "sqlite:///...").
+        Path(storage_path(cfg.storage)).parent.mkdir(parents=True, exist_ok=True)
         study = Study(cfg.space, cfg.strategy, seed=cfg.seed, maximize=cfg.maximize,
                       storage=cfg.storage, name=cfg.name, pruner=cfg.pruner)
         for config in cfg.enqueue:  # once: a rerun finds them tried or queued

@@ -36,6 +36,7 @@ from ._digest import digest as _digest
 from .cv import cross_validate, kfold_masks
 from .datasets import load_iris
 from .loop import minimize
+from ._keys import seed_key
 from .space import Categorical, Float, Space
 from .strategies import GridSearch, RandomSearch
 
@@ -271,11 +272,13 @@ def run_demo(*, seed: int = 0, num_configs: int = 32, grid_size: int = 16,
                              ("grid_size", grid_size, 1), ("num_folds", num_folds, 2)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if seed >= 2**64:  # every seed below this makes its own key (seed_key)
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     if isinstance(strategies, str):
         raise TypeError("strategies must be a sequence of names, e.g. ('grid', 'random')")
     built = [(name, _strategy(name, num_configs, grid_size)) for name in strategies]
     X, y = load_iris()
-    key_folds, key_search = jax.random.split(jax.random.key(seed))
+    key_folds, key_search = jax.random.split(seed_key(seed))
     if masks is None:
         masks = np.asarray(kfold_masks(len(y), num_folds, key=key_folds, labels=y))
     objective = LogRegCV(X, y, masks, num_iters)

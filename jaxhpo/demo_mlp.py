@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from .datasets_digits import digits_split
+from ._keys import seed_key
 from .space import Categorical, Float, Int, Space
 from .training.classifier import MLPClassifierTrainer
 from .training.hyperband import hyperband, hyperband_schedule, successive_halving
@@ -106,6 +107,8 @@ def run_mlp_demo(*, seed: int = 0, max_budget: int = 9, eta: int = 3, steps_per_
                              ("max_depth", max_depth, 1)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if seed >= 2**64:  # every seed below this makes its own key (seed_key)
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     if isinstance(methods, str):
         raise TypeError("methods must be a sequence of names, e.g. ('hyperband', 'pbt')")
     unknown = [m for m in methods if m not in MLP_METHODS]
@@ -121,7 +124,7 @@ def run_mlp_demo(*, seed: int = 0, max_budget: int = 9, eta: int = 3, steps_per_
     schedule = hyperband_schedule(max_budget, eta)
     hb_budget = sum(b[0][0] * b[0][1] + sum(n * (r - rp) for (n, r), (_, rp) in zip(b[1:], b))
                     for b in schedule)
-    key = jax.random.key(seed)
+    key = seed_key(seed)
     rows = []
 
     def acc(state, params_py):

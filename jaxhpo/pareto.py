@@ -360,11 +360,12 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
     """
     values = _as_values(values)
     n, m = values.shape
+    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(ref_point)):
+        # A concrete one: numbers, finite in the values' dtype (a traced one cannot be checked).
+        check_ref_point(ref_point, m, values.dtype)
     ref = jnp.asarray(ref_point, values.dtype)
     if ref.shape != (m,):
         raise ValueError(f"ref_point must have shape ({m},) (one entry per objective), got {tuple(ref.shape)}")
-    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(ref_point)):
-        check_ref_point(ref_point, m)  # a concrete one: finite (a traced one cannot be checked)
     valid = _valid_rows(values, mask)
     p = _clip_to_box(values, ref, valid)
     if n == 0:  # no rows: nothing dominated (checked as for any set)
@@ -391,11 +392,15 @@ def check_ref_point(ref_point: Any, m: int, dtype: Any = np.float64) -> np.ndarr
     """A user's ``ref_point`` as ``(m,)`` finite numbers of ``dtype`` (host side);
     errors name it and the rule."""
     try:
-        ref = np.asarray(ref_point, dtype)
+        with np.errstate(over="ignore"):
+            ref = np.asarray(ref_point, dtype)
     except (TypeError, ValueError):
         raise TypeError(f"ref_point must be {m} numbers, got {ref_point!r}") from None
-    if ref.shape != (m,) or not np.all(np.isfinite(ref)):
-        raise ValueError(f"ref_point must be {m} finite numbers (one per objective), got {ref_point!r}")
+    if ref.shape != (m,):
+        raise ValueError(f"ref_point must have shape ({m},) (one number per objective), got {ref_point!r}")
+    if not np.all(np.isfinite(ref)):
+        raise ValueError(f"ref_point must be {m} finite numbers (finite in {np.dtype(dtype).name}), "
+                         f"got {ref_point!r}")
     return ref
 
 

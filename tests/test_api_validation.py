@@ -191,8 +191,9 @@ def test_multi_objective_checks_and_four_objectives():
         jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, ref_point=[1.0])
     with pytest.raises(TypeError, match="ref_point must be 2 numbers"):
         jaxhpo.minimize(f2, space, two, num_generations=1, ref_point="ab")
-    for bad in ([1.0, float("nan")], [1.0, 2.0, 3.0]):
-        with pytest.raises(ValueError, match="ref_point must be 2 finite numbers"):
+    for bad, match in (([1.0, float("nan")], "ref_point must be 2 finite numbers"),
+                       ([1.0, 2.0, 3.0], r"ref_point must have shape \(2,\)")):
+        with pytest.raises(ValueError, match=match):
             jaxhpo.minimize(f2, space, two, num_generations=1, ref_point=bad)
     with pytest.raises(ValueError, match="objective must return real values"):
         jaxhpo.minimize(lambda c: c["x"] + 1j, SPACE, STRATEGY, num_generations=1)

@@ -184,6 +184,8 @@ def test_run_demo_rejects_bad_input():
         demo.run_demo(strategies="grid")
     with pytest.raises(ValueError, match="num_configs"):
         demo.run_demo(num_configs=0)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        demo.run_demo(seed=10**23)
     with pytest.raises(ValueError, match="masks must be bool"):
         demo.LogRegCV(X, Y, np.ones((5, 149), bool))
 

@@ -154,6 +154,29 @@ def test_tell_vectors_and_bad_input():
         Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), maximize=(True, False))
 
 
+def test_values_beyond_float32_are_its_largest_not_failures():
+    """A finite objective value too large for float32 is the worst result there is, as for
+    one objective: the strategy ranks it at float32's largest value instead of dropping the
+    row as failed, through a Study and through tell under x64."""
+    import jax
+
+    big = float(np.finfo(np.float32).max)
+    s = Study(SPACE, STRATEGY, seed=5)
+    s.ask()
+    s.tell([(1e39, -1e9, -1.0)] + [(0.5, 0.5, -1.0)] * 5)  # row 0 is alone on the front
+    assert [t.state for t in s.trials] == ["complete"] * 6 and s.best_trials[0].number == 0
+    told = np.asarray(s.state.objectives)
+    assert np.isfinite(told).all() and (told[:, 0] == big).sum() == 1
+    with jax.enable_x64(True):
+        for strategy in (jaxhpo.NSGA2(SPACE, 2, num_objectives=2), jaxhpo.MOTPE(SPACE, 2, 4, num_objectives=2),
+                         jaxhpo.GPBO(SPACE, 2, 4, num_objectives=2)):
+            state = strategy.init(jax.random.key(0))
+            x, state = strategy.ask(jax.random.key(1), state)
+            state = jax.jit(strategy.tell)(state, x, jnp.array([[1e39, 0.0], [0.5, 0.5]]))
+            _, front, on = (np.asarray(a) for a in strategy.pareto_front(state))
+            assert sorted(front[on].tolist()) == [[0.5, 0.5], [big, 0.0]], type(strategy).__name__
+
+
 def test_version_1_file_is_upgraded_and_resumes(tmp_path):
     path = tmp_path / "v1.db"
     single = jaxhpo.RandomSearch(SPACE, 4)

@@ -273,6 +273,15 @@ def test_hypervolume_monte_carlo_4d():
     assert float(by_seed) == float(pareto.hypervolume(pts, ref, key=jax.random.key(7), num_samples=8192))
     with pytest.raises(ValueError, match="ref_point must be 4 finite numbers"):
         pareto.hypervolume(pts, np.array([1.1, np.nan, 1.1, 1.1]), key=0)
+    # Checked in the values' dtype, before use: beyond float32 is not finite there.
+    two = np.zeros((2, 2), np.float32)
+    for compute in (pareto.hypervolume, pareto.hypervolume_contributions):
+        with pytest.raises(ValueError, match="finite in float32"):
+            compute(two, [1e39, 1.0])
+        with pytest.raises(TypeError, match="ref_point must be 2 numbers"):
+            compute(two, "ab")
+        with pytest.raises(ValueError, match="ref_point must be 2 finite numbers"):
+            compute(two, [None, 1.0])
     # Nothing inside the box: exactly zero, not 0/0.
     assert float(mc(pts + 5.0, keys[0])) == 0.0
 

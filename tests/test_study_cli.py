@@ -115,6 +115,10 @@ def test_output_leaves_a_storage_the_config_names_and_a_file_as_output_is_an_err
     path.write_text(json.dumps(data))
     assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "o")]) == 0
     assert (folder / "shared" / "study.db").exists() and not (folder / "o" / "study.db").exists()
+    # --storage as a URL in a folder not made yet: made, as for a path.
+    url = f"sqlite:///{folder / 'new' / 'deeper' / 'x.db'}"
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--storage", url]) == 0
+    assert (folder / "new" / "deeper" / "x.db").exists()
     (folder / "afile").write_text("")
     capsys.readouterr()
     assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "afile")]) == 2

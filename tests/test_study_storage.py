@@ -173,8 +173,19 @@ def test_foreign_sqlite_database(tmp_path):
     con.execute("CREATE TABLE users (id INTEGER, name TEXT)")
     con.commit()
     con.close()
+    before = p.read_bytes()
     with pytest.raises(StorageError, match=r"something else \(tables \['users'\]\)"):
         make_study(f"sqlite:///{p}")
+    with pytest.raises(StorageError, match=r"something else"):
+        Study.load(str(p))
+    # Refused unchanged: not even its journal mode.
+    assert p.read_bytes() == before and not (tmp_path / "app.db-wal").exists()
+    # An empty file is read as no study, and stays empty.
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(StorageError, match="holds no jaxhpo study"):
+        Study.load(str(empty))
+    assert empty.read_bytes() == b""
 
 
 def test_damaged_database(tmp_path):

@@ -34,3 +34,5 @@ def test_quick_mlp_demo_runs():
     assert "hyperband" in table and "test acc" in table
     with pytest.raises(ValueError, match="methods"):
         run_mlp_demo(methods=("bogus",))
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        run_mlp_demo(seed=2**64)

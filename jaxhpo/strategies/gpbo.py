@@ -28,7 +28,7 @@ from . import acquisition as acqf
 from . import gp
 from ._checks import check_bool, check_choice, check_int, check_real
 from ._mixed import MixedCoords
-from .base import Strategy, initial_best
+from .base import Strategy, float32_values, initial_best
 
 from .quasirandom import SOBOL_MAX_DIM, QuasiRandom  # the initial design and the acquisition candidates
 
@@ -555,7 +555,7 @@ class GPBO(Strategy):
                     post, jax.tree_util.tree_map(pick, kernels), z_post[idx], bound, believe_mean)
                 ok = ok & jnp.all(post.ok)
             x = self._maximize_vector(key, post, threshold, scale, incumbents[t], best_z[t], any_feasible,
-                                      state.params)
+                                      state.params).astype(jnp.float32)  # float64 under x64
             if extra:
                 row = jnp.minimum(j, extra - 1)
                 write = j < extra
@@ -661,7 +661,7 @@ class GPBO(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
-        values = values.astype(jnp.float32)
+        values = float32_values(values)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         x = self._snap(jnp.clip(x, 0.0, 1.0))
         y = jnp.where(ok[:, None], values, 0.0)

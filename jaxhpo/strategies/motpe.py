@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from .. import pareto
 from ..space import Space
 from ._checks import check_choice, check_int, check_real
-from .base import Strategy, initial_best
+from .base import Strategy, float32_values, initial_best
 from .tpe import TPE, Parzen, fit_parzen, num_good
 
 __all__ = ["MOTPE", "MOTPEState", "split_multiobjective", "hssp_greedy", "BELOW_WEIGHTS"]
@@ -288,7 +288,7 @@ class MOTPE(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
-        values = values.astype(jnp.float32)
+        values = float32_values(values)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         obj = jnp.where(ok[:, None], values[:, :m], jnp.inf)
         viol = pareto.total_violation(values[:, m:]) if self.num_constraints else jnp.zeros((p,), jnp.float32)

@@ -12,7 +12,7 @@ from ..space import Space
 from ._checks import check_choice, check_int
 from ._mixed import MixedCoords, unit_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
-from .base import Strategy, initial_best
+from .base import Strategy, float32_values, initial_best
 
 __all__ = ["NSGA2", "NSGA2State"]
 
@@ -223,7 +223,7 @@ class NSGA2(Strategy):
                 f"tell: values must have shape (popsize, num_objectives + num_constraints) = {(n, k)}, "
                 f"got {values.shape}"
             )
-        obj, viol = self._split(values.astype(jnp.float32))
+        obj, viol = self._split(float32_values(values))
 
         # Environmental selection over parents + children. In generation 0
         # the "parents" are placeholders (rank n, inf values) and lose.

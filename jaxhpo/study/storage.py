@@ -202,7 +202,7 @@ def open_storage(storage: Any, *, timeout: float = 60.0, must_exist: bool = Fals
         path = storage_path(storage)
         if must_exist and not os.path.exists(path):
             raise StorageError(f"storage {storage!r}: file {path!r} does not exist")
-        return SQLiteStorage(path, timeout=timeout)
+        return SQLiteStorage(path, timeout=timeout, create=not must_exist)
     raise TypeError(
         f"storage must be None, 'sqlite:///path.db', a file path or an SQLiteStorage, got {storage!r}"
     )
@@ -234,9 +234,11 @@ class SQLiteStorage:
       timeout: seconds to wait for another process's write lock.
       synchronous: SQLite's ``synchronous`` pragma, ``"NORMAL"`` (survives a
         killed process) or ``"FULL"`` (also survives a power cut).
+      create: make the file a jaxhpo database where it is new or empty;
+        ``False``: refuse it instead (reading a study creates nothing).
     """
 
-    def __init__(self, path: str, *, timeout: float = 60.0, synchronous: str = "NORMAL"):
+    def __init__(self, path: str, *, timeout: float = 60.0, synchronous: str = "NORMAL", create: bool = True):
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.path = path
@@ -261,6 +263,14 @@ class SQLiteStorage:
             raise StorageError(f"storage {path!r} cannot be opened: {e}") from None
         self._conn = conn
         try:
+            # Looked at before anything is written: another program's database, or
+            # (create=False) an empty one, is refused unchanged, journal mode included.
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "jaxhpo_meta" not in tables:
+                raise StorageError(f"storage {path!r} is an SQLite database of something else (tables "
+                                   f"{sorted(tables)}); jaxhpo will not write into it")
+            if not tables and not create:  # a new file is an empty database
+                raise StorageError(f"storage {path!r} holds no jaxhpo study (an empty database)")
             if path != ":memory:" and not self.read_only:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")

@@ -788,17 +788,20 @@ class Study:
         ask_state, x, injected = self._ask_state_at(c, generation)
         if self.multi_objective:
             signs = self._signs()
-            values = np.full((self.strategy.popsize, signs.size), np.nan, np.float32)
+            values = np.full((self.strategy.popsize, signs.size), np.nan)
             for idx, state, _, vals in self._storage.generation_values(c, self._id, generation):
                 if state == TrialState.COMPLETE and vals is not None:
                     values[idx] = signs * np.asarray(json.loads(vals), np.float64)
         else:
-            values = np.full((self.strategy.popsize,), np.nan, np.float32)
+            values = np.full((self.strategy.popsize,), np.nan)
             sign = -1.0 if self.maximize else 1.0
             for idx, state, value, _ in self._storage.generation_values(c, self._id, generation):
                 # a pruned trial's value is its last report (see the module docstring)
                 if state in (TrialState.COMPLETE, TrialState.PRUNED) and value is not None:
                     values[idx] = sign * value
+        # A finite value beyond float32's range is its largest (the worst result), not a failure.
+        big = float(np.finfo(np.float32).max)
+        values = np.where(np.isfinite(values), np.clip(values, -big, big), values).astype(np.float32)
         new_state = self._tell(ask_state, x, values, injected)
         self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
         self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
@@ -1354,7 +1357,7 @@ class Study:
                 return 0.0
             ref = pareto.default_ref_point(vals)
         else:
-            ref = signs * pareto.check_ref_point(ref_point, m)
+            ref = signs * pareto.check_ref_point(ref_point, m, np.float32)  # the front's dtype
         if not len(vals):
             return 0.0
         if key is None and m >= 4:  # a Monte Carlo estimate: draws from the study's seed
