@@ -105,6 +105,24 @@ def _shard_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
+def _onto_mesh(tree: Any, mesh: Mesh | None) -> Any:
+    """Arrays committed to devices outside ``mesh`` (a key made on device 0, with a
+    mesh of other devices) copied onto it, replicated: a compiled program takes all
+    its inputs from one set of devices. Others (uncommitted, traced) as they are."""
+    if mesh is None:
+        return tree
+    inside = set(mesh.devices.flat)
+
+    def place(a):
+        if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array) or not a.committed:
+            return a
+        if a.devices() <= inside:
+            return a
+        return jax.device_put(a, NamedSharding(mesh, PartitionSpec()))
+
+    return jax.tree_util.tree_map(place, tree)
+
+
 def _replicate(x: Any, mesh: Mesh | None) -> Any:
     """A full copy of ``x`` (an array or a pytree of them) on every device of ``mesh``.
 
@@ -321,7 +339,8 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     initial = _check_initial(initial, strategy, num_generations)
-    return _search(strategy, objective, check_key(key), _check_params(strategy, params),
+    key, params, initial = _onto_mesh((check_key(key), _check_params(strategy, params), initial), mesh)
+    return _search(strategy, objective, key, params,
                    num_generations, _resolve_chunk_size(chunk_size, strategy, objective, mesh),
                    _check_history(history), False, mesh, _check_progress(progress_every), initial)
 
@@ -484,7 +503,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
             raise ValueError("initial: every configuration must name at least one parameter")
         initial = _check_initial(space.fixed_coordinates(list(configs)), strategy, num_generations)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
-    state, trace = _search(strategy, objective, key, _check_params(strategy, params),
+    key, params, initial = _onto_mesh((key, _check_params(strategy, params), initial), mesh)
+    state, trace = _search(strategy, objective, key, params,
                            num_generations, chunk, _check_history(history), negate, mesh,
                            _check_progress(progress_every), initial)
     # Under jax.distributed the outputs span every process's devices: take
@@ -499,7 +519,9 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     )
     best_x, best_value = (np.asarray(a) for a in strategy.best(state))
     found = bool(np.isfinite(best_value))
-    best_params = space.to_python(space.decode(best_x)) if found else None
+    # Decoded compiled, as the search decoded it: op by op, a log-scale value
+    # can differ in its last bits from the one the objective was given.
+    best_params = space.to_python({k: v[0] for k, v in _decode_rows(space, best_x[None]).items()}) if found else None
     front = {}
     if hasattr(strategy, "pareto_front"):
         # 4+ objectives: a Monte Carlo hypervolume, its draws from the search's key

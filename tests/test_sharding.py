@@ -65,6 +65,12 @@ def test_sharded_and_chunked_together():
     _, a = jaxhpo.run(s, f, key, 3, history="values")
     _, b = jaxhpo.run(s, f, key, 3, history="values", mesh=mesh, chunk_size=4)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-6)
+    # A mesh of other devices than the one a key (or params) was placed on.
+    others = Mesh(np.array(jax.devices()[4:8]).reshape(2, 2), ("x", "y"))
+    on_first = jax.device_put(key, jax.devices()[0])
+    _, c = jaxhpo.run(s, f, on_first, 3, history="values", mesh=others, chunk_size=4,
+                      params=jax.device_put(s.default_params(), jax.devices()[0]))
+    np.testing.assert_array_equal(b.values, c.values)
 
 
 def test_mesh_validation():
