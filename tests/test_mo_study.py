@@ -157,7 +157,7 @@ def test_tell_vectors_and_bad_input():
 def test_values_beyond_float32_are_its_largest_not_failures():
     """A finite objective value too large for float32 is the worst result there is, as for
     one objective: the strategy ranks it at float32's largest value instead of dropping the
-    row as failed, through a Study and through tell under x64."""
+    row as failed: through a Study, through tell under x64, and from host float64 values."""
     import jax
 
     big = float(np.finfo(np.float32).max)
@@ -175,6 +175,12 @@ def test_values_beyond_float32_are_its_largest_not_failures():
             state = jax.jit(strategy.tell)(state, x, jnp.array([[1e39, 0.0], [0.5, 0.5]]))
             _, front, on = (np.asarray(a) for a in strategy.pareto_front(state))
             assert sorted(front[on].tolist()) == [[0.5, 0.5], [big, 0.0]], type(strategy).__name__
+    # Host float64 values without x64 are clipped before they become float32 arrays
+    # (every tell takes its values through float32_values).
+    from jaxhpo.strategies.base import float32_values
+
+    host = np.array([[1e39, -1e39], [np.nan, 0.5]])
+    np.testing.assert_array_equal(np.asarray(float32_values(host)), [[big, -big], [np.nan, 0.5]])
 
 
 def test_version_1_file_is_upgraded_and_resumes(tmp_path):

@@ -61,11 +61,23 @@ def float32_values(values: Any) -> jax.Array:
     that sign (a result, the worst there is), not ``inf`` (a failure);
     values that differ only past float32's 7 digits tie.
     """
+    big = float(np.finfo(np.float32).max)
+    if not isinstance(values, (jax.Array, jax.core.Tracer)):
+        # Host values (Python floats, NumPy float64) are clipped before they become
+        # arrays: without x64, jnp.asarray would round 1e39 to inf first.
+        host = np.asarray(values)
+        values = host_float32_values(host) if host.dtype.kind == "f" else host
     values = jnp.asarray(values)
-    if jnp.issubdtype(values.dtype, jnp.floating) and jnp.finfo(values.dtype).max > np.finfo(np.float32).max:
-        big = float(np.finfo(np.float32).max)
+    if jnp.issubdtype(values.dtype, jnp.floating) and jnp.finfo(values.dtype).max > big:
         values = jnp.where(jnp.isfinite(values), jnp.clip(values, -big, big), values)
     return values.astype(jnp.float32)
+
+
+def host_float32_values(values: Any) -> np.ndarray:
+    """``float32_values`` of host floats, on the host (no device program runs)."""
+    values = np.asarray(values, np.float64)
+    big = float(np.finfo(np.float32).max)
+    return np.where(np.isfinite(values), np.clip(values, -big, big), values).astype(np.float32)
 
 
 # From this many values on, ``first_argmin`` takes two plain reductions.
@@ -240,14 +252,13 @@ class Strategy:
             they rank last and never become best.
         """
         x = jnp.asarray(x, jnp.float32)
-        values = jnp.asarray(values)
+        values = float32_values(values)
         if x.shape != (self.popsize, self.dim):
             raise ValueError(
                 f"tell: x must have shape (popsize, dim) = {(self.popsize, self.dim)}, got {x.shape}"
             )
         if values.shape != (self.popsize,):
             raise ValueError(f"tell: values must have shape ({self.popsize},), got {values.shape}")
-        values = float32_values(values)
         ok = jnp.isfinite(values) & self.valid(state)
         values = jnp.where(ok, values, jnp.inf)
         new = self._tell(state, x, values)

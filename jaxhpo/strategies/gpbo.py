@@ -649,7 +649,7 @@ class GPBO(Strategy):
             non-finite entry is a failed evaluation.
         """
         p = self.popsize
-        values = jnp.asarray(values)
+        values = float32_values(values)
         if not self._vector:
             if values.shape == (p, 1):
                 values = values[:, 0]
@@ -661,7 +661,6 @@ class GPBO(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
-        values = float32_values(values)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         x = self._snap(jnp.clip(x, 0.0, 1.0))
         y = jnp.where(ok[:, None], values, 0.0)

@@ -280,7 +280,7 @@ class MOTPE(Strategy):
         """
         p, k, m = self.popsize, self.num_values, self.num_objectives
         x = jnp.asarray(x, jnp.float32)
-        values = jnp.asarray(values)
+        values = float32_values(values)
         if x.shape != (p, self.dim):
             raise ValueError(f"tell: x must have shape (popsize, dim) = {(p, self.dim)}, got {x.shape}")
         if k == 1 and values.shape == (p,):
@@ -288,7 +288,6 @@ class MOTPE(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
-        values = float32_values(values)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         obj = jnp.where(ok[:, None], values[:, :m], jnp.inf)
         viol = pareto.total_violation(values[:, m:]) if self.num_constraints else jnp.zeros((p,), jnp.float32)

@@ -213,7 +213,7 @@ class NSGA2(Strategy):
         """
         n, k = self.popsize, self.num_values
         x = jnp.asarray(x, jnp.float32)
-        values = jnp.asarray(values)
+        values = float32_values(values)
         if x.shape != (n, self.dim):
             raise ValueError(f"tell: x must have shape (popsize, dim) = {(n, self.dim)}, got {x.shape}")
         if k == 1 and values.shape == (n,):
@@ -223,7 +223,7 @@ class NSGA2(Strategy):
                 f"tell: values must have shape (popsize, num_objectives + num_constraints) = {(n, k)}, "
                 f"got {values.shape}"
             )
-        obj, viol = self._split(float32_values(values))
+        obj, viol = self._split(values)
 
         # Environmental selection over parents + children. In generation 0
         # the "parents" are placeholders (rank n, inf values) and lose.

@@ -58,7 +58,7 @@ import numpy as np
 
 from .._keys import check_key
 from ..space import Categorical, Float, Int, Space, _same_label
-from ..strategies.base import Strategy
+from ..strategies.base import Strategy, host_float32_values
 from .serialize import state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
 from .storage import SQLiteStorage, StorageError, open_storage
@@ -800,9 +800,7 @@ class Study:
                 if state in (TrialState.COMPLETE, TrialState.PRUNED) and value is not None:
                     values[idx] = sign * value
         # A finite value beyond float32's range is its largest (the worst result), not a failure.
-        big = float(np.finfo(np.float32).max)
-        values = np.where(np.isfinite(values), np.clip(values, -big, big), values).astype(np.float32)
-        new_state = self._tell(ask_state, x, values, injected)
+        new_state = self._tell(ask_state, x, host_float32_values(values), injected)
         self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
         self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
 
