@@ -111,6 +111,7 @@ def _make_trainer(width):
     (dict(keys=jax.random.split(jax.random.key(0), 2)), ValueError, "keys"),
     (dict(hparams={"width": np.array([1, 2, 3, 4]), "lr": np.ones(3)}), ValueError, "hparams"),
     (dict(hparams={"width": np.zeros(0, np.int32)}), ValueError, "hparams"),
+    (dict(hparams={"width": np.array([0, 2, 3, 4])}), ValueError, r"hparams\['width'\] must be widths >= 1"),
     (dict(hparams=None), TypeError, "hparams"),
     (dict(buckets=(2.5, 4)), ValueError, "buckets"),
     (dict(buckets=4), TypeError, "buckets"),
@@ -142,6 +143,7 @@ def test_masked_mlp_apply_rejects_bad_inputs():
     x = jnp.ones((5, 2))
     for kwargs, word in ((dict(x=jnp.ones((5, 3))), "x"), (dict(width=0), "width"), (dict(width=9), "width"),
                          (dict(depth=3), "depth"), (dict(sparsity=2.0), "sparsity"),
+                         (dict(width=jnp.array([2, 3])), r"width must be a scalar \(\)"),
                          (dict(params=MaskedMLP(2, 1, 8, 2).init(jax.random.key(0))), "params")):
         args = dict(params=params, x=x, width=3, depth=2) | kwargs
         with pytest.raises(ValueError, match=word):
@@ -159,9 +161,15 @@ def test_the_classifier_trainer_checks_the_space_and_its_data():
 
     X, y = np.random.default_rng(0).normal(size=(6, 3)), np.array([0, 1, 0, 1, 0, 1])
     trainer = MLPClassifierTrainer(X, y, X, y, max_width=4, optimizers=("sgd", "adam"))
-    good = Space(width=Int(1, 4), optimizer=Categorical(["sgd"]), lr=Float(1e-3, 1e-1, log=True))
+    good = Space(width=Int(1, 4), optimizer=Categorical(["sgd"]), learning_rate=Float(1e-3, 1e-1, log=True))
     trainer.check_space(good)
     for space, match in ((Space(width=Int(1, 64)), r"width takes values in \[1, 64\].*max_width=4"),
+                         (Space(lr=Float(1e-3, 1.0)), r"\['lr'\] are not hyperparameters"),
+                         (Space(width=Categorical([2, 4])), "width must be an Int"),
+                         (Space(width=Float(1.0, 4.0)), "width must be an Int"),
+                         (Space(sparsity=Categorical([0.0, 0.5])), "reaches the trainer as the index"),
+                         (Space(learning_rate=Categorical([0.1, 0.01])), "reaches the trainer as the index"),
+                         (Space(optimizer=Categorical([0, 1])), "in their order"),
                          (Space(optimizer=Categorical(["sgd", "adam", "rmsprop"])), "in their order"),
                          (Space(optimizer=Categorical(["adam", "sgd"])), "in their order"),
                          (Space(optimizer=Int(0, 2)), r"values in \[0, 1\]"),
@@ -174,6 +182,25 @@ def test_the_classifier_trainer_checks_the_space_and_its_data():
         data = dict(X_train=X, y_train=y, X_val=X, y_val=y) | {name: np.zeros((0, 3)), "y" + name[1:]: y[:0]}
         with pytest.raises(ValueError, match=f"{name} must have shape .n, d. with n >= 1"):
             MLPClassifierTrainer(**data, max_width=4)
+
+
+def test_the_classifier_trains_in_chunks_and_without_an_optimizer_choice():
+    """A network of depth 1 holds an empty stack of hidden layers, which lax.map's batched
+    form could not split into chunks; a space without `optimizer` runs the first one."""
+    from jaxhpo.training import MLPClassifierTrainer
+
+    X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    space = Space(learning_rate=Float(1e-3, 1e-1, log=True))
+    trainer = MLPClassifierTrainer(X, y, X, y, max_width=4)
+    whole = pbt(trainer, space, 0, popsize=5, num_rounds=2)
+    for chunk in (2, 3):
+        chunked = pbt(trainer, space, 0, popsize=5, num_rounds=2, chunk_size=chunk)
+        np.testing.assert_allclose(np.asarray(chunked.losses), np.asarray(whole.losses), rtol=1e-5)
+    sgd = pbt(MLPClassifierTrainer(X, y, X, y, max_width=4, optimizers=("sgd",)), space, 0, popsize=2, num_rounds=1)
+    first = pbt(MLPClassifierTrainer(X, y, X, y, max_width=4, optimizers=("sgd", "adam")), space, 0, popsize=2,
+                num_rounds=1)
+    np.testing.assert_allclose(np.asarray(first.losses), np.asarray(sgd.losses), rtol=1e-5)
 
 
 def test_switch_optimizer_update_rejects_bad_hparams():

@@ -99,6 +99,8 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"keys must hold one key per member, shape ({n},), got shape {jnp.shape(keys)}")
     widths = np.asarray(hparams[size])
+    if widths.min() < 1:
+        raise ValueError(f"hparams[{size!r}] must be widths >= 1, got {int(widths.min())}")
     if widths.max() > buckets[-1]:
         raise ValueError(f"buckets' largest width {buckets[-1]} is below the widest member ({int(widths.max())})")
     order = np.argsort(widths, kind="stable")

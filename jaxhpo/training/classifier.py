@@ -31,11 +31,14 @@ import numpy as np
 import optax
 
 from .._digest import digest as _digest
-from ..space import Categorical
+from ..space import Categorical, Int
 from .models import MaskedMLP
 from .optimizers import SwitchOptimizer
 
-__all__ = ["MLPClassifierTrainer"]
+__all__ = ["MLPClassifierTrainer", "HYPERPARAMETERS"]
+
+# The hyperparameters the trainer reads (the module docstring's table).
+HYPERPARAMETERS = ("learning_rate", "weight_decay", "momentum", "optimizer", "width", "depth", "sparsity")
 
 
 class MLPClassifierTrainer:
@@ -90,38 +93,45 @@ class MLPClassifierTrainer:
 
     def check_space(self, space: Any) -> None:
         """``ValueError`` where ``space`` gives a hyperparameter values this trainer
-        cannot realise: a width or depth beyond the network's maximum, an
-        optimiser index with no optimiser, or optimiser labels in another order
-        than ``optimizers`` (index ``i`` runs ``optimizers[i]``, whatever its
-        label). Searches call it before training anything."""
-        def numbers_of(name, d):
-            values = d.choices if isinstance(d, Categorical) else (d.low, d.high)
-            if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
-                raise ValueError(f"space: {name} must take numbers for {self!r}, got {d!r}")
-            return min(values), max(values)
-
+        cannot realise: a name it does not know; a ``Categorical`` for a
+        number (it decodes to its index, not its label) or a ``Float`` for a
+        width or depth; a width or depth beyond the network's maximum; an
+        optimiser index with no optimiser, or optimiser labels in another
+        order than ``optimizers`` (index ``i`` runs ``optimizers[i]``,
+        whatever its label). Searches call it before training anything."""
         dims = space.dims
+        unknown = sorted(set(dims) - set(HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(f"space: {unknown} are not hyperparameters of {type(self).__name__} "
+                             f"(it takes {list(HYPERPARAMETERS)})")
+        for name, d in dims.items():
+            if name == "optimizer":
+                continue
+            integer = name in ("width", "depth")
+            if isinstance(d, Categorical) or (integer and not isinstance(d, Int)):
+                kind = "an Int" if integer else "a Float (or an Int)"
+                raise ValueError(f"space: {name} must be {kind} for {type(self).__name__}, got {d!r} "
+                                 "(a Categorical reaches the trainer as the index of its choice)")
         for name, most in (("width", self.model.max_width), ("depth", self.model.max_depth)):
-            if name in dims:
-                lo, hi = numbers_of(name, dims[name])
-                if lo < 1 or hi > most:
-                    raise ValueError(f"space: {name} takes values in [{lo}, {hi}], and this trainer's network "
-                                     f"has {name} 1..{most} (max_{name}={most})")
-        if "sparsity" in dims:
-            lo, hi = numbers_of("sparsity", dims["sparsity"])
-            if lo < 0 or hi > 1:
-                raise ValueError(f"space: sparsity must lie in [0, 1], got [{lo}, {hi}]")
+            if name in dims and (dims[name].low < 1 or dims[name].high > most):
+                raise ValueError(f"space: {name} takes values in [{dims[name].low}, {dims[name].high}], and this "
+                                 f"trainer's network has {name} 1..{most} (max_{name}={most})")
+        if "sparsity" in dims and (dims["sparsity"].low < 0 or dims["sparsity"].high > 1):
+            raise ValueError(f"space: sparsity must lie in [0, 1], got [{dims['sparsity'].low}, "
+                             f"{dims['sparsity'].high}]")
         d, names = dims.get("optimizer"), self.optimizer.names
-        if isinstance(d, Categorical) and not all(isinstance(c, (int, np.integer)) for c in d.choices):
+        if isinstance(d, Categorical):
             if tuple(d.choices) != names[:len(d.choices)]:
                 raise ValueError(f"space: optimizer choices {list(d.choices)} must be this trainer's optimizers "
                                  f"{list(names)} in their order (the index chooses the optimiser), or a leading "
                                  "part of them")
         elif d is not None:
-            lo, hi = numbers_of("optimizer", d)
-            if lo < 0 or hi > len(names) - 1:
+            if not isinstance(d, Int):
+                raise ValueError(f"space: optimizer must be a Categorical of {list(names)} or an Int index, "
+                                 f"got {d!r}")
+            if d.low < 0 or d.high > len(names) - 1:
                 raise ValueError(f"space: optimizer indexes {list(names)}: values in [0, {len(names) - 1}], "
-                                 f"got [{lo}, {hi}]")
+                                 f"got [{d.low}, {d.high}]")
 
     def __eq__(self, other):
         return type(self) is type(other) and self._key == other._key
@@ -153,11 +163,13 @@ class MLPClassifierTrainer:
 
     def step(self, state: tuple, hparams: dict) -> tuple:
         X, y = jnp.asarray(self.X_train), jnp.asarray(self.y_train)
+        # The first optimiser where the space does not search the choice (see the table).
+        chosen = hparams if "optimizer" in hparams else {**hparams, "optimizer": jnp.zeros((), jnp.int32)}
 
         def one(_, state):
             params, opt_state = state
             grads = jax.grad(self._loss)(params, X, y, hparams)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params, hparams)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params, chosen)
             return optax.apply_updates(params, updates), opt_state
 
         return jax.lax.fori_loop(0, self.steps_per_unit, one, state)

@@ -218,6 +218,9 @@ class MaskedMLP:
         if jnp.shape(params["w_in"]) != (self.in_dim, self.max_width):
             raise ValueError(f"params must come from this model's init: w_in has shape "
                              f"{jnp.shape(params['w_in'])}, expected {(self.in_dim, self.max_width)}")
+        for name, value in (("width", width), ("depth", depth)):
+            if jnp.ndim(value) != 0:  # one member's: vmap for a population
+                raise ValueError(f"{name} must be a scalar (), got shape {jnp.shape(value)}")
         check_concrete_params({"width": width, "depth": depth},
                               {"width": lambda v: check_int("width", v, 1, self.max_width),
                                "depth": lambda v: check_int("depth", v, 1, self.max_depth)})

@@ -117,9 +117,24 @@ def _per_member(fn: Callable, args: Any, chunk_size: int | None, n: int) -> Any:
     if chunk_size is None or chunk_size >= n:
         return jax.vmap(fn)(args)
     # lax.map over chunks bounds memory to chunk_size members' activations.
-    # One at a time is a plain lax.map (its batched form cannot reshape
-    # zero-size leaves, e.g. an MLP's empty stack of extra hidden layers).
-    return lax.map(fn, args) if chunk_size == 1 else lax.map(fn, args, batch_size=chunk_size)
+    # One at a time is a plain lax.map.
+    if chunk_size == 1:
+        return lax.map(fn, args)
+    # lax.map's batch_size cannot reshape zero-size leaves (an MLP's empty stack of
+    # extra hidden layers); explicit shapes can: whole chunks mapped, the rest vmapped.
+    whole = n // chunk_size * chunk_size
+
+    def split(a):
+        return a[:whole].reshape((whole // chunk_size, chunk_size) + a.shape[1:])
+
+    def join(a):
+        return a.reshape((whole,) + a.shape[2:])
+
+    out = jax.tree_util.tree_map(join, lax.map(jax.vmap(fn), jax.tree_util.tree_map(split, args)))
+    if whole == n:
+        return out
+    rest = jax.vmap(fn)(jax.tree_util.tree_map(lambda a: a[whole:], args))
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
 
 def _population_size(hparams: Any) -> int:
