@@ -120,6 +120,22 @@ def test_posterior_matches_numpy_gp_and_padding_never_changes_it():
     np.testing.assert_allclose(np.diag(np.asarray(jc)), np.asarray(v), atol=2e-5)
 
 
+def test_standardize_matches_numpy_and_survives_values_near_float32s_largest():
+    # Finite values up to float32's largest (a finite value's worst, see float32_values)
+    # are scaled first: their squares overflowed to a NaN model, and 1e20 alone made the rest flat.
+    standardize = jax.jit(gp.standardize)
+    mask = jnp.array([True, True, True, True, False])
+    y = np.array([0.3, -1.2, 5.0, 2.0, 7.0], np.float32)
+    z, mean, std = (np.asarray(a) for a in standardize(jnp.asarray(y), mask))
+    np.testing.assert_allclose(z[:4], (y[:4] - y[:4].mean()) / y[:4].std(), rtol=1e-6)
+    assert z[4] == 0.0 and mean == pytest.approx(y[:4].mean()) and std == pytest.approx(y[:4].std())
+    for big in ([3e38, 3e38, 1.0, 2.0, 0.0], [1e20, 1.0, 2.0, 3.0, 0.0], [-3.4e38, 3.4e38, 0.0, 1.0, 0.0]):
+        z, mean, std = (np.asarray(a) for a in standardize(jnp.asarray(big, jnp.float32), mask))
+        ref = np.asarray(big[:4], np.float64)
+        assert np.all(np.isfinite(z)) and np.isfinite(mean) and np.isfinite(std)
+        np.testing.assert_allclose(z[:4], (ref - ref.mean()) / ref.std(), atol=1e-6)
+
+
 def test_cholesky_adds_jitter_when_needed_and_reports_failure():
     # Duplicate points with no noise: singular in exact arithmetic.
     x = jnp.asarray(np.repeat(make_data(4)[0], 3, axis=0))

@@ -150,6 +150,9 @@ def test_grid_search_evaluates_every_point_exactly_once():
 def test_popsize_none_asks_the_whole_grid():
     s = GridSearch(BRANIN, num=7)
     assert s.popsize == 49 and s.num_generations == 1
+    # NumPy integers are the same settings (a stored study recognises its strategy by them).
+    same = GridSearch(BRANIN, num=np.int64(7), sizes={"x1": np.int32(7)})
+    assert repr(same) == repr(GridSearch(BRANIN, num=7, sizes={"x1": 7})) and same.popsize == 49
     res = jaxhpo.minimize(branin, BRANIN, s)
     assert res.num_evaluations == 49
 

@@ -347,6 +347,18 @@ def test_state_roundtrip_and_mismatch():
         state_from_bytes(b"garbage", state)
     with pytest.raises(StateFormatError, match="truncated"):
         state_from_bytes(state_to_bytes(state)[:-3], state)
+    # A CMA-ES state stored with x64 off reads back with it on (its floats are the default float),
+    # and the other way round; other dtype changes are refused.
+    cmaes = jaxhpo.CMAES(jaxhpo.Space(u=jaxhpo.Float(0.0, 1.0), v=jaxhpo.Float(0.0, 1.0)), 4)
+    narrow = cmaes.init(key)
+    with jax.enable_x64(True):
+        wide = cmaes.init(key)
+        back = state_from_bytes(state_to_bytes(narrow), wide)
+        assert back.params["sigma0"].dtype == np.float64 and back.mean.dtype == wide.mean.dtype
+    again = state_from_bytes(state_to_bytes(wide), narrow)
+    assert again.mean.dtype == narrow.mean.dtype and np.array_equal(again.mean, narrow.mean)
+    with pytest.raises(StateFormatError, match="dtype"):
+        state_from_bytes(state_to_bytes(state._replace(center=state.center.astype(jnp.int32))), state)
 
 
 def test_plain_progress_and_bar(capsys):

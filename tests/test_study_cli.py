@@ -148,6 +148,11 @@ def test_config_errors_are_clear(folder, capsys):
     assert "no attribute 'nope'" in _error(folder, capsys, {**good, "objective": "obj.py:nope"})
     assert "cannot import" in _error(folder, capsys, {**good, "objective": "no_such_module_xyz:f"})
     assert "num_trials must be an integer >= 1" in _error(folder, capsys, {**good, "num_trials": 0})
+    assert "config: n_jobs must be an integer >= 1 or -1, got None" in _error(folder, capsys, {**good, "n_jobs": None})
+    assert "config: seed must be an integer in [0, 4294967295]" in _error(folder, capsys, {**good, "seed": 2**40})
+    from jaxhpo.study.config import parse_config
+
+    assert parse_config({**good, "n_jobs": -1}, folder).n_jobs == -1
     assert "timeout must be a positive number" in _error(folder, capsys, {**good, "timeout": float("nan")})
     assert "enqueue[0]: parameter 'x' = 3 is outside" in _error(folder, capsys, {**good, "enqueue": [{"x": 3}]})
     assert "enqueue must be a list of tables" in _error(folder, capsys, {**good, "enqueue": {"x": 0}})

@@ -284,6 +284,15 @@ def test_skip_if_exists_ignores_parameters_the_others_make_inactive_and_tells_la
         s.optimize(host_objective, num_trials=2, progress=False)
         assert "beta2" not in s.trials[0].params
         assert not s.enqueue_trial(config, skip_if_exists=True)  # the rerun of a config file
+    # The same where the strategy chose the optimiser: a run that made beta2 inactive counts too.
+    dropped = 0
+    for seed in range(4):
+        with Study(SPACE, jaxhpo.RandomSearch(SPACE, 1), seed=seed) as s:
+            assert s.enqueue_trial({"beta2": 0.95, "x": 0.25}, skip_if_exists=True)
+            s.optimize(host_objective, num_trials=1, progress=False)
+            dropped += "beta2" not in s.trials[0].params
+            assert not s.enqueue_trial({"beta2": 0.95, "x": 0.25}, skip_if_exists=True)
+    assert dropped
     flags = jaxhpo.Space(flag=jaxhpo.Categorical([1, True, "off"]), x=jaxhpo.Float(0.0, 1.0))
     with Study(flags, jaxhpo.RandomSearch(flags, 2), seed=0) as s:
         assert s.enqueue_trial({"flag": 1})

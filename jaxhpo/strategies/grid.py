@@ -47,8 +47,10 @@ class GridSearch(Strategy):
                  sizes: Mapping[str, int] | None = None):
         points = space.grid(num, sizes)
         super().__init__(space, len(points) if popsize is None else popsize)
-        self.num = num
-        self.sizes = dict(sizes or {})
+        # Python ints (space.grid checked them): NumPy ones would change the
+        # strategy's repr, by which a stored study recognises it.
+        self.num = None if num is None else int(num)
+        self.sizes = {k: None if v is None else int(v) for k, v in dict(sizes or {}).items()}
         self._points = points
 
     @property

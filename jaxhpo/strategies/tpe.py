@@ -571,7 +571,8 @@ class TPE(Strategy):
         per-coordinate TPE (``False``). At 200 evaluations the joint model's
         median regret is a third of the independent one's on Hartmann-6 and
         two thirds on Ackley-10 (``benchmarks/README.md``).
-      n_startup: observations gathered by the startup design first.
+      n_startup: observations gathered by the startup design first (failed
+        ones count too; Optuna counts only completed and pruned trials).
       n_ei_candidates: candidates drawn from ``l(x)`` per proposal.
       gamma: default fraction of finite observations in the good set, in
         ``(0, 1]`` (``params["gamma"]``).

@@ -107,12 +107,19 @@ def _read(path: Path) -> Any:
     raise ValueError(f"config {path}: unknown format {suffix!r}; use .toml, .json, .yaml or .yml")
 
 
-def _int(data: Mapping, key: str, default: Any, low: int) -> Any:
+def _int(data: Mapping, key: str, default: Any, low: int, high: int | None = None,
+         also: tuple = ()) -> Any:
+    """``data[key]``: an integer in ``[low, high]`` (or one of ``also``); ``None`` only
+    where the key has no default (an explicit null does not stand for the default)."""
     v = data.get(key, default)
-    if v is None:
+    if v is None and default is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ValueError(f"config: {key} must be an integer >= {low}, got {v!r}")
+    rule = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    rule += "".join(f" or {a}" for a in also)
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v in also:
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low or (high is not None and v > high):
+        raise ValueError(f"config: {key} must be {rule}, got {v!r}")
     return int(v)
 
 
@@ -142,7 +149,7 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
         raise ValueError(f"config: strategy must be a name or a table with a 'name', got {strat!r}")
     settings = {k: v for k, v in strat.items() if k != "name"}
     strategy = build_strategy(strat["name"], space, settings, where="config strategy")
-    seed = _int(data, "seed", 0, 0)
+    seed = _int(data, "seed", 0, 0, 2**32 - 1)  # Study's seeds
     maximize = data.get("maximize", False)
     if isinstance(maximize, list) and all(isinstance(f, bool) for f in maximize) \
             and getattr(strategy, "num_objectives", None) is not None:
@@ -162,7 +169,7 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
     if num_trials is None and num_generations is None and timeout is None \
             and not isinstance(getattr(strategy, "num_generations", None), int):
         raise ValueError("config: give a budget: num_trials, num_generations or timeout")
-    n_jobs = _int(data, "n_jobs", 1, 1)
+    n_jobs = _int(data, "n_jobs", 1, 1, also=(-1,))  # -1: one worker per CPU, as in optimize
     output = data.get("output", f"{name}_results")
     if not isinstance(output, str) or not output:
         raise ValueError(f"config: output must be a folder path, got {output!r}")

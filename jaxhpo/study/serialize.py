@@ -114,7 +114,11 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
         tdata = jax.random.key_data(t) if want_key and not isinstance(t, jax.ShapeDtypeStruct) else t
         dtype = jnp.dtype(h["dtype"])
         shape = tuple(h["shape"])
-        if not want_key and (shape != tuple(np.shape(t)) or dtype != jnp.dtype(t.dtype)):
+        want = None if want_key else jnp.dtype(t.dtype)
+        # A state stored with x64 off and read with it on (or back) differs only in
+        # float precision (CMA-ES keeps its parameters in the default float).
+        cast = not want_key and dtype != want and dtype.kind == want.kind == "f"
+        if not want_key and (shape != tuple(np.shape(t)) or (dtype != want and not cast)):
             raise StateFormatError(
                 f"stored strategy state field {h['path']} has shape {shape} and dtype {dtype}; "
                 f"this strategy expects {tuple(np.shape(t))} and {jnp.dtype(t.dtype)}"
@@ -123,7 +127,7 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
         if pos + size > len(data):
             raise StateFormatError("stored strategy state is truncated")
         a = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)), offset=pos)
-        a = a.reshape(shape).copy()
+        a = a.reshape(shape).astype(want) if cast else a.reshape(shape).copy()
         pos += size
         if want_key:
             impl = h.get("key_impl")

@@ -727,12 +727,14 @@ class Study:
             if skip_if_exists:
                 dims = self.space.dims
 
-                def same(other: dict) -> bool:
-                    return all(k in other and (_same_label(other[k], v) if isinstance(dims[k], Categorical)
-                                               else other[k] == v) for k, v in params.items())
+                def same(other: dict, ran: bool) -> bool:
+                    # A trial that ran lacks only parameters its other values made
+                    # inactive: the queued configuration took them out (_take_queue).
+                    return all((_same_label(other[k], v) if isinstance(dims[k], Categorical) else other[k] == v)
+                               if k in other else ran for k, v in params.items())
                 stored = [self._load_params(r[3]) for r in self._storage.trials(c, self._id)]
                 queued = [self._load_params(q[1]) for q in self._storage.queued(c, self._id)]
-                if any(same(p) for p in stored + queued):
+                if any(same(p, True) for p in stored) or any(same(p, False) for p in queued):
                     return False
             self._storage.enqueue(c, self._id, self._dump_params(params))
         return True
