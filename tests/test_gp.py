@@ -153,6 +153,10 @@ def test_cholesky_adds_jitter_when_needed_and_reports_failure():
                         jnp.float32(0.0))
     assert not bool(post.ok)
     assert np.isfinite(np.asarray(post.alpha)).all()
+    # A good matrix but a non-finite target: the prior too, and reported.
+    y = jnp.ones(12).at[3].set(jnp.inf)
+    post = gp.factorize(p, x, y, mask, CAT, CARD, jnp.float32(0.0))
+    assert not bool(post.ok) and not np.asarray(post.mask).any() and (np.asarray(post.alpha) == 0).all()
 
 
 @functools.partial(jax.jit, static_argnames=("fixed_noise",))

@@ -385,8 +385,9 @@ def factorize(p: KernelParams, x: jax.Array, y: jax.Array, mask: jax.Array,
               categorical: np.ndarray, card: np.ndarray, min_noise: jax.Array) -> Posterior:
     """Condition the GP on the valid rows of ``(x (n, dim), y (n,))``.
 
-    Uses ``safe_cholesky``; if even the largest jitter fails, the returned
-    posterior is the prior (``ok`` is False) rather than NaN.
+    Uses ``safe_cholesky``; if even the largest jitter fails, or the weights
+    come out non-finite (a non-finite ``y``), the returned posterior is the
+    prior (``ok`` is False, so callers count the fallback) rather than NaN.
     """
     A = masked_gram(p, x, mask, categorical, card, min_noise)
     L, ok, jitter = safe_cholesky(A, mask, jnp.exp(p.log_signal))
@@ -396,6 +397,9 @@ def factorize(p: KernelParams, x: jax.Array, y: jax.Array, mask: jax.Array,
     mask = mask & ok
     r = jnp.where(mask, y, 0.0)
     alpha = linalg.cho_solve(L, r)
+    finite = jnp.all(jnp.isfinite(alpha))
+    ok, mask = ok & finite, mask & finite
+    L, alpha = jnp.where(finite, L, eye), jnp.where(finite, alpha, 0.0)
     return Posterior(x=x, mask=mask, chol=L, alpha=alpha, kernel=p, ok=ok, jitter=jitter)
 
 
