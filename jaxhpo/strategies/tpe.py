@@ -37,6 +37,12 @@ Coordinates, in the cube (a log-float is already in log space there):
   category ``c`` puts ``(b + [k == c]) / (1 + K b)`` on category ``k`` with
   ``b = prior_weight / (m + 1)``.
 
+Conditional parameters: where an observation's own values make a parameter
+inactive, its kernel is the prior's in that coordinate (centre 1/2, width 1,
+uniform over categories), and it is no neighbour in that coordinate's
+bandwidths: an inactive value was never evaluated (Optuna leaves such trials
+out of the parameter's estimator).
+
 ``multivariate=False`` (the classic, independent TPE) models and proposes
 each coordinate on its own: 24 candidates per coordinate, the best per
 coordinate. ``multivariate=True`` uses product kernels over all coordinates
@@ -140,6 +146,13 @@ class _Coords:
         self.int_span = np.array([math.log((d.high + 1) / d.low) if d.log else 1.0 for d in ints], np.float32)
         self.cat_card = np.array([dims[j].cardinality for j in self.cidx], np.float32)
         assert all(isinstance(dims[j], Int) for j in self.iidx)
+        self.space = space
+        self.conditional = any(d.when for d in dims)
+
+    def active(self, x: jax.Array) -> jax.Array:
+        """``(..., dim)`` bool: which coordinates of cube points ``x`` count (``Space.active``)."""
+        act = self.space.active(self.space.decode(x))
+        return jnp.stack([act[n] for n in self.space.names], axis=-1)
 
     @property
     def n_num(self) -> int:
@@ -298,7 +311,7 @@ def _log_trunc_mass(mu: jax.Array, sigma: jax.Array) -> jax.Array:
 
 
 def _neighbour_sigmas(x_num: jax.Array, member: jax.Array, order: jax.Array, n: jax.Array,
-                      consider_endpoints: bool) -> jax.Array:
+                      consider_endpoints: bool, member_num: jax.Array | None = None) -> jax.Array:
     """Optuna's per-kernel bandwidth for the set ``member``, ``(C, n_num)``.
 
     Each member's bandwidth is the larger gap to its neighbouring members
@@ -307,10 +320,16 @@ def _neighbour_sigmas(x_num: jax.Array, member: jax.Array, order: jax.Array, n: 
     inner gap. ``order`` ``(n_num, C)`` sorts all rows per coordinate; the
     neighbours of a member come from running max/min of member positions
     along it, so no sort is needed per set. Non-member rows get garbage.
+    ``member_num`` ``(C, n_num)``: the set per coordinate, where rows count
+    in some coordinates only (inactive parameters); ``n`` is then per coordinate.
     """
     c = order.shape[1]
     s = jnp.take_along_axis(x_num.T, order, axis=1)  # (n_num, C) sorted coordinates
-    ms = member[order]
+    if member_num is None:
+        ms = member[order]
+    else:
+        ms = jnp.take_along_axis(member_num.T, order, axis=1)
+        n = member_num.sum(0, dtype=jnp.int32)[:, None]
     pos = jax.lax.broadcasted_iota(jnp.int32, order.shape, 1)
     prev_incl = jax.lax.cummax(jnp.where(ms, pos, -1), axis=1)
     next_incl = jax.lax.cummin(jnp.where(ms, pos, c), axis=1, reverse=True)
@@ -360,25 +379,41 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
     mus = jnp.concatenate([x, jnp.full((1, dim), 0.5, jnp.float32)])
 
     xn = x[:, coords.nidx]
+    # Per numeric coordinate, the members whose point makes it count (all, unconditionally).
+    member_num = member[:, None] & coords.active(x)[:, coords.nidx] if coords.conditional else None
     if bandwidth == "scott" or not coords.n_num:
         s = 0.2 * jnp.maximum(n, 1).astype(jnp.float32) ** (-1.0 / (dim + 4))
         sig = jnp.full(xn.shape, s, jnp.float32)
     else:
         if order is None:
             order = _coordinate_order(xn, member, number)
-        sig = _neighbour_sigmas(xn, member, order, n, consider_endpoints)
+        sig = _neighbour_sigmas(xn, member, order, n, consider_endpoints, member_num)
     sig = jnp.clip(sig, _min_sigma(n, magic_clip), 1.0)
     sig = jnp.where(member[:, None], sig, 1.0)
     sigmas = jnp.concatenate([sig, jnp.ones((1, xn.shape[1]), jnp.float32)])
-    log_z = _log_trunc_mass(mus[:, coords.nidx], sigmas)
-
     hit, miss = _cat_logp(coords, n, pw)
     kc = len(coords.cidx)
     prior = -jnp.log(jnp.asarray(coords.cat_card))
     cat_hit = jnp.concatenate([jnp.broadcast_to(hit, (c, kc)), prior[None]])
     cat_miss = jnp.concatenate([jnp.broadcast_to(miss, (c, kc)), prior[None]])
-    members_num = jnp.where(member[None, :], xn.T, _OUTSIDE)
+    mus, sigmas, cat_hit, cat_miss = _prior_where_inactive(coords, mus, sigmas, cat_hit, cat_miss)
+    log_z = _log_trunc_mass(mus[:, coords.nidx], sigmas)
+    members_num = jnp.where((member[:, None] if member_num is None else member_num).T, xn.T, _OUTSIDE)
     return Parzen(mus, sigmas, log_z, log_w, log_norm, cat_hit, cat_miss, members_num, n, pw)
+
+
+def _prior_where_inactive(coords: _Coords, mus: jax.Array, sigmas: jax.Array, cat_hit: jax.Array,
+                          cat_miss: jax.Array) -> tuple[jax.Array, ...]:
+    """Kernels' coordinates whose parameter their own point makes inactive take the
+    prior kernel's (centre 1/2, width 1; uniform over categories): an inactive
+    value was never evaluated and says nothing (Optuna's TPE leaves such trials
+    out of that parameter's estimator). Rows ``(R, ...)`` of each field."""
+    if not coords.conditional:
+        return mus, sigmas, cat_hit, cat_miss
+    on = coords.active(mus)  # the prior row, at 1/2 everywhere, is replaced by itself
+    prior = -jnp.log(jnp.asarray(coords.cat_card))
+    return (jnp.where(on, mus, 0.5), jnp.where(on[:, coords.nidx], sigmas, 1.0),
+            jnp.where(on[:, coords.cidx], cat_hit, prior), jnp.where(on[:, coords.cidx], cat_miss, prior))
 
 
 def _cat_logp(coords: _Coords, n: jax.Array, pw: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -519,10 +554,12 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
     hit, miss = _cat_logp(coords, n, bad.prior_weight)
     pn = z.shape[0]
     kc = len(coords.cidx)
+    mus, sig, cat_hit, cat_miss = _prior_where_inactive(
+        coords, z, sig, jnp.broadcast_to(hit, (pn, kc)), jnp.broadcast_to(miss, (pn, kc)))
     return Parzen(
-        mus=z, sigmas=sig, log_z=_log_trunc_mass(zn, sig),
+        mus=mus, sigmas=sig, log_z=_log_trunc_mass(mus[:, coords.nidx], sig),
         log_w=jnp.zeros((pn,), jnp.float32), log_norm=jnp.float32(0.0),
-        cat_hit=jnp.broadcast_to(hit, (pn, kc)), cat_miss=jnp.broadcast_to(miss, (pn, kc)),
+        cat_hit=cat_hit, cat_miss=cat_miss,
         members_num=bad.members_num, n=n, prior_weight=bad.prior_weight,
     )
 
