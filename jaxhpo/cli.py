@@ -190,7 +190,15 @@ def main(argv: Sequence[str] | None = None, *, compile_cache: bool | None = None
     if compile_cache:
         _use_compile_cache()
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        if status == 130 and argv is None:
+            # Interrupted (the message is out, every finished step committed): end
+            # at once. Python's shutdown crashed in an XLA compile the interrupt
+            # left running in another thread (a segfault after the message).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        return status
     except BrokenPipeError:  # output piped into a reader that stopped (jaxhpo show ... | head)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit

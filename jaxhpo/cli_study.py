@@ -100,6 +100,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             study.enqueue_trial(config, skip_if_exists=True)
     except (ValueError, TypeError, StorageError, OSError) as e:
         return _fail("run", e)
+    except KeyboardInterrupt:  # while the strategy compiles, before this run's first trial
+        print("\njaxhpo run: interrupted before any trial of this run; nothing stored is lost; run the same "
+              "command again to go on", file=sys.stderr)
+        return 130
     with study:
         budget: dict[str, Any] = {"timeout": cfg.timeout}
         run = True

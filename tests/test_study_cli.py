@@ -75,6 +75,20 @@ def test_run_toml_writes_results_plots_and_resumes(folder, capsys):
     assert len(list((folder / "pics").glob("*.png"))) == 4
 
 
+def test_an_interrupt_while_the_study_starts_is_reported(folder, capsys, monkeypatch):
+    # Ctrl-C while the strategy compiles (inside Study): the message and status 130, no traceback.
+    import jaxhpo.study
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    cfg = folder / "demo.toml"
+    cfg.write_text(TOML)
+    monkeypatch.setattr(jaxhpo.study, "Study", interrupted)
+    assert cli_study.main(["run", str(cfg), "--no-progress"]) == 130
+    assert "interrupted before any trial of this run" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_json_and_yaml_configs(folder, fmt):
     data = {"objective": "obj.py:objective", "space": SPACE, "num_generations": 2,
