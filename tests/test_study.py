@@ -628,15 +628,15 @@ def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_tria
     """Ctrl-C while n_jobs workers run objectives: Python cannot stop those threads, so their
     trials finish and are recorded; running optimize again waits for them (no error about
     trials asked by hand) and goes on."""
-    import os
     import signal
 
     started, release = [], threading.Event()
 
     def slow(p):
         started.append(p)
-        if len(started) == 2:  # both workers inside an objective: Ctrl-C
-            os.kill(os.getpid(), signal.SIGINT)
+        if len(started) == 2:  # both workers inside an objective: Ctrl-C, to the main thread
+            # (a process-wide signal may reach a worker thread, leaving the main one asleep in join)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         release.wait(20)
         return f(p)
 
