@@ -167,6 +167,12 @@ def test_values_beyond_float32_are_its_largest_not_failures():
     assert [t.state for t in s.trials] == ["complete"] * 6 and s.best_trials[0].number == 0
     told = np.asarray(s.state.objectives)
     assert np.isfinite(told).all() and (told[:, 0] == big).sum() == 1
+    # A subnormal positive constraint is a violation for the strategy too, as for Trial.feasible.
+    s.ask()
+    s.tell([(0.1, 0.1, 1e-40)] + [(0.5, 0.5, -1.0)] * 5)
+    assert not s.trials[6].feasible
+    front = np.asarray(s.state.front_values)[np.asarray(s.state.front_mask)]
+    assert all(t.number != 6 for t in s.best_trials) and not np.any(np.all(np.isclose(front, 0.1), axis=1))
     with jax.enable_x64(True):
         for strategy in (jaxhpo.NSGA2(SPACE, 2, num_objectives=2), jaxhpo.MOTPE(SPACE, 2, 4, num_objectives=2),
                          jaxhpo.GPBO(SPACE, 2, 4, num_objectives=2)):
