@@ -50,11 +50,9 @@ def _report(generation, total, best_value, negate) -> None:
     print(f"jaxhpo: generation {int(generation)}/{total}  best {best:.6g}", flush=True)
 
 
-def _check_params(strategy: Strategy, params: Any) -> dict | None:
+def _check_params(strategy: Strategy, params: Any) -> dict:
     if params is not None and not isinstance(params, Mapping):
         raise TypeError(f"params must be a dict of the strategy's hyperparameters or None, got {params!r}")
-    if not isinstance(strategy, Strategy):
-        return None if params is None else {k: jnp.asarray(v) for k, v in params.items()}
     strategy.check_params(params)  # concrete values, before the search is traced
     # Every hyperparameter, in its default's dtype (strongly typed): no params,
     # the defaults, and the same values as Python numbers or NumPy scalars are

@@ -379,8 +379,10 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
     mus = jnp.concatenate([x, jnp.full((1, dim), 0.5, jnp.float32)])
 
     xn = x[:, coords.nidx]
-    # Per numeric coordinate, the members whose point makes it count (all, unconditionally).
-    member_num = member[:, None] & coords.active(x)[:, coords.nidx] if coords.conditional else None
+    # Which coordinates each kernel's own point makes count (None: all, unconditionally),
+    # and per numeric coordinate the members that count in it.
+    on = coords.active(mus) if coords.conditional else None
+    member_num = None if on is None else member[:, None] & on[:-1, coords.nidx]
     if bandwidth == "scott" or not coords.n_num:
         s = 0.2 * jnp.maximum(n, 1).astype(jnp.float32) ** (-1.0 / (dim + 4))
         sig = jnp.full(xn.shape, s, jnp.float32)
@@ -396,21 +398,21 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
     prior = -jnp.log(jnp.asarray(coords.cat_card))
     cat_hit = jnp.concatenate([jnp.broadcast_to(hit, (c, kc)), prior[None]])
     cat_miss = jnp.concatenate([jnp.broadcast_to(miss, (c, kc)), prior[None]])
-    mus, sigmas, cat_hit, cat_miss = _prior_where_inactive(coords, mus, sigmas, cat_hit, cat_miss)
+    mus, sigmas, cat_hit, cat_miss = _prior_where_inactive(coords, on, mus, sigmas, cat_hit, cat_miss)
     log_z = _log_trunc_mass(mus[:, coords.nidx], sigmas)
     members_num = jnp.where((member[:, None] if member_num is None else member_num).T, xn.T, _OUTSIDE)
     return Parzen(mus, sigmas, log_z, log_w, log_norm, cat_hit, cat_miss, members_num, n, pw)
 
 
-def _prior_where_inactive(coords: _Coords, mus: jax.Array, sigmas: jax.Array, cat_hit: jax.Array,
-                          cat_miss: jax.Array) -> tuple[jax.Array, ...]:
-    """Kernels' coordinates whose parameter their own point makes inactive take the
-    prior kernel's (centre 1/2, width 1; uniform over categories): an inactive
-    value was never evaluated and says nothing (Optuna's TPE leaves such trials
-    out of that parameter's estimator). Rows ``(R, ...)`` of each field."""
-    if not coords.conditional:
+def _prior_where_inactive(coords: _Coords, on: jax.Array | None, mus: jax.Array, sigmas: jax.Array,
+                          cat_hit: jax.Array, cat_miss: jax.Array) -> tuple[jax.Array, ...]:
+    """Kernels' coordinates whose parameter their own point makes inactive (``on``
+    ``(R, dim)`` False; ``None``: none) take the prior kernel's (centre 1/2, width 1;
+    uniform over categories): an inactive value was never evaluated and says
+    nothing (Optuna's TPE leaves such trials out of that parameter's
+    estimator). Rows ``(R, ...)`` of each field; a prior row is replaced by itself."""
+    if on is None:
         return mus, sigmas, cat_hit, cat_miss
-    on = coords.active(mus)  # the prior row, at 1/2 everywhere, is replaced by itself
     prior = -jnp.log(jnp.asarray(coords.cat_card))
     return (jnp.where(on, mus, 0.5), jnp.where(on[:, coords.nidx], sigmas, 1.0),
             jnp.where(on[:, coords.cidx], cat_hit, prior), jnp.where(on[:, coords.cidx], cat_miss, prior))
@@ -555,7 +557,8 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
     pn = z.shape[0]
     kc = len(coords.cidx)
     mus, sig, cat_hit, cat_miss = _prior_where_inactive(
-        coords, z, sig, jnp.broadcast_to(hit, (pn, kc)), jnp.broadcast_to(miss, (pn, kc)))
+        coords, coords.active(z) if coords.conditional else None, z, sig,
+        jnp.broadcast_to(hit, (pn, kc)), jnp.broadcast_to(miss, (pn, kc)))
     return Parzen(
         mus=mus, sigmas=sig, log_z=_log_trunc_mass(mus[:, coords.nidx], sig),
         log_w=jnp.zeros((pn,), jnp.float32), log_norm=jnp.float32(0.0),
