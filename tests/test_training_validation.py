@@ -245,3 +245,22 @@ def test_train_population_refuses_a_negative_or_fractional_budget():
     for bad in (-2, 1.5, True):
         with pytest.raises(ValueError, match="num_steps must be a non-negative integer"):
             train_population(None, None, {"lr": np.zeros(2)}, bad)
+
+
+def test_compiled_rungs_refuse_bad_counts_before_tracing():
+    # Inside the compiled rungs the counts are traced, where a negative one
+    # would silently train nothing: they are checked on the host first.
+    from jaxhpo.training.trainer import continue_rung, fresh_rung, train_blocks
+    hp = {"lr": jnp.full(4, 0.1)}
+    states = {"w": jnp.ones((4, 2), jnp.float32)}
+    keys = jax.random.split(jax.random.key(0), 4)
+    with pytest.raises(ValueError, match=r"num_steps must be a non-negative integer, got .*-1"):
+        continue_rung(TRAINER, states, hp, np.int32(-1))
+    with pytest.raises(ValueError, match="num_steps must be a non-negative integer"):
+        fresh_rung(TRAINER, keys, hp, np.int32(-3))
+    with pytest.raises(ValueError, match=r"num_members \(5\) must be at most the population size \(4\)"):
+        continue_rung(TRAINER, states, hp, np.int32(1), np.int32(5), 2)
+    with pytest.raises(ValueError, match="num_members must be a non-negative integer"):
+        train_blocks(TRAINER, states, hp, 1, -1, 2)
+    # The states were not donated by the refused calls.
+    assert float(states["w"].sum()) == 8.0

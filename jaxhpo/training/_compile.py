@@ -42,10 +42,14 @@ class training_jit:
     """``jax.jit(fn, **jit_kwargs)``, with ``CPU_COMPILER_OPTIONS`` (or
     ``cpu_options``) where the program runs on a CPU (the ``mesh`` keyword's
     devices, else the default backend). Calls and ``lower`` as a jitted
-    function's."""
+    function's. ``check(arguments)``, where given, sees the bound arguments
+    (a dict name -> value) of every call first, on the host, so that a
+    concrete bad value is refused before it is traced and lost."""
 
-    def __init__(self, fn: Callable, *, cpu_options: dict[str, Any] | None = None, **jit_kwargs: Any):
+    def __init__(self, fn: Callable, *, cpu_options: dict[str, Any] | None = None,
+                 check: Callable[[dict], None] | None = None, **jit_kwargs: Any):
         self._fn = fn
+        self._check = check
         self._cpu_options = CPU_COMPILER_OPTIONS if cpu_options is None else cpu_options
         self._signature = inspect.signature(fn)
         self._jit_kwargs = jit_kwargs
@@ -53,7 +57,10 @@ class training_jit:
         functools.update_wrapper(self, fn)
 
     def _variant(self, args: tuple, kwargs: dict) -> Callable:
-        mesh = self._signature.bind(*args, **kwargs).arguments.get("mesh")
+        arguments = self._signature.bind(*args, **kwargs).arguments
+        if self._check is not None:
+            self._check(arguments)
+        mesh = arguments.get("mesh")
         platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
         # Called inside another trace (vmapped seeds, a user's jit), the
         # outermost jit compiles the program and its options rule.

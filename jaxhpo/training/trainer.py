@@ -179,6 +179,24 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
     return _shard(states, mesh)
 
 
+def _check_count(name: str, value: Any, most: int | None = None) -> None:
+    """Refuse a concrete ``value`` that is not an integer scalar in ``[0, most]``
+    (a traced one is taken as it comes: a negative one counts as 0)."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value)
+    if v.shape != () or v.dtype.kind not in "iu" or int(v) < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if most is not None and int(v) > most:
+        raise ValueError(f"{name} ({int(v)}) must be at most the population size ({most})")
+
+
+def _check_rung_arguments(arguments: dict) -> None:
+    """The host-side check of a compiled rung's counts (inside, they are traced)."""
+    _check_count("num_steps", arguments.get("num_steps"))
+    _check_count("num_members", arguments.get("num_members"), most=_population_size(arguments["hparams"]))
+
+
 def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *,
                      chunk_size: int | None = None, mesh: Mesh | None = None) -> tuple[Any, jax.Array]:
     """Train every member ``num_steps`` budget units, then evaluate it (traceable).
@@ -201,10 +219,7 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
       non-finite objective gets ``+inf`` in all of them).
     """
     n = _population_size(hparams)
-    if not isinstance(num_steps, jax.core.Tracer):
-        steps = np.asarray(num_steps)
-        if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
-            raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
+    _check_count("num_steps", num_steps)
     states, hparams = _shard((states, hparams), mesh)
 
     def member(args):
@@ -253,7 +268,7 @@ def take(tree: Any, idx: jax.Array, mesh: Mesh | None = None) -> Any:
     return _shard(jax.tree_util.tree_map(lambda a: a[idx], tree), mesh)
 
 
-@partial(training_jit, static_argnames=("trainer", "chunk_size", "mesh"))
+@partial(training_jit, static_argnames=("trainer", "chunk_size", "mesh"), check=_check_rung_arguments)
 def fresh_rung(trainer, keys, hparams, num_steps, chunk_size=None, mesh=None):
     """Compiled: init a population, train ``num_steps`` units, evaluate. See ``train_population``."""
     states = init_population(trainer, keys, hparams, chunk_size=chunk_size, mesh=mesh)
@@ -305,6 +320,8 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
       ``+inf`` losses.
     """
     n = _population_size(hparams)
+    _check_count("num_steps", num_steps)
+    _check_count("num_members", num_members, most=n)
 
     if block_size is None or block_size >= n:
         if keys is not None:
@@ -371,7 +388,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
 
 
 @partial(training_jit, static_argnames=("trainer", "block_size", "chunk_size", "mesh"),
-         donate_argnames=("states",))
+         donate_argnames=("states",), check=_check_rung_arguments)
 def continue_rung(trainer, states, hparams, num_steps, num_members=None, block_size=None, chunk_size=None,
                   mesh=None, keys=None, fresh=False):
     """Compiled: train existing states ``num_steps`` more units, evaluate.
