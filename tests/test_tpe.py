@@ -340,3 +340,28 @@ def test_bad_params_are_rejected_at_init_and_settings_hash():
     assert s == TPE(SMOOTH, 2, capacity=8) and hash(s) == hash(TPE(SMOOTH, 2, capacity=8))
     assert s != TPE(SMOOTH, 2, capacity=16)
     assert math.isclose(float(s.default_params()["gamma"]), 0.1, rel_tol=1e-6)
+
+
+def test_failed_observations_do_not_end_the_startup():
+    # As Optuna counts only completed trials towards n_startup: a Sobol point
+    # is asked until 4 observations succeeded, however many failed between.
+    # One search, every other evaluation (and the first three) failing.
+    s = TPE(FLOATS, 1, capacity=32, n_startup=4)
+    fails = np.array([1, 1, 1, 0, 1, 0, 1, 0, 0, 1, 0, 0], bool)
+    ask, tell = jax.jit(s.ask), jax.jit(s.tell)
+    state = s.init(jax.random.key(3))
+    startup_points = 0
+    for g, fail in enumerate(fails):
+        x, new = ask(jax.random.key(g), state)
+        startup_points += int(new.startup.index != state.startup.index)
+        state = tell(new, x, jnp.array([jnp.nan if fail else float(x[0, 0])]))
+    # the 4th success is evaluation 8 (0-based): 9 startup points, then the model
+    assert startup_points == 9
+    assert int(state.startup.index) == 9
+
+
+def test_a_full_buffer_ends_the_startup():
+    s = TPE(FLOATS, 2, capacity=4, n_startup=10)
+    state = s.warm_start(s.init(jax.random.key(0)), jnp.full((4, 2), 0.5), jnp.full((4,), jnp.nan))
+    _, new = jax.jit(s.ask)(jax.random.key(1), state)
+    assert int(new.startup.index) == int(state.startup.index)

@@ -268,7 +268,10 @@ class MOTPE(Strategy):
 
     # ------------------------------------------------------------ protocol
     def _ask(self, key, state):
-        return self._tpe.ask_with(key, state, lambda k, s: self._tpe.propose_from(k, *self.estimators(s)))
+        # As split_multiobjective reads rows: an infeasible one succeeded.
+        succeeded = jnp.all(jnp.isfinite(state.obj), axis=1) & jnp.isfinite(state.violation)
+        return self._tpe.ask_with(key, state, lambda k, s: self._tpe.propose_from(k, *self.estimators(s)),
+                                  succeeded)
 
     def tell(self, state: MOTPEState, x: jax.Array, values: jax.Array) -> MOTPEState:
         """Learn from evaluated points.

@@ -611,8 +611,8 @@ class TPE(Strategy):
         per-coordinate TPE (``False``). At 200 evaluations the joint model's
         median regret is a third of the independent one's on Hartmann-6 and
         two thirds on Ackley-10 (``benchmarks/README.md``).
-      n_startup: observations gathered by the startup design first (failed
-        ones count too; Optuna counts only completed and pruned trials).
+      n_startup: successful (finite) observations gathered by the startup
+        design first; failed ones do not count, as in Optuna.
       n_ei_candidates: candidates drawn from ``l(x)`` per proposal.
       gamma: default fraction of finite observations in the good set, in
         ``(0, 1]`` (``params["gamma"]``).
@@ -790,16 +790,21 @@ class TPE(Strategy):
 
     # ------------------------------------------------------------ protocol
     def _ask(self, key, state):
-        return self.ask_with(key, state, self._propose)
+        return self.ask_with(key, state, self._propose, jnp.isfinite(state.y))
 
-    def ask_with(self, key, state, propose):
+    def ask_with(self, key, state, propose, succeeded):
         """``ask`` with the model's proposals from ``propose(key, state) -> (popsize, dim)``.
 
-        ``state`` needs ``told`` and ``startup``; the startup design covers
-        the first ``n_startup`` observations, ``propose`` runs only after.
+        ``state`` needs ``count`` and ``startup``; ``succeeded`` ``(capacity,)``
+        says which buffer rows hold successful observations. The startup
+        design runs until ``n_startup`` observations succeeded (failed ones
+        do not count, as in Optuna), ``propose`` only after; a full buffer
+        ends the startup whatever it holds.
         """
         k_start, k_model = jax.random.split(key)
-        is_start = state.told + jnp.arange(self.popsize) < self.n_startup
+        ok = succeeded & (jnp.arange(self.capacity) < state.count)
+        done = jnp.where(state.count >= self.capacity, self.n_startup, jnp.sum(ok, dtype=jnp.int32))
+        is_start = done + jnp.arange(self.popsize) < self.n_startup
         if self.startup == "sobol":
             x_start, sub = self._sobol.ask(k_start, state.startup)
             # Only advance the sequence when its points are used.
