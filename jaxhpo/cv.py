@@ -48,7 +48,7 @@ def kfold_masks(n: int, k: int, *, key: jax.Array | None = None,
     Args:
       n: number of samples, ``>= 2``.
       k: number of folds, ``2 <= k <= n``.
-      key: a ``jax.random`` key; shuffles the samples before they are dealt
+      key: a ``jax.random`` key or an integer seed; shuffles the samples before they are dealt
         to folds. ``None`` keeps the sample order.
       labels: ``(n,)`` class labels (integers of any size, or strings;
         under ``jit`` integers) for stratified
@@ -65,7 +65,7 @@ def kfold_masks(n: int, k: int, *, key: jax.Array | None = None,
     if k > n:
         raise ValueError(f"k must be <= n (each fold needs a sample), got k={k}, n={n}")
     if key is not None:
-        key = check_key(key)
+        key = check_key(key, allow_seed=True)
     if labels is not None and not isinstance(labels, jax.core.Tracer):
         # Concrete labels become class codes on the host: int64 labels keep
         # apart, and any values NumPy can sort (strings) are classes.

@@ -297,7 +297,7 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
       objective: ``f(config) -> scalar`` for one configuration, where
         ``config`` is ``strategy.space.decode`` of one cube point (a dict of
         arrays of shape ``()``); minimised, jax-traceable.
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key or an integer seed.
       num_generations: number of ask/tell rounds (static).
       params: the strategy's hyperparameters (``strategy.default_params()``
         when ``None``); arrays, so ``vmap`` can run over them.
@@ -337,7 +337,8 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     initial = _check_initial(initial, strategy, num_generations)
-    key, params, initial = _onto_mesh((check_key(key), _check_params(strategy, params), initial), mesh)
+    key, params, initial = _onto_mesh((check_key(key, allow_seed=True), _check_params(strategy, params), initial),
+                                      mesh)
     return _search(strategy, objective, key, params,
                    num_generations, _resolve_chunk_size(chunk_size, strategy, objective, mesh),
                    _check_history(history), False, mesh, _check_progress(progress_every), initial)

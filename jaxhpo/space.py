@@ -726,8 +726,9 @@ class Space:
         return jnp.stack(cols, axis=-1)
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
-        """``n`` uniform cube points, shape ``(n, dim)``."""
-        return jax.random.uniform(key, (n, self.dim), jnp.float32)
+        """``n`` uniform cube points, shape ``(n, dim)``; ``key`` a ``jax.random`` key or an integer seed."""
+        from ._keys import check_key
+        return jax.random.uniform(check_key(key, allow_seed=True), (n, self.dim), jnp.float32)
 
     # ------------------------------------------------------------- grids
     def grid(self, num: int = 10, sizes: Mapping[str, int] | None = None) -> np.ndarray:

@@ -35,12 +35,45 @@ def test_minimize_rejects_bad_keys(key, error, match):
 
 
 def test_run_and_gradient_tune_and_kfold_reject_bad_keys():
-    with pytest.raises(TypeError, match="key must be a jax.random key"):
-        jaxhpo.run(STRATEGY, square, 0, 1)
+    with pytest.raises(TypeError, match="key must be a jax.random key or an integer seed"):
+        jaxhpo.run(STRATEGY, square, "0", 1)
     with pytest.raises(TypeError, match="key must be a jax.random key or an integer seed"):
         gradient_tune(square, SPACE, key="abc", popsize=2, num_steps=1)
     with pytest.raises(TypeError, match="key must be a jax.random key"):
         kfold_masks(10, 2, key=jnp.int32(1))
+    state = STRATEGY.init(jax.random.key(0))
+    with pytest.raises(TypeError, match="key must be a jax.random key or an integer seed"):
+        STRATEGY.ask(1.5, state)
+    with pytest.raises(TypeError, match="key must be a jax.random key or an integer seed"):
+        SPACE.sample("0", 3)
+
+
+def test_every_entry_point_takes_an_integer_seed_as_its_key():
+    from jaxhpo._keys import seed_key
+    k = jax.random.key(7)
+    a, b = jaxhpo.run(STRATEGY, square, 7, 2), jaxhpo.run(STRATEGY, square, k, 2)
+    assert float(a[1].best_value[-1]) == float(b[1].best_value[-1])
+    assert np.array_equal(kfold_masks(10, 2, key=7), kfold_masks(10, 2, key=k))
+    assert np.array_equal(SPACE.sample(2**40, 3), SPACE.sample(seed_key(2**40), 3))
+    assert np.array_equal(STRATEGY.ask(7, STRATEGY.init(7))[0], STRATEGY.ask(k, STRATEGY.init(k))[0])
+
+
+def test_tell_refuses_points_off_the_cube_and_complex_values():
+    state = STRATEGY.init(jax.random.key(0))
+    x, state = STRATEGY.ask(jax.random.key(1), state)
+    for bad in (np.nan, -0.25, 1.5):
+        with pytest.raises(ValueError, match=r"tell: x must hold points of the unit cube .*x\[1, 0\]"):
+            STRATEGY.tell(state, x.at[1, 0].set(bad), [1.0, 2.0])
+    with pytest.raises(TypeError, match="values must be real numbers, got dtype complex"):
+        STRATEGY.tell(state, x, np.array([1.0, 1j]))
+    from jaxhpo import CMAES, LocalSearch
+    with pytest.raises(ValueError, match=r"params x0 must have shape \(1,\).*got shape \(1, 1\)"):
+        CMAES(SPACE, 4).init(jax.random.key(0), {"x0": np.full((1, 1), 0.5)})
+    with pytest.raises(ValueError, match="patience must be a whole number of generations, got 2.5"):
+        LocalSearch(SPACE, 4).init(jax.random.key(0), {"patience": 2.5})
+    # inside a trace the points are the caller's: the same tell compiles
+    told = jax.jit(STRATEGY.tell)(state, x, jnp.array([1.0, 2.0]))
+    assert float(told.best_value) == 1.0
 
 
 def test_raw_key_data_is_accepted():
@@ -128,7 +161,7 @@ def test_meta_gradient_checks_its_inputs():
     with pytest.raises(ValueError, match="query_loss must return a scalar"):
         _meta(lambda s, m, t: s)(meta, tasks)
     total = _meta(lambda s, m, t: jnp.sum(s))
-    with pytest.raises(TypeError, match="meta must hold only floating-point arrays"):
+    with pytest.raises(TypeError, match=r"meta must hold only real floating-point arrays .*meta\[.w.\] has dtype int32"):
         total({"w": jnp.ones(3, jnp.int32)}, tasks)
     with pytest.raises(ValueError, match="tasks must be a pytree of arrays sharing one leading axis"):
         total(meta, jnp.float32(1.0))

@@ -90,7 +90,7 @@ def test_kfold_masks_jits_with_traced_key_and_labels():
     (dict(n=10, k=True), TypeError, "k must be an integer"),
     (dict(n=10, k=2, labels=np.zeros(9, np.int32)), ValueError, "labels must have shape"),
     (dict(n=10, k=2, labels=np.zeros(10, np.float32)), TypeError, "labels must be class labels"),
-    (dict(n=10, k=2, key=0), TypeError, "key must be a jax.random key"),
+    (dict(n=10, k=2, key="0"), TypeError, "key must be a jax.random key or an integer seed"),
 ])
 def test_kfold_masks_rejects_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):

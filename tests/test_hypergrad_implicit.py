@@ -236,3 +236,26 @@ def test_bad_arguments():
     bad = implicit(lambda h: jnp.zeros(3), lambda w, h: jnp.zeros(2) * h)
     with pytest.raises(ValueError, match="residual"):
         jax.grad(lambda h: bad(h).sum())(1.0)
+
+
+@pytest.mark.parametrize("method", ["cg", "neumann"])
+def test_float32_solution_with_a_float64_hyperparameter(x64, method):
+    # The float64 lambda promotes the residual; the solve stays in w's float32.
+    solve, optimality, val_loss = _ridge()
+    A32, b32 = jnp.asarray(A_NP, jnp.float32), jnp.asarray(B_NP, jnp.float32)
+    w_star = implicit(lambda lam: jnp.linalg.solve(A32 + jnp.float32(lam) * jnp.eye(D, dtype=jnp.float32), b32),
+                      optimality, **_methods()[method])
+    got = jax.grad(lambda lam: val_loss(w_star(lam)))(jnp.float64(0.7))
+    np.testing.assert_allclose(float(got), closed_form(0.7)[1], rtol=1e-4)
+
+
+def test_solver_arguments_given_as_arrays_are_checked(x64):
+    S, b = jnp.eye(2) * 2.0, jnp.array([1.0, 2.0])
+    for kwargs, word in [(dict(maxiter=np.asarray(0)), "maxiter"), (dict(maxiter=5, tol=np.asarray(-1.0)), "tol")]:
+        with pytest.raises(ValueError, match=word):
+            conjugate_gradient(lambda v: S @ v, b, **kwargs)
+    for kwargs, word in [(dict(maxiter=jnp.asarray(0), alpha=0.5), "maxiter"),
+                         (dict(maxiter=5, alpha=jnp.asarray(-1.0)), "alpha")]:
+        with pytest.raises(ValueError, match=word):
+            neumann(lambda v: S @ v, b, **kwargs)
+    np.testing.assert_allclose(conjugate_gradient(lambda v: S @ v, b, maxiter=np.asarray(5)), [0.5, 1.0])

@@ -251,6 +251,22 @@ def test_bad_arguments():
         hypergradient_descent(0.1, 0.01, base="momentum", momentum=1.0)
     with pytest.raises(TypeError, match="learning_rate"):
         hypergradient_descent(optax.constant_schedule(0.1), 0.01)
+    with pytest.raises(TypeError, match="per_leaf must be a bool"):
+        hypergradient_descent(0.1, 0.01, per_leaf="False")
+
+
+@pytest.mark.parametrize("base, beta", [("sgd", 0.0), ("sgd", 0.01), ("adam", 0.01)])
+def test_a_python_number_leaf_as_optax_takes_it(base, beta):
+    params = {"scale": 1.0, "w": jnp.ones(2)}
+    grads = {"scale": 0.5, "w": jnp.ones(2)}
+    opt = hypergradient_descent(0.1, beta, base=base)
+    state = opt.init(params)
+    for _ in range(3):
+        updates, state = opt.update(grads, state, params)
+    if beta == 0.0:
+        ref, _ = optax.sgd(0.1).update(grads, optax.sgd(0.1).init(params), params)
+        assert float(updates["scale"]) == np.float32(ref["scale"])
+    assert np.all(np.isfinite(np.asarray(state.learning_rate)))
 
 
 @pytest.mark.parametrize("per_leaf", [False, True])

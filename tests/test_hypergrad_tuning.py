@@ -49,7 +49,7 @@ def test_maximize_and_given_init():
     assert res.history.values.shape == (200, 3)
 
 
-def test_failed_members_stay_put_and_are_counted():
+def test_a_member_failing_from_its_start_stays_put_and_is_counted():
     space = Space(x=Float(0.0, 1.0))
     init = np.array([[0.2], [0.9]], np.float32)
 
@@ -60,8 +60,41 @@ def test_failed_members_stay_put_and_are_counted():
     assert res.num_failed == 50
     assert res.history.x[-1, 1, 0] == pytest.approx(0.9, abs=1e-6)
     assert res.best_params["x"] == pytest.approx(0.5, abs=2e-2)
-    assert np.isinf(res.history.values[:, 1]).all()  # failed evaluations rank last
+    assert np.isnan(res.history.values[:, 1]).all()  # kept as the objective returned them
     assert np.all(res.history.num_failed == 1)
+
+
+def test_a_member_stepping_into_failure_backtracks_to_its_last_good_point():
+    # A full SGD step from x = 0.5 lands on the bound, where the objective
+    # fails; the member goes back and retries half of it (x = 0.9, the optimum).
+    space = Space(x=Float(0.0, 1.0))
+
+    def f(c):
+        return jnp.where(c["x"] > 0.95, jnp.nan, (c["x"] - 0.9) ** 2)
+
+    res = gradient_tune(f, space, init=np.array([[0.5]], np.float32), num_steps=6, optimizer=optax.sgd(1.0),
+                        transform="clip")
+    np.testing.assert_allclose(res.history.x[:3, 0, 0], [0.5, 1.0, 0.9], atol=1e-6)
+    assert np.isnan(res.history.values[1, 0]) and res.num_failed == 1
+    assert res.best_value == pytest.approx(0.0, abs=1e-10)
+
+
+def test_a_member_pushed_to_an_upper_bound_comes_back_like_one_at_the_lower():
+    # sigmoid(z) is exactly 1 in float32 from z ~ 17 on, with a zero slope;
+    # z stays where the slope is positive, so both mirror images return.
+    space = Space(x=Float(0.0, 1.0))
+    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-1.0))
+
+    def f(c, t):
+        target = jnp.where(t < 40, jnp.where(c["x"] > 0.5, 2.0, -1.0), 0.5)
+        return (c["x"] - target) ** 2, t + 1
+
+    res = gradient_tune(f, space, init=np.array([[0.6], [0.4]], np.float32), num_steps=100,
+                        optimizer=sign_descent, carry=jnp.zeros(2, jnp.int32))
+    x = res.history.x[:, :, 0]
+    assert x[39, 0] > 1 - 2e-6 and x[39, 1] < 2e-6
+    np.testing.assert_allclose(x[-1, 0], 1.0 - x[-1, 1], atol=1e-5)
+    assert abs(x[-1, 0] - 0.5) < 0.3
 
 
 def test_carry_is_threaded_per_member():

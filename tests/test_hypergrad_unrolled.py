@@ -356,8 +356,12 @@ def test_bad_arguments():
         unrolled(None, val, 10)
     with pytest.raises(TypeError, match="val_loss"):
         unrolled(step, 3, 10)
+    with pytest.raises(TypeError, match="return_state must be a bool"):
+        unrolled(step, val, 3, return_state="False")
     hg = unrolled(step, val, 3)
-    with pytest.raises(TypeError, match="hparams"):
-        hg({"n": jnp.int32(3)}, jnp.zeros(2))
+    with pytest.raises(TypeError, match=r"hparams\['n'\] has dtype int32"):
+        hg({"lr": jnp.float32(0.1), "n": jnp.int32(3)}, jnp.zeros(2))
+    with pytest.raises(TypeError, match=r"real floating-point.*hparams\['c'\] has dtype complex64"):
+        hg({"c": jnp.complex64(1.0)}, jnp.zeros(2))
     with pytest.raises(ValueError, match="scalar"):
         unrolled(step, lambda s, h: s, 3)({"a": jnp.float32(1.0)}, jnp.zeros(2))

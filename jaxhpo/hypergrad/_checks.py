@@ -7,6 +7,7 @@ import numbers
 from typing import Any
 
 import jax
+import numpy as np
 
 from ..strategies._checks import scalar_item
 
@@ -43,6 +44,12 @@ def check_real_unless_traced(name: str, value: Any, **rule: Any) -> Any:
     if isinstance(value, jax.core.Tracer):
         return value
     return check_real(name, value, **rule)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> Any:

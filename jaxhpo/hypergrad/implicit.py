@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from ..strategies._checks import scalar_item
 from ._checks import check_callable, check_choice, check_positive_int, check_real
 
 __all__ = ["implicit", "conjugate_gradient", "neumann", "METHODS"]
@@ -31,10 +31,11 @@ METHODS = ("cg", "neumann")
 
 
 def _check_solver_arg(name: str, value: Any, check: Callable, **bounds: Any) -> Any:
-    """``check(name, value, **bounds)`` for a Python number; an array (possibly traced) is passed through."""
-    if isinstance(value, (jax.Array, np.ndarray)):
+    """``check(name, value, **bounds)`` for a concrete value (a number or a 0-d
+    array); a traced one is passed through."""
+    if isinstance(value, jax.core.Tracer):
         return value
-    return check(name, value, **bounds)
+    return check(name, scalar_item(value), **bounds)
 
 
 def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: float | None = None) -> jax.Array:
@@ -188,7 +189,9 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
             return ravel_pytree(optimality(unravel(fw), hparams))[0]
 
         def matvec(v):
-            out = jax.jvp(residual_flat, (flat_w,), (v,))[1]
+            # in w's dtype: a wider hyperparameter (float64 beside a float32
+            # w) promotes the residual, and the solvers' loops keep one dtype
+            out = jax.jvp(residual_flat, (flat_w,), (v,))[1].astype(flat_w.dtype)
             return out + damping * v if damping else out
 
         # dF/dh . dh, linear in dh (so reverse mode can transpose it).

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._checks import check_choice, check_real_unless_traced
+from ._checks import check_bool, check_choice, check_real_unless_traced
 
 __all__ = ["hypergradient_descent", "HypergradientState", "BASES"]
 
@@ -112,7 +112,7 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
     b2 = check_real_unless_traced("b2", b2, low=0.0, high=1.0, high_open=True)
     eps = check_real_unless_traced("eps", eps, low=0.0)
     eps_root = check_real_unless_traced("eps_root", eps_root, low=0.0)
-    per_leaf = bool(per_leaf)
+    per_leaf = check_bool("per_leaf", per_leaf)
     inner = _base_direction(base, momentum, b1, b2, eps, eps_root)
 
     def init_fn(params):
@@ -137,7 +137,7 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
             # h = g_t . d_{t-1} with d = -direction; alpha <- alpha - beta h.
             def dot(g, d):
                 wide = _rate_dtype(jnp.result_type(d))
-                return jnp.vdot(g.astype(wide), d.astype(wide))
+                return jnp.vdot(jnp.asarray(g, wide), jnp.asarray(d, wide))
 
             dots = jax.tree_util.tree_map(dot, grads, state.direction)
             if per_leaf:
@@ -155,7 +155,8 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
             updates = jax.tree_util.tree_map(lambda d: (-lr).astype(jnp.result_type(d)) * d, direction)
         # The direction is kept in the parameters' dtypes, as initialised, so
         # the state's types never change (gradients may come narrower).
-        kept = jax.tree_util.tree_map(lambda d, old: d.astype(old.dtype), direction, state.direction)
+        # (A Python-number leaf passes the base's identity as it came.)
+        kept = jax.tree_util.tree_map(lambda d, old: jnp.asarray(d, old.dtype), direction, state.direction)
         return updates, HypergradientState(learning_rate=lr, direction=kept, base_state=base_state)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -5,14 +5,20 @@ coordinates are optimised by an optax optimiser on a transform of the cube
 coordinate ``u`` (``value = space.decode(u)``, affine in ``log(value)`` for
 log-scaled floats), one of ``TRANSFORMS``:
 
-* ``"logit"`` (default): ``z = logit(u)``, ``u = sigmoid(z) in (0, 1)``,
-  unconstrained; a bound is approached only asymptotically.
+* ``"logit"`` (default): ``z = logit(u)``, ``u = sigmoid(z)``, ``z`` kept
+  in ``[logit(1e-6), logit(1 - 1e-6)]``: a bound is approached to within
+  ``1e-6`` of the cube, never reached, so the slope ``du/dz`` never
+  vanishes (in float32 ``sigmoid`` reaches 1 exactly from ``z ~ 17`` on,
+  with a zero derivative: a member there could never come back).
 * ``"clip"``: ``z = u``, projected back onto ``[0, 1]`` after every step
   (projected gradient descent); steps are additive in ``u`` (multiplicative
   in the value of a log-scaled float) right up to a bound, which is reached
   in finitely many steps and held while the gradient points past it.
 
-Every iterate stays inside the bounds. Integer and categorical coordinates
+Every iterate stays inside the bounds. A member whose evaluation fails (a
+non-finite value or gradient) goes back to its last successful point and
+retries half the step that left it, halving again while it fails; after a
+success the step doubles back towards the optimiser's full step. Integer and categorical coordinates
 are held at each member's starting value (search them with an outer
 strategy, calling this driver per configuration: it is jit- and vmap-able
 inside). All members run together: ``vmap`` of ``value_and_grad`` of the
@@ -42,9 +48,11 @@ TRANSFORMS = ("logit", "clip")
 # new optax.adam(0.1) per call (new closures) would compile it again each time.
 _DEFAULT_OPTIMIZER = optax.adam(0.1)
 
-# Cube coordinates are kept this far from 0 and 1 before the logit, so that
-# a starting point on a bound has a finite transform.
+# Cube coordinates are kept this far from 0 and 1 by the logit transform: a
+# starting point on a bound has a finite transform, and the iterates' z stay
+# within +-_Z_MAX, where sigmoid's float32 slope is still positive.
 _EDGE = 1e-6
+_Z_MAX = float(np.log1p(-_EDGE) - np.log(_EDGE))
 
 
 def float_mask(space: Space) -> np.ndarray:
@@ -122,26 +130,33 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         z0 = jnp.log(uc) - jnp.log1p(-uc)
     opt_state0 = jax.vmap(optimizer.init)(z0)
 
+    def project(z):
+        return jnp.where(mask, jnp.clip(z, 0.0, 1.0) if clip else jnp.clip(z, -_Z_MAX, _Z_MAX), z)
+
+    def rows(ok, new, old):
+        return jax.tree_util.tree_map(
+            lambda a, b: jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, b), new, old)
+
     def body(carry, _):
-        z, opt_state, inner = carry
+        # z is z_good + scale * upd_good: the last successful point, the
+        # update computed there (opt_state is the optimiser's state after
+        # it) and the fraction of it taken.
+        z, inner, z_good, upd_good, opt_state, scale = carry
         values, grads, u, inner_new = member(z, u0, inner)
         finite = jnp.isfinite(values)
         ok = finite & jnp.all(jnp.isfinite(grads), axis=-1)
-        # A member without a finite value and gradient stays where it is; a
-        # finite value still counts (a failure is a non-finite value).
         grads = jnp.where(ok[:, None], grads * mask, 0.0)
         updates, opt_state_new = jax.vmap(optimizer.update)(grads, opt_state, z)
-        z_new = optax.apply_updates(z, updates)
-        if clip:
-            z_new = jnp.where(mask, jnp.clip(z_new, 0.0, 1.0), z_new)
-        z_new = jnp.where(ok[:, None], z_new, z)
-        opt_state_new = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old),
-            opt_state_new, opt_state)
-        values = jnp.where(finite, values, jnp.inf)
-        return (z_new, opt_state_new, inner_new), (values, u, finite)
+        # success: step on from z, at twice the last fraction (at most the
+        # whole update); failure: from the last good point, half as far
+        scale = jnp.where(ok, jnp.minimum(2.0 * scale, 1.0), 0.5 * scale)
+        z_good, upd_good = jnp.where(ok[:, None], z, z_good), jnp.where(ok[:, None], updates, upd_good)
+        opt_state = rows(ok, opt_state_new, opt_state)
+        z_new = project(z_good + scale[:, None] * upd_good)
+        return (z_new, inner_new, z_good, upd_good, opt_state, scale), (values, u, finite)
 
-    (_, _, inner), (values, us, oks) = jax.lax.scan(body, (z0, opt_state0, carry0), None, length=num_steps)
+    start = (z0, carry0, z0, jnp.zeros_like(z0), opt_state0, jnp.ones(z0.shape[:1], z0.dtype))
+    (_, inner, *_), (values, us, oks) = jax.lax.scan(body, start, None, length=num_steps)
     return values, us, oks, inner
 
 
@@ -179,8 +194,9 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         steps and return the validation loss and the new model), so the
         hyperparameters adapt while the model trains, at the cost of one
         training run per member. The carry is not differentiated. A member
-        whose evaluation fails keeps its hyperparameters but takes the
-        carry the objective returned (a diverged model stays diverged).
+        whose evaluation fails goes back towards its last successful
+        hyperparameters (see the module docstring) but takes the carry the
+        objective returned (a diverged model stays diverged).
       has_grad: the objective computes its own gradient: it returns
         ``((value, grads), carry)`` / ``(value, grads)`` with ``grads`` a
         dict holding d value / d config for every ``Float`` name (the
@@ -188,7 +204,8 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         forward mode or rematerialisation). Otherwise the driver applies
         ``jax.value_and_grad`` to the objective itself.
       maximize: maximise instead.
-      transform: ``"logit"`` (default; ``z = logit(u)``, unconstrained) or
+      transform: ``"logit"`` (default; ``z = logit(u)``, kept within ``1e-6``
+        of the cube's faces) or
         ``"clip"`` (``z = u``, projected onto ``[0, 1]`` after each step; use
         it when the optimum may lie on a bound, or for steps of a fixed size
         in ``log(value)`` anywhere in the range). See ``TRANSFORMS``.
@@ -197,7 +214,8 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
       a ``jaxhpo.Result``: ``best_params`` / ``best_value`` / ``best_x`` the
       best configuration evaluated by any member at any step (failed, i.e.
       non-finite, evaluations excluded); ``history`` a ``Trace`` with
-      ``values`` ``(num_steps, popsize)``, ``x`` ``(num_steps, popsize,
+      ``values`` ``(num_steps, popsize)`` (as the objective returned them,
+      failures included), ``x`` ``(num_steps, popsize,
       dim)`` (the evaluated points) and the running best; ``state`` a dict
       with ``"final_x"`` ``(popsize, dim)`` (the points evaluated last),
       ``"final_values"`` ``(popsize,)`` (their values) and ``"carry"`` (the
@@ -235,14 +253,15 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
                 raise ValueError(f"every carry leaf needs a leading popsize axis ({popsize}), got shape {jnp.shape(leaf)}")
     values, us, oks, inner = _tune(objective, space, optimizer, num_steps, bool(maximize), stateful,
                                    bool(has_grad), transform, u0, carry)
-    values, us, oks = np.asarray(values), np.asarray(us), np.asarray(oks)
+    raw, us, oks = np.asarray(values), np.asarray(us), np.asarray(oks)
+    values = np.where(oks, raw, np.inf)  # for ranking; the history keeps what the objective returned
     sign = -1.0 if maximize else 1.0
     running = np.minimum.accumulate(values.min(axis=1))
     history = Trace(
         best_value=sign * running,
         num_valid=np.full((num_steps,), popsize, np.int32),
         num_failed=(~oks).sum(axis=1).astype(np.int32),
-        values=sign * values,
+        values=sign * raw,
         valid=np.ones_like(oks),
         x=us,
     )
@@ -255,7 +274,7 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         best_value=best_value,
         best_x=best_x,
         history=history,
-        state={"final_x": us[-1], "final_values": sign * values[-1], "carry": inner},
+        state={"final_x": us[-1], "final_values": sign * raw[-1], "carry": inner},
         num_evaluations=popsize * num_steps,
         num_failed=int((~oks).sum()),
     )

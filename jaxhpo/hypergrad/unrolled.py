@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._checks import check_callable, check_choice, check_positive_int
+from ._checks import check_bool, check_callable, check_choice, check_positive_int
 
 __all__ = ["unrolled", "rollout", "contractions_saveable", "MODES", "STEP_POLICIES", "AUTO_FORWARD_MAX"]
 
@@ -91,14 +91,15 @@ def _policy_step(step: Callable, policy: Any) -> Callable:
 
 
 def _check_float_leaves(hparams: Any, name: str = "hparams") -> None:
-    leaves = jax.tree_util.tree_leaves(hparams)
+    leaves = jax.tree_util.tree_leaves_with_path(hparams)
     if not leaves:
         raise ValueError(f"{name} holds no arrays; there is nothing to differentiate")
-    for leaf in leaves:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+    for path, leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise TypeError(
-                f"{name} must hold only floating-point arrays (integer hyperparameters "
-                f"have no gradient); got a leaf of dtype {jnp.result_type(leaf)}"
+                f"{name} must hold only real floating-point arrays (integer hyperparameters have no "
+                f"gradient, complex ones no real-valued one); {name}{jax.tree_util.keystr(path)} has dtype "
+                f"{jnp.result_type(leaf)}: write it as a float (0.0, not 0)"
             )
 
 
@@ -307,7 +308,7 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
     mode = check_choice("mode", mode, MODES)
     checkpoint_every = _check_checkpoint_every(checkpoint_every)
     step_policy = _check_step_policy(step_policy)
-    return_state = bool(return_state)
+    return_state = check_bool("return_state", return_state)
 
     def loss_and_state(hparams, init_state, remat):
         if remat:

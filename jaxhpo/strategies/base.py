@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._keys import check_key
 from ..space import Space
 from ._checks import check_concrete_params
 
@@ -54,6 +55,19 @@ def initial_best(dim: int) -> dict[str, jax.Array]:
     )
 
 
+def _check_cube_points(x: Any) -> None:
+    """Refuse concrete points off the unit cube (a strategy would store them as
+    its population or best point, and ask from them)."""
+    host = np.asarray(x)
+    if host.dtype.kind not in "fiu" or host.ndim != 2:
+        return  # the shape check names it
+    outside = ~(np.isfinite(host) & (host >= 0) & (host <= 1))
+    if outside.any():
+        row, col = map(int, np.argwhere(outside)[0])
+        raise ValueError(f"tell: x must hold points of the unit cube (finite, in [0, 1]) as ask returns them; "
+                         f"x[{row}, {col}] = {float(host[row, col])!r}")
+
+
 def float32_values(values: Any) -> jax.Array:
     """Objective values as float32, the dtype strategies rank in (also under x64).
 
@@ -68,6 +82,8 @@ def float32_values(values: Any) -> jax.Array:
         host = np.asarray(values)
         values = host_float32_values(host) if host.dtype.kind == "f" else host
     values = jnp.asarray(values)
+    if jnp.issubdtype(values.dtype, jnp.complexfloating):
+        raise TypeError(f"values must be real numbers, got dtype {values.dtype}")
     if jnp.issubdtype(values.dtype, jnp.floating) and jnp.finfo(values.dtype).max > big:
         values = jnp.where(jnp.isfinite(values), jnp.clip(values, -big, big), values)
     return values.astype(jnp.float32)
@@ -197,7 +213,9 @@ class Strategy:
         check_concrete_params(params, self.param_checks())
 
     def init(self, key: jax.Array, params: dict[str, Any] | None = None) -> NamedTuple:
-        """Initial state. ``params`` defaults to ``default_params()``."""
+        """Initial state. ``params`` defaults to ``default_params()``; ``key`` a
+        ``jax.random`` key or an integer seed."""
+        key = check_key(key, allow_seed=True)
         self.check_params(params)
         defaults = self.default_params()
         params = defaults if params is None else {**defaults, **params}
@@ -207,10 +225,12 @@ class Strategy:
     def ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
         """Propose a population.
 
+        Args:
+          key: a ``jax.random`` key or an integer seed.
         Returns:
           ``x`` of shape ``(popsize, dim)`` in ``[0, 1]``, and the new state.
         """
-        x, state = self._ask(key, state)
+        x, state = self._ask(check_key(key, allow_seed=True), state)
         return jnp.clip(x, 0.0, 1.0).astype(jnp.float32), state
 
     def valid(self, state: NamedTuple) -> jax.Array:
@@ -246,11 +266,15 @@ class Strategy:
         """Learn from evaluated points.
 
         Args:
-          x: ``(popsize, dim)`` the points of the latest ``ask``.
-          values: ``(popsize,)`` objective values, minimised. Non-finite
+          x: ``(popsize, dim)`` the points of the latest ``ask``: finite,
+            in ``[0, 1]`` (checked where ``x`` is concrete; ``space.encode``
+            maps configurations found elsewhere into the cube).
+          values: ``(popsize,)`` real objective values, minimised. Non-finite
             values are failed evaluations: they are passed on as ``+inf``, so
             they rank last and never become best.
         """
+        if not isinstance(x, jax.core.Tracer):
+            _check_cube_points(x)
         x = jnp.asarray(x, jnp.float32)
         values = float32_values(values)
         if x.shape != (self.popsize, self.dim):

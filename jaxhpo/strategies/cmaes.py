@@ -416,7 +416,7 @@ class CMAES(Strategy):
         if x0 is None:
             return
         shape = (len(x0),) if isinstance(x0, (list, tuple)) else tuple(jnp.shape(x0))
-        if shape[-1:] != (self.dim,):
+        if shape != (self.dim,):
             raise ValueError(f"params x0 must have shape ({self.dim},) (one cube coordinate per "
                              f"parameter), got shape {shape}")
 

@@ -33,13 +33,19 @@ def _positive(name):
     return lambda v: check_real(name, v, 0.0, 1.0, low_open=True)
 
 
+def _whole(name: str, value: float) -> float:
+    if value != int(value):
+        raise ValueError(f"{name} must be a whole number of generations, got {value!r}")
+    return value
+
+
 _CHECKS = {
     "step_init": _positive("step_init"),
     "step_min": _positive("step_min"),
     "step_max": _positive("step_max"),
     "step_grow": lambda v: check_real("step_grow", v, 1.0, 100.0),
     "step_shrink": lambda v: check_real("step_shrink", v, 0.0, 1.0, low_open=True, high_open=True),
-    "patience": lambda v: check_real("patience", v, 1.0, math.inf),
+    "patience": lambda v: _whole("patience", check_real("patience", v, 1.0, math.inf)),
 }
 
 
