@@ -81,6 +81,27 @@ def test_bad_arguments_are_named():
         Trainer(_init, 3, _evaluate)
     with pytest.raises(ValueError, match="chunk_size"):
         hyperband(TRAINER, SPACE, 0, max_budget=9, chunk_size=0)
+    with pytest.raises(ValueError, match=r"num_brackets \(4\) must be at most the 3 brackets"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, num_brackets=4)
+
+
+def test_a_fractional_budget_never_trains_past_max_budget():
+    # R = 12.6, eta = 3: rungs at 1.4, 4.2 and 12.6 units train 1, 4 and 12 steps
+    res = hyperband(TRAINER, SPACE, 0, max_budget=12.6, num_brackets=1)
+    assert res.best_budget == 12 and int(res.best_state["n"]) == 12
+    assert sorted({r["budget"] for r in res.rungs}) == [1, 4, 12]
+
+
+@pytest.mark.parametrize("block_size", [None, 2, 8])
+def test_rows_past_num_members_come_back_untouched_whatever_the_block_size(block_size):
+    keys = jax.random.split(jax.random.key(0), 4)
+    hp = {"lr": jnp.full(4, 0.1), "shift": jnp.zeros(4, jnp.int32)}
+    states = init_rung(TRAINER, keys, hp)
+    before = np.asarray(states["w"])
+    new, loss = continue_rung(TRAINER, jax.tree_util.tree_map(jnp.copy, states), hp, np.int32(2), np.int32(3),
+                              block_size)
+    np.testing.assert_array_equal(np.asarray(new["w"])[3], before[3])
+    assert np.all(np.asarray(new["n"]) == [2, 2, 2, 0]) and np.isinf(np.asarray(loss)[3])
 
 
 def _straight_through(keys, hp, steps):

@@ -107,6 +107,22 @@ def _explore(key, hp, which, prob):
     return explore(key, MIXED, hp, which, prob)
 
 
+def test_explore_checks_which_and_a_unit_factor_moves_nothing():
+    hp = MIXED.decode(MIXED.sample(jax.random.key(1), 6))
+    for bad in (jnp.ones(5, bool), jnp.ones((6, 2), bool), jnp.arange(6)):
+        with pytest.raises(ValueError, match=r"which must be a \(6,\) bool array"):
+            explore(jax.random.key(0), MIXED, hp, bad, 0.0)
+    # a factor of 1 has no direction: integers stay where they are (a factor
+    # of 1.5 moves every one of them, 1 or more values up)
+    which = jnp.ones(6, bool)
+    same = explore(jax.random.key(2), MIXED, hp, which, 0.0, factors=(1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(same["width"]), np.asarray(hp["width"]))
+    np.testing.assert_array_equal(np.asarray(same["lr"]), np.asarray(hp["lr"]))
+    up = explore(jax.random.key(2), MIXED, hp, which, 0.0, factors=(1.5, 1.5))
+    w0, w1 = np.asarray(hp["width"]), np.asarray(up["width"])
+    assert np.all((w1 > w0) | (w0 == 6))
+
+
 def test_explore_stays_in_the_space_and_moves():
     P = 512
     hp = MIXED.decode(MIXED.sample(jax.random.key(1), P))

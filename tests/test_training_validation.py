@@ -262,5 +262,27 @@ def test_compiled_rungs_refuse_bad_counts_before_tracing():
         continue_rung(TRAINER, states, hp, np.int32(1), np.int32(5), 2)
     with pytest.raises(ValueError, match="num_members must be a non-negative integer"):
         train_blocks(TRAINER, states, hp, 1, -1, 2)
+    with pytest.raises(ValueError, match=r"block_size must be a positive integer \(a divisor of the population"):
+        train_blocks(TRAINER, states, hp, 1, 2, 0)
+    from jaxhpo.training import init_population, train_population
+    for bad in (0, -2, 2.5):
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer or None"):
+            train_population(TRAINER, states, hp, 1, chunk_size=bad)
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer or None"):
+            init_population(TRAINER, keys, hp, chunk_size=bad)
     # The states were not donated by the refused calls.
     assert float(states["w"].sum()) == 8.0
+
+
+def test_a_step_that_changes_the_state_is_named():
+    # A common slip: step returns (state, loss). The loops carry the state,
+    # so the step must give back init's structure, shapes and dtypes.
+    pair = Trainer(_init, lambda s, hp: (_step(s, hp), 0.0), _evaluate)
+    grown = Trainer(_init, lambda s, hp: {"w": jnp.ones(3, jnp.float32)}, _evaluate)
+    typed = Trainer(_init, lambda s, hp: {"w": s["w"].astype(jnp.int32)}, _evaluate)
+    for trainer, word in [(pair, "the same pytree"), (grown, r"state\['w'\] went from shape \(2,\) float32 to \(3,\)"),
+                          (typed, "to .2,. int32")]:
+        with pytest.raises(TypeError, match=word):
+            successive_halving(trainer, SPACE, 0, num_configs=3, min_budget=1, max_budget=3)
+        with pytest.raises(TypeError, match="trainer.step must return a train state"):
+            pbt(trainer, SPACE, 0, popsize=4, num_rounds=1)

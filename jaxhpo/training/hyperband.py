@@ -199,8 +199,11 @@ class MultiFidelityResult:
 
 # ------------------------------------------------------------------------- internals
 def _steps(budget: int | float) -> int:
-    """Budget units -> whole trainer steps (rounded, at least 1)."""
-    return max(1, int(round(budget)))
+    """Budget units -> whole trainer steps: floored (never past ``max_budget``), at least 1.
+
+    The tolerance keeps a budget that a float rounding left just below a
+    whole number (``2.9999999999999996``) at that number."""
+    return max(1, math.floor(budget + 1e-9))
 
 
 @jax.jit
@@ -434,7 +437,9 @@ def _check_block_size(block_size: Any, groups: list, mesh: Mesh | None) -> int |
     block_size = int(block_size)
     if mesh is not None and block_size % mesh.size:
         raise ValueError(f"block_size ({block_size}) must be a multiple of the mesh's {mesh.size} devices")
-    return block_size
+    # A block wider than the largest level would only train padding.
+    largest = max(max(level_sizes(group)) for group in groups)
+    return min(block_size, _rounded_up(largest, 1 if mesh is None else mesh.size))
 
 
 class _Search:
@@ -523,8 +528,12 @@ class _Search:
             # With a fixed buffer every level passes the same keys (used only
             # where ``fresh``), so that all levels share one program.
             level_keys = init_keys if (i_level == 0 or self.fixed_capacity is not None) else None
-            # continue_rung donates ``states``: they are not read again.
-            states, loss = continue_rung(self.trainer, states, hp, np.int32(extra), np.int32(n), self.block_size,
+            # continue_rung donates ``states``: they are not read again. Without
+            # blocks every row trains (rows past n are padding, sliced off below):
+            # no num_members, whose restoring of those rows would keep a second
+            # population of states alive.
+            members = None if self.block_size is None else np.int32(n)
+            states, loss = continue_rung(self.trainer, states, hp, np.int32(extra), members, self.block_size,
                                          self.chunk_size, self.mesh, level_keys, np.bool_(i_level == 0))
             # Under jax.distributed the losses are sharded over every process: gather them.
             loss = np.asarray(host_local(loss))[:n]
@@ -663,7 +672,8 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
       key: a ``jax.random`` key or an integer seed; the same key gives the same run.
       num_configs: configurations in the first rung.
       min_budget, max_budget: units of the first rung, and the most any
-        configuration is trained.
+        configuration is trained (a fractional budget trains its whole
+        units: floored, at least 1).
       eta: keep the best ``floor(n_i / eta)`` after each rung.
       strategy: proposes the configurations (``RandomSearch(space,
         num_configs)`` by default), asked as many times as it takes to fill
@@ -689,8 +699,9 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
         the block size from 8 (or the smallest level's population, if
         smaller) up to the smallest level's population (``level_sizes``;
         multiples of the mesh's size) that pads the least training
-        (``padded_work``); elsewhere ``None``. Results do not
-        depend on it (up to float rounding of vmapped arithmetic).
+        (``padded_work``); elsewhere ``None``. A block wider than the
+        largest level is cut to it. Results do not depend on it (up to
+        float rounding of vmapped arithmetic).
     Returns:
       a ``MultiFidelityResult``. Where ``trainer.evaluate`` returns ``(m,)``
       objectives, survivors go by non-dominated rank and crowding distance
@@ -752,6 +763,9 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
     if num_brackets is not None:
         if isinstance(num_brackets, bool) or not isinstance(num_brackets, numbers.Integral) or num_brackets < 1:
             raise ValueError(f"num_brackets must be a positive integer or None, got {num_brackets!r}")
+        if num_brackets > len(schedule):
+            raise ValueError(f"num_brackets ({num_brackets}) must be at most the {len(schedule)} brackets of "
+                             f"max_budget={max_budget}, eta={eta}")
         schedule = schedule[: int(num_brackets)]
     if concurrent_brackets is not None and not isinstance(concurrent_brackets, bool):
         raise TypeError(f"concurrent_brackets must be True, False or None, got {concurrent_brackets!r}")

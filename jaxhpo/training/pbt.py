@@ -97,7 +97,13 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
         if fac.shape != (2,) or not np.all(np.isfinite(fac) & (fac > 0)):
             raise ValueError(f"factors must be two positive finite numbers, got {factors!r}")
     key = check_key(key, allow_seed=True)
-    P = which.shape[0]
+    P = jnp.shape(hparams[space.names[0]])[0] if jnp.ndim(hparams[space.names[0]]) else None
+    if P is None or any(jnp.shape(hparams[n]) != (P,) for n in space.names):
+        raise ValueError(f"hparams must hold one (P,) array per parameter, got shapes "
+                         f"{ {n: jnp.shape(hparams[n]) for n in space.names} }")
+    if jnp.shape(which) != (P,) or jnp.result_type(which) != jnp.bool_:
+        raise ValueError(f"which must be a ({P},) bool array, one flag per member, got shape {jnp.shape(which)} "
+                         f"of dtype {jnp.result_type(which)}")
     k_fresh, k_coin, k_fac, k_cat = jax.random.split(key, 4)
     fresh = space.decode(space.sample(k_fresh, P))
     coins = jax.random.uniform(k_coin, (P, space.dim)) < resample_prob
@@ -112,8 +118,9 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
         elif isinstance(d, Int):
             vf = v.astype(jnp.float32)
             r = jnp.round(vf * f[:, i])
-            # Small integers would not move under x1.2; step at least one value.
-            step = jnp.where(f[:, i] > 1, 1.0, -1.0)
+            # Small integers would not move under x1.2; step at least one value
+            # in the factor's direction (none for a factor of 1).
+            step = jnp.sign(f[:, i] - 1.0)
             r = jnp.where(r == vf, vf + step, r)
             moved = jnp.clip(r, d.low, d.high).astype(jnp.int32)
         else:

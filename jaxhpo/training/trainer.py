@@ -36,6 +36,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ..evaluate import check_chunk_size
 from ._compile import training_jit
 
 __all__ = [
@@ -114,6 +115,7 @@ def _shard(tree: Any, mesh: Mesh | None) -> Any:
 
 def _per_member(fn: Callable, args: Any, chunk_size: int | None, n: int) -> Any:
     """``vmap(fn)`` over the leading axis of ``args``, or ``chunk_size`` members at a time."""
+    chunk_size = check_chunk_size(chunk_size)
     if chunk_size is None or chunk_size >= n:
         return jax.vmap(fn)(args)
     # lax.map over chunks bounds memory to chunk_size members' activations.
@@ -135,6 +137,27 @@ def _per_member(fn: Callable, args: Any, chunk_size: int | None, n: int) -> Any:
         return out
     rest = jax.vmap(fn)(jax.tree_util.tree_map(lambda a: a[whole:], args))
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+
+
+def _dtype(a: Any) -> Any:
+    return a.dtype if hasattr(a, "dtype") else jnp.result_type(a)
+
+
+def checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
+    """``trainer.step(state, hparams)``, refused unless it returns a state of
+    ``state``'s structure, shapes and dtypes (the loops carry it as such)."""
+    new = trainer.step(state, hparams)
+    old_leaves, old_def = jax.tree_util.tree_flatten_with_path(state)
+    new_leaves, new_def = jax.tree_util.tree_flatten(new)
+    if new_def != jax.tree_util.tree_structure(state):
+        raise TypeError("trainer.step must return a train state of the structure trainer.init makes "
+                        f"(the same pytree, shapes and dtypes); it returned {new_def} for {old_def}")
+    for (path, a), b in zip(old_leaves, new_leaves):
+        if jnp.shape(a) != jnp.shape(b) or _dtype(a) != _dtype(b):
+            raise TypeError(f"trainer.step must return a train state of the structure trainer.init makes; "
+                            f"state{jax.tree_util.keystr(path)} went from shape {jnp.shape(a)} {_dtype(a)} "
+                            f"to {jnp.shape(b)} {_dtype(b)}")
+    return new
 
 
 def _population_size(hparams: Any) -> int:
@@ -224,7 +247,7 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
 
     def member(args):
         s, hp = args
-        s = lax.fori_loop(0, num_steps, lambda _, s: trainer.step(s, hp), s)
+        s = lax.fori_loop(0, num_steps, lambda _, s: checked_step(trainer, s, hp), s)
         loss = jnp.asarray(trainer.evaluate(s, hp), jnp.float32)
         _check_loss_shape(loss)
         return s, loss
@@ -303,7 +326,9 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
     populations of every size up to ``N`` and every ``num_steps`` share one
     compiled program; rows past ``num_members`` cost nothing. Without
     ``block_size`` (or with ``block_size >= N``) this is
-    ``train_population`` on all ``N`` rows.
+    ``train_population`` on all ``N`` rows (every row is trained; those
+    past ``num_members`` are then given back unchanged, with ``+inf``
+    losses).
 
     Args:
       states: ``(N, ...)`` train states; hparams: dict name -> ``(N,)``.
@@ -322,12 +347,24 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
     n = _population_size(hparams)
     _check_count("num_steps", num_steps)
     _check_count("num_members", num_members, most=n)
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral)
+                                   or block_size < 1):
+        raise ValueError(f"block_size must be a positive integer (a divisor of the population size {n}) or None, "
+                         f"got {block_size!r}")
 
     if block_size is None or block_size >= n:
         if keys is not None:
             states = lax.cond(fresh, lambda: init_population(trainer, keys, hparams, chunk_size=chunk_size,
                                                              mesh=mesh), lambda: states)
-        return train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+        new, losses = train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+        if num_members is None:
+            return new, losses
+        # Every row was trained (one vmapped program); those past num_members
+        # are given back as they came, as the blocked queue leaves them.
+        keep = jnp.arange(n) < num_members
+        return (jax.tree_util.tree_map(lambda a, b: jnp.where(keep.reshape((n,) + (1,) * (a.ndim - 1)), a, b),
+                                       new, states),
+                jnp.where(keep.reshape((n,) + (1,) * (losses.ndim - 1)), losses, jnp.inf))
     if n % block_size:
         raise ValueError(f"block_size ({block_size}) must divide the population size ({n})")
     members = jnp.asarray(n if num_members is None else num_members, jnp.int32)
@@ -365,7 +402,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
                     lambda u, a: jnp.where(first.reshape((-1,) + (1,) * (u.ndim - 1)), u, a), new, block)
 
             block = lax.cond(jnp.asarray(fresh) & (j * width < members), init, lambda b: b, block)
-        block = lax.cond(units > 0, lambda b: _per_member(lambda a: trainer.step(*a), (b, block_hp), chunk_size,
+        block = lax.cond(units > 0, lambda b: _per_member(lambda a: checked_step(trainer, *a), (b, block_hp), chunk_size,
                                                           block_size), lambda b: b, block)
         last = valid & (unit == queued - 1)
 
