@@ -152,7 +152,15 @@ def _open(args: argparse.Namespace, cmd: str) -> Any:
         raise ValueError(f"{args.study!r} is a folder, not a study file (give its study.db)")
     if not path.is_file():
         raise ValueError(f"{args.study!r} does not exist")
-    return Study.load(str(path), args.name)
+    try:
+        return Study.load(str(path), args.name)
+    except ValueError as e:
+        if "cannot be rebuilt" not in str(e):
+            raise
+        # Study.load's remedy (space=, strategy=) is Python's, not the command line's.
+        raise ValueError(f"{e.args[0].rsplit(';', 1)[0]}: the command line cannot open it; in Python, "
+                         f"Study.load({str(path)!r}, space=..., strategy=...) with the objects the study "
+                         "was made with reads it") from None
 
 
 def _fmt(v: Any) -> str:

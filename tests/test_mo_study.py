@@ -154,6 +154,17 @@ def test_tell_vectors_and_bad_input():
         Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), maximize=(True, False))
 
 
+def test_intermediate_values_are_refused_and_a_pruned_trial_has_no_value():
+    # As Optuna: pruning ranks one objective, so a study of several takes no
+    # report; a trial may still stop itself, recorded as pruned without a value.
+    s = Study(SPACE, STRATEGY, seed=3, maximize=MAXIMIZE)
+    trial = s.ask_trials()[0]
+    with pytest.raises(ValueError, match="a study of 2 objectives takes no intermediate values"):
+        s.report(trial, 0.5, 0)
+    s.tell(trial, pruned=True)
+    assert s.trials[0].state == "pruned" and s.trials[0].value is None and s.trials[0].values is None
+
+
 def test_values_beyond_float32_are_its_largest_not_failures():
     """A finite objective value too large for float32 is the worst result there is, as for
     one objective: the strategy ranks it at float32's largest value instead of dropping the

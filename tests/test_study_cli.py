@@ -209,6 +209,31 @@ def test_a_storage_url_is_relative_to_the_config_and_show_takes_it(folder, monke
     assert "--top: must be a positive integer" in capsys.readouterr().err
 
 
+def test_a_file_objective_imports_its_neighbours(tmp_path, monkeypatch):
+    # as `python obj.py` would: a module beside the objective's file imports
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "jaxhpo_test_helper_mod.py").write_text("OFFSET = 0.25\n")
+    (proj / "obj.py").write_text("import jaxhpo_test_helper_mod as h\n\n"
+                                 "def objective(p):\n    return (p['x'] - h.OFFSET) ** 2\n")
+    (proj / "c.toml").write_text(TOML.replace('output = "out"', 'output = "out"\nnum_trials = 4')
+                                 .replace("num_trials = 12\n", ""))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    assert cli_study.main(["run", str(proj / "c.toml"), "--no-progress", "--no-plots"]) == 0
+
+
+def test_show_names_the_way_to_read_a_study_whose_space_json_cannot_hold(tmp_path, capsys):
+    from jaxhpo import Categorical, Float, RandomSearch, Space
+    space = Space(x=Float(0.0, 1.0), shape=Categorical([(32, 32), (64, 64)]))
+    study = Study(space, RandomSearch(space, 2), storage=str(tmp_path / "t.db"), name="s")
+    study.optimize(lambda p: p["x"], num_trials=2, progress=False)
+    study.close()
+    assert cli_study.main(["show", str(tmp_path / "t.db")]) == 2
+    err = capsys.readouterr().err
+    assert "the command line cannot open it" in err and "Study.load(" in err and "pass space=" not in err
+
+
 def test_reading_a_missing_file_creates_nothing(tmp_path):
     from jaxhpo.study import StorageError
 

@@ -159,6 +159,38 @@ def test_two_processes_share_a_study(tmp_path):
     study.close()
 
 
+def test_a_file_locked_while_workers_open_it_is_waited_for(tmp_path, monkeypatch):
+    # Workers opening one new file together: SQLite may refuse another's
+    # journal-mode switch with "locked" at once, without its busy timeout.
+    real, calls = SQLiteStorage._set_up, []
+
+    def flaky(self, *args):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(self, *args)
+
+    monkeypatch.setattr(SQLiteStorage, "_set_up", flaky)
+    SQLiteStorage(str(tmp_path / "a.db")).close()
+    assert len(calls) == 3
+
+    def locked(self, *args):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(SQLiteStorage, "_set_up", locked)
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match=r"stayed locked by another connection for 0.2 s"):
+        SQLiteStorage(str(tmp_path / "b.db"), timeout=0.2)
+    assert 0.2 <= time.monotonic() - t0 < 5.0
+
+    def broken(self, *args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SQLiteStorage, "_set_up", broken)
+    with pytest.raises(StorageError, match="is not a usable jaxhpo database: disk I/O error"):
+        SQLiteStorage(str(tmp_path / "c.db"))
+
+
 def test_not_a_database(tmp_path):
     p = tmp_path / "notes.db"
     p.write_text("these are my notes, not a database\n")

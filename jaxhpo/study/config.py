@@ -227,6 +227,10 @@ def load_objective(spec: str, base_dir: Path | str = ".") -> Callable:
         file = Path(target) if Path(target).is_absolute() else base_dir / target
         if not file.is_file():
             raise ValueError(f"objective {spec!r}: file {str(file)!r} does not exist")
+        # its folder first, as `python file.py` puts it: modules beside it import
+        folder = str(file.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
         mod_name = f"_jaxhpo_objective_{abs(hash(str(file.resolve())))}"
         module_spec = importlib.util.spec_from_file_location(mod_name, file)
         module = importlib.util.module_from_spec(module_spec)

@@ -262,25 +262,45 @@ class SQLiteStorage:
         except sqlite3.Error as e:
             raise StorageError(f"storage {path!r} cannot be opened: {e}") from None
         self._conn = conn
-        try:
-            # Looked at before anything is written: another program's database, or
-            # (create=False) an empty one, is refused unchanged, journal mode included.
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables and "jaxhpo_meta" not in tables:
-                raise StorageError(f"storage {path!r} is an SQLite database of something else (tables "
-                                   f"{sorted(tables)}); jaxhpo will not write into it")
-            if not tables and not create:  # a new file is an empty database
-                raise StorageError(f"storage {path!r} holds no jaxhpo study (an empty database)")
-            if path != ":memory:" and not self.read_only:
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._init_schema()
-        except sqlite3.DatabaseError as e:
-            self.close()
-            raise StorageError(f"storage {path!r} is not a usable jaxhpo database: {e}") from None
-        except StorageError:
-            self.close()
-            raise
+        deadline, pause = time.monotonic() + self.timeout, 0.005
+        while True:
+            try:
+                self._set_up(create, synchronous)
+                return
+            except sqlite3.OperationalError as e:
+                # Workers opening one new file together: SQLite answers a
+                # journal-mode switch that meets another connection with "locked"
+                # at once, whatever the busy timeout. Wait as the timeout says.
+                if ("locked" in str(e) or "busy" in str(e)) and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.25)
+                    continue
+                self.close()
+                if "locked" in str(e) or "busy" in str(e):
+                    raise StorageError(f"storage {path!r} stayed locked by another connection for "
+                                       f"{self.timeout} s (the timeout): {e}") from None
+                raise StorageError(f"storage {path!r} is not a usable jaxhpo database: {e}") from None
+            except sqlite3.DatabaseError as e:
+                self.close()
+                raise StorageError(f"storage {path!r} is not a usable jaxhpo database: {e}") from None
+            except StorageError:
+                self.close()
+                raise
+
+    def _set_up(self, create: bool, synchronous: str) -> None:
+        conn, path = self._conn, self.path
+        # Looked at before anything is written: another program's database, or
+        # (create=False) an empty one, is refused unchanged, journal mode included.
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "jaxhpo_meta" not in tables:
+            raise StorageError(f"storage {path!r} is an SQLite database of something else (tables "
+                               f"{sorted(tables)}); jaxhpo will not write into it")
+        if not tables and not create:  # a new file is an empty database
+            raise StorageError(f"storage {path!r} holds no jaxhpo study (an empty database)")
+        if path != ":memory:" and not self.read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._init_schema()
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A read-only connection; ``immutable`` where SQLite cannot share the file's

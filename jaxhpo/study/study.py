@@ -1007,6 +1007,11 @@ class Study:
         self._report(self._number("report", trial), value, step)
 
     def _report(self, number: int, value: Any, step: int, claim: tuple | None = None) -> None:
+        if self.num_objectives > 1:
+            # As Optuna: intermediate values serve pruning, which ranks one objective.
+            raise ValueError(f"report: a study of {self.num_objectives} objectives takes no intermediate "
+                             "values (pruning ranks one objective); a trial may still stop early by "
+                             "raising TrialPruned, recorded as pruned without a value")
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"report: step must be an integer >= 0, got {step!r}")
         value = _real_scalar("report", value)
