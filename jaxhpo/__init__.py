@@ -10,7 +10,9 @@ from . import training
 from .cv import cross_validate, fold_scores, kfold_masks, masks_from_splits
 from .datasets import load_iris
 from .datasets_digits import load_digits
-from .evaluate import evaluate
+# ``jaxhpo.evaluate`` is the function; what else its module offers is here too
+# (``import jaxhpo.evaluate as m`` gives the function, not the module).
+from .evaluate import auto_chunk_size, evaluate, host_local
 from .loop import Result, Trace, minimize, run
 from .space import Categorical, Float, Int, Space
 from .pareto import hypervolume
@@ -27,7 +29,7 @@ __all__ = [
     "Categorical", "Float", "Int", "Space",
     "Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE",
     "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "MOTPE", "GPBO", "hypervolume",
-    "evaluate", "run", "minimize", "Result", "Trace",
+    "evaluate", "run", "minimize", "Result", "Trace", "auto_chunk_size", "host_local",
     "hypergrad", "training", "Trainer", "hyperband", "hyperband_schedule", "successive_halving", "pbt",
     "load_digits",
     "Study", "Trial", "TrialState", "TrialPruned", "SQLiteStorage", "StorageError",

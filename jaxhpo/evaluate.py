@@ -14,6 +14,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from ._traced import call_traced
+
 __all__ = ["evaluate", "check_chunk_size", "auto_chunk_size", "free_memory_bytes", "per_config_bytes",
            "host_local", "DEFAULT_MEMORY_FRACTION", "HOST_FALLBACK_BYTES"]
 
@@ -257,6 +259,11 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
     """
     if not callable(objective):
         raise TypeError("objective must be callable")
+    user_objective = objective
+
+    def objective(config):
+        return call_traced("objective", user_objective, config)
+
     chunk_size = check_chunk_size(chunk_size, allow_auto=True)
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:

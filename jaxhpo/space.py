@@ -75,7 +75,15 @@ _F32 = np.finfo(np.float32)
 _MIN_LINEAR_WIDTH = np.float32(2.0**24 * float(_F32.tiny))
 
 
+def _item(value: Any) -> Any:
+    """A concrete 0-d JAX array as its Python number (a NumPy scalar is one already)."""
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def _check_bound(name: str, value: Any) -> float:
+    value = _item(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
@@ -251,6 +259,7 @@ class Int(_Dimension):
     kind = "int"
 
     def __init__(self, low: int, high: int, log: bool = False, *, when: Any = None):
+        low, high = _item(low), _item(high)
         for name, value in (("Int.low", low), ("Int.high", high)):
             if isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be an integer, got {value!r}")

@@ -58,6 +58,18 @@ def test_every_entry_point_takes_an_integer_seed_as_its_key():
     assert np.array_equal(STRATEGY.ask(7, STRATEGY.init(7))[0], STRATEGY.ask(k, STRATEGY.init(k))[0])
 
 
+def test_code_that_needs_concrete_values_is_explained():
+    from jaxhpo.training import Trainer, successive_halving
+    for bad in (lambda c: float(c["x"]) ** 2, lambda c: np.sin(c["x"]), lambda c: 1.0 if c["x"] > 0.5 else 0.0):
+        with pytest.raises(TypeError, match=r"objective is traced by JAX .* use jaxhpo.Study"):
+            jaxhpo.minimize(bad, SPACE, STRATEGY, num_generations=1, key=0)
+        with pytest.raises(TypeError, match=r"objective is traced by JAX"):
+            gradient_tune(bad, SPACE, popsize=2, num_steps=1)
+    trainer = Trainer(lambda k, hp: jnp.ones(2), lambda s, hp: s * float(hp["x"]), lambda s, hp: jnp.sum(s))
+    with pytest.raises(TypeError, match=r"trainer.step is traced by JAX .* no float\(\)"):
+        successive_halving(trainer, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
+
+
 def test_tell_refuses_points_off_the_cube_and_complex_values():
     state = STRATEGY.init(jax.random.key(0))
     x, state = STRATEGY.ask(jax.random.key(1), state)

@@ -236,6 +236,10 @@ def test_bad_arguments():
     bad = implicit(lambda h: jnp.zeros(3), lambda w, h: jnp.zeros(2) * h)
     with pytest.raises(ValueError, match="residual"):
         jax.grad(lambda h: bad(h).sum())(1.0)
+    counted = implicit(lambda h: {"w": jnp.ones(2) * h, "iters": jnp.int32(3)},
+                       lambda w, h: {"w": w["w"] - h, "iters": jnp.float32(0.0)})
+    with pytest.raises(TypeError, match=r"solve must return floating-point arrays only .*w\['iters'\] has dtype int32"):
+        jax.grad(lambda h: counted(h)["w"].sum())(1.0)
 
 
 @pytest.mark.parametrize("method", ["cg", "neumann"])

@@ -356,6 +356,9 @@ def test_bad_arguments():
         unrolled(None, val, 10)
     with pytest.raises(TypeError, match="val_loss"):
         unrolled(step, 3, 10)
+    from jaxhpo.hypergrad import rollout
+    with pytest.raises(TypeError, match="step must be callable"):
+        rollout(None, {}, jnp.zeros(2), 3)
     with pytest.raises(TypeError, match="return_state must be a bool"):
         unrolled(step, val, 3, return_state="False")
     hg = unrolled(step, val, 3)

@@ -265,6 +265,13 @@ def test_type_errors(build):
         build()
 
 
+def test_concrete_0d_arrays_are_bounds_like_numpy_scalars():
+    assert Float(jnp.float32(0.5), jnp.array(2.0)) == Float(0.5, 2.0)
+    assert Int(jnp.int32(1), jnp.array(5)) == Int(1, 5)
+    with pytest.raises(TypeError, match="Float.low must be a real number"):
+        Float(jnp.array(True), 1.0)
+
+
 def test_wrong_trailing_dimension():
     space = Space(a=Float(0, 1), b=Int(0, 3))
     with pytest.raises(ValueError, match="trailing dimension 2"):

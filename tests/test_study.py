@@ -135,7 +135,10 @@ def test_optimize_records_failures_and_goes_on():
         return f(p)
 
     study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0)
-    study.optimize(objective, num_trials=20, progress=False)
+    # the first failure of a call is shown once (a mistake would fail them all)
+    with pytest.warns(RuntimeWarning, match="trial 0 failed: ValueError: boom 1. Failed trials are recorded") as seen:
+        study.optimize(objective, num_trials=20, progress=False)
+    assert len([w for w in seen if issubclass(w.category, RuntimeWarning)]) == 1
     trials = study.trials
     assert len(trials) == 20 and len(calls) == 20
     failed = [t for t in trials if t.state == TrialState.FAILED]

@@ -89,6 +89,7 @@ def test_a_fractional_budget_never_trains_past_max_budget():
     # R = 12.6, eta = 3: rungs at 1.4, 4.2 and 12.6 units train 1, 4 and 12 steps
     res = hyperband(TRAINER, SPACE, 0, max_budget=12.6, num_brackets=1)
     assert res.best_budget == 12 and int(res.best_state["n"]) == 12
+    assert res.best_value == res.best_loss  # the name Result and Study use
     assert sorted({r["budget"] for r in res.rungs}) == [1, 4, 12]
 
 

@@ -62,6 +62,7 @@ def test_pbt_beats_fixed_hyperparameters_on_a_schedule_task():
     b = pbt(TRAINER, SPACE, key, popsize=16, num_rounds=20, steps_per_round=10, fraction=0.0)
     assert np.all(b.parents == np.arange(16))  # fraction=0: nobody exploits
     np.testing.assert_allclose([a.best_loss, b.best_loss], [pbt_best[0], fixed_best[0]], rtol=1e-5)
+    assert a.best_value == a.best_loss  # the name Result and Study use
 
 
 def test_exploit_copies_states_and_hyperparameters_exactly():

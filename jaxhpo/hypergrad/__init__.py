@@ -13,15 +13,15 @@
   every task's inner training.
 """
 
-from .implicit import conjugate_gradient, implicit, neumann
+from .implicit import METHODS, conjugate_gradient, implicit, neumann
 from .meta import meta_gradient
 from .online import HypergradientState, hypergradient_descent
 from .tuning import float_mask, gradient_tune
-from .unrolled import AUTO_FORWARD_MAX, contractions_saveable, rollout, unrolled
+from .unrolled import AUTO_FORWARD_MAX, MODES, STEP_POLICIES, contractions_saveable, rollout, unrolled
 
 __all__ = [
-    "unrolled", "rollout", "contractions_saveable", "AUTO_FORWARD_MAX",
-    "implicit", "conjugate_gradient", "neumann",
+    "unrolled", "rollout", "contractions_saveable", "AUTO_FORWARD_MAX", "MODES", "STEP_POLICIES",
+    "implicit", "conjugate_gradient", "neumann", "METHODS",
     "hypergradient_descent", "HypergradientState",
     "gradient_tune", "float_mask",
     "meta_gradient",

@@ -175,6 +175,11 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
         # w_star, not solve: a derivative of this rule (a Hessian) then takes
         # the implicit formula again instead of differentiating the solver.
         w = w_star(hparams)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(w):
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                raise TypeError(f"solve must return floating-point arrays only (the solution w is "
+                                f"differentiated); w{jax.tree_util.keystr(path)} has dtype {jnp.result_type(leaf)}: "
+                                "return iteration counts and such apart, outside implicit")
         flat_w, unravel = ravel_pytree(w)
 
         # The system dF/dw must be square: one residual entry per entry of w.

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from .._keys import check_key
+from .._traced import call_traced
 from ..loop import Result, Trace
 from ..space import Float, Space
 from ..strategies.base import float32_values
@@ -78,11 +79,11 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
 
     def call(config, carry):
         if stateful:
-            out = objective(config, carry)
+            out = call_traced("objective", objective, config, carry)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise ValueError("with carry the objective must return a pair (value, carry)")
         else:
-            out = (objective(config), None)
+            out = (call_traced("objective", objective, config), None)
         value, carry = out
         if has_grad:
             if not isinstance(value, (tuple, list)) or len(value) != 2:

@@ -203,6 +203,7 @@ def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
     Returns:
       the state after ``T`` steps (``init_state``'s structure).
     """
+    check_callable("step", step)
     num_steps = check_positive_int("num_steps", num_steps)
     k = _check_checkpoint_every(checkpoint_every)
     step = _policy_step(step, _check_step_policy(step_policy))

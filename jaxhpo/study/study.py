@@ -48,6 +48,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 import weakref
 from contextlib import contextmanager
 from functools import partial
@@ -988,7 +989,8 @@ class Study:
             return trial.number
         if isinstance(trial, numbers.Integral) and not isinstance(trial, bool):
             return int(trial)
-        raise TypeError(f"{what}: trial must be a Trial or a trial number, got {trial!r}")
+        hint = " (study.ask() gives plain dicts; study.ask_trials() gives Trials)" if isinstance(trial, dict) else ""
+        raise TypeError(f"{what}: trial must be a Trial or a trial number, got {trial!r}{hint}")
 
     def _running_row(self, c, what: str, number: int, rule: str = "only running trials report") -> tuple:
         """Trial ``number``'s row; ``ValueError`` naming ``what`` and ``rule`` unless it is running."""
@@ -1132,6 +1134,7 @@ class Study:
         failure: list[BaseException] = []
         best = [best_start]
         lock = threading.Lock()
+        warned: list[int] = []
 
         def finish(row: tuple, value: Any, error: str | None, pruned: bool = False) -> bool:
             try:
@@ -1166,6 +1169,13 @@ class Study:
             if not finish(row, value, error, pruned):
                 return  # presumed dead and finished by another worker; its result stands
             with lock:
+                if value is None and not pruned and not warned:
+                    # Once per call: a failure is a result, but a mistake in the
+                    # objective fails every trial, and would otherwise go unseen.
+                    warned.append(row[0])
+                    warnings.warn(f"trial {row[0]} failed: {error}. Failed trials are recorded (trial.error) "
+                                  "and the study goes on; further failures in this optimize call are not "
+                                  "reported here", RuntimeWarning, stacklevel=2)
                 v = value
                 if single and self.multi_objective and value is not None:
                     v = value[0] if all(g <= 0.0 for g in value[1:]) else None

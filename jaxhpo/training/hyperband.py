@@ -190,6 +190,11 @@ class MultiFidelityResult:
     pareto_loss: np.ndarray | None = None
     pareto_state: Any = None
 
+    @property
+    def best_value(self) -> float:
+        """``best_loss``, under the name ``jaxhpo.Result`` and ``Study`` use."""
+        return self.best_loss
+
     def __repr__(self) -> str:
         front = f", pareto_size={len(self.pareto_index)}" if self.num_objectives else ""
         return (f"MultiFidelityResult(best_loss={self.best_loss!r}, best_params={self.best_params!r}, "

@@ -210,6 +210,11 @@ class PBTResult:
     init_keys: Any = None
     space: Space = dataclasses.field(repr=False, default=None)
 
+    @property
+    def best_value(self) -> float:
+        """``best_loss``, under the name ``jaxhpo.Result`` and ``Study`` use."""
+        return self.best_loss
+
     def lineage(self, member: int | None = None) -> np.ndarray:
         """``(R,)``: whose weights were trained in each round on the way to ``member``'s
         final state (``best_index`` by default); ``lineage[-1] == member``."""

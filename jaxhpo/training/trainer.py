@@ -36,6 +36,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._traced import call_traced
 from ..evaluate import check_chunk_size
 from ._compile import training_jit
 
@@ -143,10 +144,19 @@ def _dtype(a: Any) -> Any:
     return a.dtype if hasattr(a, "dtype") else jnp.result_type(a)
 
 
+def _init(trainer: Any, key: jax.Array, hparams: Any) -> Any:
+    return call_traced("trainer.init", trainer.init, key, hparams)
+
+
+def _evaluate(trainer: Any, state: Any, hparams: Any) -> jax.Array:
+    """The loss as float32 (``()`` or ``(m,)``)."""
+    return jnp.asarray(call_traced("trainer.evaluate", trainer.evaluate, state, hparams), jnp.float32)
+
+
 def checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
     """``trainer.step(state, hparams)``, refused unless it returns a state of
     ``state``'s structure, shapes and dtypes (the loops carry it as such)."""
-    new = trainer.step(state, hparams)
+    new = call_traced("trainer.step", trainer.step, state, hparams)
     old_leaves, old_def = jax.tree_util.tree_flatten_with_path(state)
     new_leaves, new_def = jax.tree_util.tree_flatten(new)
     if new_def != jax.tree_util.tree_structure(state):
@@ -198,7 +208,7 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"keys must hold one key per member, shape ({n},), got {jnp.shape(keys)}")
     keys, hparams = _shard((keys, hparams), mesh)
-    states = _per_member(lambda a: trainer.init(*a), (keys, hparams), chunk_size, n)
+    states = _per_member(lambda a: _init(trainer, *a), (keys, hparams), chunk_size, n)
     return _shard(states, mesh)
 
 
@@ -248,7 +258,7 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
     def member(args):
         s, hp = args
         s = lax.fori_loop(0, num_steps, lambda _, s: checked_step(trainer, s, hp), s)
-        loss = jnp.asarray(trainer.evaluate(s, hp), jnp.float32)
+        loss = _evaluate(trainer, s, hp)
         _check_loss_shape(loss)
         return s, loss
 
@@ -266,7 +276,7 @@ def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None
     """Zero-filled train states for a population, made on the host: a buffer
     for ``continue_rung(..., keys=keys, fresh=True)`` to initialise in place
     (no compiled program of its own)."""
-    shapes = jax.eval_shape(jax.vmap(trainer.init), keys, hparams)
+    shapes = jax.eval_shape(jax.vmap(partial(_init, trainer)), keys, hparams)
 
     def one(shape):
         sharding = None if mesh is None else _population_sharding(mesh, len(shape.shape))
@@ -370,7 +380,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
     members = jnp.asarray(n if num_members is None else num_members, jnp.int32)
     units = jnp.asarray(num_steps, jnp.int32)
     slots = jnp.arange(block_size, dtype=jnp.int32)
-    one = jax.eval_shape(lambda s, h: jnp.asarray(trainer.evaluate(s, h)),
+    one = jax.eval_shape(lambda s, h: _evaluate(trainer, s, h),
                          *jax.tree_util.tree_map(lambda a: a[0], (states, hparams)))
     _check_loss_shape(one)
     losses = jnp.full((n,) + one.shape, jnp.inf, jnp.float32)
@@ -396,7 +406,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
             # Only the passes over every member's first unit initialise.
             def init(block):
                 block_keys = _shard(keys[member], mesh)
-                new = _per_member(lambda a: trainer.init(*a), (block_keys, block_hp), chunk_size, block_size)
+                new = _per_member(lambda a: _init(trainer, *a), (block_keys, block_hp), chunk_size, block_size)
                 first = unit == 0
                 return jax.tree_util.tree_map(
                     lambda u, a: jnp.where(first.reshape((-1,) + (1,) * (u.ndim - 1)), u, a), new, block)
@@ -407,7 +417,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
         last = valid & (unit == queued - 1)
 
         def evaluate(block):
-            loss = _per_member(lambda a: jnp.asarray(trainer.evaluate(*a), jnp.float32), (block, block_hp),
+            loss = _per_member(lambda a: _evaluate(trainer, *a), (block, block_hp),
                                chunk_size, block_size)
             return _finite_or_inf(loss)
 
