@@ -376,12 +376,18 @@ def test_python_values_are_checked():
 
 
 def test_grid_sizes_give_that_many_distinct_integers_on_a_log_scale():
-    for low, high in [(1, 10), (1, 1000), (3, 40), (100, 110)]:  # 8 points of Int(1, 10, log=True): 7 before
-        for log in (False, True):
-            d = Int(low, high, log=log)
-            decode = jax.jit(d.decode)  # one program per dimension: grids padded to one shape
-            for num in sorted({1, 2, 3, 5, 8, d.cardinality - 1, d.cardinality} - {0}):
-                g = d.grid_values(num)
-                v = np.asarray(decode(np.pad(g, (0, 1000 - len(g) + 1), mode="edge")))[:len(g)]
-                assert len(v) == num == len(np.unique(v)), (low, high, log, num)
-                assert v[0] == low and v[-1] == high or num == 1
+    # 8 points of Int(1, 10, log=True): 7 before. The grids are decoded
+    # compiled, as a search decodes them: each dimension a column of one
+    # space, padded to one length, so that one program decodes them all.
+    dims = [Int(low, high, log=log) for low, high in [(1, 10), (1, 1000), (3, 40), (100, 110)] for log in (False, True)]
+    space = Space(**{f"d{j}": d for j, d in enumerate(dims)})
+    nums = [sorted({1, 2, 3, 5, 8, d.cardinality - 1, d.cardinality} - {0}) for d in dims]
+    rows = max(d.cardinality for d in dims)
+    decode = jax.jit(space.decode)
+    for k in range(max(map(len, nums))):
+        grids = [d.grid_values(ns[min(k, len(ns) - 1)]) for d, ns in zip(dims, nums)]
+        out = decode(np.stack([np.pad(g, (0, rows - len(g)), mode="edge") for g in grids], axis=1))
+        for j, (d, g) in enumerate(zip(dims, grids)):
+            v = np.asarray(out[f"d{j}"])[:len(g)]
+            assert len(v) == len(np.unique(v)), (d, len(g))
+            assert v[0] == d.low and v[-1] == d.high or len(g) == 1
