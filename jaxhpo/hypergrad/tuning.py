@@ -18,11 +18,12 @@ log-scaled floats), one of ``TRANSFORMS``:
 Every iterate stays inside the bounds. A member whose evaluation fails (a
 non-finite value or gradient) goes back to its last successful point and
 retries half the step that left it, halving again while it fails; after a
-success the step doubles back towards the optimiser's full step. Integer and categorical coordinates
-are held at each member's starting value (search them with an outer
-strategy, calling this driver per configuration: it is jit- and vmap-able
-inside). All members run together: ``vmap`` of ``value_and_grad`` of the
-objective, inside one ``lax.scan`` over the steps.
+success the step doubles back towards the optimiser's full step.
+
+Integer and categorical coordinates are held at each member's starting value
+(search them with an outer strategy, calling this driver per configuration:
+it is jit- and vmap-able inside). All members run together: ``vmap`` of
+``value_and_grad`` of the objective, inside one ``lax.scan`` over the steps.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def _evaluate(trainer: Any, state: Any, hparams: Any) -> jax.Array:
     return jnp.asarray(call_traced("trainer.evaluate", trainer.evaluate, state, hparams), jnp.float32)
 
 
-def checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
+def _checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
     """``trainer.step(state, hparams)``, refused unless it returns a state of
     ``state``'s structure, shapes and dtypes (the loops carry it as such)."""
     new = call_traced("trainer.step", trainer.step, state, hparams)
@@ -257,7 +257,7 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
 
     def member(args):
         s, hp = args
-        s = lax.fori_loop(0, num_steps, lambda _, s: checked_step(trainer, s, hp), s)
+        s = lax.fori_loop(0, num_steps, lambda _, s: _checked_step(trainer, s, hp), s)
         loss = _evaluate(trainer, s, hp)
         _check_loss_shape(loss)
         return s, loss
@@ -412,8 +412,8 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
                     lambda u, a: jnp.where(first.reshape((-1,) + (1,) * (u.ndim - 1)), u, a), new, block)
 
             block = lax.cond(jnp.asarray(fresh) & (j * width < members), init, lambda b: b, block)
-        block = lax.cond(units > 0, lambda b: _per_member(lambda a: checked_step(trainer, *a), (b, block_hp), chunk_size,
-                                                          block_size), lambda b: b, block)
+        block = lax.cond(units > 0, lambda b: _per_member(lambda a: _checked_step(trainer, *a), (b, block_hp),
+                                                          chunk_size, block_size), lambda b: b, block)
         last = valid & (unit == queued - 1)
 
         def evaluate(block):
