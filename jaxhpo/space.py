@@ -35,9 +35,12 @@ _MAX_INT_VALUES = 2**22
 
 
 def _same_label(a: Any, b: Any) -> bool:
-    """Label equality that keeps ``True`` and ``1`` apart."""
+    """Label equality that keeps ``True`` and ``1`` apart, within tuples too."""
     if a is b:
         return True
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+                and all(_same_label(x, y) for x, y in zip(a, b)))
     if isinstance(a, (bool, np.bool_)) != isinstance(b, (bool, np.bool_)):
         return False
     try:
@@ -47,7 +50,19 @@ def _same_label(a: Any, b: Any) -> bool:
 
 
 def _label_key(a: Any) -> tuple:
+    """What makes a label itself: its type and value, within tuples too."""
+    if isinstance(a, tuple):
+        return ("tuple", tuple(_label_key(x) for x in a))
     return (type(a).__name__, a)
+
+
+def _plain_label(a: Any) -> Any:
+    """A NumPy scalar label (``np.unique``'s strings and numbers) as its Python value."""
+    if isinstance(a, np.generic):
+        return a.item()
+    if isinstance(a, tuple):
+        return tuple(_plain_label(x) for x in a)
+    return a
 
 
 def _normalise_when(when: Any) -> tuple:
@@ -237,7 +252,11 @@ class Float(_Dimension):
         # product with its reciprocal, which is subnormal, and flushed to zero,
         # for a width above ~8.5e37.
         scale = np.float32(2.0 ** -64 if b - a > 2.0 ** 100 else 1.0)
-        return jnp.clip((t * scale - np.float32(a) * scale) / np.float32((b - a) * scale), 0.0, 1.0)
+        u = jnp.clip((t * scale - np.float32(a) * scale) / np.float32((b - a) * scale), 0.0, 1.0)
+        # The bounds encode to the faces exactly, as the faces decode to them
+        # (a float32 log may miss by an ulp, and differ by one between a
+        # vectorised and a scalar evaluation).
+        return jnp.where(v >= np.float32(self.high), 1.0, jnp.where(v <= np.float32(self.low), 0.0, u))
 
     def grid_values(self, num):
         num = 10 if num is None else num
@@ -447,7 +466,7 @@ class Categorical(_Dimension):
     def __init__(self, choices: Sequence[Hashable], *, when: Any = None):
         if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
             raise TypeError(f"Categorical.choices must be a list or tuple, got {choices!r}")
-        choices = tuple(choices)
+        choices = tuple(_plain_label(c) for c in choices)
         if not choices:
             raise ValueError("Categorical.choices must not be empty")
         # Equal labels hash alike (1 and 1.0 too, though one could never be chosen by label).
@@ -687,7 +706,7 @@ class Space:
                 f"{what} must have trailing dimension {self.dim} (one per parameter of "
                 f"{list(self.names)}), got shape {tuple(u.shape)}"
             )
-        if not jnp.issubdtype(u.dtype, jnp.floating):
+        if u.dtype != jnp.float32:  # the cube is float32, also under x64 (float64 in, float32 out)
             u = u.astype(jnp.float32)
         return u
 
@@ -803,15 +822,26 @@ class Space:
         if any(a.shape != shape for a in arrays.values()):
             raise ValueError("to_python input arrays must share one shape, got "
                              f"{ {n: a.shape for n, a in arrays.items()} }")
-        for n, d in self.dims.items():
-            if isinstance(d, Categorical) and arrays[n].size and not (
-                    0 <= arrays[n].min() and arrays[n].max() < d.cardinality):
-                raise ValueError(f"to_python input {n!r} holds indices outside [0, {d.cardinality}) "
-                                 f"(its choices {list(d.choices)!r})")
         if self.is_conditional:
             act = {n: np.asarray(a) for n, a in self.active(params).items()}
         else:
             act = {n: np.ones(shape, bool) for n in self.names}
+        # Only active entries are values: an inactive one may hold anything.
+        for n, d in self.dims.items():
+            a = arrays[n][np.broadcast_to(act[n], shape)] if self.is_conditional else arrays[n]
+            if not a.size:
+                continue
+            if isinstance(d, Categorical) and not (
+                    0 <= a.min() and a.max() < d.cardinality and np.all(a == np.round(a))):
+                raise ValueError(f"to_python input {n!r} holds values that are no index in [0, {d.cardinality}) "
+                                 f"(its choices {list(d.choices)!r})")
+            if isinstance(d, Int) and not (d.low <= a.min() and a.max() <= d.high and np.all(a == np.round(a))):
+                raise ValueError(f"to_python input {n!r} holds values that are no integer in [{d.low}, {d.high}]")
+            if isinstance(d, Float):
+                # float32 rounding of a bound (0.1 as 0.100000001) still counts as inside
+                lo, hi = np.float32(d.low), np.float32(d.high)
+                if not (np.all(np.isfinite(a)) and lo <= a.min() and a.max() <= hi):
+                    raise ValueError(f"to_python input {n!r} holds values outside [{d.low}, {d.high}]")
         flat = {n: a.reshape(-1) for n, a in arrays.items()}
         flat_act = {n: a.reshape(-1) for n, a in act.items()}
         dims = self.dims

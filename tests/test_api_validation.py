@@ -280,7 +280,7 @@ def test_array_params_outside_vmap_and_labels_equal_by_value_are_refused():
         jaxhpo.minimize(lambda c: c["x"], space, de, num_generations=2, params={"F": np.array([0.5, 0.9])})
     with pytest.raises(ValueError, match="1 and 1.0 are equal"):
         jaxhpo.Categorical([1, 1.0, 2])
-    with pytest.raises(ValueError, match="1 and np.int64"):
+    with pytest.raises(ValueError, match="1 appears twice"):  # np.int64(1) is taken as 1
         jaxhpo.Categorical([1, np.int64(1)])
     assert jaxhpo.Categorical([1, True, "off"]).cardinality == 3
     with pytest.raises(ValueError, match="high - low within float32's range"):

@@ -365,7 +365,7 @@ def test_python_values_are_checked():
     with pytest.raises(ValueError, match="missing parameter 'momentum', which is active"):
         space.from_python({"opt": "sgd", "flag": 1})
     assert space.from_python({"opt": "adam", "flag": np.True_})["flag"] == 1  # True, not 1
-    with pytest.raises(ValueError, match="indices outside \\[0, 2\\)"):
+    with pytest.raises(ValueError, match="holds values that are no index in \\[0, 2\\)"):
         space.to_python({"opt": jnp.array([0, -1]), "momentum": jnp.zeros(2), "flag": jnp.zeros(2, jnp.int32)})
     with pytest.raises(ValueError, match="share one shape"):
         space.to_python({"opt": jnp.array([0, 1]), "momentum": jnp.zeros(3), "flag": jnp.zeros(2, jnp.int32)})
@@ -391,3 +391,43 @@ def test_grid_sizes_give_that_many_distinct_integers_on_a_log_scale():
             v = np.asarray(out[f"d{j}"])[:len(g)]
             assert len(v) == len(np.unique(v)), (d, len(g))
             assert v[0] == d.low and v[-1] == d.high or len(g) == 1
+
+
+def test_labels_inside_tuples_keep_their_types_and_numpy_labels_are_plain():
+    a = Space(shape=Categorical([(1, 2), (3, 4)]))
+    b = Space(shape=Categorical([(True, 2.0), (3.0, 4)]))
+    assert a != b and hash(a.dims["shape"]) != hash(b.dims["shape"])
+    assert Categorical([(1,), (True,)]).cardinality == 2
+    with pytest.raises(ValueError, match="must be distinct"):
+        Categorical([(1, 2), (1.0, 2)])
+    # np.unique's labels are NumPy scalars: kept as the Python values they stand for
+    c = Categorical(list(np.unique(np.array(["rbf", "linear"]))) + [np.float64(0.5)])
+    assert c.choices == ("linear", "rbf", 0.5) and [type(x) for x in c.choices] == [str, str, float]
+    assert Space(k=c) == Space(k=Categorical(["linear", "rbf", 0.5]))
+
+
+def test_to_python_refuses_values_no_decode_gives():
+    space = Space(n=Int(1, 5), x=Float(0.0, 1.0), c=Categorical(["a", "b"]))
+    ok = {"n": np.int32(5), "x": np.float32(1.0), "c": np.int32(1)}
+    assert space.to_python(ok) == {"n": 5, "x": 1.0, "c": "b"}
+    for name, bad in [("n", np.int32(100)), ("n", np.float32(2.7)), ("x", np.float32(37.0)),
+                      ("x", np.float32(np.nan)), ("c", np.float32(1.9))]:
+        with pytest.raises(ValueError, match=f"to_python input {name!r} holds values"):
+            space.to_python({**ok, name: bad})
+
+
+def test_log_float_bounds_encode_to_the_faces_whatever_the_batch():
+    for d in (Float(1e30, 2e30, log=True), Float(0.1, 1e7, log=True)):
+        space = Space(x=d)
+        for n in (1, 4, 8, 16):
+            u = space.encode({"x": np.full(n, d.high, np.float32)})
+            assert np.all(np.asarray(u) == 1.0), (d, n)
+            assert np.all(np.asarray(space.decode(u)["x"]) == np.float32(d.high))
+            assert np.all(np.asarray(space.encode({"x": np.full(n, d.low, np.float32)})) == 0.0)
+
+
+def test_decode_is_float32_under_x64():
+    space = Space(x=Float(0.0, 1.0), n=Int(1, 3))
+    with jax.enable_x64(True):
+        out = space.decode(np.array([[0.3, 0.5]], np.float64))
+        assert out["x"].dtype == jnp.float32 and out["n"].dtype == jnp.int32

@@ -230,6 +230,9 @@ class Strategy:
         Returns:
           ``x`` of shape ``(popsize, dim)`` in ``[0, 1]``, and the new state.
         """
+        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(state)):
+            # a state read back from bytes holds NumPy arrays, which traced indices cannot index
+            state = jax.tree_util.tree_map(jnp.asarray, state)
         x, state = self._ask(check_key(key, allow_seed=True), state)
         return jnp.clip(x, 0.0, 1.0).astype(jnp.float32), state
 
@@ -273,8 +276,8 @@ class Strategy:
             values are failed evaluations: they are passed on as ``+inf``, so
             they rank last and never become best.
         """
-        if not isinstance(x, jax.core.Tracer):
-            _check_cube_points(x)
+        if not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True):
+            _check_cube_points(x)  # (a global array over several processes is not read here)
         x = jnp.asarray(x, jnp.float32)
         values = float32_values(values)
         if x.shape != (self.popsize, self.dim):

@@ -100,7 +100,14 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
         header = json.loads(data[pos + 8:pos + 8 + n].decode())
     except (ValueError, UnicodeDecodeError) as e:
         raise StateFormatError(f"stored strategy state has a damaged header: {e}") from None
-    pos += 8 + n
+    try:
+        return _read_leaves(data, pos + 8 + n, header, template)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # a header of the wrong make
+        raise StateFormatError(f"stored strategy state has a damaged header: {type(e).__name__}: {e}") from None
+
+
+def _read_leaves(data: bytes, pos: int, header: Any, template: Any) -> Any:
+    """The leaves after the header (``pos``), checked against ``template``."""
     paths, tleaves, treedef = _paths(template)
     stored_paths = [h.get("path") for h in header]
     if stored_paths != paths:
