@@ -215,7 +215,9 @@ def main(argv=None):
             print(speed[-1], flush=True)
         print_table(speed, ["observations", "gpbo_s", "optuna_gp_s", "speedup"],
                     "Time per suggestion, Hartmann-6 data (seconds; speedup = Optuna / GPBO)")
-    write_results("gpbo_vs_optuna", rows + speed, extra={"args": vars(args)},
+    # A part run alone keeps its own file, so that it does not replace the other's figures.
+    name = "gpbo_vs_optuna" + ("_quality" if args.skip_speed else "_speed" if args.skip_quality else "")
+    write_results(name, rows + speed, extra={"args": vars(args)},
                   packages=("optuna", "torch", "scipy"))
 
 

@@ -118,6 +118,7 @@ def main(argv=None):
                 "time_s": w, "time_ratio": w / base_w, "cpu_s": p, "cpu_ratio": p / base_c,
                 "temp_MiB": temp[name] / 2 ** 20,
                 "mem_ratio": temp[name] / base_m if base_m > 0 else float("nan"),
+                "raw_wall_s": wall[name], "raw_cpu_s": cpu[name],
             })
             print(f"T={T:5d} {name:13s} wall {w * 1e3:9.2f} ms ({w / base_w:5.2f}x)  "
                   f"cpu {p * 1e3:9.2f} ms ({p / base_c:5.2f}x)  {temp[name] / 2 ** 20:8.3f} MiB", flush=True)
