@@ -362,6 +362,17 @@ def test_state_roundtrip_and_mismatch():
     assert again.mean.dtype == narrow.mean.dtype and np.array_equal(again.mean, narrow.mean)
     with pytest.raises(StateFormatError, match="dtype"):
         state_from_bytes(state_to_bytes(state._replace(center=state.center.astype(jnp.int32))), state)
+    # a header of the wrong make (entries without a dtype, or not objects) is damage too
+    import json
+    from jaxhpo.study.serialize import _MAGIC
+    data, m = state_to_bytes(state), len(_MAGIC)
+    n = int.from_bytes(data[m:m + 8], "little")
+    header = json.loads(data[m + 8:m + 8 + n])
+    for bad in ([{k: v for k, v in h.items() if k != "dtype"} for h in header], [1 for _ in header]):
+        text = json.dumps(bad).encode()
+        forged = _MAGIC + len(text).to_bytes(8, "little") + text + data[m + 8 + n:]
+        with pytest.raises(StateFormatError, match="damaged header"):
+            state_from_bytes(forged, state)
 
 
 def test_plain_progress_and_bar(capsys):
