@@ -27,6 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._keys import check_key
+from ._scalars import scalar_item
+
 __all__ = ["Float", "Int", "Categorical", "Space"]
 
 # Integers are decoded through float32 arithmetic; beyond 2**22 values per
@@ -91,15 +94,8 @@ _F32 = np.finfo(np.float32)
 _MIN_LINEAR_WIDTH = np.float32(2.0**24 * float(_F32.tiny))
 
 
-def _item(value: Any) -> Any:
-    """A concrete 0-d JAX array as its Python number (a NumPy scalar is one already)."""
-    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and value.ndim == 0:
-        return value.item()
-    return value
-
-
 def _check_bound(name: str, value: Any) -> float:
-    value = _item(value)
+    value = scalar_item(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
@@ -279,7 +275,7 @@ class Int(_Dimension):
     kind = "int"
 
     def __init__(self, low: int, high: int, log: bool = False, *, when: Any = None):
-        low, high = _item(low), _item(high)
+        low, high = scalar_item(low), scalar_item(high)
         for name, value in (("Int.low", low), ("Int.high", high)):
             if isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -765,7 +761,6 @@ class Space:
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """``n`` uniform cube points, shape ``(n, dim)``; ``key`` a ``jax.random`` key or an integer seed."""
-        from ._keys import check_key
         return jax.random.uniform(check_key(key, allow_seed=True), (n, self.dim), jnp.float32)
 
     # ------------------------------------------------------------- grids

@@ -7,9 +7,12 @@ import numbers
 from typing import Any
 
 import jax
-import numpy as np
 
-from ..strategies._checks import scalar_item
+from ..strategies._checks import check_bool, check_choice, scalar_item
+
+# check_bool and check_choice are the strategies' own, named here with the rest.
+__all__ = ["check_bool", "check_choice", "check_positive_int", "check_real", "check_real_unless_traced",
+           "check_callable"]
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -44,18 +47,6 @@ def check_real_unless_traced(name: str, value: Any, **rule: Any) -> Any:
     if isinstance(value, jax.core.Tracer):
         return value
     return check_real(name, value, **rule)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
-
-
-def check_choice(name: str, value: Any, choices: tuple) -> Any:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def check_callable(name: str, value: Any) -> Any:

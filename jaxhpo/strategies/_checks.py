@@ -9,15 +9,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._scalars import scalar_item
+
 __all__ = ["scalar_item", "check_real", "check_bool", "check_int", "check_choice", "check_concrete_params"]
-
-
-def scalar_item(value: Any) -> Any:
-    """A concrete 0-d NumPy or JAX array of a real dtype as its Python number; anything else as it is."""
-    if (isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer)
-            and value.ndim == 0 and np.dtype(value.dtype).kind in "fiu"):
-        return value.item()
-    return value
 
 
 def check_real(name: str, value: Any, low: float = -math.inf, high: float = math.inf,

@@ -230,9 +230,6 @@ class Strategy:
         Returns:
           ``x`` of shape ``(popsize, dim)`` in ``[0, 1]``, and the new state.
         """
-        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(state)):
-            # a state read back from bytes holds NumPy arrays, which traced indices cannot index
-            state = jax.tree_util.tree_map(jnp.asarray, state)
         x, state = self._ask(check_key(key, allow_seed=True), state)
         return jnp.clip(x, 0.0, 1.0).astype(jnp.float32), state
 

@@ -87,7 +87,8 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
       template: a state of the same strategy (e.g. its initial state); only
         its structure, shapes and dtypes are used.
     Returns:
-      the state, with numpy array leaves (typed key leaves as key arrays).
+      the state, with JAX array leaves (a strategy indexes them with traced
+      indices, which NumPy arrays refuse).
     Raises:
       StateFormatError: the bytes are damaged or hold another strategy's state.
     """
@@ -141,7 +142,7 @@ def _read_leaves(data: bytes, pos: int, header: Any, template: Any) -> Any:
             if impl is None or shape != tuple(np.shape(tdata)):
                 raise StateFormatError(f"stored strategy state field {h['path']} is not a matching key")
             a = jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
-        leaves.append(a)
+        leaves.append(a if want_key else jnp.asarray(a))
     if pos != len(data):
         raise StateFormatError("stored strategy state has trailing bytes")
     return jax.tree_util.tree_unflatten(treedef, leaves)
