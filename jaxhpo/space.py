@@ -190,6 +190,8 @@ class Float(_Dimension):
       log: search ``log(value)`` uniformly; needs ``low > 0``.
       when: make the parameter conditional, e.g. ``{"optimizer": "sgd"}`` or
         ``{"optimizer": ["sgd", "nesterov"]}``: active only for those choices.
+        A list, tuple or set names several choices; a tuple label goes in a
+        list: ``{"shape": [(1, 2)]}``.
     """
 
     kind = "float"
@@ -626,9 +628,14 @@ class Space:
                     try:
                         p.index(a)
                     except ValueError:
+                        hint = ""
+                        if any(_same_label(allowed, c) for c in p.choices):
+                            hint = (f"; a tuple names several choices: to name the tuple "
+                                    f"label {allowed!r}, put it in a list, "
+                                    f"when={{{parent!r}: [{allowed!r}]}}")
                         raise ValueError(
                             f"condition of {name!r}: {a!r} is not a choice of {parent!r} "
-                            f"({list(p.choices)!r})"
+                            f"({list(p.choices)!r}){hint}"
                         ) from None
         # The parent graph must be acyclic.
         state: dict[str, int] = {}

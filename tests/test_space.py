@@ -404,6 +404,12 @@ def test_labels_inside_tuples_keep_their_types_and_numpy_labels_are_plain():
     c = Categorical(list(np.unique(np.array(["rbf", "linear"]))) + [np.float64(0.5)])
     assert c.choices == ("linear", "rbf", 0.5) and [type(x) for x in c.choices] == [str, str, float]
     assert Space(k=c) == Space(k=Categorical(["linear", "rbf", 0.5]))
+    # a tuple in when= names several choices; a tuple label goes in a list
+    with pytest.raises(ValueError, match=r"put it in a list, when=\{'shape': \[\(1, 2\)\]\}"):
+        Space(shape=a.dims["shape"], x=Float(0.0, 1.0, when={"shape": (1, 2)}))
+    cond = Space(shape=a.dims["shape"], x=Float(0.0, 1.0, when={"shape": [(3, 4)]}))
+    active = cond.active({"shape": jnp.array([0, 1]), "x": jnp.array([0.5, 0.5])})
+    assert np.asarray(active["x"]).tolist() == [False, True]
 
 
 def test_to_python_refuses_values_no_decode_gives():

@@ -11,7 +11,7 @@ import pytest
 import jaxhpo
 from jaxhpo.study import (HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Study,
                           SuccessiveHalvingPruner, ThresholdPruner, TrialPruned, TrialState, report, should_prune)
-from jaxhpo.study.pruners import build_pruner
+from jaxhpo.study.pruners import _percentile_worst_last, build_pruner
 from jaxhpo.study.storage import SCHEMA_VERSION
 
 SPACE = jaxhpo.Space(rate=jaxhpo.Float(0.05, 1.0, log=True), start=jaxhpo.Float(1.0, 2.0))
@@ -182,6 +182,15 @@ def test_median_rule_on_a_worked_case():
     # running trials do not count toward the median rule
     running = FakeView({i: (False, {0: 0.0}) for i in range(5)})
     assert not decide(MedianPruner(n_startup_trials=0), {0: 9.0}, running)
+    # complete trials' diverged reports rank worst: median of (1, 2, inf, inf, inf) is inf
+    diverged = FakeView({i: (True, {0: v}) for i, v in enumerate([1.0, 2.0] + [float("nan")] * 3)})
+    assert not decide(MedianPruner(n_startup_trials=0), {0: 9.0}, diverged)
+    assert decide(PercentilePruner(25.0, n_startup_trials=0), {0: 2.1}, diverged)  # 25th: 2.0
+    assert decide(PercentilePruner(20.0, n_startup_trials=0), {0: 1.9}, diverged)  # 20th: 1.8
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        vals, q = rng.normal(size=rng.integers(1, 8)), float(rng.uniform(0, 100))
+        assert _percentile_worst_last(vals, q) == pytest.approx(np.percentile(vals, q))
     # a diverged latest report is pruned whatever the others did
     assert decide(MedianPruner(n_startup_trials=99), {0: 1.0, 1: float("nan")}, FakeView({}))
     assert not decide(NopPruner(), {0: float("nan")}, view)

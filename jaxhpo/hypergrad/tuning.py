@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from .._keys import check_key
+from .._rows import where_rows
 from .._traced import call_traced
 from ..loop import Result, Trace
 from ..space import Float, Space
@@ -135,10 +136,6 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
     def project(z):
         return jnp.where(mask, jnp.clip(z, 0.0, 1.0) if clip else jnp.clip(z, -_Z_MAX, _Z_MAX), z)
 
-    def rows(ok, new, old):
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, b), new, old)
-
     def body(carry, _):
         # z is z_good + scale * upd_good: the last successful point, the
         # update computed there (opt_state is the optimiser's state after
@@ -153,7 +150,7 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         # whole update); failure: from the last good point, half as far
         scale = jnp.where(ok, jnp.minimum(2.0 * scale, 1.0), 0.5 * scale)
         z_good, upd_good = jnp.where(ok[:, None], z, z_good), jnp.where(ok[:, None], updates, upd_good)
-        opt_state = rows(ok, opt_state_new, opt_state)
+        opt_state = where_rows(ok, opt_state_new, opt_state)
         z_new = project(z_good + scale[:, None] * upd_good)
         return (z_new, inner_new, z_good, upd_good, opt_state, scale), (values, u, finite)
 

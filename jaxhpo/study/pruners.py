@@ -116,6 +116,20 @@ def _new_window(steps: np.ndarray, warmup: int, interval: int) -> bool:
     return (last - warmup) // interval > (int(steps[-2]) - warmup) // interval
 
 
+def _percentile_worst_last(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) with each non-finite
+    value (a diverged trial) ranked worst, as ``+inf``: a percentile that
+    reaches into them is ``+inf`` rather than NumPy's ``nan``."""
+    v = np.sort(np.where(np.isfinite(values), values, np.inf))
+    pos = q / 100.0 * (v.size - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if lo == hi or v[lo] == v[hi]:
+        return float(v[lo])
+    if math.isinf(v[hi]):
+        return math.inf
+    return float(v[lo] + (v[hi] - v[lo]) * (pos - lo))
+
+
 class PercentilePruner(Pruner):
     """Prune when the trial's best value so far is worse than the ``percentile``-th
     percentile of the complete trials' values at the same step.
@@ -127,7 +141,9 @@ class PercentilePruner(Pruner):
       interval_steps: decide at most once per this many steps.
       n_min_trials: no pruning at a step that fewer complete trials reported.
 
-    A latest report that is not finite (a diverged run) is pruned at once.
+    A latest report that is not finite (a diverged run) is pruned at once; a
+    complete trial's non-finite report counts in the percentile as the worst
+    value (as ``SuccessiveHalvingPruner`` ranks it), not left out.
     """
 
     def __init__(self, percentile: float, n_startup_trials: int = 5, n_warmup_steps: int = 0,
@@ -146,11 +162,10 @@ class PercentilePruner(Pruner):
         if view.num_complete() < self.n_startup_trials:
             return False
         others = view.values_at(int(steps[-1]), complete_only=True, exact=True)
-        others = others[np.isfinite(others)]
         if others.size < self.n_min_trials:
             return False
         best = float(np.nanmin(values))
-        return best > float(np.percentile(others, self.percentile))
+        return best > _percentile_worst_last(others, self.percentile)
 
 
 class MedianPruner(PercentilePruner):

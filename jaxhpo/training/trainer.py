@@ -36,6 +36,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._rows import where_rows
 from .._traced import call_traced
 from ..evaluate import check_chunk_size
 from ._compile import training_jit
@@ -372,9 +373,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
         # Every row was trained (one vmapped program); those past num_members
         # are given back as they came, as the blocked queue leaves them.
         keep = jnp.arange(n) < num_members
-        return (jax.tree_util.tree_map(lambda a, b: jnp.where(keep.reshape((n,) + (1,) * (a.ndim - 1)), a, b),
-                                       new, states),
-                jnp.where(keep.reshape((n,) + (1,) * (losses.ndim - 1)), losses, jnp.inf))
+        return where_rows(keep, new, states), where_rows(keep, losses, jnp.full_like(losses, jnp.inf))
     if n % block_size:
         raise ValueError(f"block_size ({block_size}) must divide the population size ({n})")
     members = jnp.asarray(n if num_members is None else num_members, jnp.int32)
@@ -407,9 +406,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
             def init(block):
                 block_keys = _shard(keys[member], mesh)
                 new = _per_member(lambda a: _init(trainer, *a), (block_keys, block_hp), chunk_size, block_size)
-                first = unit == 0
-                return jax.tree_util.tree_map(
-                    lambda u, a: jnp.where(first.reshape((-1,) + (1,) * (u.ndim - 1)), u, a), new, block)
+                return where_rows(unit == 0, new, block)
 
             block = lax.cond(jnp.asarray(fresh) & (j * width < members), init, lambda b: b, block)
         block = lax.cond(units > 0, lambda b: _per_member(lambda a: _checked_step(trainer, *a), (b, block_hp),
