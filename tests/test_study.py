@@ -350,6 +350,11 @@ def test_state_roundtrip_and_mismatch():
         state_from_bytes(b"garbage", state)
     with pytest.raises(StateFormatError, match="truncated"):
         state_from_bytes(state_to_bytes(state)[:-3], state)
+    # keys of another implementation with the same data shape are refused, not reinterpreted
+    rbg = state._replace(params={"k": jax.random.key(5, impl="rbg"), "w": jnp.arange(3.0)})
+    unsafe = state._replace(params={"k": jax.random.key(5, impl="unsafe_rbg"), "w": jnp.arange(3.0)})
+    with pytest.raises(StateFormatError, match=r"^stored strategy state field .*holds rbg keys; this process makes unsafe_rbg"):
+        state_from_bytes(state_to_bytes(rbg), unsafe)
     # A CMA-ES state stored with x64 off reads back with it on (its floats are the default float),
     # and the other way round; other dtype changes are refused.
     cmaes = jaxhpo.CMAES(jaxhpo.Space(u=jaxhpo.Float(0.0, 1.0), v=jaxhpo.Float(0.0, 1.0)), 4)

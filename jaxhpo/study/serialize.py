@@ -8,7 +8,7 @@ match exactly; a stored state from another strategy or another version of it
 is refused with a clear error rather than silently reshaped.
 
 ``jax.random`` key leaves (typed key arrays) are stored as their key data and
-rebuilt with the same implementation.
+rebuilt with the same implementation; keys of another implementation are refused.
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
         raise StateFormatError(f"stored strategy state has a damaged header: {e}") from None
     try:
         return _read_leaves(data, pos + 8 + n, header, template)
+    except StateFormatError:
+        raise
     except (KeyError, TypeError, AttributeError, ValueError) as e:  # a header of the wrong make
         raise StateFormatError(f"stored strategy state has a damaged header: {type(e).__name__}: {e}") from None
 
@@ -141,6 +143,10 @@ def _read_leaves(data: bytes, pos: int, header: Any, template: Any) -> Any:
             impl = h.get("key_impl")
             if impl is None or shape != tuple(np.shape(tdata)):
                 raise StateFormatError(f"stored strategy state field {h['path']} is not a matching key")
+            if impl != str(jax.random.key_impl(t)):
+                raise StateFormatError(
+                    f"stored strategy state field {h['path']} holds {impl} keys; this process "
+                    f"makes {jax.random.key_impl(t)} keys (set jax_default_prng_impl as when it was stored)")
             a = jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
         leaves.append(a if want_key else jnp.asarray(a))
     if pos != len(data):
