@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU figures of the results page in one call of about 8 minutes:
+# The GPU figures of the results page in one call of about 9 minutes:
 # random search at batch 10^6 against the hand-written jit(vmap) limit and
 # Optuna; 1024 digits-MLP configurations trained against Optuna one at a
 # time and hand-written vmap; throughput over the devices there are and over
-# chunk sizes; Hyperband against random search. Each benchmark writes its
+# chunk sizes; Hyperband against random search; a hypergradient's time in
+# training runs, reverse and forward mode. Each benchmark writes its
 # JSON and log under $OUT (benchmarks/results/device by default).
 #
 # On the device machine (JAX, optax, numpy and scikit-learn installed; no
@@ -41,10 +42,12 @@ if [ -n "${QUICK:-}" ]; then
     step 240 training_throughput --sizes 16 --steps 20 --optuna-trials 4 --chunk 16 --chunk-size 0 --baseline-max 8
     step 120 scaling --quick --repeats 2
     step 240 hyperband_vs_random --quick --cold-runs 0
+    step 120 hypergrad_cost --quick
 else
     step 100 random_search_throughput --problems branin,hartmann6 --batches 1000000 --repeats 5 --optuna-trials 500
     step 200 training_throughput --sizes 64 1024 --optuna-trials 16 --chunk 256 --chunk-size 0 \
         --baseline-max 128 --repeats 3
     step 60 scaling --repeats 3
     step 120 hyperband_vs_random --seeds 5 --cold-runs 1
+    step 90 hypergrad_cost --steps 100 400 --repeats 3
 fi
