@@ -291,7 +291,8 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("study", metavar="STUDY.db", help="the study's SQLite file")
     p.add_argument("--name", help="study name (needed when the file holds several)")
     p.add_argument("--top", type=_positive_int, default=10, help="how many trials to list (default 10)")
-    p.add_argument("--all", action="store_true", help="list every complete trial and the failures")
+    p.add_argument("--all", action="store_true", help="list every complete trial (feasible ones, with constraints; the whole "
+                   "Pareto front, with several objectives) and the failures with their errors")
     p.set_defaults(func=cmd_show)
 
     p = subparsers.add_parser("plot", help="draw a stored study's plots to PNG files",

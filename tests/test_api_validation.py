@@ -86,6 +86,17 @@ def test_tell_refuses_points_off_the_cube_and_complex_values():
     # inside a trace the points are the caller's: the same tell compiles
     told = jax.jit(STRATEGY.tell)(state, x, jnp.array([1.0, 2.0]))
     assert float(told.best_value) == 1.0
+    # the multi-objective tells (their own) check too, and TPE's warm start
+    from jaxhpo import GPBO, MOTPE, NSGA2, TPE
+    off = np.full((2, 1), 0.5, np.float32)
+    off[1, 0] = np.nan
+    for s in (NSGA2(SPACE, 2, num_objectives=2), MOTPE(SPACE, 2, num_objectives=2),
+              GPBO(SPACE, 2, num_objectives=2)):
+        with pytest.raises(ValueError, match=r"tell: x must hold points of the unit cube .*x\[1, 0\] = nan"):
+            s.tell(s.init(jax.random.key(0)), off, np.ones((2, 2)))
+    tpe = TPE(SPACE, 2)
+    with pytest.raises(ValueError, match=r"warm_start: x must hold points of the unit cube .*x\[1, 0\] = nan"):
+        tpe.warm_start(tpe.init(jax.random.key(0)), off, np.ones(2))
 
 
 def test_raw_key_data_is_accepted():

@@ -134,6 +134,15 @@ def test_standardize_matches_numpy_and_survives_values_near_float32s_largest():
         ref = np.asarray(big[:4], np.float64)
         assert np.all(np.isfinite(z)) and np.isfinite(mean) and np.isfinite(std)
         np.testing.assert_allclose(z[:4], (ref - ref.mean()) / ref.std(), atol=1e-6)
+    # and values of any small scale, down to float32's smallest normals: distinct values are not constant
+    for c in (1e-11, 1e-20, 1e-36):
+        small = np.array([1.0, 2.0, 3.0, 4.0, 9.0], np.float32) * np.float32(c)
+        z, mean, std = (np.asarray(a) for a in standardize(jnp.asarray(small), mask))
+        ref = small[:4].astype(np.float64)
+        np.testing.assert_allclose(z[:4], (ref - ref.mean()) / ref.std(), rtol=1e-5)
+        assert std == pytest.approx(ref.std(), rel=1e-5) and mean == pytest.approx(ref.mean(), rel=1e-5)
+    z, _, std = (np.asarray(a) for a in standardize(jnp.zeros(5), mask))
+    assert std == 1.0 and np.all(z == 0.0)
 
 
 def test_cholesky_adds_jitter_when_needed_and_reports_failure():
@@ -242,10 +251,13 @@ def test_log_h_is_accurate_finite_and_monotone_where_ei_underflows():
     assert float(naive) <= 0.0 and np.isfinite(float(log_h(z20)))
     g = jax.jit(jax.vmap(jax.grad(acqf.log_h)))(jnp.asarray(zz))
     assert np.isfinite(np.asarray(g)).all() and (np.asarray(g) > 0).all()
-    # Continuous across the branch switches at z = -1 and z = -8.
+    # Continuous across the branch switches at z = -1 and z = -8, and differentiable on them:
+    # d/dz log h = Phi(z) / h(z), also exactly at the switch
     for zb in (-1.0, -8.0):
         lo, hi = log_h(jnp.float32(zb - 1e-3)), log_h(jnp.float32(zb + 1e-3))
         assert abs(float(hi) - float(lo)) < 2e-2
+        exact = ssp.ndtr(zb) / (math.exp(-0.5 * zb * zb) / math.sqrt(2 * math.pi) + zb * ssp.ndtr(zb))
+        assert float(jax.grad(acqf.log_h)(jnp.float32(zb))) == pytest.approx(exact, rel=1e-4)
 
 
 def test_lengthscale_preconditioning_reaches_an_anisotropic_maximum():

@@ -334,3 +334,22 @@ def test_minimize_returns_the_front_with_constraints_and_batches():
     again = jaxhpo.minimize(zdt1_max_constrained, ZDT_SPACE, s, **kw)
     np.testing.assert_array_equal(np.asarray(again.history.x), xs)
     np.testing.assert_array_equal(np.asarray(again.pareto_values), np.asarray(res.pareto_values))
+
+
+def test_a_full_buffer_keeps_the_best_ranks_older_first_within_a_rank():
+    # Each point's x records when it was told; 40 random runs of 6 tells into 4 slots,
+    # against the rule worked out in numpy (non-dominated rank, then age).
+    s = GPBO(jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0)), popsize=2, capacity=4, num_objectives=2, n_init=2)
+    tell = jax.jit(s.tell)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        state, told = s.init(jax.random.key(0)), []
+        for step in range(6):
+            vals = rng.integers(0, 4, (2, 2)).astype(np.float32)
+            told += [(2 * step + i, vals[i]) for i in range(2)]
+            state = tell(state, jnp.asarray([[(2 * step + 0.5) / 16], [(2 * step + 1.5) / 16]]), jnp.asarray(vals))
+            kept = sorted(int(v * 16) for v, st in zip(np.asarray(state.x[:, 0]), np.asarray(state.status)) if st == 1)
+            rank = np.asarray(pareto.nondominated_rank(jnp.asarray(np.array([v for _, v in told]))))
+            want = sorted(sorted(range(len(told)), key=lambda i: (rank[i], told[i][0]))[:4])
+            assert kept == [told[i][0] for i in want], (told, kept)
+            told = [told[i] for i in want]

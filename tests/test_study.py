@@ -440,6 +440,30 @@ def test_hypervolume_of_four_objectives_draws_from_the_seed():
         study.hypervolume("abcd")
 
 
+def test_the_progress_bars_total_counts_only_the_trials_left_to_run(monkeypatch):
+    import jaxhpo.study.study as study_module
+
+    totals = []
+
+    class Bar:
+        def __init__(self, total):
+            totals.append(total)
+            self.n = 0
+
+        def update(self, n=1, **_):
+            self.n += n
+
+        def close(self):
+            totals.append(self.n)
+
+    monkeypatch.setattr(study_module, "progress_bar", lambda total, enabled: Bar(total))
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0)
+    study.optimize(f, num_trials=6, progress=True)  # one generation and half the next
+    study.optimize(f, num_generations=2, progress=True)  # the rest of that one (2) and one more (4)
+    study.optimize(f, max_trials=15, progress=True)
+    assert totals == [6, 6, 6, 6, 3, 3] and study.generation == 3 and len(study.trials) == 16
+
+
 def test_one_objective_with_constraints_has_a_best_feasible_trial(tmp_path, monkeypatch):
     import jaxhpo.study.study as study_module
 
@@ -668,3 +692,34 @@ def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_tria
     study.optimize(f, num_trials=2, progress=False)
     assert len(started) == 2 and [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     assert all(t.value == pytest.approx(f(t.params)) for t in study.trials)
+
+
+def test_closing_an_interrupted_parallel_optimize_sends_its_running_trials_back(tmp_path):
+    """Closing the study (the command line does, then ends the process) or ending the process
+    stops the worker threads: their trials go back to waiting, and a result they reach after
+    that is not recorded."""
+    import signal
+
+    started, release = [], threading.Event()
+
+    def slow(p):
+        started.append(p)
+        if len(started) == 2:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        release.wait(20)
+        return f(p)
+
+    path = str(tmp_path / "s.db")
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(slow, num_trials=6, n_jobs=2, progress=False)
+    study.close()
+    release.set()
+    deadline = time.monotonic() + 20
+    while study._in_flight and time.monotonic() < deadline:  # the threads end, their results refused
+        time.sleep(0.01)
+    other = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path)
+    assert [t.state for t in other.trials] == [TrialState.WAITING] * 2
+    other.optimize(f, num_trials=2, progress=False)
+    assert [t.state for t in other.trials] == [TrialState.COMPLETE] * 2
+    other.close()

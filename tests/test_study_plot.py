@@ -81,6 +81,17 @@ def test_average_ranks_equal_scipys_and_ties_carry_no_order():
     assert list(scores)[0] == "x" and scores["x"] > 0.5
 
 
+def test_importance_tells_a_none_choice_from_an_inactive_parameter():
+    # only act=None is good; relu and "inactive" (sw off) are equally bad: act's three groups
+    # explain every rank, sw's two do not
+    space = jaxhpo.Space(sw=jaxhpo.Categorical(["on", "off"]),
+                         act=jaxhpo.Categorical([None, "relu"], when={"sw": "on"}), x=jaxhpo.Float(0.0, 1.0))
+    s = Study(space, jaxhpo.RandomSearch(space, 16), seed=0)
+    s.optimize(lambda p: 0.0 if "act" in p and p["act"] is None else 1.0, num_trials=64, progress=False)
+    scores = param_importance(s)
+    assert list(scores) == ["act", "sw", "x"] and scores["act"] > 0.6
+
+
 def test_importance_finds_the_parameter_that_matters(study):
     scores = param_importance(study)
     assert list(scores)[0] == "x"

@@ -70,7 +70,8 @@ def log_h(z: jax.Array) -> jax.Array:
     """
     z1 = jnp.maximum(z, -1.0)
     b1 = jnp.log(jnp.exp(-0.5 * z1 * z1 - _C1) + z1 * ndtr(z1))
-    z2 = jnp.clip(z, -_T, -1.0)
+    # (where, not clip: clip halves the gradient at its bounds, where this branch is taken)
+    z2 = jnp.where((z <= -1.0) & (z >= -_T), z, -1.0)
     t2 = -z2
     b2 = -0.5 * z2 * z2 - _C1 + _log1mexp(jnp.log(erfcx(t2 / math.sqrt(2.0)) * t2) + _C2)
     t3 = -jnp.minimum(z, -_T)

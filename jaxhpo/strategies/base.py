@@ -55,16 +55,20 @@ def initial_best(dim: int) -> dict[str, jax.Array]:
     )
 
 
-def _check_cube_points(x: Any) -> None:
-    """Refuse concrete points off the unit cube (a strategy would store them as
-    its population or best point, and ask from them)."""
+def check_cube_points(x: Any, where: str = "tell") -> None:
+    """Refuse points off the unit cube where ``x`` is concrete and held by this
+    process (a strategy would store them as its population or best point, and
+    ask from them); ``where`` names the call. A traced ``x``, or a global array
+    over several processes, is not read."""
+    if isinstance(x, jax.core.Tracer) or not getattr(x, "is_fully_addressable", True):
+        return
     host = np.asarray(x)
     if host.dtype.kind not in "fiu" or host.ndim != 2:
         return  # the shape check names it
     outside = ~(np.isfinite(host) & (host >= 0) & (host <= 1))
     if outside.any():
         row, col = map(int, np.argwhere(outside)[0])
-        raise ValueError(f"tell: x must hold points of the unit cube (finite, in [0, 1]) as ask returns them; "
+        raise ValueError(f"{where}: x must hold points of the unit cube (finite, in [0, 1]) as ask returns them; "
                          f"x[{row}, {col}] = {float(host[row, col])!r}")
 
 
@@ -262,6 +266,17 @@ class Strategy:
                              "cannot take their place")
         return state
 
+    def _told_points(self, x: Any) -> jax.Array:
+        """``tell``'s ``x`` as ``(popsize, dim)`` float32, refused if off the cube
+        where it is concrete (every ``tell``, also those that override this one)."""
+        check_cube_points(x)
+        x = jnp.asarray(x, jnp.float32)
+        if x.shape != (self.popsize, self.dim):
+            raise ValueError(
+                f"tell: x must have shape (popsize, dim) = {(self.popsize, self.dim)}, got {x.shape}"
+            )
+        return x
+
     def tell(self, state: NamedTuple, x: jax.Array, values: jax.Array) -> NamedTuple:
         """Learn from evaluated points.
 
@@ -273,14 +288,8 @@ class Strategy:
             values are failed evaluations: they are passed on as ``+inf``, so
             they rank last and never become best.
         """
-        if not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True):
-            _check_cube_points(x)  # (a global array over several processes is not read here)
-        x = jnp.asarray(x, jnp.float32)
+        x = self._told_points(x)
         values = float32_values(values)
-        if x.shape != (self.popsize, self.dim):
-            raise ValueError(
-                f"tell: x must have shape (popsize, dim) = {(self.popsize, self.dim)}, got {x.shape}"
-            )
         if values.shape != (self.popsize,):
             raise ValueError(f"tell: values must have shape ({self.popsize},), got {values.shape}")
         ok = jnp.isfinite(values) & self.valid(state)

@@ -366,13 +366,14 @@ def standardize(y: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, ja
         # drift from single runs; n scalar adds cost nothing here.
         return jax.lax.fori_loop(0, a.shape[0], lambda i, acc: acc + a[i], jnp.zeros((), a.dtype))
 
-    # Values beyond 2**60 (up to float32's largest, a finite value's worst) are
-    # scaled by a power of two first, exactly: their sum and squares would
-    # overflow. Below it the scale is 1 and nothing changes.
+    # The values are scaled by a power of two first, exactly, to a largest
+    # magnitude near 1: the squares of values beyond 2**60 (up to float32's
+    # largest, a finite value's worst) would overflow, and those of values
+    # below 1e-10 fall under the constant-values threshold (or underflow).
     # The powers are built from their exponent bits (exp2 rounds, and a result
     # just below 2**-126, float32's smallest normal, is flushed to 0).
     top = jnp.max(jnp.where(mask, jnp.abs(y), 0.0)).astype(jnp.float32)
-    power = jnp.where(top > 2.0**60, jnp.minimum(jnp.floor(jnp.log2(top)), 126.0), 0.0).astype(jnp.int32)
+    power = jnp.where(top > 0.0, jnp.clip(jnp.floor(jnp.log2(top)), -126.0, 126.0), 0.0).astype(jnp.int32)
     scale = jax.lax.bitcast_convert_type((127 + power) << 23, jnp.float32).astype(y.dtype)
     y = y * jax.lax.bitcast_convert_type((127 - power) << 23, jnp.float32).astype(y.dtype)
     mean = row_sum(jnp.where(mask, y, 0.0)) / jnp.maximum(n, 1)

@@ -655,9 +655,7 @@ class GPBO(Strategy):
                 values = values[:, 0]
             return super().tell(state, x, values)
         k, m = self._m + self._c, self._m
-        x = jnp.asarray(x, jnp.float32)
-        if x.shape != (p, self.dim):
-            raise ValueError(f"tell: x must have shape (popsize, dim) = {(p, self.dim)}, got {x.shape}")
+        x = self._told_points(x)
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
@@ -689,7 +687,9 @@ class GPBO(Strategy):
         all_s = jnp.concatenate([state.status, status])
         rank = pareto.constrained_nondominated_rank(all_y[:, :m], all_y[:, m:], all_s == _OBSERVED)
         # Real rows first (failed ones rank last among them), then by rank; lexsort is stable.
-        keep = jnp.lexsort((rank, all_s == _EMPTY))[:self.capacity]
+        # The kept rows stay in buffer order, which is then the order they were told
+        # in: the next truncation's "older first" needs it.
+        keep = jnp.sort(jnp.lexsort((rank, all_s == _EMPTY))[:self.capacity])
         return state._replace(x=all_x[keep], y=all_y[keep], status=all_s[keep])
 
     def _pareto_front(self, state: GPBOState) -> tuple[jax.Array, jax.Array, jax.Array]:

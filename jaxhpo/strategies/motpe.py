@@ -282,10 +282,8 @@ class MOTPE(Strategy):
             when that is one column. Rows with a non-finite entry failed.
         """
         p, k, m = self.popsize, self.num_values, self.num_objectives
-        x = jnp.asarray(x, jnp.float32)
+        x = self._told_points(x)
         values = float32_values(values)
-        if x.shape != (p, self.dim):
-            raise ValueError(f"tell: x must have shape (popsize, dim) = {(p, self.dim)}, got {x.shape}")
         if k == 1 and values.shape == (p,):
             values = values[:, None]
         if values.shape != (p, k):

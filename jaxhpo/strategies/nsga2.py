@@ -212,10 +212,8 @@ class NSGA2(Strategy):
           the new state.
         """
         n, k = self.popsize, self.num_values
-        x = jnp.asarray(x, jnp.float32)
+        x = self._told_points(x)
         values = float32_values(values)
-        if x.shape != (n, self.dim):
-            raise ValueError(f"tell: x must have shape (popsize, dim) = {(n, self.dim)}, got {x.shape}")
         if k == 1 and values.shape == (n,):
             values = values[:, None]
         if values.shape != (n, k):

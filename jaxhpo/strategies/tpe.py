@@ -86,7 +86,7 @@ from jax.scipy.special import log_ndtr, ndtr, ndtri
 
 from ..space import Int, Space, log_int_centre, log_int_offset
 from ._checks import check_bool, check_choice, check_int, check_real
-from .base import Strategy, initial_best
+from .base import Strategy, check_cube_points, float32_values, initial_best
 
 __all__ = [
     "TPE",
@@ -693,8 +693,9 @@ class TPE(Strategy):
           oldest first), its best point, and the startup design counted as
           done for ``n`` of its points.
         """
+        check_cube_points(x, "warm_start")
         x = jnp.asarray(x, jnp.float32)
-        values = jnp.asarray(values, jnp.float32)
+        values = float32_values(values)
         n, c = x.shape[0], self.capacity
         if x.shape != (n, self.dim) or values.shape != (n,) or n > c:
             raise ValueError(f"warm_start: x must be (n, {self.dim}) and values (n,) with n <= capacity "

@@ -29,13 +29,16 @@ from .trial import Trial, TrialState
 __all__ = ["param_importance"]
 
 
+_INACTIVE = object()  # a conditional parameter a trial left out (``None`` may be a choice)
+
+
 def _groups(values: list, numeric: bool, num_bins: int) -> np.ndarray:
-    """Group index per trial; ``None`` (inactive) is a group of its own."""
+    """Group index per trial; ``_INACTIVE`` is a group of its own."""
     n = len(values)
     out = np.zeros(n, np.int64)
-    active = np.array([v is not None for v in values])
+    active = np.array([v is not _INACTIVE for v in values])
     if numeric:
-        x = np.array([float(v) if v is not None else np.nan for v in values])
+        x = np.array([float(v) if v is not _INACTIVE else np.nan for v in values])
         xa = x[active]
         if xa.size:
             edges = np.unique(np.quantile(xa, np.linspace(0, 1, num_bins + 1)[1:-1]))
@@ -43,7 +46,7 @@ def _groups(values: list, numeric: bool, num_bins: int) -> np.ndarray:
     else:
         labels: dict = {}
         for i, v in enumerate(values):
-            if v is not None:
+            if v is not _INACTIVE:
                 out[i] = labels.setdefault((type(v).__name__, repr(v)), len(labels))
     out[~active] = out.max(initial=0) + 1
     return out
@@ -102,7 +105,7 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         raise ValueError(f"param_importance num_bins must be an integer >= 2, got {num_bins!r}")
     scores = {}
     for name, d in space.dims.items():
-        vals = [t.params.get(name) for t in done]
+        vals = [t.params.get(name, _INACTIVE) for t in done]
         g = _groups(vals, not isinstance(d, Categorical), num_bins)
         between = 0.0
         groups = np.unique(g)

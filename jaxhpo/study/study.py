@@ -39,6 +39,7 @@ no constraint values and the strategy is told it as failed.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import numbers
@@ -77,6 +78,17 @@ _LIVE_OWNERS: set[str] = set()
 _OPTIMIZING: dict[str, int] = {}
 _OWNERS_LOCK = threading.Lock()
 _DIRECTIONS = ("minimize", "maximize")
+
+
+def _release_at_exit(ref: "weakref.ref[Study]") -> None:
+    """At interpreter exit, which stops the worker threads of an interrupted
+    ``optimize`` mid-objective: their trials go back to waiting."""
+    study = ref()
+    if study is not None:
+        try:
+            study._release_in_flight()
+        except StorageError:  # nothing more can be done at exit
+            pass
 
 
 def _propose_impl(strategy, key_loop, generation, state):
@@ -463,7 +475,10 @@ class Study:
 
     def close(self) -> None:
         """Close the storage if this study opened it. Trials it asked and did not
-        tell go back to waiting for the next ``Study`` on this storage to run."""
+        tell go back to waiting for the next ``Study`` on this storage to run, as
+        do those an interrupted ``optimize``'s worker threads still run."""
+        if getattr(self, "_in_flight", None):
+            self._release_in_flight()
         _LIVE_OWNERS.discard(getattr(self, "_owner", None))
         if getattr(self, "_owns_storage", False):
             self._storage.close()
@@ -891,6 +906,20 @@ class Study:
                 f"{self.name!r} in this process and not told; tell their values there, or close that "
                 "object (its untold trials then go back to waiting)")
 
+    def _release_in_flight(self) -> None:
+        """Trials an interrupted ``optimize``'s worker threads still run go back to
+        waiting (a result they reach later is not recorded): once this object
+        closes or the process ends, those threads cannot record them."""
+        with self._claims:
+            numbers = set(self._in_flight)
+        if not numbers or self._storage.read_only or self._storage._conn is None:  # (closed)
+            return
+        with self._tx(write=False) as c:
+            rows = [r for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))
+                    if r[0] in numbers and r[13] == self._owner]
+        if rows:
+            self._release(rows)
+
     def _release(self, rows: Iterable[tuple]) -> None:
         with self._tx() as c:
             self._storage.release(c, [(r[12], r[8]) for r in rows])
@@ -1113,6 +1142,8 @@ class Study:
         with self._tx(write=False) as c:
             generation = self._storage.study_progress(c, self._id)[0]
             finished = self._storage.count(c, self._id, FINISHED_STATES)
+            # (a resumed generation's finished trials count toward num_generations)
+            finished_now = self._storage.count(c, self._id, FINISHED_STATES, generation)
             best_row = None if self.multi_objective else self._storage.best_trial(c, self._id, self.maximize)
         # the progress bar's "best": one objective's best feasible value (a front has none)
         single = self.num_objectives == 1
@@ -1124,7 +1155,7 @@ class Study:
         generation_limit = None if num_generations is None else generation + num_generations
         totals = [t for t in (
             num_trials,
-            None if num_generations is None else num_generations * self.strategy.popsize,
+            None if num_generations is None else num_generations * self.strategy.popsize - finished_now,
             None if max_trials is None else max(max_trials - finished, 0),
         ) if t is not None]
         bar = progress_bar(min(totals) if totals else None, enabled=bool(progress))
@@ -1246,7 +1277,10 @@ class Study:
                         running = sorted(in_flight)
                     if running:  # Python cannot stop a thread inside the objective
                         print(f"jaxhpo: optimize interrupted; trial(s) {running} finish in their worker "
-                              "threads and are recorded then (no new trial starts)", file=sys.stderr)
+                              "threads and are recorded then (no new trial starts); should this study "
+                              "close or the process end first, they go back to waiting, to run again",
+                              file=sys.stderr)
+                        atexit.register(_release_at_exit, weakref.ref(self))
                     raise
                 if failure:
                     raise failure[0]
