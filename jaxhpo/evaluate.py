@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._traced import call_traced
 
-__all__ = ["evaluate", "check_chunk_size", "auto_chunk_size", "free_memory_bytes", "per_config_bytes",
+__all__ = ["evaluate", "map_population", "shard_population", "population_sharding", "onto_mesh",
+           "check_chunk_size", "auto_chunk_size", "free_memory_bytes", "per_config_bytes",
            "host_local", "DEFAULT_MEMORY_FRACTION", "HOST_FALLBACK_BYTES"]
 
 # Share of the free memory an automatically sized chunk may use: the rest is
@@ -239,7 +240,97 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
     return _friendly(chunk, int(n))
 
 
-def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str | None = None) -> Any:
+def population_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
+    """Axis ``axis`` (the population) of an ``ndim``-d array over all of ``mesh``'s
+    devices, the other axes replicated."""
+    spec = [None] * ndim
+    spec[axis] = tuple(mesh.axis_names)
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def shard_population(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
+    """Split axis ``axis`` (the population) of every leaf over all of ``mesh``'s devices."""
+    if mesh is None:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda a: lax.with_sharding_constraint(a, population_sharding(mesh, a.ndim, axis)), tree)
+
+
+def onto_mesh(tree: Any, mesh: Mesh | None) -> Any:
+    """Arrays committed to devices other than ``mesh``'s (a key made on device 0,
+    with a mesh of other devices or of more of them) copied onto it, replicated:
+    a compiled program takes all its inputs from one set of devices. Others
+    (uncommitted, traced, already on exactly the mesh's devices) as they are."""
+    if mesh is None:
+        return tree
+    inside = set(mesh.devices.flat)
+
+    def place(a):
+        if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array) or not a.committed:
+            return a
+        if a.devices() == inside:
+            return a
+        return jax.device_put(a, NamedSharding(mesh, PartitionSpec()))
+
+    return jax.tree_util.tree_map(place, tree)
+
+
+def map_population(fn: Callable, args: Any, chunk_size: int | None = None, mesh: Mesh | None = None) -> Any:
+    """``jax.vmap(fn)(args)`` over the leading (population) axis of ``args``, or
+    ``chunk_size`` rows at a time (a ``lax.map`` over chunks) to bound memory.
+
+    With a ``mesh`` (the population sharded over its ``d`` devices, ``n`` a
+    multiple of ``d``) each chunk takes ``max(1, chunk_size // d)`` rows from
+    every device: each device works through its own rows, that many at a time.
+    (A plain chunked ``lax.map`` would loop over the sharded axis, and every
+    device would compute the whole population.)
+
+    Args:
+      fn: ``fn(row) -> out`` for one row: a pytree of ``args``' leaves without
+        their leading axis.
+      args: a pytree of arrays with the same leading axis ``(n, ...)``.
+    Returns:
+      ``fn``'s outputs with a leading axis ``(n, ...)``.
+    """
+    chunk_size = check_chunk_size(chunk_size)
+    n = jax.tree_util.tree_leaves(args)[0].shape[0]
+    d = 1 if mesh is None else mesh.size
+    per = n // d  # rows per device
+    c = None if chunk_size is None else max(1, chunk_size // d)
+    if c is None or c >= per:
+        return jax.vmap(fn)(args)
+    if d == 1 and c == 1:  # one at a time is a plain lax.map
+        return lax.map(fn, args)
+    # lax.map's batch_size cannot reshape zero-size leaves (an MLP's empty stack of
+    # extra hidden layers); explicit shapes can: whole chunks mapped, the rest vmapped.
+    whole = per // c * c
+    k = whole // c
+    tree_map = jax.tree_util.tree_map
+    if mesh is None:
+        out = lax.map(jax.vmap(fn), tree_map(lambda a: a[:whole].reshape((k, c) + a.shape[1:]), args))
+        out = tree_map(lambda a: a.reshape((whole,) + a.shape[2:]), out)
+        if whole == n:
+            return out
+        rest = jax.vmap(fn)(tree_map(lambda a: a[whole:], args))
+        return tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+
+    def rows(a):  # (n, ...) -> (d, per, ...): device i's rows at index i of axis 0
+        return a.reshape((d, per) + a.shape[1:])
+
+    def split(a):  # -> (k, d, c, ...): chunk j takes rows j*c .. j*c + c - 1 of every device
+        a = jnp.swapaxes(rows(a)[:, :whole].reshape((d, k, c) + a.shape[1:]), 0, 1)
+        return shard_population(a, mesh, axis=1)
+
+    out = lax.map(jax.vmap(jax.vmap(fn)), tree_map(split, args))
+    out = tree_map(lambda a: jnp.swapaxes(a, 0, 1).reshape((d, whole) + a.shape[3:]), out)
+    if whole < per:
+        rest = jax.vmap(jax.vmap(fn))(tree_map(lambda a: shard_population(rows(a)[:, whole:], mesh), args))
+        out = tree_map(lambda a, b: jnp.concatenate([a, b], axis=1), out, rest)
+    return shard_population(tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out), mesh)
+
+
+def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str | None = None,
+             mesh: Mesh | None = None) -> Any:
     """Evaluate ``objective`` on every configuration of a batch.
 
     Args:
@@ -254,6 +345,9 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
         (``auto_chunk_size``; decided from shapes, so it works under ``jit``
         too). Results are the same up to float rounding (a chunk may compile
         to kernels that round differently).
+      mesh: a ``jax.sharding.Mesh`` whose devices share the batch (``n`` a
+        multiple of their number): each evaluates its own rows, at most
+        ``max(1, chunk_size // devices)`` at a time (``map_population``).
     Returns:
       the objective's outputs with a leading axis ``(n, ...)``.
     """
@@ -271,9 +365,10 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
     n = jnp.shape(leaves[0])[0] if jnp.ndim(leaves[0]) else None
     if n is None or any(jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n for leaf in leaves):
         raise ValueError("evaluate: every array in params needs the same leading batch axis")
+    if mesh is not None and n % mesh.size:
+        raise ValueError(f"evaluate: the batch ({n}) must be a multiple of the mesh's {mesh.size} devices")
     if chunk_size == "auto":
         one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
-        chunk_size = auto_chunk_size(objective, one, n)
-    if chunk_size is None or chunk_size >= n:
-        return jax.vmap(objective)(params)
-    return lax.map(objective, params, batch_size=chunk_size)
+        chunk_size = auto_chunk_size(objective, one, n,
+                                     devices=None if mesh is None else list(mesh.devices.flat))
+    return map_population(objective, shard_population(params, mesh), chunk_size, mesh)

@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from . import pareto
 from ._materialize import materialize, stored
 from ._keys import check_key
-from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local
+from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local, onto_mesh, shard_population
 from .space import Space
 from .strategies.base import Strategy, counting_dtype, float32_values
 
@@ -93,32 +93,6 @@ def _check_mesh(mesh: Any, popsize: int) -> Mesh | None:
             f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices to shard the population"
         )
     return mesh
-
-
-def _shard_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
-    """Split the leading (population) axis of ``x`` over every device of ``mesh``."""
-    if mesh is None:
-        return x
-    spec = PartitionSpec(tuple(mesh.axis_names), *([None] * (x.ndim - 1)))
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-
-
-def _onto_mesh(tree: Any, mesh: Mesh | None) -> Any:
-    """Arrays committed to devices outside ``mesh`` (a key made on device 0, with a
-    mesh of other devices) copied onto it, replicated: a compiled program takes all
-    its inputs from one set of devices. Others (uncommitted, traced) as they are."""
-    if mesh is None:
-        return tree
-    inside = set(mesh.devices.flat)
-
-    def place(a):
-        if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array) or not a.committed:
-            return a
-        if a.devices() <= inside:
-            return a
-        return jax.device_put(a, NamedSharding(mesh, PartitionSpec()))
-
-    return jax.tree_util.tree_map(place, tree)
 
 
 def _replicate(x: Any, mesh: Mesh | None) -> Any:
@@ -206,7 +180,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
         # stay replicated, so the sharded run computes the same numbers.
-        values = evaluate(objective, strategy.space.decode(_shard_population(x, mesh)), chunk_size)
+        values = evaluate(objective, strategy.space.decode(shard_population(x, mesh)), chunk_size, mesh)
         if not isinstance(values, jax.Array):
             raise ValueError(f"objective must return one array per configuration (a scalar; for a "
                              f"multi-objective strategy a vector), got a {type(values).__name__}")
@@ -241,7 +215,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
                     f"({strategy.num_objectives} objectives, then {strategy.num_constraints} constraints); "
                     f"got output of shape {values.shape[1:]} per configuration"
                 )
-        values = float32_values(_shard_population(values, mesh))
+        values = float32_values(shard_population(values, mesh))
         if isinstance(negate, tuple):  # one flag per column; constraint columns are never negated
             values = values * jnp.asarray([-1.0 if n else 1.0 for n in negate], jnp.float32)
         elif negate:
@@ -258,7 +232,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
             num_failed=_count(failed),
             values=sharded if history != "best" else None,
             valid=valid if history != "best" else None,
-            x=_shard_population(x, mesh) if history == "all" else None,
+            x=shard_population(x, mesh) if history == "all" else None,
         )
         if progress_every is not None:
             g = state.generation
@@ -337,7 +311,7 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     initial = _check_initial(initial, strategy, num_generations)
-    key, params, initial = _onto_mesh((check_key(key, allow_seed=True), _check_params(strategy, params), initial),
+    key, params, initial = onto_mesh((check_key(key, allow_seed=True), _check_params(strategy, params), initial),
                                       mesh)
     return _search(strategy, objective, key, params,
                    num_generations, _resolve_chunk_size(chunk_size, strategy, objective, mesh),
@@ -502,7 +476,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
             raise ValueError("initial: every configuration must name at least one parameter")
         initial = _check_initial(space.fixed_coordinates(list(configs)), strategy, num_generations)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
-    key, params, initial = _onto_mesh((key, _check_params(strategy, params), initial), mesh)
+    key, params, initial = onto_mesh((key, _check_params(strategy, params), initial), mesh)
     state, trace = _search(strategy, objective, key, params,
                            num_generations, chunk, _check_history(history), negate, mesh,
                            _check_progress(progress_every), initial)

@@ -266,6 +266,10 @@ def test_cli_rejects_bad_usage(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["demo", "--seed", "-1"])
     assert e.value.code == 2
+    for value in ("-1", "0"):  # the rule stated is the option's own
+        with pytest.raises(SystemExit):
+            cli.main(["demo", "--grid-size", value])
+        assert f"--grid-size: must be >= 1, got {value}" in capsys.readouterr().err
     assert cli.main(["demo", "--strategies", "grid,bogus"]) == 2
     assert "--strategies" in capsys.readouterr().err
 

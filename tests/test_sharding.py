@@ -1,5 +1,7 @@
 """Sharded searches equal unsharded ones (8 forced host devices, see conftest.py)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +73,34 @@ def test_sharded_and_chunked_together():
     _, c = jaxhpo.run(s, f, on_first, 3, history="values", mesh=others, chunk_size=4,
                       params=jax.device_put(s.default_params(), jax.devices()[0]))
     np.testing.assert_array_equal(b.values, c.values)
+    # ... or of those devices and others
+    _, d = jaxhpo.run(s, f, on_first, 3, history="values", mesh=mesh, chunk_size=4)
+    np.testing.assert_array_equal(b.values, d.values)
+
+
+def test_each_device_evaluates_its_own_rows_a_chunk_at_a_time():
+    """With a mesh and a chunk size, every chunk takes chunk // devices rows of each
+    device (a chunked loop over the sharded axis had every device compute all rows);
+    the per-device shape of the objective's sine, in the partitioned program, says so."""
+    import re
+
+    from jaxhpo.evaluate import evaluate
+
+    mesh = Mesh(np.array(jax.devices()[:4]), ("pop",))
+    params = {"a": jnp.linspace(-3.0, 3.0, 64), "b": jnp.full(64, 0.5), "n": jnp.arange(64) % 10}
+    want = jax.vmap(f)(params)
+    for chunk, rows in ((None, 16), (16, 4), (5, 1), (64, 16)):
+        fn = jax.jit(lambda p, chunk=chunk: evaluate(f, p, chunk_size=chunk, mesh=mesh))
+        text = fn.lower(params).compile().as_text()
+        sines = {math.prod(map(int, filter(None, dims.split(","))))
+                 for dims in re.findall(r"= f32\[([0-9,]*)\][^ ]* sine\(", text)}
+        assert sines == {rows}, (chunk, sines)
+        np.testing.assert_allclose(np.asarray(fn(params)), np.asarray(want), rtol=1e-6, atol=1e-6)
+    # rows per device not a multiple of the chunk: the rest of each device's rows vmapped
+    odd = jax.jit(lambda p: evaluate(f, p, chunk_size=12, mesh=mesh))
+    np.testing.assert_allclose(np.asarray(odd(params)), np.asarray(want), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of the mesh's 4 devices"):
+        evaluate(f, {k: v[:30] for k, v in params.items()}, chunk_size=4, mesh=mesh)
 
 
 def test_mesh_validation():

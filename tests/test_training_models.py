@@ -66,6 +66,8 @@ def test_magnitude_mask_prunes_the_smallest_active_weights():
         if 0 < kept < 30:
             a = np.abs(np.asarray(w))[:, :5]
             assert a[m[:, :5]].min() > a[~m[:, :5]].max()
+        # a mask that broadcasts to w's shape counts every weight it covers
+        np.testing.assert_array_equal(np.asarray(magnitude_mask(w, jnp.float32(s), active[0])), m)
 
 
 def test_pruned_network_equals_small_network_with_pruned_weights():

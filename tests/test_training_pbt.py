@@ -185,6 +185,12 @@ def test_chunked_pbt_equals_vmapped():
     b = pbt(TRAINER, SPACE, 5, popsize=8, num_rounds=4, steps_per_round=3, chunk_size=3)
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
     np.testing.assert_array_equal(a.parents, b.parents)
+    # over a mesh of 4 devices, 2 members of each at a time, from a key committed to one of them
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("pop",))
+    key = jax.device_put(jax.random.key(5), jax.devices()[0])
+    c = pbt(TRAINER, SPACE, key, popsize=8, num_rounds=4, steps_per_round=3, chunk_size=8, mesh=mesh)
+    np.testing.assert_allclose(a.losses, c.losses, rtol=1e-5)
+    np.testing.assert_array_equal(a.parents, c.parents)
 
 
 def test_exploit_count_is_the_floor_of_the_fraction_as_written():

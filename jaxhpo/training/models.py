@@ -105,6 +105,7 @@ def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None =
             fits = False
         if not fits:
             raise ValueError(f"active must have w's shape {w.shape}, got {jnp.shape(active)}")
+        active = jnp.broadcast_to(active, w.shape)  # (counted below entry by entry)
     mag = jnp.where(active, jnp.abs(w), jnp.inf).reshape(-1)
     num_active = jnp.sum(active)
     k = jnp.floor(jnp.clip(sparsity, 0.0, 1.0) * num_active).astype(jnp.int32)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from ..evaluate import check_chunk_size, host_local
+from ..evaluate import check_chunk_size, host_local, onto_mesh
 from .._keys import check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
@@ -305,6 +305,7 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     if mesh is not None and popsize % mesh.size:
         raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
     num_exploit = exploit_count(fraction, popsize)
+    key, init_x = onto_mesh((key, init_x), mesh)
     states, schedule, losses, parents, init_keys = _pbt_program(
         trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
         num_rounds, num_exploit, np.asarray(factors, np.float32), chunk_size, mesh)

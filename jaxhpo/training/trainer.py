@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from .._rows import where_rows
 from .._traced import call_traced
-from ..evaluate import check_chunk_size
+from ..evaluate import map_population, population_sharding, shard_population
 from ._compile import training_jit
 
 __all__ = [
@@ -100,45 +100,6 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _population_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-    """The leading (population) axis over all of ``mesh``'s devices, the rest replicated."""
-    return NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names), *([None] * (ndim - 1))))
-
-
-def _shard(tree: Any, mesh: Mesh | None) -> Any:
-    """Split the leading (population) axis of every leaf over all of ``mesh``'s devices."""
-    if mesh is None:
-        return tree
-    return jax.tree_util.tree_map(lambda x: lax.with_sharding_constraint(x, _population_sharding(mesh, x.ndim)),
-                                  tree)
-
-
-def _per_member(fn: Callable, args: Any, chunk_size: int | None, n: int) -> Any:
-    """``vmap(fn)`` over the leading axis of ``args``, or ``chunk_size`` members at a time."""
-    chunk_size = check_chunk_size(chunk_size)
-    if chunk_size is None or chunk_size >= n:
-        return jax.vmap(fn)(args)
-    # lax.map over chunks bounds memory to chunk_size members' activations.
-    # One at a time is a plain lax.map.
-    if chunk_size == 1:
-        return lax.map(fn, args)
-    # lax.map's batch_size cannot reshape zero-size leaves (an MLP's empty stack of
-    # extra hidden layers); explicit shapes can: whole chunks mapped, the rest vmapped.
-    whole = n // chunk_size * chunk_size
-
-    def split(a):
-        return a[:whole].reshape((whole // chunk_size, chunk_size) + a.shape[1:])
-
-    def join(a):
-        return a.reshape((whole,) + a.shape[2:])
-
-    out = jax.tree_util.tree_map(join, lax.map(jax.vmap(fn), jax.tree_util.tree_map(split, args)))
-    if whole == n:
-        return out
-    rest = jax.vmap(fn)(jax.tree_util.tree_map(lambda a: a[whole:], args))
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
 
 def _dtype(a: Any) -> Any:
@@ -208,9 +169,9 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
     n = _population_size(hparams)
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"keys must hold one key per member, shape ({n},), got {jnp.shape(keys)}")
-    keys, hparams = _shard((keys, hparams), mesh)
-    states = _per_member(lambda a: _init(trainer, *a), (keys, hparams), chunk_size, n)
-    return _shard(states, mesh)
+    keys, hparams = shard_population((keys, hparams), mesh)
+    states = map_population(lambda a: _init(trainer, *a), (keys, hparams), chunk_size, mesh)
+    return shard_population(states, mesh)
 
 
 def _check_count(name: str, value: Any, most: int | None = None) -> None:
@@ -252,9 +213,9 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
       where ``evaluate`` returns ``m`` objectives (a member with any
       non-finite objective gets ``+inf`` in all of them).
     """
-    n = _population_size(hparams)
+    _population_size(hparams)  # (checks the hyperparameters' batch axis)
     _check_count("num_steps", num_steps)
-    states, hparams = _shard((states, hparams), mesh)
+    states, hparams = shard_population((states, hparams), mesh)
 
     def member(args):
         s, hp = args
@@ -263,8 +224,8 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
         _check_loss_shape(loss)
         return s, loss
 
-    states, losses = _per_member(member, (states, hparams), chunk_size, n)
-    return _shard(states, mesh), _shard(_finite_or_inf(losses), mesh)
+    states, losses = map_population(member, (states, hparams), chunk_size, mesh)
+    return shard_population(states, mesh), shard_population(_finite_or_inf(losses), mesh)
 
 
 def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size: int | None = None,
@@ -280,7 +241,7 @@ def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None
     shapes = jax.eval_shape(jax.vmap(partial(_init, trainer)), keys, hparams)
 
     def one(shape):
-        sharding = None if mesh is None else _population_sharding(mesh, len(shape.shape))
+        sharding = None if mesh is None else population_sharding(mesh, len(shape.shape))
         if jax.dtypes.issubdtype(shape.dtype, jax.dtypes.prng_key):
             # A typed key has no host buffer: zero key data, wrapped on the device.
             data = jax.eval_shape(jax.random.key_data, shape)
@@ -299,7 +260,7 @@ def take(tree: Any, idx: jax.Array, mesh: Mesh | None = None) -> Any:
     over it as the compiled rungs shard a population, so ``continue_rung``
     can write its output into them (donation needs equal per-device shapes).
     """
-    return _shard(jax.tree_util.tree_map(lambda a: a[idx], tree), mesh)
+    return shard_population(jax.tree_util.tree_map(lambda a: a[idx], tree), mesh)
 
 
 @partial(training_jit, static_argnames=("trainer", "chunk_size", "mesh"), check=_check_rung_arguments)
@@ -400,22 +361,21 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
         valid = (slots < width) & (task < total)
         member = jnp.where(valid, task, j * width) % nonzero_members
         unit = task // nonzero_members
-        block, block_hp = _shard(jax.tree_util.tree_map(lambda a: a[member], (states, hparams)), mesh)
+        block, block_hp = shard_population(jax.tree_util.tree_map(lambda a: a[member], (states, hparams)), mesh)
         if keys is not None:
             # Only the passes over every member's first unit initialise.
             def init(block):
-                block_keys = _shard(keys[member], mesh)
-                new = _per_member(lambda a: _init(trainer, *a), (block_keys, block_hp), chunk_size, block_size)
+                block_keys = shard_population(keys[member], mesh)
+                new = map_population(lambda a: _init(trainer, *a), (block_keys, block_hp), chunk_size, mesh)
                 return where_rows(unit == 0, new, block)
 
             block = lax.cond(jnp.asarray(fresh) & (j * width < members), init, lambda b: b, block)
-        block = lax.cond(units > 0, lambda b: _per_member(lambda a: _checked_step(trainer, *a), (b, block_hp),
-                                                          chunk_size, block_size), lambda b: b, block)
+        block = lax.cond(units > 0, lambda b: map_population(lambda a: _checked_step(trainer, *a), (b, block_hp),
+                                                             chunk_size, mesh), lambda b: b, block)
         last = valid & (unit == queued - 1)
 
         def evaluate(block):
-            loss = _per_member(lambda a: _evaluate(trainer, *a), (block, block_hp),
-                               chunk_size, block_size)
+            loss = map_population(lambda a: _evaluate(trainer, *a), (block, block_hp), chunk_size, mesh)
             return _finite_or_inf(loss)
 
         # Only the passes over every member's last unit evaluate.
