@@ -65,8 +65,8 @@ class GeneticAlgorithm(Strategy):
       crossover_rate, mutation_rate: defaults of those params, in ``[0, 1]``;
         ``mutation_rate=None`` means ``1 / dim``.
       mutation_sigma: default Gaussian step in cube units, in ``(0, 1]``.
-      sbx_eta: default SBX distribution index, ``>= 0`` (larger: children
-        nearer their parents).
+      sbx_eta: default SBX distribution index, in ``[0, 1000]`` (larger:
+        children nearer their parents).
     """
 
     def __init__(self, space: Space, popsize: int = 32, *, num_elites: int = 1,

@@ -79,7 +79,7 @@ class LocalSearch(Strategy):
       popsize: neighbours per ``ask``.
       step_init, step_min, step_max: defaults of those params, cube units in
         ``(0, 1]`` with ``step_min <= step_init <= step_max``.
-      step_grow: ``>= 1``; step_shrink: in ``(0, 1)``.
+      step_grow: in ``[1, 100]``; step_shrink: in ``(0, 1)``.
       patience: generations without improvement before a restart, ``>= 1``.
     """
 

@@ -83,7 +83,7 @@ class NSGA2(Strategy):
       crossover_rate, mutation_rate: defaults of those params, in ``[0, 1]``;
         ``mutation_rate=None`` means ``1 / dim``.
       mutation_sigma: default Gaussian mutation step in cube units, ``(0, 1]``.
-      sbx_eta: default SBX distribution index, ``>= 0``.
+      sbx_eta: default SBX distribution index, in ``[0, 1000]``.
     """
 
     def __init__(self, space: Space, popsize: int = 50, num_objectives: int = 2, num_constraints: int = 0, *,

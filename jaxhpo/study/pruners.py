@@ -355,14 +355,18 @@ class ThresholdPruner(Pruner):
 
 
 class PatientPruner(Pruner):
-    """Prune only a trial whose best value of its latest ``patience + 1`` reports is no
-    better than its best before them by more than ``min_delta`` (and, with a
+    """Prune only a trial whose best value of its latest ``patience + 1`` reports is
+    worse than its best before them by more than ``min_delta`` (and, with a
     ``wrapped`` pruner, only when that one prunes it too).
+
+    This is Optuna's ``PatientPruner`` rule: a trial whose reports hold level,
+    or keep improving however little, is never stopped by it; one that has
+    fallen back for ``patience + 1`` reports is.
 
     Args:
       wrapped: a ``Pruner`` asked once patience has run out; ``None``: prune then.
-      patience: reports without improvement tolerated (``>= 0``).
-      min_delta: the improvement that counts as one (``>= 0``).
+      patience: reports past the best before them that may fall back (``>= 0``).
+      min_delta: how far they may fall back from that best (``>= 0``).
 
     A non-finite latest report is pruned at once, as by every built-in
     pruner (Optuna's ``PatientPruner`` compares with NaN and never prunes);
