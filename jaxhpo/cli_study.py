@@ -125,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             plots = [] if args.no_plots else _plots(study, cfg.output / "plots")
         except OSError as e:  # an output path that is a file, a read-only folder
             return _fail("run", e)
+        except KeyboardInterrupt:
+            print(f"\njaxhpo run: interrupted while writing results; every trial is stored in {cfg.storage}; "
+                  "`jaxhpo show` and `jaxhpo plot` read them", file=sys.stderr)
+            return 130
     print(f"study {cfg.name!r}: {summary['trials']}")
     if "pareto_front" in summary:
         print(f"Pareto front: {len(summary['pareto_front'])} trials, hypervolume {summary['hypervolume']} "

@@ -694,32 +694,115 @@ def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_tria
     assert all(t.value == pytest.approx(f(t.params)) for t in study.trials)
 
 
-def test_closing_an_interrupted_parallel_optimize_sends_its_running_trials_back(tmp_path):
-    """Closing the study (the command line does, then ends the process) or ending the process
-    stops the worker threads: their trials go back to waiting, and a result they reach after
-    that is not recorded."""
+def _interrupted_parallel_optimize(study, release):
+    """``study.optimize(n_jobs=2)`` interrupted (as by Ctrl-C) while both workers are
+    inside objectives that wait for ``release``; their trials' numbers."""
     import signal
 
-    started, release = [], threading.Event()
+    started = []
 
     def slow(p):
         started.append(p)
-        if len(started) == 2:
+        if len(started) == 2:  # both workers inside an objective: Ctrl-C, to the main thread
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         release.wait(20)
-        return f(p)
+        return 1000.0 + f(p)
 
-    path = str(tmp_path / "s.db")
-    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path)
     with pytest.raises(KeyboardInterrupt):
         study.optimize(slow, num_trials=6, n_jobs=2, progress=False)
-    study.close()
-    release.set()
+    return sorted(study._in_flight)
+
+
+def _wait_until(condition):
     deadline = time.monotonic() + 20
-    while study._in_flight and time.monotonic() < deadline:  # the threads end, their results refused
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
-    other = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path)
+
+
+def test_closing_an_interrupted_parallel_optimize_sends_its_running_trials_back(tmp_path):
+    """Closing the study (the command line does, then ends the process) or ending the process
+    stops the worker threads: their trials go back to waiting, and a result they reach after
+    that is not recorded, even once another run has claimed them again."""
+    storage = jaxhpo.study.SQLiteStorage(str(tmp_path / "s.db"))
+    release, later = threading.Event(), threading.Event()
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=storage)
+    assert _interrupted_parallel_optimize(study, release) == [0, 1]
+    study.close()
+    other = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=storage)
     assert [t.state for t in other.trials] == [TrialState.WAITING] * 2
-    other.optimize(f, num_trials=2, progress=False)
+
+    def wait_then_f(p):
+        later.wait(20)
+        return f(p)
+
+    rerun = threading.Thread(target=lambda: other.optimize(wait_then_f, num_trials=2, n_jobs=2, progress=False))
+    rerun.start()
+    _wait_until(lambda: [t.state for t in other.trials] == [TrialState.RUNNING] * 2)
+    release.set()  # the old threads finish while the rerun holds their trials: refused
+    _wait_until(lambda: not study._in_flight)
+    later.set()
+    rerun.join(20)
     assert [t.state for t in other.trials] == [TrialState.COMPLETE] * 2
+    assert all(t.value == pytest.approx(f(t.params)) for t in other.trials)
     other.close()
+    storage.close()
+
+
+def test_a_new_study_object_waits_for_an_interrupted_optimizes_threads(tmp_path):
+    """A notebook cell that builds the study again, after Ctrl-C, while the old threads run:
+    its optimize waits for their trials instead of taking them for trials asked by hand."""
+    path = str(tmp_path / "s.db")
+    release = threading.Event()
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path)
+    assert _interrupted_parallel_optimize(study, release) == [0, 1]
+    again = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path)
+    threading.Timer(0.3, release.set).start()
+    again.optimize(f, num_trials=2, progress=False)
+    assert [t.state for t in again.trials] == [TrialState.COMPLETE] * 4
+    assert [t.value for t in again.trials[:2]] == [1000.0 + f(t.params) for t in again.trials[:2]]
+    again.close()
+    study.close()
+
+
+def test_an_interrupt_right_after_a_claim_sends_the_trial_back(tmp_path, monkeypatch):
+    """Ctrl-C as a claim commits (one worker, in the main thread): the trial goes back to
+    waiting, and optimize runs it on the next call."""
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=str(tmp_path / "s.db"))
+    real_claim = study._claim
+
+    def claim_then_interrupt(*args, **kwargs):
+        real_claim(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "_claim", claim_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(f, num_trials=2, progress=False)
+    assert [t.state for t in study.trials] == [TrialState.WAITING] * 2
+    monkeypatch.setattr(study, "_claim", real_claim)
+    study.optimize(f, num_trials=2, progress=False)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    study.close()
+
+
+def test_an_interrupt_as_a_transaction_begins_leaves_no_transaction_open(tmp_path):
+    storage = jaxhpo.study.SQLiteStorage(str(tmp_path / "s.db"))
+    conn = storage._conn
+
+    class InterruptedAfterBegin:
+        in_transaction = property(lambda self: conn.in_transaction)
+
+        def execute(self, sql, *args):
+            out = conn.execute(sql, *args)
+            if sql.startswith("BEGIN"):
+                raise KeyboardInterrupt
+            return out
+
+    storage._conn = InterruptedAfterBegin()
+    with pytest.raises(KeyboardInterrupt):
+        with storage.transaction():
+            pass
+    assert not conn.in_transaction
+    storage._conn = conn
+    with storage.transaction() as c:  # usable, and the file's write lock is free
+        c.execute("SELECT 1")
+    storage.close()

@@ -349,10 +349,14 @@ class SQLiteStorage:
                     "its folder): its studies can be read (Study.load, jaxhpo show / plot), not changed")
             try:
                 c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.OperationalError as e:
-                raise StorageError(self._explain(e)) from None
             except sqlite3.DatabaseError as e:
                 raise StorageError(self._explain(e)) from None
+            except BaseException:
+                # An interrupt raised as the BEGIN returned: its transaction (and a
+                # write lock on the file) must not outlive this call.
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
             try:
                 yield c
             except BaseException as exc:
@@ -576,14 +580,19 @@ class SQLiteStorage:
 
     @staticmethod
     def finish(c: sqlite3.Connection, trial_id: int, state: str, value: float | None,
-               error: str | None, vals: str | None = None) -> bool:
-        """Record the outcome of a running trial; ``False`` if it was not running.
+               error: str | None, vals: str | None = None, claim: tuple | None = None) -> bool:
+        """Record the outcome of a running trial; ``False`` if it was not running
+        (under ``claim``, ``(owner, started_at)`` as claimed, when given: a trial
+        since released and claimed again belongs to that claim).
 
         ``vals``: JSON list of a multi-objective trial's values (else ``None``).
         """
-        cur = c.execute("UPDATE trials SET state=?, value=?, error=?, finished_at=?, vals=? "
-                        "WHERE id=? AND state='running'", (state, value, error, time.time(), vals, trial_id))
-        return cur.rowcount == 1
+        sql = "UPDATE trials SET state=?, value=?, error=?, finished_at=?, vals=? WHERE id=? AND state='running'"
+        args: tuple = (state, value, error, time.time(), vals, trial_id)
+        if claim is not None:
+            sql += " AND owner IS ? AND started_at IS ?"
+            args += tuple(claim)
+        return c.execute(sql, args).rowcount == 1
 
     @staticmethod
     def count(c: sqlite3.Connection, study_id: int, states: tuple[str, ...],

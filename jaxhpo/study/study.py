@@ -296,7 +296,9 @@ class Study:
         used when the study is created.
       stale_after: seconds after which a running trial of any worker (also on
         other hosts) is presumed dead and run again; ``None`` (default)
-        re-runs only trials of dead processes on this host.
+        re-runs only trials of dead processes on this host. The trial then
+        belongs to its new run: the old run's reports and result, should it
+        still reach them, are not recorded.
       pruner: a ``jaxhpo.study.pruners.Pruner`` that ``should_prune`` asks,
         or ``None`` (never prune). Not stored: each process opening the study
         brings its own. Studies of one objective only (with or without
@@ -829,11 +831,14 @@ class Study:
         self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
 
     def _claim(self, n: int, generation_limit: int | None = None,
-               trial_limit: int | None = None) -> tuple[list[tuple], str]:
+               trial_limit: int | None = None, hold: Callable[[list[int]], None] | None = None,
+               ) -> tuple[list[tuple], str]:
         """Claim up to ``n`` trials of the current generation, proposing it if needed.
 
         Returns ``(rows, status)``: status ``"ok"``, ``"wait"`` (every trial of
         the generation is running elsewhere), ``"limit"`` or ``"exhausted"``.
+        ``hold(numbers)`` records the claimed trials' numbers before the claim
+        commits, so an interrupt right after the commit leaves no claim unknown.
         """
         st = self._storage
         self._warm()
@@ -860,6 +865,8 @@ class Study:
                 if st.study_progress(c, self._id)[:2] == (generation, True):
                     break
             rows = st.claim(c, self._id, generation, n, self._owner)
+            if hold is not None and rows:
+                hold([r[0] for r in rows])
             return rows, ("ok" if rows else "wait")
 
     def _finish(self, row: tuple, value: Any, error: str | None, pruned: bool = False) -> bool:
@@ -878,7 +885,7 @@ class Study:
             if pruned:
                 reports = self._storage.trial_reports(c, trial_id)
                 state, value, error = TrialState.PRUNED, (reports[-1][1] if reports else None), None
-            if not self._storage.finish(c, trial_id, state, value, error, vals):
+            if not self._storage.finish(c, trial_id, state, value, error, vals, claim=_claim_of(row)):
                 return False
             unfinished = self._storage.count(c, self._id, (TrialState.WAITING, TrialState.RUNNING), generation)
             if unfinished == 0:
@@ -906,12 +913,13 @@ class Study:
                 f"{self.name!r} in this process and not told; tell their values there, or close that "
                 "object (its untold trials then go back to waiting)")
 
-    def _release_in_flight(self) -> None:
-        """Trials an interrupted ``optimize``'s worker threads still run go back to
-        waiting (a result they reach later is not recorded): once this object
-        closes or the process ends, those threads cannot record them."""
+    def _release_in_flight(self, numbers: set[int] | None = None) -> None:
+        """Trials an interrupted ``optimize``'s worker threads still run (or only
+        ``numbers`` of them) go back to waiting (a result they reach later is not
+        recorded): once this object closes or the process ends, those threads
+        cannot record them."""
         with self._claims:
-            numbers = set(self._in_flight)
+            numbers = set(self._in_flight if numbers is None else numbers)
         if not numbers or self._storage.read_only or self._storage._conn is None:  # (closed)
             return
         with self._tx(write=False) as c:
@@ -1198,7 +1206,7 @@ class Study:
             finally:
                 _CURRENT.trial = outer
             if not finish(row, value, error, pruned):
-                return  # presumed dead and finished by another worker; its result stands
+                return  # taken over by another run (stale, or released): that run's result counts
             with lock:
                 if value is None and not pruned and not warned:
                     # Once per call: a failure is a result, but a mistake in the
@@ -1223,8 +1231,13 @@ class Study:
         # interrupted call whose threads still run their objective: a rerun
         # waits for them instead of taking them for trials asked by hand.
         in_flight, claims = self._in_flight, self._claims
+        mine: set[int] = set()  # this call's claims (in_flight may hold an earlier call's too)
         with _OWNERS_LOCK:  # its claims are in flight, not held by hand (_check_not_held_by_hand)
             _OPTIMIZING[self._owner] = _OPTIMIZING.get(self._owner, 0) + 1
+
+        def hold(numbers: list[int]) -> None:
+            in_flight.update(numbers)
+            mine.update(numbers)
 
         def worker() -> None:
             delay = 0.0005
@@ -1234,10 +1247,10 @@ class Study:
                 if not budget.take():
                     return
                 with claims:  # a claim and its record as one step: no worker sees it half done
-                    rows, status = self._claim(1, generation_limit, max_trials)
-                    if status == "ok":
-                        in_flight.add(rows[0][0])
-                    elif status == "wait":
+                    if stop.is_set():
+                        return
+                    rows, status = self._claim(1, generation_limit, max_trials, hold)
+                    if status == "wait":
                         self._check_not_held_by_hand(in_flight)
                 if status != "ok":
                     budget.give_back()
@@ -1253,6 +1266,21 @@ class Study:
                 finally:
                     with claims:
                         in_flight.discard(rows[0][0])
+                        mine.discard(rows[0][0])
+
+        # The call counts as optimizing (its claims in flight, not held by hand)
+        # until it and every worker thread it started are done: after an
+        # interrupt the threads go on with their trials.
+        busy = [1]
+
+        def done() -> None:
+            with _OWNERS_LOCK:
+                busy[0] -= 1
+                if busy[0]:
+                    return
+                _OPTIMIZING[self._owner] -= 1
+                if not _OPTIMIZING[self._owner]:
+                    del _OPTIMIZING[self._owner]
 
         def guarded() -> None:
             try:
@@ -1260,19 +1288,34 @@ class Study:
             except BaseException as exc:
                 failure.append(exc)
                 stop.set()
+            finally:
+                done()
 
         try:
             if n_jobs == 1:
-                worker()
+                try:
+                    worker()
+                except BaseException:
+                    # Interrupted anywhere from a claim to its record: nothing runs
+                    # the trial any more, so it goes back to waiting.
+                    self._release_in_flight(mine)
+                    raise
             else:
                 threads = [threading.Thread(target=guarded, daemon=True) for _ in range(n_jobs)]
                 try:  # (an interrupt can come while the last threads start)
                     for t in threads:
-                        t.start()
+                        with _OWNERS_LOCK:
+                            busy[0] += 1
+                        try:
+                            t.start()
+                        except BaseException:
+                            done()  # (it never ran)
+                            raise
                     for t in threads:
                         t.join()
                 except BaseException:
                     stop.set()
+                    atexit.register(_release_at_exit, weakref.ref(self))
                     with claims:
                         running = sorted(in_flight)
                     if running:  # Python cannot stop a thread inside the objective
@@ -1280,16 +1323,12 @@ class Study:
                               "threads and are recorded then (no new trial starts); should this study "
                               "close or the process end first, they go back to waiting, to run again",
                               file=sys.stderr)
-                        atexit.register(_release_at_exit, weakref.ref(self))
                     raise
                 if failure:
                     raise failure[0]
         finally:
             bar.close()
-            with _OWNERS_LOCK:
-                _OPTIMIZING[self._owner] -= 1
-                if not _OPTIMIZING[self._owner]:
-                    del _OPTIMIZING[self._owner]
+            done()
 
     # ------------------------------------------------------------ results
     def get_trials(self, states: Sequence[str] | None = None, *, number: int | None = None) -> list[Trial]:
