@@ -158,19 +158,44 @@ def _first_primes(n: int) -> np.ndarray:
     return np.flatnonzero(sieve)[:n]
 
 
+def _inverse_mod(a: jax.Array, bases: jax.Array) -> jax.Array:
+    """``a**-1 mod b`` for ``a`` in ``1 .. b - 1`` and 0 for 0 (a bijection of
+    ``0 .. b - 1``), by Fermat: ``a**(b - 2)``, square and multiply over the
+    16 bits of the exponent; products of two residues below ``2**16`` fit in
+    uint32.
+
+    Args:
+      a: ``(n, dim)`` uint32 residues.
+      bases: ``(dim,)`` uint32 primes below ``2**16``.
+    """
+    e = bases - jnp.uint32(2)
+    r = jnp.ones_like(a)
+    base = a
+    for k in range(16):
+        r = jnp.where((e >> k) & jnp.uint32(1), (r * base) % bases, r)
+        base = (base * base) % bases
+    return jnp.where(a == 0, jnp.uint32(0), r)
+
+
 def _halton_points(index: jax.Array, bases: jax.Array, scale: jax.Array,
-                   mult: jax.Array, add: jax.Array) -> jax.Array:
-    """Radical inverses of ``index`` with digit ``a_j`` mapped to ``(mult*a_j + add) mod b``.
+                   mult: jax.Array, add: jax.Array, shift: jax.Array | None = None) -> jax.Array:
+    """Radical inverses of ``index`` with digit ``a_j`` mapped to ``(mult*a_j + add) mod b``;
+    with ``shift``, the leading digit to ``(mult * inv(a_0 + shift) + add) mod b``.
 
     Every one of the ``D`` digit positions is mapped, leading zeros of the
     index included: a scrambled point is then uniform in ``[0, 1)`` up to
-    ``b**-D``.
+    ``b**-D``. An affine map of the leading digits of two dimensions keeps
+    them on a lattice, which some random multipliers align badly: whole
+    regions of a two-dimensional projection stay empty. Modular inversion,
+    which no lattice survives, breaks that for the leading digit, the one
+    that places a point at any resolution coarser than ``1 / b``.
 
     Args:
       index: ``(n,)`` uint32.
       bases: ``(dim,)`` uint32 primes.
       scale: ``(dim, D)`` float32, ``b**-(j+1)``.
       mult, add: ``(dim, D)`` uint32.
+      shift: ``(dim,)`` uint32 in ``0 .. b - 1``, or ``None`` (unscrambled).
     Returns:
       ``(n, dim)`` float32 in ``[0, 1)``.
     """
@@ -180,7 +205,10 @@ def _halton_points(index: jax.Array, bases: jax.Array, scale: jax.Array,
         # Integer division by a per-column base is the costly operation here:
         # one for the quotient (the remainder from it), one for the scramble.
         nxt = q // bases
-        digit = (mult[:, j] * (q - nxt * bases) + add[:, j]) % bases
+        digit = q - nxt * bases
+        if j == 0 and shift is not None:
+            digit = _inverse_mod((digit + shift) % bases, bases)
+        digit = (mult[:, j] * digit + add[:, j]) % bases
         x = x + digit.astype(jnp.float32) * scale[:, j]
         q = nxt
     return jnp.minimum(x, _BELOW_ONE)
@@ -231,12 +259,17 @@ class QuasiRandom(Strategy):
         plus a random digital shift, both drawn in ``init``.
       ``"halton"``: radical inverses of the index in the first ``dim``
         primes; at most ``HALTON_MAX_DIM`` dimensions. Scrambled by random
-        affine digit permutations: digit ``a`` at position ``j`` of
-        dimension ``k`` becomes ``(h * a + g) mod b_k``, with ``h`` uniform in
-        ``1 .. b_k - 1`` and ``g`` uniform in ``0 .. b_k - 1``, drawn in
-        ``init`` for every dimension and digit position (base 2 reduces to a
-        random digital shift). The multipliers break the correlations
-        between dimensions with large bases that plain Halton suffers.
+        digit permutations: digit ``a`` at position ``j`` of dimension ``k``
+        becomes ``(h * a + g) mod b_k``, with ``h`` uniform in ``1 .. b_k - 1``
+        and ``g`` uniform in ``0 .. b_k - 1``, drawn in ``init`` for every
+        dimension and digit position (base 2 reduces to a random digital
+        shift); the leading digit becomes ``(h * inv(a + s) + g) mod b_k``,
+        ``inv`` the inverse modulo ``b_k`` (0 for 0), ``s`` uniform too. The
+        permutations break the correlations between dimensions with large
+        bases that plain Halton suffers; the inversion keeps the leading
+        digits of two dimensions off a lattice, on which an affine map
+        alone leaves whole regions of some two-dimensional projections
+        empty.
       ``"lhs"``: each ``ask`` is an independent Latin hypercube of
         ``popsize`` points: every dimension is cut into ``popsize`` equal
         strata holding one point each, with strata matched at random across
@@ -315,10 +348,10 @@ class QuasiRandom(Strategy):
                 return {"mult": jnp.ones(shape, jnp.uint32), "add": jnp.zeros(shape, jnp.uint32)}
             # h uniform in 1..b-1, g uniform in 0..b-1, by reducing 32 random
             # bits modulo the range: the bias is below b / 2**32 < 2**-16.
-            words = jax.random.bits(key, (2,) + shape, jnp.uint32)
+            words = jax.random.bits(key, (3,) + shape, jnp.uint32)
             bases = jnp.asarray(self._halton_bases)[:, None]
             mult = jnp.uint32(1) + words[0] % (bases - jnp.uint32(1))
-            return {"mult": mult, "add": words[1] % bases}
+            return {"mult": mult, "add": words[1] % bases, "shift": words[2, :, 0] % bases[:, 0]}
         return {}
 
     def _init(self, key, params):
@@ -338,7 +371,7 @@ class QuasiRandom(Strategy):
         elif self.method == "halton":
             s = state.scrambling
             x = _halton_points(index, jnp.asarray(self._halton_bases),
-                               jnp.asarray(self._halton_scale), s["mult"], s["add"])
+                               jnp.asarray(self._halton_scale), s["mult"], s["add"], s.get("shift"))
         else:
             x = self._latin_hypercube(key)
         return x, state._replace(index=state.index + jnp.uint32(n))
