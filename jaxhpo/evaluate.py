@@ -242,10 +242,12 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
 
 def population_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
     """Axis ``axis`` (the population) of an ``ndim``-d array over all of ``mesh``'s
-    devices, the other axes replicated."""
-    spec = [None] * ndim
-    spec[axis] = tuple(mesh.axis_names)
-    return NamedSharding(mesh, PartitionSpec(*spec))
+    devices, the other axes replicated. (No trailing ``None`` in the spec: a
+    compiled program's outputs come without, and an input sharded with them
+    would compile the program again.)"""
+    if not 0 <= axis < ndim:
+        raise ValueError(f"population axis {axis} of a {ndim}-d array")
+    return NamedSharding(mesh, PartitionSpec(*([None] * axis), tuple(mesh.axis_names)))
 
 
 def shard_population(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
@@ -260,15 +262,18 @@ def onto_mesh(tree: Any, mesh: Mesh | None) -> Any:
     """Arrays committed to devices other than ``mesh``'s (a key made on device 0,
     with a mesh of other devices or of more of them) copied onto it, replicated:
     a compiled program takes all its inputs from one set of devices. Others
-    (uncommitted, traced, already on exactly the mesh's devices) as they are."""
+    (uncommitted, traced, already sharded over this mesh's devices in its
+    order) as they are."""
     if mesh is None:
         return tree
-    inside = set(mesh.devices.flat)
+    inside, order = set(mesh.devices.flat), list(mesh.devices.flat)
 
     def place(a):
         if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array) or not a.committed:
             return a
-        if a.devices() == inside:
+        # (the same devices in another order do not do either: XLA assigns them in order)
+        on_mesh = isinstance(a.sharding, NamedSharding) and list(a.sharding.mesh.devices.flat) == order
+        if on_mesh or (mesh.size == 1 and a.devices() == inside):
             return a
         return jax.device_put(a, NamedSharding(mesh, PartitionSpec()))
 
@@ -295,6 +300,9 @@ def map_population(fn: Callable, args: Any, chunk_size: int | None = None, mesh:
     chunk_size = check_chunk_size(chunk_size)
     n = jax.tree_util.tree_leaves(args)[0].shape[0]
     d = 1 if mesh is None else mesh.size
+    if chunk_size is not None and chunk_size < n and n % d:
+        raise ValueError(f"a population of {n} cannot be chunked over the mesh's {d} devices: "
+                         f"it must be a multiple of {d}")
     per = n // d  # rows per device
     c = None if chunk_size is None else max(1, chunk_size // d)
     if c is None or c >= per:

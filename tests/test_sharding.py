@@ -76,6 +76,13 @@ def test_sharded_and_chunked_together():
     # ... or of those devices and others
     _, d = jaxhpo.run(s, f, on_first, 3, history="values", mesh=mesh, chunk_size=4)
     np.testing.assert_array_equal(b.values, d.values)
+    # ... or of the same devices in another order
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    reordered = Mesh(np.array(jax.devices()[:4])[::-1].reshape(2, 2), ("x", "y"))
+    on_mesh = jax.device_put(key, NamedSharding(mesh, PartitionSpec()))
+    _, e = jaxhpo.run(s, f, on_mesh, 3, history="values", mesh=reordered, chunk_size=4)
+    np.testing.assert_array_equal(b.values, e.values)
 
 
 def test_each_device_evaluates_its_own_rows_a_chunk_at_a_time():
@@ -101,6 +108,9 @@ def test_each_device_evaluates_its_own_rows_a_chunk_at_a_time():
     np.testing.assert_allclose(np.asarray(odd(params)), np.asarray(want), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="multiple of the mesh's 4 devices"):
         evaluate(f, {k: v[:30] for k, v in params.items()}, chunk_size=4, mesh=mesh)
+    from jaxhpo.evaluate import map_population
+    with pytest.raises(ValueError, match="population of 30 cannot be chunked over the mesh's 4 devices"):
+        jax.jit(lambda p: map_population(f, p, 4, mesh))({k: v[:30] for k, v in params.items()})
 
 
 def test_mesh_validation():

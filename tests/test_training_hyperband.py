@@ -333,11 +333,16 @@ def test_sharded_rungs_equal_unsharded():
     assert a.best_index == b.best_index
     # Hyperband's brackets side by side, in blocks (rounded up to the mesh's 4
     # devices) and in one program per level, over the mesh.
+    from jaxhpo.training.trainer import continue_rung
+
     ref = hyperband(TRAINER, SPACE, 3, max_budget=9, eta=3, block_size=None)
     for block_size in ("auto", None):
+        before = continue_rung._cache_size()
         c = hyperband(TRAINER, SPACE, 3, max_budget=9, eta=3, block_size=block_size, mesh=mesh)
         np.testing.assert_allclose(c.loss, ref.loss, rtol=1e-6, atol=1e-7)
         assert c.best_index == ref.best_index and c.total_budget == ref.total_budget
+        if block_size == "auto":  # blocks: one training program for every level, its first included
+            assert continue_rung._cache_size() - before <= 1
 
 
 def _evaluate_failing(state, hp):

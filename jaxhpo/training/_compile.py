@@ -77,6 +77,10 @@ class training_jit:
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         return self._variant(args, kwargs).lower(*args, **kwargs)
 
+    def _cache_size(self) -> int:
+        """Programs compiled so far, over every variant (a jitted function's count)."""
+        return sum(f._cache_size() for f in self._variants.values())
+
 
 def small_program_jit(fn: Callable, **jit_kwargs: Any) -> training_jit:
     """``training_jit`` with ``SMALL_PROGRAM_OPTIONS``: for programs whose

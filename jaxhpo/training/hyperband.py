@@ -53,7 +53,7 @@ from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
-from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, take
+from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, put_population, take
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
            "hyperband", "MultiFidelityResult", "survivor_order"]
@@ -523,6 +523,8 @@ class _Search:
               for k in self.space.names}
         init_keys = jax.random.wrap_key_data(
             jnp.asarray(np.concatenate(self.keys[-len(brackets):])[first_rows]), impl=self.key_impl)
+        # sharded as take() shards the next levels': one training program for all
+        hp, init_keys = put_population((hp, init_keys), self.mesh)
         # The first level initialises its members in the training program itself
         # (one program fewer to compile), into a buffer made on the host.
         states = empty_states(self.trainer, init_keys, hp, self.mesh)

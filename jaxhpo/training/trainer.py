@@ -252,6 +252,23 @@ def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None
     return jax.tree_util.tree_map(one, shapes)
 
 
+def put_population(tree: Any, mesh: Mesh | None) -> Any:
+    """Host data (NumPy arrays, or the same data in every process) put on the
+    devices, each leaf's leading axis sharded over ``mesh`` as the compiled
+    rungs shard a population, also across processes (``jax.distributed``);
+    typed keys included."""
+    if mesh is None:
+        return tree
+
+    def put(a):
+        key = jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+        host = np.asarray(jax.random.key_data(a) if key else a)
+        out = jax.make_array_from_callback(host.shape, population_sharding(mesh, host.ndim), lambda i: host[i])
+        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(a)) if key else out
+
+    return jax.tree_util.tree_map(put, tree)
+
+
 @partial(training_jit, static_argnames=("mesh",))
 def take(tree: Any, idx: jax.Array, mesh: Mesh | None = None) -> Any:
     """Rows ``idx`` ``(m,)`` of every leaf's leading axis: ``(n, ...) -> (m, ...)``.
