@@ -139,7 +139,11 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
 
     The hypergradient is exact to the extent that ``w`` is a stationary
     point: an inner solve stopped early gives the IFT formula evaluated at
-    the point it reached. Derivatives of every order take the formula
+    the point it reached. So is the linear solve: CG stopped by ``maxiter``
+    before ``tol``, CG on a ``dF/dw`` that is not positive definite, or a
+    Neumann series outside its disc returns an inexact hypergradient, with
+    no flag raised (raise ``maxiter``, add ``damping``, or compare
+    ``method``s where in doubt). Derivatives of every order take the formula
     (``jax.hessian`` of an outer loss never differentiates ``solve``).
 
     Everything to be differentiated goes in through ``hparams``: ``solve``

@@ -41,8 +41,9 @@ class HypergradientState(NamedTuple):
         parameter leaf. Read it to log or schedule; it is what the last
         ``update`` used.
       direction: the last raw direction of the base optimiser (the update at
-        learning rate ``-1``: the gradient for SGD, the momentum trace,
-        Adam's ``m_hat / (sqrt(v_hat) + eps)``); zeros before the first step.
+        learning rate ``-1``: the gradient for SGD, the momentum trace
+        (Nesterov: ``g + momentum * trace``), Adam's ``m_hat / (sqrt(v_hat) +
+        eps)``); zeros before the first step.
       base_state: the state of the base transformation.
     """
 
