@@ -44,8 +44,9 @@ Cost, counted for both methods:
   (its forward pass, the recomputation of the step and the transposed,
   second-order pass). The example measures, per seed, what a step costs in
   plain steps for each kind (a ``K``-step window, vmapped over the 16
-  members; a full ``T``-step run) and charges ``max(measured, 4)`` per step;
-  about 4-5 here. Nothing else is free: the search's discarded members are
+  members; a full ``T``-step run) and charges ``max(measured, 4)`` per step
+  (measured about 3-4 on two CPU cores, so the floor of 4 usually applies).
+  Nothing else is free: the search's discarded members are
   counted in full.
 * wall time and process CPU time of the compiled computations, compile
   excluded (random search runs one configuration at a time, its fastest way

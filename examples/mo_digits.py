@@ -34,7 +34,7 @@ from jaxhpo.datasets_digits import digits_split
 from jaxhpo.training.classifier import MLPClassifierTrainer
 
 IN_DIM, NUM_CLASSES = 64, 10
-# Full run: about a minute on two CPU cores. Quick: a smoke test.
+# Full run: about 15-20 s on two CPU cores. Quick: a smoke test.
 FULL = dict(popsize=20, num_generations=8, steps=120, max_width=64, max_depth=2)
 QUICK = dict(popsize=8, num_generations=3, steps=30, max_width=16, max_depth=2)
 

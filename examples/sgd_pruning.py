@@ -10,7 +10,10 @@ script resumes it.
     python examples/sgd_pruning.py --pruner median      # the median stopping rule
     python examples/sgd_pruning.py --pruner hyperband   # ASHA brackets judging from 1, 3, 9 epochs
     python examples/sgd_pruning.py --pruner none        # every run to the end
-    jaxhpo plot sgd_pruning.db                          # intermediate_values.png among the plots
+    jaxhpo plot sgd_pruning.db --name sgd-asha          # intermediate_values.png among the plots
+
+Each pruner's run is its own study in the file (``sgd-asha``, ``sgd-median``,
+...): ``jaxhpo plot`` needs ``--name`` once the file holds several.
 """
 
 from __future__ import annotations

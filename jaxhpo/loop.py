@@ -555,13 +555,20 @@ def _front_of(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return candidates[np.asarray(kept, np.int64)]
 
 
+@partial(jax.jit, static_argnums=0)
+def _strategy_front(strategy, state):
+    """``strategy.pareto_front(state)`` as one compiled program (op by op, a
+    front over a buffer of a new size compiled a few dozen kernels)."""
+    return strategy.pareto_front(state)
+
+
 def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.Array,
                    evaluated: tuple | None = None) -> dict:
     """``pareto_params``, ``pareto_values``, ``hypervolume``, ``ref_point`` of a multi-objective search.
 
     The front is the strategy state's (``pareto_front``), or, where ``evaluated``
     holds every evaluated point, the exact front of them all."""
-    fx, fv, fm = (np.asarray(a) for a in strategy.pareto_front(state))
+    fx, fv, fm = (np.asarray(a) for a in _strategy_front(strategy, state))
     fx, fv = fx[fm], fv[fm]
     if evaluated is not None:
         x_all, v_all, ok = evaluated

@@ -135,6 +135,27 @@ def test_constants_follow_the_tutorial(n, lam):
     assert (act[lam:] == 0).all() and act[: ref["mu"]].sum() == pytest.approx(1.0, rel=1e-6)
 
 
+def test_ipops_table_of_constants_is_numpy_and_matches_the_traced_ones():
+    # Every level IPOP reaches (lambda = popsize * 2**j) in one NumPy table: op by op in
+    # JAX each level's weights (a shape of their own) compiled each operation anew.
+    from jaxhpo.strategies.cmaes import _level_constants
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, d, **kw: compiles.append(name) if name.endswith("backend_compile_duration") else None)
+    for n, popsize, separable, active in ((6, 17, False, False), (3, 5, True, True)):
+        table = _level_constants.__wrapped__(n, popsize, 6, separable, active, "float32")
+        for j, level in enumerate(table):
+            ref = cmaes_constants(n, popsize * 2**j, None, separable, active, jnp.float32)
+            assert set(level) == set(ref)
+            for name, v in level.items():
+                assert isinstance(v, np.ndarray) and v.dtype == np.asarray(ref[name]).dtype, name
+                np.testing.assert_allclose(v, np.asarray(ref[name]), rtol=1e-6, atol=1e-8, err_msg=name)
+    compiles.clear()
+    _level_constants.__wrapped__(4, 23, 6, False, True, "float32")  # shapes no test has compiled
+    assert not compiles  # (the listener stays registered: it only appends to this test's list)
+
+
 # ----------------------------------------------------------- the boundary map
 @given(st.floats(-50.0, 50.0))
 def test_to_cube_is_a_periodic_mirror_into_the_cube(g):

@@ -152,6 +152,8 @@ def test_enqueued_configurations_come_first_whole_or_completed_by_the_strategy()
         assert set(t[1].params) == set(SPACE.names)
         assert t[2].generation == 1 and t[2].params["x"] == 1.0 and "beta2" not in t[2].params
         assert s.best_value == pytest.approx(0.1, abs=1e-6) and s.best_trial.number == 0
+        # queues of 2 and of 1 decoded by one program (the whole generation's rows)
+        assert s._decode._cache_size() == 1
         # the strategy was told the enqueued points: TPE's archive holds the first one
         x0 = SPACE.fixed_coordinates(t[0].params)
         archive = np.asarray(s.state.x)[:int(s.state.count)]

@@ -200,40 +200,48 @@ def cmaes_constants(dim: int, lam: Any, num_weights: int | None = None,
       ``i = 1..mu``, normalised to sum 1, zero after rank ``mu`` (negative
       there with ``active``), zero from rank ``lam`` on.
     """
-    dtype = _float() if dtype is None else dtype
+    return _constants(jnp, dim, lam, num_weights, separable, active, _float() if dtype is None else dtype)
+
+
+def _constants(xp: Any, dim: int, lam: Any, num_weights: int | None, separable: bool, active: bool,
+               dtype: Any) -> dict:
+    """``cmaes_constants`` computed with the array module ``xp``: ``jax.numpy``
+    (traceable), or ``numpy`` for the static table of IPOP's levels (op by op
+    in JAX each level's weight vector, a shape of its own, compiled every
+    operation anew: ~100 compiles on a search's first call)."""
     if num_weights is None:
         num_weights = int(lam)
     n = float(dim)
-    lam = jnp.asarray(lam, jnp.int32)
+    lam = xp.asarray(lam, xp.int32)
     lam_f = lam.astype(dtype)
     mu = lam // 2
-    rank = jnp.arange(num_weights)
-    w_raw = jnp.log((lam_f + 1.0) / 2.0) - jnp.log(rank.astype(dtype) + 1.0)
-    w_raw = jnp.where(rank < lam, w_raw, 0.0)
-    w = jnp.where(rank < mu, w_raw, 0.0)
+    rank = xp.arange(num_weights)
+    w_raw = xp.log((lam_f + 1.0) / 2.0) - xp.log(rank.astype(dtype) + 1.0)
+    w_raw = xp.where(rank < lam, w_raw, 0.0).astype(dtype)
+    w = xp.where(rank < mu, w_raw, 0.0).astype(dtype)
     w = w / w.sum()
-    mu_eff = 1.0 / jnp.sum(w**2)
+    mu_eff = 1.0 / xp.sum(w**2)
     c_sigma = (mu_eff + 2.0) / (n + mu_eff + 5.0)
-    d_sigma = 1.0 + 2.0 * jnp.maximum(0.0, jnp.sqrt((mu_eff - 1.0) / (n + 1.0)) - 1.0) + c_sigma
+    d_sigma = 1.0 + 2.0 * xp.maximum(0.0, xp.sqrt((mu_eff - 1.0) / (n + 1.0)) - 1.0) + c_sigma
     c_c = (4.0 + mu_eff / n) / (n + 4.0 + 2.0 * mu_eff / n)
     alpha_cov = 2.0
     c_1 = alpha_cov / ((n + 1.3) ** 2 + mu_eff)
-    c_mu = jnp.minimum(1.0 - c_1, alpha_cov * (mu_eff - 2.0 + 1.0 / mu_eff)
-                       / ((n + 2.0) ** 2 + alpha_cov * mu_eff / 2.0))
+    c_mu = xp.minimum(1.0 - c_1, alpha_cov * (mu_eff - 2.0 + 1.0 / mu_eff)
+                      / ((n + 2.0) ** 2 + alpha_cov * mu_eff / 2.0))
     if separable:
-        c_1 = jnp.minimum(1.0, c_1 * (n + 2.0) / 3.0)
-        c_mu = jnp.minimum(1.0 - c_1, c_mu * (n + 2.0) / 3.0)
+        c_1 = xp.minimum(1.0, c_1 * (n + 2.0) / 3.0)
+        c_mu = xp.minimum(1.0 - c_1, c_mu * (n + 2.0) / 3.0)
     if active:
-        neg = jnp.where((rank >= mu) & (w_raw < 0), w_raw, 0.0)
-        mu_eff_neg = jnp.sum(neg) ** 2 / jnp.sum(neg**2)
-        alpha = jnp.minimum(jnp.minimum(1.0 + c_1 / c_mu, 1.0 + 2.0 * mu_eff_neg / (mu_eff + 2.0)),
-                            (1.0 - c_1 - c_mu) / (n * c_mu))
-        w = w + alpha * neg / jnp.sum(jnp.abs(neg))
+        neg = xp.where((rank >= mu) & (w_raw < 0), w_raw, 0.0).astype(dtype)
+        mu_eff_neg = xp.sum(neg) ** 2 / xp.sum(neg**2)
+        alpha = xp.minimum(xp.minimum(1.0 + c_1 / c_mu, 1.0 + 2.0 * mu_eff_neg / (mu_eff + 2.0)),
+                           (1.0 - c_1 - c_mu) / (n * c_mu))
+        w = w + alpha * neg / xp.sum(xp.abs(neg))
     chi_n = math.sqrt(n) * (1.0 - 1.0 / (4.0 * n) + 1.0 / (21.0 * n * n))
-    interval = jnp.maximum(1, jnp.floor(1.0 / (10.0 * n * (c_1 + c_mu))).astype(jnp.int32))
+    interval = xp.maximum(1, xp.floor(1.0 / (10.0 * n * (c_1 + c_mu))).astype(xp.int32))
     return dict(weights=w.astype(dtype), mu=mu, mu_eff=mu_eff, c_sigma=c_sigma,
                 d_sigma=d_sigma, c_c=c_c, c_1=c_1, c_mu=c_mu,
-                chi_n=jnp.asarray(chi_n, dtype), eigen_interval=interval)
+                chi_n=xp.asarray(chi_n, dtype), eigen_interval=interval)
 
 
 class CMAESState(NamedTuple):
@@ -761,10 +769,9 @@ class CMAES(Strategy):
 @functools.lru_cache(maxsize=64)
 def _level_constants(dim: int, popsize: int, max_doublings: int, separable: bool, active: bool,
                      dtype: str) -> list[dict[str, np.ndarray]]:
-    with jax.ensure_compile_time_eval():
-        return [{name: np.asarray(v) for name, v in
-                 cmaes_constants(dim, popsize * 2**j, None, separable, active, np.dtype(dtype)).items()}
-                for j in range(max_doublings + 1)]
+    return [{name: np.asarray(v) for name, v in
+             _constants(np, dim, popsize * 2**j, None, separable, active, np.dtype(dtype)).items()}
+            for j in range(max_doublings + 1)]
 
 
 # Products up to this many multiply-adds run as one elementwise-and-reduce

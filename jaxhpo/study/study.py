@@ -698,8 +698,9 @@ class Study:
         fixed = self.space.fixed_coordinates(given)
         x[taken] = np.where(np.isnan(fixed), x[taken], fixed)
         injected[taken] = True
-        decoded = self._decode(x[taken])
-        fresh = self.space.to_python({k: np.asarray(v) for k, v in decoded.items()})
+        # every row decoded, the taken ones kept: one shape, one compiled decode
+        # (not one per queue length, inside the write transaction)
+        fresh = self.space.to_python({k: np.asarray(v)[taken] for k, v in self._decode(x).items()})
         params = list(params)
         for i, (g, p) in enumerate(zip(given, fresh)):
             params[i] = {k: g.get(k, v) for k, v in p.items()}
