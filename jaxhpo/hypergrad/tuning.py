@@ -39,7 +39,7 @@ import optax
 from .._keys import check_key
 from .._rows import where_rows
 from .._traced import call_traced
-from ..loop import Result, Trace
+from ..loop import Result, Trace, _decode_rows
 from ..space import Float, Space
 from ..strategies.base import float32_values
 from ._checks import check_callable, check_choice, check_positive_int
@@ -269,7 +269,10 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
     best_x = us.reshape(-1, space.dim)[flat]
     best_value = float(sign * values.reshape(-1)[flat]) if found else float("nan")
     return Result(
-        best_params=space.to_python(space.decode(best_x)) if found else None,
+        # decoded compiled, as minimize decodes its best (op by op, a log-scale
+        # value can differ in its last bits from the one the objective was given)
+        best_params=space.to_python({k: v[0] for k, v in _decode_rows(space, best_x[None]).items()})
+        if found else None,
         best_value=best_value,
         best_x=best_x,
         history=history,
