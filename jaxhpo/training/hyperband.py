@@ -53,7 +53,7 @@ from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
-from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, put_population, take
+from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, put_population, take, take_row
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
            "hyperband", "MultiFidelityResult", "survivor_order"]
@@ -305,11 +305,6 @@ def _start(strategy, key, num_brackets):
     k_strat, k_run = jax.random.split(key)
     keys = k_run[None] if num_brackets is None else jax.random.split(k_run, num_brackets)
     return strategy.init(k_strat), keys
-
-
-@small_program_jit
-def _first_row(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
 @partial(small_program_jit, static_argnames=("strategy", "num_batches", "size"))
@@ -624,7 +619,7 @@ class _Search:
             best_index, best_params, best_loss, best_budget, best_state = -1, None, float("nan"), 0, None
         else:
             best_loss, best_budget, best_index, st = self.best
-            best_state = _first_row(st)
+            best_state = take_row(st, np.int32(0))
             best_params = self.space.to_python({k: v[best_index] for k, v in hparams.items()})
         return MultiFidelityResult(
             x=x, hparams=hparams, bracket=np.concatenate(self.brackets),
@@ -659,7 +654,7 @@ class _Search:
             best_params=front_params[0] if found else None,
             best_loss=float(loss[on_front[0], 0]) if found else float("nan"),
             best_budget=int(top) if found else 0,
-            best_state=jax.tree_util.tree_map(lambda a: a[0], front_state) if found else None,
+            best_state=take_row(front_state, np.int32(0)) if found else None,
             total_budget=int(self.total), num_objectives=int(self.num_objectives),
             pareto_index=front_index.astype(np.int64), pareto_params=front_params,
             pareto_loss=loss[on_front], pareto_state=front_state,

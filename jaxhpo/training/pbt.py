@@ -37,7 +37,8 @@ from ..evaluate import check_chunk_size, host_local, onto_mesh
 from .._keys import check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
-from .trainer import check_mesh_size, check_positive_int, check_trainer, init_population, train_population
+from .trainer import (check_mesh_size, check_positive_int, check_trainer, init_population, take_row,
+                      train_population)
 
 __all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
 
@@ -322,6 +323,6 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
         hparams=schedule, losses=losses, parents=parents, states=states, best_index=best if found else -1,
         best_loss=float(losses[-1, best]) if found else float("nan"),
         best_params=space.to_python({k: v[-1, best] for k, v in schedule.items()}) if found else None,
-        best_state=host_local(jax.tree_util.tree_map(lambda a: a[best], states)) if found else None,
+        best_state=host_local(take_row(states, np.int32(best))) if found else None,
         total_budget=num_rounds * popsize * steps_per_round, init_keys=init_keys, space=space,
     )

@@ -39,7 +39,7 @@ from jax.sharding import Mesh
 from .._rows import where_rows
 from .._traced import call_traced
 from ..evaluate import map_population, population_sharding, shard_population
-from ._compile import training_jit
+from ._compile import small_program_jit, training_jit
 
 __all__ = [
     "Trainer", "check_trainer", "init_population", "train_population", "evaluate_population",
@@ -267,6 +267,13 @@ def put_population(tree: Any, mesh: Mesh | None) -> Any:
         return jax.random.wrap_key_data(out, impl=jax.random.key_impl(a)) if key else out
 
     return jax.tree_util.tree_map(put, tree)
+
+
+@small_program_jit
+def take_row(tree: Any, i: Any) -> Any:
+    """Row ``i`` of every leaf's leading axis, ``(n, ...) -> (...)``: one compiled
+    gather (op by op, each leaf's shape compiled a gather of its own)."""
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
 @partial(training_jit, static_argnames=("mesh",))
