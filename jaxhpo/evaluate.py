@@ -314,13 +314,6 @@ def map_population(fn: Callable, args: Any, chunk_size: int | None = None, mesh:
     whole = per // c * c
     k = whole // c
     tree_map = jax.tree_util.tree_map
-    if mesh is None:
-        out = lax.map(jax.vmap(fn), tree_map(lambda a: a[:whole].reshape((k, c) + a.shape[1:]), args))
-        out = tree_map(lambda a: a.reshape((whole,) + a.shape[2:]), out)
-        if whole == n:
-            return out
-        rest = jax.vmap(fn)(tree_map(lambda a: a[whole:], args))
-        return tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
     def rows(a):  # (n, ...) -> (d, per, ...): device i's rows at index i of axis 0
         return a.reshape((d, per) + a.shape[1:])

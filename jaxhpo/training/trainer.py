@@ -234,6 +234,15 @@ def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size:
     return train_population(trainer, states, hparams, 0, chunk_size=chunk_size, mesh=mesh)[1]
 
 
+def _put_rows(host: np.ndarray, mesh: Mesh | None, key_impl: Any = None) -> jax.Array:
+    """A host array put on the devices, its leading axis sharded over ``mesh`` as
+    the compiled rungs shard a population (also across processes, each giving the
+    same data); with ``key_impl`` the array is key data, wrapped as typed keys
+    (which have no host buffer)."""
+    out = jax.device_put(host, None if mesh is None else population_sharding(mesh, host.ndim))
+    return out if key_impl is None else jax.random.wrap_key_data(out, impl=key_impl)
+
+
 def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None = None) -> Any:
     """Zero-filled train states for a population, made on the host: a buffer
     for ``continue_rung(..., keys=keys, fresh=True)`` to initialise in place
@@ -241,30 +250,25 @@ def empty_states(trainer: Any, keys: jax.Array, hparams: dict, mesh: Mesh | None
     shapes = jax.eval_shape(jax.vmap(partial(_init, trainer)), keys, hparams)
 
     def one(shape):
-        sharding = None if mesh is None else population_sharding(mesh, len(shape.shape))
         if jax.dtypes.issubdtype(shape.dtype, jax.dtypes.prng_key):
-            # A typed key has no host buffer: zero key data, wrapped on the device.
             data = jax.eval_shape(jax.random.key_data, shape)
-            zeros = jax.device_put(np.zeros(data.shape, data.dtype), sharding)
-            return jax.random.wrap_key_data(zeros, impl=shape.dtype._impl)
-        return jax.device_put(np.zeros(shape.shape, shape.dtype), sharding)
+            return _put_rows(np.zeros(data.shape, data.dtype), mesh, shape.dtype._impl)
+        return _put_rows(np.zeros(shape.shape, shape.dtype), mesh)
 
     return jax.tree_util.tree_map(one, shapes)
 
 
 def put_population(tree: Any, mesh: Mesh | None) -> Any:
-    """Host data (NumPy arrays, or the same data in every process) put on the
+    """Arrays holding the same data in every process (or host data) put on the
     devices, each leaf's leading axis sharded over ``mesh`` as the compiled
-    rungs shard a population, also across processes (``jax.distributed``);
-    typed keys included."""
+    rungs shard a population; typed keys included. Without a mesh, as they are."""
     if mesh is None:
         return tree
 
     def put(a):
-        key = jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
-        host = np.asarray(jax.random.key_data(a) if key else a)
-        out = jax.make_array_from_callback(host.shape, population_sharding(mesh, host.ndim), lambda i: host[i])
-        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(a)) if key else out
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return _put_rows(np.asarray(jax.random.key_data(a)), mesh, jax.random.key_impl(a))
+        return _put_rows(np.asarray(a), mesh)
 
     return jax.tree_util.tree_map(put, tree)
 
