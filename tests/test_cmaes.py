@@ -330,6 +330,26 @@ def test_without_restarts_a_terminated_search_freezes():
     assert float(state.sigma) > 0 and int(state.iteration) == 25
 
 
+def test_a_start_where_everything_fails_restarts_after_tolfuns_window():
+    # Every point with a < 0.4 fails; x0 = 0.15 with sigma0 = 0.05 samples only
+    # there (5 sigma off). The infeasible test fires once tolfun's window (10 + ceil(30 n /
+    # lambda) = 25 generations) has failed throughout, and IPOP restarts from
+    # a uniformly random mean: SEEDS searches vmapped, each finds the region.
+    s = CMAES(SMALL, popsize=6, x0=[0.15, 0.5, 0.5], sigma0=0.05)
+    f = lambda p: jnp.where(p["a"] < 0.4, jnp.nan, (p["a"] - 0.8) ** 2 + p["b"] ** 2 + p["c"] ** 2)  # noqa: E731
+    keys = jax.random.split(jax.random.key(0), SEEDS)
+    states, trace = jax.jit(jax.vmap(lambda k: jaxhpo.run(s, f, k, 300)))(keys)
+    failed_first = np.asarray(trace.num_failed[:, :25])
+    assert np.all(failed_first == 6)
+    assert np.all(states.restarts >= 1)
+    assert np.all(np.isfinite(trace.best_value[:, -1]))
+    # Without restarts the run ends there, as after any other test.
+    frozen, _ = jax.jit(jax.vmap(lambda k: jaxhpo.run(CMAES(SMALL, popsize=6, x0=[0.15, 0.5, 0.5], sigma0=0.05,
+                                                            restarts=None), f, k, 30)))(keys)
+    assert np.all(frozen.stopped) and np.all(frozen.iteration == 25)
+    np.testing.assert_array_equal(frozen.stop_reason, 1 << STOP_REASONS.index("infeasible"))
+
+
 def test_stagnation_fires_on_pure_noise_after_its_window():
     # Values independent of x: no progress, and a range far above tolfun. Only
     # the stagnation test can stop the search, and not before its window of

@@ -60,7 +60,11 @@ samples are set to zero and the remaining weights renormalised to sum to
 one; the evolution paths are normalised with the ``mu_eff`` of the weights
 actually used, so they keep their unit scale under random selection. A
 generation in which every sample failed leaves mean, paths, step size and
-covariance unchanged (and eventually triggers the stagnation test).
+covariance unchanged; once every sample of ``10 + ceil(30 n / lambda)``
+generations in a row has failed, the ``infeasible`` test ends the run (with
+IPOP, a restart from a uniformly random mean: a start inside a region where
+the objective fails moves on instead of resampling it until the stagnation
+test fires, some 120 generations later).
 
 **Termination** (tested after every CMA generation; with IPOP each one
 restarts from a uniformly random mean with ``sigma0``, ``C = I`` and twice
@@ -80,7 +84,9 @@ the population; without restarts the state freezes):
                   the mean unchanged;
   ``no_effect_coord``  adding ``0.2 sigma sqrt(C_ii)`` to a coordinate leaves
                   the mean unchanged;
-  ``tolupsigma``  ``sigma / sigma0 > 1e20 * max sqrt(eig C)``.
+  ``tolupsigma``  ``sigma / sigma0 > 1e20 * max sqrt(eig C)``;
+  ``infeasible``  every sample of the last ``10 + ceil(30 n / lambda)``
+                  generations (tolfun's window) failed.
 
 ``state.stop_reason`` holds the bits (``STOP_REASONS``) of the latest
 termination. Arithmetic runs in the default float type: float32, or float64
@@ -111,7 +117,7 @@ __all__ = [
 
 # Termination criteria, in the order of their bit in ``state.stop_reason``.
 STOP_REASONS = ("tolfun", "tolx", "stagnation", "condition", "no_effect_axis",
-                "no_effect_coord", "tolupsigma")
+                "no_effect_coord", "tolupsigma", "infeasible")
 _BIT = {name: 1 << i for i, name in enumerate(STOP_REASONS)}
 
 # Width of the quadratic zone of the boundary transformation, on each face.
@@ -728,6 +734,8 @@ class CMAES(Strategy):
         hi, lo = jnp.maximum(hi_recent, worst), jnp.minimum(lo_recent, best)
         tolfun = (s.run_iteration >= window) & (hi - lo < p["tolfun"])
         reason |= flag(tolfun, "tolfun")
+        # A generation's best is +inf only where all its samples failed.
+        reason |= flag((s.run_iteration >= window) & (lo_recent == jnp.inf), "infeasible")
 
         # TolX.
         diag = s.C if self.separable else jnp.diagonal(s.C)
