@@ -343,3 +343,23 @@ def test_a_label_no_parameter_carries_and_a_float16_rate_under_x64():
             u_hd, _ = hd.update(g, hd.init(p), p)
             u_ref, _ = ref.update(g, ref.init(p), p)
             np.testing.assert_array_equal(np.asarray(u_hd["w"]), np.asarray(u_ref["w"]))
+
+
+@pytest.mark.parametrize("per_leaf", [False, True])
+def test_a_complex_leaf_adapts_a_real_rate_by_the_real_inner_product(per_leaf):
+    # SGD-HD on f(w) = |w|^2 / 2 (gradient w): alpha += beta Re <g_t, g_{t-1}>,
+    # written out in NumPy (complex128); the rate stays a real float32.
+    opt = hypergradient_descent(0.1, 0.05, per_leaf=per_leaf)
+    w0 = np.array([1 + 2j, -0.5 + 1j, 0.25 - 0.75j])
+    params = {"w": jnp.asarray(w0, jnp.complex64)}
+    state = opt.init(params)
+    lr, w, prev = 0.1, w0, np.zeros_like(w0)
+    for _ in range(4):
+        updates, state = opt.update({"w": params["w"]}, state, params)
+        params = optax.apply_updates(params, updates)
+        lr += 0.05 * np.real(np.vdot(w, prev))
+        w, prev = w - lr * w, w
+    rate = state.learning_rate["w"] if per_leaf else state.learning_rate
+    assert rate.dtype == jnp.float32
+    assert float(rate) == pytest.approx(lr, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(params["w"]), w, rtol=1e-5)

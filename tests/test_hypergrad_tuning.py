@@ -79,6 +79,22 @@ def test_a_member_stepping_into_failure_backtracks_to_its_last_good_point():
     assert res.best_value == pytest.approx(0.0, abs=1e-10)
 
 
+def test_a_member_failing_for_long_whatever_its_step_moves_once_it_succeeds():
+    # A stateful objective that fails for its first 200 steps: 200 halvings
+    # would take the retried fraction of the step below float32's range (to
+    # exactly 0, so it never doubled back). Floored at 2**-10, it is whole
+    # again 10 successes later, and SGD then goes from 0.2 to 0.9.
+    space = Space(x=Float(0.0, 1.0))
+
+    def f(c, t):
+        return jnp.where(t < 200, jnp.nan, (c["x"] - 0.9) ** 2), t + 1
+
+    res = gradient_tune(f, space, init=np.array([[0.2]], np.float32), num_steps=260, optimizer=optax.sgd(0.5),
+                        transform="clip", carry=jnp.zeros(1, jnp.int32))
+    assert res.num_failed == 200
+    assert res.best_params["x"] == pytest.approx(0.9, abs=1e-3)
+
+
 def test_a_member_pushed_to_an_upper_bound_comes_back_like_one_at_the_lower():
     # sigmoid(z) is exactly 1 in float32 from z ~ 17 on, with a zero slope;
     # z stays where the slope is positive, so both mirror images return.
@@ -95,6 +111,11 @@ def test_a_member_pushed_to_an_upper_bound_comes_back_like_one_at_the_lower():
     assert x[39, 0] > 1 - 2e-6 and x[39, 1] < 2e-6
     np.testing.assert_allclose(x[-1, 0], 1.0 - x[-1, 1], atol=1e-5)
     assert abs(x[-1, 0] - 0.5) < 0.3
+
+
+def test_an_optimiser_that_needs_the_objective_in_update_is_refused_by_name():
+    with pytest.raises(TypeError, match="optimizer: gradient_tune calls optimizer.update.*value_fn"):
+        gradient_tune(bowl, SPACE, key=0, popsize=2, num_steps=2, optimizer=optax.lbfgs())
 
 
 def test_carry_is_threaded_per_member():

@@ -68,8 +68,10 @@ def _base_direction(base: str, momentum: float, b1: float, b2: float, eps: float
 def _rate_dtype(dtype: Any) -> Any:
     """``dtype`` widened to the default float where narrower: float32, or float64
     with x64 on. A float16 leaf's update then rounds the rate once, from the
-    default float, as optax's Python-float step size does (not twice)."""
-    return jnp.promote_types(dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
+    default float, as optax's Python-float step size does (not twice). Real
+    also for a complex leaf: the rate is a real step size."""
+    real = jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+    return jnp.promote_types(real, jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
 def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd",
@@ -137,8 +139,9 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
         if isinstance(beta, jax.core.Tracer) or beta != 0.0:
             # h = g_t . d_{t-1} with d = -direction; alpha <- alpha - beta h.
             def dot(g, d):
-                wide = _rate_dtype(jnp.result_type(d))
-                return jnp.vdot(jnp.asarray(g, wide), jnp.asarray(d, wide))
+                # Re <g, d>: the derivative of the loss in the real rate, also for complex leaves.
+                wide = jnp.promote_types(jnp.result_type(d), _rate_dtype(jnp.result_type(d)))
+                return jnp.real(jnp.vdot(jnp.asarray(g, wide), jnp.asarray(d, wide)))
 
             dots = jax.tree_util.tree_map(dot, grads, state.direction)
             if per_leaf:

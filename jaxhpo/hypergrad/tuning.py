@@ -17,8 +17,11 @@ log-scaled floats), one of ``TRANSFORMS``:
 
 Every iterate stays inside the bounds. A member whose evaluation fails (a
 non-finite value or gradient) goes back to its last successful point and
-retries half the step that left it, halving again while it fails; after a
-success the step doubles back towards the optimiser's full step.
+retries half the step that left it, halving again while it fails (down to
+``2**-10`` of it: a member that fails for a while whatever its step, e.g. a
+stateful objective's warm-up, is not left with a step that has underflowed
+to zero); after a success the step doubles back towards the optimiser's
+full step.
 
 Integer and categorical coordinates are held at each member's starting value
 (search them with an outer strategy, calling this driver per configuration:
@@ -47,6 +50,9 @@ from ._checks import check_callable, check_choice, check_positive_int
 __all__ = ["gradient_tune", "float_mask", "TRANSFORMS"]
 
 TRANSFORMS = ("logit", "clip")
+# The smallest fraction of an update retried after failures (see the module docstring).
+_MIN_SCALE = 2.0**-10
+
 # One object: the optimiser is a static argument of the compiled search, and a
 # new optax.adam(0.1) per call (new closures) would compile it again each time.
 _DEFAULT_OPTIMIZER = optax.adam(0.1)
@@ -61,6 +67,19 @@ _Z_MAX = float(np.log1p(-_EDGE) - np.log(_EDGE))
 def float_mask(space: Space) -> np.ndarray:
     """``(dim,)`` bool: which cube coordinates ``gradient_tune`` optimises (the ``Float`` ones)."""
     return np.array([isinstance(d, Float) for d in space.dims.values()])
+
+
+def _check_update_arguments(optimizer: optax.GradientTransformation, dim: int) -> None:
+    """Refuse an optimiser whose ``update`` needs more than ``(updates, state,
+    params)``, which is all the driver gives it (``optax.lbfgs`` also wants the
+    value, the gradient and the objective for its line search)."""
+    z = jax.ShapeDtypeStruct((dim,), jnp.float32)
+    try:
+        jax.eval_shape(lambda z: optimizer.update(z, optimizer.init(z), z), z)
+    except TypeError as e:
+        raise TypeError(f"optimizer: gradient_tune calls optimizer.update(updates, state, params) and nothing "
+                        f"more, which this optimiser refuses ({e}); an optimiser that needs value=, grad= or "
+                        f"value_fn= (optax.lbfgs's line search) is not supported") from e
 
 
 @partial(jax.jit, static_argnames=("objective", "space", "optimizer", "num_steps", "negate", "stateful",
@@ -148,7 +167,7 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         updates, opt_state_new = jax.vmap(optimizer.update)(grads, opt_state, z)
         # success: step on from z, at twice the last fraction (at most the
         # whole update); failure: from the last good point, half as far
-        scale = jnp.where(ok, jnp.minimum(2.0 * scale, 1.0), 0.5 * scale)
+        scale = jnp.where(ok, jnp.minimum(2.0 * scale, 1.0), jnp.maximum(0.5 * scale, _MIN_SCALE))
         z_good, upd_good = jnp.where(ok[:, None], z, z_good), jnp.where(ok[:, None], updates, upd_good)
         opt_state = where_rows(ok, opt_state_new, opt_state)
         z_new = project(z_good + scale[:, None] * upd_good)
@@ -230,6 +249,7 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         optimizer = _DEFAULT_OPTIMIZER
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    _check_update_arguments(optimizer, space.dim)
     for name, flag in (("has_grad", has_grad), ("maximize", maximize)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
