@@ -72,8 +72,11 @@ def kfold_masks(n: int, k: int, *, key: jax.Array | None = None,
         labels = np.asarray(labels)
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape (n,) = ({n},), got {labels.shape}")
+        if labels.dtype.kind == "O" and all(isinstance(v, str) for v in labels):
+            labels = labels.astype(str)  # text as pandas holds it
         if labels.dtype.kind not in "biuUS":
-            raise TypeError(f"labels must be class labels (integers or strings), got dtype {labels.dtype}")
+            raise TypeError(f"labels must be class labels (integers or strings), got dtype {labels.dtype}"
+                            + (" holding other objects than strings" if labels.dtype.kind == "O" else ""))
         labels = np.unique(labels, return_inverse=True)[1].astype(np.int32).reshape(n)
     elif labels is not None:
         if labels.shape != (n,):

@@ -203,7 +203,9 @@ def test_stratified_folds_take_wide_integer_and_string_labels():
     """Classes that agree in their low 32 bits stay apart; strings are classes too."""
     wide = np.array([7, 7 + 2**32] * 6, np.int64)
     named = np.where(wide == 7, "cat", "dog")
-    for labels in (wide, named):
+    for labels in (wide, named, named.astype(object)):  # object: text as pandas holds it
         masks = np.asarray(kfold_masks(12, 3, labels=labels))
         for c in np.unique(labels):
             assert (masks[:, labels == c].sum(axis=1) == 2).all()  # 6 members: 2 per fold
+    with pytest.raises(TypeError, match="holding other objects than strings"):
+        kfold_masks(4, 2, labels=np.array([1.5, "a", None, "b"], object))

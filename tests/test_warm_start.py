@@ -254,6 +254,11 @@ def test_added_trials_fill_a_generation_beside_proposals_and_whole_ones_are_told
         np.testing.assert_allclose(np.asarray(s.state.mean), [0.6, 0.45], atol=1e-6)
         s.add_trial({"a": 0.1, "b": 0.1}, 0.5)  # one: waits for the next generation
         assert len(s.trials) == 4
+    with Study(space, cma, seed=0) as fresh:  # the error says where added trials are
+        fresh.add_trial({"a": 0.1, "b": 0.1}, 0.5)
+        with pytest.raises(ValueError, match=r"no complete trial yet; its 1 added trial\(s\) are recorded when "
+                                             r"the next generation is proposed"):
+            fresh.best_trial
     with Study.load(path) as s:  # it survives a reopen
         calls = []
         s.optimize(lambda p: calls.append(p) or f(p), num_trials=3, progress=False)

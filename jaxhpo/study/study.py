@@ -1364,16 +1364,26 @@ class Study:
         if self.multi_objective and self.num_objectives == 1:
             front = self._front()[0]
             if not front:
-                raise ValueError(f"study {self.name!r} has no complete feasible trial yet")
+                with self._tx(write=False) as c:
+                    added = sum(q[2] is not None for q in self._storage.queued(c, self._id))
+                raise ValueError(f"study {self.name!r} has no complete feasible trial yet" + self._waiting_added(added))
             return min(front, key=lambda t: t.number)
         if self.multi_objective:
             raise ValueError(f"study {self.name!r} has {self.num_objectives} objectives and no single best "
                              "trial; use study.best_trials (the Pareto front)")
         with self._tx(write=False) as c:
             row = self._storage.best_trial(c, self._id, self.maximize)
+            added = 0 if row is not None else sum(q[2] is not None for q in self._storage.queued(c, self._id))
         if row is None:
-            raise ValueError(f"study {self.name!r} has no complete trial yet")
+            raise ValueError(f"study {self.name!r} has no complete trial yet" + self._waiting_added(added))
         return self._trial(row)
+
+    def _waiting_added(self, added: int) -> str:
+        """Why ``add_trial``'s trials are not yet among the study's, where there are some."""
+        if not added:
+            return ""
+        return (f"; its {added} added trial(s) are recorded when the next generation is proposed (the next "
+                f"ask or optimize), or at once when they fill a generation ({self.strategy.popsize})")
 
     @property
     def best_params(self) -> dict:
