@@ -124,6 +124,20 @@ def test_explore_checks_which_and_a_unit_factor_moves_nothing():
     assert np.all((w1 > w0) | (w0 == 6))
 
 
+@pytest.mark.parametrize("factor", [0.8, 1.2])
+def test_explore_moves_every_integer_the_way_its_product_moves(factor):
+    # x0.8 takes -5 to -4 and 5 to 4 by the product; -1 and 1, which rounding
+    # leaves in place, step one value the same way: towards 0 (away for x1.2).
+    space = Space(a=Int(-10, 10))
+    v = jnp.array([-5, -1, 0, 1, 5], jnp.int32)
+    new = np.asarray(explore(jax.random.key(0), space, {"a": v}, jnp.ones(5, bool), 0.0, (factor, factor))["a"])
+    old = np.asarray(v)
+    expected = np.where(old == 0, np.sign(factor - 1), np.round(old * factor))
+    expected = np.where(expected == old, old + np.sign(factor - 1) * np.sign(old), expected)
+    np.testing.assert_array_equal(new, expected)
+    np.testing.assert_array_equal(np.sign(np.abs(new[old != 0]) - np.abs(old[old != 0])), np.sign(factor - 1))
+
+
 def test_explore_stays_in_the_space_and_moves():
     P = 512
     hp = MIXED.decode(MIXED.sample(jax.random.key(1), P))

@@ -10,7 +10,9 @@ perturbed:
 
 * a ``Float`` is multiplied by one of ``factors`` (0.8 or 1.2), clipped to its bounds;
 * an ``Int`` is multiplied likewise and rounded, moving by at least one
-  value in the factor's direction, clipped to its bounds;
+  value the way the product moves (away from 0 for a factor above 1, towards
+  it below; 0 one value up for a factor above 1, down below), clipped to
+  its bounds;
 * a ``Categorical`` moves to another of its choices, uniformly.
 
 The rounds are a ``lax.scan``: the whole run, exploit and explore included,
@@ -120,8 +122,9 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
             vf = v.astype(jnp.float32)
             r = jnp.round(vf * f[:, i])
             # Small integers would not move under x1.2; step at least one value
-            # in the factor's direction (none for a factor of 1).
-            step = jnp.sign(f[:, i] - 1.0)
+            # the way the product moves: away from 0 for a factor above 1,
+            # towards it below (none for a factor of 1; 0 itself steps up or down).
+            step = jnp.sign(f[:, i] - 1.0) * jnp.where(vf < 0, -1.0, 1.0)
             r = jnp.where(r == vf, vf + step, r)
             moved = jnp.clip(r, d.low, d.high).astype(jnp.int32)
         else:
