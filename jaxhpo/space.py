@@ -233,6 +233,7 @@ class Float(_Dimension):
 
     def decode(self, u):
         a, b = self._span()
+        u = jnp.asarray(u, jnp.float32)  # float32 also from a float64 u under x64, as Space.decode gives
         t = a + u * (b - a)
         v = jnp.exp(t) if self.log else t
         # The cube's faces decode to the bounds exactly (the float32 map can
@@ -297,8 +298,8 @@ class Int(_Dimension):
             raise ValueError(
                 f"Int range must hold at most 2**22 values (float32 cube), got {high - low + 1}"
             )
-        if max(abs(low), abs(high)) >= 2**31 - 1:
-            raise ValueError(f"Int bounds must fit in int32, got low={low}, high={high}")
+        if low < -(2**31) or high > 2**31 - 1:
+            raise ValueError(f"Int bounds must fit in int32 ([-2**31, 2**31 - 1]), got low={low}, high={high}")
         if log:
             # The top value's bin is the narrowest: log((high+1)/high) of the
             # cube's log((high+1)/low). Below 2**-22 of the cube (the linear

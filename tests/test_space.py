@@ -300,7 +300,7 @@ def test_values_at_the_bounds_stay_inside_and_come_back():
 
 
 @pytest.mark.parametrize("low, high", [(1_000_000, 1_001_000), (1, 100_000), (100_000_000, 100_000_100),
-                                       (2**31 - 100, 2**31 - 2), (16, 4096)])
+                                       (2**31 - 100, 2**31 - 1), (16, 4096)])
 def test_log_int_round_trips_and_reaches_every_value(low, high):
     d = Int(low, high, log=True)
     v = np.arange(low, high + 1)
@@ -437,3 +437,14 @@ def test_decode_is_float32_under_x64():
     with jax.enable_x64(True):
         out = space.decode(np.array([[0.3, 0.5]], np.float64))
         assert out["x"].dtype == jnp.float32 and out["n"].dtype == jnp.int32
+
+
+@pytest.mark.parametrize("low, high", [(-(2**31), -(2**31) + 100), (2**31 - 2**22, 2**31 - 1)])
+def test_int_bounds_at_the_ends_of_int32_round_trip(low, high):
+    d = Int(low, high)
+    v = np.unique(np.linspace(low, high, 1000).astype(np.int64))
+    np.testing.assert_array_equal(np.asarray(d.decode(d.encode(jnp.asarray(v, jnp.int32)))), v)
+    assert int(d.decode(jnp.float32(0.0))) == low and int(d.decode(jnp.float32(1.0))) == high
+    for bad in ((-(2**31) - 1, -(2**31) + 5), (2**31 - 5, 2**31)):
+        with pytest.raises(ValueError, match=r"Int bounds must fit in int32 \(\[-2\*\*31, 2\*\*31 - 1\]\)"):
+            Int(*bad)

@@ -88,7 +88,7 @@ def float32_values(values: Any) -> jax.Array:
     values = jnp.asarray(values)
     if jnp.issubdtype(values.dtype, jnp.complexfloating):
         raise TypeError(f"values must be real numbers, got dtype {values.dtype}")
-    if jnp.issubdtype(values.dtype, jnp.floating) and jnp.finfo(values.dtype).max > big:
+    if jnp.issubdtype(values.dtype, jnp.floating) and float(jnp.finfo(values.dtype).max) > big:
         values = jnp.where(jnp.isfinite(values), jnp.clip(values, -big, big), values)
     return values.astype(jnp.float32)
 

@@ -336,10 +336,10 @@ def fit_kernel_params(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Arra
         dim, n_rand = x.shape[1], starts - 1
         k_ls, k_noise = jax.random.split(key)
         rand = KernelParams(
-            log_lengthscale=jax.random.uniform(k_ls, (n_rand, dim), minval=math.log(0.05),
+            log_lengthscale=jax.random.uniform(k_ls, (n_rand, dim), jnp.float32, minval=math.log(0.05),
                                                maxval=math.log(5.0)),
             log_signal=jnp.zeros((n_rand,), jnp.float32),
-            log_noise=jax.random.uniform(k_noise, (n_rand,), minval=math.log(1e-6),
+            log_noise=jax.random.uniform(k_noise, (n_rand,), jnp.float32, minval=math.log(1e-6),
                                          maxval=math.log(1e-1)),
         )
         init = jax.tree_util.tree_map(lambda w, r: jnp.concatenate([w[None], r]), warm, rand)

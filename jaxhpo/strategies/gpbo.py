@@ -578,9 +578,9 @@ class GPBO(Strategy):
             # Multi-scale perturbations of the incumbent: the acquisition's
             # maximum is often within a lengthscale of the best point, at a
             # scale no global candidate set resolves.
-            log_scale = jax.random.uniform(k_scale, (self.num_local, 1), minval=math.log(1e-3),
+            log_scale = jax.random.uniform(k_scale, (self.num_local, 1), jnp.float32, minval=math.log(1e-3),
                                            maxval=math.log(0.3))
-            step = jax.random.normal(k_dir, (self.num_local, self.dim)) * jnp.exp(log_scale)
+            step = jax.random.normal(k_dir, (self.num_local, self.dim), jnp.float32) * jnp.exp(log_scale)
             local = jnp.clip(incumbent + step, 0.0, 1.0)
             cands = jnp.concatenate([cands, local])
         return self._snap(cands)

@@ -70,7 +70,7 @@ def exploit_parents(key: jax.Array, losses: jax.Array, num_exploit: int) -> jax.
     top, bottom = order[:num_exploit], order[P - num_exploit:]
     # The top's finite losses come first in ``order``.
     num_finite = jnp.sum(jnp.isfinite(losses[top]))
-    pick = jax.random.randint(key, (num_exploit,), 0, jnp.maximum(num_finite, 1))
+    pick = jax.random.randint(key, (num_exploit,), 0, jnp.maximum(num_finite, 1), jnp.int32)
     return me.at[bottom].set(jnp.where(num_finite > 0, top[pick], bottom))
 
 
@@ -109,8 +109,8 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
                          f"of dtype {jnp.result_type(which)}")
     k_fresh, k_coin, k_fac, k_cat = jax.random.split(key, 4)
     fresh = space.decode(space.sample(k_fresh, P))
-    coins = jax.random.uniform(k_coin, (P, space.dim)) < resample_prob
-    up = jax.random.bernoulli(k_fac, 0.5, (P, space.dim))
+    coins = jax.random.uniform(k_coin, (P, space.dim), jnp.float32) < resample_prob
+    up = jax.random.bernoulli(k_fac, jnp.float32(0.5), (P, space.dim))
     factors = jnp.asarray(factors, jnp.float32)
     f = jnp.where(up, factors[1], factors[0])
     out = {}
@@ -131,7 +131,7 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
             assert isinstance(d, Categorical)
             k = d.cardinality
             if k > 1:
-                shift = jax.random.randint(jax.random.fold_in(k_cat, i), (P,), 1, k)
+                shift = jax.random.randint(jax.random.fold_in(k_cat, i), (P,), 1, k, jnp.int32)
                 moved = ((v + shift) % k).astype(jnp.int32)
             else:
                 moved = v
