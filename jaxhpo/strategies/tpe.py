@@ -40,8 +40,10 @@ Coordinates, in the cube (a log-float is already in log space there):
 Conditional parameters: where an observation's own values make a parameter
 inactive, its kernel is the prior's in that coordinate (centre 1/2, width 1,
 uniform over categories), and it is no neighbour in that coordinate's
-bandwidths: an inactive value was never evaluated (Optuna leaves such trials
-out of the parameter's estimator).
+bandwidths: an inactive value was never evaluated. Optuna instead leaves
+such trials out of the parameter's estimator, so the two differ where a
+parameter is often inactive: here the inactive observations pull its
+density towards the prior (a mixture of fixed shape keeps every row).
 
 ``multivariate=False`` (the classic, independent TPE) models and proposes
 each coordinate on its own: 24 candidates per coordinate, the best per
