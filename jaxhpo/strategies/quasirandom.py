@@ -42,8 +42,9 @@ SOBOL_MAX_DIM = 1024  # dimensions in the shipped direction-number table
 HALTON_MAX_DIM = 6542
 # Largest float32 below 1: points stay in [0, 1) even where float32 rounds up.
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
-# LHS strata must be distinguishable in float32 (at least two ulps wide).
-_LHS_MAX_POPSIZE = 2**22
+# LHS strata must hold points in float32 two ulps in from each rounded edge
+# (see _latin_hypercube): 1/n at least 8 ulps of values below 1.
+_LHS_MAX_POPSIZE = 2**21
 
 
 class QuasiRandomState(NamedTuple):
@@ -275,7 +276,7 @@ class QuasiRandom(Strategy):
         strata holding one point each, with strata matched at random across
         dimensions (by the ``ask`` key). Scrambled, a point is uniform
         within its stratum; unscrambled it is the stratum's centre. At most
-        ``2**22`` points per ask.
+        ``2**21`` points per ask.
 
     Unscrambled Sobol and Halton points equal ``scipy.stats.qmc.Sobol(d,
     scramble=False)`` and ``Halton(d, scramble=False)`` (both start at the
@@ -312,7 +313,7 @@ class QuasiRandom(Strategy):
             )
         if method == "lhs" and self.popsize > _LHS_MAX_POPSIZE:
             raise ValueError(
-                f"QuasiRandom(method='lhs') needs popsize <= 2**22 (strata resolvable in "
+                f"QuasiRandom(method='lhs') needs popsize <= 2**21 (strata resolvable in "
                 f"float32), got popsize={self.popsize}"
             )
         self.method = method
@@ -390,9 +391,11 @@ class QuasiRandom(Strategy):
         nf = jnp.float32(n)
         x = (p + offset) / nf
         # float32 rounding of (p + offset) / n can land on or past a stratum
-        # edge. The rounded edges p/n and (p+1)/n are within half an ulp of the
-        # true ones, so one float inwards from each is strictly inside the
+        # edge. XLA's division is not correctly rounded (up to 1.2 ulps off
+        # the true quotient on a CPU, where 0.5 is IEEE's), so the computed
+        # edges p/n and (p+1)/n are two floats from being strictly inside the
         # stratum: clamp to those (0 is exact and kept).
-        lo = jnp.where(strata == 0, 0.0, jnp.nextafter(p / nf, jnp.float32(jnp.inf)))
-        hi = jnp.nextafter((p + 1.0) / nf, jnp.float32(0.0))
+        up, down = jnp.float32(jnp.inf), jnp.float32(0.0)
+        lo = jnp.where(strata == 0, 0.0, jnp.nextafter(jnp.nextafter(p / nf, up), up))
+        hi = jnp.nextafter(jnp.nextafter((p + 1.0) / nf, down), down)
         return jnp.clip(x, lo, hi)
