@@ -375,6 +375,9 @@ class Result:
         (computed in minimisation signs).
       ref_point: ``(m,)`` the reference point used, in the user's signs.
       maximize: multi-objective only: one flag per objective, as given.
+      strategy: the strategy that ran, which ``state`` belongs to: the one
+        given, or its copy with ``GPBO``'s default capacity fitted to the
+        search (``Strategy.sized_for``).
     """
 
     best_params: dict | None
@@ -389,6 +392,7 @@ class Result:
     hypervolume: float | None = None
     ref_point: np.ndarray | None = None
     maximize: tuple | None = None
+    strategy: Any = None
 
     def __repr__(self) -> str:
         front = "" if self.pareto_values is None else (
@@ -466,6 +470,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     ref_point = _check_ref_point(ref_point, num_objectives, hasattr(strategy, "pareto_front"))
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
+    strategy = strategy.sized_for(strategy.popsize * num_generations)
     if initial is not None:
         _check_accepts_points(strategy)  # before the configurations are looked at
         configs = [initial] if isinstance(initial, Mapping) else initial
@@ -509,6 +514,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         state=state,
         num_evaluations=int(trace.num_valid.sum()),
         num_failed=int(trace.num_failed.sum()),
+        strategy=strategy,
         **front,
     )
 

@@ -181,3 +181,19 @@ def test_runs_with_64_bit_floats_enabled():
         res = jaxhpo.minimize(lambda c: (c["a"] - 0.3) ** 2 + c["b"], space, s, num_generations=3, key=0,
                               history="all")
     assert np.isfinite(res.best_value) and res.history.x.dtype == np.float32
+
+
+def test_minimize_fits_the_default_capacity_to_its_evaluations():
+    # 3 generations of 4: the default buffer of 256 rows becomes 12, the search
+    # the same as with capacity=12 given (the same program); a capacity given stays.
+    default = GPBO(MIXED, popsize=4, n_init=4, **SMALL)
+    assert default.capacity == 256 and default == GPBO(MIXED, popsize=4, capacity=256, n_init=4, **SMALL)
+    fitted = jaxhpo.minimize(mixed_objective, MIXED, default, num_generations=3, key=0)
+    given = jaxhpo.minimize(mixed_objective, MIXED, MIXED_STRATEGY, num_generations=3, key=0)
+    assert fitted.strategy == MIXED_STRATEGY and fitted.state.x.shape == (12, 3)
+    assert fitted.best_value == given.best_value and fitted.best_params == given.best_params
+    assert default.sized_for(300) is default and MIXED_STRATEGY.sized_for(8) is MIXED_STRATEGY
+    assert GPBO(MIXED, popsize=4).sized_for(2).capacity == 4  # at least popsize
+    # the state continues with the strategy that ran
+    x, _ = fitted.strategy.ask(jax.random.key(1), fitted.state)
+    assert x.shape == (4, 3)

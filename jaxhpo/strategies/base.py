@@ -185,6 +185,12 @@ class Strategy:
         """Number of cube coordinates (the space's ``dim``)."""
         return self.space.dim
 
+    def sized_for(self, num_evaluations: int) -> "Strategy":
+        """The strategy ``minimize`` runs for a search of ``num_evaluations``:
+        itself, unless a setting left at its default is better fitted to the
+        budget (``GPBO``'s capacity). ``Result.strategy`` is the one that ran."""
+        return self
+
     # ------------------------------------------------------- protocol
     def default_params(self) -> dict[str, jax.Array]:
         """The strategy's numeric hyperparameters as arrays (vmap over them freely)."""
