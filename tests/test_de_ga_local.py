@@ -375,3 +375,27 @@ def test_settings_are_static_and_hyperparameters_are_arrays():
     for s in (a, DifferentialEvolution(MIXED_SPACE, 8), LocalSearch(MIXED_SPACE, 8)):
         for v in s.default_params().values():
             assert isinstance(v, jax.Array) and v.dtype == jnp.float32
+
+
+def test_tournament_indices_reach_every_member_of_a_huge_population():
+    # A 23-bit fraction times n never reached the even members at n = 2**24,
+    # and gave shares 1/4, 1/3, 5/12 by index mod 3 at n = 3 * 2**21. The
+    # index is now the high word of a whole 32-bit word times n.
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from jaxhpo.strategies._mixed import index_from_bits
+
+    @given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=16), st.integers(1, 2**31 - 1))
+    def matches_the_64_bit_product(words, n):
+        w = np.array(words, np.uint64)
+        expected = (w * np.uint64(n)) >> np.uint64(32)
+        np.testing.assert_array_equal(np.asarray(index_from_bits(jnp.asarray(w.astype(np.uint32)), n)), expected)
+
+    matches_the_64_bit_product()
+    space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0))
+    n = 3 * 2**21
+    words = jax.random.bits(jax.random.key(0), (2, 30_000, 3), jnp.uint32)
+    picked = np.asarray(GeneticAlgorithm(space, n)._select(words, jnp.zeros(n)))
+    shares = np.bincount(picked.ravel() % 3, minlength=3) / picked.size
+    np.testing.assert_allclose(shares, 1 / 3, atol=0.01)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..space import Int, Space
 
-__all__ = ["MixedCoords", "reflect", "uniforms", "normal_from_uniform", "unit_from_bits", "bit"]
+__all__ = ["MixedCoords", "reflect", "uniforms", "normal_from_uniform", "unit_from_bits", "index_from_bits", "bit"]
 
 
 def uniforms(key: jax.Array, *shapes: tuple) -> list[jax.Array]:
@@ -51,6 +51,19 @@ def unit_from_bits(words: jax.Array, nbits: int = 23, shift: int | None = None) 
         shift = 32 - nbits
     field = (words >> jnp.uint32(shift)) & jnp.uint32((1 << nbits) - 1)
     return (field.astype(jnp.float32) + 0.5) * jnp.float32(2.0**-nbits)
+
+
+def index_from_bits(words: jax.Array, n: int) -> jax.Array:
+    """int32 ``floor(words * n / 2**32)`` in ``[0, n)``: a uniform index from
+    whole uint32 ``words`` (up to ``n / 2**32`` off uniform), where a 23-bit
+    fraction times ``n`` never reaches some indices once ``n > 2**23``. The
+    product's high word, from 16-bit halves (no 64-bit integers needed)."""
+    n = jnp.uint32(n)
+    half, low = jnp.uint32(16), jnp.uint32(0xFFFF)
+    a_lo, a_hi, b_lo, b_hi = words & low, words >> half, n & low, n >> half
+    t = a_hi * b_lo + ((a_lo * b_lo) >> half)
+    mid = a_lo * b_hi + (t & low)
+    return (a_hi * b_hi + (t >> half) + (mid >> half)).astype(jnp.int32)
 
 
 def bit(words: jax.Array, i: int) -> jax.Array:

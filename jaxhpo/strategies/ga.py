@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from ..space import Space
 from ._checks import check_choice, check_int
-from ._mixed import MixedCoords, unit_from_bits
+from ._mixed import MixedCoords, index_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
 from .base import Strategy, first_argmin, initial_best
 
@@ -106,7 +106,7 @@ class GeneticAlgorithm(Strategy):
     def _select(self, w, fitness):
         """``(2, popsize)`` tournament winners (two parents per child) from words ``(2, popsize, t)``."""
         n = self.popsize
-        entrants = jnp.minimum(jnp.floor(unit_from_bits(w) * n), n - 1).astype(jnp.int32)
+        entrants = index_from_bits(w, n)
         winner = jnp.argmin(fitness[entrants], axis=-1)
         return jnp.take_along_axis(entrants, winner[..., None], axis=-1)[..., 0]
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from .. import pareto
 from ..space import Space
 from ._checks import check_choice, check_int
-from ._mixed import MixedCoords, unit_from_bits
+from ._mixed import MixedCoords, index_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
 from .base import Strategy, float32_values, initial_best
 
@@ -137,7 +137,7 @@ class NSGA2(Strategy):
     def _tournament(self, w, rank, crowding):
         """Binary tournament winners from words ``w`` of shape ``(..., 2)``: the crowded comparison."""
         n = self.popsize
-        i = jnp.minimum(jnp.floor(unit_from_bits(w) * n), n - 1).astype(jnp.int32)
+        i = index_from_bits(w, n)
         a, b = i[..., 0], i[..., 1]
         b_wins = (rank[b] < rank[a]) | ((rank[b] == rank[a]) & (crowding[b] > crowding[a]))
         return jnp.where(b_wins, b, a)
