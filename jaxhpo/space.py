@@ -16,6 +16,7 @@ Every search space is a product of one-coordinate dimensions, so a space of
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import math
@@ -653,6 +654,24 @@ class Space:
 
         for n in self.names:
             visit(n, ())
+        self._canonical_conditions()
+
+    def _canonical_conditions(self) -> None:
+        """Each condition as the parents hold it: parents in space order, each
+        one's choices in its order, once each, as its own labels. A set's
+        order varies between processes, and numpy labels are not JSON: written
+        any way, one condition makes one space and one stored spec."""
+        dims, position = self.dims, {n: i for i, n in enumerate(self.names)}
+        items = []
+        for name, d in self._items:
+            when = tuple(
+                (parent, tuple(dims[parent].choices[i] for i in sorted({dims[parent].index(a) for a in allowed})))
+                for parent, allowed in sorted(d.when, key=lambda c: position[c[0]]))
+            if when:  # (a copy: the caller's dimension stays as given)
+                d = copy.copy(d)
+                d._set(when=when)
+            items.append((name, d))
+        object.__setattr__(self, "_items", tuple(items))
 
     def _condition_order(self) -> list[str]:
         """Names with every parent before its children."""
@@ -915,10 +934,10 @@ class Space:
                                                                       for a in allowed))
                          for parent, allowed in dims[n].when)
         for n, v in config.items():
+            d = dims[n]
+            value = _decoded_value(n, d, v)  # checked also where it is then left out
             if off[n]:
                 continue
-            d = dims[n]
-            value = _decoded_value(n, d, v)
             if isinstance(d, Float):
                 out[n] = _python_float(np.float32(value), d)
             elif isinstance(d, Int):

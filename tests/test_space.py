@@ -448,3 +448,30 @@ def test_int_bounds_at_the_ends_of_int32_round_trip(low, high):
     for bad in ((-(2**31) - 1, -(2**31) + 5), (2**31 - 5, 2**31)):
         with pytest.raises(ValueError, match=r"Int bounds must fit in int32 \(\[-2\*\*31, 2\*\*31 - 1\]\)"):
             Int(*bad)
+
+
+def test_a_condition_written_any_way_makes_one_space_and_one_spec():
+    # A set's order varies between processes (string hashing), numpy labels
+    # are not JSON, and [b, a, a] names what {a, b} names: one space, one spec.
+    import json
+
+    from jaxhpo.study.specs import space_to_spec
+
+    opt = Categorical(["sgd", "nesterov", "adam", "rms"])
+    ways = [{"sgd", "nesterov", "rms"}, ["rms", "sgd", "nesterov", "sgd"], ("nesterov", "rms", "sgd"),
+            list(np.array(["rms", "sgd", "nesterov"]))]
+    spaces = [Space(opt=opt, deg=Categorical([2, 3]), mom=Float(0.0, 0.99, when={"deg": np.int64(2), "opt": w}))
+              for w in ways]
+    spaces.append(Space(opt=opt, deg=Categorical([2, 3]),
+                        mom=Float(0.0, 0.99, when={"opt": ["sgd", "nesterov", "rms"], "deg": 2})))
+    specs = {json.dumps(space_to_spec(s)) for s in spaces}
+    assert len(specs) == 1 and len(set(spaces)) == 1
+    assert spaces[0].dims["mom"].when == (("opt", ("sgd", "nesterov", "rms")), ("deg", (2,)))
+    assert all(type(a) is str for a in spaces[3].dims["mom"].when[0][1])
+
+
+def test_canonical_python_checks_a_value_it_leaves_out():
+    space = Space(opt=Categorical(["sgd", "adam"]), mom=Float(0.0, 0.99, when={"opt": "sgd"}))
+    assert space.canonical_python({"opt": "adam", "mom": 0.5}) == {"opt": "adam"}
+    with pytest.raises(ValueError, match="'mom' = 5.0 is outside"):
+        space.canonical_python({"opt": "adam", "mom": 5.0})
