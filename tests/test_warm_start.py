@@ -301,6 +301,13 @@ def test_skip_if_exists_ignores_parameters_the_others_make_inactive_and_tells_la
             dropped += "beta2" not in s.trials[0].params
             assert not s.enqueue_trial({"beta2": 0.95, "x": 0.25}, skip_if_exists=True)
     assert dropped
+    # A trial whose own proposal left beta2 out (never queued) has no beta2 value:
+    # any beta2 is still new (the missing parameter matched every value).
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 1), seed=0) as s:
+        s.add_trial({"x": 0.0, "lr": 0.01, "n": 1, "opt": "sgd"}, 1.0)
+        s.optimize(host_objective, num_trials=1, progress=False)
+        assert all("beta2" not in t.params for t in s.trials)
+        assert s.enqueue_trial({"beta2": 0.95}, skip_if_exists=True)
     flags = jaxhpo.Space(flag=jaxhpo.Categorical([1, True, "off"]), x=jaxhpo.Float(0.0, 1.0))
     with Study(flags, jaxhpo.RandomSearch(flags, 2), seed=0) as s:
         assert s.enqueue_trial({"flag": 1})

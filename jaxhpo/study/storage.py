@@ -14,7 +14,9 @@ Layout (schema version ``SCHEMA_VERSION``):
 * ``trials``: one row per configuration: number, generation, row, params,
   state, value, error, worker, timestamps. Studies of several objectives
   leave ``value`` empty and keep the objective values, then the constraint
-  values, as a JSON list in ``vals`` (user's signs).
+  values, as a JSON list in ``vals`` (user's signs). A trial that took a
+  queued configuration's place keeps it in ``enqueued`` (JSON), what
+  ``enqueue_trial(skip_if_exists=True)`` compares with.
 * ``reports``: the intermediate values a trial reported while running
   (``step``, ``value``; a non-finite value is stored as NULL), what pruners
   decide from. A trial sent back to waiting loses its reports: it runs
@@ -29,7 +31,8 @@ Older files are upgraded in place on opening: version 1 (single objective
 only) gets the two nullable columns of version 2 (its rows keep their
 meaning: ``directions`` and ``vals`` empty, one objective), version 2 gets
 the empty ``reports`` table of version 3, version 3 the empty ``queue``
-table of version 4.
+table of version 4, version 4 the nullable ``trials.enqueued`` of version 5
+(empty in its rows: which of them came from the queue was not recorded).
 
 Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
 write lock at the start, so two processes never both claim one trial and a
@@ -62,9 +65,9 @@ from ..strategies._checks import check_real
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Versions this code opens; older ones are upgraded in place (``_MIGRATIONS``).
-_READABLE_VERSIONS = (1, 2, 3, 4)
+_READABLE_VERSIONS = (1, 2, 3, 4, 5)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Tables every readable version has; ``reports`` arrives with version 3, ``queue`` with 4.
 _TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
@@ -126,6 +129,7 @@ CREATE TABLE trials (
     started_at REAL,
     finished_at REAL,
     vals TEXT,
+    enqueued TEXT,
     UNIQUE (study_id, number),
     UNIQUE (study_id, generation, idx)
 );
@@ -142,6 +146,7 @@ _MIGRATIONS = {
         "ALTER TABLE trials ADD COLUMN vals TEXT"),
     2: _REPORTS_SCHEMA,
     3: _QUEUE_SCHEMA,
+    4: ("ALTER TABLE trials ADD COLUMN enqueued TEXT",),
 }
 
 
@@ -465,17 +470,19 @@ class SQLiteStorage:
 
     @staticmethod
     def add_generation(c: sqlite3.Connection, study_id: int, generation: int, x: bytes, rows: int,
-                       dim: int, trials: list[tuple[int, str]]) -> list[int]:
-        """Record a proposed generation and its trials (``(row, params_json)``) as waiting."""
+                       dim: int, trials: list[tuple[int, str, str | None]]) -> list[int]:
+        """Record a proposed generation and its trials (``(row, params_json,
+        enqueued_json or None)``) as waiting."""
         now = time.time()
         c.execute("INSERT INTO generations VALUES (?, ?, ?, ?, ?, ?, NULL)",
                   (study_id, generation, x, rows, dim, now))
         first = c.execute("SELECT next_number FROM studies WHERE id=?", (study_id,)).fetchone()[0]
         numbers = list(range(first, first + len(trials)))
         c.executemany(
-            "INSERT INTO trials (study_id, number, generation, idx, params, state, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 'waiting', ?)",
-            [(study_id, n, generation, idx, params, now) for n, (idx, params) in zip(numbers, trials)],
+            "INSERT INTO trials (study_id, number, generation, idx, params, state, created_at, enqueued) "
+            "VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?)",
+            [(study_id, n, generation, idx, params, now, enqueued)
+             for n, (idx, params, enqueued) in zip(numbers, trials)],
         )
         c.execute("UPDATE studies SET proposed=1, next_number=?, updated_at=? WHERE id=?",
                   (first + len(trials), now, study_id))
@@ -520,6 +527,11 @@ class SQLiteStorage:
         c.execute("UPDATE trials SET state=?, value=?, error=?, vals=?, started_at=created_at, "
                   "finished_at=created_at WHERE study_id=? AND generation=? AND idx=?",
                   (state, value, error, vals, study_id, generation, idx))
+
+    @staticmethod
+    def enqueued_configs(c: sqlite3.Connection, study_id: int) -> list[tuple[str, str | None]]:
+        """``(params_json, enqueued_json or None)`` of every trial of the study."""
+        return c.execute("SELECT params, enqueued FROM trials WHERE study_id=?", (study_id,)).fetchall()
 
     @staticmethod
     def dequeue(c: sqlite3.Connection, ids: list[int]) -> None:

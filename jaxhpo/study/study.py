@@ -669,7 +669,8 @@ class Study:
         if queue:
             x, injected, params = self._take_queue(queue, x, rows, params)
             self._storage.dequeue(c, [q[0] for q in queue])
-        trials = [(int(r), self._dump_params(p)) for r, p in zip(rows, params)]
+        trials = [(int(r), self._dump_params(p), queue[i][1] if i < len(queue) else None)
+                  for i, (r, p) in enumerate(zip(rows, params))]
         self._storage.add_generation(c, self._id, generation, x.tobytes(), x.shape[0], x.shape[1], trials)
         self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x, injected)))
         added = [(int(r), json.loads(q[2])) for r, q in zip(rows, queue) if q[2] is not None]
@@ -731,7 +732,9 @@ class Study:
             proposal. Checked now: an unknown name or a value outside its
             parameter's range raises.
           skip_if_exists: do nothing if a trial (in any state) or a queued
-            configuration already has these values for these parameters.
+            configuration already has these values for these parameters
+            (a trial that ran a queued configuration counts with the values
+            queued, also those its other values left out as inactive).
         Returns:
           whether it was queued.
         """
@@ -746,14 +749,15 @@ class Study:
             if skip_if_exists:
                 dims = self.space.dims
 
-                def same(other: dict, ran: bool) -> bool:
-                    # A trial that ran lacks only parameters its other values made
-                    # inactive: the queued configuration took them out (_take_queue).
-                    return all((_same_label(other[k], v) if isinstance(dims[k], Categorical) else other[k] == v)
-                               if k in other else ran for k, v in params.items())
-                stored = [self._load_params(r[3]) for r in self._storage.trials(c, self._id)]
+                def same(other: dict) -> bool:
+                    return all(k in other and (_same_label(other[k], v) if isinstance(dims[k], Categorical)
+                                               else other[k] == v) for k, v in params.items())
+                # A trial from the queue is compared with what was queued too: it
+                # lacks a named parameter that its other values made inactive.
+                tried = [self._load_params(j) for row in self._storage.enqueued_configs(c, self._id)
+                         for j in row if j is not None]
                 queued = [self._load_params(q[1]) for q in self._storage.queued(c, self._id)]
-                if any(same(p, True) for p in stored) or any(same(p, False) for p in queued):
+                if any(same(p) for p in tried + queued):
                     return False
             self._storage.enqueue(c, self._id, self._dump_params(params))
         return True
