@@ -125,7 +125,8 @@ def _optuna_study(name: str, seed: int, popsize: int, target: float | None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sampler = optuna.samplers.CmaEsSampler(
-            x0={k: 0.5 for k in NAMES}, sigma0=SIGMA0, popsize=popsize, seed=seed)
+            x0={k: 0.5 for k in NAMES}, sigma0=SIGMA0, popsize=popsize, seed=seed,
+            n_startup_trials=0)  # (default 1: a first trial drawn uniformly, not around x0)
     study = optuna.create_study(sampler=sampler)
 
     def objective(trial):

@@ -156,7 +156,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer generations and repeats (smoke test)")
     ap.add_argument("--generations", type=int, default=None,
-                    help="generations per run (default 200, 50 at popsize 4096; --quick: 30, 10)")
+                    help="generations per run (default: DE and GA 200, 50 at popsize 4096; CMA-ES 100 / 50 / 30 at "
+                         "popsize 16 / 256 / 4096; --quick: 30, 10)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--algorithms", nargs="+", default=None, help="a subset of DE GA CMA-ES")
     args = ap.parse_args(argv)

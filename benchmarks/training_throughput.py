@@ -13,7 +13,9 @@ cross-entropy. Measured, in one run, configurations trained per second:
   chunk ``--chunk-size`` members train at once: 1 on a CPU (``lax.map``; XLA's
   batched matmuls are slower there than one at a time), the whole chunk
   (vmap) on a GPU. Warm (compiled once per bucket beforehand)
-  and cold (compilation included, a fresh trainer).
+  and cold (compilation included: every compiled program is dropped first,
+  ``jax.clear_caches()``, since trainers that compare equal share programs
+  and each bucket's program fits every population size).
 * ``jaxhpo masked``: the whole population vmapped on the max-width masked
   network (``init_rung`` + ``continue_rung``), warm.
 * ``optuna TPE``: one trial at a time, each a jitted JAX training with the
@@ -187,22 +189,24 @@ def main(argv=None):
     buckets = width_buckets(MAX_WIDTH, args.buckets)
     rows = []
 
-    def add(method, n, seconds, note="", cpu=None, population=None):
+    def add(method, n, seconds, note="", cpu=None, population=None, repeats=None):
         rows.append(dict(method=method, population=population or n, configs=n, seconds=seconds,
+                         seconds_each=repeats or [seconds],
                          configs_per_s=n / seconds, ms_per_config=1000 * seconds / n,
                          cpu_ms_per_config=None if cpu is None else 1000 * cpu / n, note=note))
         print(f"  {method:<26} n={n:<5} {seconds:8.2f} s  {n / seconds:8.2f} configs/s"
               + ("" if cpu is None else f"  cpu {cpu:8.2f} s"), flush=True)
 
     def timed(fn, repeats=1):
-        """``fn()``'s output, and the median wall and CPU seconds over ``repeats`` calls."""
+        """``fn()``'s output, the median wall and CPU seconds over ``repeats``
+        calls, and every call's wall seconds."""
         walls, cpus = [], []
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
             out = fn()
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
-        return out, float(np.median(walls)), float(np.median(cpus))
+        return out, float(np.median(walls)), float(np.median(cpus)), walls
 
     # Optuna first: per-configuration cost, measured on --optuna-trials trials.
     t, cpu_t, distinct, repeat_s = optuna_tpe(args.optuna_trials, steps, args.seed)
@@ -217,7 +221,6 @@ def main(argv=None):
         widths, lrs = hp["width"], hp["learning_rate"]
         mean_w = float(np.mean(np.asarray(widths)))
 
-        # jaxhpo, cold: a trainer whose programs were never compiled (distinct data digest via steps).
         def bucketed(steps_):
             out = train_bucketed(lambda w: make_trainer(w, steps_), keys, hp, 1, buckets=buckets,
                                  chunk=args.chunk, chunk_size=args.chunk_size)
@@ -229,12 +232,14 @@ def main(argv=None):
                 f"{args.optuna_trials} measured + {n - args.optuna_trials} x {1000 * repeat_s:.0f} ms "
                 "(mean repeated-width trial; no further compiles assumed)")
 
-        # Cold: a trainer whose programs were never compiled (distinct data digest via steps).
-        losses, t, c = timed(lambda: bucketed(steps))
+        # Cold: nothing compiled. An equal trainer shares the programs an
+        # earlier size compiled (one per bucket, whatever the population).
+        jax.clear_caches()
+        losses, t, c, each = timed(lambda: bucketed(steps))
         add("jaxhpo bucketed (cold)", n, t,
-            f"buckets {buckets}, chunk {args.chunk}, chunk_size {args.chunk_size}; compile included", c)
-        losses, t, c = timed(lambda: bucketed(steps), args.repeats)
-        add("jaxhpo bucketed (warm)", n, t, f"mean width {mean_w:.0f}", c)
+            f"buckets {buckets}, chunk {args.chunk}, chunk_size {args.chunk_size}; compile included", c, repeats=each)
+        losses, t, c, each = timed(lambda: bucketed(steps), args.repeats)
+        add("jaxhpo bucketed (warm)", n, t, f"mean width {mean_w:.0f}", c, repeats=each)
         assert np.all(np.isfinite(losses))
 
         # Baselines whose cost is linear in the count: optionally timed on a prefix.
@@ -247,13 +252,13 @@ def main(argv=None):
             return _block(continue_rung(tr, init_rung(tr, bkeys, bhp), bhp, np.int32(1))[1])
 
         masked()
-        masked_losses, t, c = timed(masked, args.repeats)
+        masked_losses, t, c, each = timed(masked, args.repeats)
         # Bucketed and masked training compute the same models (a member's
         # initial weights do not depend on the network's width): the losses
         # differ only by the order of floating-point sums.
         gap = float(np.max(np.abs(np.asarray(masked_losses) - losses[:b]) / np.maximum(np.abs(losses[:b]), 1e-6)))
         add("jaxhpo masked (warm)", b, t, f"all at width {MAX_WIDTH}{sub}; losses within {gap:.1e} "
-            "relative of bucketed", c, population=n)
+            "relative of bucketed", c, population=n, repeats=each)
 
         if not args.skip_hand:
             bw, blr = widths[:b], lrs[:b]
@@ -261,8 +266,8 @@ def main(argv=None):
                              ("hand loop masked", hand_loop(steps))):
                 one = name == "hand loop masked"
                 _block(fn(bkeys[:1] if one else bkeys, bw[:1] if one else bw, blr[:1] if one else blr))
-                _, t, c = timed(lambda: _block(fn(bkeys, bw, blr)), args.repeats)
-                add(name, b, t, f"all at width {MAX_WIDTH}, warm{sub}", c, population=n)
+                _, t, c, each = timed(lambda: _block(fn(bkeys, bw, blr)), args.repeats)
+                add(name, b, t, f"all at width {MAX_WIDTH}, warm{sub}", c, population=n, repeats=each)
 
     optuna_rate = optuna_row["configs_per_s"]
     for r in rows:
