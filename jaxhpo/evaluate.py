@@ -166,7 +166,9 @@ def per_config_bytes(objective: Callable, config: Any, decode: Callable | None =
         return [jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct((n, *s), d) for s, d in spec])]
 
     def fn(batch):
-        return jax.vmap(objective)(decode(batch) if decode is not None else batch)
+        # (as the search calls it: a concrete-value slip gets jaxhpo's error, not a raw one)
+        one = functools.partial(call_traced, "objective", objective)
+        return jax.vmap(one)(decode(batch) if decode is not None else batch)
 
     small, large = _compiled_bytes(fn, batched(_PROBE)), _compiled_bytes(fn, batched(2 * _PROBE))
     per = (large - small) / _PROBE
@@ -354,11 +356,6 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
     """
     if not callable(objective):
         raise TypeError("objective must be callable")
-    user_objective = objective
-
-    def objective(config):
-        return call_traced("objective", user_objective, config)
-
     chunk_size = check_chunk_size(chunk_size, allow_auto=True)
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:
@@ -372,4 +369,22 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
         one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
         chunk_size = auto_chunk_size(objective, one, n,
                                      devices=None if mesh is None else list(mesh.devices.flat))
-    return map_population(objective, shard_population(params, mesh), chunk_size, mesh)
+    if chunk_size is not None and chunk_size >= n:
+        chunk_size = None  # (one chunk of everything: the same program as none)
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+    try:
+        hash(objective)
+    except TypeError:
+        traced = True  # (an unhashable objective cannot key a compiled program: run op by op)
+    # Called outside a trace, one compiled program per objective and shapes: op
+    # by op, a chunked loop's body was traced, and so compiled, again every call.
+    run = _evaluate if traced else _evaluate_compiled
+    return run(objective, params, chunk_size, mesh)
+
+
+def _evaluate(objective: Callable, params: Any, chunk_size: int | None, mesh: Mesh | None) -> Any:
+    one = functools.partial(call_traced, "objective", objective)
+    return map_population(one, shard_population(params, mesh), chunk_size, mesh)
+
+
+_evaluate_compiled = jax.jit(_evaluate, static_argnames=("objective", "chunk_size", "mesh"))

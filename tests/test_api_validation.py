@@ -65,6 +65,9 @@ def test_code_that_needs_concrete_values_is_explained():
             jaxhpo.minimize(bad, SPACE, STRATEGY, num_generations=1, key=0)
         with pytest.raises(TypeError, match=r"objective is traced by JAX"):
             gradient_tune(bad, SPACE, popsize=2, num_steps=1)
+        # "auto" measures the objective's memory first: the same error there
+        with pytest.raises(TypeError, match=r"objective is traced by JAX .* use jaxhpo.Study"):
+            jaxhpo.minimize(bad, SPACE, STRATEGY, num_generations=1, key=0, chunk_size="auto")
     trainer = Trainer(lambda k, hp: jnp.ones(2), lambda s, hp: s * float(hp["x"]), lambda s, hp: jnp.sum(s))
     with pytest.raises(TypeError, match=r"trainer.step is traced by JAX .* no float\(\)"):
         successive_halving(trainer, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
@@ -297,3 +300,25 @@ def test_array_params_outside_vmap_and_labels_equal_by_value_are_refused():
     with pytest.raises(ValueError, match="high - low within float32's range"):
         jaxhpo.Float(-3e38, 3e38)
     assert jaxhpo.Float(1e-30, 3e38, log=True).high == 3e38
+
+
+def test_evaluate_called_again_compiles_nothing():
+    # Outside a trace evaluate runs one compiled program per objective, chunk
+    # size and shapes: a chunked loop's body used to be traced and compiled
+    # again at every call, and "auto" measured the objective again.
+    from jaxhpo.evaluate import evaluate
+    compiles = []
+    listener = lambda name, *a, **k: compiles.append(name)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        f = lambda c: jnp.sin(c["x"]) ** 2  # noqa: E731
+        configs = {"x": jnp.linspace(0.0, 1.0, 24)}
+        for chunk in (None, 5, "auto"):
+            first = np.asarray(evaluate(f, configs, chunk))
+            compiles.clear()
+            again = np.asarray(evaluate(f, configs, chunk))
+            assert "/jax/core/compile/backend_compile_duration" not in compiles, chunk
+            np.testing.assert_array_equal(again, first)
+            np.testing.assert_allclose(first, np.sin(np.linspace(0.0, 1.0, 24, dtype=np.float32)) ** 2, rtol=1e-6)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
