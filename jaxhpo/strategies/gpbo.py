@@ -204,7 +204,7 @@ class GPBO(Strategy):
         an ask grows as ``capacity**3``, whatever the count. Default 256;
         ``minimize`` runs a search of fewer evaluations with a capacity of
         its evaluations instead (the buffer never holds more; see
-        ``sized_for``), a search of 50 about 7x faster per ask.
+        ``sized_for``): a short search does not pay for 256 rows.
       acquisition: ``"logei"`` (default), ``"ucb"`` or ``"ts"``.
       num_objectives: ``m >= 1`` objective columns of ``values``.
       num_constraints: ``c >= 0`` constraint columns after them.
@@ -303,10 +303,11 @@ class GPBO(Strategy):
         """With the default capacity, a copy whose buffer holds ``num_evaluations``
         rows where that is fewer than 256 (and at least ``popsize``): what the
         search needs, at a fraction of the cost. A capacity given stays."""
-        if not self._default_capacity or num_evaluations >= self.capacity:
+        capacity = min(_DEFAULT_CAPACITY, max(int(num_evaluations), self.popsize))
+        if not self._default_capacity or capacity == self.capacity:
             return self
-        sized = copy.copy(self)
-        sized.capacity = max(int(num_evaluations), self.popsize)
+        sized = copy.copy(self)  # (still "default": a later search sizes it again)
+        sized.capacity = capacity
         return sized
 
     @property

@@ -1369,25 +1369,25 @@ class Study:
             front = self._front()[0]
             if not front:
                 with self._tx(write=False) as c:
-                    added = sum(q[2] is not None for q in self._storage.queued(c, self._id))
-                raise ValueError(f"study {self.name!r} has no complete feasible trial yet" + self._waiting_added(added))
+                    raise self._no_complete_trial(c, "feasible ")
             return min(front, key=lambda t: t.number)
         if self.multi_objective:
             raise ValueError(f"study {self.name!r} has {self.num_objectives} objectives and no single best "
                              "trial; use study.best_trials (the Pareto front)")
         with self._tx(write=False) as c:
             row = self._storage.best_trial(c, self._id, self.maximize)
-            added = 0 if row is not None else sum(q[2] is not None for q in self._storage.queued(c, self._id))
-        if row is None:
-            raise ValueError(f"study {self.name!r} has no complete trial yet" + self._waiting_added(added))
+            if row is None:
+                raise self._no_complete_trial(c)
         return self._trial(row)
 
-    def _waiting_added(self, added: int) -> str:
-        """Why ``add_trial``'s trials are not yet among the study's, where there are some."""
-        if not added:
-            return ""
-        return (f"; its {added} added trial(s) are recorded when the next generation is proposed (the next "
-                f"ask or optimize), or at once when they fill a generation ({self.strategy.popsize})")
+    def _no_complete_trial(self, c, kind: str = "") -> ValueError:
+        """The error of a study with no complete (``kind``) trial; it says where
+        ``add_trial``'s trials wait, where there are some."""
+        added = sum(q[2] is not None for q in self._storage.queued(c, self._id))
+        where = "" if not added else (
+            f"; its {added} added trial(s) are recorded when the next generation is proposed (the next "
+            f"ask or optimize), or at once when they fill a generation ({self.strategy.popsize})")
+        return ValueError(f"study {self.name!r} has no complete {kind}trial yet{where}")
 
     @property
     def best_params(self) -> dict:
