@@ -23,18 +23,20 @@ from pathlib import Path
 __all__ = ["main", "build_parser", "compile_cache_dir"]
 
 
-def _int_at_least(text: str, least: int) -> int:
+def _int_at_least(text: str, least: int, below: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+    if below is not None and value >= below:
+        raise argparse.ArgumentTypeError(f"must be < {below}, got {value}")
     return value
 
 
-def _nonnegative_int(text: str) -> int:
-    return _int_at_least(text, 0)
+def _seed(text: str) -> int:
+    return _int_at_least(text, 0, below=2**64)
 
 
 def _positive_int(text: str) -> int:
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
             "accuracy, with grid, random and Sobol quasi-random search; every "
             "configuration and fold of a search runs as one compiled JAX program."),
     )
-    demo.add_argument("--seed", type=_nonnegative_int, default=0,
+    demo.add_argument("--seed", type=_seed, default=0,
                       help="seed of the fold shuffle and the random searches (default 0)")
     demo.add_argument("--quick", action="store_true",
                       help="small budgets (8 configurations, 4-point C grid, 300 solver steps)")

@@ -8,6 +8,7 @@ intensities 0..16, ten classes, stored compressed as ``uint8``.
 from __future__ import annotations
 
 import io
+import math
 import numbers
 from importlib import resources
 
@@ -44,7 +45,7 @@ def digits_split(seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a nonnegative integer, got {seed!r}")
     fr = tuple(float(f) for f in fractions)
-    if len(fr) != 3 or min(fr) <= 0 or abs(sum(fr) - 1.0) > 1e-6:
+    if len(fr) != 3 or not all(math.isfinite(f) and f > 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three positive shares summing to 1, got {fractions!r}")
     X, y = load_digits()
     X = X / np.float32(16.0)
@@ -60,5 +61,8 @@ def digits_split(seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.
     out = {}
     for name, p in zip(("train", "val", "test"), parts):
         idx = np.sort(np.concatenate(p))
+        if not idx.size:
+            raise ValueError(f"fractions {fractions!r} leave the {name} part empty (each class's share is "
+                             f"rounded: give every part at least about 1 / {min(np.bincount(y))} of the data)")
         out[f"X_{name}"], out[f"y_{name}"] = X[idx], y[idx]
     return out

@@ -10,7 +10,9 @@ objective
     mean log-loss over the training samples + penalty(W) / (C * n_train),
     penalty = ||W||_1 ("l1") or ||W||_F^2 / 2 ("l2"), intercept not penalised,
 
-(the same minimiser as ``C * summed log-loss + penalty``) by full-batch
+(the same minimiser as ``C * summed log-loss + penalty``; with two classes
+the model is still multinomial, two rows of ``W``, whose l2 penalty makes it
+scikit-learn's binary model at twice the ``C``) by full-batch
 accelerated proximal gradient (FISTA) with a fixed number of steps. Every
 configuration and every fold of a search is vmapped into one compiled
 program, and ``l1`` and ``l2`` configurations share it.
@@ -65,12 +67,18 @@ def standardize(X: jax.Array, weights: jax.Array) -> jax.Array:
       weights: ``(n,)`` sample weights (a fold's 0/1 training mask).
     Returns:
       ``(n, d)``: every row transformed with the training mean and (population)
-      standard deviation; a constant feature is only centred.
+      standard deviation; a feature constant on the training rows is only
+      centred (as scikit-learn's ``StandardScaler``).
     """
     w = weights / jnp.sum(weights)
     mean = w @ X
     std = jnp.sqrt(w @ (X - mean) ** 2)
-    return (X - mean) / jnp.where(std > 0, std, 1.0)
+    # Constancy decided exactly: a float32 weighted mean of a constant is off by
+    # an ulp, which leaves a std of ~1e-8 that would blow validation rows up.
+    train = weights > 0
+    constant = jnp.max(jnp.where(train[:, None], X, -jnp.inf), axis=0) == jnp.min(
+        jnp.where(train[:, None], X, jnp.inf), axis=0)
+    return (X - mean) / jnp.where(constant | (std <= 0), 1.0, std)
 
 
 def fit_logreg(X: jax.Array, y: jax.Array, weights: jax.Array, C: jax.Array, l1: jax.Array, *,
@@ -183,6 +191,9 @@ class LogRegCV:
         if isinstance(num_iters, bool) or not isinstance(num_iters, numbers.Integral) or num_iters < 1:
             raise ValueError(f"num_iters must be a positive integer, got {num_iters!r}")
         if isinstance(masks, (tuple, list)):
+            if len(masks) != 2:
+                raise ValueError(f"masks must be (k, n) validation masks or a pair (train_masks, val_masks), "
+                                 f"got a sequence of length {len(masks)}")
             masks = tuple(np.asarray(m) for m in masks)
         else:
             masks = np.asarray(masks)

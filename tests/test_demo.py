@@ -43,6 +43,13 @@ def test_standardize_uses_training_rows_only():
     got = np.asarray(demo.standardize(jnp.asarray(X), jnp.asarray(train, jnp.float32)))
     expected = StandardScaler().fit(X[train].astype(np.float64)).transform(X.astype(np.float64))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    # A feature constant on the training rows (0.1 there, other values on the
+    # rest): only centred, as StandardScaler does. Its float32 weighted mean
+    # missed 0.1 by an ulp, and the ~1e-8 std scaled the other rows by 1e7.
+    wide = np.c_[X, np.where(train, np.float32(0.1), np.float32(0.7))]
+    got = np.asarray(demo.standardize(jnp.asarray(wide), jnp.asarray(train, jnp.float32)))
+    expected = StandardScaler().fit(wide[train].astype(np.float64)).transform(wide.astype(np.float64))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 # ----------------------------------------------------------------------- solver
@@ -266,6 +273,11 @@ def test_cli_rejects_bad_usage(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["demo", "--seed", "-1"])
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--seed", str(2**64)])
+    assert e.value.code == 2 and f"--seed: must be < {2**64}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="a pair .train_masks, val_masks., got a sequence of length 3"):
+        demo.LogRegCV(X, Y, [np.ones((2, 150), bool)] * 3)
     for value in ("-1", "0"):  # the rule stated is the option's own
         with pytest.raises(SystemExit):
             cli.main(["demo", "--grid-size", value])

@@ -16,6 +16,10 @@ def test_digits_data_matches_the_known_set():
     assert set(np.unique(s["y_test"])) == set(range(10)) and s["X_train"].max() <= 1.0
     with pytest.raises(ValueError, match="fractions"):
         digits_split(0, (0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="three positive shares"):
+        digits_split(0, (0.6, 0.2, float("nan")))
+    with pytest.raises(ValueError, match="leave the val part empty"):  # each class's 0.27 samples round to 0
+        digits_split(0, (0.997, 0.0015, 0.0015))
 
 
 def test_quick_mlp_demo_runs():

@@ -50,7 +50,7 @@ class MLPClassifierTrainer:
       max_width, max_depth: the largest network of the search.
       optimizers: names from ``OPTIMIZERS``, indexed by the ``optimizer`` hyperparameter.
       steps_per_unit: optimiser steps per budget unit.
-      num_classes: classes (``max(y_train) + 1`` by default).
+      num_classes: classes (``max(y_train, y_val) + 1`` by default).
 
     Train state: ``(params, opt_state)``; ``params`` as ``MaskedMLP.init``.
     """
