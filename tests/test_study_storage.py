@@ -314,3 +314,29 @@ def test_a_study_file_this_process_may_not_write_is_read_not_changed(tmp_path, m
     with pytest.raises(StorageError, match="no study 'other' and is read-only"):
         Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), storage=str(path), name="other")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_a_space_stored_with_its_conditions_in_another_order_reopens(tmp_path):
+    # Files written before conditions were kept in their parents' order hold
+    # when= as it was given (a set in any order): the same space in other words.
+    import json
+    import sqlite3
+
+    import jaxhpo
+    space = jaxhpo.Space(opt=jaxhpo.Categorical(["sgd", "nesterov", "adam"]),
+                         mom=jaxhpo.Float(0.0, 0.99, when={"opt": ["sgd", "nesterov"]}))
+    path = str(tmp_path / "old.db")
+    with Study(space, jaxhpo.RandomSearch(space, 2), seed=0, storage=path, name="s") as s:
+        s.optimize(lambda p: p.get("mom", 0.0), num_trials=2, progress=False)
+    con = sqlite3.connect(path)
+    spec = json.loads(con.execute("SELECT space FROM studies").fetchone()[0])
+    spec["mom"]["when"]["opt"] = ["nesterov", "sgd"]
+    con.execute("UPDATE studies SET space=?", (json.dumps(spec),))
+    con.commit()
+    con.close()
+    with Study(space, jaxhpo.RandomSearch(space, 2), seed=0, storage=path, name="s") as s:
+        assert len(s.trials) == 2
+    other = jaxhpo.Space(opt=jaxhpo.Categorical(["sgd", "nesterov", "adam"]),
+                         mom=jaxhpo.Float(0.0, 0.99, when={"opt": ["sgd"]}))
+    with pytest.raises(ValueError, match="was created with space"):
+        Study(other, jaxhpo.RandomSearch(other, 2), seed=0, storage=path, name="s")

@@ -400,11 +400,20 @@ class Study:
         inner = ", ".join(f"{n}={plain(d)}" for n, d in self.space.dims.items())
         return spec_json({"__unrepresentable__": f"Space({inner})"})
 
+    def _same_space(self, text: str) -> bool:
+        """Whether a stored space's JSON builds this space: a file written before
+        conditions were kept in their parents' order (``when={"opt": ["b", "a"]}``)
+        holds the same space in other words."""
+        try:
+            return space_from_spec(json.loads(text)) == self.space
+        except (ValueError, TypeError, KeyError):
+            return False
+
     def _check_same(self, row: dict) -> None:
         where = f"study {self.name!r} in {self._storage.url}"
         stored = json.loads(row["strategy"])
         diffs = []
-        if row["space"] not in (self._space_text, self._legacy_space_text()):
+        if row["space"] not in (self._space_text, self._legacy_space_text()) and not self._same_space(row["space"]):
             diffs.append(f"space {json.loads(row['space'])}, not {json.loads(self._space_text)}")
         if (stored.get("class"), stored.get("repr")) != (self._strategy_spec["class"], self._strategy_spec["repr"]):
             diffs.append(f"strategy {stored.get('repr')}, not {self._strategy_spec['repr']}")
