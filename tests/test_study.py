@@ -344,6 +344,9 @@ def test_state_roundtrip_and_mismatch():
     back = state_from_bytes(state_to_bytes(state), state)
     assert np.array_equal(back.center, state.center)
     assert np.array_equal(jax.random.key_data(back.params["k"]), jax.random.key_data(state.params["k"]))
+    # a template of shapes only (jax.eval_shape) takes typed keys too
+    shaped = state_from_bytes(state_to_bytes(state), jax.eval_shape(lambda: state))
+    assert np.array_equal(jax.random.key_data(shaped.params["k"]), jax.random.key_data(state.params["k"]))
     with pytest.raises(StateFormatError, match="does not fit"):
         state_from_bytes(state_to_bytes(state), jaxhpo.RandomSearch(SPACE, 3).init(key))
     with pytest.raises(StateFormatError):
@@ -355,6 +358,8 @@ def test_state_roundtrip_and_mismatch():
     unsafe = state._replace(params={"k": jax.random.key(5, impl="unsafe_rbg"), "w": jnp.arange(3.0)})
     with pytest.raises(StateFormatError, match=r"^stored strategy state field .*holds rbg keys; this process makes unsafe_rbg"):
         state_from_bytes(state_to_bytes(rbg), unsafe)
+    with pytest.raises(StateFormatError, match="holds rbg keys; this process makes unsafe_rbg"):
+        state_from_bytes(state_to_bytes(rbg), jax.eval_shape(lambda: unsafe))
     # A CMA-ES state stored with x64 off reads back with it on (its floats are the default float),
     # and the other way round; other dtype changes are refused.
     cmaes = jaxhpo.CMAES(jaxhpo.Space(u=jaxhpo.Float(0.0, 1.0), v=jaxhpo.Float(0.0, 1.0)), 4)

@@ -406,6 +406,20 @@ def test_ask_tell_pruning_and_the_strategy_is_told_the_last_report():
     assert rec["state"] == "pruned" and rec["last_step"] == 3
 
 
+@pytest.mark.parametrize("strategy", ["NSGA2", "MOTPE"])
+def test_a_pruned_trial_of_a_one_objective_vector_study_is_told_its_last_report(strategy):
+    # NSGA2 / MOTPE with one objective and no constraint take a pruner; the
+    # strategy used to be told NaN (failed) for a pruned trial.
+    s = getattr(jaxhpo, strategy)(SPACE, 2, num_objectives=1)
+    study = Study(SPACE, s, seed=0, pruner=MedianPruner(n_startup_trials=0))
+    a, b = study.ask_trials()
+    study.report(a, 5.0, 0)
+    study.tell(a, pruned=True)
+    study.tell(b, 6.0)
+    assert study.trials[0].state == TrialState.PRUNED
+    assert float(s.best(study.state)[1]) == 5.0
+
+
 def test_report_and_tell_errors_name_the_rule():
     study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
     a, b = study.ask_trials()

@@ -121,7 +121,12 @@ def _read_leaves(data: bytes, pos: int, header: Any, template: Any) -> Any:
     leaves = []
     for h, t in zip(header, tleaves):
         want_key = _is_key(t)
-        tdata = jax.random.key_data(t) if want_key and not isinstance(t, jax.ShapeDtypeStruct) else t
+        if want_key and isinstance(t, jax.ShapeDtypeStruct):
+            # A zero key of the template's shape and implementation stands in
+            # for it (a ShapeDtypeStruct has neither key data nor key_impl).
+            shape_of_data = jax.eval_shape(jax.random.key_data, t)
+            t = jax.random.wrap_key_data(np.zeros(shape_of_data.shape, shape_of_data.dtype), impl=t.dtype._impl)
+        tdata = jax.random.key_data(t) if want_key else t
         dtype = jnp.dtype(h["dtype"])
         shape = tuple(h["shape"])
         want = None if want_key else jnp.dtype(t.dtype)

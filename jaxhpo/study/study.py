@@ -823,9 +823,13 @@ class Study:
         if self.multi_objective:
             signs = self._signs()
             values = np.full((self.strategy.popsize, signs.size), np.nan)
-            for idx, state, _, vals in self._storage.generation_values(c, self._id, generation):
+            for idx, state, value, vals in self._storage.generation_values(c, self._id, generation):
                 if state == TrialState.COMPLETE and vals is not None:
                     values[idx] = signs * np.asarray(json.loads(vals), np.float64)
+                elif state == TrialState.PRUNED and value is not None and signs.size == 1:
+                    # one objective, no constraint (the only kind a pruner serves):
+                    # a pruned trial's value is its last report, as in a scalar study
+                    values[idx] = signs * value
         else:
             values = np.full((self.strategy.popsize,), np.nan)
             sign = -1.0 if self.maximize else 1.0
