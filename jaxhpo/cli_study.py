@@ -92,6 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.storage is not None:
             cfg.storage = args.storage
         objective = cfg.load_objective()
+        for what, folder in (("output", cfg.output), ("storage's folder", Path(storage_path(cfg.storage)).parent)):
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"config: {what} {str(folder)!r} is a file, not a folder")
         # The file's folder, however the storage is named (a path or "sqlite:///...").
         Path(storage_path(cfg.storage)).parent.mkdir(parents=True, exist_ok=True)
         study = Study(cfg.space, cfg.strategy, seed=cfg.seed, maximize=cfg.maximize,
@@ -257,6 +260,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
                       "intermediate_values": plot.plot_intermediate_values,
                       "pareto_front": plot.plot_pareto_front}[args.kind]
                 path = out / f"{args.kind}.png"
+                if study.num_objectives > 1 and args.kind not in ("importance", "pareto_front"):
+                    raise ValueError(f"study {study.name!r} has {study.num_objectives} objectives; --kind "
+                                     f"{args.kind} shows one value per trial: use --kind pareto_front, or "
+                                     "--kind importance --objective K")
                 out.mkdir(parents=True, exist_ok=True)
                 if args.kind == "importance" and study.num_objectives > 1:
                     if args.objective is None:

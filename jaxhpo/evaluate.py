@@ -336,6 +336,10 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
              mesh: Mesh | None = None) -> Any:
     """Evaluate ``objective`` on every configuration of a batch.
 
+    Called outside ``jit`` it runs op by op, tracing ``objective`` afresh (its
+    current state) at every call; a chunked evaluation then compiles its loop
+    at every call: wrap repeated calls in ``jax.jit`` to compile them once.
+
     Args:
       objective: ``f(config) -> value`` for one configuration, where ``config``
         is a pytree (usually the dict from ``Space.decode``) of arrays of
@@ -370,21 +374,7 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
         chunk_size = auto_chunk_size(objective, one, n,
                                      devices=None if mesh is None else list(mesh.devices.flat))
     if chunk_size is not None and chunk_size >= n:
-        chunk_size = None  # (one chunk of everything: the same program as none)
-    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
-    try:
-        hash(objective)
-    except TypeError:
-        traced = True  # (an unhashable objective cannot key a compiled program: run op by op)
-    # Called outside a trace, one compiled program per objective and shapes: op
-    # by op, a chunked loop's body was traced, and so compiled, again every call.
-    run = _evaluate if traced else _evaluate_compiled
-    return run(objective, params, chunk_size, mesh)
-
-
-def _evaluate(objective: Callable, params: Any, chunk_size: int | None, mesh: Mesh | None) -> Any:
+        chunk_size = None  # (one chunk of everything: a plain vmap)
     one = functools.partial(call_traced, "objective", objective)
-    return map_population(one, shard_population(params, mesh), chunk_size, mesh)
-
-
-_evaluate_compiled = jax.jit(_evaluate, static_argnames=("objective", "chunk_size", "mesh"))
+    # (inputs committed elsewhere, or to the same devices in another order, copied onto the mesh)
+    return map_population(one, shard_population(onto_mesh(params, mesh), mesh), chunk_size, mesh)

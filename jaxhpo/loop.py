@@ -358,7 +358,8 @@ class Result:
       best_value: its objective value in the user's sign (``nan`` if none).
       best_x: ``(dim,)`` its cube point.
       history: a ``Trace``; values in the user's sign.
-      state: the final strategy state (this process's copy under ``jax.distributed``).
+      state: the final strategy state (this process's copy under ``jax.distributed``),
+        ``strategy``'s: continue it with ``Result.strategy``.
       num_evaluations: configurations evaluated (grid padding excluded).
       num_failed: evaluations that returned a non-finite value.
       pareto_params: multi-objective strategies only (``NSGA2``, ``MOTPE``,

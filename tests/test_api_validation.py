@@ -302,23 +302,26 @@ def test_array_params_outside_vmap_and_labels_equal_by_value_are_refused():
     assert jaxhpo.Float(1e-30, 3e38, log=True).high == 3e38
 
 
-def test_evaluate_called_again_compiles_nothing():
-    # Outside a trace evaluate runs one compiled program per objective, chunk
-    # size and shapes: a chunked loop's body used to be traced and compiled
-    # again at every call, and "auto" measured the objective again.
+def test_evaluate_called_again_reads_the_objective_afresh_and_measures_auto_once():
+    # Outside a trace evaluate runs op by op: a second call sees the objective's
+    # current state (a compiled program keyed on the objective would not) and
+    # compiles nothing unchunked; "auto" measures the objective's memory once.
     from jaxhpo.evaluate import evaluate
     compiles = []
     listener = lambda name, *a, **k: compiles.append(name)  # noqa: E731
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        f = lambda c: jnp.sin(c["x"]) ** 2  # noqa: E731
+        scale = np.ones(1, np.float32)
+        f = lambda c: jnp.sin(c["x"]) ** 2 * scale[0]  # noqa: E731
         configs = {"x": jnp.linspace(0.0, 1.0, 24)}
-        for chunk in (None, 5, "auto"):
-            first = np.asarray(evaluate(f, configs, chunk))
+        expected = np.sin(np.linspace(0.0, 1.0, 24, dtype=np.float32)) ** 2
+        for chunk in (None, "auto"):
+            np.testing.assert_allclose(np.asarray(evaluate(f, configs, chunk)), expected, rtol=1e-6)
             compiles.clear()
+            scale[0] = 3.0
             again = np.asarray(evaluate(f, configs, chunk))
+            scale[0] = 1.0
             assert "/jax/core/compile/backend_compile_duration" not in compiles, chunk
-            np.testing.assert_array_equal(again, first)
-            np.testing.assert_allclose(first, np.sin(np.linspace(0.0, 1.0, 24, dtype=np.float32)) ** 2, rtol=1e-6)
+            np.testing.assert_allclose(again, 3.0 * expected, rtol=1e-6)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)

@@ -195,6 +195,9 @@ def test_minimize_fits_the_default_capacity_to_its_evaluations():
     assert default.sized_for(300) is default and MIXED_STRATEGY.sized_for(8) is MIXED_STRATEGY
     assert GPBO(MIXED, popsize=4).sized_for(2).capacity == 4  # at least popsize
     assert fitted.strategy.sized_for(100).capacity == 100 and fitted.strategy.sized_for(900).capacity == 256
-    # the state continues with the strategy that ran
+    # the state continues with the strategy that ran, and only with it
     x, _ = fitted.strategy.ask(jax.random.key(1), fitted.state)
     assert x.shape == (4, 3)
+    with pytest.raises(ValueError, match="buffer of 12 rows, this GPBO a capacity of 256: continue a minimize "
+                                         "result with Result.strategy"):
+        default.tell(fitted.state, x, jnp.zeros(4))

@@ -295,4 +295,4 @@ def test_cli_run_show_plot(tmp_path, capsys):
     assert cli_study.main(["plot", str(db), "--kind", "pareto_front", "--output", str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / "pareto_front.png").is_file()
     assert cli_study.main(["plot", str(db), "--kind", "history", "--output", str(tmp_path / "p")]) == 2
-    assert "2 objectives" in capsys.readouterr().err
+    assert "2 objectives; --kind history shows one value per trial: use --kind pareto_front" in capsys.readouterr().err

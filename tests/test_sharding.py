@@ -113,6 +113,23 @@ def test_each_device_evaluates_its_own_rows_a_chunk_at_a_time():
         jax.jit(lambda p: map_population(f, p, 4, mesh))({k: v[:30] for k, v in params.items()})
 
 
+def test_evaluate_takes_inputs_from_other_devices_onto_its_mesh():
+    # Called outside jit evaluate compiles one program, which takes its inputs
+    # from the mesh's devices: rows on device 0, or the output of a mesh in
+    # another device order, are copied onto it (they used to raise).
+    from jaxhpo.evaluate import evaluate
+
+    devices = jax.devices()
+    params = {"a": jnp.linspace(-3.0, 3.0, 16), "b": jnp.full(16, 0.5), "n": jnp.arange(16) % 10}
+    want = np.asarray(jax.vmap(f)(params))
+    on_first = jax.device_put(params, devices[0])
+    tail = Mesh(np.array(devices[4:8]), ("pop",))
+    np.testing.assert_allclose(np.asarray(evaluate(f, on_first, mesh=tail)), want, rtol=1e-6, atol=1e-6)
+    forward, backward = Mesh(np.array(devices[:8]), ("pop",)), Mesh(np.array(devices[7::-1]), ("pop",))
+    out = evaluate(lambda p: {**p, "a": p["a"] + 0.0}, params, mesh=forward)
+    np.testing.assert_allclose(np.asarray(evaluate(f, out, mesh=backward)), want, rtol=1e-6, atol=1e-6)
+
+
 def test_mesh_validation():
     mesh = mesh_of(8)
     with pytest.raises(ValueError, match="multiple of the mesh"):

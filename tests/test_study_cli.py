@@ -136,7 +136,12 @@ def test_output_leaves_a_storage_the_config_names_and_a_file_as_output_is_an_err
     (folder / "afile").write_text("")
     capsys.readouterr()
     assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "afile")]) == 2
-    assert "jaxhpo run:" in capsys.readouterr().err
+    assert "jaxhpo run: error: config: output " in capsys.readouterr().err
+    # the default storage lives in the output folder: the same rule, named
+    data.pop("storage")
+    path.write_text(json.dumps(data))
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "afile")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def _error(folder, capsys, data, fmt="json"):

@@ -383,7 +383,17 @@ class GPBO(Strategy):
         )
 
     # ---------------------------------------------------------------- ask
+    def _check_buffer(self, state) -> None:
+        """A state of another capacity (``minimize``'s ``Result.state`` belongs to
+        ``Result.strategy``, its capacity fitted to the search) is refused: its
+        rows would be written past the buffer's end and dropped."""
+        rows = jnp.shape(state.x)[0]
+        if rows != self.capacity:
+            raise ValueError(f"GPBO state has a buffer of {rows} rows, this GPBO a capacity of {self.capacity}: "
+                             "continue a minimize result with Result.strategy, the strategy that made its state")
+
     def _ask(self, key, state):
+        self._check_buffer(state)
         start = state.generation * self.popsize
         design = jax.lax.dynamic_slice_in_dim(
             state.design, jnp.minimum(start, self.num_design - self.popsize), self.popsize)
@@ -721,6 +731,7 @@ class GPBO(Strategy):
         return state.x, obj, pareto.pareto_front_mask(obj, valid & ~dup)
 
     def _tell(self, state, x, values):
+        self._check_buffer(state)
         x = self._snap(x)
 
         def insert(i, s):

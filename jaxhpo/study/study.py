@@ -743,7 +743,9 @@ class Study:
           skip_if_exists: do nothing if a trial (in any state) or a queued
             configuration already has these values for these parameters
             (a trial that ran a queued configuration counts with the values
-            queued, also those its other values left out as inactive).
+            queued, also those its other values left out as inactive; in a
+            file from before storage schema 5, which did not record them,
+            only with its own values).
         Returns:
           whether it was queued.
         """
@@ -827,8 +829,9 @@ class Study:
                 if state == TrialState.COMPLETE and vals is not None:
                     values[idx] = signs * np.asarray(json.loads(vals), np.float64)
                 elif state == TrialState.PRUNED and value is not None and signs.size == 1:
-                    # one objective, no constraint (the only kind a pruner serves):
-                    # a pruned trial's value is its last report, as in a scalar study
+                    # one objective, no constraint: a pruned trial's value is its last
+                    # report, as in a scalar study (with constraints it has no constraint
+                    # values to tell and counts as failed, see the module docstring)
                     values[idx] = signs * value
         else:
             values = np.full((self.strategy.popsize,), np.nan)
