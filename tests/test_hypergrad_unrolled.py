@@ -368,3 +368,26 @@ def test_bad_arguments():
         hg({"c": jnp.complex64(1.0)}, jnp.zeros(2))
     with pytest.raises(ValueError, match="scalar"):
         unrolled(step, lambda s, h: s, 3)({"a": jnp.float32(1.0)}, jnp.zeros(2))
+
+
+def test_forward_mode_keeps_a_python_float_hyperparameter_weak_under_x64():
+    # A Python float beside a float32 array, a float32 state, x64 on: the
+    # primal went through ravel/unravel and came back a strong float64, which
+    # promoted the state (a scan carry type error). Both forward paths (the
+    # linearised one for a few scalars, vmapped jvp for more) equal reverse.
+    def step(w, hp, t):
+        return w - hp["lr"] * (w - 1.0) - hp["wd"] * w
+
+    def val(w, hp):
+        return jnp.sum(w**2)
+
+    w0 = jnp.full(3, 3.0, jnp.float32)
+    with jax.enable_x64(True):
+        for hp in ({"lr": 0.1, "wd": jnp.zeros(1, jnp.float32)},
+                   {"lr": 0.1, "wd": jnp.zeros(1, jnp.float32), **{f"e{i}": 0.0 for i in range(9)}}):
+            v_r, g_r = unrolled(step, val, 4, mode="reverse")(hp, w0)
+            v_f, g_f = unrolled(step, val, 4, mode="forward")(hp, w0)
+            assert float(v_f) == float(v_r)
+            for k in hp:
+                np.testing.assert_allclose(np.asarray(g_f[k]), np.asarray(g_r[k]), rtol=1e-5)
+            assert float(g_f["lr"]) == pytest.approx(-80.90849, rel=1e-5)

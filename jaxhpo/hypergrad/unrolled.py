@@ -128,7 +128,7 @@ def _promote_weak_leaves(step, init_state, hparams):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
+def _forward_linearized(step, val_loss, num_steps, hparams, flat, unravel, init_state):
     """Forward mode for a few hyperparameters: ``(value, grads, final state)``.
 
     Each step is linearised once (``jax.linearize``: the primal and its
@@ -138,10 +138,12 @@ def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
     ``n`` plain ones. Only floating leaves of the state carry tangents;
     integer leaves (step counters) are carried as they are. Memory: the
     state and ``n`` tangents of it, one step's residuals, none of ``T``.
+    The primal is ``hparams`` as given (a Python float stays weakly typed, as
+    in reverse mode); only the tangents go through ``unravel``.
     """
     n = flat.size
-    basis = jnp.eye(n, dtype=flat.dtype)
-    init_state = _promote_weak_leaves(step, init_state, unravel(flat))
+    basis = [unravel(e) for e in jnp.eye(n, dtype=flat.dtype)]
+    init_state = _promote_weak_leaves(step, init_state, hparams)
     leaves, treedef = jax.tree_util.tree_flatten(init_state)
     inexact = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
 
@@ -156,12 +158,12 @@ def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
     def body(carry, t):
         floats, others, tangents = carry
 
-        def f(fl, x):
-            new = step(join(fl, others), unravel(x), t)
+        def f(fl, h):
+            new = step(join(fl, others), h, t)
             nf, no = split(new)
             return nf, no
 
-        floats, lin, others = jax.linearize(f, floats, flat, has_aux=True)
+        floats, lin, others = jax.linearize(f, floats, hparams, has_aux=True)
         tangents = [lin(tangents[i], basis[i]) for i in range(n)]
         return (floats, others, tangents), None
 
@@ -170,7 +172,7 @@ def _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state):
     (floats, others, tangents), _ = jax.lax.scan(
         body, (floats, others, zeros), jnp.arange(num_steps, dtype=jnp.int32))
     state = join(floats, others)
-    value, lin = jax.linearize(lambda fl, x: jnp.asarray(val_loss(join(fl, others), unravel(x))), floats, flat)
+    value, lin = jax.linearize(lambda fl, h: jnp.asarray(val_loss(join(fl, others), h)), floats, hparams)
     if value.shape != ():
         raise ValueError(f"val_loss must return a scalar, got shape {value.shape}")
     dflat = jnp.stack([lin(tangents[i], basis[i]) for i in range(n)])
@@ -334,13 +336,14 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
             value, state = loss_and_state(hparams, init_state, False)
             return value, unravel(flat), state
         if flat.size <= _LINEARIZE_MAX:
-            return _forward_linearized(step, val_loss, num_steps, flat, unravel, init_state)
+            return _forward_linearized(step, val_loss, num_steps, hparams, flat, unravel, init_state)
 
-        def f(x):
-            return loss_and_state(unravel(x), init_state, False)
+        def f(h):
+            return loss_and_state(h, init_state, False)
 
         def one_direction(v):
-            value, dvalue, state = jax.jvp(f, (flat,), (v,), has_aux=True)
+            # the primal as given (weak Python floats stay weak); the tangent through unravel
+            value, dvalue, state = jax.jvp(f, (hparams,), (unravel(v),), has_aux=True)
             return value, dvalue, state
 
         # vmap over the n basis tangents: the primal does not depend on the
