@@ -196,6 +196,9 @@ class GPBO(Strategy):
     * When the buffer is full, the ``capacity`` best rows stay, by
       constraint-domination rank (``pareto.constrained_nondominated_rank``;
       failed rows rank last), older first within a rank.
+    * Conditional parameters: the GP models every coordinate of every point,
+      an inactive one's (decoded, unused) value included; nothing marks it
+      (TPE gives such values the prior instead).
 
     Args:
       space: the ``Space``.
