@@ -373,8 +373,6 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
         one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
         chunk_size = auto_chunk_size(objective, one, n,
                                      devices=None if mesh is None else list(mesh.devices.flat))
-    if chunk_size is not None and chunk_size >= n:
-        chunk_size = None  # (one chunk of everything: a plain vmap)
     one = functools.partial(call_traced, "objective", objective)
     # (inputs committed elsewhere, or to the same devices in another order, copied onto the mesh)
     return map_population(one, shard_population(onto_mesh(params, mesh), mesh), chunk_size, mesh)
