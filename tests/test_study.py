@@ -11,7 +11,7 @@ import pytest
 
 import jaxhpo
 from jaxhpo.study import Study, Trial, TrialState, state_from_bytes, state_to_bytes
-from jaxhpo.study.serialize import StateFormatError
+from jaxhpo.study.serialize import StateChecksumError, StateFormatError
 from jaxhpo.study.progress import PlainProgress, progress_bar, report_every
 from jaxhpo.strategies.base import Strategy, initial_best
 
@@ -351,8 +351,18 @@ def test_state_roundtrip_and_mismatch():
         state_from_bytes(state_to_bytes(state), jaxhpo.RandomSearch(SPACE, 3).init(key))
     with pytest.raises(StateFormatError):
         state_from_bytes(b"garbage", state)
-    with pytest.raises(StateFormatError, match="truncated"):
+    with pytest.raises(StateChecksumError, match="fails its checksum"):
         state_from_bytes(state_to_bytes(state)[:-3], state)
+    data = bytearray(state_to_bytes(state))
+    data[-20] ^= 1  # a flipped bit in the leaves' bytes
+    with pytest.raises(StateChecksumError, match="fails its checksum"):
+        state_from_bytes(bytes(data), state)
+    # States written before the digest (format 1) still read.
+    from jaxhpo.study.serialize import _MAGIC_V1
+    old = _MAGIC_V1 + state_to_bytes(state)[len(_MAGIC_V1):-16]
+    assert np.array_equal(state_from_bytes(old, state).center, state.center)
+    with pytest.raises(StateFormatError, match="truncated"):
+        state_from_bytes(old[:-3], state)
     # keys of another implementation with the same data shape are refused, not reinterpreted
     rbg = state._replace(params={"k": jax.random.key(5, impl="rbg"), "w": jnp.arange(3.0)})
     unsafe = state._replace(params={"k": jax.random.key(5, impl="unsafe_rbg"), "w": jnp.arange(3.0)})
@@ -375,12 +385,14 @@ def test_state_roundtrip_and_mismatch():
     # a header of the wrong make (entries without a dtype, or not objects) is damage too
     import json
     from jaxhpo.study.serialize import _MAGIC
-    data, m = state_to_bytes(state), len(_MAGIC)
+    from jaxhpo.study.serialize import _digest
+    data, m = state_to_bytes(state)[:-16], len(_MAGIC)
     n = int.from_bytes(data[m:m + 8], "little")
     header = json.loads(data[m + 8:m + 8 + n])
     for bad in ([{k: v for k, v in h.items() if k != "dtype"} for h in header], [1 for _ in header]):
         text = json.dumps(bad).encode()
         forged = _MAGIC + len(text).to_bytes(8, "little") + text + data[m + 8 + n:]
+        forged += _digest(forged)
         with pytest.raises(StateFormatError, match="damaged header"):
             state_from_bytes(forged, state)
 

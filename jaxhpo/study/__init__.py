@@ -11,7 +11,7 @@ from the intermediate values they ``report``.
 from .progress import PlainProgress, progress_bar, report_every
 from .pruners import (HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Pruner,
                       SuccessiveHalvingPruner, ThresholdPruner, TrialPruned)
-from .serialize import StateFormatError, state_from_bytes, state_to_bytes
+from .serialize import StateChecksumError, StateFormatError, state_from_bytes, state_to_bytes
 from .specs import STRATEGY_NAMES, build_strategy, resolve_strategy, space_from_spec, space_to_spec
 from .storage import SCHEMA_VERSION, SQLiteStorage, StorageError, open_storage
 from .study import Study, report, should_prune
@@ -23,7 +23,7 @@ __all__ = [
     "Pruner", "NopPruner", "MedianPruner", "PercentilePruner", "SuccessiveHalvingPruner", "HyperbandPruner",
     "ThresholdPruner", "PatientPruner",
     "SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION",
-    "state_to_bytes", "state_from_bytes", "StateFormatError",
+    "state_to_bytes", "state_from_bytes", "StateFormatError", "StateChecksumError",
     "space_to_spec", "space_from_spec", "resolve_strategy", "build_strategy", "STRATEGY_NAMES",
     "progress_bar", "PlainProgress", "report_every",
 ]

@@ -2,7 +2,10 @@
 
 A strategy state is a pytree (a NamedTuple) of arrays. It is written as a
 small JSON header (each leaf's path, dtype and shape) followed by the raw
-little-endian bytes of every leaf. Reading needs a *template* state of the
+little-endian bytes of every leaf and a 16-byte BLAKE2b digest of all that,
+so that bytes changed after writing (a flipped bit in the file) are refused
+rather than read as other values. States written before the digest (format
+1) still read. Reading needs a *template* state of the
 same strategy (its initial state), whose structure the stored leaves must
 match exactly; a stored state from another strategy or another version of it
 is refused with a clear error rather than silently reshaped.
@@ -13,6 +16,7 @@ rebuilt with the same implementation; keys of another implementation are refused
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -20,13 +24,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["state_to_bytes", "state_from_bytes", "StateFormatError"]
+__all__ = ["state_to_bytes", "state_from_bytes", "StateFormatError", "StateChecksumError"]
 
-_MAGIC = b"JAXHPO-STATE\x01"
+_MAGIC = b"JAXHPO-STATE\x02"  # header, leaves, digest
+_MAGIC_V1 = b"JAXHPO-STATE\x01"  # header, leaves
+_DIGEST_SIZE = 16
 
 
 class StateFormatError(ValueError):
     """Stored bytes are not a strategy state, or not one of this strategy."""
+
+
+class StateChecksumError(StateFormatError):
+    """Stored bytes of a strategy state changed after they were written."""
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest()
 
 
 def _is_key(leaf: Any) -> bool:
@@ -76,7 +90,8 @@ def state_to_bytes(state: Any) -> bytes:
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
         chunks.append(a.tobytes(order="C"))
-    return head + b"".join(chunks)
+    body = head + b"".join(chunks)
+    return body + _digest(body)
 
 
 def state_from_bytes(data: bytes, template: Any) -> Any:
@@ -90,10 +105,17 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
       the state, with JAX array leaves (a strategy indexes them with traced
       indices, which NumPy arrays refuse).
     Raises:
+      StateChecksumError: the bytes changed after they were written.
       StateFormatError: the bytes are damaged or hold another strategy's state.
     """
     data = bytes(data)
-    if not data.startswith(_MAGIC):
+    if data.startswith(_MAGIC):
+        body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
+        if len(data) < len(_MAGIC) + _DIGEST_SIZE or _digest(body) != digest:
+            raise StateChecksumError("stored strategy state fails its checksum: its bytes changed after "
+                                     "they were written (a damaged file or disk)")
+        data = body
+    elif not data.startswith(_MAGIC_V1):
         raise StateFormatError("stored strategy state is not in jaxhpo's state format")
     pos = len(_MAGIC)
     try:

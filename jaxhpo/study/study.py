@@ -9,7 +9,10 @@ Determinism. The key of generation ``g`` is ``fold_in(key_loop, g)`` where
 from ``key_init``. Generation ``g`` is proposed from the state after ``g``
 tells, which is stored, so whichever process proposes it, and however often
 the study was interrupted, it gets the same configurations as one
-uninterrupted run (given the same values).
+uninterrupted run (given the same values). The stored state carries a
+digest; one whose bytes changed on disk is rebuilt, with a warning, by
+replaying every told generation's stored points and values from the
+initial state.
 
 Generations. A generation's trials are created together (*waiting*), claimed
 one by one by workers (*running*) and finished (*complete* or *failed*). The
@@ -61,7 +64,7 @@ import numpy as np
 from .._keys import check_key
 from ..space import Categorical, Float, Int, Space, _same_label
 from ..strategies.base import Strategy, host_float32_values
-from .serialize import state_from_bytes, state_to_bytes
+from .serialize import StateChecksumError, state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
 from .storage import SQLiteStorage, StorageError, open_storage
 from .progress import progress_bar
@@ -527,9 +530,34 @@ class Study:
         """The strategy state after ``generation`` tells (cached, else stored)."""
         if self._cache_state is not None and self._cache_state[0] == generation:
             return self._cache_state[1]
-        state = state_from_bytes(self._storage.load_state(c, self._id), self._template)
+        try:
+            state = state_from_bytes(self._storage.load_state(c, self._id), self._template)
+        except StateChecksumError as e:
+            state = self._replayed_state(c, generation)
+            warnings.warn(f"study {self.name!r}: {e}; rebuilt it from the {generation} told generations "
+                          "the storage holds", RuntimeWarning, stacklevel=2)
         self._pending.append(lambda: setattr(self, "_cache_state", (generation, state)))
         return state
+
+    def _replayed_state(self, c, generation: int) -> Any:
+        """The state after ``generation`` tells, from the initial state: every
+        told generation asked again with its key and told its stored points and
+        values, as ``_tell_generation`` told them (the same programs on the
+        same inputs give the same state)."""
+        state = self._template
+        for g in range(generation):
+            proposed, _, _, ask_state = self._run_ask(g, state)
+            x, injected = self._generation_x(c, g, proposed)
+            state = self._tell(ask_state, x, self._generation_values(c, g), injected)
+        return state
+
+    def _generation_x(self, c, generation: int, proposed: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The cube points ``generation``'s trials ran (``(popsize, dim)``) and
+        which rows enqueued configurations took: those that differ from the
+        strategy's ``proposed`` points."""
+        xb, rows, dim = self._storage.get_generation_x(c, self._id, generation)
+        x = np.frombuffer(xb, np.float32).reshape(rows, dim).copy()
+        return x, np.any(x != np.asarray(proposed), axis=1)
 
     def _ask_state_at(self, c, generation: int) -> tuple[Any, np.ndarray, np.ndarray]:
         """The state after asking ``generation``, its cube points, and which rows
@@ -544,9 +572,7 @@ class Study:
         if self._cache_ask is not None and self._cache_ask[0] == generation:
             return self._cache_ask[1:]
         proposed, _, _, ask_state = self._asked(c, generation)
-        xb, rows, dim = self._storage.get_generation_x(c, self._id, generation)
-        x = np.frombuffer(xb, np.float32).reshape(rows, dim).copy()
-        injected = np.any(x != np.asarray(proposed), axis=1)
+        x, injected = self._generation_x(c, generation, proposed)
         self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x, injected)))
         return ask_state, x, injected
 
@@ -822,6 +848,14 @@ class Study:
     def _tell_generation(self, c, generation: int) -> None:
         """Every trial of ``generation`` is finished: tell the strategy, store its state."""
         ask_state, x, injected = self._ask_state_at(c, generation)
+        new_state = self._tell(ask_state, x, self._generation_values(c, generation), injected)
+        self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
+        self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
+
+    def _generation_values(self, c, generation: int) -> np.ndarray:
+        """What the strategy is told of ``generation``'s finished trials:
+        float32 ``(popsize,)``, or ``(popsize, objectives + constraints)``, to be
+        minimised; NaN where a trial failed."""
         if self.multi_objective:
             signs = self._signs()
             values = np.full((self.strategy.popsize, signs.size), np.nan)
@@ -847,9 +881,7 @@ class Study:
             g = values[:, -self.num_constraints:]
             values[:, -self.num_constraints:] = np.where((g > 0) & (g < tiny), tiny, g)
         # A finite value beyond float32's range is its largest (the worst result), not a failure.
-        new_state = self._tell(ask_state, x, host_float32_values(values), injected)
-        self._storage.save_tell(c, self._id, generation, state_to_bytes(new_state))
-        self._pending.append(lambda: setattr(self, "_cache_state", (generation + 1, new_state)))
+        return host_float32_values(values)
 
     def _claim(self, n: int, generation_limit: int | None = None,
                trial_limit: int | None = None, hold: Callable[[list[int]], None] | None = None,
