@@ -10,7 +10,7 @@ Every search space is a product of one-coordinate dimensions, so a space of
 | ``Float(low, high)``       | affine                                           |
 | ``Float(..., log=True)``   | affine in log space                              |
 | ``Int(low, high)``         | ``high - low + 1`` equal-width bins, then floor  |
-| ``Int(..., log=True)``     | equal-width bins of ``[log low, log(high + 1)]`` |
+| ``Int(..., log=True)``     | log-uniform on ``[low, high + 1)``, then floor   |
 | ``Categorical(choices)``   | ``k`` equal-width bins, an ``int32`` index       |
 """
 
@@ -99,7 +99,11 @@ def _check_bound(name: str, value: Any) -> float:
     value = scalar_item(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be of magnitude at most {float(_F32.max):.4g} (float32), "
+                         f"got {value!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     # The cube decodes in float32: a bound must be a normal float32 number.
@@ -187,7 +191,10 @@ class Float(_Dimension):
         magnitude (``1.2e-38`` to ``3.4e38``: values decode in float32), and
         distinct in float32, ``high - low`` finite in float32 unless
         ``log``. ``Space.to_python`` gives the shortest decimal
-        of each float32 value, within the bounds.
+        of each float32 value, within the bounds. A point decoded inside a
+        compiled program can differ from the same point decoded op by op by
+        an ulp, a few more on a log scale (XLA fuses ``low + u * width``
+        into one multiply-add); the faces give the bounds exactly in both.
       log: search ``log(value)`` uniformly; needs ``low > 0``.
       when: make the parameter conditional, e.g. ``{"optimizer": "sgd"}`` or
         ``{"optimizer": ["sgd", "nesterov"]}``: active only for those choices.
@@ -209,7 +216,8 @@ class Float(_Dimension):
         if log and low <= 0:
             raise ValueError(f"Float(log=True) needs low > 0, got low={low}")
         with np.errstate(over="ignore"):
-            width = np.float32(high) - np.float32(low)
+            # as decode rounds it: the float64 difference, then float32
+            width = np.float32(high - low)
         if not log and not np.isfinite(width):
             raise ValueError(f"Float needs high - low within float32's range (values decode as low + u * "
                              f"(high - low)), got low={low}, high={high}")
@@ -236,13 +244,14 @@ class Float(_Dimension):
         a, b = self._span()
         u = jnp.asarray(u, jnp.float32)  # float32 also from a float64 u under x64, as Space.decode gives
         t = a + u * (b - a)
-        v = jnp.exp(t) if self.log else t
+        # Clipped first: near float32's largest number exp(t) can round up to inf.
+        v = clip_passing_gradient(jnp.exp(t) if self.log else t, self.low, self.high)
         # The cube's faces decode to the bounds exactly (the float32 map can
         # miss them by an ulp: 0.099999994 for 0.1); the slope stays the map's.
-        # Sterbenz: face and v are that close, so face - v, and v plus it, are exact.
+        # Not v + (face - v): near the smallest normal number that difference
+        # is subnormal, and XLA flushes it to zero.
         face = jnp.where(u <= 0.0, np.float32(self.low), jnp.where(u >= 1.0, np.float32(self.high), v))
-        v = v + jax.lax.stop_gradient(face - v)
-        return clip_passing_gradient(v, self.low, self.high)
+        return face + (v - jax.lax.stop_gradient(v))
 
     def encode(self, v):
         a, b = self._span()
@@ -270,9 +279,12 @@ class Int(_Dimension):
 
     Args:
       low, high: integer bounds with ``low <= high`` and at most ``2**22`` values.
-      log: bins of equal width in log space; needs ``low > 0``, and the top
-        value's bin, ``log((high+1)/high) / log((high+1)/low)`` of the cube, at
-        least ``2**-22`` of it (float32 cube points then reach every integer).
+      log: log-uniform: the cube maps to ``[log low, log(high + 1))`` and the
+        value is the floor of its exponential, so value ``v`` has the bin
+        ``[log v, log(v + 1))``, a share ``log((v+1)/v) / log((high+1)/low)``
+        of the cube (a small value gets a wider bin than a large one). Needs
+        ``low > 0``, and the top value's bin at least ``2**-22`` of the cube
+        (float32 cube points then reach every integer).
       when: see ``Float``.
     """
 
@@ -339,7 +351,8 @@ class Int(_Dimension):
     def encode(self, v):
         v = jnp.asarray(v)
         if self.log:
-            offset = (v - self.low).astype(jnp.float32)
+            # clipped into the range as the linear rule clips (log1p of an offset below -low is nan)
+            offset = jnp.clip((v - self.low).astype(jnp.float32), 0.0, np.float32(self.high - self.low))
             centre = log_int_centre(offset, np.float32(self.low), np.float32(self._log_span()),
                                     np.float32(self.high - self.low))
             return jnp.clip(centre, 0.0, 1.0)
@@ -438,7 +451,10 @@ def _decoded_value(name: str, d: "Dimension", v: Any) -> Any:
             raise ValueError(f"parameter {name!r}: {e}") from None
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"parameter {name!r} must be a number, got {v!r}")
-    if not d.low <= v <= d.high:
+    with np.errstate(over="ignore"):
+        # a float's value as decode gives it on a bound is the bound in float32
+        inside = d.low <= v <= d.high or (isinstance(d, Float) and np.float32(d.low) <= np.float32(v) <= np.float32(d.high))
+    if not inside:
         raise ValueError(f"parameter {name!r} = {v!r} is outside [{d.low}, {d.high}]")
     if isinstance(d, Int) and not float(v).is_integer():
         raise ValueError(f"parameter {name!r} must be an integer, got {v!r}")
@@ -810,15 +826,15 @@ class Space:
                 raise ValueError(f"grid sizes[{k!r}] must be a positive integer, got {v!r}")
             if isinstance(self.dims[k], Categorical):
                 raise ValueError(f"grid sizes[{k!r}]: {k!r} is categorical; its grid is every choice")
-        levels = []
-        for n, d in self._items:
+        def length(n: str, d: Dimension) -> int:  # of d.grid_values(...), known before building it
             if isinstance(d, Float):
-                levels.append(d.grid_values(sizes.get(n, num)))
-            else:
-                levels.append(d.grid_values(sizes.get(n)))
-        total = math.prod(len(lv) for lv in levels)
+                return sizes.get(n, num)
+            return min(sizes.get(n, d.cardinality), d.cardinality)
+
+        total = math.prod(length(n, d) for n, d in self._items)
         if total > 50_000_000:
             raise ValueError(f"grid would hold {total} points; reduce num or sizes")
+        levels = [d.grid_values(sizes.get(n, num) if isinstance(d, Float) else sizes.get(n)) for n, d in self._items]
         pts = np.array(list(itertools.product(*levels)), np.float32).reshape(-1, self.dim)
         if self.is_conditional:
             act = self.active(self.decode(pts))

@@ -475,3 +475,59 @@ def test_canonical_python_checks_a_value_it_leaves_out():
     assert space.canonical_python({"opt": "adam", "mom": 0.5}) == {"opt": "adam"}
     with pytest.raises(ValueError, match="'mom' = 5.0 is outside"):
         space.canonical_python({"opt": "adam", "mom": 5.0})
+
+
+def test_floats_at_float32s_extremes_decode_their_faces():
+    """A log range up to float32's largest number decoded u = 1 as nan (exp rounded up to
+    inf, then inf - inf); one from near its smallest normal number missed u = 0, the
+    face correction being subnormal and flushed to zero."""
+    top = float(np.finfo(np.float32).max)
+    tiny = float(np.finfo(np.float32).tiny)
+    bounds = [(1e-3, top), (1e-3, 3.40281e38), (1e-35, 1.0), (1.5e-38, 1e30), (2e-38, 1e-33), (tiny, 1.0)]
+    space = Space({f"p{i}": Float(lo, hi, log=True) for i, (lo, hi) in enumerate(bounds)})
+    u = jnp.stack([jnp.zeros(space.dim), jnp.full(space.dim, 0.5), jnp.ones(space.dim)])
+    for decode in (space.decode, jax.jit(space.decode)):
+        values = decode(u)
+        for i, (lo, hi) in enumerate(bounds):
+            got = np.asarray(values[f"p{i}"])
+            assert got[0] == np.float32(lo) and got[2] == np.float32(hi), (lo, hi, got)
+            assert np.float32(lo) < got[1] < np.float32(hi)
+    assert space.to_python(space.decode(u[2:]))[0]["p0"] == top
+    slope = jax.grad(lambda t: Float(1e-35, 1.0, log=True).decode(t))(0.0)
+    np.testing.assert_allclose(float(slope), 1e-35 * math.log(1e35), rtol=1e-4)
+
+
+def test_a_float_width_that_decode_cannot_hold_is_refused():
+    # float32(high) - float32(low) is finite, but decode's high - low rounds to inf
+    with pytest.raises(ValueError, match="high - low within float32's range"):
+        Float(-1.0705570074422415e32, 3.402822542181678e38)
+    with pytest.raises(ValueError, match=r"Float.high must be of magnitude at most"):
+        Float(0, 10**400)
+    with pytest.raises(ValueError, match=r"Float.low must be of magnitude at most"):
+        Float(-10**309, 1)
+
+
+def test_a_grid_too_large_is_refused_before_it_is_built():
+    space = Space(x=Float(0.0, 1.0), n=Int(0, 99))
+    with pytest.raises(ValueError, match="grid would hold 1000000000000 points"):
+        space.grid(num=10**10)
+    with pytest.raises(ValueError, match="grid would hold"):
+        space.grid(sizes={"x": 10**7, "n": 50})
+    assert space.grid(num=3, sizes={"n": 500}).shape == (300, 2)  # an Int's grid is at most every integer
+
+
+def test_out_of_range_values_encode_clipped_on_a_log_int_too():
+    for d in (Int(1, 100, log=True), Int(1, 100)):
+        np.testing.assert_array_equal(np.asarray(d.decode(d.encode(jnp.array([-5, 0, 1, 100, 250])))),
+                                      [1, 1, 1, 100, 100])
+
+
+def test_a_floats_decoded_bound_is_taken_back():
+    """decode(1) of Float(1e-4, 0.1) is float32(0.1) = 0.10000000149: inside the range as
+    the cube holds it, so from_python takes it (values past it still are refused)."""
+    space = Space(lr=Float(1e-4, 0.1, log=True))
+    top = space.decode(jnp.ones((1, 1)))["lr"][0]
+    for v in (top.item(), np.float32(top)):
+        np.testing.assert_array_equal(np.asarray(space.from_python({"lr": v})["lr"]), np.float32(0.1))
+    with pytest.raises(ValueError, match="outside"):
+        space.from_python({"lr": 0.1000001})
