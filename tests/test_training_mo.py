@@ -165,3 +165,24 @@ def test_bad_objective_shapes_are_rejected():
         successive_halving(bad, SPACE, 0, num_configs=3, min_budget=1, max_budget=1)
     with pytest.raises(ValueError, match="scalar loss"):
         pbt(MO, SPACE, 0, popsize=4, num_rounds=2, steps_per_round=1)
+
+
+def test_a_configuration_failing_where_it_stopped_is_told_as_failed(monkeypatch):
+    """A configuration's place in its bracket is what a multi-objective search tells
+    its sampler; one whose vector was not finite at its last rung is told inf, as
+    with one objective, not a place above those eliminated earlier with finite losses."""
+    import sys
+    hb = sys.modules["jaxhpo.training.hyperband"]  # the package's attribute is the function
+    told = []
+    tell = hb._tell_batches
+    monkeypatch.setattr(hb, "_tell_batches", lambda s, st, xs, v: told.append(np.asarray(v).ravel()) or tell(s, st, xs, v))
+
+    def failing(state, hp):  # every configuration diverges once trained 3 units
+        e = jnp.where(state["n"] >= 3, jnp.nan, _error(state))
+        return jnp.stack([e, hp["lr"]])
+
+    res = successive_halving(Trainer(_init, _step, failing), SPACE, jax.random.key(4), num_configs=9,
+                             min_budget=1, max_budget=9)
+    failed = ~np.isfinite(res.loss).all(axis=1)
+    assert failed.sum() == 3 and np.all(res.budget[failed] >= 3)
+    assert np.all(told[0][:9][failed] == np.inf) and np.all(np.isfinite(told[0][:9][~failed]))

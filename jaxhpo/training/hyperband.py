@@ -568,7 +568,11 @@ class _Search:
             # The sampler learns each configuration's loss at the largest budget it
             # reached (multi-objective: its place in the bracket).
             told = np.full(br["num_batches"] * p, np.inf, np.float32)
-            told[:br["n0"]] = br["places"] if self.num_objectives else br["losses"]
+            if self.num_objectives:
+                # a configuration that failed where it stopped is told a failure, as with one objective
+                told[:br["n0"]] = np.where(np.isfinite(br["losses"]).all(axis=1), br["places"], np.inf)
+            else:
+                told[:br["n0"]] = br["losses"]
             strat_state = _tell_batches(self.strategy, strat_state, br["xs"],
                                         jnp.asarray(told.reshape(br["num_batches"], p)))
             self.budgets.append(br["budgets"])
