@@ -251,7 +251,7 @@ class Float(_Dimension):
         # Not v + (face - v): near the smallest normal number that difference
         # is subnormal, and XLA flushes it to zero.
         face = jnp.where(u <= 0.0, np.float32(self.low), jnp.where(u >= 1.0, np.float32(self.high), v))
-        return face + (v - jax.lax.stop_gradient(v))
+        return jax.lax.stop_gradient(face) + (v - jax.lax.stop_gradient(v))
 
     def encode(self, v):
         a, b = self._span()

@@ -493,8 +493,13 @@ def test_floats_at_float32s_extremes_decode_their_faces():
             assert got[0] == np.float32(lo) and got[2] == np.float32(hi), (lo, hi, got)
             assert np.float32(lo) < got[1] < np.float32(hi)
     assert space.to_python(space.decode(u[2:]))[0]["p0"] == top
-    slope = jax.grad(lambda t: Float(1e-35, 1.0, log=True).decode(t))(0.0)
-    np.testing.assert_allclose(float(slope), 1e-35 * math.log(1e35), rtol=1e-4)
+    # the slope is the map's, on the faces and inside (where the face term is the value itself)
+    for lo, hi, log in [(1e-35, 1.0, True), (1e-4, 1e2, True), (-1.0, 2.0, False)]:
+        at = jnp.array([0.0, 0.3, 0.8, 1.0])
+        slope = jax.vmap(jax.grad(Float(lo, hi, log=log).decode))(at)
+        decoded = np.exp(np.log(lo) + np.asarray(at, np.float64) * np.log(hi / lo)) if log else None
+        expected = decoded * math.log(hi / lo) if log else np.full(4, hi - lo)
+        np.testing.assert_allclose(np.asarray(slope), expected, rtol=1e-4)
 
 
 def test_a_float_width_that_decode_cannot_hold_is_refused():
