@@ -178,6 +178,21 @@ def test_bad_arguments():
         gradient_tune(None, SPACE)
     with pytest.raises(ValueError, match="transform"):
         gradient_tune(bowl, SPACE, transform="tanh")
+    with pytest.raises(TypeError, match="floating-point value to be differentiated, got int32"):
+        gradient_tune(lambda c: jnp.round(10 * c["wd"]).astype(jnp.int32), SPACE, popsize=2, num_steps=2)
+
+
+def test_plain_sgd_steps_by_the_chain_rules_gradient():
+    """A scale-sensitive optimiser sees d value / d z by the chain rule, inside the cube and
+    on its faces alike: one SGD step of 0.01 on w over Float(-1, 2) moves u by 0.01 * 3."""
+    space = Space(w=Float(-1.0, 2.0), lam=Float(1e-4, 1e2, log=True))
+    init = np.array([[0.5, 0.3], [1.0, 0.3]], np.float32)
+    res = gradient_tune(lambda c: c["w"] + c["lam"], space, init=init, num_steps=2, optimizer=optax.sgd(0.01),
+                        transform="clip")
+    step = res.history.x[1] - res.history.x[0]
+    lam = 1e-4 * 1e6 ** 0.3
+    np.testing.assert_allclose(step[:, 0], [-0.03, -0.03], rtol=1e-4)
+    np.testing.assert_allclose(step[:, 1], -0.01 * lam * math.log(1e6), rtol=1e-3)
 
 
 def test_has_grad_with_unrolled_forward_mode_matches_autodiff_driver():

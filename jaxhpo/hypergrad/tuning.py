@@ -21,7 +21,10 @@ retries half the step that left it, halving again while it fails (down to
 ``2**-10`` of it: a member that fails for a while whatever its step, e.g. a
 stateful objective's warm-up, is not left with a step that has underflowed
 to zero); after a success the step doubles back towards the optimiser's
-full step.
+full step. A member whose step still fails at ``2**-10`` (an optimum on the
+edge of a failing region, such as the largest learning rate that does not
+diverge) keeps trying that point: it has come within ``2**-10`` of a step of
+the edge, and its last successful point counts towards the best.
 
 Integer and categorical coordinates are held at each member's starting value
 (search them with an outer strategy, calling this driver per configuration:
@@ -115,6 +118,10 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         value = jnp.asarray(value)
         if value.shape != ():
             raise ValueError(f"objective must return a scalar per configuration, got shape {value.shape}")
+        if not has_grad and not jnp.issubdtype(value.dtype, jnp.floating):
+            # jax.grad refuses it too; cast to float32 it would differentiate to zero everywhere
+            raise TypeError(f"objective must return a floating-point value to be differentiated, got {value.dtype} "
+                            "(return a float, or its own gradient with has_grad=True)")
         # The next carry is data for the next step, not a path for gradients.
         return sign * float32_values(value), grads, jax.lax.stop_gradient(carry)
 
