@@ -103,6 +103,13 @@ def test_rows_past_num_members_come_back_untouched_whatever_the_block_size(block
                               block_size)
     np.testing.assert_array_equal(np.asarray(new["w"])[3], before[3])
     assert np.all(np.asarray(new["n"]) == [2, 2, 2, 0]) and np.isinf(np.asarray(loss)[3])
+    # initialising the rows it trains (fresh) leaves the others as they came too
+    trained = {"w": new["w"] + 1.0, "n": jnp.full(4, 7, jnp.int32)}  # (continue_rung donates its states)
+    moved = np.asarray(trained["w"])
+    again, _ = continue_rung(TRAINER, trained, hp, np.int32(1), np.int32(3), block_size, None, None, keys,
+                             np.bool_(True))
+    assert np.asarray(again["n"]).tolist() == [1, 1, 1, 7]
+    np.testing.assert_array_equal(np.asarray(again["w"])[3], moved[3])
 
 
 def _straight_through(keys, hp, steps):

@@ -138,6 +138,18 @@ def test_explore_moves_every_integer_the_way_its_product_moves(factor):
     np.testing.assert_array_equal(np.sign(np.abs(new[old != 0]) - np.abs(old[old != 0])), np.sign(factor - 1))
 
 
+def test_explore_moves_integers_past_float32s_by_their_change():
+    """Past 2**24 an integer is not a float32 number: a factor of 1 left values moved
+    (16777217 to 16777216) and other factors off the rounded product."""
+    space = Space(a=Int(2**24, 2**24 + 1000))
+    v = jnp.array([2**24, 2**24 + 1, 2**24 + 3, 2**24 + 999], jnp.int32)
+    same = explore(jax.random.key(0), space, {"a": v}, jnp.ones(4, bool), 0.0, (1.0, 1.0))["a"]
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(v))
+    up = np.asarray(explore(jax.random.key(0), space, {"a": v}, jnp.ones(4, bool), 0.0, (1.00001, 1.00001))["a"])
+    exact = np.round(np.asarray(v, np.float64) * np.float64(np.float32(1.00001)))
+    np.testing.assert_array_equal(up, np.minimum(exact, 2**24 + 1000))
+
+
 def test_explore_stays_in_the_space_and_moves():
     P = 512
     hp = MIXED.decode(MIXED.sample(jax.random.key(1), P))

@@ -90,7 +90,9 @@ def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None =
     Returns:
       ``(...)`` bool: active weights whose magnitude is at least the
       ``k``-th smallest active magnitude, ``k = floor(sparsity * num_active)``
-      (ties kept); inactive weights are ``False``.
+      (ties kept); inactive weights are ``False``. ``sparsity`` counts as the
+      float32 number it is (as decoded from a space): ``float32(0.21)`` is
+      ``0.2099999934``, so of 300 weights it prunes 62, not 63.
     """
     w = jnp.asarray(w)
     if jnp.ndim(sparsity) != 0:

@@ -119,14 +119,22 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
         if isinstance(d, Float):
             moved = jnp.clip(v.astype(jnp.float32) * f[:, i], d.low, d.high)
         elif isinstance(d, Int):
-            vf = v.astype(jnp.float32)
-            r = jnp.round(vf * f[:, i])
+            vi = v.astype(jnp.int32)
+            vf = vi.astype(jnp.float32)
+            # The product rounded, where float32 holds it exactly; past 2**24
+            # the change alone (there a product would move a value under a
+            # factor of 1, and land off the rounded product).
+            product = vf * f[:, i]
+            exact = (jnp.abs(vf) < 2.0**24) & (jnp.abs(product) < 2.0**24)
+            delta = jnp.where(exact, jnp.round(product) - vf, jnp.round(vf * (f[:, i] - 1.0)))
             # Small integers would not move under x1.2; step at least one value
             # the way the product moves: away from 0 for a factor above 1,
             # towards it below (none for a factor of 1; 0 itself steps up or down).
             step = jnp.sign(f[:, i] - 1.0) * jnp.where(vf < 0, -1.0, 1.0)
-            r = jnp.where(r == vf, vf + step, r)
-            moved = jnp.clip(r, d.low, d.high).astype(jnp.int32)
+            delta = jnp.where(delta == 0, step, delta)
+            # within the bounds (high - low < 2**22: exact in float32 and int32)
+            delta = jnp.clip(delta, (d.low - vi).astype(jnp.float32), (d.high - vi).astype(jnp.float32))
+            moved = vi + delta.astype(jnp.int32)
         else:
             assert isinstance(d, Categorical)
             k = d.cardinality

@@ -353,14 +353,16 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
                          f"got {block_size!r}")
 
     if block_size is None or block_size >= n:
+        start = states
         if keys is not None:
-            states = lax.cond(fresh, lambda: init_population(trainer, keys, hparams, chunk_size=chunk_size,
-                                                             mesh=mesh), lambda: states)
-        new, losses = train_population(trainer, states, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+            start = lax.cond(fresh, lambda: init_population(trainer, keys, hparams, chunk_size=chunk_size,
+                                                            mesh=mesh), lambda: states)
+        new, losses = train_population(trainer, start, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
         if num_members is None:
             return new, losses
-        # Every row was trained (one vmapped program); those past num_members
-        # are given back as they came, as the blocked queue leaves them.
+        # Every row was initialised and trained (one vmapped program); those
+        # past num_members are given back as they came, as the blocked queue
+        # leaves them.
         keep = jnp.arange(n) < num_members
         return where_rows(keep, new, states), where_rows(keep, losses, jnp.full_like(losses, jnp.inf))
     if n % block_size:
