@@ -252,6 +252,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         try:
             from . import plot
 
+            if args.objective is not None and (args.kind != "importance" or study.num_objectives == 1):
+                raise ValueError("--objective picks the objective of --kind importance on a study with several "
+                                 f"objectives (study {study.name!r} has {study.num_objectives}, --kind is "
+                                 f"{args.kind})")
             if args.kind == "all":
                 paths = plot.save_plots(study, out)
             else:

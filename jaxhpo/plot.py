@@ -240,7 +240,8 @@ def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None
         ys = np.asarray(ys, float)
         if ys.ndim != 1:
             raise ValueError(f"curves[{label!r}] must be a 1-d sequence, got shape {ys.shape}")
-        ax.plot(np.arange(ys.size), ys, lw=1, alpha=0.7, label=str(label) if len(curves) <= 10 else None)
+        ax.plot(np.arange(ys.size), ys, lw=1, alpha=0.7, label=str(label) if len(curves) <= 10 else None,
+                marker="." if ys.size == 1 else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -262,10 +263,12 @@ def plot_intermediate_values(study: Any, path: Any = None):
         steps = sorted(t.intermediate_values)
         ys = [t.intermediate_values[s] for s in steps]
         if t.state == TrialState.PRUNED:
-            ax.plot(steps, ys, lw=0.8, alpha=0.35, color="C7")
+            ax.plot(steps, ys, lw=0.8, alpha=0.35, color="C7", marker=".", ms=2)
             ax.plot(steps[-1:], ys[-1:], "x", color="C3", ms=4, alpha=0.7)
         else:
-            ax.plot(steps, ys, lw=1.0, alpha=0.8, color="C0" if t.state == TrialState.COMPLETE else "C1")
+            # a marker too: a trial that reported once (or a point between nan reports) is no line
+            ax.plot(steps, ys, lw=1.0, alpha=0.8, marker=".", ms=3,
+                    color="C0" if t.state == TrialState.COMPLETE else "C1")
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     ax.set_xlabel("step")
     ax.set_ylabel(f"reported value ({_direction(study)})")

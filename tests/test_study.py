@@ -419,15 +419,17 @@ def test_report_every_inside_a_compiled_loop():
     @jax.jit
     def loop(x):
         def body(c, g):
-            report_every(3, g, c, total=9, report=lambda gen, best, total: got.append((int(gen), float(best))))
+            report_every(np.int64(3), g, c, total=9,  # any integer type, as progress_every takes
+                         report=lambda gen, best, total: got.append((int(gen), float(best))))
             return c * 0.5, None
         return jax.lax.scan(body, x, jnp.arange(1, 10))[0]
 
     jax.block_until_ready(loop(8.0))
     jax.effects_barrier()
     assert got == [(3, 2.0), (6, 0.25), (9, 8.0 / 2 ** 8)]
-    with pytest.raises(ValueError, match="every"):
-        report_every(-1, 0, 0.0)
+    for bad in (-1, False, 2.5):
+        with pytest.raises(ValueError, match="every must be a positive integer, 0 or None"):
+            report_every(bad, 0, 0.0)
 
 
 def test_sepcmaes_studies_reopen_and_spaces_show_their_conditions(tmp_path):

@@ -209,6 +209,9 @@ def test_a_storage_url_is_relative_to_the_config_and_show_takes_it(folder, monke
     capsys.readouterr()
     assert cli_study.main(["show", "sqlite:///url.db", "--top", "2"]) == 0
     assert "trials {'complete': 12}" in capsys.readouterr().out
+    # --objective only picks the objective of an importance plot of several objectives
+    assert cli_study.main(["plot", "url.db", "--kind", "importance", "--objective", "7"]) == 2
+    assert "--objective picks the objective" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_study.main(["show", "url.db", "--top", "-1"])
     assert "--top: must be a positive integer" in capsys.readouterr().err

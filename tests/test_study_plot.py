@@ -94,6 +94,9 @@ def test_importance_tells_a_none_choice_from_an_inactive_parameter():
 
 def test_importance_finds_the_parameter_that_matters(study):
     scores = param_importance(study)
+    assert param_importance(study, objective=0) == scores
+    with pytest.raises(ValueError, match="one objective; objective= may only be None or 0, got 7"):
+        param_importance(study, objective=7)
     assert list(scores)[0] == "x"
     assert scores["x"] > 0.5 and sum(scores.values()) == pytest.approx(1.0)
     empty = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
@@ -144,3 +147,22 @@ def test_an_irrelevant_parameter_scores_near_zero_not_its_bins_share():
             s.optimize(lambda p: p["x"], num_trials=64, progress=False)
             shares.append(param_importance(s)["noise"])
     assert np.median(shares) < 0.03 and max(shares) < 0.2
+
+
+def test_a_series_of_one_point_is_drawn():
+    """A trial that reported once, or a curve of one value, is a one-point line, which
+    matplotlib draws as nothing unless it has a marker."""
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    s = Study(space, jaxhpo.RandomSearch(space, 4), seed=0)
+
+    def once(p):
+        jaxhpo.study.report(p["x"], 0)
+        return p["x"]
+
+    s.optimize(once, num_trials=4, progress=False)
+    fig = plot.plot_intermediate_values(s)
+    points = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 1 and ln.get_marker() not in ("None", "", None)]
+    assert len(points) >= 4
+    fig = plot.plot_learning_curves({0: [0.5], 1: [0.3, 0.2]})
+    one = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 1]
+    assert len(one) == 1 and one[0].get_marker() not in ("None", "", None)

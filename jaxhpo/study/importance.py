@@ -91,6 +91,9 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
         y = np.array([t.values[objective] for t in done], float)
     else:
+        if objective is not None and (isinstance(objective, bool) or objective != 0):
+            raise ValueError(f"param_importance: the trials have one objective; objective= may only be None or 0, "
+                             f"got {objective!r}")
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         y = np.array([t.value for t in done], float)
     if len(done) < 2:

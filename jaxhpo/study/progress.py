@@ -10,6 +10,7 @@ generations, compiled away when disabled.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -114,10 +115,11 @@ def report_every(every: int | None, generation: Any, best_value: Any, *, total: 
 
         report_every(10, state.generation, state.best_value, total=num_generations)
     """
+    if every is not None and (isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 0):
+        raise ValueError(f"every must be a positive integer, 0 or None, got {every!r}")
     if not every:
         return
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-        raise ValueError(f"every must be a positive integer or None, got {every!r}")
+    every = int(every)
     import jax
     import jax.numpy as jnp
 
