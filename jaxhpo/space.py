@@ -451,9 +451,9 @@ def _decoded_value(name: str, d: "Dimension", v: Any) -> Any:
             raise ValueError(f"parameter {name!r}: {e}") from None
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"parameter {name!r} must be a number, got {v!r}")
-    with np.errstate(over="ignore"):
-        # a float's value as decode gives it on a bound is the bound in float32
-        inside = d.low <= v <= d.high or (isinstance(d, Float) and np.float32(d.low) <= np.float32(v) <= np.float32(d.high))
+    # a float's value as decode gives it on a bound is the bound in float32
+    inside = d.low <= v <= d.high or (isinstance(d, Float) and abs(v) <= float(_F32.max)
+                                      and np.float32(d.low) <= np.float32(v) <= np.float32(d.high))
     if not inside:
         raise ValueError(f"parameter {name!r} = {v!r} is outside [{d.low}, {d.high}]")
     if isinstance(d, Int) and not float(v).is_integer():

@@ -556,6 +556,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
     con.execute("DROP TABLE reports")
     con.execute("DROP TABLE queue")
     con.execute("ALTER TABLE trials DROP COLUMN enqueued")
+    con.execute("ALTER TABLE studies DROP COLUMN initial_state")
     con.execute("UPDATE jaxhpo_meta SET value='2' WHERE key='schema_version'")
     con.commit()
     con.close()
@@ -565,7 +566,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
         assert all(t.intermediate_values for t in s.trials[2:])
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
-        SCHEMA_VERSION) == "5"
+        SCHEMA_VERSION) == "6"
     con.close()
 
 

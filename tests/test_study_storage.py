@@ -10,10 +10,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 import jaxhpo
-from jaxhpo.study import SCHEMA_VERSION, SQLiteStorage, StorageError, Study, TrialState
+from jaxhpo.study import SCHEMA_VERSION, SQLiteStorage, StateChecksumError, StorageError, Study, TrialState
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_study import SPACE, Center, f  # noqa: E402
@@ -342,29 +344,51 @@ def test_a_space_stored_with_its_conditions_in_another_order_reopens(tmp_path):
         Study(other, jaxhpo.RandomSearch(other, 2), seed=0, storage=path, name="s")
 
 
+def _damage_state(path, offset, flip=0x10):
+    con = sqlite3.connect(path)
+    state = bytearray(con.execute("SELECT state FROM studies").fetchone()[0])
+    state[offset] ^= flip
+    con.execute("UPDATE studies SET state=?", (bytes(state),))
+    con.commit()
+    con.close()
+
+
 def test_a_damaged_stored_state_is_rebuilt_from_the_told_generations(tmp_path):
     # The stored strategy state carries a digest: a flipped bit is not read as
-    # another state. Every told generation's points and values are stored too,
-    # so the study replays them and goes on exactly as an undamaged one.
+    # another state. The initial state and every told generation's points and
+    # values are stored too, so the study replays them and goes on exactly as
+    # an undamaged one, whatever params the reopening process gives.
+    cmaes = jaxhpo.CMAES(SPACE, 4)
+
     def start(storage):
-        s = make_study(storage)
+        s = Study(SPACE, cmaes, seed=7, storage=storage, name="s", params={"sigma0": 0.05})
         s.enqueue_trial({"x": 0.3, "lr": 0.01, "n": 1, "kind": "b"})  # an injected row is replayed too
         s.optimize(f, num_trials=12, progress=False)
         return s
 
-    path = tmp_path / "a.db"
+    ref = start(None)
+    ref_state = ref.state
+    ref.optimize(f, num_trials=8, progress=False)
+    for i, offset in enumerate((-24, 3)):  # a leaf's bytes (before the 16-byte digest); the magic
+        path = tmp_path / f"a{i}.db"
+        start(str(path)).close()
+        _damage_state(path, offset)
+        with Study.load(str(path)) as s:  # the default params: sigma0 1/6
+            with pytest.warns(RuntimeWarning, match="fails its checksum.*rebuilt it from the 3 told generations"):
+                state = s.state
+            for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(ref_state)):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            s.optimize(f, num_trials=8, progress=False)
+            assert [t.params for t in s.trials] == [t.params for t in ref.trials]
+    ref.close()
+    # A file made before initial states were stored cannot be rebuilt: it says so.
+    path = tmp_path / "old.db"
     start(str(path)).close()
+    _damage_state(path, -24)
     con = sqlite3.connect(path)
-    state = bytearray(con.execute("SELECT state FROM studies").fetchone()[0])
-    state[-24] ^= 0x10  # in the last leaf (the center), before the 16-byte digest
-    con.execute("UPDATE studies SET state=?", (bytes(state),))
+    con.execute("UPDATE studies SET initial_state=NULL")
     con.commit()
     con.close()
-    with make_study(str(path)) as s:
-        with pytest.warns(RuntimeWarning, match="fails its checksum.*rebuilt it from the 3 told generations"):
-            s.optimize(f, num_trials=8, progress=False)
-        got = [t.params for t in s.trials]
-    ref = start(None)
-    ref.optimize(f, num_trials=8, progress=False)
-    assert got == [t.params for t in ref.trials] and len(got) == 20
-    ref.close()
+    with Study.load(str(path)) as s:
+        with pytest.raises(StateChecksumError, match="made before jaxhpo stored initial states"):
+            s.state

@@ -116,6 +116,11 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
                                      "they were written (a damaged file or disk)")
         data = body
     elif not data.startswith(_MAGIC_V1):
+        if len(data) >= len(_MAGIC) + _DIGEST_SIZE and _digest(_MAGIC + data[len(_MAGIC):-_DIGEST_SIZE]) == \
+                data[-_DIGEST_SIZE:]:
+            # a state whose only damage is in the magic bytes (which the digest covers)
+            raise StateChecksumError("stored strategy state fails its checksum: its first bytes changed after "
+                                     "they were written (a damaged file or disk)")
         raise StateFormatError("stored strategy state is not in jaxhpo's state format")
     pos = len(_MAGIC)
     try:

@@ -7,9 +7,11 @@ Layout (schema version ``SCHEMA_VERSION``):
 * ``studies``: one row per study name: space and strategy specs, seed,
   direction (``maximize``; for several objectives also ``directions``, a
   JSON list of booleans, one per objective), the number of tells done (``generation``), the strategy state
-  after the last tell (``state``) and whether the current generation has
-  been proposed (``proposed``). The state after an ask is not stored: asking
-  again with the generation's key rebuilds it.
+  after the last tell (``state``), the initial state (``initial_state``,
+  from which the told generations replayed rebuild a damaged ``state``) and
+  whether the current generation has been proposed (``proposed``). The
+  state after an ask is not stored: asking again with the generation's key
+  rebuilds it.
 * ``generations``: the cube points of every proposed generation.
 * ``trials``: one row per configuration: number, generation, row, params,
   state, value, error, worker, timestamps. Studies of several objectives
@@ -32,7 +34,9 @@ only) gets the two nullable columns of version 2 (its rows keep their
 meaning: ``directions`` and ``vals`` empty, one objective), version 2 gets
 the empty ``reports`` table of version 3, version 3 the empty ``queue``
 table of version 4, version 4 the nullable ``trials.enqueued`` of version 5
-(empty in its rows: which of them came from the queue was not recorded).
+(empty in its rows: which of them came from the queue was not recorded),
+version 5 the nullable ``studies.initial_state`` of version 6 (empty in its
+rows: a damaged state of such a study cannot be rebuilt).
 
 Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
 write lock at the start, so two processes never both claim one trial and a
@@ -65,9 +69,9 @@ from ..strategies._checks import check_real
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Versions this code opens; older ones are upgraded in place (``_MIGRATIONS``).
-_READABLE_VERSIONS = (1, 2, 3, 4, 5)
+_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Tables every readable version has; ``reports`` arrives with version 3, ``queue`` with 4.
 _TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
@@ -100,7 +104,8 @@ CREATE TABLE studies (
     exhausted INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    directions TEXT
+    directions TEXT,
+    initial_state BLOB
 );
 CREATE TABLE generations (
     study_id INTEGER NOT NULL REFERENCES studies(id),
@@ -147,6 +152,7 @@ _MIGRATIONS = {
     2: _REPORTS_SCHEMA,
     3: _QUEUE_SCHEMA,
     4: ("ALTER TABLE trials ADD COLUMN enqueued TEXT",),
+    5: ("ALTER TABLE studies ADD COLUMN initial_state BLOB",),
 }
 
 
@@ -458,15 +464,20 @@ class SQLiteStorage:
         now = time.time()
         cur = c.execute(
             "INSERT INTO studies (name, space, strategy, seed, maximize, popsize, generation, "
-            "next_number, state, proposed, exhausted, created_at, updated_at, directions) "
-            "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, ?, ?, ?)",
-            (name, space, strategy, seed, int(maximize), popsize, state, now, now, directions),
+            "next_number, state, proposed, exhausted, created_at, updated_at, directions, initial_state) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, ?, ?, ?, ?)",
+            (name, space, strategy, seed, int(maximize), popsize, state, now, now, directions, state),
         )
         return cur.lastrowid
 
     @staticmethod
     def load_state(c: sqlite3.Connection, study_id: int) -> bytes:
         return c.execute("SELECT state FROM studies WHERE id=?", (study_id,)).fetchone()[0]
+
+    @staticmethod
+    def load_initial_state(c: sqlite3.Connection, study_id: int) -> bytes | None:
+        """The state the study started from; ``None`` for a study made before schema 6."""
+        return c.execute("SELECT initial_state FROM studies WHERE id=?", (study_id,)).fetchone()[0]
 
     @staticmethod
     def add_generation(c: sqlite3.Connection, study_id: int, generation: int, x: bytes, rows: int,

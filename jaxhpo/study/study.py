@@ -12,7 +12,7 @@ the study was interrupted, it gets the same configurations as one
 uninterrupted run (given the same values). The stored state carries a
 digest; one whose bytes changed on disk is rebuilt, with a warning, by
 replaying every told generation's stored points and values from the
-initial state.
+stored initial state.
 
 Generations. A generation's trials are created together (*waiting*), claimed
 one by one by workers (*running*) and finished (*complete* or *failed*). The
@@ -533,18 +533,24 @@ class Study:
         try:
             state = state_from_bytes(self._storage.load_state(c, self._id), self._template)
         except StateChecksumError as e:
-            state = self._replayed_state(c, generation)
+            state = self._replayed_state(c, generation, e)
             warnings.warn(f"study {self.name!r}: {e}; rebuilt it from the {generation} told generations "
                           "the storage holds", RuntimeWarning, stacklevel=2)
         self._pending.append(lambda: setattr(self, "_cache_state", (generation, state)))
         return state
 
-    def _replayed_state(self, c, generation: int) -> Any:
-        """The state after ``generation`` tells, from the initial state: every
-        told generation asked again with its key and told its stored points and
-        values, as ``_tell_generation`` told them (the same programs on the
-        same inputs give the same state)."""
-        state = self._template
+    def _replayed_state(self, c, generation: int, damage: StateChecksumError) -> Any:
+        """The state after ``generation`` tells, from the stored initial state
+        (the creating process's ``params`` made it): every told generation
+        asked again with its key and told its stored points and values, as
+        ``_tell_generation`` told them (the same programs on the same inputs
+        give the same state; under another ``jax_enable_x64`` setting than the
+        study ran with, the same to rounding)."""
+        initial = self._storage.load_initial_state(c, self._id)
+        if initial is None:
+            raise StateChecksumError(f"study {self.name!r}: {damage}; the study was made before jaxhpo stored "
+                                     "initial states (storage schema 6), so it cannot be rebuilt") from damage
+        state = state_from_bytes(initial, self._template)
         for g in range(generation):
             proposed, _, _, ask_state = self._run_ask(g, state)
             x, injected = self._generation_x(c, g, proposed)
