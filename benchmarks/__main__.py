@@ -12,6 +12,7 @@ versions, to ``benchmarks/results/NAME.json`` (``NAME_quick.json`` for a
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import subprocess
 import sys
@@ -28,6 +29,16 @@ def available() -> dict[str, str]:
         text = (HERE / f"{mod.name}.py").read_text()
         out[mod.name] = text.split('"""')[1].strip().splitlines()[0] if text.startswith('"""') else ""
     return dict(sorted(out.items()))
+
+
+def results_env() -> dict[str, str]:
+    """The environment of a benchmark's process, which runs in the checkout's
+    root: a relative ``JAXHPO_BENCH_RESULTS`` made absolute against this
+    process's working directory, where the user gave it."""
+    env = dict(os.environ)
+    if env.get("JAXHPO_BENCH_RESULTS"):
+        env["JAXHPO_BENCH_RESULTS"] = os.path.abspath(env["JAXHPO_BENCH_RESULTS"])
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         print(f"\n=== {name} ===", flush=True)
         # One process per benchmark: no JAX state or memory carries over.
-        status |= subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *rest], cwd=HERE.parent)
+        status |= subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *rest], cwd=HERE.parent,
+                                  env=results_env())
     return status
 
 

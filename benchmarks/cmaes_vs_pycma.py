@@ -38,6 +38,7 @@ import argparse
 import math
 import time
 import warnings
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,15 @@ def _fmt(a: np.ndarray | None) -> str:
 
 
 # --------------------------------------------------------------- throughput
+def _ratio(ours: float, theirs: Any) -> float:
+    """Our median evaluations over a rival's; nan where either median missed the
+    target (inf: a 0 or inf would read as a win or a loss the caps decided)."""
+    if theirs is None:
+        return float("nan")
+    theirs = _median(theirs)
+    return ours / theirs if math.isfinite(ours) and math.isfinite(theirs) else float("nan")
+
+
 def throughput(popsize: int, generations: int, optuna_trials: int, pycma_gens: int) -> dict:
     strategy = CMAES(SPACE, popsize=popsize, sigma0=SIGMA0)
     f = f_jax("sphere")
@@ -242,10 +252,10 @@ def main() -> None:
             "pycma": _fmt(res.get("pycma")),
             "pycma-pos": _fmt(res.get("pycma_pos")),
             "optuna": _fmt(res.get("optuna")),
-            "jax/pycma": j / _median(res["pycma"]) if "pycma" in res else float("nan"),
-            "jax/pycma-pos": j / _median(res["pycma_pos"]) if "pycma_pos" in res else float("nan"),
-            "act/pycma": ja / _median(res["pycma"]) if "pycma" in res else float("nan"),
-            "jax/optuna": j / _median(res["optuna"]) if "optuna" in res else float("nan"),
+            "jax/pycma": _ratio(j, res.get("pycma")),
+            "jax/pycma-pos": _ratio(j, res.get("pycma_pos")),
+            "act/pycma": _ratio(ja, res.get("pycma")),
+            "jax/optuna": _ratio(j, res.get("optuna")),
         }
         rows.append(row)
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)

@@ -5,7 +5,9 @@
 # time and hand-written vmap; throughput over the devices there are and over
 # chunk sizes; Hyperband against random search; a hypergradient's time in
 # training runs, reverse and forward mode. Each benchmark writes its
-# JSON and log under $OUT (benchmarks/results/device by default).
+# JSON and log under $OUT (benchmarks/results/device by default;
+# benchmarks/results/device_quick with QUICK=1, so that a smoke run never
+# replaces a full run's figures).
 #
 # On the device machine (JAX, optax, numpy and scikit-learn installed; no
 # network), from the repository root, with Optuna's wheels in .whl/ (see
@@ -16,7 +18,7 @@
 #
 # Each step has its own time limit, so one that overruns costs only itself.
 set -u
-OUT=${OUT:-benchmarks/results/device}
+OUT=${OUT:-benchmarks/results/device${QUICK:+_quick}}
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

@@ -82,6 +82,8 @@ from benchmarks.gpbo_vs_optuna import (
 )
 
 POP = 256
+# jaxhpo's CMAES / SepCMAES default step (cube units), which the rivals start with too.
+CMAES_SIGMA0 = jaxhpo.CMAES(H6_SPACE, 4).sigma0
 
 # name -> (space, jax objective on the decoded dict, box low, box high)
 PROBLEMS = {
@@ -212,8 +214,8 @@ def evosax_search(name, algo, popsize, generations):
     params = es.default_params
     distribution = algo in ("CMA_ES", "Sep_CMA_ES")
     if distribution:
-        # The start jaxhpo's CMAES uses: the cube's centre, step 0.3.
-        params = params.replace(std_init=jnp.asarray(0.3))
+        # The start jaxhpo's CMAES uses: the cube's centre, its default step.
+        params = params.replace(std_init=jnp.asarray(CMAES_SIGMA0))
 
     @jax.jit
     def go(key):
@@ -292,7 +294,7 @@ def pycma_search(name, popsize, generations):
     dim = PROBLEMS[name][0].dim
 
     def go(generations=generations):
-        es = cma.CMAEvolutionStrategy(np.full(dim, 0.5), 0.3, {
+        es = cma.CMAEvolutionStrategy(np.full(dim, 0.5), CMAES_SIGMA0, {
             "popsize": popsize, "bounds": [0, 1], "seed": 1, "verbose": -9, "maxiter": generations})
         while not es.stop():
             xs = es.ask()

@@ -102,7 +102,10 @@ def _bench(args: argparse.Namespace) -> int:
               f"{root / 'jaxhpo'})", file=sys.stderr)
         return 2
     argv = [sys.executable, "-m", "benchmarks"] + ([args.name] if args.name else []) + list(args.args)
-    return subprocess.call(argv, cwd=root)
+    env = dict(os.environ)
+    if env.get("JAXHPO_BENCH_RESULTS"):  # relative to where the user is, not to the checkout it runs in
+        env["JAXHPO_BENCH_RESULTS"] = os.path.abspath(env["JAXHPO_BENCH_RESULTS"])
+    return subprocess.call(argv, cwd=root, env=env)
 
 
 def _demo_mlp(args: argparse.Namespace) -> int:
