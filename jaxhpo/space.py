@@ -250,8 +250,8 @@ class Float(_Dimension):
         # miss them by an ulp: 0.099999994 for 0.1); the slope stays the map's.
         # Not v + (face - v): near the smallest normal number that difference
         # is subnormal, and XLA flushes it to zero.
-        face = jnp.where(u <= 0.0, np.float32(self.low), jnp.where(u >= 1.0, np.float32(self.high), v))
-        return jax.lax.stop_gradient(face) + (v - jax.lax.stop_gradient(v))
+        face = jnp.where(u <= 0.0, np.float32(self.low), np.float32(self.high))
+        return jnp.where((u <= 0.0) | (u >= 1.0), face + (v - jax.lax.stop_gradient(v)), v)
 
     def encode(self, v):
         a, b = self._span()
