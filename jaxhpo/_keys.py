@@ -45,4 +45,9 @@ def check_key(key: Any, allow_seed: bool = False) -> Any:
     if len(shape) != (0 if typed else 1):
         raise ValueError(f"key must be a single jax.random key (vmap over a batch of keys), "
                          f"got key data of shape {tuple(shape)}")
+    if not typed:
+        want = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+        if tuple(shape) != want:
+            raise ValueError(f"key as raw uint32 key data must have shape {want} (jax.random.PRNGKey of the "
+                             f"default implementation), got {tuple(shape)}")
     return key

@@ -231,9 +231,12 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
     if free_bytes is not None and (isinstance(free_bytes, bool) or not isinstance(free_bytes, numbers.Real)
                                    or not 0 <= free_bytes < math.inf):
         raise ValueError(f"free_bytes must be a finite number of bytes >= 0 or None, got {free_bytes!r}")
-    devices = list(devices) if devices is not None else [jax.local_devices()[0]]
+    devices = list(devices) if devices is not None and not isinstance(devices, str) else (
+        [jax.local_devices()[0]] if devices is None else [devices])
     if not devices:
         raise ValueError("devices must name at least one device")
+    if not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"devices must be a sequence of jax.Device (e.g. jax.devices()), got {devices!r}")
     free = free_memory_bytes(devices) if free_bytes is None else int(free_bytes)
     budget = memory_fraction * max(0, free) * len(devices)
     chunk = int(budget // per_config_bytes(objective, config, decode))
@@ -361,6 +364,8 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
     if not callable(objective):
         raise TypeError("objective must be callable")
     chunk_size = check_chunk_size(chunk_size, allow_auto=True)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"evaluate: mesh must be a jax.sharding.Mesh or None, got {type(mesh).__name__}")
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:
         raise ValueError("evaluate: params holds no arrays")

@@ -32,7 +32,10 @@ class Trace(NamedTuple):
       best_value: ``(G,)`` best value so far after each generation.
       num_valid: ``(G,)`` int32, proposals evaluated (grid padding excluded).
       num_failed: ``(G,)`` int32, of those, how many returned a non-finite value.
-      values: ``(G, popsize)`` every value, or ``None`` (history ``"best"``).
+      values: ``(G, popsize)`` every value, or ``None`` (history ``"best"``);
+        for a strategy of several values ``(G, popsize, num_objectives +
+        num_constraints)``, the objectives in the user's signs, then the
+        constraints (``best_value`` is the first objective's).
       valid: ``(G, popsize)`` which rows were real proposals, or ``None``.
       x: ``(G, popsize, dim)`` every cube point, or ``None`` unless history ``"all"``.
     """
@@ -123,6 +126,10 @@ def _check_initial(initial: Any, strategy: Strategy, num_generations: int) -> ja
     _check_accepts_points(strategy)
     if isinstance(initial, jax.core.Tracer):
         raise TypeError("initial must be concrete cube points (its rows are checked before compiling)")
+    if isinstance(initial, Mapping) or (isinstance(initial, (list, tuple)) and initial
+                                        and all(isinstance(c, Mapping) for c in initial)):
+        raise TypeError("run's initial takes (k, dim) cube points; for configurations use "
+                        "space.fixed_coordinates(configs), or minimize(initial=configs)")
     pts = np.asarray(initial, np.float32)
     if pts.ndim == 1:
         pts = pts[None]

@@ -449,6 +449,8 @@ def _decoded_value(name: str, d: "Dimension", v: Any) -> Any:
             return d.index(v)
         except ValueError as e:
             raise ValueError(f"parameter {name!r}: {e}") from None
+    if isinstance(v, (jax.Array, np.ndarray)) and np.ndim(v) == 0 and not isinstance(v, jax.core.Tracer):
+        v = v.item()  # a 0-d array, as a number
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"parameter {name!r} must be a number, got {v!r}")
     # a float's value as decode gives it on a bound is the bound in float32

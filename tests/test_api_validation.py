@@ -28,6 +28,7 @@ def square(c):
     (jnp.int32(1), TypeError, "key must be"),
     (2**70, ValueError, "key as an integer seed"),
     (jax.random.split(jax.random.key(0), 3), ValueError, "key must be a single jax.random key"),
+    (jnp.zeros(3, jnp.uint32), ValueError, r"key as raw uint32 key data must have shape \(2,\)"),
 ])
 def test_minimize_rejects_bad_keys(key, error, match):
     with pytest.raises(error, match=match):
@@ -325,3 +326,39 @@ def test_evaluate_called_again_reads_the_objective_afresh_and_measures_auto_once
             np.testing.assert_allclose(again, 3.0 * expected, rtol=1e-6)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_common_mistakes_get_errors_that_say_what_to_do():
+    """The calls users get wrong first: each refused by name, before any compile."""
+    # an objective returning (value, grads) without has_grad
+    with pytest.raises(TypeError, match="needs has_grad=True"):
+        gradient_tune(lambda c: (square(c), {"x": 2 * c["x"]}), SPACE, popsize=2, num_steps=2)
+    # run's initial takes cube points, minimize's configurations
+    with pytest.raises(TypeError, match="run's initial takes \\(k, dim\\) cube points"):
+        jaxhpo.run(STRATEGY, square, 0, 2, initial=[{"x": 0.5}])
+    # strategy params: a dict of numbers
+    de = jaxhpo.DifferentialEvolution(SPACE, 4)
+    with pytest.raises(TypeError, match=r"params\['F'\] must be a real number"):
+        jaxhpo.minimize(square, SPACE, de, num_generations=2, params={"F": None})
+    with pytest.raises(TypeError, match="params must be a dict of settings"):
+        de.init(0, ["F"])
+    # a mesh or devices of the wrong kind
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        jaxhpo.evaluate(square, {"x": jnp.zeros(2)}, mesh="x")
+    with pytest.raises(TypeError, match="devices must be a sequence of jax.Device"):
+        jaxhpo.auto_chunk_size(square, {"x": jnp.zeros(())}, 8, devices="cpu")
+    # a 0-d jax array is a number in a configuration
+    res = jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=1, key=0, initial={"x": jnp.float32(0.5)})
+    assert res.best_params["x"] == 0.5
+
+
+def test_a_trainer_whose_evaluate_returns_no_loss_is_named():
+    from jaxhpo.training import Trainer, successive_halving
+    space = Space(lr=Float(0.1, 1.0))
+    init = lambda k, hp: {"w": jnp.zeros(2)}  # noqa: E731
+    step = lambda s, hp: {"w": s["w"] + hp["lr"]}  # noqa: E731
+    for bad, match in ((lambda s, hp: None, "trainer.evaluate must return the loss as one real array"),
+                       (lambda s, hp: {"loss": s["w"][0]}, "trainer.evaluate must return the loss"),
+                       (lambda s, hp: s["w"][0] + 1j, "trainer.evaluate must return real values")):
+        with pytest.raises(TypeError, match=match):
+            successive_halving(Trainer(init, step, bad), space, 0, num_configs=2, min_budget=1, max_budget=1)

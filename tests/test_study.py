@@ -68,6 +68,10 @@ def test_ask_returns_python_dicts_and_tell_advances_the_generation():
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE and t.generation == 0 for t in trials)
     assert [t.value for t in trials] == values
+    assert [t.number for t in study.get_trials(number=np.int64(2))] == [2]
+    for bad in ("0", 0.0, True, -1):
+        with pytest.raises(ValueError, match="number must be a trial number"):
+            study.get_trials(number=bad)
     # the strategy state learned the best value (float32)
     assert float(study.state.best_value) == pytest.approx(min(values), rel=1e-6)
 

@@ -114,6 +114,10 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
                 raise ValueError("with has_grad=True the objective must return a pair (value, grads)")
             value, grads = value
         else:
+            if isinstance(value, (tuple, list, dict)):
+                raise TypeError(f"objective returned a {type(value).__name__}; with has_grad=False it must return "
+                                "one scalar (an objective returning (value, grads), such as an unrolled "
+                                "hypergradient, needs has_grad=True)")
             grads = None
         value = jnp.asarray(value)
         if value.shape != ():

@@ -66,5 +66,8 @@ def check_concrete_params(params: dict | None, checks: dict) -> None:
     for name, value in params.items():
         if name not in checks or any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(value)):
             continue
-        for v in np.ravel(np.asarray(value)):
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"params[{name!r}] must be a real number, got {value!r}")
+        for v in np.ravel(a):
             checks[name](v.item())

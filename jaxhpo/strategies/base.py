@@ -20,6 +20,7 @@ Every state is a NamedTuple with at least the fields
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -206,6 +207,9 @@ class Strategy:
         their rule; traced values (``vmap`` over params) cannot be inspected and pass."""
         if params is None:
             return
+        if not isinstance(params, Mapping):
+            raise TypeError(f"{type(self).__name__} params must be a dict of settings (see default_params()), "
+                            f"got {type(params).__name__}")
         unknown = set(params) - set(self.default_params())
         if unknown:
             raise ValueError(

@@ -1400,8 +1400,11 @@ class Study:
             bad = [s for s in states if s not in (TrialState.WAITING, TrialState.RUNNING, *FINISHED_STATES)]
             if bad:
                 raise ValueError(f"states: unknown trial state(s) {bad}")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, numbers.Integral)
+                                   or number < 0):
+            raise ValueError(f"number must be a trial number (an integer >= 0) or None, got {number!r}")
         with self._tx(write=False) as c:
-            rows = self._storage.trials(c, self._id, states, number)
+            rows = self._storage.trials(c, self._id, states, None if number is None else int(number))
             reports: dict[int, dict] = {}
             for n, step, value in self._storage.study_reports(c, self._id, number):
                 reports.setdefault(n, {})[step] = math.nan if value is None else value

@@ -112,7 +112,14 @@ def _init(trainer: Any, key: jax.Array, hparams: Any) -> Any:
 
 def _evaluate(trainer: Any, state: Any, hparams: Any) -> jax.Array:
     """The loss as float32 (``()`` or ``(m,)``)."""
-    return jnp.asarray(call_traced("trainer.evaluate", trainer.evaluate, state, hparams), jnp.float32)
+    loss = call_traced("trainer.evaluate", trainer.evaluate, state, hparams)
+    if not isinstance(loss, (jax.Array, np.ndarray, numbers.Real)) or isinstance(loss, bool):
+        raise TypeError(f"trainer.evaluate must return the loss as one real array (a scalar, or a vector of "
+                        f"objectives), got {type(loss).__name__}")
+    if not jnp.issubdtype(jnp.result_type(loss), jnp.floating) and not jnp.issubdtype(jnp.result_type(loss),
+                                                                                       jnp.integer):
+        raise TypeError(f"trainer.evaluate must return real values, got {jnp.result_type(loss)}")
+    return jnp.asarray(loss, jnp.float32)
 
 
 def _checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
