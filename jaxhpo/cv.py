@@ -130,6 +130,8 @@ def masks_from_splits(splits: Sequence[tuple[Any, Any]], n: int) -> tuple[np.nda
             raise ValueError(f"splits[{f}] must be a (train_indices, val_indices) pair")
         for name, idx, out in (("train", split[0], train), ("val", split[1], val)):
             idx = np.asarray(idx)
+            if idx.ndim != 1:
+                raise ValueError(f"splits[{f}] {name} indices must be a 1-d sequence, got shape {idx.shape}")
             if not idx.size:
                 continue
             if not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n:
@@ -139,6 +141,10 @@ def masks_from_splits(splits: Sequence[tuple[Any, Any]], n: int) -> tuple[np.nda
 
 
 def _check_masks(masks: Any) -> tuple[jax.Array, jax.Array]:
+    # A list of k rows of booleans is a (k, n) array of validation masks, not a pair.
+    if isinstance(masks, (tuple, list)) and np.ndim(masks[0] if masks else None) < 2 and not any(
+            isinstance(m, jax.core.Tracer) for m in masks):
+        masks = np.asarray(masks)
     if isinstance(masks, (tuple, list)):
         if len(masks) != 2:
             raise ValueError("masks must be a (k, n) array of validation masks or a pair "
@@ -158,6 +164,11 @@ def _check_masks(masks: Any) -> tuple[jax.Array, jax.Array]:
         train = ~val
     elif train.shape != val.shape:
         raise ValueError(f"train and validation masks must share one shape, got {train.shape} and {val.shape}")
+    if not isinstance(val, jax.core.Tracer) and not isinstance(train, jax.core.Tracer):
+        # a fold with nothing to fit on or nothing to score would only give nan
+        empty = [i for i in range(val.shape[0]) if not bool(np.any(val[i])) or not bool(np.any(train[i]))]
+        if empty:
+            raise ValueError(f"masks: fold(s) {empty} have no validation or no training sample")
     return train, val
 
 

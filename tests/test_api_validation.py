@@ -232,6 +232,17 @@ def test_cross_validate_rejects_masks_without_folds_or_samples():
         cross_validate(fit_and_score, 1.0, np.ones((0, 4), bool))
     with pytest.raises(ValueError, match=r"masks must have shape \(k, n\) with k, n >= 1"):
         cross_validate(fit_and_score, 1.0, np.ones((2, 0), bool))
+    # a fold with nothing to score (an empty split) would give nan: refused by number
+    train, val = masks_from_splits([([0, 1], [2, 3]), ([0, 1, 2, 3], [])], 4)
+    with pytest.raises(ValueError, match=r"fold\(s\) \[1\] have no validation or no training sample"):
+        cross_validate(fit_and_score, 1.0, (train, val))
+    with pytest.raises(ValueError, match=r"splits\[0\] train indices must be a 1-d sequence"):
+        masks_from_splits([([[0, 1]], [2])], 4)
+    # a list of k rows is k validation masks, not a (train, val) pair
+    rows = [[True, False, False, True], [False, True, True, False], [False, False, True, True]]
+    for k in (2, 3):
+        np.testing.assert_allclose(float(cross_validate(fit_and_score, 1.0, rows[:k])),
+                                   np.mean(np.sum(rows[:k], axis=1)))
 
 
 def test_multi_objective_checks_and_four_objectives():
@@ -362,3 +373,25 @@ def test_a_trainer_whose_evaluate_returns_no_loss_is_named():
                        (lambda s, hp: s["w"][0] + 1j, "trainer.evaluate must return real values")):
         with pytest.raises(TypeError, match=match):
             successive_halving(Trainer(init, step, bad), space, 0, num_configs=2, min_budget=1, max_budget=1)
+
+
+def test_a_step_that_changes_the_state_is_named_in_every_mode():
+    from jaxhpo.hypergrad import rollout, unrolled
+
+    def widening(state, h, t):
+        return {"w": jnp.concatenate([state["w"], state["w"]])[:3] * h["lr"]}
+
+    def retyped(state, h, t):
+        return {"w": (state["w"] * h["lr"]).astype(jnp.int32)}
+
+    state, h = {"w": jnp.ones(2)}, {"lr": jnp.float32(0.5)}
+    val = lambda s, h: jnp.sum(s["w"])  # noqa: E731
+    for step, match in ((widening, r"state\['w'\] went from \(2,\) float32 to \(3,\) float32"),
+                        (retyped, r"state\['w'\] went from \(2,\) float32 to \(2,\) int32")):
+        with pytest.raises(TypeError, match=match):
+            rollout(step, h, state, 3)
+        for mode in ("reverse", "forward"):
+            with pytest.raises(TypeError, match=match):
+                unrolled(step, val, 3, mode=mode)(h, state)
+    with pytest.raises(TypeError, match="step must return a state of init_state's structure"):
+        rollout(lambda s, h, t: (s, 0), h, state, 3)

@@ -118,13 +118,19 @@ def _weakly_typed(a: Any) -> bool:
 def _promote_weak_leaves(step, init_state, hparams):
     """``init_state`` with each weakly typed leaf (a Python number) cast to the
     dtype ``step`` returns for it, as ``lax.scan`` promotes its carry: a leaf
-    given as ``0`` that the step makes a float must carry a tangent."""
+    given as ``0`` that the step makes a float must carry a tangent. A step
+    that returns another structure, shape or dtype is refused by name."""
     out = jax.eval_shape(lambda s: step(s, hparams, jnp.int32(0)), init_state)
-    leaves, treedef = jax.tree_util.tree_flatten(init_state)
-    out_leaves = jax.tree_util.tree_leaves(out)
-    if len(out_leaves) != len(leaves):  # lax.scan names the mismatch
-        return init_state
-    leaves = [jnp.asarray(a, o.dtype) if _weakly_typed(a) else a for a, o in zip(leaves, out_leaves)]
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(init_state)
+    out_leaves, out_def = jax.tree_util.tree_flatten(out)
+    if out_def != treedef:
+        raise TypeError(f"step must return a state of init_state's structure; it returned {out_def} for {treedef}")
+    for (path, a), o in zip(leaves_with_path, out_leaves):
+        if jnp.shape(a) != o.shape or (not _weakly_typed(a) and jnp.result_type(a) != o.dtype):
+            raise TypeError(f"step must return a state of init_state's shapes and dtypes; "
+                            f"state{jax.tree_util.keystr(path)} went from {jnp.shape(a)} {jnp.result_type(a)} "
+                            f"to {o.shape} {o.dtype}")
+    leaves = [jnp.asarray(a, o.dtype) if _weakly_typed(a) else a for (_, a), o in zip(leaves_with_path, out_leaves)]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -209,6 +215,7 @@ def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
     num_steps = check_positive_int("num_steps", num_steps)
     k = _check_checkpoint_every(checkpoint_every)
     step = _policy_step(step, _check_step_policy(step_policy))
+    init_state = _promote_weak_leaves(step, init_state, hparams)
 
     def body(state, t):
         return step(state, hparams, t), None
