@@ -487,6 +487,9 @@ class Categorical(_Dimension):
         choices = tuple(_plain_label(c) for c in choices)
         if not choices:
             raise ValueError("Categorical.choices must not be empty")
+        if any(isinstance(c, float) and math.isnan(c) for c in choices):
+            raise ValueError("Categorical.choices must not hold NaN (it equals no value, not even itself, so it "
+                             "could not be found again)")
         # Equal labels hash alike (1 and 1.0 too, though one could never be chosen by label).
         buckets: dict[int, list] = {}
         for c in choices:

@@ -209,6 +209,12 @@ def test_linear_solvers_check_their_arguments():
         neumann(lambda v: v, b, maxiter=3, alpha=-1.0)
     with pytest.raises(TypeError, match="maxiter"):
         neumann(lambda v: v, b, maxiter=2.5, alpha=0.5)
+    for bad in ([1.0, 2.0, "x"], jnp.ones(3, jnp.int32), jnp.ones((3, 1))):
+        for solve in (lambda b: conjugate_gradient(lambda v: v, b, maxiter=3),
+                      lambda b: neumann(lambda v: v, b, maxiter=3, alpha=0.5)):
+            with pytest.raises(TypeError, match=r"b must be a floating-point \(m,\) array"):
+                solve(bad)
+    np.testing.assert_allclose(conjugate_gradient(lambda v: 2.0 * v, [1.0, 2.0], maxiter=3), [0.5, 1.0])
     # an array argument (e.g. a step computed in jax) is the caller's to keep in range
     np.testing.assert_allclose(neumann(lambda v: 2.0 * v, b, maxiter=40, alpha=jnp.float32(0.4)), 0.5, rtol=1e-5)
 

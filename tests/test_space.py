@@ -537,3 +537,8 @@ def test_a_floats_decoded_bound_is_taken_back():
     for far in (0.1000001, 10**400, -10**400):
         with pytest.raises(ValueError, match="outside"):
             space.from_python({"lr": far})
+
+
+def test_a_nan_choice_is_refused():
+    with pytest.raises(ValueError, match="must not hold NaN"):
+        Categorical([float("nan"), 1.0])

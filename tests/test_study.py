@@ -69,6 +69,8 @@ def test_ask_returns_python_dicts_and_tell_advances_the_generation():
     assert all(t.state == TrialState.COMPLETE and t.generation == 0 for t in trials)
     assert [t.value for t in trials] == values
     assert [t.number for t in study.get_trials(number=np.int64(2))] == [2]
+    with pytest.raises(TypeError, match="error must be the failure's text"):
+        study.tell(0, None, error=3)
     for bad in ("0", 0.0, True, -1):
         with pytest.raises(ValueError, match="number must be a trial number"):
             study.get_trials(number=bad)

@@ -38,6 +38,17 @@ def _check_solver_arg(name: str, value: Any, check: Callable, **bounds: Any) -> 
     return check(name, scalar_item(value), **bounds)
 
 
+def _check_rhs(b: Any) -> jax.Array:
+    """``b`` as a floating-point ``(m,)`` array, or a ``TypeError`` naming it."""
+    try:
+        b = jnp.asarray(b)
+    except TypeError:
+        raise TypeError(f"b must be a floating-point (m,) array, got {type(b).__name__}") from None
+    if not jnp.issubdtype(b.dtype, jnp.inexact) or b.ndim != 1:
+        raise TypeError(f"b must be a floating-point (m,) array, got shape {b.shape} of dtype {b.dtype}")
+    return b
+
+
 def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: float | None = None) -> jax.Array:
     """Solve ``A x = b`` for symmetric positive-definite ``A`` by conjugate gradients.
 
@@ -51,6 +62,7 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: flo
       ``x`` of shape ``(m,)``, starting from ``0``.
     """
     maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
+    b = _check_rhs(b)
     if tol is None:
         tol = 100.0 * float(jnp.finfo(b.dtype).eps)
     tol = _check_solver_arg("tol", tol, check_real, low=0.0)
@@ -95,6 +107,7 @@ def neumann(matvec: Callable, b: jax.Array, *, maxiter: int, alpha: float) -> ja
     """
     maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
     alpha = _check_solver_arg("alpha", alpha, check_real, low=0.0, low_open=True)
+    b = _check_rhs(b)
 
     def body(_, carry):
         term, total = carry

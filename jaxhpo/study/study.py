@@ -1042,6 +1042,8 @@ class Study:
         """
         if not isinstance(pruned, bool):
             raise TypeError(f"tell: pruned must be a bool, got {pruned!r}")
+        if error is not None and not isinstance(error, str):
+            raise TypeError(f"tell: error must be the failure's text (a str) or None, got {error!r}")
         if pruned and (value is not _MISSING or isinstance(trial, (list, tuple, np.ndarray))):
             raise ValueError("tell(trial, pruned=True) takes one trial and no value: a pruned trial "
                              "keeps its last reported value")
