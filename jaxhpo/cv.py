@@ -165,8 +165,10 @@ def _check_masks(masks: Any) -> tuple[jax.Array, jax.Array]:
     elif train.shape != val.shape:
         raise ValueError(f"train and validation masks must share one shape, got {train.shape} and {val.shape}")
     if not isinstance(val, jax.core.Tracer) and not isinstance(train, jax.core.Tracer):
-        # a fold with nothing to fit on or nothing to score would only give nan
-        empty = [i for i in range(val.shape[0]) if not bool(np.any(val[i])) or not bool(np.any(train[i]))]
+        # A fold with nothing to fit on or nothing to score would only give nan.
+        # On the host: inside a trace, indexing even a concrete array is traced.
+        v, tr = np.asarray(val), np.asarray(train)
+        empty = np.flatnonzero(~v.any(axis=1) | ~tr.any(axis=1)).tolist()
         if empty:
             raise ValueError(f"masks: fold(s) {empty} have no validation or no training sample")
     return train, val

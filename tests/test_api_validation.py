@@ -379,6 +379,23 @@ def test_a_trainer_whose_evaluate_returns_no_loss_is_named():
                        (lambda s, hp: s["w"][0] + 1j, "trainer.evaluate must return real values")):
         with pytest.raises(TypeError, match=match):
             successive_halving(Trainer(init, step, bad), space, 0, num_configs=2, min_budget=1, max_budget=1)
+    # a tuple of objectives is a vector of them
+    res = successive_halving(Trainer(init, step, lambda s, hp: (s["w"][0], hp["lr"])), space, 0, num_configs=2,
+                             min_budget=1, max_budget=1)
+    assert res.loss.shape == (2, 2)
+    # strategy params of any real dtype (bfloat16 too) are numbers
+    cma = jaxhpo.CMAES(Space(a=Float(0.0, 1.0), b=Float(0.0, 1.0)), 4)
+    assert float(cma.init(0, {"sigma0": jnp.asarray(0.25, jnp.bfloat16)}).params["sigma0"]) == 0.25
+
+
+def test_cross_validation_masks_closed_over_in_a_compiled_objective():
+    """Concrete masks inside a trace are checked on the host (indexing them there is traced)."""
+    def fit_and_score(h, tw, vw):
+        return jnp.sum(vw * h) / jnp.sum(vw) + 0.0 * jnp.sum(tw)
+
+    for masks in ((~kfold_masks(6, 3), kfold_masks(6, 3)),
+                  tuple(jnp.asarray(m) for m in masks_from_splits([([2, 3, 4, 5], [0, 1]), ([0, 1], [2, 3, 4, 5])], 6))):
+        assert float(jax.jit(lambda h: cross_validate(fit_and_score, h, masks))(2.0)) == 2.0
 
 
 def test_a_step_that_changes_the_state_is_named_in_every_mode():

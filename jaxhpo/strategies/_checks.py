@@ -7,6 +7,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._scalars import scalar_item
@@ -67,7 +68,7 @@ def check_concrete_params(params: dict | None, checks: dict) -> None:
         if name not in checks or any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(value)):
             continue
         a = np.asarray(value)
-        if a.dtype.kind not in "biuf":
+        if not (a.dtype == np.bool_ or jnp.issubdtype(a.dtype, jnp.integer) or jnp.issubdtype(a.dtype, jnp.floating)):
             raise TypeError(f"params[{name!r}] must be a real number, got {value!r}")
         for v in np.ravel(a):
             checks[name](v.item())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, Callable
 
@@ -113,13 +114,16 @@ def _init(trainer: Any, key: jax.Array, hparams: Any) -> Any:
 def _evaluate(trainer: Any, state: Any, hparams: Any) -> jax.Array:
     """The loss as float32 (``()`` or ``(m,)``)."""
     loss = call_traced("trainer.evaluate", trainer.evaluate, state, hparams)
-    if not isinstance(loss, (jax.Array, np.ndarray, numbers.Real)) or isinstance(loss, bool):
-        raise TypeError(f"trainer.evaluate must return the loss as one real array (a scalar, or a vector of "
-                        f"objectives), got {type(loss).__name__}")
-    if not jnp.issubdtype(jnp.result_type(loss), jnp.floating) and not jnp.issubdtype(jnp.result_type(loss),
-                                                                                       jnp.integer):
-        raise TypeError(f"trainer.evaluate must return real values, got {jnp.result_type(loss)}")
-    return jnp.asarray(loss, jnp.float32)
+    rule = "the loss as one real array (a scalar, or a vector of objectives)"
+    if loss is None or isinstance(loss, (Mapping, str, bytes)):
+        raise TypeError(f"trainer.evaluate must return {rule}, got {type(loss).__name__}")
+    try:
+        loss = jnp.asarray(loss)
+    except TypeError:
+        raise TypeError(f"trainer.evaluate must return {rule}, got {type(loss).__name__}") from None
+    if jnp.issubdtype(loss.dtype, jnp.complexfloating):
+        raise TypeError(f"trainer.evaluate must return real values, got {loss.dtype}")
+    return loss.astype(jnp.float32)
 
 
 def _checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
