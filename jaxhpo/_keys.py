@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
@@ -29,6 +30,12 @@ def seed_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(low), high)
 
 
+@functools.lru_cache(maxsize=None)
+def _raw_key_shape(impl: str) -> tuple[int, ...]:
+    """The shape of ``jax.random.PRNGKey``'s key data under the default implementation ``impl``."""
+    return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+
+
 def check_key(key: Any, allow_seed: bool = False) -> Any:
     """One ``jax.random`` key: a typed key of shape ``()`` or raw ``uint32`` key data
     (``jax.random.PRNGKey``); with ``allow_seed``, also an integer seed, made ``seed_key(seed)``."""
@@ -46,7 +53,7 @@ def check_key(key: Any, allow_seed: bool = False) -> Any:
         raise ValueError(f"key must be a single jax.random key (vmap over a batch of keys), "
                          f"got key data of shape {tuple(shape)}")
     if not typed:
-        want = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+        want = _raw_key_shape(jax.config.jax_default_prng_impl)
         if tuple(shape) != want:
             raise ValueError(f"key as raw uint32 key data must have shape {want} (jax.random.PRNGKey of the "
                              f"default implementation), got {tuple(shape)}")

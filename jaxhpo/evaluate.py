@@ -231,12 +231,14 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
     if free_bytes is not None and (isinstance(free_bytes, bool) or not isinstance(free_bytes, numbers.Real)
                                    or not 0 <= free_bytes < math.inf):
         raise ValueError(f"free_bytes must be a finite number of bytes >= 0 or None, got {free_bytes!r}")
-    devices = list(devices) if devices is not None and not isinstance(devices, str) else (
-        [jax.local_devices()[0]] if devices is None else [devices])
+    if devices is None:
+        devices = [jax.local_devices()[0]]
+    else:
+        devices = [devices] if isinstance(devices, str) else list(devices)
+        if not all(isinstance(d, jax.Device) for d in devices):
+            raise TypeError(f"devices must be a sequence of jax.Device (e.g. jax.devices()), got {devices!r}")
     if not devices:
         raise ValueError("devices must name at least one device")
-    if not all(isinstance(d, jax.Device) for d in devices):
-        raise TypeError(f"devices must be a sequence of jax.Device (e.g. jax.devices()), got {devices!r}")
     free = free_memory_bytes(devices) if free_bytes is None else int(free_bytes)
     budget = memory_fraction * max(0, free) * len(devices)
     chunk = int(budget // per_config_bytes(objective, config, decode))
