@@ -140,7 +140,9 @@ def masks_from_splits(splits: Sequence[tuple[Any, Any]], n: int) -> tuple[np.nda
     return train, val
 
 
-def _check_masks(masks: Any) -> tuple[jax.Array, jax.Array]:
+def _check_masks(masks: Any, n: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(train, val)`` ``(k, n)`` bool masks from validation masks or a pair, checked
+    (``n``: the number of samples they must cover, where the caller knows it)."""
     # A list of k rows of booleans is a (k, n) array of validation masks, not a pair.
     if isinstance(masks, (tuple, list)) and np.ndim(masks[0] if masks else None) < 2 and not any(
             isinstance(m, jax.core.Tracer) for m in masks):
@@ -148,7 +150,7 @@ def _check_masks(masks: Any) -> tuple[jax.Array, jax.Array]:
     if isinstance(masks, (tuple, list)):
         if len(masks) != 2:
             raise ValueError("masks must be a (k, n) array of validation masks or a pair "
-                             f"(train_masks, val_masks); got a sequence of length {len(masks)}")
+                             f"(train_masks, val_masks), got a sequence of length {len(masks)}")
         train, val = (jnp.asarray(m) for m in masks)
     else:
         val = jnp.asarray(masks)
@@ -160,6 +162,8 @@ def _check_masks(masks: Any) -> tuple[jax.Array, jax.Array]:
             raise TypeError(f"{name} must be boolean, got dtype {m.dtype}")
         if m.ndim != 2 or 0 in m.shape:
             raise ValueError(f"{name} must have shape (k, n) with k, n >= 1, got {m.shape}")
+        if n is not None and m.shape[1] != n:
+            raise ValueError(f"{name} must be bool of shape (k, {n}), got {m.dtype} {m.shape}")
     if train is None:
         train = ~val
     elif train.shape != val.shape:

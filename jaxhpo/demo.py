@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _linalg as linalg
 from ._digest import digest as _digest
-from .cv import cross_validate, kfold_masks
+from .cv import _check_masks, cross_validate, kfold_masks
 from .datasets import load_iris
 from .loop import minimize
 from ._keys import seed_key
@@ -190,21 +190,12 @@ class LogRegCV:
             raise ValueError(f"y must be nonnegative int class indices of shape ({X.shape[0]},)")
         if isinstance(num_iters, bool) or not isinstance(num_iters, numbers.Integral) or num_iters < 1:
             raise ValueError(f"num_iters must be a positive integer, got {num_iters!r}")
-        if isinstance(masks, (tuple, list)):
-            if len(masks) != 2:
-                raise ValueError(f"masks must be (k, n) validation masks or a pair (train_masks, val_masks), "
-                                 f"got a sequence of length {len(masks)}")
-            masks = tuple(np.asarray(m) for m in masks)
-        else:
-            masks = np.asarray(masks)
-        for m in masks if isinstance(masks, tuple) else (masks,):
-            if m.ndim != 2 or m.shape[1] != X.shape[0] or m.dtype != bool:
-                raise ValueError(f"masks must be bool of shape (k, {X.shape[0]}), got {m.dtype} {m.shape}")
+        # cross_validate's rules (rows or a pair, no empty fold), held on the host as a pair
+        masks = tuple(np.asarray(m) for m in _check_masks(masks, n=X.shape[0]))
         self.X, self.y, self.masks = X, y.astype(np.int32), masks
         self.num_classes = int(y.max()) + 1
         self.num_iters = int(num_iters)
-        parts = masks if isinstance(masks, tuple) else (masks,)
-        self._key = (self.num_iters, len(parts), _digest(self.X, self.y, *parts))
+        self._key = (self.num_iters, _digest(self.X, self.y, *masks))
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self._key == other._key  # type: ignore[attr-defined]
@@ -294,7 +285,7 @@ def run_demo(*, seed: int = 0, num_configs: int = 32, grid_size: int = 16,
         masks = np.asarray(kfold_masks(len(y), num_folds, key=key_folds, labels=y))
     objective = LogRegCV(X, y, masks, num_iters)
     rows = []
-    num_folds = (objective.masks[1] if isinstance(objective.masks, tuple) else objective.masks).shape[0]
+    num_folds = objective.masks[1].shape[0]
     for name, strategy in built:
         start = time.perf_counter()
         # One generation: every configuration and every fold in one vmapped program.
