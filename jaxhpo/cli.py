@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxhpo", description="Hyperparameter optimisation for JAX.")
     parser.add_argument("--no-compile-cache", action="store_true",
                         help="do not keep compiled programs on disk between runs (by default in "
-                             "$JAXHPO_CACHE_DIR, else ~/.cache/jaxhpo/xla; JAX_COMPILATION_CACHE_DIR "
-                             "overrides both)")
+                             "$JAXHPO_CACHE_DIR, else $XDG_CACHE_HOME/jaxhpo/xla, else ~/.cache/jaxhpo/xla; "
+                             "JAX_COMPILATION_CACHE_DIR overrides them)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     demo = sub.add_parser(
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=_seed, default=0,
                       help="seed of the fold shuffle and the random searches (default 0)")
     demo.add_argument("--quick", action="store_true",
-                      help="small budgets (8 configurations, 4-point C grid, 300 solver steps)")
+                      help="small budgets (iris: 8 configurations, 4-point C grid, 300 solver steps; "
+                           "--task mlp: Hyperband to 3 units of 10 steps, widths up to 16)")
     demo.add_argument("--configs", type=_positive_int, default=None,
                       help="configurations per random / Sobol search (default 32)")
     demo.add_argument("--grid-size", type=_positive_int, default=None,

@@ -227,8 +227,8 @@ def test_bad_arguments():
         implicit(solve, optimality, method="neumann", alpha=0.0)
     with pytest.raises(ValueError, match="damping"):
         implicit(solve, optimality, damping=-1.0)
-    with pytest.raises(ValueError, match="tol"):
-        implicit(solve, optimality, tol=0.0)
+    with pytest.raises(ValueError, match="tol must be >= 0"):
+        implicit(solve, optimality, tol=-1e-6)
     with pytest.raises(TypeError, match="solve"):
         implicit(None, optimality)
     with pytest.raises(TypeError, match="optimality"):
@@ -236,6 +236,10 @@ def test_bad_arguments():
     bad = implicit(lambda h: jnp.zeros(3), lambda w, h: jnp.zeros(2) * h)
     with pytest.raises(ValueError, match="residual"):
         jax.grad(lambda h: bad(h).sum())(1.0)
+    # As many entries as w, in other shapes: each equation would meet the wrong unknown.
+    swapped = implicit(lambda h: (jnp.ones(2) * h, jnp.ones(3) * h), lambda w, h: (w[1] - h, w[0] - h))
+    with pytest.raises(ValueError, match="residual with w's structure and shapes"):
+        jax.grad(lambda h: sum(a.sum() for a in swapped(h)))(1.0)
     counted = implicit(lambda h: {"w": jnp.ones(2) * h, "iters": jnp.int32(3)},
                        lambda w, h: {"w": w["w"] - h, "iters": jnp.float32(0.0)})
     with pytest.raises(TypeError, match=r"solve must return floating-point arrays only .*w\['iters'\] has dtype int32"):

@@ -46,3 +46,7 @@ def test_bad_arguments():
         meta_gradient(None, f, f, 3)
     with pytest.raises(ValueError, match="checkpoint_every"):
         meta_gradient(f, f, f, 3, checkpoint_every=-1)
+    step = lambda s, m, task, t: s - m * s
+    int_loss = meta_gradient(lambda m, task: jnp.ones(2), step, lambda s, m, task: jnp.sum(s > 0), 2)
+    with pytest.raises(TypeError, match="query_loss must return a real floating-point value"):
+        int_loss(jnp.float32(0.1), jnp.zeros(3))

@@ -363,3 +363,22 @@ def test_a_complex_leaf_adapts_a_real_rate_by_the_real_inner_product(per_leaf):
     assert rate.dtype == jnp.float32
     assert float(rate) == pytest.approx(lr, rel=1e-6)
     np.testing.assert_allclose(np.asarray(params["w"]), w, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1e-3])
+def test_a_weakly_typed_parameter_compiles_the_update_once(beta):
+    """``jnp.asarray(1.0)`` is weakly typed; the state keeps one type from
+    init on, so a jitted update traces once, as optax.sgd's does."""
+    params = {"w": jnp.ones(3), "scale": jnp.asarray(1.0)}
+    opt = hypergradient_descent(0.1, beta)
+    traces = []
+
+    @jax.jit
+    def update(g, s):
+        traces.append(1)
+        return opt.update(g, s)
+
+    state = opt.init(params)
+    for _ in range(3):
+        _, state = update(params, state)
+    assert len(traces) == 1

@@ -368,6 +368,12 @@ def test_bad_arguments():
         hg({"c": jnp.complex64(1.0)}, jnp.zeros(2))
     with pytest.raises(ValueError, match="scalar"):
         unrolled(step, lambda s, h: s, 3)({"a": jnp.float32(1.0)}, jnp.zeros(2))
+    # An integer or complex validation loss has no real gradient, in either
+    # mode (forward mode cast a complex one's tangent to its real part).
+    for mode in ("reverse", "forward"):
+        for loss in (lambda s, h: jnp.sum(s > 0.5), lambda s, h: jnp.sum(s) * (1 + 1j)):
+            with pytest.raises(TypeError, match="val_loss must return a real floating-point value"):
+                unrolled(step, loss, 3, mode=mode)({"a": jnp.float32(1.0)}, jnp.ones(2))
 
 
 def test_forward_mode_keeps_a_python_float_hyperparameter_weak_under_x64():

@@ -7,12 +7,13 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from ..strategies._checks import check_bool, check_choice, scalar_item
 
 # check_bool and check_choice are the strategies' own, named here with the rest.
 __all__ = ["check_bool", "check_choice", "check_positive_int", "check_real", "check_real_unless_traced",
-           "check_callable"]
+           "check_callable", "real_scalar"]
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -52,4 +53,15 @@ def check_real_unless_traced(name: str, value: Any, **rule: Any) -> Any:
 def check_callable(name: str, value: Any) -> Any:
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
+def real_scalar(name: str, value: Any, what: str = "a scalar") -> jax.Array:
+    """A loss to differentiate, checked at trace time: one real floating-point
+    number (an integer one has no gradient, a complex one no real-valued one)."""
+    value = jnp.asarray(value)
+    if value.shape != ():
+        raise ValueError(f"{name} must return {what}, got shape {value.shape}")
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(f"{name} must return a real floating-point value to be differentiated, got {value.dtype}")
     return value

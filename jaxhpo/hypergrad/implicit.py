@@ -136,7 +136,8 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
         ``dF/dw`` with the spectrum of ``alpha dF/dw`` in the disc of radius 1
         around 1 (``0 < alpha < 2 / lambda_max`` for a Hessian).
       maxiter: CG iterations at most / Neumann terms (>= 1).
-      tol: CG relative residual tolerance (``None``: ``100 eps`` of the dtype).
+      tol: CG relative residual tolerance (``None``: ``100 eps`` of the
+        dtype; ``0``: always ``maxiter`` iterations).
       alpha: Neumann step (> 0); ignored by CG.
       damping: solve with ``dF/dw + damping I`` instead (>= 0): a
         regularised (biased) hypergradient for ill-conditioned problems.
@@ -171,7 +172,7 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
     method = check_choice("method", method, METHODS)
     maxiter = check_positive_int("maxiter", maxiter)
     if tol is not None:
-        tol = check_real("tol", tol, low=0.0, low_open=True)
+        tol = check_real("tol", tol, low=0.0)  # as conjugate_gradient: 0 runs maxiter iterations
     alpha = check_real("alpha", alpha, low=0.0, low_open=True)
     damping = check_real("damping", damping, low=0.0)
 
@@ -199,12 +200,17 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
                                 "return iteration counts and such apart, outside implicit")
         flat_w, unravel = ravel_pytree(w)
 
-        # The system dF/dw must be square: one residual entry per entry of w.
-        r_shape = jax.eval_shape(lambda: ravel_pytree(optimality(w, hparams))[0]).shape
-        if r_shape != flat_w.shape:
+        # The system dF/dw must be square, its rows in w's order: the residual
+        # has w's structure and shapes (as many entries, ordered otherwise,
+        # would pair each equation with the wrong unknown).
+        residual = jax.eval_shape(optimality, w, hparams)
+        r_leaves, r_tree = jax.tree_util.tree_flatten(residual)
+        w_leaves, w_tree = jax.tree_util.tree_flatten(w)
+        r_shapes, w_shapes = [r.shape for r in r_leaves], [jnp.shape(a) for a in w_leaves]
+        if r_tree != w_tree or r_shapes != w_shapes:
             raise ValueError(
-                "optimality(w, hparams) must return a residual with w's structure; got "
-                f"{r_shape[0]} residual entries for {flat_w.shape[0]} entries of w"
+                "optimality(w, hparams) must return a residual with w's structure and shapes; got "
+                f"{r_tree} of shapes {r_shapes} for w's {w_tree} of shapes {w_shapes}"
             )
 
         def residual_flat(fw):

@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ._checks import check_callable, check_positive_int
+from ._checks import check_callable, check_positive_int, real_scalar
 from .unrolled import _check_checkpoint_every, _check_float_leaves, rollout
 
 __all__ = ["meta_gradient"]
@@ -51,10 +51,7 @@ def meta_gradient(init: Callable, step: Callable, query_loss: Callable, num_step
     def one_task(meta, task):
         state = rollout(lambda s, m, t: step(s, m, task, t), meta, init(meta, task), num_steps,
                         checkpoint_every)
-        value = jnp.asarray(query_loss(state, meta, task))
-        if value.shape != ():
-            raise ValueError(f"query_loss must return a scalar per task, got shape {value.shape}")
-        return value
+        return real_scalar("query_loss", query_loss(state, meta, task), "a scalar per task")
 
     def meta_loss(meta, tasks):
         return jnp.mean(jax.vmap(one_task, in_axes=(None, 0))(meta, tasks))

@@ -130,7 +130,10 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
             lr = jnp.asarray(learning_rate, dtype)
         return HypergradientState(
             learning_rate=lr,
-            direction=jax.tree_util.tree_map(jnp.zeros_like, params),
+            # strongly typed, as update_fn keeps it: a weakly typed leaf
+            # (jnp.asarray(1.0)) would otherwise change type after one step
+            # and recompile a jitted update
+            direction=jax.tree_util.tree_map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params),
             base_state=inner.init(params),
         )
 

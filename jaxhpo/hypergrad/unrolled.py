@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._checks import check_bool, check_callable, check_choice, check_positive_int
+from ._checks import check_bool, check_callable, check_choice, check_positive_int, real_scalar
 
 __all__ = ["unrolled", "rollout", "contractions_saveable", "MODES", "STEP_POLICIES", "AUTO_FORWARD_MAX"]
 
@@ -178,9 +178,7 @@ def _forward_linearized(step, val_loss, num_steps, hparams, flat, unravel, init_
     (floats, others, tangents), _ = jax.lax.scan(
         body, (floats, others, zeros), jnp.arange(num_steps, dtype=jnp.int32))
     state = join(floats, others)
-    value, lin = jax.linearize(lambda fl, h: jnp.asarray(val_loss(join(fl, others), h)), floats, hparams)
-    if value.shape != ():
-        raise ValueError(f"val_loss must return a scalar, got shape {value.shape}")
+    value, lin = jax.linearize(lambda fl, h: real_scalar("val_loss", val_loss(join(fl, others), h)), floats, hparams)
     dflat = jnp.stack([lin(tangents[i], basis[i]) for i in range(n)])
     return value, unravel(dflat.astype(flat.dtype)), state
 
@@ -325,10 +323,7 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
             state = rollout(step, hparams, init_state, num_steps, checkpoint_every, step_policy)
         else:
             state = rollout(step, hparams, init_state, num_steps)
-        value = jnp.asarray(val_loss(state, hparams))
-        if value.shape != ():
-            raise ValueError(f"val_loss must return a scalar, got shape {value.shape}")
-        return value, state
+        return real_scalar("val_loss", val_loss(state, hparams)), state
 
     def reverse(hparams, init_state):
         (value, state), grads = jax.value_and_grad(
