@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_key", "seed_key"]
+__all__ = ["check_key", "check_batchable_keys", "seed_key"]
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -58,3 +58,23 @@ def check_key(key: Any, allow_seed: bool = False) -> Any:
             raise ValueError(f"key as raw uint32 key data must have shape {want} (jax.random.PRNGKey of the "
                              f"default implementation), got {tuple(shape)}")
     return key
+
+
+# Under vmap these implementations draw a whole batch's bits from one of its
+# keys (JAX documents them as not invariant to vmap): a member's draws would
+# depend on which members share its batch.
+_BATCH_DEPENDENT_IMPLS = ("rbg", "unsafe_rbg")
+
+
+def check_batchable_keys(name: str, keys: Any) -> Any:
+    """Refuse keys (one or a batch, typed or raw data of the default
+    implementation) whose draws change under ``vmap``: searches that train
+    each member as it would train alone need a vmap-invariant implementation."""
+    dtype = getattr(keys, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    impl = str(jax.random.key_impl(keys)) if typed else jax.config.jax_default_prng_impl
+    if impl in _BATCH_DEPENDENT_IMPLS:
+        raise ValueError(f"{name} must be a key of a vmap-invariant implementation (threefry2x32), got a {impl!r} "
+                         f"key: under vmap {impl!r} draws every member's bits from one key of its batch, so a "
+                         "member would not train as it does alone")
+    return keys

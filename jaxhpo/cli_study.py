@@ -99,6 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         Path(storage_path(cfg.storage)).parent.mkdir(parents=True, exist_ok=True)
         study = Study(cfg.space, cfg.strategy, seed=cfg.seed, maximize=cfg.maximize,
                       storage=cfg.storage, name=cfg.name, pruner=cfg.pruner)
+        if study.storage.read_only:
+            study.close()
+            raise StorageError(f"storage {cfg.storage!r} is read-only for this process: jaxhpo run writes its "
+                               "trials there (jaxhpo show and jaxhpo plot read it as it is)")
         for config in cfg.enqueue:  # once: a rerun finds them tried or queued
             study.enqueue_trial(config, skip_if_exists=True)
     except (ValueError, TypeError, StorageError, OSError) as e:
@@ -119,6 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if run:
             try:
                 study.optimize(objective, progress=not args.no_progress, n_jobs=cfg.n_jobs, **budget)
+            except StorageError as e:  # the file's lock held past its timeout, say
+                return _fail("run", e)
             except KeyboardInterrupt:
                 print(f"\njaxhpo run: interrupted; the finished trials are stored in {cfg.storage}; "
                       "run the same command again to resume", file=sys.stderr)

@@ -137,7 +137,8 @@ def test_optimize_records_failures_and_goes_on():
             return float("nan")
         if k % 5 == 3:
             # a 0-d array of booleans (a comparison returned by mistake) or of text is no number either
-            return ("not a number", np.array(True), jnp.array(False), np.array("1.5"))[(k // 5) % 4]
+            # a complex number too: float() of NumPy's keeps its real part
+            return ("not a number", np.array(True), np.array("1.5"), np.complex128(1.0 + 2.0j))[(k // 5) % 4]
         return f(p)
 
     study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0)
@@ -554,6 +555,21 @@ def test_trials_asked_by_another_study_object_of_this_process_are_named_then_rel
     second.optimize(lambda p: p["x"], max_trials=4, progress=False)
     assert [t.state for t in second.trials] == ["complete"] * 4
     second.close()
+
+
+def test_close_puts_asked_trials_back_to_waiting_in_the_file(tmp_path):
+    # Another process reads the file alone: while this process lives, trials
+    # left running there would look claimed to it until its timeout.
+    import sqlite3
+    path = str(tmp_path / "asked.db")
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    study = Study(space, jaxhpo.RandomSearch(space, 3), storage=path, name="a")
+    trials = study.ask_trials()
+    study.tell(trials[2].number, 0.5)
+    study.close()
+    with sqlite3.connect(path) as c:
+        states = [r[0] for r in c.execute("SELECT state FROM trials ORDER BY number")]
+    assert states == ["waiting", "waiting", "complete"]
 
 
 def test_two_study_objects_optimizing_in_threads_do_not_count_as_held():

@@ -89,6 +89,21 @@ def test_an_interrupt_while_the_study_starts_is_reported(folder, capsys, monkeyp
     assert "interrupted before any trial of this run" in capsys.readouterr().err
 
 
+def test_run_on_a_storage_it_may_not_write_fails_with_a_message(folder, capsys, monkeypatch):
+    import os
+
+    from jaxhpo.study import storage as storage_module
+    cfg = folder / "demo.toml"
+    cfg.write_text(TOML.replace("num_trials = 12", "num_trials = 4"))
+    assert cli_study.main(["run", str(cfg), "--no-progress", "--no-plots"]) == 0
+    cfg.write_text(TOML.replace("num_trials = 12", "num_trials = 8"))
+    capsys.readouterr()
+    real_access = os.access
+    monkeypatch.setattr(storage_module.os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
+    assert cli_study.main(["run", str(cfg), "--no-progress", "--no-plots"]) == 2
+    assert "jaxhpo run: error: storage" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_json_and_yaml_configs(folder, fmt):
     data = {"objective": "obj.py:objective", "space": SPACE, "num_generations": 2,

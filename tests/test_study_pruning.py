@@ -426,8 +426,19 @@ def test_report_and_tell_errors_name_the_rule():
     study.report(a, 1.0, 0)
     with pytest.raises(ValueError, match="already reported step 0"):
         study.report(a, 2.0, 0)
-    with pytest.raises(ValueError, match="step must be an integer >= 0"):
+    with pytest.raises(ValueError, match=r"step must be an integer in \[0, 2\*\*63\)"):
         study.report(a, 1.0, -1)
+    # Past SQLite's 64-bit integers: named, not an OverflowError from the storage
+    with pytest.raises(ValueError, match=r"step must be an integer in \[0, 2\*\*63\), got 1180591620717411303424"):
+        study.report(a, 1.0, 2**70)
+    for call in (lambda: study.report(2**70, 1.0, 0), lambda: study.tell(2**70, 1.0)):
+        with pytest.raises(ValueError, match=r"a trial number is an integer in \[0, 2\*\*63\)"):
+            call()
+    with pytest.raises(ValueError, match=r"number must be a trial number"):
+        study.get_trials(number=2**70)
+    # A complex value is no real number, returned or told
+    with pytest.raises(TypeError, match="value must be a real number"):
+        study.report(a, np.complex128(1 + 2j), 1)
     with pytest.raises(ValueError, match="step"):
         study.report(a, 1.0, 1.5)
     with pytest.raises(TypeError, match="value must be a real number"):

@@ -286,3 +286,39 @@ def test_a_step_that_changes_the_state_is_named():
             successive_halving(trainer, SPACE, 0, num_configs=3, min_budget=1, max_budget=3)
         with pytest.raises(TypeError, match="trainer.step must return a train state"):
             pbt(trainer, SPACE, 0, popsize=4, num_rounds=1)
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_keys_that_vmap_changes_are_refused(impl):
+    # Under vmap these draw a batch's bits from one of its keys: a member
+    # would train differently beside other members than alone.
+    key = jax.random.key(0, impl=impl)
+    with pytest.raises(ValueError, match=f"key must be a key of a vmap-invariant implementation.*{impl!r}"):
+        successive_halving(TRAINER, SPACE, key, num_configs=3, min_budget=1, max_budget=3)
+    with pytest.raises(ValueError, match="vmap-invariant"):
+        hyperband(TRAINER, SPACE, key, max_budget=3)
+    with pytest.raises(ValueError, match="vmap-invariant"):
+        pbt(TRAINER, SPACE, key, popsize=4, num_rounds=2)
+    from jaxhpo.training import init_population
+    with pytest.raises(ValueError, match="keys must be a key of a vmap-invariant"):
+        init_population(TRAINER, jax.random.split(key, 3), {"lr": jnp.full(3, 0.1)})
+    with pytest.raises(ValueError, match="keys must be a key of a vmap-invariant"):
+        train_bucketed(lambda w: TRAINER, jax.random.split(key, 2), {"lr": np.full(2, 0.1), "width": np.ones(2)},
+                       1, buckets=(2,), chunk=2)
+
+
+def test_counts_past_int32_and_unwhole_widths_are_named():
+    with pytest.raises(ValueError, match=r"steps_per_round must be at most 2\*\*31 - 1"):
+        pbt(TRAINER, SPACE, 0, popsize=4, num_rounds=1, steps_per_round=2**31)
+    with pytest.raises(ValueError, match=r"max_budget must be at most 2\*\*31 - 1"):
+        successive_halving(TRAINER, SPACE, 0, num_configs=1, min_budget=1, max_budget=2**31)
+    from jaxhpo.training import hyperband_schedule, train_population
+    with pytest.raises(ValueError, match=r"max_budget must be at most 2\*\*31 - 1"):
+        hyperband_schedule(1e300)
+    with pytest.raises(ValueError, match=r"num_steps must be at most 2\*\*31 - 1"):
+        train_population(TRAINER, {"w": jnp.ones((2, 2))}, {"lr": jnp.full(2, 0.1)}, 2**40)
+    keys = jax.random.split(jax.random.key(0), 3)
+    for bad in (np.nan, 1.5):
+        with pytest.raises(ValueError, match=r"hparams\['width'\] must be whole widths"):
+            train_bucketed(lambda w: TRAINER, keys, {"lr": np.full(3, 0.1), "width": np.array([1.0, bad, 2.0])},
+                           1, buckets=(4,), chunk=2)

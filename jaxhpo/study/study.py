@@ -81,6 +81,7 @@ _LIVE_OWNERS: set[str] = set()
 _OPTIMIZING: dict[str, int] = {}
 _OWNERS_LOCK = threading.Lock()
 _DIRECTIONS = ("minimize", "maximize")
+_SQLITE_INT_END = 2**63  # SQLite stores integers in 64 bits
 
 
 def _release_at_exit(ref: "weakref.ref[Study]") -> None:
@@ -140,30 +141,42 @@ def _check_count(name: str, value: Any) -> int | None:
     return int(value)
 
 
+def _is_real(value: Any) -> bool:
+    """Not known to be other than a real number: refuses bools, text, complex
+    numbers and arrays of such dtypes; another library's scalar (a PyTorch
+    tensor, a ``Decimal``) is left to ``float``."""
+    if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
+        return False
+    if isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
+        return False
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return True
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:  # a dtype NumPy does not know (PyTorch's): float() decides
+        return True
+    return kind in "iuf" or str(dtype) == "bfloat16"
+
+
 def _real_scalar(what: str, value: Any) -> float:
     """A real number or a 0-d numeric array (NumPy, JAX) as a float; ``TypeError`` naming ``what``."""
-    ok = not isinstance(value, (bool, np.bool_, str, bytes)) and np.ndim(value) == 0
-    if ok and not isinstance(value, numbers.Real):
-        dtype = getattr(value, "dtype", None)
-        ok = dtype is not None and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-                                    or str(dtype) == "bfloat16")
-    if not ok:
-        raise TypeError(f"{what}: value must be a real number, got {value!r}")
     try:
-        return float(value)
+        if np.ndim(value) == 0 and _is_real(value):
+            return float(value)
     except OverflowError:  # a Python int beyond float's range
         return math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        pass
+    raise TypeError(f"{what}: value must be a real number, got {value!r}")
 
 
 def _as_value(raw: Any) -> tuple[float | None, str | None]:
     """An objective's return -> ``(value, None)`` or ``(None, why it failed)``."""
-    if raw is None or isinstance(raw, (bool, np.bool_, str, bytes)):
-        return None, f"objective returned {raw!r}, not a number"
     try:
         if np.ndim(raw) != 0:
             return None, f"objective returned an array of shape {np.shape(raw)}, not a scalar"
-        kind = np.dtype(raw.dtype).kind if hasattr(raw, "dtype") else None
-        if kind in ("b", "U", "S"):  # a 0-d array of booleans or text: not a number either
+        if not _is_real(raw):  # a comparison's bool, text, a complex number
             return None, f"objective returned {raw!r}, not a number"
         value = float(raw)
     except (TypeError, ValueError):
@@ -184,6 +197,9 @@ def _as_vector(raw: Any, m: int, c: int) -> tuple[tuple | None, str | None]:
     if raw is None or isinstance(raw, (str, bytes, dict)):
         return None, f"objective returned {raw!r}, not a vector of {k} numbers"
     try:
+        # bools, text and complex numbers first: a cast to float64 would take them
+        if np.asarray(raw).dtype.kind in ("b", "U", "S", "c"):
+            return None, f"objective returned {raw!r}, not real numbers"
         arr = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
         return None, f"objective returned a {type(raw).__name__}, not a vector of {k} numbers"
@@ -191,8 +207,6 @@ def _as_vector(raw: Any, m: int, c: int) -> tuple[tuple | None, str | None]:
                                                           if c else "")
     if arr.shape != (k,):
         return None, f"objective returned shape {arr.shape}, not ({k},) ({what})"
-    if np.asarray(raw).dtype.kind in ("b", "U", "S"):
-        return None, f"objective returned {raw!r}, not numbers"
     if not np.all(np.isfinite(arr)):
         return None, f"objective returned {arr.tolist()}"
     return tuple(float(v) for v in arr), None
@@ -491,7 +505,7 @@ class Study:
         """Close the storage if this study opened it. Trials it asked and did not
         tell go back to waiting for the next ``Study`` on this storage to run, as
         do those an interrupted ``optimize``'s worker threads still run."""
-        if getattr(self, "_in_flight", None):
+        if getattr(self, "_storage", None) is not None and getattr(self, "_id", None) is not None:
             self._release_in_flight()
         _LIVE_OWNERS.discard(getattr(self, "_owner", None))
         if getattr(self, "_owns_storage", False):
@@ -973,17 +987,18 @@ class Study:
                 "object (its untold trials then go back to waiting)")
 
     def _release_in_flight(self, numbers: set[int] | None = None) -> None:
-        """Trials an interrupted ``optimize``'s worker threads still run (or only
-        ``numbers`` of them) go back to waiting (a result they reach later is not
-        recorded): once this object closes or the process ends, those threads
-        cannot record them."""
-        with self._claims:
-            numbers = set(self._in_flight if numbers is None else numbers)
-        if not numbers or self._storage.read_only or self._storage._conn is None:  # (closed)
+        """Running trials this object claimed (or only ``numbers`` of them) go
+        back to waiting: those an interrupted ``optimize``'s worker threads
+        still run (a result they reach later is not recorded) and those asked
+        and not told. Once this object closes or the process ends, nothing
+        can record them, and another process would otherwise wait on them."""
+        if numbers is not None and not numbers:
+            return
+        if self._storage.read_only or self._storage._conn is None:  # (closed)
             return
         with self._tx(write=False) as c:
             rows = [r for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))
-                    if r[0] in numbers and r[13] == self._owner]
+                    if (numbers is None or r[0] in numbers) and r[13] == self._owner]
         if rows:
             self._release(rows)
 
@@ -1086,6 +1101,8 @@ class Study:
                                  f"not to {self.name!r}")
             return trial.number
         if isinstance(trial, numbers.Integral) and not isinstance(trial, bool):
+            if not 0 <= trial < _SQLITE_INT_END:
+                raise ValueError(f"{what}: a trial number is an integer in [0, 2**63), got {trial!r}")
             return int(trial)
         hint = " (study.ask() gives plain dicts; study.ask_trials() gives Trials)" if isinstance(trial, dict) else ""
         raise TypeError(f"{what}: trial must be a Trial or a trial number, got {trial!r}{hint}")
@@ -1112,8 +1129,8 @@ class Study:
             raise ValueError(f"report: a study of {self.num_objectives} objectives takes no intermediate "
                              "values (pruning ranks one objective); a trial may still stop early by "
                              "raising TrialPruned, recorded as pruned without a value")
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"report: step must be an integer >= 0, got {step!r}")
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < _SQLITE_INT_END:
+            raise ValueError(f"report: step must be an integer in [0, 2**63), got {step!r}")
         value = _real_scalar("report", value)
         with self._tx() as c:
             row = self._running_row(c, "report", number)
@@ -1403,8 +1420,8 @@ class Study:
             if bad:
                 raise ValueError(f"states: unknown trial state(s) {bad}")
         if number is not None and (isinstance(number, bool) or not isinstance(number, numbers.Integral)
-                                   or number < 0):
-            raise ValueError(f"number must be a trial number (an integer >= 0) or None, got {number!r}")
+                                   or not 0 <= number < _SQLITE_INT_END):
+            raise ValueError(f"number must be a trial number (an integer in [0, 2**63)) or None, got {number!r}")
         with self._tx(write=False) as c:
             rows = self._storage.trials(c, self._id, states, None if number is None else int(number))
             reports: dict[int, dict] = {}

@@ -48,12 +48,13 @@ from jax.sharding import Mesh
 
 from .. import pareto
 from ..evaluate import check_chunk_size, host_local
-from .._keys import check_key
+from .._keys import check_batchable_keys, check_key
 from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
-from .trainer import check_mesh_size, check_trainer, continue_rung, empty_states, put_population, take, take_row
+from .trainer import (MAX_COUNT, check_mesh_size, check_trainer, continue_rung, empty_states, put_population, take,
+                      take_row)
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
            "hyperband", "MultiFidelityResult", "survivor_order"]
@@ -70,6 +71,8 @@ def _check_budget(value: Any, name: str) -> Fraction:
         raise TypeError(f"{name} must be a finite real number, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1 budget unit, got {value!r}")
+    if value > MAX_COUNT:  # a budget becomes an int32 count of trainer steps
+        raise ValueError(f"{name} must be at most 2**31 - 1 budget units, got {value!r}")
     return Fraction(float(value)).limit_denominator(10**9)
 
 
@@ -718,7 +721,7 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
     """
     rungs = successive_halving_schedule(num_configs, min_budget, max_budget, eta)
     search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), [[rungs]], block_size)
-    strat_state, keys = _start(search.strategy, check_key(key, allow_seed=True), None)
+    strat_state, keys = _start(search.strategy, check_batchable_keys("key", check_key(key, allow_seed=True)), None)
     search.run_brackets(keys, [0], [rungs], strat_state)
     return search.result()
 
@@ -780,7 +783,7 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
     groups = [schedule] if concurrent_brackets else [[bracket] for bracket in schedule]
     search = _Search(trainer, space, strategy, chunk_size, mesh, max(b[0][0] for b in schedule), groups,
                      block_size)
-    strat_state, keys = _start(search.strategy, check_key(key, allow_seed=True), len(schedule))
+    strat_state, keys = _start(search.strategy, check_batchable_keys("key", check_key(key, allow_seed=True)), len(schedule))
     start = 0
     for group in groups:
         ids = list(range(start, start + len(group)))

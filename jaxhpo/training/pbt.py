@@ -36,7 +36,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ..evaluate import check_chunk_size, host_local, onto_mesh
-from .._keys import check_key
+from .._keys import check_batchable_keys, check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
 from .trainer import (check_mesh_size, check_positive_int, check_trainer, init_population, take_row,
@@ -284,7 +284,7 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     Returns:
       a ``PBTResult``.
     """
-    key = check_key(key, allow_seed=True)
+    key = check_batchable_keys("key", check_key(key, allow_seed=True))
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
     trainer = check_trainer(trainer, space=space)

@@ -37,6 +37,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 
+from .._keys import check_batchable_keys
 from .._rows import where_rows
 from .._traced import call_traced
 from ..evaluate import map_population, population_sharding, shard_population
@@ -97,9 +98,15 @@ def check_mesh_size(mesh: Any) -> Mesh | None:
     return mesh
 
 
+# Counts (steps, members) travel as int32 scalars into the compiled programs.
+MAX_COUNT = 2**31 - 1
+
+
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value > MAX_COUNT:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (an int32 count), got {value!r}")
     return int(value)
 
 
@@ -180,6 +187,7 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
     n = _population_size(hparams)
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"keys must hold one key per member, shape ({n},), got {jnp.shape(keys)}")
+    check_batchable_keys("keys", keys)
     keys, hparams = shard_population((keys, hparams), mesh)
     states = map_population(lambda a: _init(trainer, *a), (keys, hparams), chunk_size, mesh)
     return shard_population(states, mesh)
@@ -193,6 +201,8 @@ def _check_count(name: str, value: Any, most: int | None = None) -> None:
     v = np.asarray(value)
     if v.shape != () or v.dtype.kind not in "iu" or int(v) < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if int(v) > MAX_COUNT:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (an int32 count), got {value!r}")
     if most is not None and int(v) > most:
         raise ValueError(f"{name} ({int(v)}) must be at most the population size ({most})")
 
@@ -438,10 +448,11 @@ def continue_rung(trainer, states, hparams, num_steps, num_members=None, block_s
                   mesh=None, keys=None, fresh=False):
     """Compiled: train existing states ``num_steps`` more units, evaluate.
 
-    See ``train_blocks``: with ``block_size`` only the first ``num_members``
-    rows (whole blocks) are trained, and one program serves every
-    population size up to the buffer's; with ``keys`` and ``fresh`` the
-    same program initialises the members first.
+    See ``train_blocks``: with ``block_size`` only the first
+    ``num_members`` rows are trained (the others come back unchanged, with
+    ``+inf`` losses), and one program serves every population size up to
+    the buffer's; with ``keys`` and ``fresh`` the same program initialises
+    the members first.
 
     ``states`` is donated: the trained states are written into its buffers,
     so a rung holds one population of states, not two. The arrays passed in
