@@ -171,44 +171,45 @@ def _real_scalar(what: str, value: Any) -> float:
     raise TypeError(f"{what}: value must be a real number, got {value!r}")
 
 
-def _as_value(raw: Any) -> tuple[float | None, str | None]:
-    """An objective's return -> ``(value, None)`` or ``(None, why it failed)``."""
+def _as_value(raw: Any, said: str = "objective returned") -> tuple[float | None, str | None]:
+    """An objective's return -> ``(value, None)`` or ``(None, why it failed)``, the
+    reason starting with ``said``."""
     try:
         if np.ndim(raw) != 0:
-            return None, f"objective returned an array of shape {np.shape(raw)}, not a scalar"
+            return None, f"{said} an array of shape {np.shape(raw)}, not a scalar"
         if not _is_real(raw):  # a comparison's bool, text, a complex number
-            return None, f"objective returned {raw!r}, not a number"
+            return None, f"{said} {raw!r}, not a number"
         value = float(raw)
     except (TypeError, ValueError):
-        return None, f"objective returned a {type(raw).__name__}, not a number"
+        return None, f"{said} a {type(raw).__name__}, not a number"
     except OverflowError:  # a Python int beyond float's range
-        return None, f"objective returned an integer of {len(str(abs(int(raw))))} digits, beyond float's range"
+        return None, f"{said} an integer of {len(str(abs(int(raw))))} digits, beyond float's range"
     if not math.isfinite(value):
-        return None, f"objective returned {value}"
+        return None, f"{said} {value}"
     return value, None
 
 
-def _as_vector(raw: Any, m: int, c: int) -> tuple[tuple | None, str | None]:
+def _as_vector(raw: Any, m: int, c: int, said: str = "objective returned") -> tuple[tuple | None, str | None]:
     """A multi-objective return -> ``(m + c floats, None)`` or ``(None, why it failed)``."""
     k = m + c
     if k == 1 and not isinstance(raw, (str, bytes)) and np.ndim(raw) == 0:
-        value, why = _as_value(raw)
+        value, why = _as_value(raw, said)
         return (None, why) if value is None else ((value,), None)
     if raw is None or isinstance(raw, (str, bytes, dict)):
-        return None, f"objective returned {raw!r}, not a vector of {k} numbers"
+        return None, f"{said} {raw!r}, not a vector of {k} numbers"
     try:
         # bools, text and complex numbers first: a cast to float64 would take them
         if np.asarray(raw).dtype.kind in ("b", "U", "S", "c"):
-            return None, f"objective returned {raw!r}, not real numbers"
+            return None, f"{said} {raw!r}, not real numbers"
         arr = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
-        return None, f"objective returned a {type(raw).__name__}, not a vector of {k} numbers"
+        return None, f"{said} a {type(raw).__name__}, not a vector of {k} numbers"
     what = f"{m} objective value{'s' if m > 1 else ''}" + (f" then {c} constraint value{'s' if c > 1 else ''}"
                                                           if c else "")
     if arr.shape != (k,):
-        return None, f"objective returned shape {arr.shape}, not ({k},) ({what})"
+        return None, f"{said} shape {arr.shape}, not ({k},) ({what})"
     if not np.all(np.isfinite(arr)):
-        return None, f"objective returned {arr.tolist()}"
+        return None, f"{said} {arr.tolist()}"
     return tuple(float(v) for v in arr), None
 
 
@@ -627,12 +628,13 @@ class Study:
                      values=values, constraints=constraints, intermediate_values=reports or {},
                      study=self.name)
 
-    def _parse(self, raw: Any) -> tuple[Any, str | None]:
-        """An objective's return -> ``(value, None)`` or ``(None, why it failed)``; with
-        several objectives the value is a tuple of ``num_objectives + num_constraints`` floats."""
+    def _parse(self, raw: Any, said: str = "objective returned") -> tuple[Any, str | None]:
+        """An objective's return (or what ``said`` names) -> ``(value, None)`` or
+        ``(None, why it failed)``; with several objectives the value is a tuple
+        of ``num_objectives + num_constraints`` floats."""
         if self.multi_objective:
-            return _as_vector(raw, self.num_objectives, self.num_constraints)
-        return _as_value(raw)
+            return _as_vector(raw, self.num_objectives, self.num_constraints, said)
+        return _as_value(raw, said)
 
     def _signs(self) -> np.ndarray:
         """``(m + c,)`` minimisation signs per column of a stored vector (constraints never flip)."""
@@ -845,7 +847,7 @@ class Study:
         elif value is not None and (isinstance(value, (str, bytes)) or np.shape(value) != (k,)):
             raise ValueError(f"add_trial: value must be {k} numbers ({self.num_objectives} objective values, "
                              f"then {self.num_constraints} constraint values), got {value!r}")
-        v, why = (None, "added without a value") if value is None else self._parse(value)
+        v, why = (None, "added without a value") if value is None else self._parse(value, "add_trial was given")
         outcome = {"error": why} if v is None else {"vals": list(v)} if self.multi_objective else {"value": v}
         self._warm()
         with self._tx() as c:
@@ -1085,7 +1087,7 @@ class Study:
                 if isinstance(trial, Trial) and trial.params != self._load_params(row[3]):
                     raise ValueError(f"tell: trial {number} of study {self.name!r} has other parameters "
                                      "than the Trial given; was it asked from another study?")
-                v, why = (None, None) if pruned else self._parse(raw)
+                v, why = (None, None) if pruned else self._parse(raw, "tell was given")
                 prepared.append((row, v, (error or why) if v is None and not pruned else None))
         for row, v, why in prepared:
             if not self._finish(row, v, why, pruned):
