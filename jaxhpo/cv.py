@@ -143,6 +143,9 @@ def masks_from_splits(splits: Sequence[tuple[Any, Any]], n: int) -> tuple[np.nda
 def _check_masks(masks: Any, n: int | None = None) -> tuple[jax.Array, jax.Array]:
     """``(train, val)`` ``(k, n)`` bool masks from validation masks or a pair, checked
     (``n``: the number of samples they must cover, where the caller knows it)."""
+    if isinstance(masks, (tuple, list)) and not masks:
+        raise ValueError("masks must be a (k, n) array of validation masks or a pair (train_masks, val_masks), "
+                         "got an empty sequence")
     # A list of k rows of booleans is a (k, n) array of validation masks, not a pair.
     if isinstance(masks, (tuple, list)) and np.ndim(masks[0] if masks else None) < 2 and not any(
             isinstance(m, jax.core.Tracer) for m in masks):

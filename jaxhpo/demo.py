@@ -118,6 +118,18 @@ def fit_logreg(X: jax.Array, y: jax.Array, weights: jax.Array, C: jax.Array, l1:
     w = jnp.asarray(weights, jnp.float32)
     if w.shape != (n,) or jnp.shape(y) != (n,):
         raise ValueError(f"weights and y must have shape (n,) = ({n},), got {w.shape} and {jnp.shape(y)}")
+    # Concrete values (a call outside jit) are held to the rules; traced ones
+    # (a search's configurations) cannot be, and a bad C there fails the trial.
+    if not isinstance(y, jax.core.Tracer):
+        y_host = np.asarray(y)
+        if not np.issubdtype(y_host.dtype, np.integer) or (n and not 0 <= y_host.min() <= y_host.max() < num_classes):
+            raise ValueError(f"y must be int class indices in [0, num_classes) = [0, {num_classes})")
+    if not isinstance(C, jax.core.Tracer) and not float(np.asarray(C)) > 0:
+        raise ValueError(f"C must be > 0, got {C!r}")
+    if not isinstance(weights, jax.core.Tracer):
+        w_host = np.asarray(weights, np.float64)
+        if not (np.all(w_host >= 0) and w_host.sum() > 0):
+            raise ValueError("weights must be nonnegative sample weights, not all zero")
     n_w = jnp.sum(w)
     # Samples along the last axis: (K, n) logits vectorise over the long axis,
     # several times faster on the CPU than (n, K) with K = 3.
@@ -188,6 +200,11 @@ class LogRegCV:
             raise ValueError(f"X must have shape (n, d), got {X.shape}")
         if y.shape != X.shape[:1] or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
             raise ValueError(f"y must be nonnegative int class indices of shape ({X.shape[0]},)")
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"y must hold at least 2 classes to classify, got {np.unique(y).tolist()}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X must be finite (no NaN or inf): a non-finite feature spoils every fold's "
+                             "standardisation")
         if isinstance(num_iters, bool) or not isinstance(num_iters, numbers.Integral) or num_iters < 1:
             raise ValueError(f"num_iters must be a positive integer, got {num_iters!r}")
         # cross_validate's rules (rows or a pair, no empty fold), held on the host as a pair

@@ -183,6 +183,8 @@ def test_cross_validate_rejects_bad_masks_and_scores():
         cross_validate(ridge_masked, hp, np.ones((N,), bool))
     with pytest.raises(ValueError, match="pair"):
         cross_validate(ridge_masked, hp, (np.ones((3, N), bool),) * 3)
+    with pytest.raises(ValueError, match="got an empty sequence"):
+        cross_validate(ridge_masked, hp, [])
     with pytest.raises(ValueError, match="share one shape"):
         cross_validate(ridge_masked, hp, (np.ones((3, N), bool), np.ones((2, N), bool)))
     with pytest.raises(TypeError, match="fit_and_score must be callable"):

@@ -111,6 +111,23 @@ def test_fit_logreg_rejects_bad_settings():
         demo.fit_logreg(XS, Y, np.ones(150), 1.0, False, num_classes=1)
     with pytest.raises(ValueError, match="weights and y"):
         demo.fit_logreg(XS, Y, np.ones(149), 1.0, False, num_classes=3)
+    # Concrete values are held to the documented rules (an out-of-range label
+    # was one-hot to zeros and dropped out of the fit; C <= 0 or zero weights gave NaN)
+    with pytest.raises(ValueError, match=r"y must be int class indices in \[0, num_classes\)"):
+        demo.fit_logreg(XS, np.where(Y == 2, 3, Y), np.ones(150), 1.0, False, num_classes=3)
+    for C in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="C must be > 0"):
+            demo.fit_logreg(XS, Y, np.ones(150), C, False, num_classes=3)
+    for w in (np.zeros(150), -np.ones(150)):
+        with pytest.raises(ValueError, match="weights must be nonnegative sample weights, not all zero"):
+            demo.fit_logreg(XS, Y, w, 1.0, False, num_classes=3)
+    masks = kfold_masks(150, 5, key=0, labels=Y)
+    bad_X = np.array(X, np.float32)
+    bad_X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X must be finite"):
+        demo.LogRegCV(bad_X, Y, masks)
+    with pytest.raises(ValueError, match="y must hold at least 2 classes"):
+        demo.LogRegCV(X, np.zeros(150, int), masks)
 
 
 # ------------------------------------------------------------------ the search

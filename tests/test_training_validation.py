@@ -212,6 +212,9 @@ def test_switch_optimizer_update_rejects_bad_hparams():
     for index in (2, -1):
         with pytest.raises(ValueError, match="optimizer"):
             opt.update(params, state, params, {"optimizer": index})
+    single = SwitchOptimizer(("adam",))
+    with pytest.raises(ValueError, match="optimizer"):
+        single.update(params, single.init(params), params, {"optimizer": 7})
 
 
 def test_exploit_explore_and_lineage_name_their_arguments():

@@ -193,13 +193,14 @@ class SwitchOptimizer:
         if not isinstance(hparams, Mapping):
             raise TypeError(f"hparams must be a dict name -> value, got {type(hparams).__name__}")
         values = self._values(hparams)
+        if "optimizer" in hparams:  # also with one choice: an index past it is a mistake
+            check_concrete_params({"optimizer": hparams["optimizer"]},
+                                  {"optimizer": lambda v: check_int("optimizer", v, 0, len(self.names) - 1)})
         if len(self.names) == 1:
             index = jnp.int32(0)
         else:
             if "optimizer" not in hparams:
                 raise ValueError("hparams must hold 'optimizer' (an int32 index into names)")
-            check_concrete_params({"optimizer": hparams["optimizer"]},
-                                  {"optimizer": lambda v: check_int("optimizer", v, 0, len(self.names) - 1)})
             index = jnp.clip(jnp.asarray(hparams["optimizer"], jnp.int32), 0, len(self.names) - 1)
         _, assign, _ = self._layout(params)
         # A member whose choice changed (or that never ran) starts its branch afresh.
