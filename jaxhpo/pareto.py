@@ -43,12 +43,14 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ checks
-def _as_values(values: Any, name: str = "values") -> jax.Array:
+def _as_values(values: Any, name: str = "values", columns: str = "objective") -> jax.Array:
     values = jnp.asarray(values)
     if values.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, num_objectives), got shape {tuple(values.shape)}")
+        raise ValueError(f"{name} must have shape (n, num_{columns}s), got shape {tuple(values.shape)}")
     if values.shape[1] < 1:
-        raise ValueError(f"{name} needs at least one objective column, got shape {tuple(values.shape)}")
+        raise ValueError(f"{name} needs at least one {columns} column, got shape {tuple(values.shape)}")
+    if jnp.issubdtype(values.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real numbers, got dtype {values.dtype}")
     if not jnp.issubdtype(values.dtype, jnp.floating):
         values = values.astype(jnp.float32)
     return values
@@ -60,7 +62,9 @@ def _as_mask(mask: Any, n: int, name: str = "mask") -> jax.Array:
     mask = jnp.asarray(mask)
     if mask.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(mask.shape)}")
-    return mask.astype(bool)
+    if mask.dtype != jnp.bool_:  # a float mask (NaN, 0.5) has no one reading
+        raise TypeError(f"{name} must be boolean, got dtype {mask.dtype}")
+    return mask
 
 
 def _valid_rows(values: jax.Array, mask: Any) -> jax.Array:
@@ -155,7 +159,7 @@ def total_violation(constraints: jax.Array) -> jax.Array:
     Zero exactly for feasible rows (every ``g <= 0``). A row with a
     non-finite constraint value gets ``inf``.
     """
-    g = _as_values(constraints, "constraints")
+    g = _as_values(constraints, "constraints", "constraint")
     viol = jnp.sum(jnp.maximum(g, 0.0), axis=1)
     return jnp.where(jnp.all(jnp.isfinite(g), axis=1), viol, jnp.inf)
 
@@ -233,19 +237,25 @@ def crowding_distance(values: jax.Array, ranks: jax.Array) -> jax.Array:
     ranks = jnp.asarray(ranks)
     if ranks.shape != (n,):
         raise ValueError(f"ranks must have shape ({n},), got {tuple(ranks.shape)}")
+    if not jnp.issubdtype(ranks.dtype, jnp.integer):
+        raise TypeError(f"ranks must be integer front indices, got dtype {ranks.dtype}")
+    if not isinstance(ranks, jax.core.Tracer) and n and int(ranks.min()) < 0:
+        raise ValueError(f"ranks must be front indices >= 0, got {int(ranks.min())}")
     seg = jnp.clip(ranks.astype(jnp.int32), 0, n)
     counted = seg < n
     v = jnp.where(counted[:, None] & jnp.isfinite(values), values, 0.0)
     lo = jax.ops.segment_min(v, seg, num_segments=n + 1)
     hi = jax.ops.segment_max(v, seg, num_segments=n + 1)
-    span = (hi - lo)[seg]  # (n, m): each row's front range per objective
+    # Halves: a front from -3e38 to 3e38 (finite float32) has no float32
+    # range, and inf / inf would be nan; the ratio of halves is the same.
+    span = (hi / 2 - lo / 2)[seg]  # (n, m): half each row's front range per objective
     dist = jnp.zeros((n,), v.dtype)
     for k in range(m):  # a loop over objectives, not points
         order = jnp.lexsort((v[:, k], seg))  # by front, then by objective k
         s_seg, s_v, s_span = seg[order], v[order, k], span[order, k]
         prev_same = jnp.concatenate([jnp.array([False]), s_seg[1:] == s_seg[:-1]])
         next_same = jnp.concatenate([s_seg[:-1] == s_seg[1:], jnp.array([False])])
-        gap = jnp.roll(s_v, -1) - jnp.roll(s_v, 1)
+        gap = jnp.roll(s_v, -1) / 2 - jnp.roll(s_v, 1) / 2
         interior = jnp.where(s_span > 0, gap / jnp.where(s_span > 0, s_span, 1.0), 0.0)
         d_sorted = jnp.where(prev_same & next_same, interior, jnp.inf)
         dist = dist.at[order].add(d_sorted)
@@ -405,10 +415,16 @@ def check_ref_point(ref_point: Any, m: int, dtype: Any = np.float64) -> np.ndarr
 
 
 def default_ref_point(values: np.ndarray) -> np.ndarray:
-    """``(m,)`` for a front ``(k >= 1, m)`` (minimised): its worst value in each
-    objective moved out by 10% of the front's range there (by 1 where it is 0)."""
-    hi, lo = values.max(axis=0), values.min(axis=0)
-    return hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0)
+    """``(m,)`` for a front ``(k >= 1, m)`` (minimised, finite in float32), in
+    its dtype: its worst value in each objective moved out by 10% of the
+    front's range there (by 1 where it is 0), at most float32's largest
+    (hypervolumes are computed in float32: a front reaching it would
+    otherwise get an infinite reference point)."""
+    dtype = np.result_type(np.asarray(values).dtype, np.float32)
+    wide = np.asarray(values, np.float64)  # the range of a float32 front can overflow float32
+    hi, lo = wide.max(axis=0), wide.min(axis=0)
+    ref = np.minimum(hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0), float(np.finfo(np.float32).max))
+    return ref.astype(dtype)
 
 
 def hypervolume_contributions(values: jax.Array, ref_point: Any, mask: Any = None) -> jax.Array:

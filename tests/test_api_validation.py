@@ -125,6 +125,12 @@ def test_integer_seeds_keep_all_64_bits():
 
 
 # ------------------------------------------------------------ loop params
+def test_an_infinite_bound_reads_as_open():
+    # inf is refused (not finite): the interval says so, not "(0.0, inf]"
+    with pytest.raises(ValueError, match=r"prior_weight must lie in \(0.0, inf\), got inf"):
+        jaxhpo.TPE(SPACE, 4, prior_weight=float("inf"))
+
+
 def test_strategy_params_are_checked_before_the_search_compiles():
     de = jaxhpo.DifferentialEvolution(SPACE, 4)
     for entry in (jaxhpo.minimize, lambda f, sp, s, **kw: jaxhpo.run(s, f, jax.random.key(0), 1, params=kw["params"])):

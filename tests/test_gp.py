@@ -94,6 +94,22 @@ def test_log_marginal_likelihood_matches_numpy_and_ignores_padding():
     assert float(lml_pad) == pytest.approx(expect, rel=1e-4, abs=1e-3)
 
 
+def test_padding_holding_nan_or_huge_values_leaves_the_likelihoods_gradient():
+    # where() on the kernel hid padding's values but not their gradient (NaN),
+    # which the kernel fit then zeroed: the lengthscales never moved.
+    x, y = make_data(12)
+    xb, yb, mask = padded(x, y, 4)
+    args = (jnp.asarray(yb), jnp.asarray(mask), CAT, CARD, MIN_NOISE)
+    grad = jax.grad(gp.log_marginal_likelihood)
+    clean = grad(PARAMS, jnp.asarray(xb), *args)
+    for fill in (np.nan, 1e30, -np.inf):
+        xf = xb.copy()
+        xf[~mask] = fill
+        got = grad(PARAMS, jnp.asarray(xf), *args)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(clean)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
 def test_posterior_matches_numpy_gp_and_padding_never_changes_it():
     x, y = make_data(25)
     xs, _ = make_data(40, seed=7)

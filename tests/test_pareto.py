@@ -334,6 +334,27 @@ def test_clear_errors():
         pareto.crowding_distance(np.zeros((4, 2)), np.zeros(3, np.int32))
     with pytest.raises(ValueError, match="num_samples"):
         pareto.hypervolume(np.zeros((4, 4)), np.ones(4), key=jax.random.key(0), num_samples=0)
+    with pytest.raises(TypeError, match="mask must be boolean, got dtype float32"):
+        pareto.nondominated_rank(np.zeros((2, 2)), np.array([np.nan, 0.7], np.float32))
+    with pytest.raises(ValueError, match="ranks must be front indices >= 0"):
+        pareto.crowding_distance(np.zeros((2, 2)), np.array([-1, 0]))
+    with pytest.raises(TypeError, match="ranks must be integer"):
+        pareto.crowding_distance(np.zeros((2, 2)), np.array([0.0, 0.5]))
+    with pytest.raises(TypeError, match="values must be real numbers"):
+        pareto.hypervolume(np.array([[1 + 5j, 2.0]]), [3.0, 3.0])
+    with pytest.raises(ValueError, match=r"constraints must have shape \(n, num_constraints\)"):
+        pareto.total_violation(np.zeros(3))
+
+
+def test_crowding_distance_of_a_front_spanning_float32():
+    # Finite float32 values whose range is not: the distances are still Deb's.
+    big = 3e38
+    v = np.array([[-big, big], [0.0, 0.0], [big, -big]], np.float32)
+    d = np.asarray(pareto.crowding_distance(v, pareto.nondominated_rank(v)))
+    np.testing.assert_allclose(d, [np.inf, 2.0, np.inf])
+    top = float(np.finfo(np.float32).max)
+    ref = pareto.default_ref_point(np.array([[top, 0.0], [-top, 1.0]], np.float32))
+    assert ref.dtype == np.float32 and ref.tolist() == [top, float(np.float32(1.1))]
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])

@@ -27,8 +27,9 @@ def check_real(name: str, value: Any, low: float = -math.inf, high: float = math
     lo_ok = value > low if low_open else value >= low
     hi_ok = value < high if high_open else value <= high
     if not math.isfinite(value) or not (lo_ok and hi_ok):
-        lb = "(" if low_open else "["
-        rb = ")" if high_open else "]"
+        # an infinite end is never in: the number must be finite
+        lb = "(" if low_open or math.isinf(low) else "["
+        rb = ")" if high_open or math.isinf(high) else "]"
         raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value!r}")
     return value
 

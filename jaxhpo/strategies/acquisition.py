@@ -54,7 +54,9 @@ def _log1mexp(x: jax.Array) -> jax.Array:
 
 
 def log_h(z: jax.Array) -> jax.Array:
-    """``log(phi(z) + z Phi(z))``, finite and increasing for every finite ``z``.
+    """``log(phi(z) + z Phi(z))``, finite and increasing for every ``z`` whose
+    square is finite in its dtype (``-z^2/2`` is the leading term: in
+    float32, ``z`` below about ``-2.6e19`` gives ``-inf``).
 
     Three branches (each fed a clamped ``z``, so no branch produces a NaN
     gradient that ``where`` would let through):
@@ -85,6 +87,8 @@ def log_ei(mean: jax.Array, var: jax.Array, best: jax.Array) -> jax.Array:
     """Log expected improvement below ``best`` (minimisation); same shape as ``mean``.
 
     ``EI = sigma * h((best - mean) / sigma)``, so ``log EI = log h(z) + log sigma``.
+    ``var`` must be positive (``gp.predict`` floors it): at ``0`` the ratio
+    is undefined and the result NaN.
     """
     sigma = jnp.sqrt(var)
     return log_h((best - mean) / sigma) + jnp.log(sigma)

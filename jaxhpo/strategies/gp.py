@@ -162,10 +162,18 @@ def noise_variance(p: KernelParams, min_noise: jax.Array) -> jax.Array:
     return min_noise + jnp.exp(p.log_noise)
 
 
+def _valid_rows_only(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """``x`` with masked rows moved to the cube's centre: padding may hold
+    anything (NaN, 1e30), and ``where`` on the kernel alone would still pass
+    its gradient (NaN) into the kernel parameters' fit."""
+    return jnp.where(mask[:, None], x, jnp.asarray(0.5, x.dtype))
+
+
 def masked_gram(p: KernelParams, x: jax.Array, mask: jax.Array, categorical: np.ndarray,
                 card: np.ndarray, min_noise: jax.Array, jitter: jax.Array = 0.0) -> jax.Array:
     """``K + (noise + jitter) I`` on valid rows, the identity on masked rows; ``(n, n)``."""
     n = x.shape[0]
+    x = _valid_rows_only(x, mask)
     K = kernel_matrix(p, x, x, categorical, card)
     both = mask[:, None] & mask[None, :]
     diag = jnp.where(mask, noise_variance(p, min_noise) + jitter, 1.0)
@@ -401,7 +409,7 @@ def factorize(p: KernelParams, x: jax.Array, y: jax.Array, mask: jax.Array,
     finite = jnp.all(jnp.isfinite(alpha))
     ok, mask = ok & finite, mask & finite
     L, alpha = jnp.where(finite, L, eye), jnp.where(finite, alpha, 0.0)
-    return Posterior(x=x, mask=mask, chol=L, alpha=alpha, kernel=p, ok=ok, jitter=jitter)
+    return Posterior(x=_valid_rows_only(x, mask), mask=mask, chol=L, alpha=alpha, kernel=p, ok=ok, jitter=jitter)
 
 
 def predict(post: Posterior, xs: jax.Array, categorical: np.ndarray, card: np.ndarray,

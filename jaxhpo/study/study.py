@@ -1537,6 +1537,8 @@ class Study:
         from .. import pareto
 
         _, vals = self._front()
+        # as strategies rank them: a value beyond float32 is its largest, not a failure
+        vals = host_float32_values(vals)
         m = vals.shape[1]
         signs = self._signs()[:m] if self.multi_objective else np.array([-1.0 if self.maximize else 1.0])
         if ref_point is None:
