@@ -129,7 +129,70 @@ def _compiled_bytes(fn: Callable, args: Any) -> int:
     return int(stats.temp_size_in_bytes + stats.output_size_in_bytes + stats.argument_size_in_bytes)
 
 
+def _nbytes(aval: Any) -> int:
+    shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
+    if shape is None or dtype is None:  # a token, say
+        return 0
+    return math.prod(shape) * getattr(dtype, "itemsize", 8)
+
+
+def _sub_jaxprs(params: dict) -> list:
+    """The programs an equation runs inside it (a scan's body, a cond's branches, a call)."""
+    found = []
+    for value in params.values():
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            if hasattr(v, "jaxpr") and hasattr(v, "consts"):  # a ClosedJaxpr
+                found.append(v.jaxpr)
+            elif hasattr(v, "eqns"):
+                found.append(v)
+    return found
+
+
+def _peak_bytes(jaxpr: Any) -> int:
+    """Bytes alive at once when ``jaxpr``'s equations run in order and unfused:
+    its inputs, every value from the equation that makes it to its last use,
+    and, while an equation runs a program inside it, that program's own peak.
+    An upper bound of what a fusing compiler keeps, up to XLA's reordering."""
+    def counted(v):
+        return hasattr(v, "aval") and not hasattr(v, "val")  # not a literal
+
+    last: dict = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if counted(v):
+                last[v] = i
+    kept = {v for v in jaxpr.outvars if counted(v)}
+    live = sum(_nbytes(v.aval) for v in (*jaxpr.invars, *jaxpr.constvars))
+    peak = live
+    for i, eqn in enumerate(jaxpr.eqns):
+        made = sum(_nbytes(v.aval) for v in eqn.outvars)
+        inner = max((_peak_bytes(j) for j in _sub_jaxprs(eqn.params)), default=0)
+        peak = max(peak, live + inner + made)
+        live += made
+        # values made here and never read, and made values read for the last time here, are freed
+        ends = [v for v in eqn.outvars if counted(v) and v not in last and v not in kept]
+        ends += [v for v in eqn.invars if counted(v) and last.get(v) == i and v not in kept
+                 and v not in jaxpr.invars and v not in jaxpr.constvars]
+        live -= sum(_nbytes(v.aval) for v in set(ends))
+    return peak
+
+
+def _program_bytes(fn: Callable, args: Any) -> int:
+    """Bytes ``fn(*args)`` holds at its peak: the compiled program's figure
+    (arguments, outputs and temporaries); on the CPU at least the unfused
+    program's peak (``_peak_bytes``), because XLA:CPU runs an objective's
+    arithmetic as one fused kernel whose scratch memory its analysis leaves
+    out (a 256 x 256 matrix product per configuration measured 8 bytes)."""
+    compiled = _compiled_bytes(fn, args)
+    if jax.default_backend() != "cpu":
+        return compiled
+    return max(compiled, _peak_bytes(jax.make_jaxpr(fn)(*args).jaxpr))
+
+
+# (objective, decode, config structure) -> bytes: bounded, since each entry
+# keeps its objective alive, and with it whatever data it closes over.
 _PER_CONFIG_CACHE: dict = {}
+_PER_CONFIG_CACHE_SIZE = 64
 
 
 def per_config_bytes(objective: Callable, config: Any, decode: Callable | None = None) -> int:
@@ -137,8 +200,9 @@ def per_config_bytes(objective: Callable, config: Any, decode: Callable | None =
 
     Measured from the compiled program (``memory_analysis``: arguments,
     outputs and temporaries) of ``vmap(objective)`` at two probe batch
-    sizes; the difference divided by the batch difference removes the fixed
-    cost. Nothing is run.
+    sizes (on the CPU, at least the unfused program's peak, whose fused
+    kernels' scratch memory the analysis leaves out); the difference divided
+    by the batch difference removes the fixed cost. Nothing is run.
 
     Args:
       objective: ``f(config) -> value`` for one configuration.
@@ -170,12 +234,14 @@ def per_config_bytes(objective: Callable, config: Any, decode: Callable | None =
         one = functools.partial(call_traced, "objective", objective)
         return jax.vmap(one)(decode(batch) if decode is not None else batch)
 
-    small, large = _compiled_bytes(fn, batched(_PROBE)), _compiled_bytes(fn, batched(2 * _PROBE))
+    small, large = _program_bytes(fn, batched(_PROBE)), _program_bytes(fn, batched(2 * _PROBE))
     per = (large - small) / _PROBE
     if per <= 0:  # no growth measured (e.g. everything aliased): use the average
         per = large / (2 * _PROBE)
     per = max(1, math.ceil(per))
     if cache_key is not None:
+        if len(_PER_CONFIG_CACHE) >= _PER_CONFIG_CACHE_SIZE:
+            del _PER_CONFIG_CACHE[next(iter(_PER_CONFIG_CACHE))]  # the oldest entry
         _PER_CONFIG_CACHE[cache_key] = per
     return per
 
@@ -219,7 +285,9 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
     Returns:
       an int in ``[1, n]``; ``n`` means no chunking is needed. When smaller,
       it divides ``n`` where a divisor lies within a factor 2 below the
-      largest chunk that fits, else it splits ``n`` into equal chunks.
+      largest chunk that fits, else it is ``ceil(n / k)`` for the fewest
+      chunks ``k`` that fit (a last, smaller remainder chunk is evaluated
+      as a program of its own).
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"auto_chunk_size: n must be a positive integer, got {n!r}")

@@ -292,7 +292,9 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
         (plus every value) or ``"all"`` (plus every cube point).
       mesh: a ``jax.sharding.Mesh``; the population axis of every evaluation
         is sharded over all its devices (``popsize`` must be a multiple of
-        their number). Results equal the unsharded run's for the same key.
+        their number). Results equal the unsharded run's for the same key,
+        up to the rounding of the objective's arithmetic (the sharded
+        program may fuse it differently: a value's last bit can differ).
         Under ``jax.distributed`` the mesh may span every process's devices
         (``Mesh(np.array(jax.devices()), ("pop",))``; every process runs the
         same call with the same key); ``run`` then returns global arrays

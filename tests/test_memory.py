@@ -60,6 +60,29 @@ def test_chunk_size_bounds_the_objectives_intermediates():
     assert chunked["temp_bytes"] < full["temp_bytes"] / 4
 
 
+def test_a_fused_objectives_intermediates_are_counted_and_the_cache_is_bounded():
+    # XLA:CPU runs this as one fused kernel and its memory analysis counts
+    # no temporaries: per configuration it measured the 8 bytes of input and
+    # output, not the two (64, 64) matrices each configuration holds.
+    W = jnp.linspace(-1.0, 1.0, 64 * 64).reshape(64, 64)
+
+    def matrices(p):
+        h = jnp.tanh(W * p["x1"] + p["x2"])
+        return jnp.sum(jnp.tanh(h @ h))
+
+    one = jax.ShapeDtypeStruct((BRANIN.dim,), jnp.float32)
+    assert per_config_bytes(matrices, one, BRANIN.decode) >= 2 * 64 * 64 * 4
+    # The unfused peak of a straight-line program: the (3,) float32 input a
+    # (the caller's, never freed), b = 2a, and c = b + 1 made while b is
+    # alive: three arrays of 12 bytes; then b is freed before sum(c).
+    jaxpr = jax.make_jaxpr(lambda a: jnp.sum(2.0 * a + 1.0))(jnp.zeros(3)).jaxpr
+    assert evaluate_module._peak_bytes(jaxpr) == 3 * 12
+    # Each entry keeps its objective (and what it closes over) alive: bounded.
+    for i in range(evaluate_module._PER_CONFIG_CACHE_SIZE + 3):
+        per_config_bytes(lambda p, i=i: p["x1"] * i, {"x1": jax.ShapeDtypeStruct((), jnp.float32)})
+    assert len(evaluate_module._PER_CONFIG_CACHE) <= evaluate_module._PER_CONFIG_CACHE_SIZE
+
+
 def test_auto_chunk_size_fits_the_budget():
     one = jax.ShapeDtypeStruct((BRANIN.dim,), jnp.float32)
     per = per_config_bytes(wide, one, BRANIN.decode)
