@@ -558,21 +558,6 @@ def test_trials_asked_by_another_study_object_of_this_process_are_named_then_rel
     second.close()
 
 
-def test_close_puts_asked_trials_back_to_waiting_in_the_file(tmp_path):
-    # Another process reads the file alone: while this process lives, trials
-    # left running there would look claimed to it until its timeout.
-    import sqlite3
-    path = str(tmp_path / "asked.db")
-    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
-    study = Study(space, jaxhpo.RandomSearch(space, 3), storage=path, name="a")
-    trials = study.ask_trials()
-    study.tell(trials[2].number, 0.5)
-    study.close()
-    with sqlite3.connect(path) as c:
-        states = [r[0] for r in c.execute("SELECT state FROM trials ORDER BY number")]
-    assert states == ["waiting", "waiting", "complete"]
-
-
 def test_two_study_objects_optimizing_in_threads_do_not_count_as_held():
     space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
     storage = jaxhpo.study.open_storage(None)

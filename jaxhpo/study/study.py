@@ -503,10 +503,14 @@ class Study:
                 store.close()
 
     def close(self) -> None:
-        """Close the storage if this study opened it. Trials it asked and did not
-        tell go back to waiting for the next ``Study`` on this storage to run, as
-        do those an interrupted ``optimize``'s worker threads still run."""
-        if getattr(self, "_storage", None) is not None and getattr(self, "_id", None) is not None:
+        """Close the storage if this study opened it. Trials an interrupted
+        ``optimize``'s worker threads still run go back to waiting. Trials
+        asked by ``ask`` / ``ask_trials`` and not told stay running, so that
+        any ``Study`` on this storage, in this process or another, may still
+        tell them by number; an ``optimize`` in this process runs them again
+        once this object is closed, one in another process once this process
+        has ended or, with ``stale_after``, once that time has passed."""
+        if getattr(self, "_in_flight", None):
             self._release_in_flight()
         _LIVE_OWNERS.discard(getattr(self, "_owner", None))
         if getattr(self, "_owns_storage", False):
@@ -989,18 +993,17 @@ class Study:
                 "object (its untold trials then go back to waiting)")
 
     def _release_in_flight(self, numbers: set[int] | None = None) -> None:
-        """Running trials this object claimed (or only ``numbers`` of them) go
-        back to waiting: those an interrupted ``optimize``'s worker threads
-        still run (a result they reach later is not recorded) and those asked
-        and not told. Once this object closes or the process ends, nothing
-        can record them, and another process would otherwise wait on them."""
-        if numbers is not None and not numbers:
-            return
-        if self._storage.read_only or self._storage._conn is None:  # (closed)
+        """Trials an interrupted ``optimize``'s worker threads still run (or only
+        ``numbers`` of them) go back to waiting (a result they reach later is not
+        recorded): once this object closes or the process ends, those threads
+        cannot record them."""
+        with self._claims:
+            numbers = set(self._in_flight if numbers is None else numbers)
+        if not numbers or self._storage.read_only or self._storage._conn is None:  # (closed)
             return
         with self._tx(write=False) as c:
             rows = [r for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))
-                    if (numbers is None or r[0] in numbers) and r[13] == self._owner]
+                    if r[0] in numbers and r[13] == self._owner]
         if rows:
             self._release(rows)
 
