@@ -35,9 +35,13 @@ def _fail(cmd: str, exc: BaseException) -> int:
 
 
 def _write_results(study: Any, folder: Path) -> dict:
-    """best.json and trials.csv in ``folder``; returns the best summary."""
+    """best.json and trials.csv in ``folder``; returns the best summary.
+
+    In trials.csv an inactive parameter's cell is empty and a ``None`` label
+    is written ``None`` (csv writes both as empty cells)."""
     folder.mkdir(parents=True, exist_ok=True)
-    records = study.to_records()
+    records = [{k: "None" if v is None and k.startswith("params_") else v for k, v in r.items()}
+               for r in study.to_records()]
     columns: list[str] = []
     for r in records:
         for k in r:

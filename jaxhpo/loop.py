@@ -445,7 +445,9 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         parameters (the others are the strategy's proposal); they take the
         place of the first proposals and the strategy learns from them like
         from its own. A float reaches the objective as its float32
-        decoding (``0.1`` may arrive as ``0.099999905``).
+        decoding (``0.1`` may arrive as ``0.099999905``). A parameter given
+        but inactive there (its condition's parent given, or proposed,
+        otherwise) is not passed, as ``Study.enqueue_trial`` treats it.
     Returns:
       a ``Result``.
     """

@@ -301,3 +301,13 @@ def test_cli_run_show_plot(tmp_path, capsys):
     assert (tmp_path / "p" / "pareto_front.png").is_file()
     assert cli_study.main(["plot", str(db), "--kind", "history", "--output", str(tmp_path / "p")]) == 2
     assert "2 objectives; --kind history shows one value per trial: use --kind pareto_front" in capsys.readouterr().err
+
+
+def test_importance_takes_a_numpy_integer_objective(stored):
+    from jaxhpo.study.importance import param_importance
+
+    path, trials = stored
+    one = param_importance(space=SPACE, trials=trials, objective=1)
+    assert param_importance(space=SPACE, trials=trials, objective=np.int64(1)) == one
+    with pytest.raises(ValueError, match=r"pass objective= an index in \[0, 2\)"):
+        param_importance(space=SPACE, trials=trials, objective=np.int64(2))

@@ -541,7 +541,18 @@ def test_a_conditional_space_json_cannot_hold_is_checked_and_old_files_still_ope
     legacy = spec_json({"__unrepresentable__": "Space(s=Categorical([(1, 2), 'flat']), x=Float(0.0, 1.0, log=False))"})
     with sqlite3.connect(path) as c:
         c.execute("UPDATE studies SET space=?", (legacy,))
+    # (only a file from before storage schema 6, which has no initial state: since
+    # then the stored repr holds the conditions, and the old one would match any)
+    with pytest.raises(ValueError, match="was created with space"):
+        Study(a, jaxhpo.RandomSearch(a, 2), seed=0, storage=path, name="t")
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE studies SET initial_state=NULL")
     Study(a, jaxhpo.RandomSearch(a, 2), seed=0, storage=path, name="t").close()
+    # An unconditional space's repr is the old one: a conditional version of it is refused.
+    plain = jaxhpo.Space(s=jaxhpo.Categorical([(1, 2), "flat"]), x=jaxhpo.Float(0, 1))
+    Study(plain, jaxhpo.RandomSearch(plain, 2), seed=0, storage=path, name="p").close()
+    with pytest.raises(ValueError, match="was created with space"):
+        Study(a, jaxhpo.RandomSearch(a, 2), seed=0, storage=path, name="p")
 
 
 def test_trials_asked_by_another_study_object_of_this_process_are_named_then_released(tmp_path):

@@ -123,6 +123,24 @@ def test_json_and_yaml_configs(folder, fmt):
     study.close()
 
 
+def test_trials_csv_tells_a_none_label_from_an_inactive_parameter(folder):
+    import csv
+
+    space = {"model": {"type": "categorical", "choices": ["linear", "tree"]},
+             "reg": {"type": "categorical", "choices": [None, "l2"], "when": {"model": "linear"}},
+             "x": {"type": "float", "low": -1.0, "high": 1.0}, "kind": {"type": "categorical", "choices": ["b"]}}
+    data = {"objective": "obj.py:objective", "space": space, "num_trials": 4,
+            "strategy": {"name": "random", "popsize": 4},
+            "enqueue": [{"model": "linear", "reg": None, "x": 0.0, "kind": "b"},
+                        {"model": "tree", "x": 0.0, "kind": "b"}]}
+    path = folder / "none.json"
+    path.write_text(json.dumps(data))
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots"]) == 0
+    with open(folder / "none_results" / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["params_reg"] for r in rows[:2]] == ["None", ""]
+
+
 def test_enqueued_configurations_run_first_and_once(folder):
     data = {"objective": "obj.py:objective", "space": SPACE, "num_trials": 4,
             "strategy": {"name": "random", "popsize": 2}, "enqueue": [{"x": 0.25, "kind": "b"}]}

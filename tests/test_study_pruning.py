@@ -286,6 +286,9 @@ def test_bad_settings_name_the_parameter():
         SuccessiveHalvingPruner(min_resource=0)
     with pytest.raises(ValueError, match="max_resource must be >= 3"):
         HyperbandPruner(min_resource=3, max_resource=2)
+    for bad in ("AUTO", 10.0):
+        with pytest.raises(TypeError, match="max_resource must be an integer or 'auto'"):
+            HyperbandPruner(max_resource=bad)
     with pytest.raises(TypeError, match="pruner"):
         Study(SPACE, RANDOM, pruner="median")
     mo_space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0))
@@ -426,6 +429,11 @@ def test_report_and_tell_errors_name_the_rule():
     study.report(a, 1.0, 0)
     with pytest.raises(ValueError, match="already reported step 0"):
         study.report(a, 2.0, 0)
+    # Steps in increasing order: an earlier one after a later one would have a
+    # pruner judge a rung again (ASHA pruned a trial it had promoted).
+    study.report(a, 1.0, 5)
+    with pytest.raises(ValueError, match="already reported step 5; report steps in increasing order, got 2"):
+        study.report(a, 9.0, 2)
     with pytest.raises(ValueError, match=r"step must be an integer in \[0, 2\*\*63\)"):
         study.report(a, 1.0, -1)
     # Past SQLite's 64-bit integers: named, not an OverflowError from the storage
@@ -447,6 +455,8 @@ def test_report_and_tell_errors_name_the_rule():
         study.report(99, 1.0, 1)
     with pytest.raises(ValueError, match="no value"):
         study.tell(a, 1.0, pruned=True)
+    with pytest.raises(ValueError, match="pruned=True\) takes no error"):
+        study.tell(a, pruned=True, error="diverged")
     assert not study.should_prune(a)  # no pruner: never
     study.tell(a, 1.0)
     with pytest.raises(ValueError, match="trial 0 is complete"):

@@ -8,7 +8,7 @@ is the correlation ratio ``eta^2 = between-group variance / total variance``
 of the values' ranks (ties share their mean rank), less what ``g`` groups
 explain of pure noise: ``epsilon^2 = (eta^2 - (g - 1) / (n - 1)) / (1 - (g - 1) / (n - 1))``
 (its expectation under no effect, ``(g - 1) / (n - 1)``, else grows with
-the bins: 0.12 for an irrelevant parameter in 8 bins of 64 trials), floored
+the bins: 7/63 = 0.11 for an irrelevant parameter in 8 bins of 64 trials), floored
 at 0. This is the first-order (main-effect) term of a functional ANOVA
 estimated without a surrogate model: cheap, dependency-free and robust to
 outliers (ranks), but blind to interactions. Scores are normalised to sum
@@ -85,11 +85,11 @@ def param_importance(study: Any = None, *, space: Space | None = None,
     multi = any(t.values is not None and len(t.values) > 1 for t in trials)
     if multi:
         m = min(len(t.values) for t in trials if t.values is not None)
-        if isinstance(objective, bool) or not isinstance(objective, int) or not 0 <= objective < m:
+        if isinstance(objective, bool) or not isinstance(objective, numbers.Integral) or not 0 <= objective < m:
             raise ValueError(f"param_importance: the trials have {m} objectives; pass objective= an index "
                              f"in [0, {m}), got {objective!r}")
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
-        y = np.array([t.values[objective] for t in done], float)
+        y = np.array([t.values[int(objective)] for t in done], float)
     else:
         if objective is not None and (isinstance(objective, bool) or objective != 0):
             raise ValueError(f"param_importance: the trials have one objective; objective= may only be None or 0, "

@@ -38,6 +38,7 @@ questions about the other trials (``ReportView``).
 from __future__ import annotations
 
 import math
+import numbers
 import zlib
 from typing import Callable, Protocol
 
@@ -267,7 +268,9 @@ class HyperbandPruner(Pruner):
 
     def __init__(self, min_resource: int = 1, max_resource: int | str = "auto", reduction_factor: int = 3):
         self.min_resource = check_int("min_resource", min_resource, 1)
-        if max_resource != "auto":
+        if not (isinstance(max_resource, str) and max_resource == "auto"):
+            if isinstance(max_resource, bool) or not isinstance(max_resource, numbers.Integral):
+                raise TypeError(f"max_resource must be an integer or 'auto', got {max_resource!r}")
             max_resource = check_int("max_resource", max_resource, self.min_resource)
         self.max_resource = max_resource
         self.reduction_factor = check_int("reduction_factor", reduction_factor, 2)

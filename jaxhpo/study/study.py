@@ -405,8 +405,9 @@ class Study:
 
     # ----------------------------------------------------------- opening
     def _legacy_space_text(self) -> str | None:
-        """How studies stored before conditions entered a dimension's repr kept a
-        space JSON cannot hold (its repr without them): such a study still opens."""
+        """How studies stored before conditions entered a dimension's repr (and
+        before storage schema 6) kept a space JSON cannot hold (its repr
+        without them): such a study still opens."""
         if not self._labels_by_index:
             return None
 
@@ -431,7 +432,11 @@ class Study:
         where = f"study {self.name!r} in {self._storage.url}"
         stored = json.loads(row["strategy"])
         diffs = []
-        if row["space"] not in (self._space_text, self._legacy_space_text()) and not self._same_space(row["space"]):
+        # The old repr only for studies made before storage schema 6 (no stored
+        # initial state): it leaves conditions out, so it matches any space
+        # that differs in them only.
+        legacy = self._legacy_space_text() if row.get("initial_state") is None else None
+        if row["space"] not in (self._space_text, legacy) and not self._same_space(row["space"]):
             diffs.append(f"space {json.loads(row['space'])}, not {json.loads(self._space_text)}")
         if (stored.get("class"), stored.get("repr")) != (self._strategy_spec["class"], self._strategy_spec["repr"]):
             diffs.append(f"strategy {stored.get('repr')}, not {self._strategy_spec['repr']}")
@@ -1067,6 +1072,9 @@ class Study:
         if pruned and (value is not _MISSING or isinstance(trial, (list, tuple, np.ndarray))):
             raise ValueError("tell(trial, pruned=True) takes one trial and no value: a pruned trial "
                              "keeps its last reported value")
+        if pruned and error is not None:
+            raise ValueError("tell(trial, pruned=True) takes no error: a pruned trial did not fail "
+                             "(tell it error=... without pruned to record a failure)")
         if value is _MISSING and not pruned:
             values = trial
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) and not isinstance(values, np.ndarray):
@@ -1123,9 +1131,9 @@ class Study:
 
     def report(self, trial: Any, value: Any, step: int) -> None:
         """Record a running trial's intermediate ``value`` at ``step`` (an integer ``>= 0``,
-        each step once per run). ``value``: a real number or a 0-d array; a non-finite one
-        is recorded as ``nan`` (and pruned by the built-in pruners). Inside ``optimize``,
-        call ``jaxhpo.study.report(value, step)``."""
+        each step once per run, in increasing order). ``value``: a real number or a 0-d
+        array; a non-finite one is recorded as ``nan`` (and pruned by the built-in
+        pruners). Inside ``optimize``, call ``jaxhpo.study.report(value, step)``."""
         self._report(self._number("report", trial), value, step)
 
     def _report(self, number: int, value: Any, step: int, claim: tuple | None = None) -> None:
@@ -1141,6 +1149,13 @@ class Study:
             row = self._running_row(c, "report", number)
             if claim is not None and _claim_of(row) != claim:
                 return  # this run's claim went stale and another run holds the trial now
+            # In increasing order: pruners judge a trial by its latest step, and
+            # an earlier step reported after it would have them judge a rung again.
+            reported = self._storage.trial_reports(c, row[12])
+            last = reported[-1][0] if reported else -1
+            if int(step) < last:
+                raise ValueError(f"report: trial {number} already reported step {last}; report steps in "
+                                 f"increasing order, got {int(step)}")
             if not self._storage.add_report(c, self._id, row[12], int(step), value):
                 raise ValueError(f"report: trial {number} already reported step {int(step)}; "
                                  "report each step once")
