@@ -311,3 +311,18 @@ def test_importance_takes_a_numpy_integer_objective(stored):
     assert param_importance(space=SPACE, trials=trials, objective=np.int64(1)) == one
     with pytest.raises(ValueError, match=r"pass objective= an index in \[0, 2\)"):
         param_importance(space=SPACE, trials=trials, objective=np.int64(2))
+
+
+def test_add_trial_refuses_what_is_no_vector_of_real_numbers():
+    # A bool beside a number made a float64 array: recorded as 1.0 and told.
+    s = Study(SPACE, STRATEGY, seed=3)
+    params = {"a": 0.5, "b": 0.5, "k": "x"}
+    for bad in ((True, 2.0, 0.0), ("1.0", 2.0, 0.0), (1 + 2j, 2.0, 0.0)):
+        with pytest.raises(TypeError, match="add_trial: value must be a real number"):
+            s.add_trial(params, bad)
+    with pytest.raises(ValueError, match="add_trial: value must be 3 numbers"):
+        s.add_trial(params, (1.0, 2.0))
+    assert s.trials == []
+    # an objective returning one fails its trial instead
+    s.optimize(lambda p: (True, 2.0, 0.0), num_trials=1, progress=False)
+    assert s.trials[0].state == "failed" and "not real numbers" in s.trials[0].error

@@ -365,6 +365,11 @@ def test_state_roundtrip_and_mismatch():
     data[-20] ^= 1  # a flipped bit in the leaves' bytes
     with pytest.raises(StateChecksumError, match="fails its checksum"):
         state_from_bytes(bytes(data), state)
+    # A version byte damaged into format 1's is damage, not an old state (a Study rebuilds it).
+    data = bytearray(state_to_bytes(state))
+    data[12] ^= 0x03
+    with pytest.raises(StateChecksumError, match="first bytes changed"):
+        state_from_bytes(bytes(data), state)
     # States written before the digest (format 1) still read.
     from jaxhpo.study.serialize import _MAGIC_V1
     old = _MAGIC_V1 + state_to_bytes(state)[len(_MAGIC_V1):-16]

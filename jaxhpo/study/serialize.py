@@ -7,8 +7,11 @@ so that bytes changed after writing (a flipped bit in the file) are refused
 rather than read as other values. States written before the digest (format
 1) still read. Reading needs a *template* state of the
 same strategy (its initial state), whose structure the stored leaves must
-match exactly; a stored state from another strategy or another version of it
-is refused with a clear error rather than silently reshaped.
+match exactly: their paths, shapes and dtypes. A stored state that differs
+in any of them is refused with a clear error rather than silently reshaped;
+one of another strategy or space with the same fields, shapes and dtypes
+(a CMA-ES state over another 2-D space) is not told apart; ``Study``
+checks the strategy and space it was made with separately.
 
 ``jax.random`` key leaves (typed key arrays) are stored as their key data and
 rebuilt with the same implementation; keys of another implementation are refused.
@@ -115,13 +118,15 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
             raise StateChecksumError("stored strategy state fails its checksum: its bytes changed after "
                                      "they were written (a damaged file or disk)")
         data = body
-    elif not data.startswith(_MAGIC_V1):
+    else:
+        # A state whose only damage is in the magic bytes (which the digest
+        # covers), including a version byte turned into format 1's.
         if len(data) >= len(_MAGIC) + _DIGEST_SIZE and _digest(_MAGIC + data[len(_MAGIC):-_DIGEST_SIZE]) == \
                 data[-_DIGEST_SIZE:]:
-            # a state whose only damage is in the magic bytes (which the digest covers)
             raise StateChecksumError("stored strategy state fails its checksum: its first bytes changed after "
                                      "they were written (a damaged file or disk)")
-        raise StateFormatError("stored strategy state is not in jaxhpo's state format")
+        if not data.startswith(_MAGIC_V1):
+            raise StateFormatError("stored strategy state is not in jaxhpo's state format")
     pos = len(_MAGIC)
     try:
         n = int.from_bytes(data[pos:pos + 8], "little")

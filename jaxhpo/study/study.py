@@ -199,7 +199,9 @@ def _as_vector(raw: Any, m: int, c: int, said: str = "objective returned") -> tu
         return None, f"{said} {raw!r}, not a vector of {k} numbers"
     try:
         # bools, text and complex numbers first: a cast to float64 would take them
-        if np.asarray(raw).dtype.kind in ("b", "U", "S", "c"):
+        # (a bool beside numbers too: (True, 2.0) makes a float64 array)
+        if np.asarray(raw).dtype.kind in ("b", "U", "S", "c") or (
+                isinstance(raw, (tuple, list)) and any(isinstance(v, (bool, np.bool_)) for v in raw)):
             return None, f"{said} {raw!r}, not real numbers"
         arr = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
@@ -637,6 +639,20 @@ class Study:
                      values=values, constraints=constraints, intermediate_values=reports or {},
                      study=self.name)
 
+    def _check_given_value(self, what: str, value: Any) -> None:
+        """A value given to ``what`` (not an objective's return, which fails its
+        trial instead): a real number, or with several objectives and
+        constraints one per entry; ``TypeError`` / ``ValueError`` naming ``what``."""
+        k = self.num_objectives + self.num_constraints
+        if not self.multi_objective or (k == 1 and np.ndim(value) == 0):
+            _real_scalar(what, value)
+            return
+        if isinstance(value, (str, bytes)) or np.shape(value) != (k,):
+            raise ValueError(f"{what}: value must be {k} numbers ({self.num_objectives} objective values, "
+                             f"then {self.num_constraints} constraint values), got {value!r}")
+        for entry in (value.tolist() if isinstance(value, np.ndarray) else value):
+            _real_scalar(what, entry)
+
     def _parse(self, raw: Any, said: str = "objective returned") -> tuple[Any, str | None]:
         """An objective's return (or what ``said`` names) -> ``(value, None)`` or
         ``(None, why it failed)``; with several objectives the value is a tuple
@@ -850,12 +866,8 @@ class Study:
         """
         self._check_given("add_trial", params)
         self.space.from_python(params)  # every active parameter present, values checked
-        k = self.num_objectives + self.num_constraints
-        if value is not None and not self.multi_objective:
-            _real_scalar("add_trial", value)
-        elif value is not None and (isinstance(value, (str, bytes)) or np.shape(value) != (k,)):
-            raise ValueError(f"add_trial: value must be {k} numbers ({self.num_objectives} objective values, "
-                             f"then {self.num_constraints} constraint values), got {value!r}")
+        if value is not None:
+            self._check_given_value("add_trial", value)
         v, why = (None, "added without a value") if value is None else self._parse(value, "add_trial was given")
         outcome = {"error": why} if v is None else {"vals": list(v)} if self.multi_objective else {"value": v}
         self._warm()
