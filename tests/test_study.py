@@ -240,6 +240,9 @@ def test_tell_checks_the_trial_and_the_value():
         a.optimize(f, num_trials=1, callbacks=lambda s, t: None)
     with pytest.raises(TypeError, match="progress must be True or False"):
         a.optimize(f, num_trials=1, progress="no")
+    for bad in (-1.0, 2.0, 0, -2):  # -1 (every core) as an integer only
+        with pytest.raises(ValueError, match="n_jobs must be a positive integer or -1"):
+            a.optimize(f, num_trials=1, n_jobs=bad)
 
 
 def test_maximize_stores_user_values_and_negates_for_the_strategy():

@@ -515,6 +515,31 @@ def test_a_run_whose_claim_went_stale_reports_nothing_more(tmp_path):
     b.close()
 
 
+def test_a_stale_run_reports_nothing_once_another_run_finished_its_trial(tmp_path):
+    # (the stale run's report and should_prune raised "trial 0 is complete")
+    import time
+
+    path = str(tmp_path / "stale_done.db")
+    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path, stale_after=0.2,
+              pruner=MedianPruner(n_startup_trials=0))
+    b = Study.load(path, stale_after=0.2)
+
+    def objective(p):
+        report(5.0, 0)
+        time.sleep(0.3)
+        taken = b.ask_trials(1)[0]  # b requeues the stale trial 0, claims and finishes it
+        b.tell(taken, 3.0)
+        report(6.0, 1)
+        assert not should_prune()
+        return 7.0
+
+    a.optimize(objective, num_trials=1, catch=(), progress=False)
+    t0 = a.trials[0]
+    assert t0.state == TrialState.COMPLETE and t0.value == 3.0 and t0.intermediate_values == {}
+    a.close()
+    b.close()
+
+
 def test_non_finite_reports_are_pruned_and_told_as_failures():
     def objective(p):
         report(1.0, 0)

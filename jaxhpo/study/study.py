@@ -1004,6 +1004,12 @@ class Study:
         other = [r[0] for r in running if r[13] != self._owner and (r[10], r[11]) == me
                  and r[13] in _LIVE_OWNERS and not _OPTIMIZING.get(r[13])]
         if other:
+            # That object may have finished them and left its optimize since the
+            # read: it records a trial before leaving, so a read now shows it.
+            with self._tx(write=False) as c:
+                still = {r[0] for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))}
+            other = [n for n in other if n in still]
+        if other:
             raise RuntimeError(
                 f"optimize: generation {g} waits on trial(s) {other}, asked from another Study object of "
                 f"{self.name!r} in this process and not told; tell their values there, or close that "
@@ -1132,11 +1138,16 @@ class Study:
         hint = " (study.ask() gives plain dicts; study.ask_trials() gives Trials)" if isinstance(trial, dict) else ""
         raise TypeError(f"{what}: trial must be a Trial or a trial number, got {trial!r}{hint}")
 
-    def _running_row(self, c, what: str, number: int, rule: str = "only running trials report") -> tuple:
-        """Trial ``number``'s row; ``ValueError`` naming ``what`` and ``rule`` unless it is running."""
+    def _running_row(self, c, what: str, number: int, rule: str = "only running trials report",
+                     claim: tuple | None = None) -> tuple | None:
+        """Trial ``number``'s row; ``ValueError`` naming ``what`` and ``rule`` unless it is
+        running. Under ``claim`` (a run of ``optimize``), ``None`` where the trial is no
+        longer that run's: it went stale, and another run holds or finished it."""
         rows = self._storage.trials(c, self._id, number=number)
         if not rows:
             raise ValueError(f"{what}: study {self.name!r} has no trial {number}")
+        if claim is not None and (rows[0][4] != TrialState.RUNNING or _claim_of(rows[0]) != claim):
+            return None
         if rows[0][4] != TrialState.RUNNING:
             raise ValueError(f"{what}: trial {number} is {rows[0][4]}; {rule}")
         return rows[0]
@@ -1158,9 +1169,9 @@ class Study:
             raise ValueError(f"report: step must be an integer in [0, 2**63), got {step!r}")
         value = _real_scalar("report", value)
         with self._tx() as c:
-            row = self._running_row(c, "report", number)
-            if claim is not None and _claim_of(row) != claim:
-                return  # this run's claim went stale and another run holds the trial now
+            row = self._running_row(c, "report", number, claim=claim)
+            if row is None:
+                return  # this run's claim went stale: another run holds or finished the trial
             # In increasing order: pruners judge a trial by its latest step, and
             # an earlier step reported after it would have them judge a rung again.
             reported = self._storage.trial_reports(c, row[12])
@@ -1179,8 +1190,8 @@ class Study:
 
     def _should_prune(self, number: int, claim: tuple | None = None) -> bool:
         with self._tx(write=False) as c:
-            row = self._running_row(c, "should_prune", number)
-            if self.pruner is None or (claim is not None and _claim_of(row) != claim):
+            row = self._running_row(c, "should_prune", number, claim=claim)
+            if self.pruner is None or row is None:
                 return False
             reports = self._storage.trial_reports(c, row[12])
             if not reports:
@@ -1213,8 +1224,12 @@ class Study:
             ``jaxhpo.study.report(value, step)`` and ``should_prune()``, and
             raise ``TrialPruned`` to stop (the trial is recorded as pruned).
           catch: exception classes recorded as failed trials (with their
-            text) while the study goes on; others are recorded and re-raised.
-            An objective returning a non-finite value fails its trial too.
+            text) while the study goes on; other ``Exception``s are recorded
+            and re-raised. An exception not derived from ``Exception``
+            (``KeyboardInterrupt``, ``SystemExit``) interrupts: its trial goes
+            back to waiting, runs again in a later ``optimize``, and the
+            exception is re-raised. An objective returning a non-finite value
+            fails its trial too.
           progress: show a progress bar (tqdm if installed) with the best value.
           n_jobs: worker threads running the objective at once (for objectives
             that release the GIL: subprocesses, I/O, numpy). For processes,
@@ -1236,10 +1251,10 @@ class Study:
             catch = tuple(catch)
         if not isinstance(catch, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in catch):
             raise TypeError(f"catch must be an exception class or a tuple (or list) of them, got {catch!r}")
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or not (n_jobs >= 1 or n_jobs == -1):
+            raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
         if n_jobs == -1:
             n_jobs = os.cpu_count() or 1
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs < 1:
-            raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         if callable(callbacks) or isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable):
