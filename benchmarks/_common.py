@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-RESULTS_DIR = Path(os.environ.get("JAXHPO_BENCH_RESULTS", Path(__file__).parent / "results"))
+# (an empty JAXHPO_BENCH_RESULTS is unset, not the working directory)
+RESULTS_DIR = Path(os.environ.get("JAXHPO_BENCH_RESULTS") or Path(__file__).parent / "results")
+_QUICK = False  # set by parse_args: this run is a --quick smoke run
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+               rivals: Sequence[str] = ()) -> argparse.Namespace:
+    """A benchmark's arguments, whole words only (an abbreviated ``--qui`` is
+    not ``--quick``, whose run must not write a full run's file); exits with
+    a message before any work if a rival system (an importable module name)
+    is not installed."""
+    global _QUICK
+    parser.allow_abbrev = False
+    args = parser.parse_args(argv)
+    _QUICK = bool(getattr(args, "quick", False))
+    missing = [m for m in rivals if importlib.util.find_spec(m) is None]
+    if missing:
+        parser.exit(2, f"{parser.prog}: compares against {', '.join(missing)}, not installed here: "
+                       "pip install -e '.[bench]'\n")
+    return args
 
 
 def versions(*packages: str) -> dict[str, str | None]:
@@ -113,10 +133,10 @@ def print_table(rows: Sequence[dict], columns: Sequence[str], title: str = "") -
 def write_results(name: str, rows: Sequence[dict], extra: dict | None = None, packages: Sequence[str] = ()) -> Path:
     """Write raw figures to ``benchmarks/results/<name>.json`` and return the path.
 
-    A smoke run (``--quick`` among the benchmark's arguments) writes
+    A smoke run (``--quick``, read by ``parse_args``) writes
     ``<name>_quick.json`` instead, so that it never replaces a full run's figures.
     """
-    if "--quick" in sys.argv[1:]:
+    if _QUICK:
         name += "_quick"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxhpo
-from benchmarks._common import median_time, print_table, write_results
+from benchmarks._common import median_time, parse_args, print_table, write_results
 from jaxhpo.strategies.cmaes import CMAES
 
 N = 10
@@ -220,7 +220,7 @@ def main() -> None:
     ap.add_argument("--optuna-cap", type=int, default=8_000, help="evaluation cap per Optuna run")
     ap.add_argument("--problems", default="sphere,ellipsoid,rosenbrock")
     ap.add_argument("--quick", action="store_true", help="a smoke run: few seeds, sphere only")
-    args = ap.parse_args()
+    args = parse_args(ap)
     if args.quick:
         args.seeds, args.optuna_seeds, args.optuna_cap, args.problems = 3, 1, 2_000, "sphere"
     problems = [p for p in args.problems.split(",") if p]

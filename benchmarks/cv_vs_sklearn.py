@@ -51,7 +51,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from jaxhpo import demo
 from jaxhpo.cv import masks_from_splits
 from jaxhpo.datasets import load_iris
@@ -142,14 +142,17 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256], help="configurations per search")
     ap.add_argument("--datasets", nargs="+", choices=("iris", "digits"), default=["iris", "digits"])
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per system (medians)")
-    ap.add_argument("--sklearn-max", nargs="+", default=["iris=256", "digits=64"],
-                    help="largest size scikit-learn runs, per dataset (NAME=SIZE)")
-    ap.add_argument("--num-iters", nargs="+", default=[f"iris={demo.DEFAULT_ITERS}", "digits=200"],
-                    help="jaxhpo's FISTA steps per fit, per dataset (NAME=STEPS)")
+    ap.add_argument("--sklearn-max", nargs="+", default=[],
+                    help="largest size scikit-learn runs, per dataset (NAME=SIZE; defaults iris=256 digits=64)")
+    ap.add_argument("--num-iters", nargs="+", default=[],
+                    help=f"jaxhpo's FISTA steps per fit, per dataset (NAME=STEPS; defaults iris={demo.DEFAULT_ITERS} "
+                         "digits=200)")
     ap.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
-    args = ap.parse_args(argv)
-    sk_max = {k: int(v) for k, v in (item.split("=") for item in args.sklearn_max)}
-    num_iters = {k: int(v) for k, v in (item.split("=") for item in args.num_iters)}
+    args = parse_args(ap, argv)
+    # a dataset not named keeps its default
+    sk_max = {"iris": 256, "digits": 64} | {k: int(v) for k, v in (item.split("=") for item in args.sklearn_max)}
+    num_iters = {"iris": demo.DEFAULT_ITERS, "digits": 200} | {
+        k: int(v) for k, v in (item.split("=") for item in args.num_iters)}
     if args.quick:
         args.sizes, args.repeats = [8], 1
         sk_max, num_iters = {"iris": 8, "digits": 8}, {"iris": 200, "digits": 200}

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxhpo
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from jaxhpo.strategies.de import DifferentialEvolution
 from jaxhpo.strategies.ga import GeneticAlgorithm
 
@@ -160,7 +160,7 @@ def main(argv=None):
                          "popsize 16 / 256 / 4096; --quick: 30, 10)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--algorithms", nargs="+", default=None, help="a subset of DE GA CMA-ES")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, rivals=("evosax",))
 
     def gens(name, popsize):
         if args.generations:

@@ -23,7 +23,7 @@ import argparse
 import numpy as np
 
 import jaxhpo
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from benchmarks.search_quality import PROBLEMS, _summary, jaxhpo_regrets
 
 
@@ -35,10 +35,11 @@ def main(argv=None):
     ap.add_argument("--evals", type=int, nargs="+", default=[100, 200])
     ap.add_argument("--fitted-noise", action="store_true", help="GPBO's default noise fit, not deterministic=True")
     ap.add_argument("--quick", action="store_true", help="branin, 2 seeds, 30 evaluations (smoke run)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     problems, seeds, evals = args.problems, args.seeds, sorted(args.evals)
     if args.quick:
         problems, seeds, evals = ["branin"], 2, [15, 30]
+        args.problems, args.seeds, args.evals = problems, seeds, evals  # recorded as run
 
     rows, table = [], []
     for name in problems:

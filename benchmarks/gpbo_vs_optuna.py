@@ -34,7 +34,7 @@ import numpy as np
 import jaxhpo
 from jaxhpo.strategies.gpbo import GPBO
 
-from ._common import median_time, print_table, write_results
+from ._common import median_time, parse_args, print_table, write_results
 
 # ------------------------------------------------------------------ problems
 BRANIN_MIN = 0.397887357729739
@@ -175,7 +175,7 @@ def main(argv=None):
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 100 observations, 1 repeat (smoke run)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, rivals=("optuna",))
     if args.quick:
         args.seeds, args.optuna_seeds, args.obs, args.repeats = 2, 2, [100], 1
 

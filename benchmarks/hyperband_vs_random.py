@@ -56,7 +56,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from jaxhpo.datasets_digits import digits_split
 from jaxhpo.demo_mlp import MLP_SPACE, make_digits_trainer
 from jaxhpo.space import Int, Space
@@ -108,7 +108,7 @@ def main(argv=None):
                     help="fresh processes per method timing a first search, compile included (0: skip)")
     ap.add_argument("--cold-one", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     choice = args.block_size.lower()
     block_size = "auto" if choice == "auto" else None if choice == "none" else int(choice)
     if args.quick:

@@ -20,7 +20,7 @@ excluded) and compiled temporary memory
 Targets (issue 5): reverse within 4x the training run's time; forward
 within (n + 1) = 3x. The CPU-time ratio is the fairer one on a loaded machine.
 
-Run:  python -m benchmarks.hypergrad_cost [--steps 100 400 1600] [--repeats 3] [--quick]
+Run:  python -m benchmarks.hypergrad_cost [--steps 100 400 1600] [--repeats 5] [--quick]
 (``--quick``: T = 20 and 40, 2 repeats, a smoke run)
 """
 
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from jaxhpo.hypergrad import rollout, unrolled
 
 
@@ -80,7 +80,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 400, 1600])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="T = 20 and 40, 2 repeats (smoke run)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.steps, args.repeats = [20, 40], 2
     step, val_loss, state0, hp = problem()

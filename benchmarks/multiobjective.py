@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxhpo
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from jaxhpo import pareto
 from jaxhpo.strategies.nsga2 import NSGA2
 
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 generations, 4 / 2 seeds (smoke run)")
     parser.add_argument("--seeds", type=int, default=16, help="jaxhpo seeds (vmapped)")
     parser.add_argument("--optuna-seeds", type=int, default=5, help="Optuna studies per problem")
-    args = parser.parse_args()
+    args = parse_args(parser, rivals=("optuna",))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxhpo
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from benchmarks.multiobjective import PROBLEMS, _front_hypervolume, _jax_objective, optuna_values
 from jaxhpo import pareto
 
@@ -103,7 +103,7 @@ def main() -> None:
                         help="GPBO seeds (vmapped; it fits a 30-D GP per batch point and generation)")
     parser.add_argument("--optuna-seeds", type=int, default=5, help="Optuna studies per cell")
     parser.add_argument("--quick", action="store_true", help="100 evaluations, 2 seeds, ZDT1 only")
-    args = parser.parse_args()
+    args = parse_args(parser, rivals=("optuna",))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

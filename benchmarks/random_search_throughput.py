@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxhpo
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 
 BRANIN_SPACE = jaxhpo.Space(x1=jaxhpo.Float(-5.0, 10.0), x2=jaxhpo.Float(0.0, 15.0))
 HARTMANN_SPACE = jaxhpo.Space({f"x{i}": jaxhpo.Float(0.0, 1.0) for i in range(6)})
@@ -140,7 +140,7 @@ def main(argv=None):
     ap.add_argument("--optuna-trials", type=int, default=None, help="Optuna trials per problem (default 2000)")
     ap.add_argument("--problems", default="branin,hartmann6")
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, rivals=("optuna",))
     batches = [10**3, 10**4, 10**5] if args.quick else [10**3, 10**4, 10**5, 10**6]
     if args.batches:
         batches = [int(float(b)) for b in args.batches.split(",")]

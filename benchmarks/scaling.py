@@ -5,8 +5,8 @@ figures measure the search machinery), run through ``jaxhpo.minimize``
 
 * without a mesh, then with ``mesh=`` over the first k devices (k = 1, 2, 4,
   8; the population axis sharded over them),
-* with ``chunk_size`` None, popsize/64, popsize/8 and ``"auto"``, on one
-  device and on all of them.
+* with ``chunk_size`` None, popsize/64, popsize/8 and ``"auto"``, without
+  a mesh and with one over all the devices.
 
 Each row gives evaluations/s (wall and process CPU time, median of repeats,
 compile excluded) and, from ``memory_analysis`` of the compiled search, the
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
 import jaxhpo  # noqa: E402
-from benchmarks._common import print_table, write_results  # noqa: E402
+from benchmarks._common import parse_args, print_table, write_results  # noqa: E402
 from benchmarks.random_search_throughput import BRANIN_SPACE, HARTMANN_SPACE, branin, hartmann6  # noqa: E402
 from jaxhpo.loop import search_memory  # noqa: E402
 
@@ -74,7 +74,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller populations (smoke test)")
     ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     devices = jax.devices()
     counts = [k for k in (1, 2, 4, 8) if k <= len(devices)]
     # Populations divisible by 8 (the mesh) and by the chunk divisors below.

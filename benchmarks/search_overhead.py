@@ -76,7 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxhpo
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from benchmarks.gpbo_vs_optuna import (
     BRANIN_SPACE, H6_SPACE, branin, branin_np, hartmann6, hartmann6_np, optuna_objective,
 )
@@ -352,7 +352,7 @@ def main(argv=None):
     ap.add_argument("--generations", type=int, default=None,
                     help=f"generations at popsize {POP} (default 1024; --quick 256)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats of jitted programs (default 5; --quick 3)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, rivals=("optuna", "hyperopt", "evosax", "cma"))
     args.generations = args.generations or (256 if args.quick else 1024)
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.tpe_evals = 50 if args.quick else 200

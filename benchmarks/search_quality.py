@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxhpo
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from benchmarks.gpbo_vs_optuna import (BRANIN_MIN, BRANIN_SPACE, H6_SPACE, HARTMANN6_MIN, branin, branin_np,
                                        hartmann6, hartmann6_np)
 from benchmarks.tpe_vs_optuna import ackley
@@ -260,7 +260,7 @@ def main(argv=None):
     ap.add_argument("--gp-all", action="store_true",
                     help="run the GP methods (jaxhpo's GPBO, Optuna's GPSampler) on the 10-D problems too")
     ap.add_argument("--skip-competitors", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, rivals=("optuna", "hyperopt"))
 
     import optuna
 

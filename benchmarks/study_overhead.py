@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 
 
 def objective_py(x: float, lr: float, n: int, kind: str) -> float:
@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="100 trials (smoke run)")
-    args = parser.parse_args()
+    args = parse_args(parser, rivals=("optuna",))
     n = 100 if args.quick else args.trials
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,7 +46,7 @@ import warnings
 
 import numpy as np
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 
 
 def make_trainer(epochs: int):
@@ -239,7 +239,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="10 trials, 1 seed, 9 epochs (smoke run)")
     ap.add_argument("--scaling", action="store_true", help="time one decision against the study's size")
     ap.add_argument("--sizes", type=int, nargs="+", default=[250, 1000, 4000])
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, rivals=("optuna", "sklearn"))
     if args.scaling:
         with tempfile.TemporaryDirectory() as tmp:
             rows = decision_time([50, 200] if args.quick else args.sizes, tmp if args.storage == "sqlite" else None)

@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import time
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 
 
 def one_study(space, strategy, trials: int, folder: str, tag: str) -> dict:
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     ap.add_argument("--dim", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.trials, args.capacity, args.dim, args.repeats = 12, 16, 2, 1
 

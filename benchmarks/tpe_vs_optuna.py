@@ -44,7 +44,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 import jaxhpo
-from benchmarks._common import median_time, print_table, write_results
+from benchmarks._common import median_time, parse_args, print_table, write_results
 from jaxhpo.strategies.tpe import TPE
 
 EVALS = 200
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=["hartmann6", "ackley10"])
-    args = parser.parse_args()
+    args = parse_args(parser, rivals=("optuna",))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -37,8 +37,9 @@ assumed to reuse an already compiled width and to cost the mean of the
 measured repeated-width trials (the true cost is higher while new widths
 appear, up to the 121 possible).
 
-Run: ``python -m benchmarks.training_throughput [--sizes 64 256 1024] [--steps 200]
-[--optuna-trials 64] [--baseline-max 64] [--repeats 3] [--quick]``. On a shared machine timings are
+Run: ``python -m benchmarks.training_throughput [--sizes 64] [--steps 200]
+[--optuna-trials 64] [--baseline-max N] [--repeats 1] [--quick]`` (the defaults; the
+results page's table: ``--sizes 64 256 1024 --baseline-max 256``). On a shared machine timings are
 noisy: other processes' load shows up directly in every figure.
 """
 
@@ -52,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import parse_args, print_table, write_results
 from jaxhpo import Float, Int, Space
 from jaxhpo.datasets_digits import digits_split
 from jaxhpo.training import MLPClassifierTrainer, train_bucketed, width_buckets
@@ -181,7 +182,7 @@ def main(argv=None):
                     help="time the hand-written baselines and jaxhpo masked on at most this many configurations")
     ap.add_argument("--quick", action="store_true",
                     help="16 configurations of 20 steps, 4 Optuna trials (smoke run)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, rivals=("optuna",))
     if args.quick:
         args.sizes, args.steps, args.optuna_trials = [16], 20, 4
     args.chunk_size = args.chunk_size or None  # 0: vmap the whole chunk
