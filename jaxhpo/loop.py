@@ -439,7 +439,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
       ref_point: multi-objective only: ``(m,)`` reference point of the
         hypervolume, in the user's signs. ``None``: the front's worst value
         in each objective moved out by 10% of the front's range (by 1 where
-        the range is 0); the point used is in ``Result.ref_point``.
+        the range is 0; ``pareto.default_ref_point``); the point used is in
+        ``Result.ref_point``.
       initial: configurations to evaluate first (a warm start): a dict of
         Python values or a list of them, each naming any subset of the
         parameters (the others are the strategy's proposal); they take the

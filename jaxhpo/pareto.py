@@ -417,14 +417,19 @@ def check_ref_point(ref_point: Any, m: int, dtype: Any = np.float64) -> np.ndarr
 def default_ref_point(values: np.ndarray) -> np.ndarray:
     """``(m,)`` for a front ``(k >= 1, m)`` (minimised, finite in float32), in
     its dtype: its worst value in each objective moved out by 10% of the
-    front's range there (by 1 where it is 0), at most float32's largest
+    front's range there (by 1 where it is 0), at least to the next number the
+    dtype holds (where that step rounds away) and at most float32's largest
     (hypervolumes are computed in float32: a front reaching it would
     otherwise get an infinite reference point)."""
     dtype = np.result_type(np.asarray(values).dtype, np.float32)
     wide = np.asarray(values, np.float64)  # the range of a float32 front can overflow float32
     hi, lo = wide.max(axis=0), wide.min(axis=0)
-    ref = np.minimum(hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0), float(np.finfo(np.float32).max))
-    return ref.astype(dtype)
+    top = float(np.finfo(np.float32).max)
+    ref = np.minimum(hi + np.where(hi > lo, 0.1 * (hi - lo), 1.0), top).astype(dtype)
+    # A step below the dtype's spacing there (1 at 1e8 in float32) rounds away:
+    # the next representable number is then the nearest point still outside.
+    hi = hi.astype(dtype)
+    return np.where(ref > hi, ref, np.minimum(np.nextafter(hi, dtype.type(np.inf)), dtype.type(top)))
 
 
 def hypervolume_contributions(values: jax.Array, ref_point: Any, mask: Any = None) -> jax.Array:

@@ -355,6 +355,10 @@ def test_crowding_distance_of_a_front_spanning_float32():
     top = float(np.finfo(np.float32).max)
     ref = pareto.default_ref_point(np.array([[top, 0.0], [-top, 1.0]], np.float32))
     assert ref.dtype == np.float32 and ref.tolist() == [top, float(np.float32(1.1))]
+    # a step of 1 at 1e8 rounds away in float32: the next float32 is still outside
+    ref = pareto.default_ref_point(np.array([[1e8, 0.5]], np.float32))
+    assert ref[0] == np.nextafter(np.float32(1e8), np.float32(np.inf)) and ref[1] == 1.5
+    assert float(pareto.hypervolume(np.array([[1e8, 0.5]], np.float32), ref)) > 0
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
