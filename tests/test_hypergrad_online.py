@@ -320,7 +320,17 @@ def test_inject_hyperparams_traces_beta_and_narrow_gradients_keep_the_state_type
     np.testing.assert_array_equal(np.asarray(p_inj["w"]), np.asarray(p_plain["w"]))
     assert float(s_plain.learning_rate) > 0.1 and s_plain.direction["w"].dtype == jnp.float32
     assert float(s_inj.inner_state.learning_rate) == float(s_plain.learning_rate)
-    assert hypergradient_descent(0.1, np.array(0.01)) is not None
+    # a NumPy beta is the same rate as a Python float: three updates alike, the rate moved
+    runs = []
+    for beta in (np.array(0.01), 0.01):
+        opt, p = hypergradient_descent(0.1, beta), {"w": jnp.linspace(-1.0, 1.0, 8)}
+        state = opt.init(p)
+        for _ in range(3):
+            u, state = opt.update(jax.tree_util.tree_map(lambda x: x + 0.5, p), state, p)
+            p = optax.apply_updates(p, u)
+        runs.append((np.asarray(p["w"]), float(state.learning_rate)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1] > 0.1
     with pytest.raises(ValueError, match="beta must be >= 0"):
         hypergradient_descent(0.1, jnp.float32(-0.01))
 

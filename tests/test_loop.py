@@ -157,12 +157,17 @@ def test_popsize_none_asks_the_whole_grid():
     assert res.num_evaluations == 49
 
 
-def test_run_vmaps_over_strategy_params_and_keys():
+def test_run_vmaps_over_keys_as_single_runs():
+    # (vmapping over a strategy's params: test_cmaes.py::test_params_are_vmappable)
     s = RandomSearch(BRANIN, 32)
     keys = jax.random.split(jax.random.key(0), 4)
     states, trace = jax.vmap(lambda k: jaxhpo.run(s, branin, k, 5))(keys)
     assert trace.best_value.shape == (4, 5) and states.best_x.shape == (4, 2)
     assert len(np.unique(np.asarray(trace.best_value[:, -1]))) == 4
+    for i in (0, 3):
+        single_state, single = jaxhpo.run(s, branin, keys[i], 5)
+        np.testing.assert_allclose(np.asarray(trace.best_value[i]), np.asarray(single.best_value), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(states.best_x[i]), np.asarray(single_state.best_x), rtol=1e-6)
 
 
 def test_input_validation():

@@ -127,12 +127,17 @@ def test_auto_chunk_size_in_run_and_minimize(monkeypatch):
         jaxhpo.minimize(wide, BRANIN, strategy, num_generations=1, chunk_size="big")
 
 
-def test_free_memory_is_measured():
+def test_free_memory_is_measured(monkeypatch):
     free = evaluate_module.free_memory_bytes()
     assert isinstance(free, int) and free > 0
     devices = jax.devices()
-    # host devices share the host's memory
-    assert evaluate_module.free_memory_bytes(devices) <= free
+    # host devices share the host's memory: the operating system's figure, divided among them
+    pages = {"SC_AVPHYS_PAGES": 3 * 2**20, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(evaluate_module.os, "sysconf", lambda name: pages[name])
+    assert evaluate_module.free_memory_bytes(devices[:1]) == 3 * 2**32
+    assert evaluate_module.free_memory_bytes(devices[:8]) == 3 * 2**32 // min(8, len(devices))
+    pages["SC_AVPHYS_PAGES"] = -1  # unknown: the documented fallback
+    assert evaluate_module.free_memory_bytes(devices[:1]) == evaluate_module.HOST_FALLBACK_BYTES
 
 
 # ------------------------------------------------------------ donated training states

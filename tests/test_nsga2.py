@@ -249,6 +249,23 @@ def test_archive_truncation_keeps_a_non_dominated_spread():
     assert truncated >= SEEDS // 2
 
 
+def test_archive_truncation_keeps_the_loneliest_front_points():
+    # One tell of 8 points of one front into an archive of 4, with a dominated
+    # row and a failure: the two ends (inf) and the two interior points of
+    # largest crowding distance stay (Deb et al.'s distance, by hand below).
+    f1 = np.array([0.0, 0.1, 0.15, 0.5, 0.56, 0.8, 0.82, 1.0], np.float32)
+    front = np.stack([f1, 1.0 - f1], axis=1)
+    values = np.concatenate([front, [[0.9, 0.9], [np.nan, 0.0]]]).astype(np.float32)
+    s = NSGA2(ZDT_SPACE, 10, num_objectives=2, archive_size=4)
+    state = s.tell(s.init(jax.random.key(0)), jnp.full((10, ZDT_DIM), 0.5), jnp.asarray(values))
+    kept = np.asarray(state.front_values)[np.asarray(state.front_mask)]
+    # interior distances: (f1[i+1] - f1[i-1]) per objective, each over a range of 1, twice
+    interior = 2 * (f1[2:] - f1[:-2])
+    loneliest = 1 + np.argsort(-interior, kind="stable")[:2]
+    want = {tuple(front[i]) for i in (0, 7, *loneliest)}
+    assert {tuple(r) for r in kept} == want and len(kept) == 4
+
+
 def test_nsga2_beats_random_search_on_zdt1():
     *_, ours, rand = zdt_runs()
     assert np.median(ours) > np.median(rand)

@@ -18,6 +18,13 @@ def f(p):
     return jnp.sin(p["a"]) * p["n"] + jnp.log(p["b"]) ** 2
 
 
+def sine_rows(hlo: str) -> set[int]:
+    """Element counts of the ``sine`` operations (the objective's) in compiled HLO text."""
+    import re
+    return {math.prod(map(int, filter(None, dims.split(","))))
+            for dims in re.findall(r"= f32\[([0-9,]*)\][^ ]* sine\(", hlo)}
+
+
 def mesh_of(n):
     devices = jax.devices()
     if len(devices) < n:
@@ -38,6 +45,11 @@ def test_sharded_run_equals_unsharded():
     np.testing.assert_allclose(a_state.best_value, b_state.best_value, rtol=1e-6)
     res = jaxhpo.minimize(f, SPACE, s, num_generations=4, key=key, mesh=mesh)
     assert res.best_value == pytest.approx(float(a_state.best_value), rel=1e-6)
+    # Equal results alone would not show the mesh was used: in the compiled
+    # search each device's objective computes its own 64 / 8 rows.
+    text = jax.jit(lambda k: jaxhpo.run(s, f, k, 1, mesh=mesh)).lower(key).compile().as_text()
+    assert sine_rows(text) == {8}
+    assert sine_rows(jax.jit(lambda k: jaxhpo.run(s, f, k, 1)).lower(key).compile().as_text()) == {64}
 
 
 def test_sharded_cmaes_is_bit_identical():
@@ -89,8 +101,6 @@ def test_each_device_evaluates_its_own_rows_a_chunk_at_a_time():
     """With a mesh and a chunk size, every chunk takes chunk // devices rows of each
     device (a chunked loop over the sharded axis had every device compute all rows);
     the per-device shape of the objective's sine, in the partitioned program, says so."""
-    import re
-
     from jaxhpo.evaluate import evaluate
 
     mesh = Mesh(np.array(jax.devices()[:4]), ("pop",))
@@ -98,9 +108,7 @@ def test_each_device_evaluates_its_own_rows_a_chunk_at_a_time():
     want = jax.vmap(f)(params)
     for chunk, rows in ((None, 16), (16, 4), (5, 1), (64, 16)):
         fn = jax.jit(lambda p, chunk=chunk: evaluate(f, p, chunk_size=chunk, mesh=mesh))
-        text = fn.lower(params).compile().as_text()
-        sines = {math.prod(map(int, filter(None, dims.split(","))))
-                 for dims in re.findall(r"= f32\[([0-9,]*)\][^ ]* sine\(", text)}
+        sines = sine_rows(fn.lower(params).compile().as_text())
         assert sines == {rows}, (chunk, sines)
         np.testing.assert_allclose(np.asarray(fn(params)), np.asarray(want), rtol=1e-6, atol=1e-6)
     # rows per device not a multiple of the chunk: the rest of each device's rows vmapped
