@@ -62,8 +62,12 @@ def _as_mask(mask: Any, n: int, name: str = "mask") -> jax.Array:
     mask = jnp.asarray(mask)
     if mask.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(mask.shape)}")
+    if jnp.issubdtype(mask.dtype, jnp.integer):  # 0 / 1 flags
+        if not isinstance(mask, jax.core.Tracer) and not np.isin(np.asarray(mask), (0, 1)).all():
+            raise ValueError(f"{name} must be boolean (or 0 / 1 integers), got values other than 0 and 1")
+        return mask.astype(bool)
     if mask.dtype != jnp.bool_:  # a float mask (NaN, 0.5) has no one reading
-        raise TypeError(f"{name} must be boolean, got dtype {mask.dtype}")
+        raise TypeError(f"{name} must be boolean (or 0 / 1 integers), got dtype {mask.dtype}")
     return mask
 
 
@@ -429,7 +433,9 @@ def default_ref_point(values: np.ndarray) -> np.ndarray:
     # A step below the dtype's spacing there (1 at 1e8 in float32) rounds away:
     # the next representable number is then the nearest point still outside.
     hi = hi.astype(dtype)
-    return np.where(ref > hi, ref, np.minimum(np.nextafter(hi, dtype.type(np.inf)), dtype.type(top)))
+    with np.errstate(over="ignore"):  # past float32's largest: capped just below
+        step = np.minimum(np.nextafter(hi, dtype.type(np.inf)), dtype.type(top))
+    return np.where(ref > hi, ref, step)
 
 
 def hypervolume_contributions(values: jax.Array, ref_point: Any, mask: Any = None) -> jax.Array:

@@ -323,6 +323,9 @@ def test_add_trial_refuses_what_is_no_vector_of_real_numbers():
     with pytest.raises(ValueError, match="add_trial: value must be 3 numbers"):
         s.add_trial(params, (1.0, 2.0))
     assert s.trials == []
-    # an objective returning one fails its trial instead
+    # an objective returning one fails its trial instead, a JAX comparison's 0-d bool too
     s.optimize(lambda p: (True, 2.0, 0.0), num_trials=1, progress=False)
-    assert s.trials[0].state == "failed" and "not real numbers" in s.trials[0].error
+    s.optimize(lambda p: (jnp.asarray(p["a"]) > 2.0, 2.0, 0.0), num_trials=1, progress=False)
+    ran = [t for t in s.trials if t.state != "waiting"]
+    assert [t.state for t in ran] == ["failed"] * 2
+    assert all("not real numbers" in t.error for t in ran)

@@ -334,8 +334,14 @@ def test_clear_errors():
         pareto.crowding_distance(np.zeros((4, 2)), np.zeros(3, np.int32))
     with pytest.raises(ValueError, match="num_samples"):
         pareto.hypervolume(np.zeros((4, 4)), np.ones(4), key=jax.random.key(0), num_samples=0)
-    with pytest.raises(TypeError, match="mask must be boolean, got dtype float32"):
+    with pytest.raises(TypeError, match=r"mask must be boolean \(or 0 / 1 integers\), got dtype float32"):
         pareto.nondominated_rank(np.zeros((2, 2)), np.array([np.nan, 0.7], np.float32))
+    # 0 / 1 integer flags have one reading
+    v = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(np.asarray(pareto.nondominated_rank(v, [1, 0, 1])),
+                                  np.asarray(pareto.nondominated_rank(v, np.array([True, False, True]))))
+    with pytest.raises(ValueError, match="values other than 0 and 1"):
+        pareto.nondominated_rank(v, [1, 2, 1])
     with pytest.raises(ValueError, match="ranks must be front indices >= 0"):
         pareto.crowding_distance(np.zeros((2, 2)), np.array([-1, 0]))
     with pytest.raises(TypeError, match="ranks must be integer"):
@@ -346,6 +352,7 @@ def test_clear_errors():
         pareto.total_violation(np.zeros(3))
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_crowding_distance_of_a_front_spanning_float32():
     # Finite float32 values whose range is not: the distances are still Deb's.
     big = 3e38

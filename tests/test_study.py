@@ -125,6 +125,30 @@ def test_ask_in_parts_and_tell_wrong_length():
         study.ask(0)
 
 
+def test_returns_of_other_numeric_types():
+    # float8 and object 0-d arrays are numbers; another library's bool or
+    # complex scalar (by its dtype's name, as a PyTorch tensor's) is not.
+    class Tensor:
+        def __init__(self, dtype, value):
+            self.dtype, self.value = dtype, value
+
+        def __float__(self):
+            if self.dtype == "torch.complex64":
+                raise RuntimeError("value cannot be converted to type double without overflow")
+            return float(self.value)
+
+    returns = [jnp.asarray(1.5, jnp.float8_e4m3fn), np.array(2.5, dtype=object), Tensor("torch.float32", 3.5),
+               Tensor("torch.bool", True), Tensor("torch.complex64", 1.0)]
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 5), seed=0)
+    values = iter(returns)
+    with pytest.warns(RuntimeWarning, match="failed"):
+        study.optimize(lambda p: next(values), num_trials=5, progress=False)
+    trials = study.trials
+    assert [t.value for t in trials[:3]] == [1.5, 2.5, 3.5]
+    assert [t.state for t in trials[3:]] == ["failed", "failed"]
+    assert all(t.error.startswith("objective returned") and t.error.endswith("not a number") for t in trials[3:])
+
+
 def test_optimize_records_failures_and_goes_on():
     calls = []
 

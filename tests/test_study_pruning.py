@@ -333,6 +333,9 @@ def test_median_pruning_in_a_study_matches_a_replay_of_its_reports(maximize):
     for t in study.trials:
         if t.state == TrialState.PRUNED:
             assert t.value == t.intermediate_values[t.last_step]
+    # the best trial comes with its reports, as in study.trials
+    best = study.best_trial
+    assert best.intermediate_values and best == study.trials[best.number]
 
 
 @pytest.mark.parametrize("kind", ["asha", "hyperband", "hyperband-auto"])

@@ -305,6 +305,10 @@ def test_keys_that_vmap_changes_are_refused(impl):
     from jaxhpo.training import init_population
     with pytest.raises(ValueError, match="keys must be a key of a vmap-invariant"):
         init_population(TRAINER, jax.random.split(key, 3), {"lr": jnp.full(3, 0.1)})
+    from jaxhpo.training.trainer import train_blocks
+    with pytest.raises(ValueError, match="keys must be a key of a vmap-invariant"):
+        train_blocks(TRAINER, {"w": jnp.ones((4, 2))}, {"lr": jnp.full(4, 0.1)}, 0, None, 2,
+                     keys=jax.random.split(key, 4), fresh=True)
     with pytest.raises(ValueError, match="keys must be a key of a vmap-invariant"):
         train_bucketed(lambda w: TRAINER, jax.random.split(key, 2), {"lr": np.full(2, 0.1), "width": np.ones(2)},
                        1, buckets=(2,), chunk=2)

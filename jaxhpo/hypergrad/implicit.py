@@ -200,17 +200,15 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
                                 "return iteration counts and such apart, outside implicit")
         flat_w, unravel = ravel_pytree(w)
 
-        # The system dF/dw must be square, its rows in w's order: the residual
-        # has w's structure and shapes (as many entries, ordered otherwise,
-        # would pair each equation with the wrong unknown).
-        residual = jax.eval_shape(optimality, w, hparams)
-        r_leaves, r_tree = jax.tree_util.tree_flatten(residual)
-        w_leaves, w_tree = jax.tree_util.tree_flatten(w)
-        r_shapes, w_shapes = [r.shape for r in r_leaves], [jnp.shape(a) for a in w_leaves]
-        if r_tree != w_tree or r_shapes != w_shapes:
+        # The system dF/dw must be square, its rows in w's order: the residual's
+        # leaves have w's shapes, in w's order (as many entries in other shapes
+        # would pair each equation with the wrong unknown; a list for a tuple is fine).
+        r_shapes = [r.shape for r in jax.tree_util.tree_leaves(jax.eval_shape(optimality, w, hparams))]
+        w_shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(w)]
+        if r_shapes != w_shapes:
             raise ValueError(
                 "optimality(w, hparams) must return a residual with w's structure and shapes; got "
-                f"{r_tree} of shapes {r_shapes} for w's {w_tree} of shapes {w_shapes}"
+                f"leaves of shapes {r_shapes} for w's {w_shapes}"
             )
 
         def residual_flat(fw):

@@ -154,9 +154,10 @@ def _is_real(value: Any) -> bool:
         return True
     try:
         kind = np.dtype(dtype).kind
-    except TypeError:  # a dtype NumPy does not know (PyTorch's): float() decides
-        return True
-    return kind in "iuf" or str(dtype) == "bfloat16"
+    except TypeError:  # a dtype NumPy does not know (PyTorch's): by its name, else float() decides
+        return not any(word in str(dtype) for word in ("bool", "complex"))
+    # ml_dtypes' bfloat16, float8 and int4 are of kind "V"; an object array holds anything
+    return kind in "iufO" or (kind == "V" and ("float" in str(dtype) or "int" in str(dtype)))
 
 
 def _real_scalar(what: str, value: Any) -> float:
@@ -166,7 +167,7 @@ def _real_scalar(what: str, value: Any) -> float:
             return float(value)
     except OverflowError:  # a Python int beyond float's range
         return math.inf if value > 0 else -math.inf
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # (PyTorch raises RuntimeError)
         pass
     raise TypeError(f"{what}: value must be a real number, got {value!r}")
 
@@ -180,7 +181,7 @@ def _as_value(raw: Any, said: str = "objective returned") -> tuple[float | None,
         if not _is_real(raw):  # a comparison's bool, text, a complex number
             return None, f"{said} {raw!r}, not a number"
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # (PyTorch raises RuntimeError)
         return None, f"{said} a {type(raw).__name__}, not a number"
     except OverflowError:  # a Python int beyond float's range
         return None, f"{said} an integer of {len(str(abs(int(raw))))} digits, beyond float's range"
@@ -199,9 +200,10 @@ def _as_vector(raw: Any, m: int, c: int, said: str = "objective returned") -> tu
         return None, f"{said} {raw!r}, not a vector of {k} numbers"
     try:
         # bools, text and complex numbers first: a cast to float64 would take them
-        # (a bool beside numbers too: (True, 2.0) makes a float64 array)
-        if np.asarray(raw).dtype.kind in ("b", "U", "S", "c") or (
-                isinstance(raw, (tuple, list)) and any(isinstance(v, (bool, np.bool_)) for v in raw)):
+        # (one entry among numbers too: (True, 2.0) makes a float64 array)
+        entries = raw if isinstance(raw, (tuple, list)) else [raw]
+        if np.asarray(raw).dtype.kind in ("b", "U", "S", "c") or not all(
+                np.ndim(v) > 0 or _is_real(v) for v in entries):
             return None, f"{said} {raw!r}, not real numbers"
         arr = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
@@ -1501,7 +1503,10 @@ class Study:
             row = self._storage.best_trial(c, self._id, self.maximize)
             if row is None:
                 raise self._no_complete_trial(c)
-        return self._trial(row)
+            # with its reports, as study.trials gives it
+            reports = {step: math.nan if value is None else value
+                       for step, value in self._storage.trial_reports(c, row[12])}
+        return self._trial(row, reports)
 
     def _no_complete_trial(self, c, kind: str = "") -> ValueError:
         """The error of a study with no complete (``kind``) trial; it says where

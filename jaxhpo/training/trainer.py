@@ -372,6 +372,8 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
                                    or block_size < 1):
         raise ValueError(f"block_size must be a positive integer (a divisor of the population size {n}) or None, "
                          f"got {block_size!r}")
+    if keys is not None:
+        check_batchable_keys("keys", keys)
 
     if block_size is None or block_size >= n:
         start = states
