@@ -19,16 +19,16 @@ _QUICK = False  # set by parse_args: this run is a --quick smoke run
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
-               rivals: Sequence[str] = ()) -> argparse.Namespace:
+               rivals: Sequence[str] | Callable[[argparse.Namespace], Sequence[str]] = ()) -> argparse.Namespace:
     """A benchmark's arguments, whole words only (an abbreviated ``--qui`` is
     not ``--quick``, whose run must not write a full run's file); exits with
-    a message before any work if a rival system (an importable module name)
-    is not installed."""
+    a message before any work if a rival system (an importable module name;
+    ``rivals`` may pick them from the arguments) is not installed."""
     global _QUICK
     parser.allow_abbrev = False
     args = parser.parse_args(argv)
     _QUICK = bool(getattr(args, "quick", False))
-    missing = [m for m in rivals if importlib.util.find_spec(m) is None]
+    missing = [m for m in (rivals(args) if callable(rivals) else rivals) if importlib.util.find_spec(m) is None]
     if missing:
         parser.exit(2, f"{parser.prog}: compares against {', '.join(missing)}, not installed here: "
                        "pip install -e '.[bench]'\n")

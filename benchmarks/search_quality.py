@@ -260,7 +260,7 @@ def main(argv=None):
     ap.add_argument("--gp-all", action="store_true",
                     help="run the GP methods (jaxhpo's GPBO, Optuna's GPSampler) on the 10-D problems too")
     ap.add_argument("--skip-competitors", action="store_true")
-    args = parse_args(ap, argv, rivals=("optuna", "hyperopt"))
+    args = parse_args(ap, argv, rivals=lambda a: () if a.skip_competitors else ("optuna", "hyperopt"))
 
     import optuna
 

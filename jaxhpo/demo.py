@@ -124,8 +124,10 @@ def fit_logreg(X: jax.Array, y: jax.Array, weights: jax.Array, C: jax.Array, l1:
         y_host = np.asarray(y)
         if not np.issubdtype(y_host.dtype, np.integer) or (n and not 0 <= y_host.min() <= y_host.max() < num_classes):
             raise ValueError(f"y must be int class indices in [0, num_classes) = [0, {num_classes})")
-    if not isinstance(C, jax.core.Tracer) and not (np.ndim(C) == 0 and float(np.asarray(C)) > 0):
-        raise ValueError(f"C must be a number > 0, got {C!r}")
+    if not isinstance(C, jax.core.Tracer):
+        c = np.asarray(C)
+        if c.ndim != 0 or not (c.dtype.kind in "iuf" or str(c.dtype) == "bfloat16") or not float(c) > 0:
+            raise ValueError(f"C must be a number > 0, got {C!r}")
     if not isinstance(weights, jax.core.Tracer):
         w_host = np.asarray(weights, np.float64)
         if not (np.all(w_host >= 0) and w_host.sum() > 0):

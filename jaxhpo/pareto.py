@@ -59,12 +59,14 @@ def _as_values(values: Any, name: str = "values", columns: str = "objective") ->
 def _as_mask(mask: Any, n: int, name: str = "mask") -> jax.Array:
     if mask is None:
         return jnp.ones((n,), bool)
+    if not isinstance(mask, jax.core.Tracer):
+        given = np.asarray(mask)  # (checked before a conversion to int32 could wrap 2**32 to 0)
+        if given.dtype.kind in "iu" and not np.isin(given, (0, 1)).all():
+            raise ValueError(f"{name} must be boolean (or 0 / 1 integers), got values other than 0 and 1")
     mask = jnp.asarray(mask)
     if mask.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(mask.shape)}")
-    if jnp.issubdtype(mask.dtype, jnp.integer):  # 0 / 1 flags
-        if not isinstance(mask, jax.core.Tracer) and not np.isin(np.asarray(mask), (0, 1)).all():
-            raise ValueError(f"{name} must be boolean (or 0 / 1 integers), got values other than 0 and 1")
+    if jnp.issubdtype(mask.dtype, jnp.integer):  # 0 / 1 flags (traced ones cannot be checked)
         return mask.astype(bool)
     if mask.dtype != jnp.bool_:  # a float mask (NaN, 0.5) has no one reading
         raise TypeError(f"{name} must be boolean (or 0 / 1 integers), got dtype {mask.dtype}")
@@ -94,7 +96,7 @@ def dominance_matrix(values: jax.Array, mask: Any = None) -> jax.Array:
 
     Args:
       values: ``(n, m)`` objective values (minimised).
-      mask: optional ``(n,)`` boolean; rows outside it (and non-finite rows)
+      mask: optional ``(n,)`` boolean (or 0 / 1 integers); rows outside it (and non-finite rows)
         neither dominate nor are dominated.
     Returns:
       ``(n, n)`` boolean.
@@ -148,7 +150,7 @@ def nondominated_rank(values: jax.Array, mask: Any = None) -> jax.Array:
 
     Args:
       values: ``(n, m)`` objective values, minimised.
-      mask: optional ``(n,)`` boolean of rows that count.
+      mask: optional ``(n,)`` boolean (or 0 / 1 integers) of rows that count.
     Returns:
       ``(n,)`` int32 ranks; rows outside ``mask`` or with a non-finite value
       get ``n``.
@@ -196,7 +198,7 @@ def constrained_nondominated_rank(values: jax.Array, constraints: jax.Array, mas
       values: ``(n, m)`` objective values, minimised.
       constraints: ``(n, c)`` constraint values, feasible when all ``<= 0``.
         ``c = 0`` means every row is feasible.
-      mask: optional ``(n,)`` boolean of rows that count.
+      mask: optional ``(n,)`` boolean (or 0 / 1 integers) of rows that count.
     Returns:
       ``(n,)`` int32 ranks; rows outside ``mask``, or with a non-finite
       objective or constraint value (failed evaluations), get ``n``.
@@ -271,7 +273,7 @@ def pareto_front_mask(values: jax.Array, mask: Any = None) -> jax.Array:
 
     Args:
       values: ``(n, m)`` objective values, minimised.
-      mask: optional ``(n,)`` boolean of rows that count.
+      mask: optional ``(n,)`` boolean (or 0 / 1 integers) of rows that count.
     Returns:
       ``(n,)`` boolean. Equal rows are all on the front if any is.
     """
@@ -365,7 +367,7 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
     Args:
       values: ``(n, m)`` objective values, minimised.
       ref_point: ``(m,)`` reference point (worse than any point of interest).
-      mask: optional ``(n,)`` boolean of rows that count.
+      mask: optional ``(n,)`` boolean (or 0 / 1 integers) of rows that count.
       key: a ``jax.random`` key, required when ``m >= 4``; ignored otherwise.
       num_samples: Monte Carlo sample count (static; rounded up to a multiple
         of 4096).
@@ -425,7 +427,8 @@ def default_ref_point(values: np.ndarray) -> np.ndarray:
     dtype holds (where that step rounds away) and at most float32's largest
     (hypervolumes are computed in float32: a front reaching it would
     otherwise get an infinite reference point)."""
-    dtype = np.result_type(np.asarray(values).dtype, np.float32)
+    # the dtype hypervolume computes in (float64 values are float32 without x64)
+    dtype = np.dtype(jax.dtypes.canonicalize_dtype(np.result_type(np.asarray(values).dtype, np.float32)))
     wide = np.asarray(values, np.float64)  # the range of a float32 front can overflow float32
     hi, lo = wide.max(axis=0), wide.min(axis=0)
     top = float(np.finfo(np.float32).max)
@@ -449,7 +452,7 @@ def hypervolume_contributions(values: jax.Array, ref_point: Any, mask: Any = Non
     Args:
       values: ``(n, m)`` objective values, minimised, ``m`` in ``{1, 2, 3}``.
       ref_point: ``(m,)`` reference point.
-      mask: optional ``(n,)`` boolean of rows that count.
+      mask: optional ``(n,)`` boolean (or 0 / 1 integers) of rows that count.
     Returns:
       ``(n,)`` contributions, ``>= 0`` up to rounding.
     """

@@ -115,7 +115,7 @@ def test_fit_logreg_rejects_bad_settings():
     # was one-hot to zeros and dropped out of the fit; C <= 0 or zero weights gave NaN)
     with pytest.raises(ValueError, match=r"y must be int class indices in \[0, num_classes\)"):
         demo.fit_logreg(XS, np.where(Y == 2, 3, Y), np.ones(150), 1.0, False, num_classes=3)
-    for C in (0.0, -1.0, float("nan"), np.ones(1)):
+    for C in (0.0, -1.0, float("nan"), np.ones(1), "1.0", True, None, 1 + 1j):
         with pytest.raises(ValueError, match="C must be a number > 0"):
             demo.fit_logreg(XS, Y, np.ones(150), C, False, num_classes=3)
     for w in (np.zeros(150), -np.ones(150)):

@@ -243,6 +243,11 @@ def test_bad_arguments():
     # the same leaves in another container (a list for a tuple) are w's equations in w's order
     listed = implicit(lambda h: (jnp.ones(2) * h, jnp.ones(3) * h), lambda w, h: [w[0] - h, w[1] - h])
     assert float(jax.grad(lambda h: sum(a.sum() for a in listed(h)))(1.0)) == pytest.approx(5.0)
+    # ... but not the same shapes in another order (a dict w flattens by key)
+    reordered = implicit(lambda h: {"w": jnp.ones(2) * h, "b": jnp.ones(2) * 2 * h},
+                         lambda w, h: (w["w"] - h, 3 * (w["b"] - 2 * h)))
+    with pytest.raises(ValueError, match="residual with w's structure and shapes"):
+        jax.grad(lambda h: sum(a.sum() for a in reordered(h).values()))(1.0)
     counted = implicit(lambda h: {"w": jnp.ones(2) * h, "iters": jnp.int32(3)},
                        lambda w, h: {"w": w["w"] - h, "iters": jnp.float32(0.0)})
     with pytest.raises(TypeError, match=r"solve must return floating-point arrays only .*w\['iters'\] has dtype int32"):

@@ -253,17 +253,24 @@ def test_archive_truncation_keeps_the_loneliest_front_points():
     # One tell of 8 points of one front into an archive of 4, with a dominated
     # row and a failure: the two ends (inf) and the two interior points of
     # largest crowding distance stay (Deb et al.'s distance, by hand below).
-    f1 = np.array([0.0, 0.1, 0.15, 0.5, 0.56, 0.8, 0.82, 1.0], np.float32)
-    front = np.stack([f1, 1.0 - f1], axis=1)
-    values = np.concatenate([front, [[0.9, 0.9], [np.nan, 0.0]]]).astype(np.float32)
+    # (objectives of other ranges, one curved: the normalisation by each range counts)
+    f1 = np.array([0.0, 0.05, 0.3, 0.35, 0.6, 0.9, 0.95, 1.0], np.float32)
+    front = np.stack([f1, 10.0 * (1.0 - f1) ** 2], axis=1).astype(np.float32)
+    values = np.concatenate([front, [[0.9, 9.0], [np.nan, 0.0]]]).astype(np.float32)
     s = NSGA2(ZDT_SPACE, 10, num_objectives=2, archive_size=4)
     state = s.tell(s.init(jax.random.key(0)), jnp.full((10, ZDT_DIM), 0.5), jnp.asarray(values))
     kept = np.asarray(state.front_values)[np.asarray(state.front_mask)]
-    # interior distances: (f1[i+1] - f1[i-1]) per objective, each over a range of 1, twice
-    interior = 2 * (f1[2:] - f1[:-2])
+    # interior distances: the neighbours' gap over the front's range, per objective
+    f = front.astype(np.float64)
+    span = f.max(axis=0) - f.min(axis=0)
+    interior = (f[2:, 0] - f[:-2, 0]) / span[0] + (f[:-2, 1] - f[2:, 1]) / span[1]
     loneliest = 1 + np.argsort(-interior, kind="stable")[:2]
     want = {tuple(front[i]) for i in (0, 7, *loneliest)}
     assert {tuple(r) for r in kept} == want and len(kept) == 4
+    # (the first objective alone, or gaps not divided by the ranges, would keep others)
+    assert set(1 + np.argsort(-(f[2:, 0] - f[:-2, 0]), kind="stable")[:2]) != set(loneliest)
+    raw = (f[2:, 0] - f[:-2, 0]) + (f[:-2, 1] - f[2:, 1])
+    assert set(1 + np.argsort(-raw, kind="stable")[:2]) != set(loneliest)
 
 
 def test_nsga2_beats_random_search_on_zdt1():

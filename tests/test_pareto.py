@@ -340,8 +340,9 @@ def test_clear_errors():
     v = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], np.float32)
     np.testing.assert_array_equal(np.asarray(pareto.nondominated_rank(v, [1, 0, 1])),
                                   np.asarray(pareto.nondominated_rank(v, np.array([True, False, True]))))
-    with pytest.raises(ValueError, match="values other than 0 and 1"):
-        pareto.nondominated_rank(v, [1, 2, 1])
+    for bad in ([1, 2, 1], np.array([2**32, 1, 1], np.int64)):  # (2**32 would wrap to 0 in int32)
+        with pytest.raises(ValueError, match="values other than 0 and 1"):
+            pareto.nondominated_rank(v, bad)
     with pytest.raises(ValueError, match="ranks must be front indices >= 0"):
         pareto.crowding_distance(np.zeros((2, 2)), np.array([-1, 0]))
     with pytest.raises(TypeError, match="ranks must be integer"):
@@ -365,7 +366,9 @@ def test_crowding_distance_of_a_front_spanning_float32():
     # a step of 1 at 1e8 rounds away in float32: the next float32 is still outside
     ref = pareto.default_ref_point(np.array([[1e8, 0.5]], np.float32))
     assert ref[0] == np.nextafter(np.float32(1e8), np.float32(np.inf)) and ref[1] == 1.5
-    assert float(pareto.hypervolume(np.array([[1e8, 0.5]], np.float32), ref)) > 0
+    for front in (np.array([[1e8, 0.5]], np.float32), np.array([[1e8, 0.5]]), [[1e8, 0.5]]):
+        # (a float64 front is computed in float32 too, without x64)
+        assert float(pareto.hypervolume(front, pareto.default_ref_point(front))) > 0
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])

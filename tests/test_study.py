@@ -133,20 +133,22 @@ def test_returns_of_other_numeric_types():
             self.dtype, self.value = dtype, value
 
         def __float__(self):
-            if self.dtype == "torch.complex64":
+            if self.value is None:  # as PyTorch's float() of a value it cannot convert
                 raise RuntimeError("value cannot be converted to type double without overflow")
             return float(self.value)
 
     returns = [jnp.asarray(1.5, jnp.float8_e4m3fn), np.array(2.5, dtype=object), Tensor("torch.float32", 3.5),
-               Tensor("torch.bool", True), Tensor("torch.complex64", 1.0)]
-    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 5), seed=0)
+               Tensor("torch.bool", True), Tensor("torch.complex64", 1.0), Tensor("torch.float32", None),
+               np.array(True, dtype=object), np.array("2.5", dtype=object)]
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 8), seed=0)
     values = iter(returns)
     with pytest.warns(RuntimeWarning, match="failed"):
-        study.optimize(lambda p: next(values), num_trials=5, progress=False)
+        study.optimize(lambda p: next(values), num_trials=8, progress=False)
     trials = study.trials
     assert [t.value for t in trials[:3]] == [1.5, 2.5, 3.5]
-    assert [t.state for t in trials[3:]] == ["failed", "failed"]
+    assert [t.state for t in trials[3:]] == ["failed"] * 5
     assert all(t.error.startswith("objective returned") and t.error.endswith("not a number") for t in trials[3:])
+    assert trials[5].error == "objective returned a Tensor, not a number"
 
 
 def test_optimize_records_failures_and_goes_on():

@@ -118,6 +118,15 @@ def neumann(matvec: Callable, b: jax.Array, *, maxiter: int, alpha: float) -> ja
     return alpha * total
 
 
+def _lists_as_tuples(tree: Any) -> Any:
+    """``tree`` with its lists (and tuples, named or not) as plain tuples."""
+    if isinstance(tree, (list, tuple)):
+        return tuple(_lists_as_tuples(x) for x in tree)
+    if isinstance(tree, dict):
+        return {k: _lists_as_tuples(v) for k, v in tree.items()}
+    return tree
+
+
 def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxiter: int = 100,
              tol: float | None = None, alpha: float = 1.0, damping: float = 0.0) -> Callable:
     """Make an inner solver differentiable by the implicit function theorem.
@@ -200,15 +209,18 @@ def implicit(solve: Callable, optimality: Callable, *, method: str = "cg", maxit
                                 "return iteration counts and such apart, outside implicit")
         flat_w, unravel = ravel_pytree(w)
 
-        # The system dF/dw must be square, its rows in w's order: the residual's
-        # leaves have w's shapes, in w's order (as many entries in other shapes
-        # would pair each equation with the wrong unknown; a list for a tuple is fine).
-        r_shapes = [r.shape for r in jax.tree_util.tree_leaves(jax.eval_shape(optimality, w, hparams))]
+        # The system dF/dw must be square, its rows in w's order: the residual
+        # has w's structure and shapes (as many entries in other shapes or
+        # another order would pair each equation with the wrong unknown); a
+        # list where w has a tuple is the same structure.
+        residual = jax.eval_shape(optimality, w, hparams)
+        r_shapes = [r.shape for r in jax.tree_util.tree_leaves(residual)]
         w_shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(w)]
-        if r_shapes != w_shapes:
+        r_tree, w_tree = (jax.tree_util.tree_structure(_lists_as_tuples(t)) for t in (residual, w))
+        if r_tree != w_tree or r_shapes != w_shapes:
             raise ValueError(
                 "optimality(w, hparams) must return a residual with w's structure and shapes; got "
-                f"leaves of shapes {r_shapes} for w's {w_shapes}"
+                f"{r_tree} of shapes {r_shapes} for w's {w_tree} of shapes {w_shapes}"
             )
 
         def residual_flat(fw):

@@ -156,8 +156,10 @@ def _is_real(value: Any) -> bool:
         kind = np.dtype(dtype).kind
     except TypeError:  # a dtype NumPy does not know (PyTorch's): by its name, else float() decides
         return not any(word in str(dtype) for word in ("bool", "complex"))
-    # ml_dtypes' bfloat16, float8 and int4 are of kind "V"; an object array holds anything
-    return kind in "iufO" or (kind == "V" and ("float" in str(dtype) or "int" in str(dtype)))
+    if kind == "O":  # an object array: what it holds (a 0-d one; others are no scalar)
+        return np.ndim(value) == 0 and _is_real(np.asarray(value).item())
+    # ml_dtypes' bfloat16, float8 and int4 are of kind "V"
+    return kind in "iuf" or (kind == "V" and ("float" in str(dtype) or "int" in str(dtype)))
 
 
 def _real_scalar(what: str, value: Any) -> float:
@@ -201,13 +203,15 @@ def _as_vector(raw: Any, m: int, c: int, said: str = "objective returned") -> tu
     try:
         # bools, text and complex numbers first: a cast to float64 would take them
         # (one entry among numbers too: (True, 2.0) makes a float64 array)
-        entries = raw if isinstance(raw, (tuple, list)) else [raw]
+        entries = list(raw) if isinstance(raw, (tuple, list)) or np.ndim(raw) == 1 else [raw]
         if np.asarray(raw).dtype.kind in ("b", "U", "S", "c") or not all(
                 np.ndim(v) > 0 or _is_real(v) for v in entries):
             return None, f"{said} {raw!r}, not real numbers"
         arr = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         return None, f"{said} a {type(raw).__name__}, not a vector of {k} numbers"
+    except OverflowError:  # a Python int beyond float's range
+        return None, f"{said} an integer beyond float's range among {k} values"
     what = f"{m} objective value{'s' if m > 1 else ''}" + (f" then {c} constraint value{'s' if c > 1 else ''}"
                                                           if c else "")
     if arr.shape != (k,):
