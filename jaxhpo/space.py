@@ -823,6 +823,8 @@ class Space:
         """
         if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
             raise ValueError(f"grid num must be a positive integer, got {num!r}")
+        if sizes is not None and not isinstance(sizes, Mapping):
+            raise TypeError(f"grid sizes must be a mapping of parameter name to number of points, got {sizes!r}")
         sizes = dict(sizes or {})
         for k, v in sizes.items():
             if k not in self.dims:

@@ -295,6 +295,7 @@ def test_bad_settings_are_rejected_at_construction():
         CMAES(SMALL, sigma0="big")
     with pytest.raises(ValueError, match="restarts"):
         CMAES(SMALL, restarts="bipop")
+    assert CMAES(SMALL, restarts=False).restarts is None  # a config file's None (TOML has no null)
     with pytest.raises(ValueError, match="x0"):
         CMAES(SMALL, x0=[0.5, 0.5])
     with pytest.raises(ValueError, match="x0"):

@@ -170,6 +170,11 @@ def test_output_leaves_a_storage_the_config_names_and_a_file_as_output_is_an_err
     capsys.readouterr()
     assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "afile")]) == 2
     assert "jaxhpo run: error: config: output " in capsys.readouterr().err
+    # an explicit null storage is no storage named: it follows --output
+    data["storage"] = None
+    path.write_text(json.dumps(data))
+    assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "o2")]) == 0
+    assert (folder / "o2" / "study.db").exists()
     # the default storage lives in the output folder: the same rule, named
     data.pop("storage")
     path.write_text(json.dumps(data))
@@ -188,6 +193,11 @@ def test_config_errors_are_clear(folder, capsys):
     good = {"objective": "obj.py:objective", "space": SPACE, "num_trials": 4}
     assert "unknown strategy 'simulated_annealing'" in _error(
         folder, capsys, {**good, "strategy": "simulated_annealing"})
+    # the abstract base class is no strategy to run (it failed inside the study, with a traceback)
+    assert "unknown strategy 'Strategy'" in _error(folder, capsys, {**good, "strategy": {"name": "Strategy",
+                                                                                           "popsize": 2}})
+    assert "grid sizes must be a mapping" in _error(
+        folder, capsys, {**good, "strategy": {"name": "grid", "sizes": [3]}})
     assert "unknown key(s) ['trials']" in _error(folder, capsys, {**good, "trials": 3})
     assert "'objective' is required" in _error(folder, capsys, {"space": SPACE, "num_trials": 4})
     assert "config space.x.type" in _error(folder, capsys, {**good, "space": {"x": {"type": "real"}}})

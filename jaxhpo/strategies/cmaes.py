@@ -310,7 +310,8 @@ class CMAES(Strategy):
       restarts: ``"ipop"`` (restart with a random mean and twice the
         population whenever a termination criterion fires; Auger & Hansen,
         2005) or ``None`` (stop adapting and keep sampling the final
-        distribution; ``state.stopped`` tells).
+        distribution; ``state.stopped`` tells). ``False`` is read as
+        ``None`` (a config file's way to say it: TOML has no null).
       max_doublings: with ``"ipop"``, the population grows to at most
         ``popsize * 2**max_doublings`` (the buffer size ``max_popsize``).
       separable: the separable (diagonal-covariance) CMA-ES of Ros & Hansen
@@ -354,8 +355,10 @@ class CMAES(Strategy):
                 raise ValueError(f"x0 must be a cube point with coordinates in [0, 1], got {x0!r}")
             x0 = tuple(float(v) for v in arr)
         self.x0 = x0
+        if restarts is False:  # (a config file's way to say None: TOML has no null)
+            restarts = None
         if restarts not in ("ipop", None):
-            raise ValueError(f"restarts must be 'ipop' or None, got {restarts!r}")
+            raise ValueError(f"restarts must be 'ipop' or None (or False), got {restarts!r}")
         self.restarts = restarts
         if isinstance(max_doublings, bool) or not isinstance(max_doublings, numbers.Integral):
             raise TypeError(f"max_doublings must be an integer, got {max_doublings!r}")

@@ -20,10 +20,11 @@ and the budget. Example (TOML)::
     criterion    = { type = "categorical", choices = ["gini", "entropy"] }
 
 Relative paths (``output``, ``storage``, ``file.py`` objectives) are taken
-relative to the config file's folder. Budgets are totals for the study, so
-running the same config again after a crash finishes the job rather than
-starting over; configurations in ``enqueue`` are queued once (a rerun
-skips those a trial or the queue already holds).
+relative to the config file's folder. ``num_trials`` and ``num_generations``
+are totals for the study, so running the same config again after a crash
+finishes the job rather than starting over; ``timeout`` is per run (each
+rerun may spend it again). Configurations in ``enqueue`` are queued once (a
+rerun skips those a trial or the queue already holds).
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
                      maximize=maximize, num_trials=num_trials, num_generations=num_generations,
                      timeout=None if timeout is None else float(timeout), n_jobs=n_jobs,
                      output=output_path, storage=storage, base_dir=base_dir, pruner=pruner,
-                     enqueue=tuple(dict(c) for c in enqueue), storage_given="storage" in data)
+                     enqueue=tuple(dict(c) for c in enqueue), storage_given=data.get("storage") is not None)
 
 
 def load_config(path: Path | str) -> RunConfig:

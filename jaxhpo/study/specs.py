@@ -167,14 +167,14 @@ def resolve_strategy(name: str) -> type:
         import jaxhpo
 
         cls = getattr(jaxhpo, name, None)
-        if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
+        if not (inspect.isclass(cls) and issubclass(cls, Strategy)) or cls is Strategy:  # (the abstract base)
             raise ValueError(
                 f"unknown strategy {name!r}; use one of {sorted(STRATEGY_NAMES)}, a strategy class "
                 "exported by jaxhpo (e.g. 'RandomSearch'), or an import path 'package.module:Class'"
             )
         return cls
     cls = _import(path, "strategy")
-    if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
+    if not (inspect.isclass(cls) and issubclass(cls, Strategy)) or cls is Strategy:
         raise ValueError(f"strategy {name!r} resolves to {cls!r}, which is not a jaxhpo Strategy class")
     return cls
 
