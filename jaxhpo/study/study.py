@@ -142,9 +142,10 @@ def _check_count(name: str, value: Any) -> int | None:
 
 
 def _is_real(value: Any) -> bool:
-    """Not known to be other than a real number: refuses bools, text, complex
-    numbers and arrays of such dtypes; another library's scalar (a PyTorch
-    tensor, a ``Decimal``) is left to ``float``."""
+    """Whether ``value`` may be read as a real number: not a bool, text, a
+    complex number or an array of such a dtype. Another library's scalar (a
+    PyTorch tensor, a ``Decimal``) is left to ``float``, except where its
+    dtype's name says bool or complex."""
     if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
         return False
     if isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
