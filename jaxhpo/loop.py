@@ -364,7 +364,9 @@ class Result:
     Attributes:
       best_params: the best configuration as plain Python values (labels
         restored), or ``None`` if every evaluation failed.
-      best_value: its objective value in the user's sign (``nan`` if none).
+      best_value: its objective value in the user's sign (``nan`` if none),
+        as the strategy ranked it: in float32, a value beyond float32's
+        range at float32's largest.
       best_x: ``(dim,)`` its cube point.
       history: a ``Trace``; values in the user's sign.
       state: the final strategy state (this process's copy under ``jax.distributed``),

@@ -198,6 +198,11 @@ def test_config_errors_are_clear(folder, capsys):
                                                                                            "popsize": 2}})
     assert "grid sizes must be a mapping" in _error(
         folder, capsys, {**good, "strategy": {"name": "grid", "sizes": [3]}})
+    # before anything runs or is written: a pruner with several objectives
+    mo = {**good, "strategy": {"name": "nsga2", "popsize": 4, "num_objectives": 2}, "pruner": "median",
+          "output": "mo_out"}
+    assert "pruner: a study of 2 objectives cannot be pruned" in _error(folder, capsys, mo)
+    assert not (folder / "mo_out").exists()
     assert "unknown key(s) ['trials']" in _error(folder, capsys, {**good, "trials": 3})
     assert "'objective' is required" in _error(folder, capsys, {"space": SPACE, "num_trials": 4})
     assert "config space.x.type" in _error(folder, capsys, {**good, "space": {"x": {"type": "real"}}})

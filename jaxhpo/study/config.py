@@ -188,6 +188,10 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
             pruner = {"name": pruner}
         if not isinstance(pruner, Mapping) or not isinstance(pruner.get("name"), str):
             raise ValueError(f"config: pruner must be a name or a table with a 'name', got {pruner!r}")
+        num_objectives = int(getattr(strategy, "num_objectives", 1) or 1)
+        if num_objectives > 1:
+            raise ValueError(f"config: pruner: a study of {num_objectives} objectives cannot be pruned (a pruner "
+                             "ranks one value per step); remove the pruner key")
         try:
             pruner = build_pruner(pruner["name"], {k: v for k, v in pruner.items() if k != "name"})
         except (ValueError, TypeError) as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import threading
 import time
 from typing import Any, Callable, TextIO
 
@@ -33,17 +34,19 @@ class PlainProgress:
         self.total, self.desc, self.file, self.interval = total, desc, file or sys.stderr, interval
         self.n, self.best, self.failed, self.pruned = 0, None, 0, 0
         self._t0 = self._last = time.perf_counter()
+        self._lock = threading.Lock()  # optimize's worker threads update it
 
     def update(self, n: int = 1, best: float | None = None, failed: int = 0, pruned: int = 0) -> None:
-        self.n += n
-        self.failed += failed
-        self.pruned += pruned
-        if best is not None:
-            self.best = best
-        now = time.perf_counter()
-        if now - self._last >= self.interval:
-            self._last = now
-            self._print()
+        with self._lock:
+            self.n += n
+            self.failed += failed
+            self.pruned += pruned
+            if best is not None:
+                self.best = best
+            now = time.perf_counter()
+            if now - self._last >= self.interval:
+                self._last = now
+                self._print()
 
     def _print(self) -> None:
         total = f"/{self.total}" if self.total else ""
@@ -62,18 +65,20 @@ class _TqdmProgress:
 
         self.bar = tqdm(total=total, desc=desc, unit="trial", dynamic_ncols=True)
         self.failed = self.pruned = 0
+        self._lock = threading.Lock()  # optimize's worker threads update it
 
     def update(self, n: int = 1, best: float | None = None, failed: int = 0, pruned: int = 0) -> None:
-        self.failed += failed
-        self.pruned += pruned
-        if best is not None or failed or pruned:
-            post = {"best": _fmt(best)}
-            if self.failed:
-                post["failed"] = self.failed
-            if self.pruned:
-                post["pruned"] = self.pruned
-            self.bar.set_postfix(post, refresh=False)
-        self.bar.update(n)
+        with self._lock:
+            self.failed += failed
+            self.pruned += pruned
+            if best is not None or failed or pruned:
+                post = {"best": _fmt(best)}
+                if self.failed:
+                    post["failed"] = self.failed
+                if self.pruned:
+                    post["pruned"] = self.pruned
+                self.bar.set_postfix(post, refresh=False)
+            self.bar.update(n)
 
     def close(self) -> None:
         self.bar.close()
