@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import jaxhpo
-from jaxhpo.study import SCHEMA_VERSION, SQLiteStorage, StateChecksumError, StorageError, Study, TrialState
+from jaxhpo.study import (SCHEMA_VERSION, SQLiteStorage, StateChecksumError, StateFormatError, StorageError, Study,
+                          TrialState)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_study import SPACE, Center, f  # noqa: E402
@@ -392,3 +393,15 @@ def test_a_damaged_stored_state_is_rebuilt_from_the_told_generations(tmp_path):
     with Study.load(str(path)) as s:
         with pytest.raises(StateChecksumError, match="made before jaxhpo stored initial states"):
             s.state
+    # Intact bytes of another layout (an older jaxhpo's CMA-ES state had other
+    # fields): named, with what still works and what to do.
+    from jaxhpo.study.serialize import state_to_bytes
+    con = sqlite3.connect(path)
+    con.execute("UPDATE studies SET state=?", (state_to_bytes(jaxhpo.RandomSearch(SPACE, 4).init(0)),))
+    con.commit()
+    con.close()
+    with Study.load(str(path)) as s:
+        assert len(s.trials) == 12
+        with pytest.raises(StateFormatError, match=r"study 's': its stored CMAES state does not fit .*older "
+                                                   r"jaxhpo.*add_trial"):
+            s.optimize(f, num_trials=1, progress=False)

@@ -64,7 +64,7 @@ import numpy as np
 from .._keys import check_key
 from ..space import Categorical, Float, Int, Space, _same_label
 from ..strategies.base import Strategy, host_float32_values
-from .serialize import StateChecksumError, state_from_bytes, state_to_bytes
+from .serialize import StateChecksumError, StateFormatError, state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
 from .storage import SQLiteStorage, StorageError, open_storage
 from .progress import progress_bar
@@ -569,6 +569,12 @@ class Study:
             state = self._replayed_state(c, generation, e)
             warnings.warn(f"study {self.name!r}: {e}; rebuilt it from the {generation} told generations "
                           "the storage holds", RuntimeWarning, stacklevel=2)
+        except StateFormatError as e:  # intact bytes of another layout: an older jaxhpo's strategy
+            raise StateFormatError(
+                f"study {self.name!r}: its stored {type(self.strategy).__name__} state does not fit this "
+                f"jaxhpo's ({e}); it was probably written by an older jaxhpo, whose state differed. Its trials "
+                "still read (study.trials); to go on, make a new study and give it these trials with "
+                "add_trial") from e
         self._pending.append(lambda: setattr(self, "_cache_state", (generation, state)))
         return state
 
