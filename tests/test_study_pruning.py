@@ -458,7 +458,7 @@ def test_report_and_tell_errors_name_the_rule():
         study.report(99, 1.0, 1)
     with pytest.raises(ValueError, match="no value"):
         study.tell(a, 1.0, pruned=True)
-    with pytest.raises(ValueError, match="pruned=True\) takes no error"):
+    with pytest.raises(ValueError, match=r"pruned=True\) takes no error"):
         study.tell(a, pruned=True, error="diverged")
     assert not study.should_prune(a)  # no pruner: never
     study.tell(a, 1.0)
@@ -486,14 +486,15 @@ def test_reports_take_zero_dimensional_arrays():
 
 
 def test_a_run_whose_claim_went_stale_reports_nothing_more(tmp_path):
-    """Trial 0 runs past ``stale_after``; another worker takes it over. The first
+    """Trial 0's worker is not heard from for ``stale_after`` (``a`` marks its
+    trials alive every 5 s, its default); another worker takes it over. The first
     run's later reports are dropped (the trial's reports are the new run's), its
     pruning question answers False, and its value, though it arrives first, is
     not recorded: the trial's value is the new run's, as its reports are."""
     import time
 
     path = str(tmp_path / "stale.db")
-    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path, stale_after=0.2,
+    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path,
               pruner=MedianPruner(n_startup_trials=0))
     b = Study.load(path, stale_after=0.2)
     taken = []
@@ -523,7 +524,7 @@ def test_a_stale_run_reports_nothing_once_another_run_finished_its_trial(tmp_pat
     import time
 
     path = str(tmp_path / "stale_done.db")
-    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path, stale_after=0.2,
+    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path,  # beats every 5 s
               pruner=MedianPruner(n_startup_trials=0))
     b = Study.load(path, stale_after=0.2)
 
@@ -541,6 +542,53 @@ def test_a_stale_run_reports_nothing_once_another_run_finished_its_trial(tmp_pat
     assert t0.state == TrialState.COMPLETE and t0.value == 3.0 and t0.intermediate_values == {}
     a.close()
     b.close()
+
+
+def test_a_live_worker_keeps_its_trial_past_stale_after(tmp_path):
+    """A trial running longer than ``stale_after`` is not taken over while its
+    worker (here on another host, so only staleness can free it) marks it
+    alive; once that worker's study is closed, its untold trial goes stale."""
+    import sqlite3
+    import time
+
+    path = str(tmp_path / "beats.db")
+    a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path, stale_after=0.2)
+    a.storage.host = "elsewhere"
+    b = Study.load(path, stale_after=0.2)
+    held = a.ask_trials(1)[0]
+    time.sleep(0.5)
+    assert b.ask_trials(1)[0].number == 1 != held.number
+    with sqlite3.connect(path) as con:
+        started, beaten = con.execute("SELECT started_at, heartbeat_at FROM trials WHERE number=0").fetchone()
+    assert beaten is not None and beaten > started + 0.2
+    a.close()
+    time.sleep(0.4)
+    retaken = b.ask_trials(1)
+    assert [t.number for t in retaken] == [0]
+    b.tell(retaken[0], 1.0)
+    assert b.trials[0].state == TrialState.COMPLETE and b.trials[0].value == 1.0
+    b.close()
+
+
+def test_a_long_trial_of_one_optimize_runs_once_with_stale_after(tmp_path):
+    """Two worker threads of one ``optimize`` with ``stale_after`` far below a
+    trial's duration: every trial runs once (a claim took the other thread's
+    running trial over as stale)."""
+    import time
+
+    path = str(tmp_path / "long.db")
+    calls = []
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path, stale_after=0.1)
+
+    def objective(p):
+        calls.append(p["rate"])
+        time.sleep(0.35)
+        return p["rate"]
+
+    study.optimize(objective, num_trials=4, n_jobs=2, progress=False)
+    assert len(calls) == 4 == len(set(calls))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    study.close()
 
 
 def test_non_finite_reports_are_pruned_and_told_as_failures():
@@ -606,6 +654,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
     con.execute("DROP TABLE queue")
     con.execute("ALTER TABLE trials DROP COLUMN enqueued")
     con.execute("ALTER TABLE studies DROP COLUMN initial_state")
+    con.execute("ALTER TABLE trials DROP COLUMN heartbeat_at")
     con.execute("UPDATE jaxhpo_meta SET value='2' WHERE key='schema_version'")
     con.commit()
     con.close()
@@ -615,7 +664,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
         assert all(t.intermediate_values for t in s.trials[2:])
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
-        SCHEMA_VERSION) == "6"
+        SCHEMA_VERSION) == "7"
     con.close()
 
 

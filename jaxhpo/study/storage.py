@@ -14,7 +14,10 @@ Layout (schema version ``SCHEMA_VERSION``):
   rebuilds it.
 * ``generations``: the cube points of every proposed generation.
 * ``trials``: one row per configuration: number, generation, row, params,
-  state, value, error, worker, timestamps. Studies of several objectives
+  state, value, error, worker, timestamps. A running trial's worker signals
+  that it is alive by ``heartbeat_at`` (see ``beat``), so that other
+  workers tell a trial still running from one whose worker died
+  (``requeue_dead``'s ``stale_after``). Studies of several objectives
   leave ``value`` empty and keep the objective values, then the constraint
   values, as a JSON list in ``vals`` (user's signs). A trial that took a
   queued configuration's place keeps it in ``enqueued`` (JSON), what
@@ -36,7 +39,9 @@ the empty ``reports`` table of version 3, version 3 the empty ``queue``
 table of version 4, version 4 the nullable ``trials.enqueued`` of version 5
 (empty in its rows: which of them came from the queue was not recorded),
 version 5 the nullable ``studies.initial_state`` of version 6 (empty in its
-rows: a damaged state of such a study cannot be rebuilt).
+rows: a damaged state of such a study cannot be rebuilt), version 6 the
+nullable ``trials.heartbeat_at`` of version 7 (empty: a trial running then
+counts from its start until its worker's next beat).
 
 Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
 write lock at the start, so two processes never both claim one trial and a
@@ -69,9 +74,9 @@ from ..strategies._checks import check_real
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Versions this code opens; older ones are upgraded in place (``_MIGRATIONS``).
-_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Tables every readable version has; ``reports`` arrives with version 3, ``queue`` with 4.
 _TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
@@ -135,6 +140,7 @@ CREATE TABLE trials (
     finished_at REAL,
     vals TEXT,
     enqueued TEXT,
+    heartbeat_at REAL,
     UNIQUE (study_id, number),
     UNIQUE (study_id, generation, idx)
 );
@@ -153,6 +159,7 @@ _MIGRATIONS = {
     3: _QUEUE_SCHEMA,
     4: ("ALTER TABLE trials ADD COLUMN enqueued TEXT",),
     5: ("ALTER TABLE studies ADD COLUMN initial_state BLOB",),
+    6: ("ALTER TABLE trials ADD COLUMN heartbeat_at REAL",),
 }
 
 
@@ -551,24 +558,27 @@ class SQLiteStorage:
     # ------------------------------------------------------------- trials
     def requeue_dead(self, c: sqlite3.Connection, study_id: int, stale_after: float | None,
                      live_owners: Any = None) -> int:
-        """Running trials of dead processes on this host (or older than
-        ``stale_after`` seconds) go back to waiting; with ``live_owners`` (a
-        container of owner ids), so do this process's trials whose owner is
-        not in it (a closed or discarded ``Study`` object). Returns how many."""
-        rows = c.execute("SELECT id, host, pid, started_at, owner FROM trials WHERE study_id=? AND state='running'",
-                         (study_id,)).fetchall()
+        """Running trials of dead processes on this host (or, with
+        ``stale_after``, whose worker has not signalled for that many seconds:
+        neither claimed nor beaten, see ``beat``) go back to waiting; with
+        ``live_owners`` (a container of owner ids), so do this process's trials
+        whose owner is not in it (a closed or discarded ``Study`` object).
+        Returns how many."""
+        rows = c.execute("SELECT id, host, pid, started_at, owner, heartbeat_at FROM trials "
+                         "WHERE study_id=? AND state='running'", (study_id,)).fetchall()
         now, me, ids = time.time(), os.getpid(), []
-        for tid, host, pid, started, owner in rows:
+        for tid, host, pid, started, owner, beaten in rows:
             if host == self.host and pid == me:
                 dead = live_owners is not None and owner not in live_owners
             else:
                 dead = host == self.host and pid is not None and not _pid_alive(pid)
-            stale = stale_after is not None and started is not None and now - started > stale_after
+            heard = max((t for t in (started, beaten) if t is not None), default=None)
+            stale = stale_after is not None and heard is not None and now - heard > stale_after
             if dead or stale:
                 ids.append((tid,))
         if ids:
             c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, "
-                          "started_at=NULL WHERE id=? AND state='running'", ids)
+                          "started_at=NULL, heartbeat_at=NULL WHERE id=? AND state='running'", ids)
             c.executemany("DELETE FROM reports WHERE trial_id=?", ids)
         return len(ids)
 
@@ -581,11 +591,18 @@ class SQLiteStorage:
             return []
         now, ids = time.time(), [r[12] for r in rows]
         c.executemany(
-            "UPDATE trials SET state='running', owner=?, host=?, pid=?, started_at=? WHERE id=?",
+            "UPDATE trials SET state='running', owner=?, host=?, pid=?, started_at=?, heartbeat_at=NULL WHERE id=?",
             [(owner, self.host, os.getpid(), now, i) for i in ids])
         marks = ",".join("?" * len(ids))
         return c.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE id IN ({marks}) ORDER BY number",
                          ids).fetchall()
+
+    @staticmethod
+    def beat(c: sqlite3.Connection, study_id: int, owner: str) -> int:
+        """Mark ``owner``'s running trials of the study alive now (their
+        ``heartbeat_at``); returns how many it marked."""
+        return c.execute("UPDATE trials SET heartbeat_at=? WHERE study_id=? AND owner=? AND state='running'",
+                         (time.time(), study_id, owner)).rowcount
 
     @staticmethod
     def release(c: sqlite3.Connection, claims: list[tuple[int, float]]) -> None:
@@ -597,8 +614,8 @@ class SQLiteStorage:
         running = [(i,) for i, started in claims
                    if c.execute("SELECT state, started_at FROM trials WHERE id=?", (i,)).fetchone()
                    == ("running", started)]
-        c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, started_at=NULL "
-                      "WHERE id=?", running)
+        c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, started_at=NULL, "
+                      "heartbeat_at=NULL WHERE id=?", running)
         c.executemany("DELETE FROM reports WHERE trial_id=?", running)
 
     @staticmethod

@@ -19,7 +19,8 @@ one by one by workers (*running*) and finished (*complete* or *failed*). The
 strategy's ``tell`` runs, inside the transaction that finishes the last of
 them, with failed trials told as ``nan``; then the next generation can be
 proposed. A trial running in a process that died goes back to waiting, so it
-is run again; a finished trial is never run again.
+is run again (on this host at once; on others, with ``stale_after``, once its
+worker has stopped marking it alive); a finished trial is never run again.
 
 Several objectives. With a strategy that has ``num_objectives`` (``NSGA2``)
 the objective returns ``num_objectives`` values, then ``num_constraints``
@@ -66,6 +67,7 @@ from ..space import Categorical, Float, Int, Space, _same_label
 from ..strategies.base import Strategy, host_float32_values
 from .serialize import StateChecksumError, StateFormatError, state_from_bytes, state_to_bytes
 from .specs import space_from_spec, space_to_spec, spec_json, strategy_from_spec, strategy_to_spec
+from .heartbeat import Heartbeat, beat_interval
 from .storage import SQLiteStorage, StorageError, open_storage
 from .progress import progress_bar
 from .pruners import Pruner, ReportView, TrialPruned
@@ -322,10 +324,15 @@ class Study:
       params: the strategy's hyperparameters (``strategy.init``'s ``params``);
         used when the study is created.
       stale_after: seconds after which a running trial of any worker (also on
-        other hosts) is presumed dead and run again; ``None`` (default)
-        re-runs only trials of dead processes on this host. The trial then
-        belongs to its new run: the old run's reports and result, should it
-        still reach them, are not recorded.
+        other hosts) whose worker has not signalled is presumed dead and run
+        again; ``None`` (default) re-runs only trials of dead processes on
+        this host. Every study object marks the trials it holds alive every
+        ``min(5, stale_after / 4)`` seconds (5 without ``stale_after``;
+        ``jaxhpo.study.heartbeat``), so a trial may run longer than
+        ``stale_after``: only a stopped or frozen worker's trials go stale.
+        Give every worker of a storage the same ``stale_after`` (or one above
+        15 s). A trial taken over belongs to its new run: the old run's
+        reports and result, should it still reach them, are not recorded.
       pruner: a ``jaxhpo.study.pruners.Pruner`` that ``should_prune`` asks,
         or ``None`` (never prune). Not stored: each process opening the study
         brings its own. Studies of one objective only (with or without
@@ -411,6 +418,9 @@ class Study:
         except BaseException:
             self.close()
             raise
+        # Started by the first claim: keeps this object's running trials from going stale.
+        self._heartbeat = Heartbeat(self._storage, self._id, self._owner, beat_interval(self.stale_after))
+        weakref.finalize(self, self._heartbeat.stop)
 
     # ----------------------------------------------------------- opening
     def _legacy_space_text(self) -> str | None:
@@ -523,9 +533,12 @@ class Study:
         any ``Study`` on this storage, in this process or another, may still
         tell them by number; an ``optimize`` in this process runs them again
         once this object is closed, one in another process once this process
-        has ended or, with ``stale_after``, once that time has passed."""
+        has ended or, with ``stale_after``, once that time has passed since
+        this object stopped marking them alive (see ``stale_after``)."""
         if getattr(self, "_in_flight", None):
             self._release_in_flight()
+        if getattr(self, "_heartbeat", None) is not None:
+            self._heartbeat.stop()
         _LIVE_OWNERS.discard(getattr(self, "_owner", None))
         if getattr(self, "_owns_storage", False):
             self._storage.close()
@@ -976,6 +989,8 @@ class Study:
             rows = st.claim(c, self._id, generation, n, self._owner)
             if hold is not None and rows:
                 hold([r[0] for r in rows])
+            if rows:
+                self._heartbeat.start()
             return rows, ("ok" if rows else "wait")
 
     def _finish(self, row: tuple, value: Any, error: str | None, pruned: bool = False) -> bool:
