@@ -524,6 +524,14 @@ class SQLiteStorage:
         c.execute("UPDATE studies SET generation=?, state=?, proposed=0, updated_at=? WHERE id=?",
                   (generation + 1, state, now, study_id))
 
+    @staticmethod
+    def replace_state(c: sqlite3.Connection, study_id: int, generation: int, old: bytes, new: bytes) -> bool:
+        """Store ``new`` as the state after ``generation`` tells in place of
+        ``old``, unless the study has moved on or the state changed since
+        (then ``False``, nothing written)."""
+        return c.execute("UPDATE studies SET state=? WHERE id=? AND generation=? AND state=?",
+                         (new, study_id, generation, old)).rowcount == 1
+
     # -------------------------------------------------------------- queue
     @staticmethod
     def enqueue(c: sqlite3.Connection, study_id: int, params: str, outcome: str | None = None) -> None:

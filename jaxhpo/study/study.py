@@ -12,7 +12,7 @@ the study was interrupted, it gets the same configurations as one
 uninterrupted run (given the same values). The stored state carries a
 digest; one whose bytes changed on disk is rebuilt, with a warning, by
 replaying every told generation's stored points and values from the
-stored initial state.
+stored initial state, and written back.
 
 Generations. A generation's trials are created together (*waiting*), claimed
 one by one by workers (*running*) and finished (*complete* or *failed*). The
@@ -576,12 +576,15 @@ class Study:
         """The strategy state after ``generation`` tells (cached, else stored)."""
         if self._cache_state is not None and self._cache_state[0] == generation:
             return self._cache_state[1]
+        stored = self._storage.load_state(c, self._id)
         try:
-            state = state_from_bytes(self._storage.load_state(c, self._id), self._template)
+            state = state_from_bytes(stored, self._template)
         except StateChecksumError as e:
             state = self._replayed_state(c, generation, e)
             warnings.warn(f"study {self.name!r}: {e}; rebuilt it from the {generation} told generations "
                           "the storage holds", RuntimeWarning, stacklevel=2)
+            if not self._storage.read_only:
+                self._pending.append(partial(self._store_rebuilt, generation, stored, state))
         except StateFormatError as e:  # intact bytes of another layout: an older jaxhpo's strategy
             raise StateFormatError(
                 f"study {self.name!r}: its stored {type(self.strategy).__name__} state does not fit this "
@@ -590,6 +593,17 @@ class Study:
                 "add_trial") from e
         self._pending.append(lambda: setattr(self, "_cache_state", (generation, state)))
         return state
+
+    def _store_rebuilt(self, generation: int, damaged: bytes, state: Any) -> None:
+        """Write a rebuilt state over the damaged bytes it replaces, so the
+        next reader, in any process, finds it whole. Best effort: a study
+        that has moved on meanwhile, or a storage locked past its timeout,
+        keeps what it holds (the next reader rebuilds again)."""
+        try:
+            with self._storage.transaction() as c:
+                self._storage.replace_state(c, self._id, generation, damaged, state_to_bytes(state))
+        except StorageError:
+            pass
 
     def _replayed_state(self, c, generation: int, damage: StateChecksumError) -> Any:
         """The state after ``generation`` tells, from the stored initial state
