@@ -116,6 +116,10 @@ def test_a_member_pushed_to_an_upper_bound_comes_back_like_one_at_the_lower():
 def test_an_optimiser_that_needs_the_objective_in_update_is_refused_by_name():
     with pytest.raises(TypeError, match="optimizer: gradient_tune calls optimizer.update.*value_fn"):
         gradient_tune(bowl, SPACE, key=0, popsize=2, num_steps=2, optimizer=optax.lbfgs())
+    # (its AttributeError from inside optax came out bare)
+    with pytest.raises(TypeError, match="optimizer: .*params of its own type"):
+        gradient_tune(bowl, SPACE, key=0, popsize=2, num_steps=2,
+                      optimizer=optax.lookahead(optax.sgd(0.1), sync_period=2, slow_step_size=0.5))
 
 
 def test_carry_is_threaded_per_member():

@@ -74,15 +74,18 @@ def float_mask(space: Space) -> np.ndarray:
 
 def _check_update_arguments(optimizer: optax.GradientTransformation, dim: int) -> None:
     """Refuse an optimiser whose ``update`` needs more than ``(updates, state,
-    params)``, which is all the driver gives it (``optax.lbfgs`` also wants the
-    value, the gradient and the objective for its line search)."""
+    params)`` of one ``(dim,)`` float32 array, which is all the driver gives
+    it (``optax.lbfgs`` also wants the value, the gradient and the objective
+    for its line search; ``optax.lookahead`` wants its own params type)."""
     z = jax.ShapeDtypeStruct((dim,), jnp.float32)
     try:
         jax.eval_shape(lambda z: optimizer.update(z, optimizer.init(z), z), z)
-    except TypeError as e:
-        raise TypeError(f"optimizer: gradient_tune calls optimizer.update(updates, state, params) and nothing "
-                        f"more, which this optimiser refuses ({e}); an optimiser that needs value=, grad= or "
-                        f"value_fn= (optax.lbfgs's line search) is not supported") from e
+    except (TypeError, AttributeError, ValueError) as e:
+        raise TypeError(f"optimizer: gradient_tune calls optimizer.update(updates, state, params) with params "
+                        f"one float32 array and nothing more, which this optimiser refuses "
+                        f"({type(e).__name__}: {e}); an optimiser that needs value=, grad= or value_fn= "
+                        f"(optax.lbfgs's line search) or params of its own type (optax.lookahead) is not "
+                        f"supported") from e
 
 
 @partial(jax.jit, static_argnames=("objective", "space", "optimizer", "num_steps", "negate", "stateful",
