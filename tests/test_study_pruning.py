@@ -496,6 +496,7 @@ def test_a_run_whose_claim_went_stale_reports_nothing_more(tmp_path):
     path = str(tmp_path / "stale.db")
     a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path,
               pruner=MedianPruner(n_startup_trials=0))
+    a.storage.host = "elsewhere"  # another host's worker: only staleness frees its trials
     b = Study.load(path, stale_after=0.2)
     taken = []
 
@@ -526,6 +527,7 @@ def test_a_stale_run_reports_nothing_once_another_run_finished_its_trial(tmp_pat
     path = str(tmp_path / "stale_done.db")
     a = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path,  # beats every 5 s
               pruner=MedianPruner(n_startup_trials=0))
+    a.storage.host = "elsewhere"  # another host's worker: only staleness frees its trials
     b = Study.load(path, stale_after=0.2)
 
     def objective(p):
@@ -588,6 +590,61 @@ def test_a_long_trial_of_one_optimize_runs_once_with_stale_after(tmp_path):
     study.optimize(objective, num_trials=4, n_jobs=2, progress=False)
     assert len(calls) == 4 == len(set(calls))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    study.close()
+
+
+def test_a_sibling_thread_holding_the_gil_does_not_make_a_live_trial_stale(tmp_path):
+    """A long C call holds the GIL, so the heartbeat thread cannot beat; the
+    trial's owner is a live study of this process, so it is not stale."""
+    import threading
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=str(tmp_path / "gil.db"), stale_after=0.05)
+    runs, lock = [], threading.Lock()
+
+    def objective(p):
+        with lock:
+            runs.append(p["rate"])
+        sum(range(10**7))  # holds the GIL for longer than stale_after
+        return p["rate"]
+
+    study.optimize(objective, max_trials=12, n_jobs=2, progress=False)
+    assert len(runs) == 12 == len(set(runs))
+    study.close()
+
+
+def test_a_trial_claimed_again_by_its_own_optimize_is_not_taken_for_one_asked_by_hand(tmp_path):
+    """Another worker took trial T over and died; T waits again and this
+    optimize's other thread claims it (a new run). The first run, ending,
+    must not drop the new run's claim from the optimize's bookkeeping (it
+    raised "asked from this study and not told" and stopped)."""
+    import json
+    import threading
+    import time
+
+    path = str(tmp_path / "again.db")
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0, storage=path)
+    runs, lock = [], threading.Lock()
+
+    def objective(p):
+        with lock:
+            runs.append(p["rate"])
+            first = runs[0] == p["rate"]
+            again = runs.count(p["rate"]) > 1
+        if first and not again:
+            with sqlite3.connect(path) as con:
+                (number,) = [n for n, text in con.execute("SELECT number, params FROM trials WHERE state='running'")
+                             if json.loads(text)["rate"] == p["rate"]]
+                con.execute("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, started_at=NULL "
+                            "WHERE number=?", (number,))
+            time.sleep(0.3)  # the other thread claims it meanwhile
+        elif again:
+            time.sleep(0.6)  # still running when the first run ends
+        return p["rate"]
+
+    study.optimize(objective, max_trials=4, n_jobs=2, progress=False)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len(runs) == 5 and len(set(runs)) == 4  # the requeued trial ran twice, the others once
     study.close()
 
 

@@ -8,7 +8,9 @@ that took it over. So every ``Study`` object that holds running trials
 marks them alive at a steady interval (``SQLiteStorage.beat``) from a
 daemon thread, and a trial goes stale only once neither its claim nor a
 beat is ``stale_after`` seconds recent: its worker's process (or host) has
-stopped, or is frozen.
+stopped, or is frozen. (Within one process the beats are not consulted: a
+study object still open there is known alive, even while a long call
+holding the GIL keeps its heartbeat thread from running.)
 
 The thread keeps no reference to its ``Study``: it stops when the study is
 closed or collected (``stop``), and with the process.

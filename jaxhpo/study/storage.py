@@ -569,20 +569,21 @@ class SQLiteStorage:
         """Running trials of dead processes on this host (or, with
         ``stale_after``, whose worker has not signalled for that many seconds:
         neither claimed nor beaten, see ``beat``) go back to waiting; with
-        ``live_owners`` (a container of owner ids), so do this process's trials
-        whose owner is not in it (a closed or discarded ``Study`` object).
-        Returns how many."""
+        ``live_owners`` (a container of owner ids), this process's trials go
+        back exactly when their owner is not in it (a closed or discarded
+        ``Study`` object): a live owner here is known alive, whatever its
+        beats (a long call holding the GIL delays them). Returns how many."""
         rows = c.execute("SELECT id, host, pid, started_at, owner, heartbeat_at FROM trials "
                          "WHERE study_id=? AND state='running'", (study_id,)).fetchall()
         now, me, ids = time.time(), os.getpid(), []
         for tid, host, pid, started, owner, beaten in rows:
-            if host == self.host and pid == me:
-                dead = live_owners is not None and owner not in live_owners
-            else:
-                dead = host == self.host and pid is not None and not _pid_alive(pid)
             heard = max((t for t in (started, beaten) if t is not None), default=None)
             stale = stale_after is not None and heard is not None and now - heard > stale_after
-            if dead or stale:
+            if host == self.host and pid == me and live_owners is not None:
+                gone = owner not in live_owners
+            else:
+                gone = stale or (host == self.host and pid is not None and pid != me and not _pid_alive(pid))
+            if gone:
                 ids.append((tid,))
         if ids:
             c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, "

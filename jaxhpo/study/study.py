@@ -267,6 +267,12 @@ def _check_directions(strategy: Strategy, maximize: Any, directions: Any) -> tup
     return True, tuple(bool(f) for f in maximize)
 
 
+def _number_and_start(row: tuple) -> tuple[int, float]:
+    """A claimed trial row's number and claim time: which of its runs holds it
+    (a trial taken over and claimed again by the same study is a new run)."""
+    return row[0], row[8]
+
+
 def _claim_of(row: tuple) -> tuple:
     """A claimed trial row's claim: ``(owner, started_at)``, new at every claim."""
     return row[13], row[8]
@@ -329,7 +335,8 @@ class Study:
         this host. Every study object marks the trials it holds alive every
         ``min(5, stale_after / 4)`` seconds (5 without ``stale_after``;
         ``jaxhpo.study.heartbeat``), so a trial may run longer than
-        ``stale_after``: only a stopped or frozen worker's trials go stale.
+        ``stale_after``: only a stopped or frozen worker's trials go stale
+        (those of a study object open in this process never do).
         Give every worker of a storage the same ``stale_after`` (or one above
         15 s). A trial taken over belongs to its new run: the old run's
         reports and result, should it still reach them, are not recorded.
@@ -396,7 +403,10 @@ class Study:
         self._ahead_lock = threading.Lock()
         self._pending: list[Callable[[], None]] = []
         self._last_batch: list[int] = []
-        self._in_flight: set[int] = set()  # trials optimize's workers hold (see optimize)
+        # Claims (number, started_at) optimize's workers hold (see optimize): a
+        # trial this object claimed again after another worker took it over is
+        # a new claim, held by another of its runs.
+        self._in_flight: set[tuple[int, float]] = set()
         self._claims = threading.Lock()
         try:
             with self._tx(write=not self._storage.read_only) as c:
@@ -973,8 +983,8 @@ class Study:
 
         Returns ``(rows, status)``: status ``"ok"``, ``"wait"`` (every trial of
         the generation is running elsewhere), ``"limit"`` or ``"exhausted"``.
-        ``hold(numbers)`` records the claimed trials' numbers before the claim
-        commits, so an interrupt right after the commit leaves no claim unknown.
+        ``hold(claims)`` records the claims ``(number, started_at)`` before the
+        claim commits, so an interrupt right after the commit leaves no claim unknown.
         """
         st = self._storage
         self._warm()
@@ -1002,7 +1012,7 @@ class Study:
                     break
             rows = st.claim(c, self._id, generation, n, self._owner)
             if hold is not None and rows:
-                hold([r[0] for r in rows])
+                hold([_number_and_start(r) for r in rows])
             if rows:
                 self._heartbeat.start()
             return rows, ("ok" if rows else "wait")
@@ -1030,7 +1040,7 @@ class Study:
                 self._tell_generation(c, generation)
         return True
 
-    def _check_not_held_by_hand(self, in_flight: set[int]) -> None:
+    def _check_not_held_by_hand(self, in_flight: set[tuple[int, float]]) -> None:
         """``RuntimeError`` if the current generation waits on trials asked by hand
         (``ask``) and never told, from this study object or another one open in
         this process and not optimizing: ``optimize`` would wait forever."""
@@ -1038,7 +1048,7 @@ class Study:
         with self._tx(write=False) as c:
             g = self._storage.study_progress(c, self._id)[0]
             running = [r for r in self._storage.trials(c, self._id, (TrialState.RUNNING,)) if r[1] == g]
-        mine = [r[0] for r in running if r[13] == self._owner and r[0] not in in_flight]
+        mine = [r[0] for r in running if r[13] == self._owner and _number_and_start(r) not in in_flight]
         if mine:
             raise RuntimeError(
                 f"optimize: generation {g} waits on trial(s) {mine}, asked from this study and not told; "
@@ -1057,18 +1067,18 @@ class Study:
                 f"{self.name!r} in this process and not told; tell their values there, or close that "
                 "object (its untold trials then go back to waiting)")
 
-    def _release_in_flight(self, numbers: set[int] | None = None) -> None:
+    def _release_in_flight(self, held: set[tuple[int, float]] | None = None) -> None:
         """Trials an interrupted ``optimize``'s worker threads still run (or only
-        ``numbers`` of them) go back to waiting (a result they reach later is not
-        recorded): once this object closes or the process ends, those threads
-        cannot record them."""
+        the claims ``held`` of them) go back to waiting (a result they reach
+        later is not recorded): once this object closes or the process ends,
+        those threads cannot record them."""
         with self._claims:
-            numbers = set(self._in_flight if numbers is None else numbers)
-        if not numbers or self._storage.read_only or self._storage._conn is None:  # (closed)
+            held = set(self._in_flight if held is None else held)
+        if not held or self._storage.read_only or self._storage._conn is None:  # (closed)
             return
         with self._tx(write=False) as c:
             rows = [r for r in self._storage.trials(c, self._id, (TrialState.RUNNING,))
-                    if r[0] in numbers and r[13] == self._owner]
+                    if _number_and_start(r) in held and r[13] == self._owner]
         if rows:
             self._release(rows)
 
@@ -1398,13 +1408,13 @@ class Study:
         # interrupted call whose threads still run their objective: a rerun
         # waits for them instead of taking them for trials asked by hand.
         in_flight, claims = self._in_flight, self._claims
-        mine: set[int] = set()  # this call's claims (in_flight may hold an earlier call's too)
+        mine: set[tuple[int, float]] = set()  # this call's claims (in_flight may hold an earlier call's too)
         with _OWNERS_LOCK:  # its claims are in flight, not held by hand (_check_not_held_by_hand)
             _OPTIMIZING[self._owner] = _OPTIMIZING.get(self._owner, 0) + 1
 
-        def hold(numbers: list[int]) -> None:
-            in_flight.update(numbers)
-            mine.update(numbers)
+        def hold(held: list[tuple[int, float]]) -> None:
+            in_flight.update(held)
+            mine.update(held)
 
         def worker() -> None:
             delay = 0.0005
@@ -1432,8 +1442,8 @@ class Study:
                     run_one(rows[0])
                 finally:
                     with claims:
-                        in_flight.discard(rows[0][0])
-                        mine.discard(rows[0][0])
+                        in_flight.discard(_number_and_start(rows[0]))
+                        mine.discard(_number_and_start(rows[0]))
 
         # The call counts as optimizing (its claims in flight, not held by hand)
         # until it and every worker thread it started are done: after an
@@ -1484,7 +1494,7 @@ class Study:
                     stop.set()
                     atexit.register(_release_at_exit, weakref.ref(self))
                     with claims:
-                        running = sorted(in_flight)
+                        running = sorted({n for n, _ in in_flight})
                     if running:  # Python cannot stop a thread inside the objective
                         print(f"jaxhpo: optimize interrupted; trial(s) {running} finish in their worker "
                               "threads and are recorded then (no new trial starts); should this study "
