@@ -70,6 +70,24 @@ def test_magnitude_mask_prunes_the_smallest_active_weights():
         np.testing.assert_array_equal(np.asarray(magnitude_mask(w, jnp.float32(s), active[0])), m)
 
 
+def test_magnitude_mask_prunes_the_count_the_written_sparsity_gives():
+    # floor(sparsity * n) of the decimal as written, not of its float32
+    # rounding: 0.7 of 10 pruned 7 or 6 by where the roundings fell.
+    from fractions import Fraction
+
+    for n in (10, 30, 300, 1000):
+        w = jnp.arange(1, n + 1, dtype=jnp.float32)  # distinct magnitudes: no ties
+        sparsities = [i / 100 for i in range(101)] + [0.2099, 0.333, 0.999]
+        kept = _kept_counts(w, jnp.asarray(sparsities, jnp.float32))
+        expected = [n - int(Fraction(repr(s)) * n) for s in sparsities]
+        assert list(np.asarray(kept)) == expected, n
+
+
+@jax.jit
+def _kept_counts(w, sparsities):
+    return jax.vmap(lambda s: magnitude_mask(w, s).sum())(sparsities)
+
+
 def test_pruned_network_equals_small_network_with_pruned_weights():
     params = MODEL.init(jax.random.key(4), 6)
     out = MODEL.apply(params, X, 6, 2, jnp.float32(0.5))
