@@ -12,6 +12,11 @@ stopped, or is frozen. (Within one process the beats are not consulted: a
 study object still open there is known alive, even while a long call
 holding the GIL keeps its heartbeat thread from running.)
 
+A beat is a write to the storage: while another process holds the file's
+write lock (a long ask or tell, perhaps of another study in the same file)
+beats wait too, so ``stale_after`` needs a margin above the longest such
+step as well as above the beat interval.
+
 The thread keeps no reference to its ``Study``: it stops when the study is
 closed or collected (``stop``), and with the process.
 """
