@@ -102,6 +102,17 @@ def test_augmented_chebyshev_matches_numpy():
     ref = (w[:, None] * fn[None]).max(-1) + 0.05 * (w[:, None] * fn[None]).sum(-1)
     np.testing.assert_allclose(ours[:, mask], ref[:, mask], rtol=1e-5, atol=1e-6)
     assert np.all(ours[:, ~mask] == 0)
+    # Finite values spanning more than float32's range (+-max, the worst results
+    # there are): the same normalisation, in float64 (it was inf / inf = nan).
+    big = np.float32(3.0e38)
+    f2 = np.array([[big, 1.0], [-big, 2.0], [0.0, 3.0]], np.float32)
+    ours = np.asarray(augmented_chebyshev(jnp.asarray(w[:, :2] / w[:, :2].sum(1, keepdims=True)), jnp.asarray(f2),
+                                          jnp.ones(3, bool)))
+    f64 = f2.astype(np.float64)
+    fn = (f64 - f64.min(0)) / (f64.max(0) - f64.min(0))
+    w2 = (w[:, :2] / w[:, :2].sum(1, keepdims=True)).astype(np.float64)
+    ref = (w2[:, None] * fn[None]).max(-1) + 0.05 * (w2[:, None] * fn[None]).sum(-1)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------ constrained

@@ -101,8 +101,13 @@ def augmented_chebyshev(weights: jax.Array, values: jax.Array, mask: jax.Array,
     """
     lo = jnp.min(jnp.where(mask[:, None], values, jnp.inf), axis=0)
     hi = jnp.max(jnp.where(mask[:, None], values, -jnp.inf), axis=0)
-    span = jnp.where(hi > lo, hi - lo, 1.0)
-    f = jnp.where(mask[:, None], (values - jnp.where(jnp.isfinite(lo), lo, 0.0)) / span, 0.0)
+    # Finite values may span more than float32's range (+-max, the worst
+    # results there are): halves keep hi - lo finite, and both sides of the
+    # division are scaled by the span's power of two, since XLA divides by a
+    # reciprocal that flushes to 0 once the span passes ~8.5e37.
+    mantissa, exponent = jnp.frexp(jnp.where(hi > lo, hi / 2 - lo / 2, 1.0))
+    gap = values / 2 - jnp.where(jnp.isfinite(lo), lo, 0.0) / 2
+    f = jnp.where(mask[:, None], jnp.ldexp(gap, -exponent) / mantissa, 0.0)
     wf = weights[:, None, :] * f[None, :, :]
     s = jnp.max(wf, axis=-1) + rho * jnp.sum(wf, axis=-1)
     return jnp.where(mask[None, :], s, 0.0)
