@@ -163,10 +163,12 @@ def total_violation(constraints: jax.Array) -> jax.Array:
     """``sum(max(g, 0))`` per row of ``constraints`` ``(n, c)``; shape ``(n,)``.
 
     Zero exactly for feasible rows (every ``g <= 0``). A row with a
-    non-finite constraint value gets ``inf``.
+    non-finite constraint value gets ``inf`` (failed); a finite row's sum
+    stops at the dtype's largest value (the worst violation there is), so
+    finite constraints never make a row read as failed.
     """
     g = _as_values(constraints, "constraints", "constraint")
-    viol = jnp.sum(jnp.maximum(g, 0.0), axis=1)
+    viol = jnp.minimum(jnp.sum(jnp.maximum(g, 0.0), axis=1), jnp.finfo(g.dtype).max)
     return jnp.where(jnp.all(jnp.isfinite(g), axis=1), viol, jnp.inf)
 
 

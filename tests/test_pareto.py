@@ -199,6 +199,14 @@ def test_constraint_failures_rank_last():
     v[3] = np.inf  # a failed objective, even with a feasible constraint value
     want = [1, N_MAX, 0, N_MAX] + [0] * (N_MAX - 4)
     np.testing.assert_array_equal(jitted("constrained_nondominated_rank")(v, g), want)
+    # Finite constraints whose violations sum past float32's range are the
+    # worst violation there is, not a failure (the sum was inf).
+    big = np.finfo(np.float32).max
+    g2 = np.full((N_MAX, 2), -1.0, np.float32)
+    g2[0], g2[1] = [big, big], [1.0, -1.0]
+    np.testing.assert_array_equal(jitted("total_violation")(g2)[:2], [big, 1.0])
+    want = [2, 1] + [0] * (N_MAX - 2)
+    np.testing.assert_array_equal(jitted("constrained_nondominated_rank")(np.zeros((N_MAX, 2), np.float32), g2), want)
 
 
 # ----------------------------------------------------------------- crowding
