@@ -690,7 +690,7 @@ class CMAES(Strategy):
         else:
             zz = _matmul((z_top * w_cov[:, None]).T, z_top)
         lo, hi = v_top[(lam - 1) // 2], v_top[lam // 2]
-        median = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), 0.5 * (lo + hi), hi)
+        median = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), lo / 2 + hi / 2, hi)  # (halves: no overflow)
         return z_w, zz, w_neg.sum(), mu_eff, ok, v_top[0], median, jnp.max(values[:lam])
 
     def _refresh_eigen(self, s: CMAESState, interval, live) -> CMAESState:
