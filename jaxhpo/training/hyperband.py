@@ -11,7 +11,8 @@ CPU by default: the size that pads least, see ``successive_halving``) a
 level's member-units are a queue taken a block at a time, unit by unit
 (``jaxhpo.training.trainer.train_blocks``), and every level of every
 bracket runs in one population buffer of fixed size, so a whole search
-compiles one training program and one gather, and a second search with
+compiles one training program, one gather of survivors and one small
+program that copies out a bracket's best state, and a second search with
 the same trainer and schedule compiles nothing. With ``block_size=None``
 (the default on accelerators, where members train in parallel) each level
 is one vmapped block of its own size: one program per distinct level size,
@@ -54,7 +55,7 @@ from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
 from .trainer import (MAX_COUNT, check_mesh_size, check_trainer, continue_rung, empty_states, put_population, take,
-                      take_row)
+                      take_one, take_row)
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
            "hyperband", "MultiFidelityResult", "survivor_order"]
@@ -607,7 +608,7 @@ class _Search:
         j = int(np.argmin(loss))
         if np.isfinite(loss[j]):
             cand = (float(loss[j]), steps, br["offset"] + int(alive[j]),
-                    host_local(take(states, jnp.asarray(rows[j:j + 1]))))
+                    host_local(take_one(states, np.int32(rows[j]))))
             if (self.best is None or cand[1] > self.best[1]
                     or (cand[1] == self.best[1] and cand[0] < self.best[0])):
                 self.best = cand

@@ -45,7 +45,7 @@ from ._compile import small_program_jit, training_jit
 
 __all__ = [
     "Trainer", "check_trainer", "init_population", "train_population", "evaluate_population",
-    "check_mesh_size", "take", "fresh_rung", "init_rung", "continue_rung", "train_blocks", "empty_states",
+    "check_mesh_size", "take", "take_one", "fresh_rung", "init_rung", "continue_rung", "train_blocks", "empty_states",
 ]
 
 
@@ -299,6 +299,13 @@ def take_row(tree: Any, i: Any) -> Any:
     """Row ``i`` of every leaf's leading axis, ``(n, ...) -> (...)``: one compiled
     gather (op by op, each leaf's shape compiled a gather of its own)."""
     return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+@small_program_jit
+def take_one(tree: Any, i: Any) -> Any:
+    """Row ``i`` of every leaf's leading axis, kept as a batch of one:
+    ``(n, ...) -> (1, ...)`` (one small compiled program, whatever ``i``)."""
+    return jax.tree_util.tree_map(lambda a: lax.dynamic_slice_in_dim(a, i, 1), tree)
 
 
 @partial(training_jit, static_argnames=("mesh",))
