@@ -34,13 +34,30 @@ def _fail(cmd: str, exc: BaseException) -> int:
     return 2
 
 
+_INACTIVE = "-"  # what ``jaxhpo show`` prints for an inactive parameter
+
+
+def label_text(v: Any) -> Any:
+    """A parameter value as trials.csv and ``jaxhpo show`` write it: ``None``
+    as ``None``; a text that would read as something else (``None``, an empty
+    cell, show's ``-`` for inactive, a quoted text) or that is not printable
+    on one line, as its repr; anything else as it is."""
+    if v is None:
+        return "None"
+    if isinstance(v, str) and (v in ("None", "", _INACTIVE) or v[:1] in ("'", '"') or not v.isprintable()):
+        return repr(v)
+    return v
+
+
 def _write_results(study: Any, folder: Path) -> dict:
     """best.json and trials.csv in ``folder``; returns the best summary.
 
-    In trials.csv an inactive parameter's cell is empty and a ``None`` label
-    is written ``None`` (csv writes both as empty cells)."""
+    In trials.csv an inactive parameter's cell is empty, a ``None`` label is
+    written ``None``, and a text label that would read as either, or as a
+    quoted text (``"None"``, ``""``, ``"'a'"``), or that holds a line break,
+    is written as its Python repr (``'None'``, ``''``): see ``label_text``."""
     folder.mkdir(parents=True, exist_ok=True)
-    records = [{k: "None" if v is None and k.startswith("params_") else v for k, v in r.items()}
+    records = [{k: label_text(v) if k.startswith("params_") else v for k, v in r.items()}
                for r in study.to_records()]
     columns: list[str] = []
     for r in records:
@@ -186,6 +203,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _param(t: Any, name: str) -> str:
+    """A trial's parameter for ``jaxhpo show``: ``-`` where inactive."""
+    return _fmt(label_text(t.params[name])) if name in t.params else _INACTIVE
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
@@ -230,7 +252,7 @@ def _show_front(study: Any, args: argparse.Namespace) -> None:
     heads += [f"g{k}" for k in range(c)]
     shown = front if args.all else front[: args.top]
     rows = [[str(i + 1), str(t.number)] + [_fmt(v) for v in t.values] + [_fmt(g) for g in t.constraints]
-            + [_fmt(t.params.get(n, "-")) for n in names] for i, t in enumerate(shown)]
+            + [_param(t, n) for n in names] for i, t in enumerate(shown)]
     hv = f", hypervolume {_fmt(study.hypervolume())}" if front and m <= 3 else ""
     more = "" if len(shown) == len(front) else f" (first {len(shown)}; --all lists every one)"
     print(f"Pareto front: {len(front)} trials{hv}{more}")
@@ -244,7 +266,7 @@ def _show_best(study: Any, trials: list, args: argparse.Namespace) -> None:
     done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
     shown = done if args.all else done[: args.top]
     names = list(study.space.names)
-    rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_fmt(t.params.get(n, "-")) for n in names]
+    rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_param(t, n) for n in names]
             for i, t in enumerate(shown)]
     print(_table(rows, ["rank", "trial", "value"] + names))
 

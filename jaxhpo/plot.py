@@ -11,6 +11,7 @@ the ``Figure`` and, given ``path``, also writes it (PNG by the suffix).
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,7 +24,13 @@ from .study.trial import TrialState
 __all__ = [
     "plot_history", "plot_parallel_coordinates", "plot_slice", "plot_importance",
     "plot_learning_curves", "plot_intermediate_values", "plot_pareto_front", "pareto_front", "save_plots",
+    "NothingToPlot",
 ]
+
+
+class NothingToPlot(ValueError):
+    """The study holds nothing this plot draws yet (no complete trial, no
+    reports, too few trials for importance)."""
 
 
 def _figure(**kwargs: Any):
@@ -58,7 +65,7 @@ def _complete(study: Any) -> list:
     _single(study)
     trials = [t for t in study.get_trials((TrialState.COMPLETE,)) if t.feasible]
     if not trials:
-        raise ValueError(f"study {study.name!r} has no complete (feasible) trial to plot")
+        raise NothingToPlot(f"study {study.name!r} has no complete (feasible) trial to plot")
     return trials
 
 
@@ -73,7 +80,7 @@ def plot_history(study: Any, path: Any = None):
     _single(study)
     trials = [t for t in study.get_trials() if t.finished]
     if not any(t.state == TrialState.COMPLETE and t.feasible for t in trials):
-        raise ValueError(f"study {study.name!r} has no complete (feasible) trial to plot")
+        raise NothingToPlot(f"study {study.name!r} has no complete (feasible) trial to plot")
     fig = _figure(figsize=(7, 4))
     ax = fig.add_subplot()
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.feasible]
@@ -214,6 +221,8 @@ def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None
 def plot_importance(study: Any, path: Any = None, *, objective: int | None = None):
     """Horizontal bars of ``param_importance`` (variance of the ranks each parameter explains);
     ``objective``: with several objectives, which one."""
+    if len([t for t in study.get_trials((TrialState.COMPLETE,))]) < 2:
+        raise NothingToPlot(f"study {study.name!r} has fewer than 2 complete trials: no importance yet")
     scores = param_importance(study, objective=objective)
     names = list(scores)[::-1]
     fig = _figure(figsize=(6, 0.5 * len(names) + 1.5))
@@ -256,7 +265,7 @@ def plot_intermediate_values(study: Any, path: Any = None):
     _single(study)
     trials = [t for t in study.get_trials() if t.intermediate_values]
     if not trials:
-        raise ValueError(f"study {study.name!r} has no reported intermediate values to plot")
+        raise NothingToPlot(f"study {study.name!r} has no reported intermediate values to plot")
     fig = _figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for t in trials:
@@ -300,7 +309,7 @@ def _pareto_data(source: Any, maximize: Any) -> dict:
             raise ValueError(f"study {source.name!r} has one objective; a Pareto front needs several")
         done = source.get_trials((TrialState.COMPLETE,))
         if not done:
-            raise ValueError(f"study {source.name!r} has no complete trial to plot")
+            raise NothingToPlot(f"study {source.name!r} has no complete trial to plot")
         front_ids = {t.number for t in source.best_trials}
         vals = np.array([t.values for t in done], float)
         return dict(
@@ -404,8 +413,10 @@ def save_plots(study: Any, folder: Any) -> list[Path]:
     reported any) intermediate-value PNGs into ``folder`` (a study of several
     objectives: the Pareto front).
 
-    Plots that cannot be drawn yet (e.g. importance with fewer than two
-    complete trials) are skipped. Returns the paths written.
+    Plots that cannot be drawn yet (``NothingToPlot``: e.g. importance with
+    fewer than two complete trials) are skipped; one that fails otherwise
+    (values beyond what matplotlib can scale) is skipped with a
+    ``RuntimeWarning`` saying why. Returns the paths written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -419,7 +430,10 @@ def save_plots(study: Any, folder: Any) -> list[Path]:
         path = folder / f"{name}.png"
         try:
             fn(study, path)
-        except ValueError:
+        except NothingToPlot:
+            continue
+        except (ValueError, OverflowError) as e:
+            warnings.warn(f"plot {name} skipped: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
             continue
         out.append(path)
     return out

@@ -141,6 +141,34 @@ def test_trials_csv_tells_a_none_label_from_an_inactive_parameter(folder):
     assert [r["params_reg"] for r in rows[:2]] == ["None", ""]
 
 
+def test_trials_csv_and_show_keep_labels_that_read_as_none_inactive_or_quoted_apart(tmp_path, capsys):
+    # (a label "None" and a None label gave the same cell, a label "" read as
+    # inactive, show printed a label "-" as inactive and broke its table at a
+    # newline)
+    import csv
+
+    from jaxhpo import Categorical, Float, RandomSearch, Space
+    kinds = [None, "None", "-", "on", "new\nline", "'q'"]
+    space = Space(kind=Categorical(kinds), lab=Categorical(["", "x"], when={"kind": "on"}), x=Float(0.0, 1.0))
+    study = Study(space, RandomSearch(space, 7), storage=str(tmp_path / "l.db"), name="s")
+    for k in kinds:
+        study.enqueue_trial({"kind": k, "x": 0.5} if k != "on" else {"kind": k, "lab": "", "x": 0.5})
+    study.enqueue_trial({"kind": "on", "lab": "x", "x": 0.5})
+    study.optimize(lambda p: p["x"], num_trials=7, progress=False)
+    cli_study._write_results(study, tmp_path / "out")
+    with open(tmp_path / "out" / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = [(r["params_kind"], r["params_lab"]) for r in rows]
+    stored = [(t.params["kind"], t.params.get("lab", "inactive")) for t in study.trials]
+    assert len(set(cells)) == len(set(stored)) == 7
+    assert cells[:2] == [("None", ""), ("'None'", "")] and cells[3] == ("on", "''")
+    study.close()
+    assert cli_study.main(["show", str(tmp_path / "l.db"), "--all"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    body = table[table.index(next(line for line in table if line.startswith("--"))) + 1:]
+    assert len(body) == 7 and sum(" '-' " in line for line in body) == 1
+
+
 def test_enqueued_configurations_run_first_and_once(folder):
     data = {"objective": "obj.py:objective", "space": SPACE, "num_trials": 4,
             "strategy": {"name": "random", "popsize": 2}, "enqueue": [{"x": 0.25, "kind": "b"}]}

@@ -49,6 +49,25 @@ def test_save_plots_writes_four_images(study, tmp_path):
     assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 50
 
 
+def test_save_plots_skips_a_plot_it_cannot_draw_with_a_warning_not_silently(tmp_path, recwarn):
+    # values spanning more than float64 (finite, so complete trials) are beyond
+    # matplotlib's scaling: its error was taken for "nothing to plot yet"
+    space = jaxhpo.Space(x=jaxhpo.Float(0.0, 1.0))
+    s = Study(space, jaxhpo.RandomSearch(space, 3), seed=0)
+    for v in (-1e308, 1e308, 0.0):
+        s.add_trial({"x": 0.5}, v)
+    with pytest.warns(RuntimeWarning, match="plot history skipped"):
+        paths = plot.save_plots(s, tmp_path / "huge")
+    assert "history.png" not in {p.name for p in paths}
+    # nothing reported: the intermediate-values plot is skipped without a word
+    recwarn.clear()
+    s2 = Study(space, jaxhpo.RandomSearch(space, 3), seed=0)
+    s2.optimize(lambda p: p["x"], num_trials=3, progress=False)
+    assert {p.name for p in plot.save_plots(s2, tmp_path / "plain")} == {
+        "history.png", "importance.png", "parallel_coordinates.png", "slice.png"}
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_each_plot_and_learning_curves(study, tmp_path):
     for fn in (plot.plot_history, plot.plot_parallel_coordinates, plot.plot_slice, plot.plot_importance):
         fig = fn(study, tmp_path / f"{fn.__name__}.png")
