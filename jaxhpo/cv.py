@@ -28,6 +28,14 @@ from ._keys import check_key
 __all__ = ["kfold_masks", "masks_from_splits", "fold_scores", "cross_validate"]
 
 
+def _mask_array(m: Any) -> jax.Array:
+    try:
+        return jnp.asarray(m)
+    except (TypeError, ValueError):
+        raise TypeError(f"masks must be a (k, n) boolean array or a pair (train_masks, val_masks), "
+                        f"got {type(m).__name__}") from None
+
+
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -154,9 +162,9 @@ def _check_masks(masks: Any, n: int | None = None) -> tuple[jax.Array, jax.Array
         if len(masks) != 2:
             raise ValueError("masks must be a (k, n) array of validation masks or a pair "
                              f"(train_masks, val_masks), got a sequence of length {len(masks)}")
-        train, val = (jnp.asarray(m) for m in masks)
+        train, val = (_mask_array(m) for m in masks)
     else:
-        val = jnp.asarray(masks)
+        val = _mask_array(masks)
         train = None
     for name, m in (("masks", val), ("train masks", train)):
         if m is None:

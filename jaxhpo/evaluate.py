@@ -42,6 +42,26 @@ def check_chunk_size(chunk_size: Any, allow_auto: bool = False) -> int | str | N
     return int(chunk_size)
 
 
+def _check_mesh(mesh: Any, who: str, optional: bool = True) -> None:
+    if (mesh is None and optional) or isinstance(mesh, Mesh):
+        return
+    rule = "a jax.sharding.Mesh or None" if optional else "a jax.sharding.Mesh"
+    raise TypeError(f"{who}: mesh must be {rule}, got {type(mesh).__name__}")
+
+
+def _device_list(devices: Any) -> list:
+    """``devices`` as a list of ``jax.Device`` (one device alone accepted), else ``TypeError``."""
+    if isinstance(devices, jax.Device):
+        return [devices]
+    try:
+        out = list(devices)
+    except TypeError:
+        out = None
+    if isinstance(devices, str) or out is None or not all(isinstance(d, jax.Device) for d in out):
+        raise TypeError(f"devices must be a sequence of jax.Device (e.g. jax.devices()), got {devices!r}")
+    return out
+
+
 def _identity(x):
     return x
 
@@ -100,7 +120,9 @@ def free_memory_bytes(devices: Sequence[Any] | None = None) -> int:
     Only this process's devices are measured (under ``jax.distributed`` the
     others belong to other hosts).
     """
-    devices = list(devices) if devices is not None else [jax.local_devices()[0]]
+    devices = _device_list(devices) if devices is not None else [jax.local_devices()[0]]
+    if not devices:
+        raise ValueError("devices must name at least one device")
     local = [d for d in devices if d.process_index == jax.process_index()]
     devices = local or devices
     free = []
@@ -213,8 +235,18 @@ def per_config_bytes(objective: Callable, config: Any, decode: Callable | None =
     Returns:
       bytes per configuration (at least 1).
     """
+    if not callable(objective):
+        raise TypeError("per_config_bytes: objective must be callable")
+    if decode is not None and not callable(decode):
+        raise TypeError(f"per_config_bytes: decode must be callable or None, got {type(decode).__name__}")
     leaves, treedef = jax.tree_util.tree_flatten(config)
-    spec = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
+    try:
+        spec = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
+    except TypeError:
+        spec = None
+    if not leaves or spec is None or any(np.dtype(d).kind not in "biuf" for _, d in spec):
+        raise TypeError("per_config_bytes: config must be one configuration: a pytree of arrays, numbers or "
+                        f"jax.ShapeDtypeStruct, got {config!r:.80}")
     # A bound method (space.decode) keys by its object's value: an equal new
     # Space hits the cache (bound methods compare by their object's identity).
     decode_key = (decode.__func__, decode.__self__) if hasattr(decode, "__self__") else decode
@@ -299,12 +331,9 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
     if free_bytes is not None and (isinstance(free_bytes, bool) or not isinstance(free_bytes, numbers.Real)
                                    or not 0 <= free_bytes < math.inf):
         raise ValueError(f"free_bytes must be a finite number of bytes >= 0 or None, got {free_bytes!r}")
-    if devices is None:
-        devices = [jax.local_devices()[0]]
-    else:
-        devices = [devices] if isinstance(devices, str) else list(devices)
-        if not all(isinstance(d, jax.Device) for d in devices):
-            raise TypeError(f"devices must be a sequence of jax.Device (e.g. jax.devices()), got {devices!r}")
+    if decode is not None and not callable(decode):
+        raise TypeError(f"auto_chunk_size: decode must be callable or None, got {type(decode).__name__}")
+    devices = [jax.local_devices()[0]] if devices is None else _device_list(devices)
     if not devices:
         raise ValueError("devices must name at least one device")
     free = free_memory_bytes(devices) if free_bytes is None else int(free_bytes)
@@ -320,6 +349,7 @@ def population_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
     devices, the other axes replicated. (No trailing ``None`` in the spec: a
     compiled program's outputs come without, and an input sharded with them
     would compile the program again.)"""
+    _check_mesh(mesh, "population_sharding", optional=False)
     if not 0 <= axis < ndim:
         raise ValueError(f"population axis {axis} of a {ndim}-d array")
     return NamedSharding(mesh, PartitionSpec(*([None] * axis), tuple(mesh.axis_names)))
@@ -327,6 +357,7 @@ def population_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
 
 def shard_population(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
     """Split axis ``axis`` (the population) of every leaf over all of ``mesh``'s devices."""
+    _check_mesh(mesh, "shard_population")
     if mesh is None:
         return tree
     return jax.tree_util.tree_map(
@@ -339,6 +370,7 @@ def onto_mesh(tree: Any, mesh: Mesh | None) -> Any:
     a compiled program takes all its inputs from one set of devices. Others
     (uncommitted, traced, already sharded over this mesh's devices in its
     order) as they are."""
+    _check_mesh(mesh, "onto_mesh")
     if mesh is None:
         return tree
     inside, order = set(mesh.devices.flat), list(mesh.devices.flat)
@@ -373,7 +405,14 @@ def map_population(fn: Callable, args: Any, chunk_size: int | None = None, mesh:
       ``fn``'s outputs with a leading axis ``(n, ...)``.
     """
     chunk_size = check_chunk_size(chunk_size)
-    n = jax.tree_util.tree_leaves(args)[0].shape[0]
+    _check_mesh(mesh, "map_population")
+    if not callable(fn):
+        raise TypeError("map_population: fn must be callable")
+    shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(args)]
+    if not shapes or any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+        raise ValueError("map_population: args must be a pytree of arrays sharing one leading (population) "
+                         f"axis, got leaf shapes {shapes[:8]}")
+    n = shapes[0][0]
     d = 1 if mesh is None else mesh.size
     if chunk_size is not None and chunk_size < n and n % d:
         raise ValueError(f"a population of {n} cannot be chunked over the mesh's {d} devices: "
@@ -434,8 +473,7 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
     if not callable(objective):
         raise TypeError("objective must be callable")
     chunk_size = check_chunk_size(chunk_size, allow_auto=True)
-    if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"evaluate: mesh must be a jax.sharding.Mesh or None, got {type(mesh).__name__}")
+    _check_mesh(mesh, "evaluate")
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:
         raise ValueError("evaluate: params holds no arrays")

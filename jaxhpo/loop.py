@@ -77,6 +77,8 @@ def _check_progress(progress_every: Any) -> int | None:
 def _check_generations(num_generations: Any) -> int:
     if isinstance(num_generations, bool) or not isinstance(num_generations, numbers.Integral) or num_generations < 1:
         raise ValueError(f"num_generations must be a positive integer, got {num_generations!r}")
+    if num_generations > 2**31 - 1:
+        raise ValueError(f"num_generations must be at most 2**31 - 1 (an int32 count), got {num_generations!r}")
     return int(num_generations)
 
 
@@ -130,7 +132,11 @@ def _check_initial(initial: Any, strategy: Strategy, num_generations: int) -> ja
                                         and all(isinstance(c, Mapping) for c in initial)):
         raise TypeError("run's initial takes (k, dim) cube points; for configurations use "
                         "space.fixed_coordinates(configs), or minimize(initial=configs)")
-    pts = np.asarray(initial, np.float32)
+    try:
+        pts = np.asarray(initial, np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"initial must be (k, dim) cube points (numbers in [0, 1], nan for free), got "
+                        f"{type(initial).__name__} {initial!r:.80}") from None
     if pts.ndim == 1:
         pts = pts[None]
     if pts.ndim != 2 or pts.shape[1] != strategy.dim or pts.shape[0] == 0:

@@ -43,8 +43,19 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ checks
+def _asarray(x: Any, name: str, what: str) -> jax.Array:
+    """``jnp.asarray(x)``, or a ``TypeError`` naming ``name`` where ``x`` holds no numbers."""
+    try:
+        a = jnp.asarray(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {what}, got {type(x).__name__}") from None
+    if a.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be {what}, got dtype {a.dtype}")
+    return a
+
+
 def _as_values(values: Any, name: str = "values", columns: str = "objective") -> jax.Array:
-    values = jnp.asarray(values)
+    values = _asarray(values, name, f"an array of numbers of shape (n, num_{columns}s)")
     if values.ndim != 2:
         raise ValueError(f"{name} must have shape (n, num_{columns}s), got shape {tuple(values.shape)}")
     if values.shape[1] < 1:
@@ -63,7 +74,7 @@ def _as_mask(mask: Any, n: int, name: str = "mask") -> jax.Array:
         given = np.asarray(mask)  # (checked before a conversion to int32 could wrap 2**32 to 0)
         if given.dtype.kind in "iu" and not np.isin(given, (0, 1)).all():
             raise ValueError(f"{name} must be boolean (or 0 / 1 integers), got values other than 0 and 1")
-    mask = jnp.asarray(mask)
+    mask = _asarray(mask, name, f"a boolean array of shape ({n},)")
     if mask.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(mask.shape)}")
     if jnp.issubdtype(mask.dtype, jnp.integer):  # 0 / 1 flags (traced ones cannot be checked)
@@ -87,7 +98,10 @@ def dominates(a: jax.Array, b: jax.Array) -> jax.Array:
     Returns:
       boolean array of the broadcast shape without the last axis.
     """
-    a, b = jnp.asarray(a), jnp.asarray(b)
+    a, b = _asarray(a, "a", "objective values"), _asarray(b, "b", "objective values")
+    for name, x in (("a", a), ("b", b)):
+        if x.ndim < 1 or jnp.issubdtype(x.dtype, jnp.complexfloating):
+            raise TypeError(f"{name} must be real objective values of shape (..., m), got {x.dtype}{x.shape}")
     return jnp.all(a <= b, axis=-1) & jnp.any(a < b, axis=-1)
 
 
@@ -207,7 +221,7 @@ def constrained_nondominated_rank(values: jax.Array, constraints: jax.Array, mas
     """
     values = _as_values(values)
     n = values.shape[0]
-    constraints = jnp.asarray(constraints)
+    constraints = _asarray(constraints, "constraints", f"an array of numbers of shape ({n}, num_constraints)")
     if constraints.ndim != 2 or constraints.shape[0] != n:
         raise ValueError(f"constraints must have shape ({n}, num_constraints), got {tuple(constraints.shape)}")
     valid = _valid_rows(values, mask)
@@ -242,13 +256,22 @@ def crowding_distance(values: jax.Array, ranks: jax.Array) -> jax.Array:
     """
     values = _as_values(values)
     n, m = values.shape
+    if not isinstance(ranks, jax.core.Tracer):
+        # On the host, before a conversion to int32 could wrap 2**32 to 0:
+        # every rank >= n means failed, so it reads as n.
+        given = np.asarray(ranks)
+        if given.shape != (n,):
+            raise ValueError(f"ranks must have shape ({n},), got {tuple(given.shape)}")
+        if given.dtype.kind not in "iu":
+            raise TypeError(f"ranks must be integer front indices, got dtype {given.dtype}")
+        if n and given.min() < 0:
+            raise ValueError(f"ranks must be front indices >= 0, got {given.min()}")
+        ranks = np.minimum(given, n).astype(np.int32)
     ranks = jnp.asarray(ranks)
     if ranks.shape != (n,):
         raise ValueError(f"ranks must have shape ({n},), got {tuple(ranks.shape)}")
     if not jnp.issubdtype(ranks.dtype, jnp.integer):
         raise TypeError(f"ranks must be integer front indices, got dtype {ranks.dtype}")
-    if not isinstance(ranks, jax.core.Tracer) and n and int(ranks.min()) < 0:
-        raise ValueError(f"ranks must be front indices >= 0, got {int(ranks.min())}")
     seg = jnp.clip(ranks.astype(jnp.int32), 0, n)
     counted = seg < n
     v = jnp.where(counted[:, None] & jnp.isfinite(values), values, 0.0)

@@ -21,7 +21,7 @@ import functools
 import itertools
 import math
 import numbers
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
 import jax
@@ -442,6 +442,37 @@ def _distinct_integers(values: np.ndarray, low: int, high: int) -> np.ndarray:
     return out
 
 
+def _config_rows(config: Any) -> tuple[bool, list]:
+    """``(single, rows)``: one configuration dict, or a sequence of them."""
+    if isinstance(config, Mapping):
+        return True, [config]
+    if isinstance(config, (str, bytes)) or not isinstance(config, Iterable):
+        raise TypeError(f"config must be a dict of parameter values or a list of such dicts, "
+                        f"got {type(config).__name__}")
+    return False, list(config)
+
+
+def _check_encodable(name: str, d: Any, a: np.ndarray) -> None:
+    """Refuse concrete decoded values outside ``d``'s bounds (or fractional for
+    an integer or an index): ``encode`` would clip them into another, valid
+    configuration."""
+    if a.size == 0:
+        return
+    if isinstance(d, Float):
+        lo, hi = np.float32(d.low), np.float32(d.high)
+        x = a.astype(np.float32)
+        ok = (x >= lo) & (x <= hi)
+        rule = f"in [{d.low}, {d.high}]"
+    else:
+        lo, hi = (0, len(d.choices) - 1) if isinstance(d, Categorical) else (d.low, d.high)
+        x = a.astype(np.float64)
+        ok = (x >= lo) & (x <= hi) & (x == np.floor(x))
+        rule = (f"a choice index in [0, {hi}]" if isinstance(d, Categorical) else f"an integer in [{lo}, {hi}]")
+    if not np.all(ok):
+        bad = x[~ok].reshape(-1)[0].item()
+        raise ValueError(f"encode input {name!r} must be {rule}, got {bad!r}")
+
+
 def _decoded_value(name: str, d: "Dimension", v: Any) -> Any:
     """One parameter's Python value (a label for a categorical) -> its decoded value, checked."""
     if isinstance(d, Categorical):
@@ -786,6 +817,9 @@ class Space:
           params: dict name -> array of shape ``(...)`` in decoded form
             (categorical indices, not labels; see ``from_python``). A
             conditional parameter may be left out: it encodes to 0.5.
+            Concrete values must lie in their dimension's bounds (integers
+            and indices whole), as ``from_python`` requires; traced ones
+            are clipped to them.
         Returns:
           float32 array of shape ``(..., dim)``.
         """
@@ -799,6 +833,8 @@ class Space:
             if kind is not None and np.dtype(kind).kind not in "biuf":
                 raise TypeError(f"encode input {n!r} must be numbers (categorical indices, not labels: "
                                 f"see from_python), got dtype {np.dtype(kind)}")
+            if not isinstance(v, jax.core.Tracer):
+                _check_encodable(n, self.dims[n], np.asarray(v))
         cols = []
         for n, d in self._items:
             if n in params:
@@ -809,7 +845,9 @@ class Space:
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """``n`` uniform cube points, shape ``(n, dim)``; ``key`` a ``jax.random`` key or an integer seed."""
-        return jax.random.uniform(check_key(key, allow_seed=True), (n, self.dim), jnp.float32)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= 2**31 - 1:
+            raise ValueError(f"sample n must be an integer in [0, 2**31 - 1] (points to draw), got {n!r}")
+        return jax.random.uniform(check_key(key, allow_seed=True), (int(n), self.dim), jnp.float32)
 
     # ------------------------------------------------------------- grids
     def grid(self, num: int = 10, sizes: Mapping[str, int] | None = None) -> np.ndarray:
@@ -922,8 +960,7 @@ class Space:
           coordinate (``encode`` of its value), ``nan`` for the parameters
           not given.
         """
-        single = isinstance(config, Mapping)
-        rows = [config] if single else list(config)
+        single, rows = _config_rows(config)
         dims = self.dims
         out = np.full((len(rows), self.dim), np.nan, np.float32)
         for i, row in enumerate(rows):
@@ -978,8 +1015,7 @@ class Space:
         Returns:
           dict name -> array of shape ``()`` or ``(n,)``.
         """
-        single = isinstance(config, Mapping)
-        rows = [config] if single else list(config)
+        single, rows = _config_rows(config)
         dims = self.dims
         cols: dict[str, list] = {n: [] for n in self.names}
         for row in rows:

@@ -424,3 +424,107 @@ def test_a_step_that_changes_the_state_is_named_in_every_mode():
                 unrolled(step, val, 3, mode=mode)(h, state)
     with pytest.raises(TypeError, match="step must return a state of init_state's structure"):
         rollout(lambda s, h, t: (s, 0), h, state, 3)
+
+
+def test_space_helpers_check_their_inputs():
+    space = Space(x=Float(0.0, 1.0), n=jaxhpo.Int(1, 5), c=jaxhpo.Categorical(["a", "b"]))
+    # (n went to jax.random.uniform unchecked: 2**40 made an array whose read aborted the process)
+    for n in (2**40, -1, 2.5, True):
+        with pytest.raises(ValueError, match="sample n must be an integer"):
+            space.sample(0, n)
+    assert space.sample(0, np.int64(3)).shape == (3, 3)
+    # (concrete values outside the bounds were clipped into another, valid configuration)
+    for bad, match in (({"x": 0.5, "n": 9, "c": 0}, "'n' must be an integer in \\[1, 5\\]"),
+                       ({"x": 0.5, "n": 2, "c": 5}, "'c' must be a choice index in \\[0, 1\\]"),
+                       ({"x": 1.5, "n": 2, "c": 0}, "'x' must be in \\[0.0, 1.0\\]"),
+                       ({"x": float("nan"), "n": 2, "c": 0}, "'x' must be in"),
+                       ({"x": 0.5, "n": 2.5, "c": 0}, "'n' must be an integer")):
+        with pytest.raises(ValueError, match="encode input " + match):
+            space.encode(bad)
+    edge = Space(x=Float(0.0, 0.1))
+    assert float(edge.encode({"x": np.float32(0.1)})[0]) == 1.0  # the float32 bound is inside
+    for call in (space.from_python, space.fixed_coordinates):
+        for config in (None, 3):
+            with pytest.raises(TypeError, match="config must be a dict of parameter values or a list"):
+                call(config)
+    with pytest.raises(TypeError, match="space must be a jaxhpo.Space"):
+        jaxhpo.GridSearch(None)
+    from jaxhpo.hypergrad.tuning import float_mask
+    with pytest.raises(TypeError, match="space must be a jaxhpo.Space"):
+        float_mask(None)
+
+
+def test_integer_settings_past_int32_are_refused_by_name():
+    # (each became a bare OverflowError, or an out-of-memory error, once the search was traced)
+    for make, name in ((lambda: jaxhpo.TPE(SPACE, 2, n_startup=2**31), "n_startup"),
+                       (lambda: jaxhpo.GPBO(SPACE, 2, fit_steps=2**31), "fit_steps"),
+                       (lambda: jaxhpo.GPBO(SPACE, 2, n_init=2**31), "n_init"),
+                       (lambda: jaxhpo.NSGA2(SPACE, 4, 2, archive_size=2**31), "archive_size")):
+        with pytest.raises(ValueError, match=f"{name} must be at most 2\\*\\*31 - 1"):
+            make()
+    with pytest.raises(ValueError, match="num_generations must be at most 2\\*\\*31 - 1"):
+        jaxhpo.minimize(square, SPACE, STRATEGY, num_generations=2**31)
+    with pytest.raises(ValueError, match="maxiter must be at most 2\\*\\*31 - 1"):
+        conjugate_gradient(lambda v: v, jnp.ones(2), maxiter=2**31)
+    # a pruner's counts are host numbers: steps past int32 are fine there
+    from jaxhpo.study import MedianPruner
+    assert MedianPruner(n_warmup_steps=2**40).n_warmup_steps == 2**40
+
+
+def test_run_names_initial_points_that_are_not_numbers():
+    with pytest.raises(TypeError, match="initial must be \\(k, dim\\) cube points"):
+        jaxhpo.run(STRATEGY, square, 0, 1, initial="abc")
+
+
+def test_pareto_and_cv_inputs_that_hold_no_numbers_are_named():
+    from jaxhpo import cv, pareto
+
+    v = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 3.0]], np.float32)
+    for call, match in ((lambda: pareto.nondominated_rank("abc"), "values must be an array of numbers"),
+                        (lambda: pareto.nondominated_rank(None), "values must be an array of numbers"),
+                        (lambda: pareto.constrained_nondominated_rank(v, None), "constraints must be an array"),
+                        (lambda: pareto.pareto_front_mask(v, mask="abc"), "mask must be a boolean array"),
+                        (lambda: pareto.dominates([1j, 1j], [1, 1]), "a must be real objective values"),
+                        (lambda: cv.fold_scores(lambda h, t, s: 0.0, {"a": jnp.ones(())}, None),
+                         "masks must be a \\(k, n\\) boolean array")):
+        with pytest.raises(TypeError, match=match):
+            call()
+    # a failed row's rank past int32 reads as failed, not wrapped into front 0
+    want = [np.inf, 0.0, np.inf]
+    for ranks in (np.array([0, 3, 0]), np.array([0, 2**32, 0], np.int64), np.array([0, 2**32 - 1, 0], np.uint32)):
+        np.testing.assert_array_equal(pareto.crowding_distance(v, ranks), want)
+
+
+def test_population_helpers_name_bad_arguments():
+    import importlib
+
+    ev = importlib.import_module("jaxhpo.evaluate")  # (jaxhpo.evaluate the attribute is the function)
+
+    x = jnp.ones((4, 2))
+    for call, error, match in (
+            (lambda: ev.map_population(lambda a: a, {}), ValueError, "args must be a pytree of arrays sharing"),
+            (lambda: ev.map_population(lambda a: a, (jnp.ones(4), jnp.ones(6)), 2), ValueError, "sharing one"),
+            (lambda: ev.map_population(lambda a: a, x, mesh="x"), TypeError, "map_population: mesh must be"),
+            (lambda: ev.map_population(3, x), TypeError, "fn must be callable"),
+            (lambda: ev.shard_population(x, "m"), TypeError, "shard_population: mesh must be"),
+            (lambda: ev.onto_mesh(x, "m"), TypeError, "onto_mesh: mesh must be"),
+            (lambda: ev.population_sharding(None, 2), TypeError, "population_sharding: mesh must be"),
+            (lambda: ev.free_memory_bytes(["a"]), TypeError, "devices must be a sequence of jax.Device"),
+            (lambda: ev.auto_chunk_size(square, {"x": 0.0}, 4, devices=3), TypeError, "devices must be"),
+            (lambda: ev.auto_chunk_size(square, {"x": 0.0}, 4, decode=3), TypeError, "decode must be callable"),
+            (lambda: ev.per_config_bytes(None, {"x": 0.0}), TypeError, "objective must be callable"),
+            (lambda: ev.per_config_bytes(square, "abc"), TypeError, "config must be one configuration")):
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_tell_refuses_a_result_with_an_error():
+    # (the trial was stored complete and the error text dropped)
+    from jaxhpo.study import Study
+
+    study = Study(SPACE, STRATEGY, seed=0)
+    (trial, _) = study.ask_trials(2)
+    with pytest.raises(ValueError, match="was given a result .* and an error"):
+        study.tell(trial, 1.0, error="boom")
+    study.tell(trial, None, error="boom")
+    assert study.trials[0].error == "boom"

@@ -21,6 +21,8 @@ def check_positive_int(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive integer (>= 1), got {value!r}")
+    if value > 2**31 - 1:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (an int32 count), got {value!r}")
     return int(value)
 
 

@@ -69,6 +69,8 @@ _Z_MAX = float(np.log1p(-_EDGE) - np.log(_EDGE))
 
 def float_mask(space: Space) -> np.ndarray:
     """``(dim,)`` bool: which cube coordinates ``gradient_tune`` optimises (the ``Float`` ones)."""
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
     return np.array([isinstance(d, Float) for d in space.dims.values()])
 
 

@@ -40,13 +40,17 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+def check_int(name: str, value: Any, low: int, high: int | None = None, *, int32: bool = True) -> int:
+    """An integer in ``[low, high]``; without ``high``, at most ``2**31 - 1``
+    where it becomes an int32 inside compiled programs (``int32=True``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < low or (high is not None and value > high):
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {rng}, got {value}")
+    if high is None and int32 and value > 2**31 - 1:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (an int32 count), got {value}")
     return value
 
 

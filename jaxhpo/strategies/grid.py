@@ -45,6 +45,8 @@ class GridSearch(Strategy):
 
     def __init__(self, space: Space, popsize: int | None = None, num: int = 10,
                  sizes: Mapping[str, int] | None = None):
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
         points = space.grid(num, sizes)
         super().__init__(space, len(points) if popsize is None else popsize)
         # Python ints (space.grid checked them): NumPy ones would change the

@@ -150,10 +150,10 @@ class PercentilePruner(Pruner):
     def __init__(self, percentile: float, n_startup_trials: int = 5, n_warmup_steps: int = 0,
                  interval_steps: int = 1, n_min_trials: int = 1):
         self.percentile = check_real("percentile", percentile, 0.0, 100.0)
-        self.n_startup_trials = check_int("n_startup_trials", n_startup_trials, 0)
-        self.n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0)
-        self.interval_steps = check_int("interval_steps", interval_steps, 1)
-        self.n_min_trials = check_int("n_min_trials", n_min_trials, 1)
+        self.n_startup_trials = check_int("n_startup_trials", n_startup_trials, 0, int32=False)
+        self.n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0, int32=False)
+        self.interval_steps = check_int("interval_steps", interval_steps, 1, int32=False)
+        self.n_min_trials = check_int("n_min_trials", n_min_trials, 1, int32=False)
 
     def should_prune(self, steps, values, view) -> bool:
         if not math.isfinite(float(values[-1])):
@@ -207,9 +207,9 @@ class SuccessiveHalvingPruner(Pruner):
     """
 
     def __init__(self, min_resource: int = 1, reduction_factor: int = 3, min_early_stopping_rate: int = 0):
-        self.min_resource = check_int("min_resource", min_resource, 1)
-        self.reduction_factor = check_int("reduction_factor", reduction_factor, 2)
-        self.min_early_stopping_rate = check_int("min_early_stopping_rate", min_early_stopping_rate, 0)
+        self.min_resource = check_int("min_resource", min_resource, 1, int32=False)
+        self.reduction_factor = check_int("reduction_factor", reduction_factor, 2, int32=False)
+        self.min_early_stopping_rate = check_int("min_early_stopping_rate", min_early_stopping_rate, 0, int32=False)
 
     def rungs(self, up_to: int) -> list[int]:
         """The rung steps ``<= up_to``, in order."""
@@ -267,13 +267,13 @@ class HyperbandPruner(Pruner):
     """
 
     def __init__(self, min_resource: int = 1, max_resource: int | str = "auto", reduction_factor: int = 3):
-        self.min_resource = check_int("min_resource", min_resource, 1)
+        self.min_resource = check_int("min_resource", min_resource, 1, int32=False)
         if not (isinstance(max_resource, str) and max_resource == "auto"):
             if isinstance(max_resource, bool) or not isinstance(max_resource, numbers.Integral):
                 raise TypeError(f"max_resource must be an integer or 'auto', got {max_resource!r}")
-            max_resource = check_int("max_resource", max_resource, self.min_resource)
+            max_resource = check_int("max_resource", max_resource, self.min_resource, int32=False)
         self.max_resource = max_resource
-        self.reduction_factor = check_int("reduction_factor", reduction_factor, 2)
+        self.reduction_factor = check_int("reduction_factor", reduction_factor, 2, int32=False)
         self._layouts: dict[int, tuple[list, np.ndarray]] = {}
         self._bracket_of: dict[tuple[int, int], int] = {}  # memo: each decision asks every rival's bracket
 
@@ -343,8 +343,8 @@ class ThresholdPruner(Pruner):
             raise ValueError("ThresholdPruner needs lower, upper or both")
         if self.lower is not None and self.upper is not None and not self.lower <= self.upper:
             raise ValueError(f"ThresholdPruner needs lower <= upper, got lower={lower!r}, upper={upper!r}")
-        self.n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0)
-        self.interval_steps = check_int("interval_steps", interval_steps, 1)
+        self.n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0, int32=False)
+        self.interval_steps = check_int("interval_steps", interval_steps, 1, int32=False)
 
     def should_prune(self, steps, values, view) -> bool:
         value = float(values[-1])
@@ -380,7 +380,7 @@ class PatientPruner(Pruner):
         if wrapped is not None and not isinstance(wrapped, Pruner):
             raise TypeError(f"PatientPruner wrapped must be a Pruner or None, got {wrapped!r}")
         self.wrapped = wrapped
-        self.patience = check_int("patience", patience, 0)
+        self.patience = check_int("patience", patience, 0, int32=False)
         self.min_delta = check_real("min_delta", min_delta, 0.0, math.inf)
 
     def should_prune(self, steps, values, view) -> bool:

@@ -1127,7 +1127,8 @@ class Study:
         ``tell(values)``: one value per configuration of the latest ``ask``,
         in order. ``tell(trial, value)``: one trial, given as a ``Trial`` or
         its number. A value that is ``None`` or not finite records the trial
-        as failed (with ``error`` as its text, if given). With several
+        as failed (with ``error`` as its text, if given; one trial told a
+        result and an ``error`` is refused). With several
         objectives a value is a sequence: the objective values, then the
         constraint values; one with a non-finite entry fails the trial. When the last trial
         of a generation is told, the strategy learns from the generation.
@@ -1169,6 +1170,10 @@ class Study:
                     raise ValueError(f"tell: trial {number} of study {self.name!r} has other parameters "
                                      "than the Trial given; was it asked from another study?")
                 v, why = (None, None) if pruned else self._parse(raw, "tell was given")
+                if v is not None and error is not None and value is not _MISSING:
+                    raise ValueError(f"tell: trial {number} was given a result ({raw!r}) and an error; an error "
+                                     "is the text of a failed trial: tell it value=None (or a non-finite "
+                                     "value) with error=...")
                 prepared.append((row, v, (error or why) if v is None and not pruned else None))
         for row, v, why in prepared:
             if not self._finish(row, v, why, pruned):
