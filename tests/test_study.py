@@ -894,3 +894,23 @@ def test_an_interrupt_as_a_transaction_begins_leaves_no_transaction_open(tmp_pat
     with storage.transaction() as c:  # usable, and the file's write lock is free
         c.execute("SELECT 1")
     storage.close()
+
+
+def test_adding_a_whole_generation_asks_the_strategy_once_outside_the_write_lock(monkeypatch):
+    # (its ask ran twice, both inside the write transaction: the proposal's,
+    # then the tell's, which could not see the first before the commit)
+    import jaxhpo.study.study as study_module
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    calls, run_ask = [], study_module.Study._run_ask
+
+    def counted(self, generation, state):
+        calls.append((generation, self._storage._conn.in_transaction))
+        return run_ask(self, generation, state)
+
+    monkeypatch.setattr(study_module.Study, "_run_ask", counted)
+    monkeypatch.setitem(study_module._ASK_SECONDS, study.strategy, 10.0)  # a slow ask: asked ahead
+    for p in ({"x": 0.1, "lr": 0.01, "n": 1, "kind": "a"}, {"x": 0.4, "lr": 0.1, "n": 2, "kind": "b"}):
+        study.add_trial(p, 1.0)
+    assert study.generation == 1 and calls == [(0, False)]
+    study.close()

@@ -400,6 +400,9 @@ class Study:
         self._cache_state: tuple[int, Any] | None = None
         self._cache_ask: tuple[int, Any, np.ndarray, np.ndarray] | None = None
         self._ahead: tuple[int, Any] | None = None  # see _ask_ahead
+        # The ask of the generation proposed in the open transaction: its tell,
+        # in the same transaction (a generation of added trials), reuses it.
+        self._tx_ask: tuple | None = None
         self._ahead_lock = threading.Lock()
         self._pending: list[Callable[[], None]] = []
         self._last_batch: list[int] = []
@@ -581,6 +584,7 @@ class Study:
                     apply()
             finally:
                 self._pending = []
+                self._tx_ask = None
 
     def _state_at(self, c, generation: int) -> Any:
         """The strategy state after ``generation`` tells (cached, else stored)."""
@@ -651,8 +655,9 @@ class Study:
         ran, so they are what the strategy is told; rows that differ from the
         proposals are the enqueued ones.
         """
-        if self._cache_ask is not None and self._cache_ask[0] == generation:
-            return self._cache_ask[1:]
+        for cached in (self._tx_ask, self._cache_ask):
+            if cached is not None and cached[0] == generation:
+                return cached[1:]
         proposed, _, _, ask_state = self._asked(c, generation)
         x, injected = self._generation_x(c, generation, proposed)
         self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x, injected)))
@@ -804,6 +809,7 @@ class Study:
         trials = [(int(r), self._dump_params(p), queue[i][1] if i < len(queue) else None)
                   for i, (r, p) in enumerate(zip(rows, params))]
         self._storage.add_generation(c, self._id, generation, x.tobytes(), x.shape[0], x.shape[1], trials)
+        self._tx_ask = (generation, ask_state, x, injected)
         self._pending.append(lambda: setattr(self, "_cache_ask", (generation, ask_state, x, injected)))
         added = [(int(r), json.loads(q[2])) for r, q in zip(rows, queue) if q[2] is not None]
         for idx, outcome in added:
@@ -921,6 +927,8 @@ class Study:
         v, why = (None, "added without a value") if value is None else self._parse(value, "add_trial was given")
         outcome = {"error": why} if v is None else {"vals": list(v)} if self.multi_objective else {"value": v}
         self._warm()
+        if self._slow_ask() and self._completes_generation():
+            self._ask_ahead()  # the generation this trial completes is proposed below: ask outside the lock
         with self._tx() as c:
             self._storage.enqueue(c, self._id, self._dump_params(self.space.canonical_python(params)),
                                   json.dumps(outcome))
@@ -937,6 +945,14 @@ class Study:
             if exhausted and any(q[2] is not None for q in self._storage.queued(c, self._id)):
                 raise ValueError(f"add_trial: study {self.name!r} is exhausted (its strategy has no "
                                  "generation left to hold the trial)")
+
+    def _completes_generation(self) -> bool:
+        """Whether one more added trial fills an unproposed generation with added trials."""
+        with self._tx(write=False) as c:
+            _, proposed, exhausted = self._storage.study_progress(c, self._id)
+            head = self._storage.queued(c, self._id, self.strategy.popsize)
+        return (not proposed and not exhausted and len(head) + 1 >= self.strategy.popsize
+                and all(q[2] is not None for q in head))
 
     def _tell_generation(self, c, generation: int) -> None:
         """Every trial of ``generation`` is finished: tell the strategy, store its state."""
