@@ -8,6 +8,7 @@ them alone, for tests and for ``python -m jaxhpo.cli_study``.
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
 import sys
@@ -39,23 +40,34 @@ _INACTIVE = "-"  # what ``jaxhpo show`` prints for an inactive parameter
 
 def label_text(v: Any) -> Any:
     """A parameter value as trials.csv and ``jaxhpo show`` write it: ``None``
-    as ``None``; a text that would read as something else (``None``, an empty
-    cell, show's ``-`` for inactive, a quoted text) or that is not printable
-    on one line, as its repr; anything else as it is."""
+    as ``None``; a text that would read as something else (an empty cell,
+    show's ``-`` for inactive, a quoted text, a Python literal such as
+    ``None``, ``1``, ``True`` or ``(1, 2)``, which a label of that value
+    writes) or that is not printable on one line, as its repr; anything else
+    as it is."""
     if v is None:
         return "None"
-    if isinstance(v, str) and (v in ("None", "", _INACTIVE) or v[:1] in ("'", '"') or not v.isprintable()):
+    if isinstance(v, str) and (v in ("", _INACTIVE) or v[:1] in ("'", '"') or not v.isprintable()
+                               or _reads_as_literal(v)):
         return repr(v)
     return v
+
+
+def _reads_as_literal(text: str) -> bool:
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
 
 
 def _write_results(study: Any, folder: Path) -> dict:
     """best.json and trials.csv in ``folder``; returns the best summary.
 
     In trials.csv an inactive parameter's cell is empty, a ``None`` label is
-    written ``None``, and a text label that would read as either, or as a
-    quoted text (``"None"``, ``""``, ``"'a'"``), or that holds a line break,
-    is written as its Python repr (``'None'``, ``''``): see ``label_text``."""
+    written ``None``, and a text label that would read as another value
+    (``"None"``, ``""``, ``"1"``, ``"'a'"``), or that holds a line break, is
+    written as its Python repr (``'None'``, ``''``, ``'1'``): see ``label_text``."""
     folder.mkdir(parents=True, exist_ok=True)
     records = [{k: label_text(v) if k.startswith("params_") else v for k, v in r.items()}
                for r in study.to_records()]

@@ -240,11 +240,11 @@ def per_config_bytes(objective: Callable, config: Any, decode: Callable | None =
     if decode is not None and not callable(decode):
         raise TypeError(f"per_config_bytes: decode must be callable or None, got {type(decode).__name__}")
     leaves, treedef = jax.tree_util.tree_flatten(config)
-    try:
+    try:  # (any JAX dtype: typed keys, bfloat16 included)
         spec = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
-    except TypeError:
+    except (TypeError, ValueError):
         spec = None
-    if not leaves or spec is None or any(np.dtype(d).kind not in "biuf" for _, d in spec):
+    if not leaves or spec is None:
         raise TypeError("per_config_bytes: config must be one configuration: a pytree of arrays, numbers or "
                         f"jax.ShapeDtypeStruct, got {config!r:.80}")
     # A bound method (space.decode) keys by its object's value: an equal new

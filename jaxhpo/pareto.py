@@ -49,7 +49,7 @@ def _asarray(x: Any, name: str, what: str) -> jax.Array:
         a = jnp.asarray(x)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be {what}, got {type(x).__name__}") from None
-    if a.dtype.kind not in "biufc":
+    if not (jnp.issubdtype(a.dtype, jnp.number) or a.dtype == jnp.bool_):  # (bfloat16's NumPy kind is "V")
         raise TypeError(f"{name} must be {what}, got dtype {a.dtype}")
     return a
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .space import Categorical
-from .study.importance import param_importance
+from .study.importance import NotEnoughTrials, param_importance
 from .study.trial import TrialState
 
 __all__ = [
@@ -221,9 +221,10 @@ def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None
 def plot_importance(study: Any, path: Any = None, *, objective: int | None = None):
     """Horizontal bars of ``param_importance`` (variance of the ranks each parameter explains);
     ``objective``: with several objectives, which one."""
-    if len([t for t in study.get_trials((TrialState.COMPLETE,))]) < 2:
-        raise NothingToPlot(f"study {study.name!r} has fewer than 2 complete trials: no importance yet")
-    scores = param_importance(study, objective=objective)
+    try:
+        scores = param_importance(study, objective=objective)
+    except NotEnoughTrials as e:
+        raise NothingToPlot(str(e)) from e
     names = list(scores)[::-1]
     fig = _figure(figsize=(6, 0.5 * len(names) + 1.5))
     ax = fig.add_subplot()

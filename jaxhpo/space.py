@@ -442,6 +442,19 @@ def _distinct_integers(values: np.ndarray, low: int, high: int) -> np.ndarray:
     return out
 
 
+def _concrete_count(n: Any) -> int | None:
+    """``n`` as a Python int where it is a concrete integer (a NumPy or JAX
+    0-d integer array too), else ``None`` (bools, floats, traced values)."""
+    if isinstance(n, (bool, np.bool_)) or isinstance(n, jax.core.Tracer):
+        return None
+    if isinstance(n, numbers.Integral):
+        return int(n)
+    dtype = getattr(n, "dtype", None)
+    if dtype is not None and np.shape(n) == () and jnp.issubdtype(dtype, jnp.integer):
+        return int(n)
+    return None
+
+
 def _config_rows(config: Any) -> tuple[bool, list]:
     """``(single, rows)``: one configuration dict, or a sequence of them."""
     if isinstance(config, Mapping):
@@ -845,9 +858,10 @@ class Space:
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """``n`` uniform cube points, shape ``(n, dim)``; ``key`` a ``jax.random`` key or an integer seed."""
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= 2**31 - 1:
+        count = _concrete_count(n)
+        if count is None or not 0 <= count <= 2**31 - 1:
             raise ValueError(f"sample n must be an integer in [0, 2**31 - 1] (points to draw), got {n!r}")
-        return jax.random.uniform(check_key(key, allow_seed=True), (int(n), self.dim), jnp.float32)
+        return jax.random.uniform(check_key(key, allow_seed=True), (count, self.dim), jnp.float32)
 
     # ------------------------------------------------------------- grids
     def grid(self, num: int = 10, sizes: Mapping[str, int] | None = None) -> np.ndarray:

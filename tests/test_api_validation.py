@@ -432,7 +432,8 @@ def test_space_helpers_check_their_inputs():
     for n in (2**40, -1, 2.5, True):
         with pytest.raises(ValueError, match="sample n must be an integer"):
             space.sample(0, n)
-    assert space.sample(0, np.int64(3)).shape == (3, 3)
+    for n in (np.int64(3), jnp.int32(3), np.array(3, np.uint8)):  # concrete 0-d integers
+        assert space.sample(0, n).shape == (3, 3)
     # (concrete values outside the bounds were clipped into another, valid configuration)
     for bad, match in (({"x": 0.5, "n": 9, "c": 0}, "'n' must be an integer in \\[1, 5\\]"),
                        ({"x": 0.5, "n": 2, "c": 5}, "'c' must be a choice index in \\[0, 1\\]"),
@@ -493,6 +494,8 @@ def test_pareto_and_cv_inputs_that_hold_no_numbers_are_named():
     want = [np.inf, 0.0, np.inf]
     for ranks in (np.array([0, 3, 0]), np.array([0, 2**32, 0], np.int64), np.array([0, 2**32 - 1, 0], np.uint32)):
         np.testing.assert_array_equal(pareto.crowding_distance(v, ranks), want)
+    # every JAX number type is numbers (bfloat16's NumPy kind is "V")
+    np.testing.assert_array_equal(pareto.nondominated_rank(jnp.asarray(v, jnp.bfloat16)), [0, 0, 1])
 
 
 def test_population_helpers_name_bad_arguments():
@@ -516,6 +519,9 @@ def test_population_helpers_name_bad_arguments():
             (lambda: ev.per_config_bytes(square, "abc"), TypeError, "config must be one configuration")):
         with pytest.raises(error, match=match):
             call()
+    # a configuration may carry a typed key, or bfloat16 numbers
+    config = {"k": jax.random.key(0), "w": jnp.ones(3, jnp.bfloat16)}
+    assert ev.per_config_bytes(lambda c: jax.random.normal(c["k"]) + c["w"].sum(), config) >= 1
 
 
 def test_tell_refuses_a_result_with_an_error():

@@ -167,6 +167,11 @@ def test_trials_csv_and_show_keep_labels_that_read_as_none_inactive_or_quoted_ap
     table = capsys.readouterr().out.splitlines()
     body = table[table.index(next(line for line in table if line.startswith("--"))) + 1:]
     assert len(body) == 7 and sum(" '-' " in line for line in body) == 1
+    # labels of other types whose text a str label shares
+    from jaxhpo.cli_study import label_text
+    mixed = [1, "1", True, "True", (1, 2), "(1, 2)", 1.5, "1.5", "adam", " 1"]
+    assert len({str(label_text(v)) for v in mixed}) == len(mixed)
+    assert [label_text(v) for v in ("adam", "1", 1)] == ["adam", "'1'", 1]
 
 
 def test_enqueued_configurations_run_first_and_once(folder):

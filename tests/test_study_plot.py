@@ -65,6 +65,10 @@ def test_save_plots_skips_a_plot_it_cannot_draw_with_a_warning_not_silently(tmp_
     s2.optimize(lambda p: p["x"], num_trials=3, progress=False)
     assert {p.name for p in plot.save_plots(s2, tmp_path / "plain")} == {
         "history.png", "importance.png", "parallel_coordinates.png", "slice.png"}
+    # all values equal: no importance to draw yet, and nothing to warn about
+    s3 = Study(space, jaxhpo.RandomSearch(space, 3), seed=0)
+    s3.optimize(lambda p: 1.0, num_trials=3, progress=False)
+    assert "importance.png" not in {p.name for p in plot.save_plots(s3, tmp_path / "flat")}
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 

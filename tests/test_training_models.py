@@ -81,6 +81,12 @@ def test_magnitude_mask_prunes_the_count_the_written_sparsity_gives():
         kept = _kept_counts(w, jnp.asarray(sparsities, jnp.float32))
         expected = [n - int(Fraction(repr(s)) * n) for s in sparsities]
         assert list(np.asarray(kept)) == expected, n
+    # a large layer: 0.05 of 2**20 is 52428.8, whose floor is 52428 (a tolerance
+    # growing with n had rounded it up)
+    n = 2**20
+    sparsities = [0.05, 0.3, 0.21, 0.5]
+    kept = _kept_counts(jnp.arange(1, n + 1, dtype=jnp.float32), jnp.asarray(sparsities, jnp.float32))
+    assert list(np.asarray(kept)) == [n - int(Fraction(repr(s)) * n) for s in sparsities]
 
 
 @jax.jit

@@ -26,7 +26,11 @@ import numpy as np
 from ..space import Categorical, Space
 from .trial import Trial, TrialState
 
-__all__ = ["param_importance"]
+__all__ = ["param_importance", "NotEnoughTrials"]
+
+
+class NotEnoughTrials(ValueError):
+    """The trials cannot rank any parameter yet: fewer than two complete, or all of one value."""
 
 
 _INACTIVE = object()  # a conditional parameter a trial left out (``None`` may be a choice)
@@ -97,11 +101,11 @@ def param_importance(study: Any = None, *, space: Space | None = None,
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         y = np.array([t.value for t in done], float)
     if len(done) < 2:
-        raise ValueError(f"param_importance needs at least 2 complete trials, got {len(done)}")
+        raise NotEnoughTrials(f"param_importance needs at least 2 complete trials, got {len(done)}")
     ranks = average_ranks(y)
     total = float(np.sum((ranks - ranks.mean()) ** 2))
     if total == 0.0:
-        raise ValueError("param_importance needs complete trials with different values")
+        raise NotEnoughTrials("param_importance needs complete trials with different values")
     if num_bins is None:
         num_bins = int(np.clip(len(done) // 8, 2, 10))
     elif isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 2:
