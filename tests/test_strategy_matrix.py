@@ -1,5 +1,6 @@
-"""The matrix every strategy joins: jit, scan, vmap over keys, determinism,
-failed evaluations, and no recompiles (see strategy_registry.py).
+"""The matrix every strategy joins: jit, scan, vmap over keys and over its own
+hyperparameters, determinism, failed evaluations, and no recompiles (see
+strategy_registry.py).
 
 One objective serves every test (it fails on a third of the space), so each
 strategy compiles one vmapped search and one single search, shared by all
@@ -126,6 +127,29 @@ def test_no_recompile_on_second_call_or_second_instance(name):
     jaxhpo.run(s, objective, jax.random.key(2), GENERATIONS, history="all", params=plain, chunk_size=s.popsize)
     assert _search._cache_size() == before, "a second run or an equal strategy recompiled the search"
     assert make(name) == s and hash(make(name)) == hash(s)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_over_the_strategys_own_hyperparameters(name):
+    s = make(name)
+    defaults = s.default_params()
+    if not defaults:  # nothing to batch: these strategies take no hyperparameters
+        assert name in ("random", "grid", "sobol", "halton", "lhs")
+        return
+    stacked = jax.tree_util.tree_map(lambda v: jnp.stack([jnp.asarray(v)] * 2), defaults)
+    keys = jax.random.split(jax.random.key(3), 2)
+
+    def generation(key, params):
+        state = s.init(key, params)
+        x, state = s.ask(key, state)
+        state = s.tell(state, x, jax.vmap(smooth)(SPACE.decode(x)))
+        return x, s.best(state)[1]
+
+    batched = jax.jit(jax.vmap(generation))(keys, stacked)
+    for i in range(2):
+        single = jax.jit(generation)(keys[i], defaults)
+        for b, one in zip(batched, single):
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(one), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("n", [5, 3000])  # one-pass and two-pass paths
