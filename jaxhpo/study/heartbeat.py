@@ -36,9 +36,15 @@ __all__ = ["HEARTBEAT_SECONDS", "Heartbeat", "beat_interval"]
 HEARTBEAT_SECONDS = 5.0
 
 
+# ... and at least this often apart, however small ``stale_after`` (a beat is a write).
+MIN_BEAT_SECONDS = 0.01
+
+
 def beat_interval(stale_after: float | None) -> float:
     """Seconds between beats for a study with this ``stale_after`` (``None``: the default)."""
-    return HEARTBEAT_SECONDS if stale_after is None else min(HEARTBEAT_SECONDS, stale_after / 4)
+    if stale_after is None:
+        return HEARTBEAT_SECONDS
+    return max(MIN_BEAT_SECONDS, min(HEARTBEAT_SECONDS, stale_after / 4))
 
 
 class Heartbeat:
