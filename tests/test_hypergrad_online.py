@@ -270,6 +270,17 @@ def test_a_python_number_leaf_as_optax_takes_it(base, beta):
 
 
 @pytest.mark.parametrize("per_leaf", [False, True])
+def test_an_integer_leaf_steps_as_optax_steps_it(per_leaf):
+    # (the rate was cast to the leaf's int dtype: 0.5 became 0, and the leaf never moved)
+    params, grads = {"n": jnp.array([30, 30], jnp.int32)}, {"n": jnp.array([10, -10], jnp.int32)}
+    opt = hypergradient_descent(0.5, 0.0, per_leaf=per_leaf)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    ref, _ = optax.sgd(0.5).update(grads, optax.sgd(0.5).init(params), params)
+    np.testing.assert_array_equal(updates["n"], ref["n"])
+    np.testing.assert_array_equal(optax.apply_updates(params, updates)["n"], [25, 35])
+
+
+@pytest.mark.parametrize("per_leaf", [False, True])
 def test_a_bfloat16_model_adapts_its_rate_in_float32(per_leaf):
     """Steps of beta * h far below bfloat16's resolution near the rate still add up:
     the rate and its hypergradient are kept in float32 (float32 params give the reference)."""

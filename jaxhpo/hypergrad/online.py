@@ -102,6 +102,10 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
       ``state`` a ``HypergradientState`` whose ``learning_rate`` is the rate
       in use. Apply with ``optax.apply_updates``. Pure: jit, scan and vmap it.
 
+    A non-finite gradient makes the rate non-finite for good (it enters the
+    dot product and the kept direction); wrap the optimiser in
+    ``optax.apply_if_finite`` to skip such steps.
+
     ``optax.inject_hyperparams(hypergradient_descent, static_args=("base",))``
     makes ``beta`` and the base's constants state that may be traced or
     changed between steps. The injected ``learning_rate`` only seeds the rate
@@ -153,13 +157,18 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
                 total = sum(jax.tree_util.tree_leaves(dots))
                 lr = lr + (beta * total).astype(jnp.result_type(lr))
         direction, base_state = inner.update(grads, state.base_state, params)
-        # Same expression as optax.scale(-lr): (-lr) * g.
+        # Same expression as optax.scale(-lr): (-lr) * g, the rate in each
+        # leaf's own dtype, as optax's Python-float step size is (a bfloat16
+        # leaf's update stays bfloat16); an integer leaf's update is in the
+        # rate's float dtype, as optax's is (a rate cast to int would be 0).
+        def step(rate, d):
+            leaf = jnp.result_type(d)
+            return (-rate).astype(leaf if jnp.issubdtype(leaf, jnp.inexact) else rate.dtype) * d
+
         if per_leaf:
-            updates = jax.tree_util.tree_map(lambda a, d: (-a).astype(jnp.result_type(d)) * d, lr, direction)
+            updates = jax.tree_util.tree_map(step, lr, direction)
         else:
-            # The shared rate in each leaf's own dtype, as optax's Python-float
-            # step size is: a bfloat16 leaf's update stays bfloat16.
-            updates = jax.tree_util.tree_map(lambda d: (-lr).astype(jnp.result_type(d)) * d, direction)
+            updates = jax.tree_util.tree_map(lambda d: step(lr, d), direction)
         # The direction is kept in the parameters' dtypes, as initialised, so
         # the state's types never change (gradients may come narrower).
         # (A Python-number leaf passes the base's identity as it came.)
