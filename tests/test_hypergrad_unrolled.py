@@ -286,6 +286,25 @@ def test_memory_checkpointed_reverse_sublinear_forward_flat():
     assert ckpt[1] / ckpt[0] < 6
     assert ckpt[1] < plain[1] / 10
     assert fwd[1] == fwd[0]
+    # a state of 3 numbers: nothing else may grow with T (a scanned-over
+    # arange of step indices took 4 bytes a step)
+    def small_step(w, h, t):  # (uses t, as a minibatch pick would)
+        return w - h["lr"] * (w - jnp.sin(t.astype(w.dtype)))
+
+    tiny = unrolled(small_step, lambda w, h: jnp.sum(w ** 2), 16, mode="forward")
+    long = unrolled(small_step, lambda w, h: jnp.sum(w ** 2), 65536, mode="forward")
+    w3 = jnp.ones(3, jnp.float32)
+    sizes = [jax.jit(f).lower({"lr": jnp.float32(0.1)}, w3).compile().memory_analysis().temp_size_in_bytes
+             for f in (tiny, long)]
+    assert sizes[0] == sizes[1]
+
+
+def test_a_val_loss_returning_a_pair_is_named():
+    # (a (loss, aux) pair failed inside jnp.asarray: "entry not a 2- or 3- tuple")
+    for mode in ("reverse", "forward"):
+        hg = unrolled(lambda w, h, t: w - h["lr"] * w, lambda w, h: (jnp.sum(w ** 2), {"aux": w}), 3, mode=mode)
+        with pytest.raises(TypeError, match="val_loss must return a scalar: one real number, got tuple"):
+            hg({"lr": jnp.float32(0.1)}, jnp.ones(3))
 
 
 def test_contractions_policy_keeps_weight_gradients_only():

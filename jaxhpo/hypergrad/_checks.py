@@ -61,6 +61,9 @@ def check_callable(name: str, value: Any) -> Any:
 def real_scalar(name: str, value: Any, what: str = "a scalar") -> jax.Array:
     """A loss to differentiate, checked at trace time: one real floating-point
     number (an integer one has no gradient, a complex one no real-valued one)."""
+    if value is None or isinstance(value, (tuple, list, dict, str, bytes)):
+        # (a (loss, aux) pair is the likely slip: there is no has_aux)
+        raise TypeError(f"{name} must return {what}: one real number, got {type(value).__name__}")
     value = jnp.asarray(value)
     if value.shape != ():
         raise ValueError(f"{name} must return {what}, got shape {value.shape}")

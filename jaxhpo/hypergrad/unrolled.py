@@ -161,8 +161,8 @@ def _forward_linearized(step, val_loss, num_steps, hparams, flat, unravel, init_
         fi, oi = iter(floats), iter(others)
         return jax.tree_util.tree_unflatten(treedef, [next(fi) if f else next(oi) for f in inexact])
 
-    def body(carry, t):
-        floats, others, tangents = carry
+    def body(carry, _):
+        floats, others, tangents, t = carry
 
         def f(fl, h):
             new = step(join(fl, others), h, t)
@@ -171,16 +171,29 @@ def _forward_linearized(step, val_loss, num_steps, hparams, flat, unravel, init_
 
         floats, lin, others = jax.linearize(f, floats, hparams, has_aux=True)
         tangents = [lin(tangents[i], basis[i]) for i in range(n)]
-        return (floats, others, tangents), None
+        return (floats, others, tangents, t + 1), None
 
     floats, others = split(init_state)
     zeros = [[jnp.zeros_like(a) for a in floats] for _ in range(n)]
-    (floats, others, tangents), _ = jax.lax.scan(
-        body, (floats, others, zeros), jnp.arange(num_steps, dtype=jnp.int32))
+    # The step index rides in the carry: a scanned-over arange would be an
+    # array of T int32s, the one thing in forward mode that grew with T.
+    (floats, others, tangents, _), _ = jax.lax.scan(
+        body, (floats, others, zeros, jnp.int32(0)), None, length=num_steps)
     state = join(floats, others)
     value, lin = jax.linearize(lambda fl, h: real_scalar("val_loss", val_loss(join(fl, others), h)), floats, hparams)
     dflat = jnp.stack([lin(tangents[i], basis[i]) for i in range(n)])
     return value, unravel(dflat.astype(flat.dtype)), state
+
+
+def _steps(step: Callable, state: Any, hparams: Any, t0: jax.Array, length: int) -> Any:
+    """``length`` steps from step index ``t0``, as one ``lax.scan`` whose carry
+    holds the index (no scanned-over array of ``length`` indices)."""
+    def body(carry, _):
+        s, t = carry
+        return (step(s, hparams, t), t + 1), None
+
+    (state, _), _ = lax.scan(body, (state, jnp.asarray(t0, jnp.int32)), None, length=length)
+    return state
 
 
 def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
@@ -215,21 +228,14 @@ def rollout(step: Callable, hparams: Any, init_state: Any, num_steps: int,
     step = _policy_step(step, _check_step_policy(step_policy))
     init_state = _promote_weak_leaves(step, init_state, hparams)
 
-    def body(state, t):
-        return step(state, hparams, t), None
-
     if k is None or k >= num_steps:
-        state, _ = lax.scan(body, init_state, jnp.arange(num_steps, dtype=jnp.int32))
-        return state
+        return _steps(step, init_state, hparams, jnp.int32(0), num_steps)
 
     def segment_fn(length):
         # hparams go in as an argument, not a closure, so the checkpointed
         # function's inputs are exactly what its recomputation needs.
         def segment(state, hp, t0):
-            def inner(s, t):
-                return step(s, hp, t), None
-            s, _ = lax.scan(inner, state, t0 + jnp.arange(length, dtype=jnp.int32))
-            return s
+            return _steps(step, state, hp, t0, length)
         # prevent_cse=False is safe (and faster) because the call sits inside
         # a scan, which already keeps XLA from merging it with the forward pass.
         return jax.checkpoint(segment, prevent_cse=False)
