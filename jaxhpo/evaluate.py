@@ -17,7 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ._traced import call_traced
 
 __all__ = ["evaluate", "map_population", "shard_population", "population_sharding", "onto_mesh",
-           "check_chunk_size", "auto_chunk_size", "free_memory_bytes", "per_config_bytes",
+           "check_chunk_size", "check_mesh", "auto_chunk_size", "free_memory_bytes", "per_config_bytes",
            "host_local", "DEFAULT_MEMORY_FRACTION", "HOST_FALLBACK_BYTES"]
 
 # Share of the free memory an automatically sized chunk may use: the rest is
@@ -42,11 +42,13 @@ def check_chunk_size(chunk_size: Any, allow_auto: bool = False) -> int | str | N
     return int(chunk_size)
 
 
-def _check_mesh(mesh: Any, who: str, optional: bool = True) -> None:
+def check_mesh(mesh: Any, who: str | None = None, optional: bool = True) -> Mesh | None:
+    """``mesh`` if it is a ``jax.sharding.Mesh`` (or ``None`` where ``optional``),
+    else a ``TypeError`` naming it (and ``who`` called)."""
     if (mesh is None and optional) or isinstance(mesh, Mesh):
-        return
+        return mesh
     rule = "a jax.sharding.Mesh or None" if optional else "a jax.sharding.Mesh"
-    raise TypeError(f"{who}: mesh must be {rule}, got {type(mesh).__name__}")
+    raise TypeError(f"{who + ': ' if who else ''}mesh must be {rule}, got {type(mesh).__name__}")
 
 
 def _device_list(devices: Any) -> list:
@@ -349,7 +351,7 @@ def population_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
     devices, the other axes replicated. (No trailing ``None`` in the spec: a
     compiled program's outputs come without, and an input sharded with them
     would compile the program again.)"""
-    _check_mesh(mesh, "population_sharding", optional=False)
+    check_mesh(mesh, "population_sharding", optional=False)
     if not 0 <= axis < ndim:
         raise ValueError(f"population axis {axis} of a {ndim}-d array")
     return NamedSharding(mesh, PartitionSpec(*([None] * axis), tuple(mesh.axis_names)))
@@ -357,7 +359,7 @@ def population_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
 
 def shard_population(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
     """Split axis ``axis`` (the population) of every leaf over all of ``mesh``'s devices."""
-    _check_mesh(mesh, "shard_population")
+    check_mesh(mesh, "shard_population")
     if mesh is None:
         return tree
     return jax.tree_util.tree_map(
@@ -370,7 +372,7 @@ def onto_mesh(tree: Any, mesh: Mesh | None) -> Any:
     a compiled program takes all its inputs from one set of devices. Others
     (uncommitted, traced, already sharded over this mesh's devices in its
     order) as they are."""
-    _check_mesh(mesh, "onto_mesh")
+    check_mesh(mesh, "onto_mesh")
     if mesh is None:
         return tree
     inside, order = set(mesh.devices.flat), list(mesh.devices.flat)
@@ -405,7 +407,7 @@ def map_population(fn: Callable, args: Any, chunk_size: int | None = None, mesh:
       ``fn``'s outputs with a leading axis ``(n, ...)``.
     """
     chunk_size = check_chunk_size(chunk_size)
-    _check_mesh(mesh, "map_population")
+    check_mesh(mesh, "map_population")
     if not callable(fn):
         raise TypeError("map_population: fn must be callable")
     shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(args)]
@@ -473,7 +475,7 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
     if not callable(objective):
         raise TypeError("objective must be callable")
     chunk_size = check_chunk_size(chunk_size, allow_auto=True)
-    _check_mesh(mesh, "evaluate")
+    check_mesh(mesh, "evaluate")
     leaves = jax.tree_util.tree_leaves(params)
     if not leaves:
         raise ValueError("evaluate: params holds no arrays")

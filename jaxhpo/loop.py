@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from . import pareto
 from ._materialize import materialize, stored
 from ._keys import check_key
-from .evaluate import auto_chunk_size, check_chunk_size, evaluate, host_local, onto_mesh, shard_population
+from .evaluate import auto_chunk_size, check_chunk_size, check_mesh, evaluate, host_local, onto_mesh, shard_population
 from .space import Space
 from .strategies.base import Strategy, counting_dtype, float32_values
 
@@ -89,10 +89,8 @@ def _check_history(history: Any) -> str:
 
 
 def _check_mesh(mesh: Any, popsize: int) -> Mesh | None:
-    if mesh is None:
+    if check_mesh(mesh) is None:
         return None
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if popsize % mesh.size:
         raise ValueError(
             f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices to shard the population"

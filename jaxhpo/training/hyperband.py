@@ -48,13 +48,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .. import pareto
-from ..evaluate import check_chunk_size, host_local
+from ..evaluate import check_chunk_size, check_mesh, host_local
 from .._keys import check_batchable_keys, check_key
 from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
-from .trainer import (MAX_COUNT, check_mesh_size, check_trainer, continue_rung, empty_states, put_population, take,
+from .trainer import (MAX_COUNT, check_trainer, continue_rung, empty_states, put_population, take,
                       take_one, take_row)
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
@@ -461,7 +461,7 @@ class _Search:
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
         self.trainer = check_trainer(trainer, space=space)
-        self.mesh = check_mesh_size(mesh)
+        self.mesh = check_mesh(mesh)
         self.block_size = _check_block_size(block_size, groups, self.mesh)
         self.space = space
         self.strategy = _check_sampler(strategy, space, popsize, groups)

@@ -35,11 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from ..evaluate import check_chunk_size, host_local, onto_mesh
+from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
 from .._keys import check_batchable_keys, check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
-from .trainer import (check_mesh_size, check_positive_int, check_trainer, init_population, take_row,
+from .trainer import (check_positive_int, check_trainer, init_population, take_row,
                       train_population)
 
 __all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
@@ -313,7 +313,7 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
             raise ValueError("init_x must hold cube points in [0, 1] (no NaN)")
         init_x = jnp.asarray(init_x)
     chunk_size = check_chunk_size(chunk_size)
-    mesh = check_mesh_size(mesh)
+    mesh = check_mesh(mesh)
     if mesh is not None and popsize % mesh.size:
         raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
     num_exploit = exploit_count(fraction, popsize)

@@ -45,7 +45,7 @@ from ._compile import small_program_jit, training_jit
 
 __all__ = [
     "Trainer", "check_trainer", "init_population", "train_population", "evaluate_population",
-    "check_mesh_size", "take", "take_one", "fresh_rung", "init_rung", "continue_rung", "train_blocks", "empty_states",
+    "take", "take_one", "fresh_rung", "init_rung", "continue_rung", "train_blocks", "empty_states",
 ]
 
 
@@ -88,14 +88,6 @@ def check_trainer(trainer: Any, name: str = "trainer", space: Any = None) -> Any
     if space is not None and callable(getattr(trainer, "check_space", None)):
         trainer.check_space(space)
     return trainer
-
-
-def check_mesh_size(mesh: Any) -> Mesh | None:
-    if mesh is None:
-        return None
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    return mesh
 
 
 # Counts (steps, members) travel as int32 scalars into the compiled programs.
