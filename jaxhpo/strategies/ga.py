@@ -142,11 +142,19 @@ class GeneticAlgorithm(Strategy):
             if e == 1:  # argmin/argmax: cheaper than top_k on the CPU
                 elite_i = first_argmin(state.fitness)[None]
                 worst_i = first_argmin(-fit)[None]
+                elite_f = jnp.where(ok[elite_i], state.fitness[elite_i], jnp.inf)
             else:
                 elite_i = jax.lax.top_k(-state.fitness, e)[1]
-                worst_i = jax.lax.top_k(fit, e)[1]
-            elite_f = state.fitness[elite_i]
-            insert = (elite_f < fit[worst_i]) & ok[elite_i]
+                # Elites still in place sort last and never move; their slots
+                # are no worst new members (counted there too, they took the
+                # slot another elite should have had).
+                in_place = ~ok[elite_i]
+                elite_f = jnp.where(in_place, jnp.inf, state.fitness[elite_i])
+                order = jnp.argsort(elite_f, stable=True)
+                elite_i, elite_f = elite_i[order], elite_f[order]
+                held = jnp.zeros(fit.shape, bool).at[elite_i].set(in_place[order])
+                worst_i = jax.lax.top_k(jnp.where(held, -jnp.inf, fit), e)[1]
+            insert = elite_f < fit[worst_i]
             pop = pop.at[worst_i].set(jnp.where(insert[:, None], state.population[elite_i], pop[worst_i]))
             fit = fit.at[worst_i].set(jnp.where(insert, elite_f, fit[worst_i]))
         first = state.generation == 0
