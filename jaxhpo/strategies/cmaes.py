@@ -7,7 +7,9 @@ log weights, cumulative step-size adaptation (CSA), rank-one and rank-mu
 covariance updates with the ``h_sigma`` stall, and a lazily refreshed
 eigendecomposition. ``c_mu`` is the tutorial's
 ``2 (mu_eff - 2 + 1/mu_eff) / ((n + 2)^2 + mu_eff)`` (pycma adds 0.25 to the
-numerator). The separable variant (Ros & Hansen, 2008) keeps only the
+numerator). The step size changes by at most a factor ``e`` a generation
+(the CSA exponent is capped at 1, as pycma's ``max_delta_log_sigma``; the
+tutorial has no cap). The separable variant (Ros & Hansen, 2008) keeps only the
 diagonal of the covariance and learns it ``(n + 2) / 3`` times faster.
 ``active=True`` adds the tutorial's negative weights (active CMA, pycma's
 default); the default is the classic update with positive weights only.
