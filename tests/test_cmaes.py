@@ -514,3 +514,17 @@ def test_rows_not_injected_keep_their_samples_and_own_points_map_back():
     assert unclipped.any()
     np.testing.assert_allclose(g_new[unclipped, 1:], g_own[unclipped, 1:], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(g_new[unclipped, 0], 0.5, atol=1e-5)
+
+
+@pytest.mark.parametrize("popsize", [2, 3])
+def test_active_constants_of_the_smallest_populations_warn_of_nothing(popsize):
+    # (c_mu is 0 there: c_1 / c_mu and (1 - c_1 - c_mu) / (n c_mu) warned of a division by zero)
+    import warnings
+
+    s = CMAES(SMALL, popsize=popsize, active=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state = s.init(jax.random.key(0))
+        x, state = s.ask(jax.random.key(1), state)
+        state = s.tell(state, x, jnp.sum((x - 0.3) ** 2, axis=1))  # (the constants of every level are built here)
+    assert np.all(np.isfinite(np.asarray(state.mean)))

@@ -242,8 +242,12 @@ def _constants(xp: Any, dim: int, lam: Any, num_weights: int | None, separable: 
     if active:
         neg = xp.where((rank >= mu) & (w_raw < 0), w_raw, 0.0).astype(dtype)
         mu_eff_neg = xp.sum(neg) ** 2 / xp.sum(neg**2)
-        alpha = xp.minimum(xp.minimum(1.0 + c_1 / c_mu, 1.0 + 2.0 * mu_eff_neg / (mu_eff + 2.0)),
-                           (1.0 - c_1 - c_mu) / (n * c_mu))
+        # c_mu is 0 for the smallest populations (mu_eff = 1): both ratios are
+        # then +inf, their limit, without NumPy's divide-by-zero warning.
+        some = c_mu > 0
+        per_c_mu = xp.where(some, 1.0 / xp.where(some, c_mu, 1.0), xp.inf)
+        alpha = xp.minimum(xp.minimum(1.0 + c_1 * per_c_mu, 1.0 + 2.0 * mu_eff_neg / (mu_eff + 2.0)),
+                           (1.0 - c_1 - c_mu) * per_c_mu / n)
         w = w + alpha * neg / xp.sum(xp.abs(neg))
     chi_n = math.sqrt(n) * (1.0 - 1.0 / (4.0 * n) + 1.0 / (21.0 * n * n))
     interval = xp.maximum(1, xp.floor(1.0 / (10.0 * n * (c_1 + c_mu))).astype(xp.int32))
