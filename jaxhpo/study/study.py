@@ -267,6 +267,12 @@ def _check_directions(strategy: Strategy, maximize: Any, directions: Any) -> tup
     return True, tuple(bool(f) for f in maximize)
 
 
+def _all_added(queue: list[tuple], n: int) -> bool:
+    """Whether the queue's first ``n`` entries exist and are all added trials
+    (an outcome with each): a generation of them is proposed and told at once."""
+    return len(queue) >= n and all(q[2] is not None for q in queue[:n])
+
+
 def _number_and_start(row: tuple) -> tuple[int, float]:
     """A claimed trial row's number and claim time: which of its runs holds it
     (a trial taken over and claimed again by the same study is a new run)."""
@@ -937,7 +943,7 @@ class Study:
             while True:
                 generation, proposed, exhausted = self._storage.study_progress(c, self._id)
                 head = self._storage.queued(c, self._id, popsize)
-                if proposed or exhausted or len(head) < popsize or any(q[2] is None for q in head):
+                if proposed or exhausted or not _all_added(head, popsize):
                     break
                 self._propose_generation(c, generation)
                 if self._storage.study_progress(c, self._id)[0] == generation:
@@ -951,8 +957,8 @@ class Study:
         with self._tx(write=False) as c:
             _, proposed, exhausted = self._storage.study_progress(c, self._id)
             head = self._storage.queued(c, self._id, self.strategy.popsize)
-        return (not proposed and not exhausted and len(head) + 1 >= self.strategy.popsize
-                and all(q[2] is not None for q in head))
+        # (this trial queues behind the head)
+        return not proposed and not exhausted and _all_added(head + [(None, None, "")], self.strategy.popsize)
 
     def _tell_generation(self, c, generation: int) -> None:
         """Every trial of ``generation`` is finished: tell the strategy, store its state."""

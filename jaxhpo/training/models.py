@@ -112,14 +112,14 @@ def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None =
     mag = jnp.where(active, jnp.abs(w), jnp.inf).reshape(-1)
     num_active = jnp.sum(active)
     n = num_active.astype(jnp.float32)
-    share = jnp.clip(sparsity, 0.0, 1.0) * n
+    s = jnp.clip(sparsity, 0.0, 1.0)
+    share = s * n
     whole = jnp.round(share)
     # The sparsity's rounding to float32 moves the product by at most n ulp(s) / 2
     # from the product as written, the product's own rounding by ulp(share) / 2;
     # the floor of the rounded product alone came one short or one over, by the
     # side the roundings fell. (Twice those bounds, no more: a product further
     # from a whole number is a fraction as written.)
-    s = jnp.clip(sparsity, 0.0, 1.0).astype(share.dtype)
     ulp_s = jnp.nextafter(s, jnp.asarray(2.0, s.dtype)) - s
     ulp_share = jnp.nextafter(share, jnp.asarray(jnp.inf, share.dtype)) - share
     near = jnp.abs(share - whole) <= n * ulp_s + ulp_share
