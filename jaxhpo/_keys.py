@@ -78,3 +78,19 @@ def check_batchable_keys(name: str, keys: Any) -> Any:
                          f"key: under vmap {impl!r} draws every member's bits from one key of its batch, so a "
                          "member would not train as it does alone")
     return keys
+
+
+def check_member_keys(name: str, keys: Any, n: int) -> Any:
+    """``n`` keys, one per member: typed keys of shape ``(n,)`` or raw ``uint32``
+    key data of shape ``(n,) + key_shape``, of a vmap-invariant implementation."""
+    dtype, shape = getattr(keys, "dtype", None), getattr(keys, "shape", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    if shape is None or not (typed or dtype == np.uint32):
+        got = type(keys).__name__ if dtype is None else f"{type(keys).__name__} of dtype {dtype}"
+        raise TypeError(f"{name} must be jax.random keys, one per member (jax.random.split(key, {n})), got {got}")
+    want = (n,) if typed else (n,) + _raw_key_shape(jax.config.jax_default_prng_impl)
+    if tuple(shape) != want:
+        raise ValueError(f"{name} must hold one key per member, shape {want}{'' if typed else ' of raw key data'}, "
+                         f"got {tuple(shape)}")
+    return check_batchable_keys(name, keys)
+

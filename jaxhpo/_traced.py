@@ -3,11 +3,13 @@ for Python control flow or NumPy on traced values, explained in jaxhpo's terms."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
-__all__ = ["call_traced"]
+__all__ = ["call_traced", "check_returned_like"]
 
 # Raised where user code needs a concrete value from a traced one: float(x),
 # int(x), `if x > 0:`, np.asarray(x). (All are TypeErrors.)
@@ -18,16 +20,53 @@ _CONCRETE_VALUE_ERRORS = (
 )
 
 
-def call_traced(what: str, fn: Callable, *args: Any) -> Any:
-    """``fn(*args)`` while jaxhpo traces it; a concrete-value error names ``what``."""
+# jnp.zeros(n), jnp.ones((n, 3)) with a traced n: a plain TypeError.
+_TRACED_SHAPE = "Shapes must be 1D sequences of concrete values of integer type"
+
+
+def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
+    """``fn(*args)`` while jaxhpo traces it; a concrete-value error names
+    ``what``, and a lookup of a name ``config`` (the hyperparameters' dict
+    among ``args``) lacks lists the names it has."""
     try:
         return fn(*args)
-    except _CONCRETE_VALUE_ERRORS as e:
+    except (*_CONCRETE_VALUE_ERRORS, TypeError) as e:
+        shape = str(e).startswith(_TRACED_SHAPE)
+        if not (shape or isinstance(e, _CONCRETE_VALUE_ERRORS)):
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         host = (" For an objective that is not JAX code, use jaxhpo.Study, which calls it on the host."
                 if what == "objective" else "")
+        masks = (" An array's shape cannot come from a hyperparameter: make the array its largest size "
+                 "and mask it (jaxhpo.training.models' masked MLP realises width and depth that way)."
+                 if shape else "")
         raise TypeError(
             f"{what} is traced by JAX (compiled and vmapped over the population), so it must compute "
             "with jax.numpy on its arguments: no float() or int() of them, no Python `if` on them "
-            f"(use jnp.where or lax.cond), no NumPy on them.{host} JAX said: {type(e).__name__}: {first}"
+            f"(use jnp.where or lax.cond), no NumPy on them.{masks}{host} JAX said: {type(e).__name__}: {first}"
         ) from e
+    except KeyError as e:
+        key = e.args[0] if len(e.args) == 1 else None
+        if not isinstance(config, Mapping) or not isinstance(key, str) or key in config:
+            raise
+        raise KeyError(f"{what} looked up {key!r}, which is not a hyperparameter of the space; "
+                       f"its hyperparameters are {', '.join(map(repr, config))}") from e
+
+
+def check_returned_like(what: str, rule: str, name: str, old: Any, new: Any) -> None:
+    """Refuse ``new``, what ``what`` returned for ``old`` (called ``name``),
+    unless it has ``old``'s pytree structure, shapes and dtypes (loops carry it
+    as such): ``what must return {rule}``."""
+    old_leaves, old_def = jax.tree_util.tree_flatten_with_path(old)
+    new_leaves, new_def = jax.tree_util.tree_flatten(new)
+    if new_def != jax.tree_util.tree_structure(old):
+        raise TypeError(f"{what} must return {rule} (the same pytree, shapes and dtypes); it returned "
+                        f"{new_def} for {old_def}")
+    for (path, a), b in zip(old_leaves, new_leaves):
+        if jnp.shape(a) != jnp.shape(b) or _dtype(a) != _dtype(b):
+            raise TypeError(f"{what} must return {rule}; {name}{jax.tree_util.keystr(path)} went from shape "
+                            f"{jnp.shape(a)} {_dtype(a)} to {jnp.shape(b)} {_dtype(b)}")
+
+
+def _dtype(a: Any) -> Any:
+    return a.dtype if hasattr(a, "dtype") else jnp.result_type(a)

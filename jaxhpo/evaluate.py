@@ -30,6 +30,12 @@ HOST_FALLBACK_BYTES = 2 * 2**30
 _PROBE = 256
 
 
+def _traced_objective(objective: Callable) -> Callable:
+    """``objective`` as the searches call it: a concrete-value slip or a
+    misspelt name gets jaxhpo's error (``call_traced``), not a raw one."""
+    return lambda config: call_traced("objective", objective, config, config=config)
+
+
 def check_chunk_size(chunk_size: Any, allow_auto: bool = False) -> int | str | None:
     """``None``, a positive int, or (where ``allow_auto``) the string ``"auto"``."""
     if chunk_size is None:
@@ -265,8 +271,7 @@ def per_config_bytes(objective: Callable, config: Any, decode: Callable | None =
 
     def fn(batch):
         # (as the search calls it: a concrete-value slip gets jaxhpo's error, not a raw one)
-        one = functools.partial(call_traced, "objective", objective)
-        return jax.vmap(one)(decode(batch) if decode is not None else batch)
+        return jax.vmap(_traced_objective(objective))(decode(batch) if decode is not None else batch)
 
     small, large = _program_bytes(fn, batched(_PROBE)), _program_bytes(fn, batched(2 * _PROBE))
     per = (large - small) / _PROBE
@@ -488,6 +493,6 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
         one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
         chunk_size = auto_chunk_size(objective, one, n,
                                      devices=None if mesh is None else list(mesh.devices.flat))
-    one = functools.partial(call_traced, "objective", objective)
+    one = _traced_objective(objective)
     # (inputs committed elsewhere, or to the same devices in another order, copied onto the mesh)
     return map_population(one, shard_population(onto_mesh(params, mesh), mesh), chunk_size, mesh)

@@ -38,6 +38,13 @@ class Trace(NamedTuple):
         constraints (``best_value`` is the first objective's).
       valid: ``(G, popsize)`` which rows were real proposals, or ``None``.
       x: ``(G, popsize, dim)`` every cube point, or ``None`` unless history ``"all"``.
+      aux: with ``has_aux``, the objective's auxiliary outputs, each leaf
+        ``(G, popsize, ...)`` (rows of failed evaluations as the objective
+        returned them), or ``None`` (history ``"best"``, or no ``has_aux``).
+      best_aux: with ``has_aux``, each leaf ``(G, ...)``: the auxiliary
+        output of the best configuration so far after each generation (the
+        one ``best_value`` is the value of; ``nan``, or ``0`` for integer
+        leaves, until an evaluation succeeds), else ``None``.
     """
 
     best_value: jax.Array
@@ -46,6 +53,8 @@ class Trace(NamedTuple):
     values: Any = None
     valid: Any = None
     x: Any = None
+    aux: Any = None
+    best_aux: Any = None
 
 
 def _report(generation, total, best_value, negate) -> None:
@@ -167,14 +176,59 @@ def _count(flags: jax.Array) -> jax.Array:
     return flags.sum(dtype=counting_dtype(flags.size)).astype(jnp.int32)
 
 
+def _split_output(out: Any, has_aux: bool, several: bool = False) -> tuple[Any, Any]:
+    """The objective's batched output as ``(values, aux)`` (``aux`` None without
+    ``has_aux``); ``several``: the strategy takes a vector of values."""
+    if has_aux:
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            got = (f"one array (shape {tuple(out.shape[1:])} per configuration)" if hasattr(out, "shape")
+                   else f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list)) else ""))
+            raise ValueError(f"objective must return a pair (value, aux) per configuration with has_aux=True, "
+                             f"got {got}")
+        return out[0], out[1]
+    if isinstance(out, (tuple, list, Mapping)):
+        fix = ("stack the objectives and constraints into one vector (jnp.stack([f1, f2, ...])); to return other "
+               "outputs alongside it, return (vector, aux) and pass has_aux=True" if several else
+               "to return other outputs alongside the value, return (value, aux) and pass has_aux=True")
+        raise ValueError(f"objective must return one array per configuration (a scalar; for a multi-objective "
+                         f"strategy a vector), got a {type(out).__name__}: {fix}")
+    return out, None
+
+
+def _empty_aux(strategy: Strategy, objective: Callable) -> Any:
+    """The auxiliary output's shapes, filled with ``nan`` (``0`` for integer and bool
+    leaves): the best configuration's until an evaluation succeeds."""
+    one = jax.eval_shape(lambda u: evaluate(objective, strategy.space.decode(u)), 
+                         jax.ShapeDtypeStruct((1, strategy.dim), jnp.float32))
+    _, aux = _split_output(one, True)
+    return jax.tree_util.tree_map(
+        lambda s: jnp.full(s.shape[1:], jnp.nan if jnp.issubdtype(s.dtype, jnp.inexact) else 0, s.dtype), aux)
+
+
+def _best_aux(strategy: Strategy, best_aux: Any, aux: Any, values: jax.Array, valid: jax.Array,
+              before: jax.Array, after: jax.Array) -> Any:
+    """``best_aux`` after a tell that moved the best value from ``before`` to
+    ``after``: the auxiliary output of the first row that counts (valid,
+    finite, feasible) with the new best value, as every ``tell`` picks its
+    best (the first minimum of the first objective over such rows)."""
+    rows = values.reshape(strategy.popsize, -1)
+    counts = valid & jnp.all(jnp.isfinite(rows), axis=1)
+    m = getattr(strategy, "num_objectives", None)
+    if m is not None and strategy.num_constraints:
+        counts &= jnp.all(rows[:, m:] <= 0.0, axis=1)
+    i = jnp.argmax(counts & (rows[:, 0] == after))
+    return jax.tree_util.tree_map(lambda b, a: jnp.where(after < before, a[i], b), best_aux, aux)
+
+
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
-                                   "negate", "mesh", "progress_every"))
+                                   "negate", "mesh", "progress_every", "has_aux"))
 def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None,
-            progress_every=None, initial=None):
+            progress_every=None, initial=None, has_aux=False):
     key_init, key_loop = jax.random.split(key)
     state = strategy.init(key_init, params)
 
-    def generation(state, key_and_index):
+    def generation(carry, key_and_index):
+        state, best_aux = carry
         key, g = key_and_index
         x, state = strategy.ask(key, state)
         x = _replicate(x, mesh)
@@ -191,7 +245,9 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         valid = strategy.valid(state)
         # Only the evaluation is sharded: strategies' updates are small and
         # stay replicated, so the sharded run computes the same numbers.
-        values = evaluate(objective, strategy.space.decode(shard_population(x, mesh)), chunk_size, mesh)
+        values, aux = _split_output(
+            evaluate(objective, strategy.space.decode(shard_population(x, mesh)), chunk_size, mesh), has_aux,
+            getattr(strategy, "num_values", None) is not None)
         if not isinstance(values, jax.Array):
             raise ValueError(f"objective must return one array per configuration (a scalar; for a "
                              f"multi-objective strategy a vector), got a {type(values).__name__}")
@@ -235,15 +291,22 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         # rows of every generation); the strategy gets a full copy everywhere.
         sharded = values
         values = _replicate(values, mesh)
+        before = strategy.best(state)[1]
         state = strategy.tell(state, x, values)
+        best_value = strategy.best(state)[1]
+        if has_aux:
+            best_aux = _replicate(_best_aux(strategy, best_aux, _replicate(aux, mesh), values, valid, before,
+                                            best_value), mesh)
         failed = valid & ~jnp.all(jnp.isfinite(values.reshape(strategy.popsize, -1)), axis=1)
         record = Trace(
-            best_value=strategy.best(state)[1],
+            best_value=best_value,
             num_valid=_count(valid),
             num_failed=_count(failed),
             values=sharded if history != "best" else None,
             valid=valid if history != "best" else None,
             x=shard_population(x, mesh) if history == "all" else None,
+            aux=shard_population(aux, mesh) if history != "best" else None,
+            best_aux=best_aux,
         )
         if progress_every is not None:
             g = state.generation
@@ -254,10 +317,13 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
                                            negate[0] if isinstance(negate, tuple) else negate),
                 lambda: None,
             )
-        return state, record
+        return (state, best_aux), record
 
     keys = jax.random.split(key_loop, num_generations)
-    return jax.lax.scan(generation, state, (keys, jnp.arange(num_generations, dtype=jnp.int32)))
+    best_aux = _replicate(_empty_aux(strategy, objective), mesh) if has_aux else None
+    (state, _), trace = jax.lax.scan(generation, (state, best_aux),
+                                     (keys, jnp.arange(num_generations, dtype=jnp.int32)))
+    return state, trace
 
 
 def _resolve_chunk_size(chunk_size: Any, strategy: Strategy, objective: Callable, mesh: Mesh | None) -> int | None:
@@ -274,7 +340,8 @@ def _resolve_chunk_size(chunk_size: Any, strategy: Strategy, objective: Callable
 
 def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations: int, *,
         params: dict | None = None, chunk_size: int | str | None = None, history: str = "best",
-        mesh: Mesh | None = None, progress_every: int | None = None, initial: Any = None):
+        mesh: Mesh | None = None, progress_every: int | None = None, initial: Any = None,
+        has_aux: bool = False):
     """Run a whole search as one compiled program (pure; jit- and vmap-able).
 
     Args:
@@ -312,6 +379,11 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
         them like its own. A ``nan`` coordinate is left to the strategy's
         proposal. ``Space.fixed_coordinates`` makes them from Python
         configurations. Not with ``GridSearch``.
+      has_aux: the objective returns ``(value, aux)``, ``aux`` any pytree
+        of arrays (metrics to keep alongside the value: an accuracy, a
+        training loss); the trace then holds the best configuration's
+        (``Trace.best_aux``) and, with history ``"values"`` or ``"all"``,
+        every evaluation's (``Trace.aux``).
     Returns:
       ``(state, trace)``: the final strategy state and a ``Trace``.
 
@@ -328,12 +400,19 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
                                       mesh)
     return _search(strategy, objective, key, params,
                    num_generations, _resolve_chunk_size(chunk_size, strategy, objective, mesh),
-                   _check_history(history), False, mesh, _check_progress(progress_every), initial)
+                   _check_history(history), False, mesh, _check_progress(progress_every), initial,
+                   _check_has_aux(has_aux))
+
+
+def _check_has_aux(has_aux: Any) -> bool:
+    if not isinstance(has_aux, (bool, np.bool_)):
+        raise TypeError(f"has_aux must be a bool, got {has_aux!r}")
+    return bool(has_aux)
 
 
 def search_memory(strategy: Strategy, objective: Callable, num_generations: int, *,
                   params: dict | None = None, chunk_size: int | str | None = None, history: str = "best",
-                  mesh: Mesh | None = None) -> dict[str, int]:
+                  mesh: Mesh | None = None, has_aux: bool = False) -> dict[str, int]:
     """Memory of the compiled search ``run`` would execute, without running it.
 
     Compiles the whole search (the same program as ``run`` with these
@@ -352,7 +431,8 @@ def search_memory(strategy: Strategy, objective: Callable, num_generations: int,
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
     compiled = _search.lower(strategy, objective, jax.random.key(0), _check_params(strategy, params),
                              _check_generations(num_generations),
-                             chunk, _check_history(history), False, mesh, None).compile()
+                             chunk, _check_history(history), False, mesh, None,
+                             has_aux=_check_has_aux(has_aux)).compile()
     stats = compiled.memory_analysis()
     out = dict(argument_bytes=int(stats.argument_size_in_bytes), output_bytes=int(stats.output_size_in_bytes),
                temp_bytes=int(stats.temp_size_in_bytes), alias_bytes=int(stats.alias_size_in_bytes))
@@ -394,6 +474,9 @@ class Result:
       strategy: the strategy that ran, which ``state`` belongs to: the one
         given, or its copy with ``GPBO``'s default capacity fitted to the
         search (``Strategy.sized_for``).
+      best_aux: with ``has_aux``, the auxiliary output the objective
+        returned with ``best_value`` (NumPy arrays); ``None`` otherwise or
+        if every evaluation failed.
     """
 
     best_params: dict | None
@@ -409,6 +492,7 @@ class Result:
     ref_point: np.ndarray | None = None
     maximize: tuple | None = None
     strategy: Any = None
+    best_aux: Any = None
 
     def __repr__(self) -> str:
         front = "" if self.pareto_values is None else (
@@ -421,7 +505,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
              num_generations: int | None = None, maximize: bool = False,
              chunk_size: int | str | None = None, history: str = "best",
              params: dict | None = None, mesh: Mesh | None = None,
-             progress_every: int | None = None, ref_point: Any = None, initial: Any = None) -> Result:
+             progress_every: int | None = None, ref_point: Any = None, initial: Any = None,
+             has_aux: bool = False) -> Result:
     """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
 
     The whole ask -> decode -> evaluate -> tell loop runs as one ``lax.scan``
@@ -441,7 +526,9 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         bool per objective; the objective then returns a vector of
         ``num_objectives`` values followed by ``num_constraints`` constraint
         values (feasible when ``<= 0``; never negated).
-      chunk_size, history, params, mesh, progress_every: see ``run``.
+      chunk_size, history, params, mesh, progress_every, has_aux: see ``run``
+        (with ``has_aux`` the best configuration's auxiliary output is
+        ``Result.best_aux``).
       ref_point: multi-objective only: ``(m,)`` reference point of the
         hypervolume, in the user's signs. ``None``: the front's worst value
         in each objective moved out by 10% of the front's range (by 1 where
@@ -487,6 +574,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         negate = tuple(bool(m) for m in maximize) + (False,) * strategy.num_constraints
         signs = np.array([-1.0 if n else 1.0 for n in negate], np.float32)
     ref_point = _check_ref_point(ref_point, num_objectives, hasattr(strategy, "pareto_front"))
+    has_aux = _check_has_aux(has_aux)
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     strategy = strategy.sized_for(strategy.popsize * num_generations)
@@ -503,7 +591,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     key, params, initial = onto_mesh((key, _check_params(strategy, params), initial), mesh)
     state, trace = _search(strategy, objective, key, params,
                            num_generations, chunk, _check_history(history), negate, mesh,
-                           _check_progress(progress_every), initial)
+                           _check_progress(progress_every), initial, has_aux)
     # Under jax.distributed the outputs span every process's devices: take
     # this process's copy (the state is replicated; the trace's population
     # columns are gathered). A no-op in a single process.
@@ -534,6 +622,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         num_evaluations=int(trace.num_valid.sum()),
         num_failed=int(trace.num_failed.sum()),
         strategy=strategy,
+        best_aux=jax.tree_util.tree_map(lambda a: a[-1], trace.best_aux) if found and has_aux else None,
         **front,
     )
 

@@ -72,6 +72,29 @@ def test_code_that_needs_concrete_values_is_explained():
     trainer = Trainer(lambda k, hp: jnp.ones(2), lambda s, hp: s * float(hp["x"]), lambda s, hp: jnp.sum(s))
     with pytest.raises(TypeError, match=r"trainer.step is traced by JAX .* no float\(\)"):
         successive_halving(trainer, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
+    # A shape taken from a hyperparameter: JAX's own advice (static_argnums) cannot apply here.
+    with pytest.raises(TypeError, match=r"objective is traced by JAX .* make the array its largest size and mask it"):
+        jaxhpo.minimize(lambda c: jnp.zeros(c["x"].astype(int)).sum(), SPACE, STRATEGY, num_generations=1)
+    sized = Trainer(lambda k, hp: jnp.ones(hp["x"].astype(int)), lambda s, hp: s, lambda s, hp: jnp.sum(s))
+    with pytest.raises(TypeError, match=r"trainer.init is traced by JAX .* mask it"):
+        successive_halving(sized, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
+
+
+def test_a_misspelt_hyperparameter_lists_the_names():
+    from jaxhpo.training import Trainer, successive_halving
+    names = ", ".join(map(repr, SPACE.names))
+    with pytest.raises(KeyError, match=f"objective looked up 'lr', which is not a hyperparameter of the space; "
+                                       f"its hyperparameters are {names}"):
+        jaxhpo.minimize(lambda c: c["lr"] ** 2, SPACE, STRATEGY, num_generations=1)
+    with pytest.raises(KeyError, match="objective looked up 'lr'"):
+        gradient_tune(lambda c: c["lr"] ** 2, SPACE, popsize=2, num_steps=1)
+    trainer = Trainer(lambda k, hp: jnp.ones(2), lambda s, hp: s * hp["lr"], lambda s, hp: jnp.sum(s))
+    with pytest.raises(KeyError, match="trainer.step looked up 'lr'"):
+        successive_halving(trainer, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
+    # a lookup of a name the configuration has, in another dict, fails as it would alone
+    with pytest.raises(KeyError) as raised:
+        jaxhpo.minimize(lambda c: c["x"] * {}["x"], SPACE, STRATEGY, num_generations=1)
+    assert raised.value.args == ("x",)
 
 
 def test_tell_refuses_points_off_the_cube_and_complex_values():

@@ -314,3 +314,15 @@ def test_a_second_call_with_the_default_optimizer_does_not_compile_again():
     before = _tune._cache_size()
     gradient_tune(f, space, key=1, popsize=2, num_steps=3)
     assert _tune._cache_size() == before
+
+
+def test_a_carry_returned_in_another_shape_is_refused_by_name():
+    carry = {"w": jnp.zeros((4, 3))}
+    bad = [lambda c, s: (c["wd"] ** 2, {"w": (s["w"] + 1).astype(jnp.int32)}),
+           lambda c, s: (c["wd"] ** 2, {"w": s["w"][:2]}),
+           lambda c, s: (c["wd"] ** 2, s["w"])]
+    for f, says in zip(bad, [r"carry\['w'\] went from shape \(3,\) float32 to \(3,\) int32",
+                             r"carry\['w'\] went from shape \(3,\) float32 to \(2,\) float32",
+                             "the same pytree"]):
+        with pytest.raises(TypeError, match=r"objective must return a carry of the structure it was given .*" + says):
+            gradient_tune(f, SPACE, popsize=4, num_steps=1, carry=carry)

@@ -237,3 +237,41 @@ def test_a_finite_float64_value_beyond_float32_is_the_worst_result_not_a_failure
         values = np.asarray(result.history.values)
         assert result.num_failed == 0 and np.isfinite(values).all()
         assert values.max() == np.finfo(np.float32).max and result.best_params["x"] >= 0.5
+
+
+def test_auxiliary_outputs_with_minimize():
+    def with_aux(p):
+        v = branin(p)
+        # failures carry their own auxiliary output, which never becomes the best's
+        return jnp.where(p["x1"] < 0, jnp.nan, v), {"v": v, "x2": p["x2"], "big": p["x2"] > 7.5}
+
+    s = RandomSearch(BRANIN, 64)
+    res = jaxhpo.minimize(with_aux, BRANIN, s, num_generations=3, key=2, maximize=True, history="values",
+                          has_aux=True)
+    assert res.best_value == res.best_aux["v"] == res.history.values[np.isfinite(res.history.values)].max()
+    assert res.best_aux["x2"] == pytest.approx(res.best_params["x2"], rel=1e-6)
+    assert res.best_aux["big"].dtype == np.bool_ and res.best_aux["big"] == (res.best_aux["x2"] > 7.5)
+    assert res.history.aux["v"].shape == (3, 64) and np.isfinite(res.history.aux["v"]).all()
+    # history "best" keeps the best's only; with every evaluation failed there is none
+    best = jaxhpo.minimize(with_aux, BRANIN, s, num_generations=3, key=2, maximize=True, has_aux=True)
+    assert best.history.aux is None and best.best_aux["v"] == res.best_aux["v"]
+    none = jaxhpo.minimize(lambda p: (jnp.nan * p["x1"], {"n": jnp.int32(3)}), BRANIN, s, num_generations=2,
+                           has_aux=True)
+    assert none.best_aux is None and (none.history.best_aux["n"] == 0).all()
+    assert np.isnan(jaxhpo.run(s, lambda p: (jnp.nan * p["x1"], p["x1"]), 0, 2, has_aux=True)[1].best_aux).all()
+
+
+def test_auxiliary_output_errors():
+    s = RandomSearch(BRANIN, 8)
+    with pytest.raises(ValueError, match="got a tuple: to return other outputs alongside the value, return "
+                                         r"\(value, aux\) and pass has_aux=True"):
+        jaxhpo.minimize(lambda p: (branin(p), p["x1"]), BRANIN, s, num_generations=1)
+    with pytest.raises(ValueError, match="got a dict: to return other"):
+        jaxhpo.run(s, lambda p: {"loss": branin(p)}, 0, 1)
+    with pytest.raises(ValueError, match=r"must return a pair \(value, aux\) per configuration with "
+                                         r"has_aux=True, got one array \(shape \(\) per configuration\)"):
+        jaxhpo.run(s, branin, 0, 1, has_aux=True)
+    with pytest.raises(ValueError, match="has_aux=True, got a tuple of 3"):
+        jaxhpo.minimize(lambda p: (branin(p), p["x1"], p["x2"]), BRANIN, s, num_generations=1, has_aux=True)
+    with pytest.raises(TypeError, match="has_aux must be a bool, got 'yes'"):
+        jaxhpo.minimize(branin, BRANIN, s, num_generations=1, has_aux="yes")

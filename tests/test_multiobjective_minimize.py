@@ -97,3 +97,22 @@ def test_fronts_of_new_sizes_reuse_the_compiled_post_processing():
             before = programs()
     assert len(sizes) > 1  # fronts of several sizes, padded to one shape (<= 8 rows)
     assert programs() == before
+
+
+def test_auxiliary_output_of_the_best_feasible_first_objective():
+    # has_aux with constraints: the auxiliary output kept is that of the
+    # point best_value is of (the lowest feasible first objective), not of an
+    # infeasible point with a lower one.
+    def with_aux(p):
+        return two_objectives(p), {"a": p["a"], "b": p["b"]}
+
+    s = NSGA2(SPACE, popsize=16, num_objectives=2, num_constraints=1)
+    res = jaxhpo.minimize(with_aux, SPACE, s, num_generations=6, key=1, maximize=(False, True),
+                          history="values", has_aux=True)
+    assert res.best_aux["a"] == np.float32(res.best_value) >= np.float32(0.1)
+    np.testing.assert_array_equal(res.history.best_aux["a"], res.history.best_value.astype(np.float32))
+    assert res.history.aux["a"].min() < 0.1  # infeasible points with lower a were evaluated
+    assert res.best_params["a"] == pytest.approx(float(res.best_aux["a"]), rel=1e-6)
+    with pytest.raises(ValueError, match=r"got a tuple: stack the objectives and constraints into one vector"):
+        jaxhpo.minimize(lambda p: (p["a"], p["b"]), SPACE, NSGA2(SPACE, popsize=8, num_objectives=2),
+                        num_generations=1)

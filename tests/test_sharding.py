@@ -163,3 +163,18 @@ def test_auto_chunk_size_with_a_mesh(monkeypatch):
     _, a = jaxhpo.run(s, f, key, 3, history="values")
     _, b = jaxhpo.run(s, f, key, 3, history="values", mesh=mesh, chunk_size="auto")
     np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-6)
+
+
+def test_sharded_auxiliary_outputs_equal_unsharded():
+    s = RandomSearch(SPACE, 64)
+    mesh = mesh_of(8)
+
+    def g(p):
+        return f(p), {"n": p["n"], "twice": 2.0 * f(p)}
+
+    _, a = jaxhpo.run(s, g, jax.random.key(4), 3, history="values", has_aux=True)
+    _, b = jaxhpo.run(s, g, jax.random.key(4), 3, history="values", has_aux=True, mesh=mesh, chunk_size=16)
+    np.testing.assert_array_equal(a.aux["n"], b.aux["n"])
+    np.testing.assert_allclose(a.aux["twice"], b.aux["twice"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(b.best_aux["twice"], 2.0 * b.best_value, rtol=1e-6)
+    np.testing.assert_array_equal(a.best_aux["n"], b.best_aux["n"])

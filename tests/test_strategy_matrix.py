@@ -39,8 +39,14 @@ def smooth(p):
 
 
 def objective(p):
-    # Every configuration with c == "a" fails.
-    return jnp.where(p["c"] == 0, jnp.nan, smooth(p))
+    # Every configuration with c == "a" fails. The searches run with has_aux:
+    # the auxiliary output (finite everywhere) is the smooth part and n.
+    score = smooth(p)
+    return jnp.where(p["c"] == 0, jnp.nan, score), {"score": score, "n": p["n"]}
+
+
+def search(strategy, key, **kwargs):
+    return jaxhpo.run(strategy, objective, key, GENERATIONS, history="all", has_aux=True, **kwargs)
 
 
 def make(name):
@@ -48,14 +54,14 @@ def make(name):
 
 
 def single_run(name, key):
-    return jaxhpo.run(make(name), objective, key, GENERATIONS, history="all")
+    return search(make(name), key)
 
 
 @functools.lru_cache(maxsize=None)
 def vmapped_runs(name):
     strategy = make(name)
     keys = jax.random.split(jax.random.key(0), NUM_KEYS)
-    run = jax.jit(jax.vmap(lambda k: jaxhpo.run(strategy, objective, k, GENERATIONS, history="all")))
+    run = jax.jit(jax.vmap(lambda k: search(strategy, k)))
     return keys, run(keys)
 
 
@@ -116,15 +122,33 @@ def test_failed_evaluations_never_corrupt_state(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_auxiliary_output_follows_the_best_value(name):
+    _, (states, trace) = vmapped_runs(name)
+    found = np.isfinite(trace.best_value)
+    assert found[:, -1].all()
+    # After every generation, the auxiliary output kept is the one evaluated
+    # with the best value so far; nan until an evaluation succeeds.
+    np.testing.assert_allclose(trace.best_aux["score"][found], trace.best_value[found], rtol=1e-6)
+    assert np.isnan(trace.best_aux["score"][~found]).all()
+    best_n = np.asarray(SPACE.decode(states.best_x)["n"])
+    np.testing.assert_array_equal(trace.best_aux["n"][:, -1], best_n)
+    # Every evaluation's, failed ones included, row by row.
+    assert trace.aux["score"].shape == trace.values.shape
+    ok = trace.valid & np.isfinite(trace.values)
+    np.testing.assert_allclose(trace.aux["score"][ok], trace.values[ok], rtol=1e-6)
+    np.testing.assert_array_equal(trace.aux["n"], np.asarray(SPACE.decode(trace.x)["n"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_no_recompile_on_second_call_or_second_instance(name):
     single_run(name, jax.random.key(0))  # compiled here or by an earlier test
     before = _search._cache_size()
     single_run(name, jax.random.key(1))
     s = make(name)
-    jaxhpo.run(s, objective, jax.random.key(2), GENERATIONS, history="all")
+    search(s, jax.random.key(2))
     # The defaults given explicitly, as Python numbers, and a chunk of the whole population.
     plain = {k: np.asarray(v).tolist() for k, v in s.default_params().items()}
-    jaxhpo.run(s, objective, jax.random.key(2), GENERATIONS, history="all", params=plain, chunk_size=s.popsize)
+    search(s, jax.random.key(2), params=plain, chunk_size=s.popsize)
     assert _search._cache_size() == before, "a second run or an equal strategy recompiled the search"
     assert make(name) == s and hash(make(name)) == hash(s)
 
@@ -174,7 +198,7 @@ INITIAL = SPACE.fixed_coordinates([{"x": 0.0, "c": "a"}] + [{"x": -1.0 + 0.25 * 
 @functools.lru_cache(maxsize=None)
 def warm_run(name, initial=INITIAL.tobytes()):
     initial = np.frombuffer(initial, np.float32).reshape(INITIAL.shape)
-    return jaxhpo.run(make(name), objective, jax.random.key(3), GENERATIONS, history="all", initial=initial)
+    return search(make(name), jax.random.key(3), initial=initial)
 
 
 @pytest.mark.parametrize("name", NAMES)

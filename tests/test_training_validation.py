@@ -45,8 +45,18 @@ def test_init_population_wants_one_key_per_member():
 
     hp = {"lr": jnp.full(3, 0.1)}
     assert init_population(TRAINER, jax.random.split(jax.random.key(0), 3), hp)["w"].shape == (3, 2)
-    with pytest.raises(ValueError, match=r"keys must hold one key per member, shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"keys must hold one key per member, shape \(3,\), got \(2,\)"):
         init_population(TRAINER, jax.random.split(jax.random.key(0), 2), hp)
+    # raw key data, as jax.random.split(jax.random.PRNGKey(0), 3) makes it
+    raw = jax.random.key_data(jax.random.split(jax.random.key(0), 3))
+    np.testing.assert_array_equal(init_population(TRAINER, raw, hp)["w"],
+                                  init_population(TRAINER, jax.random.wrap_key_data(raw), hp)["w"])
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) of raw key data, got \(3,\)"):
+        init_population(TRAINER, raw[:, 0], hp)
+    # numbers are not keys: refused by name before the trainer sees them
+    for bad in (jnp.zeros(3), jnp.arange(3)):
+        with pytest.raises(TypeError, match=r"keys must be jax.random keys, one per member \(jax.random.split\(key, 3\)\)"):
+            init_population(TRAINER, bad, hp)
 
 
 @pytest.mark.parametrize("kwargs, exc", [

@@ -44,7 +44,7 @@ import optax
 
 from .._keys import check_key
 from .._rows import where_rows
-from .._traced import call_traced
+from .._traced import call_traced, check_returned_like
 from ..loop import Result, Trace, _decode_rows
 from ..space import Float, Space
 from ..strategies.base import float32_values
@@ -108,11 +108,13 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
 
     def call(config, carry):
         if stateful:
-            out = call_traced("objective", objective, config, carry)
+            out = call_traced("objective", objective, config, carry, config=config)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise ValueError("with carry the objective must return a pair (value, carry)")
+            check_returned_like("objective", "a carry of the structure it was given (per member)", "carry",
+                                carry, out[1])
         else:
-            out = (call_traced("objective", objective, config), None)
+            out = (call_traced("objective", objective, config, config=config), None)
         value, carry = out
         if has_grad:
             if not isinstance(value, (tuple, list)) or len(value) != 2:

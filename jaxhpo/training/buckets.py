@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._keys import check_member_keys
 from ..evaluate import check_chunk_size
 from .trainer import _population_size, check_positive_int, check_trainer, fresh_rung
 
@@ -96,8 +97,7 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
     n = _population_size(hparams)
     if n < 1:
         raise ValueError("hparams must hold at least one member, got a population of 0")
-    if jnp.shape(keys)[:1] != (n,):
-        raise ValueError(f"keys must hold one key per member, shape ({n},), got shape {jnp.shape(keys)}")
+    check_member_keys("keys", keys, n)
     widths = np.asarray(hparams[size])
     if not np.all(np.isfinite(widths) & (widths == np.round(widths))):
         bad = widths[~(np.isfinite(widths) & (widths == np.round(widths)))][0]

@@ -37,9 +37,9 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 
-from .._keys import check_batchable_keys
+from .._keys import check_member_keys
 from .._rows import where_rows
-from .._traced import call_traced
+from .._traced import call_traced, check_returned_like
 from ..evaluate import map_population, population_sharding, shard_population
 from ._compile import small_program_jit, training_jit
 
@@ -102,17 +102,13 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _dtype(a: Any) -> Any:
-    return a.dtype if hasattr(a, "dtype") else jnp.result_type(a)
-
-
 def _init(trainer: Any, key: jax.Array, hparams: Any) -> Any:
-    return call_traced("trainer.init", trainer.init, key, hparams)
+    return call_traced("trainer.init", trainer.init, key, hparams, config=hparams)
 
 
 def _evaluate(trainer: Any, state: Any, hparams: Any) -> jax.Array:
     """The loss as float32 (``()`` or ``(m,)``)."""
-    loss = call_traced("trainer.evaluate", trainer.evaluate, state, hparams)
+    loss = call_traced("trainer.evaluate", trainer.evaluate, state, hparams, config=hparams)
     rule = "the loss as one real array (a scalar, or a vector of objectives)"
     if loss is None or isinstance(loss, (Mapping, str, bytes)):
         raise TypeError(f"trainer.evaluate must return {rule}, got {type(loss).__name__}")
@@ -128,17 +124,8 @@ def _evaluate(trainer: Any, state: Any, hparams: Any) -> jax.Array:
 def _checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
     """``trainer.step(state, hparams)``, refused unless it returns a state of
     ``state``'s structure, shapes and dtypes (the loops carry it as such)."""
-    new = call_traced("trainer.step", trainer.step, state, hparams)
-    old_leaves, old_def = jax.tree_util.tree_flatten_with_path(state)
-    new_leaves, new_def = jax.tree_util.tree_flatten(new)
-    if new_def != jax.tree_util.tree_structure(state):
-        raise TypeError("trainer.step must return a train state of the structure trainer.init makes "
-                        f"(the same pytree, shapes and dtypes); it returned {new_def} for {old_def}")
-    for (path, a), b in zip(old_leaves, new_leaves):
-        if jnp.shape(a) != jnp.shape(b) or _dtype(a) != _dtype(b):
-            raise TypeError(f"trainer.step must return a train state of the structure trainer.init makes; "
-                            f"state{jax.tree_util.keystr(path)} went from shape {jnp.shape(a)} {_dtype(a)} "
-                            f"to {jnp.shape(b)} {_dtype(b)}")
+    new = call_traced("trainer.step", trainer.step, state, hparams, config=hparams)
+    check_returned_like("trainer.step", "a train state of the structure trainer.init makes", "state", state, new)
     return new
 
 
@@ -177,9 +164,7 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
       the train-state pytree with a leading ``(n, ...)`` axis.
     """
     n = _population_size(hparams)
-    if jnp.shape(keys)[:1] != (n,):
-        raise ValueError(f"keys must hold one key per member, shape ({n},), got {jnp.shape(keys)}")
-    check_batchable_keys("keys", keys)
+    check_member_keys("keys", keys, n)
     keys, hparams = shard_population((keys, hparams), mesh)
     states = map_population(lambda a: _init(trainer, *a), (keys, hparams), chunk_size, mesh)
     return shard_population(states, mesh)
@@ -372,7 +357,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
         raise ValueError(f"block_size must be a positive integer (a divisor of the population size {n}) or None, "
                          f"got {block_size!r}")
     if keys is not None:
-        check_batchable_keys("keys", keys)
+        check_member_keys("keys", keys, n)
 
     if block_size is None or block_size >= n:
         start = states
