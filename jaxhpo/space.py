@@ -39,7 +39,9 @@ _MAX_INT_VALUES = 2**22
 
 
 def _same_label(a: Any, b: Any) -> bool:
-    """Label equality that keeps ``True`` and ``1`` apart, within tuples too."""
+    """Label equality that keeps ``True`` and ``1`` apart, within tuples too
+    (a 0-d array, such as ``np.asarray(True)``, as its item)."""
+    a, b = _scalar_item(a), _scalar_item(b)
     if a is b:
         return True
     if isinstance(a, tuple) or isinstance(b, tuple):
@@ -51,6 +53,20 @@ def _same_label(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:  # labels with odd __eq__ (arrays) are simply different
         return False
+
+
+def _scalar_item(a: Any) -> Any:
+    """A concrete 0-d array (NumPy's, JAX's) as its Python item; anything else as it is."""
+    if isinstance(a, (np.ndarray, jax.Array)) and not isinstance(a, jax.core.Tracer) and np.ndim(a) == 0:
+        return np.asarray(a).item()
+    return a
+
+
+def _holds_nan(a: Any) -> bool:
+    """NaN, or a tuple holding one (at any depth)."""
+    if isinstance(a, tuple):
+        return any(_holds_nan(x) for x in a)
+    return isinstance(a, float) and math.isnan(a)
 
 
 def _label_key(a: Any) -> tuple:
@@ -260,8 +276,14 @@ class Float(_Dimension):
         # Scaled by a power of two (exact) first: XLA divides by a constant as a
         # product with its reciprocal, which is subnormal, and flushed to zero,
         # for a width above ~8.5e37.
-        scale = np.float32(2.0 ** -64 if b - a > 2.0 ** 100 else 1.0)
-        u = jnp.clip((t * scale - np.float32(a) * scale) / np.float32((b - a) * scale), 0.0, 1.0)
+        wide = b - a > 2.0 ** 100
+        scale = np.float32(2.0 ** -64 if wide else 1.0)
+        offset = t * scale - np.float32(a) * scale
+        if wide:
+            # Where a * scale is 0 (a = 0, or a tiny low) XLA would otherwise fold
+            # the scale into the division: t * (scale / width), subnormal again.
+            offset = jax.lax.optimization_barrier(offset)
+        u = jnp.clip(offset / np.float32((b - a) * scale), 0.0, 1.0)
         # The bounds encode to the faces exactly, as the faces decode to them
         # (a float32 log may miss by an ulp, and differ by one between a
         # vectorised and a scalar evaluation).
@@ -531,7 +553,7 @@ class Categorical(_Dimension):
         choices = tuple(_plain_label(c) for c in choices)
         if not choices:
             raise ValueError("Categorical.choices must not be empty")
-        if any(isinstance(c, float) and math.isnan(c) for c in choices):
+        if any(_holds_nan(c) for c in choices):
             raise ValueError("Categorical.choices must not hold NaN (it equals no value, not even itself, so it "
                              "could not be found again)")
         # Equal labels hash alike (1 and 1.0 too, though one could never be chosen by label).
@@ -719,7 +741,34 @@ class Space:
 
         for n in self.names:
             visit(n, ())
+        self._check_satisfiable()
         self._canonical_conditions()
+
+    def _check_satisfiable(self) -> None:
+        """Refuse a parameter that could never be active. It counts where every
+        condition up its chain holds: a conjunction of "this parent's choice
+        is among these", satisfiable unless two of them on one parent (from
+        different links of the chain) share no choice."""
+        dims, needs = self.dims, {}
+
+        def requirements(n: str) -> dict:
+            if n not in needs:
+                req: dict[str, frozenset] = {}
+                for parent, allowed in dims[n].when:
+                    own = frozenset(dims[parent].index(a) for a in allowed)
+                    for ancestor, choices in [*requirements(parent).items(), (parent, own)]:
+                        both = req.get(ancestor, choices) & choices
+                        if not both:
+                            shown = [[dims[ancestor].choices[i] for i in sorted(c)] for c in (req[ancestor], choices)]
+                            raise ValueError(
+                                f"parameter {n!r} could never be active: its conditions need {ancestor!r} to be "
+                                f"one of {shown[0]!r} and one of {shown[1]!r}, which share no choice")
+                        req[ancestor] = both
+                needs[n] = req
+            return needs[n]
+
+        for n in self.names:
+            requirements(n)
 
     def _canonical_conditions(self) -> None:
         """Each condition as the parents hold it: parents in space order, each

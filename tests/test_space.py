@@ -542,3 +542,42 @@ def test_a_floats_decoded_bound_is_taken_back():
 def test_a_nan_choice_is_refused():
     with pytest.raises(ValueError, match="must not hold NaN"):
         Categorical([float("nan"), 1.0])
+
+
+def test_compiled_encode_of_a_range_wider_than_float32s_reciprocal_from_zero():
+    # (x - 0) * 2**-64 / (w * 2**-64) compiled folds to x * (2**-64 / (w * 2**-64)) = x / w,
+    # whose reciprocal 1 / w is subnormal for w > ~8.5e37: every value encoded to 0.
+    v = np.array([1e37, 1e38, 2e38], np.float32)
+    u = np.array([[0.25], [0.5]], np.float32)
+    for low in (0.0, 1e-30):
+        space = Space(x=Float(low, 3.4e38))
+        np.testing.assert_allclose(jax.jit(space.encode)({"x": v})[:, 0], v / np.float32(3.4e38), rtol=1e-6)
+        np.testing.assert_allclose(jax.jit(lambda u: space.encode(space.decode(u)))(u), u, rtol=1e-6)
+
+
+def test_a_zero_dimensional_array_label_is_its_item():
+    space = Space(c=Categorical([1, True]), x=Categorical(["p", "q"], when={"c": True}))
+    for true in (True, np.bool_(True), np.asarray(True), jnp.asarray(True)):
+        assert space.from_python({"c": true, "x": "p"}) == {"c": 1, "x": 0}
+        assert space.canonical_python({"c": true, "x": "p"}) == {"c": True, "x": "p"}
+    assert space.from_python({"c": np.asarray(1)})["c"] == 0
+
+
+def test_labels_and_conditions_that_could_never_be_chosen_are_refused():
+    with pytest.raises(ValueError, match="must not hold NaN"):
+        Categorical([(math.nan, 1), "x"])
+    with pytest.raises(ValueError, match="must not hold NaN"):
+        Categorical([("a", (2.0, float("nan")))])
+    a = Categorical(["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"parameter 'c' could never be active: its conditions need 'a' to be one "
+                                         r"of \['y'\] and one of \['x'\], which share no choice"):
+        Space(a=a, b=Categorical(["p", "q"], when={"a": "x"}), c=Float(0, 1, when={"a": "y", "b": "p"}))
+    # Three links of a chain, the third contradicting the first.
+    with pytest.raises(ValueError, match="parameter 'd' could never be active"):
+        Space(a=a, b=Categorical(["p", "q"], when={"a": ["x", "y"]}), c=Categorical(["r", "s"], when={"b": "p"}),
+              d=Float(0, 1, when={"c": "r", "a": "z"}))
+    # Overlapping requirements leave the shared choice: d is active exactly where a = "y", b = "p", c = "r".
+    space = Space(a=a, b=Categorical(["p", "q"], when={"a": ["x", "y"]}), c=Categorical(["r", "s"], when={"b": "p"}),
+                  d=Float(0, 1, when={"c": "r", "a": ["y", "z"]}))
+    rows = space.to_python(space.decode(space.grid(3)))
+    assert {(r["a"], r["b"], r["c"]) for r in rows if "d" in r} == {("y", "p", "r")}

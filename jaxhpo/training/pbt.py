@@ -165,7 +165,8 @@ def _pbt_program(trainer, space, key, init_x, steps_per_round, resample_prob, po
                                           chunk_size=chunk_size, mesh=mesh)
         if losses.ndim != 1:
             raise ValueError("pbt needs trainer.evaluate to return a scalar loss (truncation selection "
-                             f"ranks one number per member), got {losses.shape[1]} objectives")
+                             f"ranks one number per member), got shape {losses.shape[1:]} per member "
+                             f"({losses.shape[1]} objectives)")
         k_sel, k_exp = jax.random.split(key)
         last = r == num_rounds - 1
         parents = jnp.where(last, jnp.arange(popsize, dtype=jnp.int32),
