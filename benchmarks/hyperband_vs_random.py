@@ -27,8 +27,10 @@ optimiser (sgd / momentum / adam / adamw / rmsprop); one budget unit is
 
 Both pick their best configuration by validation cross-entropy (Hyperband:
 among the configurations trained to ``R``) and report that model's accuracy
-on the held-out test split. Each seed seeds both searches (the sampled
-configurations and initial weights); the two methods alternate seed by seed
+on the held-out test split. Each seed seeds every method's search (the
+sampled configurations and initial weights), each method's key folded from
+it with its own number (``fold_in`` 0 for Hyperband, 1 for the others), so
+paired results share the seed, not the random draws; the methods alternate seed by seed
 so that other processes' load hits both alike. Wall time is per search,
 compilation included: the first seed compiles, later seeds reuse the
 compiled programs, so the median is the warm cost. CPU seconds (all

@@ -6,9 +6,11 @@ Hartmann6 (6-D), in one run, this measures:
 
 * the limit: a hand-written ``jit`` of a ``lax.scan`` that draws a uniform
   batch of ``POP`` = 256 points, evaluates ``vmap(f)`` and keeps the
-  minimum, for ``G`` = 1024 generations: what a random search costs
-  written by hand. Strategies that draw fewer random numbers per point
-  (a grid, Sobol, DE) can run faster than it ("vs limit" above 1).
+  minimum, for ``G`` = 1024 generations, and the same as a Python loop
+  calling one compiled generation per batch; the faster of the two is the
+  limit: what a random search costs written by hand. Strategies that draw
+  fewer random numbers per point (a grid, Sobol, DE) can run faster than it
+  ("vs limit" above 1).
 * every public jaxhpo strategy, each as one compiled program
   ``jit(lambda key: jaxhpo.run(strategy, f, key, G, history="best"))``:
   RandomSearch, GridSearch (the largest full grid of at most ``POP * G``
@@ -157,6 +159,24 @@ def limit_search(name, popsize, generations):
 
         best, _ = jax.lax.scan(body, jnp.float32(jnp.inf), jax.random.split(key, generations))
         return best, jnp.int32(popsize * generations)
+
+    return go
+
+
+def limit_step_loop(name, popsize, generations):
+    """The same search as a Python loop calling one compiled generation per batch."""
+    f_cube = cube_objective(name)
+    dim = PROBLEMS[name][0].dim
+
+    @jax.jit
+    def step(best, key):
+        return jnp.minimum(best, jnp.min(jax.vmap(f_cube)(jax.random.uniform(key, (popsize, dim)))))
+
+    def go(key):
+        best = jnp.float32(jnp.inf)
+        for k in jax.random.split(key, generations):
+            best = step(best, k)
+        return best, popsize * generations
 
     return go
 
@@ -365,10 +385,14 @@ def main(argv=None):
     rows = []
     for name in args.problems.split(","):
         prows = []
-        limit_go = limit_search(name, POP, args.generations)
-        limit = measure(dict(problem=name, system="limit", method="jit(scan(vmap f))", popsize=POP),
-                        lambda: jax.block_until_ready(limit_go(key)), args.repeats, 30)
-        prows.append(limit)
+        # The limit: the faster of two hand-written forms.
+        limits = []
+        for method, go in (("jit(scan(vmap f))", limit_search(name, POP, args.generations)),
+                           ("loop of jit(vmap f) steps", limit_step_loop(name, POP, args.generations))):
+            limits.append(measure(dict(problem=name, system="limit", method=method, popsize=POP),
+                                  lambda go=go: jax.block_until_ready(go(key)), args.repeats, 30))
+        prows += limits
+        limit = max(limits, key=lambda r: r["evals_per_s"])
         for method, strategy, gens in jaxhpo_rows(name, args.generations, args.tpe_evals, args.tpe_popsizes,
                                                   args.gpbo_evals):
             go = jaxhpo_search(name, strategy, gens)
@@ -394,8 +418,8 @@ def main(argv=None):
         print_table(prows, ["system", "method", "popsize", "evaluations", "evals_per_s", "ratio_vs_limit",
                             "ratio_vs_family", "family_best"],
                     title=f"{name}: evaluations/s of a whole search (wall time, median of repeats, "
-                          f"compile excluded); ratio_vs_limit against the "
-                          f"jit(scan(vmap f)) loop at popsize {POP}, ratio_vs_family against family_best")
+                          f"compile excluded); ratio_vs_limit against the faster "
+                          f"limit ({limit['method']}) at popsize {POP}, ratio_vs_family against family_best")
         rows += prows
     extra = {"popsize": POP, "generations": args.generations, "repeats": args.repeats,
              "tpe_evaluations": args.tpe_evals, "tpe_popsizes": list(args.tpe_popsizes),

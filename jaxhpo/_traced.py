@@ -24,12 +24,38 @@ _CONCRETE_VALUE_ERRORS = (
 _TRACED_SHAPE = "Shapes must be 1D sequences of concrete values of integer type"
 
 
+class _Config(dict):
+    """The hyperparameters a traced function is given: a dict whose lookup of
+    a name it lacks says which names it has (its own ``KeyError``; other
+    dicts' misses are the user's and pass unchanged). A pytree as a dict is."""
+
+    def __init__(self, items: Mapping, what: str):
+        super().__init__(items)
+        self.what = what
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(f"{self.what} looked up {key!r}, which is not a hyperparameter of the space; "
+                       f"its hyperparameters are {', '.join(map(repr, self))}")
+
+
+jax.tree_util.register_pytree_with_keys(
+    _Config,
+    lambda c: ([(jax.tree_util.DictKey(k), v) for k, v in c.items()], (tuple(c), c.what)),
+    lambda aux, values: _Config(dict(zip(aux[0], values)), aux[1]),
+)
+
+
 def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
     """``fn(*args)`` while jaxhpo traces it; a concrete-value error names
-    ``what``, and a lookup of a name ``config`` (the hyperparameters' dict
-    among ``args``) lacks lists the names it has."""
+    ``what``. ``config``, the hyperparameters' dict among ``args``, reaches
+    ``fn`` as a dict whose lookup of a missing name lists the names it has."""
+    if isinstance(config, dict):
+        args = tuple(_Config(a, what) if a is config else a for a in args)
     try:
-        return fn(*args)
+        # What fn returns holds plain dicts: a state that keeps the
+        # hyperparameters keeps them as the dict a later call builds.
+        return jax.tree_util.tree_map(lambda x: dict(x) if isinstance(x, _Config) else x, fn(*args),
+                                      is_leaf=lambda x: isinstance(x, _Config))
     except (*_CONCRETE_VALUE_ERRORS, TypeError) as e:
         shape = str(e).startswith(_TRACED_SHAPE)
         if not (shape or isinstance(e, _CONCRETE_VALUE_ERRORS)):
@@ -45,12 +71,6 @@ def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
             "with jax.numpy on its arguments: no float() or int() of them, no Python `if` on them "
             f"(use jnp.where or lax.cond), no NumPy on them.{masks}{host} JAX said: {type(e).__name__}: {first}"
         ) from e
-    except KeyError as e:
-        key = e.args[0] if len(e.args) == 1 else None
-        if not isinstance(config, Mapping) or not isinstance(key, str) or key in config:
-            raise
-        raise KeyError(f"{what} looked up {key!r}, which is not a hyperparameter of the space; "
-                       f"its hyperparameters are {', '.join(map(repr, config))}") from e
 
 
 def check_returned_like(what: str, rule: str, name: str, old: Any, new: Any) -> None:

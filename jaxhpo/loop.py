@@ -44,7 +44,8 @@ class Trace(NamedTuple):
       best_aux: with ``has_aux``, each leaf ``(G, ...)``: the auxiliary
         output of the best configuration so far after each generation (the
         one ``best_value`` is the value of; ``nan``, or ``0`` for integer
-        leaves, until an evaluation succeeds), else ``None``.
+        leaves, until an evaluation succeeds, with constraints a feasible
+        one), else ``None``.
     """
 
     best_value: jax.Array
@@ -198,7 +199,7 @@ def _split_output(out: Any, has_aux: bool, several: bool = False) -> tuple[Any, 
 def _empty_aux(strategy: Strategy, objective: Callable) -> Any:
     """The auxiliary output's shapes, filled with ``nan`` (``0`` for integer and bool
     leaves): the best configuration's until an evaluation succeeds."""
-    one = jax.eval_shape(lambda u: evaluate(objective, strategy.space.decode(u)), 
+    one = jax.eval_shape(lambda u: evaluate(objective, strategy.space.decode(u)),
                          jax.ShapeDtypeStruct((1, strategy.dim), jnp.float32))
     _, aux = _split_output(one, True)
     return jax.tree_util.tree_map(
@@ -398,10 +399,10 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     initial = _check_initial(initial, strategy, num_generations)
     key, params, initial = onto_mesh((check_key(key, allow_seed=True), _check_params(strategy, params), initial),
                                       mesh)
+    has_aux = _check_has_aux(has_aux)
     return _search(strategy, objective, key, params,
                    num_generations, _resolve_chunk_size(chunk_size, strategy, objective, mesh),
-                   _check_history(history), False, mesh, _check_progress(progress_every), initial,
-                   _check_has_aux(has_aux))
+                   _check_history(history), False, mesh, _check_progress(progress_every), initial, has_aux)
 
 
 def _check_has_aux(has_aux: Any) -> bool:
@@ -428,11 +429,11 @@ def search_memory(strategy: Strategy, objective: Callable, num_generations: int,
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
     mesh = _check_mesh(mesh, strategy.popsize)
+    has_aux = _check_has_aux(has_aux)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
     compiled = _search.lower(strategy, objective, jax.random.key(0), _check_params(strategy, params),
                              _check_generations(num_generations),
-                             chunk, _check_history(history), False, mesh, None,
-                             has_aux=_check_has_aux(has_aux)).compile()
+                             chunk, _check_history(history), False, mesh, None, has_aux=has_aux).compile()
     stats = compiled.memory_analysis()
     out = dict(argument_bytes=int(stats.argument_size_in_bytes), output_bytes=int(stats.output_size_in_bytes),
                temp_bytes=int(stats.temp_size_in_bytes), alias_bytes=int(stats.alias_size_in_bytes))
@@ -475,8 +476,9 @@ class Result:
         given, or its copy with ``GPBO``'s default capacity fitted to the
         search (``Strategy.sized_for``).
       best_aux: with ``has_aux``, the auxiliary output the objective
-        returned with ``best_value`` (NumPy arrays); ``None`` otherwise or
-        if every evaluation failed.
+        returned with ``best_value`` (NumPy arrays, 0-d for scalars; typed
+        PRNG keys stay JAX arrays); ``None`` otherwise or if every
+        evaluation failed.
     """
 
     best_params: dict | None
@@ -597,7 +599,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     # columns are gathered). A no-op in a single process.
     state, trace = host_local((state, trace))
     sign = float(np.ravel(signs)[0])  # best_value is the first objective's
-    trace = jax.tree_util.tree_map(np.asarray, trace)
+    trace = jax.tree_util.tree_map(_on_host, trace)
     trace = trace._replace(
         best_value=sign * trace.best_value,
         values=None if trace.values is None else signs * trace.values,
@@ -622,9 +624,16 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         num_evaluations=int(trace.num_valid.sum()),
         num_failed=int(trace.num_failed.sum()),
         strategy=strategy,
-        best_aux=jax.tree_util.tree_map(lambda a: a[-1], trace.best_aux) if found and has_aux else None,
+        best_aux=jax.tree_util.tree_map(lambda a: _on_host(a[-1]), trace.best_aux) if found and has_aux else None,
         **front,
     )
+
+
+def _on_host(a: Any) -> Any:
+    """A NumPy array of ``a``; typed PRNG keys (which NumPy cannot hold) stay JAX arrays."""
+    if jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+        return a
+    return np.asarray(a)
 
 
 def _check_ref_point(ref_point: Any, num_objectives: int | None, has_front: bool = True) -> np.ndarray | None:

@@ -91,10 +91,25 @@ def test_a_misspelt_hyperparameter_lists_the_names():
     trainer = Trainer(lambda k, hp: jnp.ones(2), lambda s, hp: s * hp["lr"], lambda s, hp: jnp.sum(s))
     with pytest.raises(KeyError, match="trainer.step looked up 'lr'"):
         successive_halving(trainer, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
-    # a lookup of a name the configuration has, in another dict, fails as it would alone
+    # the objective's own dicts' misses are its own: they pass unchanged
+    table = {"alpha": 1.0}
+    for name in ("x", "beta"):
+        with pytest.raises(KeyError) as raised:
+            jaxhpo.minimize(lambda c: c["x"] * table[name], SPACE, STRATEGY, num_generations=1)
+        assert raised.value.args == (name,)
+    keeps = Trainer(lambda k, hp: {"w": jnp.ones(2), "hp": hp}, lambda s, hp: {"w": s["weights"], "hp": hp},
+                    lambda s, hp: jnp.sum(s["w"]))
     with pytest.raises(KeyError) as raised:
-        jaxhpo.minimize(lambda c: c["x"] * {}["x"], SPACE, STRATEGY, num_generations=1)
-    assert raised.value.args == ("x",)
+        successive_halving(keeps, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
+    assert raised.value.args == ("weights",)
+    # a state that keeps the hyperparameters keeps a plain dict, which a step may rebuild
+    from jaxhpo.training import init_population, train_population
+    keeps = Trainer(lambda k, hp: {"w": jnp.ones(2), "hp": hp}, lambda s, hp: {"w": s["w"] * hp["x"], "hp": dict(hp)},
+                    lambda s, hp: jnp.sum(s["w"]))
+    hp = {"x": jnp.full(3, 0.5)}
+    states = init_population(keeps, jax.random.split(jax.random.key(0), 3), hp)
+    assert type(states["hp"]) is dict
+    np.testing.assert_allclose(train_population(keeps, states, hp, 2)[1], 0.5)
 
 
 def test_tell_refuses_points_off_the_cube_and_complex_values():

@@ -259,6 +259,14 @@ def test_auxiliary_outputs_with_minimize():
                            has_aux=True)
     assert none.best_aux is None and (none.history.best_aux["n"] == 0).all()
     assert np.isnan(jaxhpo.run(s, lambda p: (jnp.nan * p["x1"], p["x1"]), 0, 2, has_aux=True)[1].best_aux).all()
+    # scalars come back as 0-d arrays; typed PRNG keys (NumPy holds none) as JAX's
+    keyed = jaxhpo.minimize(lambda p: (branin(p), {"key": jax.random.fold_in(jax.random.key(0), p["x1"].astype(int)),
+                                                   "x1": p["x1"]}),
+                            BRANIN, s, num_generations=2, key=4, has_aux=True, history="values")
+    assert isinstance(keyed.best_aux["x1"], np.ndarray) and keyed.best_aux["x1"].shape == ()
+    expect = jax.random.key_data(jax.random.fold_in(jax.random.key(0), keyed.best_aux["x1"].astype(np.int32)))
+    np.testing.assert_array_equal(jax.random.key_data(keyed.best_aux["key"]), expect)
+    assert keyed.history.aux["key"].shape == (2, 64)
 
 
 def test_auxiliary_output_errors():
