@@ -223,10 +223,8 @@ def test_constrained_optimum_found_and_every_best_is_feasible():
 
 def test_failed_constraints_stay_out_of_the_fit_and_never_become_best():
     state, best_x, best_value, mid = constrained_runs()
-    status, mid_status = np.asarray(state.status), np.asarray(mid.status)
-    assert (mid_status == 2).sum() > 0  # the slab x1 > 1 was hit
-    # Once the buffer is full, failed rows are the first to go.
-    assert np.all((status == 2).sum(1) <= (mid_status == 2).sum(1))
+    assert (np.asarray(mid.status) == 2).sum() > 0  # the slab x1 > 1 was hit
+    # (Once the buffer is full failed rows keep their share: tests/test_buffer.py.)
     for st in (state, mid):
         assert np.all(np.asarray(st.y)[np.asarray(st.status) == 2] == 0.0)
         for leaf in jax.tree_util.tree_leaves(st):

@@ -27,6 +27,7 @@ from .. import pareto
 from ..space import Space
 from . import acquisition as acqf
 from . import gp
+from ._buffer import kept_rows
 from ._checks import check_bool, check_choice, check_int, check_real
 from ._mixed import MixedCoords
 from .base import Strategy, float32_values, initial_best
@@ -149,9 +150,10 @@ class GPBO(Strategy):
     Failed (non-finite) evaluations are never part of the hyperparameter fit.
     Their points are remembered: the posterior that the acquisition sees
     treats them as observations at the worst finite value, so a failing
-    region is not proposed again blindly. When the buffer is full a new
-    observation replaces a failed row first, else the worst row if it is
-    better; the buffer thus keeps the best ``capacity`` observations.
+    region is not proposed again blindly. When the buffer is full, ``tell``
+    keeps ``capacity`` of the stored and the new rows: failed ones in the
+    share they make up there (the most recent), the best successful ones
+    for the rest (``_buffer.kept_rows``), so failures stay remembered.
 
     If the GP cannot be factorised even with the largest jitter, the ask
     falls back to uniform points and ``state.gp_failures`` counts it.
@@ -198,9 +200,10 @@ class GPBO(Strategy):
       plus the feasibility term with constraints. The Kriging believer still
       spreads the batch: point ``j``'s GP believes its own mean at the points
       chosen before it.
-    * When the buffer is full, the ``capacity`` best rows stay, by
-      constraint-domination rank (``pareto.constrained_nondominated_rank``;
-      failed rows rank last), older first within a rank.
+    * When the buffer is full, failed rows keep their share as for one
+      objective, and the best successful rows by constraint-domination rank
+      (``pareto.constrained_nondominated_rank``) fill the rest, older first
+      within a rank.
     * Conditional parameters: the GP models every coordinate of every point,
       an inactive one's (decoded, unused) value included; nothing marks it
       (TPE gives such values the prior instead).
@@ -717,16 +720,24 @@ class GPBO(Strategy):
                               status=state.status.at[slots].set(status))
 
     def _keep_best(self, state, x, y, status):
-        """Full: keep the ``capacity`` best rows by constraint-domination rank, older first within a rank."""
+        """Full: keep the ``capacity`` best rows (by constraint-domination rank
+        with several values, else by value; older first among equals) and the
+        most recent failures in their share (``_buffer.kept_rows``)."""
         m = self._m
         all_x = jnp.concatenate([state.x, x])
         all_y = jnp.concatenate([state.y, y])
         all_s = jnp.concatenate([state.status, status])
-        rank = pareto.constrained_nondominated_rank(all_y[:, :m], all_y[:, m:], all_s == _OBSERVED)
-        # Real rows first (failed ones rank last among them), then by rank; lexsort is stable.
-        # The kept rows stay in buffer order, which is then the order they were told
-        # in: the next truncation's "older first" needs it.
-        keep = jnp.sort(jnp.lexsort((rank, all_s == _EMPTY))[:self.capacity])
+        ok = all_s == _OBSERVED
+        if self._vector:
+            merit = pareto.constrained_nondominated_rank(all_y[:, :m], all_y[:, m:], ok)
+        else:
+            merit = all_y
+        # lexsort is stable: older (earlier in the buffer) first among equals.
+        kept = kept_rows(jnp.lexsort((merit, ~ok)), ok, all_s == _FAILED,
+                         jnp.arange(all_s.shape[0], dtype=jnp.int32), self.capacity)
+        # The kept rows stay in buffer order, which is then the order they were
+        # told in: the next truncation's "older first" needs it.
+        keep = jnp.nonzero(kept, size=self.capacity)[0]
         return state._replace(x=all_x[keep], y=all_y[keep], status=all_s[keep])
 
     def _pareto_front(self, state: GPBOState) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -741,23 +752,9 @@ class GPBO(Strategy):
     def _tell(self, state, x, values):
         self._check_buffer(state)
         x = self._snap(x)
-
-        def insert(i, s):
-            xs, ys, status, count = s
-            v = values[i]
-            full = count >= self.capacity
-            # Replacement order when full: failed rows first, then the worst value.
-            score = jnp.where(status == _FAILED, jnp.inf, jnp.where(status == _OBSERVED, ys, -jnp.inf))
-            worst = jnp.argmax(score)
-            slot = jnp.where(full, worst, jnp.minimum(count, self.capacity - 1))
-            finite = jnp.isfinite(v)
-            accept = ~full | (finite & (v < score[worst]))
-            xs = jnp.where(accept, xs.at[slot].set(x[i]), xs)
-            ys = jnp.where(accept, ys.at[slot].set(jnp.where(finite, v, 0.0)), ys)
-            status = jnp.where(accept, status.at[slot].set(jnp.where(finite, _OBSERVED, _FAILED)), status)
-            count = jnp.minimum(count + 1, self.capacity)
-            return xs, ys, status, count
-
-        xs, ys, status, count = jax.lax.fori_loop(
-            0, self.popsize, insert, (state.x, state.y, state.status, state.count))
-        return state._replace(x=xs, y=ys, status=status, count=count)
+        finite = jnp.isfinite(values)
+        y = jnp.where(finite, values, 0.0)
+        status = jnp.where(finite, _OBSERVED, _FAILED).astype(jnp.int32)
+        new = jax.lax.cond(state.count + self.popsize <= self.capacity, self._append, self._keep_best,
+                           state, x, y, status)
+        return new._replace(count=jnp.minimum(state.count + self.popsize, self.capacity))

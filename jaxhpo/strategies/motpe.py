@@ -28,8 +28,9 @@ Failed evaluations (a non-finite objective or constraint) never enter the
 good set and do not count in ``n``; they stay in the bad set.
 
 Fixed shapes: observations live in a buffer of ``capacity`` rows. When it is
-full, the ``capacity`` best rows stay: by constraint-domination rank, newer
-first within a rank. Each ``ask`` costs ``O(capacity^2)`` for the fronts and
+full, failed rows keep the share they make up among the stored and the new
+rows (the most recent; ``_buffer.kept_rows``), and the best successful rows
+fill the rest: by constraint-domination rank, newer first within a rank. Each ``ask`` costs ``O(capacity^2)`` for the fronts and
 the subset selection plus TPE's ``O(capacity * n_ei_candidates * dim)``.
 """
 
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 from .. import pareto
 from ..space import Space
+from ._buffer import kept_rows
 from ._checks import check_choice, check_int, check_real
 from .base import Strategy, float32_values, initial_best
 from .tpe import TPE, Parzen, fit_parzen, num_good
@@ -313,7 +315,8 @@ class MOTPE(Strategy):
                               number=state.number.at[slots].set(numbers))
 
     def _keep_best(self, state, x, obj, viol, numbers):
-        """Full: keep the ``capacity`` best rows by constraint-domination rank, newer first within a rank."""
+        """Full: keep the ``capacity`` best rows by constraint-domination rank
+        (newer first within a rank) and the most recent failures in their share."""
         c = self.capacity
         all_x = jnp.concatenate([state.x, x])
         all_o = jnp.concatenate([state.obj, obj])
@@ -322,7 +325,9 @@ class MOTPE(Strategy):
         real = jnp.concatenate([jnp.arange(c) < state.count, jnp.ones((self.popsize,), bool)])
         ok = real & jnp.all(jnp.isfinite(all_o), axis=1) & jnp.isfinite(all_v)
         rank = pareto.constrained_nondominated_rank(all_o, all_v[:, None], ok)
-        keep = jnp.lexsort((-all_n, rank, ~real))[:c]
+        # The best rows and the most recent failures in their share (_buffer.kept_rows).
+        kept = kept_rows(jnp.lexsort((-all_n, rank, ~ok)), ok, real & ~ok, all_n, c)
+        keep = jnp.lexsort((-all_n, rank, ~kept))[:c]
         return state._replace(x=all_x[keep], obj=all_o[keep], violation=all_v[keep], number=all_n[keep])
 
     def pareto_front(self, state: MOTPEState) -> tuple[jax.Array, jax.Array, jax.Array]:

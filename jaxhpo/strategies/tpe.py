@@ -58,9 +58,11 @@ them out, so nothing changes shape or recompiles as the buffer fills. Each
 ``ask`` costs the same at any count: ``O(capacity * n_ei_candidates * dim)``
 for the bad set's densities (the good set's estimator holds only its at most
 ``max_good`` rows) and no sort (``tell`` keeps the buffer's orders). When the buffer
-is full, a new observation replaces the worst stored one if it is better
-(the best ``capacity`` observations are kept); below capacity this is exactly
-TPE on every observation.
+is full, ``tell`` keeps ``capacity`` of the stored and the new rows: failed
+ones in the share they make up there, the most recent, and the best of the
+successful ones for the rest (``_buffer.kept_rows``: keeping only the best
+forgot every failure, and proposals went back to failing regions); below
+capacity this is exactly TPE on every observation.
 
 Failed evaluations (``+inf``) never enter the good set and do not count in
 ``n``; they stay in the bad set, which steers proposals away from regions
@@ -87,6 +89,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
 from ..space import Int, Space, log_int_centre, log_int_offset
+from ._buffer import kept_rows
 from ._checks import check_bool, check_choice, check_int, check_real
 from .base import Strategy, check_cube_points, float32_values, initial_best
 
@@ -852,14 +855,18 @@ class TPE(Strategy):
         )
 
     def _keep_best(self, state, x, values, numbers):
-        """Full (or about to be): keep the best ``capacity`` rows, then sort the orders afresh."""
+        """Full (or about to be): keep the best ``capacity`` rows and the most
+        recent failures in their share (``_buffer.kept_rows``), then sort the
+        orders afresh."""
         c, p = self.capacity, self.popsize
         all_x = jnp.concatenate([state.x, x])
         all_y = jnp.concatenate([state.y, values])
         all_n = jnp.concatenate([state.number, numbers])
-        padding = jnp.concatenate([jnp.arange(c) >= state.count, jnp.zeros((p,), bool)])
-        # Observations first, best first (stable: older first among ties).
-        keep = jnp.lexsort((all_n, all_y, padding))[:c]
+        real = jnp.concatenate([jnp.arange(c) < state.count, jnp.ones((p,), bool)])
+        ok = real & jnp.isfinite(all_y)
+        kept = kept_rows(jnp.lexsort((all_n, all_y, ~ok)), ok, real & ~ok, all_n, c)
+        # Kept rows first, best first (stable: older first among ties; failures last).
+        keep = jnp.lexsort((all_n, all_y, ~kept))[:c]
         x_k, y_k, n_k = all_x[keep], all_y[keep], all_n[keep]
         valid = jnp.arange(c) < jnp.minimum(state.count + p, c)
         return state._replace(

@@ -1,0 +1,45 @@
+"""Which rows a full observation buffer keeps (TPE, MOTPE, GPBO).
+
+A model-based strategy holds its observations in a buffer of ``capacity``
+rows. Once a tell would overflow it, the strategy chooses ``capacity`` rows
+of the old ones and the new. Keeping only the best would forget every
+failed evaluation, and the model would then propose the failing region
+again and again; so failures keep their share: of the rows chosen from,
+failed ones take the fraction of ``capacity`` that they make up there (the
+most recent failures), successful ones the rest (the best of them).
+Failures thus hold about the share they have among recent evaluations.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["kept_rows"]
+
+
+def kept_rows(merit_order: jax.Array, ok: jax.Array, failed: jax.Array, recency: jax.Array,
+              capacity: int) -> jax.Array:
+    """``(N,)`` bool: the rows a full buffer keeps, ``min(capacity, ok + failed)`` of them.
+
+    Args:
+      merit_order: ``(N,)`` a permutation of the rows, best first (only the
+        order of the ``ok`` rows in it matters).
+      ok: ``(N,)`` bool, successful rows.
+      failed: ``(N,)`` bool, failed rows (neither: padding, never kept).
+      recency: ``(N,)`` int, larger for rows told later.
+      capacity: the buffer's rows.
+    """
+    n = ok.shape[0]
+    num_ok = ok.sum(dtype=jnp.int32)
+    num_failed = failed.sum(dtype=jnp.int32)
+    share = jnp.round(capacity * (num_failed / jnp.maximum(num_ok + num_failed, 1).astype(jnp.float32)))
+    keep_failed = jnp.clip(share.astype(jnp.int32), jnp.maximum(capacity - num_ok, 0),
+                           jnp.minimum(num_failed, capacity))
+    keep_ok = jnp.minimum(capacity - keep_failed, num_ok)
+    # Each row's place among its kind: successful rows in merit order,
+    # failed ones newest first.
+    place_ok = jnp.zeros((n,), jnp.int32).at[merit_order].set(jnp.cumsum(ok[merit_order], dtype=jnp.int32) - 1)
+    newest = jnp.lexsort((-recency, ~failed))
+    place_failed = jnp.zeros((n,), jnp.int32).at[newest].set(jnp.arange(n, dtype=jnp.int32))
+    return (ok & (place_ok < keep_ok)) | (failed & (place_failed < keep_failed))
