@@ -8,8 +8,9 @@ cross-entropy. Measured, in one run, configurations trained per second:
 
 * ``jaxhpo bucketed``: ``jaxhpo.training.train_bucketed`` with
   ``MLPClassifierTrainer``: the population sorted by width, cut into chunks
-  of ``--chunk`` members, each chunk one compiled program on the narrowest of
-  a few fixed bucket widths that holds it (masks for the remainder). Within a
+  of ``--chunk`` members (1 by default: each member on its own bucket), each
+  chunk one compiled program on the narrowest of a few fixed bucket widths
+  that holds it (masks for the remainder). Within a
   chunk ``--chunk-size`` members train at once: 1 on a CPU (``lax.map``; XLA's
   batched matmuls are slower there than one at a time), the whole chunk
   (vmap) on a GPU. Warm (compiled once per bucket beforehand)
@@ -55,6 +56,7 @@ noisy: other processes' load shows up directly in every figure.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from functools import partial
 
@@ -121,15 +123,19 @@ def hand_loop(steps):
     return lambda keys, widths, lrs: [one(keys[i], widths[i], lrs[i]) for i in range(len(widths))]
 
 
+# Module level: every population size shares the bucket programs.
+@partial(jax.jit, static_argnames=("steps", "alloc"))
+def _bucket_run(key, width, lr, steps, alloc):
+    return _train_one(key, width, lr, steps, alloc)
+
+
 def hand_bucket_loop(steps, buckets):
     """A Python loop, each configuration on the narrowest of ``buckets`` that
     holds it (one jitted network per bucket width, masked within it): the
     hand-written form of jaxhpo's bucketing."""
-    one = jax.jit(lambda k, w, lr, alloc: _train_one(k, w, lr, steps, alloc), static_argnames="alloc")
-
     def run(keys, widths, lrs):
         allocs = [next(b for b in buckets if b >= w) for w in np.asarray(widths).tolist()]
-        return [one(keys[i], widths[i], lrs[i], alloc=a) for i, a in enumerate(allocs)]
+        return [_bucket_run(keys[i], widths[i], lrs[i], steps=steps, alloc=a) for i, a in enumerate(allocs)]
 
     return run
 
@@ -209,7 +215,10 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[64])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--optuna-trials", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=8, help="members per bucketed program")
+    ap.add_argument("--chunk", type=int, default=1,
+                    help="members per bucketed program: 1 (default) suits a CPU, where members train one at a "
+                         "time anyway and a larger chunk only trains more of them at a wider bucket (one that "
+                         "holds its widest member); on a GPU, with --chunk-size 0, pass a few hundred")
     ap.add_argument("--buckets", type=int, default=8, help="number of bucket widths")
     ap.add_argument("--chunk-size", type=int, default=1,
                     help="within a chunk, members trained at once (lax.map); 1 (default) suits a CPU, where batched matmuls run slower than one at a time; on a GPU pass 0 to vmap the whole chunk")
@@ -263,6 +272,11 @@ def main(argv=None):
     _block(_masked_run(jax.random.key(0), jnp.int32(8), jnp.float32(0.01), steps))
     t, cpu_t, _, _ = optuna_tpe(args.optuna_trials, steps, args.seed, masked=True)
     add("optuna TPE masked (warm)", args.optuna_trials, t, f"one masked network at width {MAX_WIDTH}", cpu_t)
+    # Optuna's studies leave a large heap: Python's collector then walks it
+    # often during the many small calls that follow, which slowed every later
+    # arm's first timings by up to 1.8x. Moved out of the collector's way.
+    gc.collect()
+    gc.freeze()
 
     for n in args.sizes:
         key = jax.random.key(args.seed + n)
@@ -307,7 +321,8 @@ def main(argv=None):
         masked_losses, t, c, each = timed(masked, args.repeats)
         # Bucketed and masked training compute the same models (a member's
         # initial weights do not depend on the network's width): the losses
-        # differ only by the order of floating-point sums.
+        # differ by the order of floating-point sums, which Adam's first,
+        # sign-like steps amplify on tiny gradients (1e-4 after one step).
         gap = float(np.max(np.abs(np.asarray(masked_losses) - losses[:b]) / np.maximum(np.abs(losses[:b]), 1e-6)))
         add("jaxhpo masked (warm)", b, t, f"all at width {MAX_WIDTH}{sub}; losses within {gap:.1e} "
             "relative of bucketed", c, population=n, repeats=each)

@@ -72,7 +72,11 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
       num_steps: budget units per member.
       size: the hyperparameter that sets the width.
       buckets: increasing bucket widths; the last must hold the widest member.
-      chunk: members per compiled program.
+      chunk: members per compiled program (a chunk trains at the bucket
+        that holds its widest member). On a CPU ``chunk=1`` with
+        ``chunk_size=1`` is fastest: members train one at a time there
+        anyway, each then at its own bucket (``benchmarks/training_throughput.py``);
+        on a GPU a large chunk, vmapped.
       chunk_size: within a chunk, train at most this many at once (``lax.map``).
     Returns:
       a ``BucketedResult``.
