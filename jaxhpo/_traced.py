@@ -52,10 +52,7 @@ def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
     if isinstance(config, dict):
         args = tuple(_Config(a, what) if a is config else a for a in args)
     try:
-        # What fn returns holds plain dicts: a state that keeps the
-        # hyperparameters keeps them as the dict a later call builds.
-        return jax.tree_util.tree_map(lambda x: dict(x) if isinstance(x, _Config) else x, fn(*args),
-                                      is_leaf=lambda x: isinstance(x, _Config))
+        out = fn(*args)
     except (*_CONCRETE_VALUE_ERRORS, TypeError) as e:
         shape = str(e).startswith(_TRACED_SHAPE)
         if not (shape or isinstance(e, _CONCRETE_VALUE_ERRORS)):
@@ -71,6 +68,13 @@ def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
             "with jax.numpy on its arguments: no float() or int() of them, no Python `if` on them "
             f"(use jnp.where or lax.cond), no NumPy on them.{masks}{host} JAX said: {type(e).__name__}: {first}"
         ) from e
+    text = [x for x in jax.tree_util.tree_leaves(out) if isinstance(x, (str, bytes))]
+    if text:  # (JAX's own error names neither the function nor the value)
+        raise TypeError(f"{what} returned text ({text[0]!r:.60}); it must return arrays of numbers")
+    # What fn returns holds plain dicts: a state that keeps the
+    # hyperparameters keeps them as the dict a later call builds.
+    return jax.tree_util.tree_map(lambda x: dict(x) if isinstance(x, _Config) else x, out,
+                                  is_leaf=lambda x: isinstance(x, _Config))
 
 
 def check_returned_like(what: str, rule: str, name: str, old: Any, new: Any) -> None:

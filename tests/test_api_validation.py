@@ -80,6 +80,17 @@ def test_code_that_needs_concrete_values_is_explained():
         successive_halving(sized, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
 
 
+def test_text_returned_by_traced_code_is_named():
+    from jaxhpo.training import Trainer, successive_halving
+    with pytest.raises(TypeError, match=r"objective returned text \('loss'\); it must return arrays of numbers"):
+        jaxhpo.minimize(lambda c: "loss", SPACE, STRATEGY, num_generations=1)
+    with pytest.raises(TypeError, match=r"objective returned text \('acc'\)"):
+        jaxhpo.minimize(lambda c: (c["x"], {"name": "acc"}), SPACE, STRATEGY, num_generations=1, has_aux=True)
+    trainer = Trainer(lambda k, hp: jnp.ones(2), lambda s, hp: s, lambda s, hp: "done")
+    with pytest.raises(TypeError, match=r"trainer.evaluate returned text \('done'\)"):
+        successive_halving(trainer, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
+
+
 def test_a_misspelt_hyperparameter_lists_the_names():
     from jaxhpo.training import Trainer, successive_halving
     names = ", ".join(map(repr, SPACE.names))
