@@ -77,9 +77,10 @@ def _label_key(a: Any) -> tuple:
 
 
 def _plain_label(a: Any) -> Any:
-    """A NumPy scalar label (``np.unique``'s strings and numbers) as its Python value."""
+    """A NumPy scalar label (``np.unique``'s strings and numbers) or a 0-d array as its Python value."""
     if isinstance(a, np.generic):
         return a.item()
+    a = _scalar_item(a)
     if isinstance(a, tuple):
         return tuple(_plain_label(x) for x in a)
     return a

@@ -362,3 +362,11 @@ def test_a_full_buffer_keeps_the_best_ranks_older_first_within_a_rank():
             want = sorted(sorted(range(len(told)), key=lambda i: (rank[i], told[i][0]))[:4])
             assert kept == [told[i][0] for i in want], (told, kept)
             told = [told[i] for i in want]
+
+
+def test_a_state_of_another_capacity_is_refused_by_tell_too():
+    space = jaxhpo.Space(a=jaxhpo.Float(0.0, 1.0), b=jaxhpo.Float(0.0, 1.0))
+    small = jaxhpo.GPBO(space, 2, capacity=4, num_objectives=2)
+    big_state = jaxhpo.GPBO(space, 2, capacity=8, num_objectives=2).init(jax.random.key(0))
+    with pytest.raises(ValueError, match="GPBO state has a buffer of 8 rows, this GPBO a capacity of 4"):
+        small.tell(big_state, jnp.full((2, 2), 0.5), jnp.ones((2, 2)))

@@ -561,6 +561,8 @@ def test_a_zero_dimensional_array_label_is_its_item():
         assert space.from_python({"c": true, "x": "p"}) == {"c": 1, "x": 0}
         assert space.canonical_python({"c": true, "x": "p"}) == {"c": True, "x": "p"}
     assert space.from_python({"c": np.asarray(1)})["c"] == 0
+    # as choices too
+    assert Categorical([np.asarray(True), jnp.asarray(1), np.asarray("a")]).choices == (True, 1, "a")
 
 
 def test_labels_and_conditions_that_could_never_be_chosen_are_refused():

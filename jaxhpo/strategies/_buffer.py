@@ -6,7 +6,8 @@ of the old ones and the new. Keeping only the best would forget every
 failed evaluation, and the model would then propose the failing region
 again and again; so failures keep their share: of the rows chosen from,
 failed ones take the fraction of ``capacity`` that they make up there (the
-most recent failures), successful ones the rest (the best of them).
+most recent failures; the count rounded to the nearest, half to even),
+successful ones the rest (the best of them).
 Failures thus hold about the share they have among recent evaluations.
 """
 

@@ -695,6 +695,7 @@ class GPBO(Strategy):
                 values = values[:, 0]
             return super().tell(state, x, values)
         k, m = self._m + self._c, self._m
+        self._check_buffer(state)
         x = self._told_points(x)
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
