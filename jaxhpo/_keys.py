@@ -36,6 +36,20 @@ def _raw_key_shape(impl: str) -> tuple[int, ...]:
     return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
 
 
+def _typed(dtype: Any) -> bool:
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _key_parts(keys: Any, must: str) -> tuple[bool, tuple]:
+    """``(typed, shape)`` of typed keys or raw ``uint32`` key data, else
+    ``TypeError(f"{must}, got ...")``."""
+    dtype, shape = getattr(keys, "dtype", None), getattr(keys, "shape", None)
+    if shape is None or not (_typed(dtype) or dtype == np.uint32):
+        got = type(keys).__name__ if dtype is None else f"{type(keys).__name__} of dtype {dtype}"
+        raise TypeError(f"{must}, got {got}")
+    return _typed(dtype), tuple(shape)
+
+
 def check_key(key: Any, allow_seed: bool = False) -> Any:
     """One ``jax.random`` key: a typed key of shape ``()`` or raw ``uint32`` key data
     (``jax.random.PRNGKey``); with ``allow_seed``, also an integer seed, made ``seed_key(seed)``."""
@@ -44,11 +58,7 @@ def check_key(key: Any, allow_seed: bool = False) -> Any:
             raise ValueError(f"key as an integer seed must fit in 64 bits, got {key!r}")
         return seed_key(int(key))
     rule = "a jax.random key or an integer seed" if allow_seed else "a jax.random key"
-    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    if shape is None or not (typed or dtype == np.uint32):
-        got = type(key).__name__ if dtype is None else f"{type(key).__name__} of dtype {dtype}"
-        raise TypeError(f"key must be {rule}, got {got}")
+    typed, shape = _key_parts(key, f"key must be {rule}")
     if len(shape) != (0 if typed else 1):
         raise ValueError(f"key must be a single jax.random key (vmap over a batch of keys), "
                          f"got key data of shape {tuple(shape)}")
@@ -70,9 +80,8 @@ def check_batchable_keys(name: str, keys: Any) -> Any:
     """Refuse keys (one or a batch, typed or raw data of the default
     implementation) whose draws change under ``vmap``: searches that train
     each member as it would train alone need a vmap-invariant implementation."""
-    dtype = getattr(keys, "dtype", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    impl = str(jax.random.key_impl(keys)) if typed else jax.config.jax_default_prng_impl
+    impl = (str(jax.random.key_impl(keys)) if _typed(getattr(keys, "dtype", None))
+            else jax.config.jax_default_prng_impl)
     if impl in _BATCH_DEPENDENT_IMPLS:
         raise ValueError(f"{name} must be a key of a vmap-invariant implementation (threefry2x32), got a {impl!r} "
                          f"key: under vmap {impl!r} draws every member's bits from one key of its batch, so a "
@@ -83,14 +92,10 @@ def check_batchable_keys(name: str, keys: Any) -> Any:
 def check_member_keys(name: str, keys: Any, n: int) -> Any:
     """``n`` keys, one per member: typed keys of shape ``(n,)`` or raw ``uint32``
     key data of shape ``(n,) + key_shape``, of a vmap-invariant implementation."""
-    dtype, shape = getattr(keys, "dtype", None), getattr(keys, "shape", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    if shape is None or not (typed or dtype == np.uint32):
-        got = type(keys).__name__ if dtype is None else f"{type(keys).__name__} of dtype {dtype}"
-        raise TypeError(f"{name} must be jax.random keys, one per member (jax.random.split(key, {n})), got {got}")
+    typed, shape = _key_parts(keys, f"{name} must be jax.random keys, one per member (jax.random.split(key, {n}))")
     want = (n,) if typed else (n,) + _raw_key_shape(jax.config.jax_default_prng_impl)
-    if tuple(shape) != want:
+    if shape != want:
         raise ValueError(f"{name} must hold one key per member, shape {want}{'' if typed else ' of raw key data'}, "
-                         f"got {tuple(shape)}")
+                         f"got {shape}")
     return check_batchable_keys(name, keys)
 

@@ -702,18 +702,24 @@ class GPBO(Strategy):
                              f"{(p, k)}, got {values.shape}")
         ok = jnp.all(jnp.isfinite(values), axis=1)
         x = self._snap(jnp.clip(x, 0.0, 1.0))
-        y = jnp.where(ok[:, None], values, 0.0)
-        status = jnp.where(ok, _OBSERVED, _FAILED).astype(jnp.int32)
-        new = jax.lax.cond(state.count + p <= self.capacity, self._append, self._keep_best, state, x, y, status)
+        new = self._store(state, x, values, ok)
         f0 = jnp.where(ok & jnp.all(values[:, m:] <= 0.0, axis=1), values[:, 0], jnp.inf)
         i = jnp.argmin(f0)
         better = f0[i] < state.best_value
         return new._replace(
-            count=jnp.minimum(state.count + p, self.capacity),
             best_x=jnp.where(better, x[i], state.best_x),
             best_value=jnp.where(better, f0[i], state.best_value),
             generation=state.generation + 1,
         )
+
+    def _store(self, state, x, values, ok):
+        """The told rows (failed where not ``ok``) into the buffer: appended
+        while they fit, else the full buffer's kept rows; the count updated."""
+        y = jnp.where(ok.reshape(ok.shape + (1,) * (values.ndim - 1)), values, 0.0)
+        status = jnp.where(ok, _OBSERVED, _FAILED).astype(jnp.int32)
+        new = jax.lax.cond(state.count + self.popsize <= self.capacity, self._append, self._keep_best,
+                           state, x, y, status)
+        return new._replace(count=jnp.minimum(state.count + self.popsize, self.capacity))
 
     def _append(self, state, x, y, status):
         slots = state.count + jnp.arange(self.popsize, dtype=jnp.int32)
@@ -752,10 +758,4 @@ class GPBO(Strategy):
 
     def _tell(self, state, x, values):
         self._check_buffer(state)
-        x = self._snap(x)
-        finite = jnp.isfinite(values)
-        y = jnp.where(finite, values, 0.0)
-        status = jnp.where(finite, _OBSERVED, _FAILED).astype(jnp.int32)
-        new = jax.lax.cond(state.count + self.popsize <= self.capacity, self._append, self._keep_best,
-                           state, x, y, status)
-        return new._replace(count=jnp.minimum(state.count + self.popsize, self.capacity))
+        return self._store(state, self._snap(x), values, jnp.isfinite(values))
