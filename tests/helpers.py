@@ -5,6 +5,9 @@ import importlib.util
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+
+from jaxhpo import Float, Int, Space
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -36,3 +39,24 @@ def counted_protocol(strategy, vmapped: bool = False):
     if vmapped:
         ask, tell = jax.vmap(ask), jax.vmap(tell)
     return jax.jit(ask), jax.jit(tell), traces
+
+
+# A toy trainer shared by the trainer-search tests: gradient descent on
+# ||w - target||^2 / 2 plus a configuration-dependent pull, so that rankings
+# change with the budget (the point of successive halving); ``n`` counts the
+# steps trained.
+TOY_SPACE = Space(lr=Float(0.01, 0.5, log=True), shift=Int(0, 3))
+TOY_TARGET = jnp.array([1.0, -2.0, 0.5], jnp.float32)
+
+
+def toy_init(key, hp):
+    return {"w": jax.random.normal(key, (3,), jnp.float32), "n": jnp.int32(0)}
+
+
+def toy_step(state, hp):
+    g = state["w"] - TOY_TARGET + 0.05 * hp["shift"].astype(jnp.float32)
+    return {"w": state["w"] - hp["lr"] * g, "n": state["n"] + 1}
+
+
+def toy_error(state):
+    return jnp.sum((state["w"] - TOY_TARGET) ** 2)

@@ -434,10 +434,10 @@ def test_a_trainer_whose_evaluate_returns_no_loss_is_named():
                        (lambda s, hp: s["w"][0] + 1j, "trainer.evaluate must return real values")):
         with pytest.raises(TypeError, match=match):
             successive_halving(Trainer(init, step, bad), space, 0, num_configs=2, min_budget=1, max_budget=1)
-    # a tuple of objectives is a vector of them
-    res = successive_halving(Trainer(init, step, lambda s, hp: (s["w"][0], hp["lr"])), space, 0, num_configs=2,
-                             min_budget=1, max_budget=1)
-    assert res.loss.shape == (2, 2)
+    # a tuple is refused (objectives are stacked; other outputs are has_aux's aux), not taken as objectives
+    with pytest.raises(TypeError, match=r"jnp.stack.*has_aux=True"):
+        successive_halving(Trainer(init, step, lambda s, hp: (s["w"][0], hp["lr"])), space, 0, num_configs=2,
+                           min_budget=1, max_budget=1)
     # strategy params of any real dtype (bfloat16 too) are numbers
     cma = jaxhpo.CMAES(Space(a=Float(0.0, 1.0), b=Float(0.0, 1.0)), 4)
     assert float(cma.init(0, {"sigma0": jnp.asarray(0.25, jnp.bfloat16)}).params["sigma0"]) == 0.25

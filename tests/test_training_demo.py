@@ -31,11 +31,12 @@ def test_quick_mlp_demo_runs():
     assert rows[0].num_configs == 5 and rows[0].total_budget == 11  # (3,1)(1,3) | (2,3)
     for r in rows:
         assert 0.0 <= r.test_accuracy <= 1.0
+        assert 0.0 <= r.val_accuracy <= 1.0  # the search's own record (tests/test_training_aux.py checks it)
         # Better than guessing: below the uniform prediction's cross-entropy, log(10).
         assert r.val_loss < np.log(10.0) and r.total_budget > 0
         assert set(r.best) == {"learning_rate", "weight_decay", "width", "depth", "optimizer"}
     table = format_mlp_table(rows)
-    assert "hyperband" in table and "test acc" in table
+    assert "hyperband" in table and "test acc" in table and "val acc" in table
     with pytest.raises(ValueError, match="methods"):
         run_mlp_demo(methods=("bogus",))
     with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):

@@ -5,10 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhpo import Float, Int, QuasiRandom, Space
+from jaxhpo import Float, QuasiRandom, Space
 from jaxhpo.training import Trainer, hyperband, hyperband_schedule, successive_halving
 from jaxhpo.training.hyperband import level_sizes, successive_halving_schedule
 from jaxhpo.training.trainer import continue_rung, init_rung
+
+from helpers import TOY_SPACE, toy_error, toy_init, toy_step
 
 # Li et al. (2018), Table 1: R = 81, eta = 3; (n_i, r_i) per rung, bracket s = 4 .. 0.
 PAPER_R81_ETA3 = [
@@ -19,23 +21,12 @@ PAPER_R81_ETA3 = [
     [(5, 81)],
 ]
 
-SPACE = Space(lr=Float(0.01, 0.5, log=True), shift=Int(0, 3))
-TARGET = jnp.array([1.0, -2.0, 0.5], jnp.float32)
-
-
-def _init(key, hp):
-    return {"w": jax.random.normal(key, (3,), jnp.float32), "n": jnp.int32(0)}
-
-
-def _step(state, hp):
-    # Gradient step on ||w - target||^2 / 2, plus a configuration-dependent pull,
-    # so rankings change with the budget (the point of successive halving).
-    g = state["w"] - TARGET + 0.05 * hp["shift"].astype(jnp.float32)
-    return {"w": state["w"] - hp["lr"] * g, "n": state["n"] + 1}
+SPACE = TOY_SPACE
+_init, _step = toy_init, toy_step
 
 
 def _evaluate(state, hp):
-    return jnp.sum((state["w"] - TARGET) ** 2)
+    return toy_error(state)
 
 
 TRAINER = Trainer(_init, _step, _evaluate)

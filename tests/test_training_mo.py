@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhpo import Float, Int, Space
 from jaxhpo.training import Trainer, hyperband, pbt, successive_halving, survivor_order
 from jaxhpo.training.trainer import continue_rung, init_rung
+
+from helpers import TOY_SPACE, toy_error, toy_init, toy_step
 
 
 # ------------------------------------------------------- brute-force reference (numpy, float64)
@@ -84,21 +85,8 @@ def test_single_objective_order_is_a_stable_sort():
 
 
 # ----------------------------------------------------------------------- over a trainer
-SPACE = Space(lr=Float(0.01, 0.5, log=True), shift=Int(0, 3))
-TARGET = jnp.array([1.0, -2.0, 0.5], jnp.float32)
-
-
-def _init(key, hp):
-    return {"w": jax.random.normal(key, (3,), jnp.float32), "n": jnp.int32(0)}
-
-
-def _step(state, hp):
-    g = state["w"] - TARGET + 0.05 * hp["shift"].astype(jnp.float32)
-    return {"w": state["w"] - hp["lr"] * g, "n": state["n"] + 1}
-
-
-def _error(state):
-    return jnp.sum((state["w"] - TARGET) ** 2)
+SPACE = TOY_SPACE
+_init, _step, _error = toy_init, toy_step, toy_error
 
 
 # Two objectives in conflict: the error falls faster with a larger step, the

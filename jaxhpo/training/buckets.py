@@ -24,7 +24,7 @@ import numpy as np
 
 from .._keys import check_member_keys
 from ..evaluate import check_chunk_size
-from .trainer import _population_size, check_positive_int, check_trainer, fresh_rung
+from .trainer import _population_size, check_positive_int, check_trainer, fresh_rung, trainer_has_aux
 
 __all__ = ["width_buckets", "train_bucketed", "BucketedResult"]
 
@@ -51,10 +51,14 @@ class BucketedResult:
       groups: one ``(index (c,), bucket width, trainer, states)`` per chunk;
         ``states`` has a leading ``(c,)`` axis and the bucket's shapes; padding
         rows are already dropped.
+      aux: for trainers with ``has_aux``, each member's auxiliary output (the
+        pytree ``evaluate`` returns, leading ``(n,)`` axis, members' order,
+        numpy arrays); ``None`` otherwise.
     """
 
     losses: np.ndarray
     groups: list
+    aux: Any = None
 
 
 def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams: dict, num_steps: int, *,
@@ -122,16 +126,31 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
         b = next(b for b in buckets if b >= widths[idx].max())
         if b not in trainers:
             trainers[b] = check_trainer(make_trainer(b), "make_trainer(width)")
+            if trainer_has_aux(trainers[b]) != trainer_has_aux(next(iter(trainers.values()))):
+                raise ValueError("make_trainer must give trainers that all have has_aux or all not; "
+                                 f"width {b}'s differs from the first's")
         jidx = jnp.asarray(idx)
         # Dispatch is asynchronous: every chunk is queued before any result is read.
-        states, losses = fresh_rung(trainers[b], keys[jidx], {k: v[jidx] for k, v in hp.items()},
-                                    np.int32(num_steps), chunk_size)
-        pending.append((idx[:real], b, trainers[b], states, losses, real))
-    out = np.full(n, np.inf, np.float32)
-    groups = []
-    for idx, b, tr, states, losses, real in pending:
-        out[idx] = np.asarray(losses)[:real]
+        states, out = fresh_rung(trainers[b], keys[jidx], {k: v[jidx] for k, v in hp.items()},
+                                 np.int32(num_steps), chunk_size)
+        losses, aux = out if trainer_has_aux(trainers[b]) else (out, None)
+        # Checked as each chunk is queued (shapes are known before results):
+        # every bucket's aux must stack into one array per leaf.
+        form = jax.tree_util.tree_map(lambda a: (a.shape[1:], a.dtype), aux)
+        if pending and form != pending[0][-1]:
+            raise ValueError(f"the trainers of every bucket width must return aux of one structure, shape and "
+                             f"dtype; width {b}'s is {form}, width {pending[0][1]}'s {pending[0][-1]}")
+        pending.append((idx[:real], b, trainers[b], states, losses, aux, real, form))
+    all_losses = np.full(n, np.inf, np.float32)
+    groups, auxes = [], []
+    for idx, b, tr, states, losses, aux, real, _ in pending:
+        all_losses[idx] = np.asarray(losses)[:real]
+        auxes.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:real], aux))
         if real < chunk:
             states = jax.tree_util.tree_map(lambda a: a[:real], states)
         groups.append((idx, b, tr, states))
-    return BucketedResult(losses=out, groups=groups)
+    all_aux = None
+    if auxes[0] is not None:
+        # The chunks hold the members in ``order``: concatenated, put back in the members' order.
+        all_aux = jax.tree_util.tree_map(lambda *parts: np.concatenate(parts)[np.argsort(order)], *auxes)
+    return BucketedResult(losses=all_losses, groups=groups, aux=all_aux)

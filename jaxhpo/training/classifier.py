@@ -3,7 +3,8 @@
 ``MLPClassifierTrainer`` implements the trainer protocol for softmax
 classification on in-memory arrays, full batch: ``step`` is
 ``steps_per_unit`` optimiser steps; ``evaluate`` is the validation
-cross-entropy. Its hyperparameters (all optional; a ``Space`` names the ones
+cross-entropy (with ``has_aux=True``, also ``{"accuracy": ...}``, the
+validation accuracy). Its hyperparameters (all optional; a ``Space`` names the ones
 searched, the rest take the defaults below):
 
 | name            | type                      | default     |
@@ -34,6 +35,7 @@ from .._digest import digest as _digest
 from ..space import Categorical, Int
 from .models import MaskedMLP
 from .optimizers import SwitchOptimizer
+from .trainer import check_has_aux
 
 __all__ = ["MLPClassifierTrainer", "HYPERPARAMETERS"]
 
@@ -51,13 +53,15 @@ class MLPClassifierTrainer:
       optimizers: names from ``OPTIMIZERS``, indexed by the ``optimizer`` hyperparameter.
       steps_per_unit: optimiser steps per budget unit.
       num_classes: classes (``max(y_train, y_val) + 1`` by default).
+      has_aux: ``evaluate`` returns ``(cross-entropy, {"accuracy": ()})``, so
+        that the searches record each configuration's validation accuracy.
 
     Train state: ``(params, opt_state)``; ``params`` as ``MaskedMLP.init``.
     """
 
     def __init__(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any, *, max_width: int,
                  max_depth: int = 1, optimizers: Sequence[str] = ("adam",), steps_per_unit: int = 1,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, has_aux: bool = False):
         arrays = []
         for xn, yn, X, y in (("X_train", "y_train", X_train, y_train), ("X_val", "y_val", X_val, y_val)):
             X = np.asarray(X, np.float32)
@@ -79,9 +83,10 @@ class MLPClassifierTrainer:
                 raise ValueError(f"num_classes must be an integer >= {k} (the largest label + 1), got {num_classes!r}")
             k = int(num_classes)
         self.num_classes = k
+        self.has_aux = check_has_aux(has_aux, "has_aux")
         self.model = MaskedMLP(self.X_train.shape[1], k, max_width, max_depth)
         self.optimizer = SwitchOptimizer(tuple(optimizers))
-        self._key = (self.model, self.optimizer, self.steps_per_unit,
+        self._key = (self.model, self.optimizer, self.steps_per_unit, self.has_aux,
                      _digest(self.X_train, self.y_train, self.X_val, self.y_val))
 
     def with_max_width(self, max_width: int) -> "MLPClassifierTrainer":
@@ -89,7 +94,7 @@ class MLPClassifierTrainer:
         return MLPClassifierTrainer(self.X_train, self.y_train, self.X_val, self.y_val,
                                     max_width=max_width, max_depth=self.model.max_depth,
                                     optimizers=self.optimizer.names, steps_per_unit=self.steps_per_unit,
-                                    num_classes=self.num_classes)
+                                    num_classes=self.num_classes, has_aux=self.has_aux)
 
     def check_space(self, space: Any) -> None:
         """``ValueError`` where ``space`` gives a hyperparameter values this trainer
@@ -140,7 +145,9 @@ class MLPClassifierTrainer:
         return hash(self._key)
 
     def __repr__(self):
-        return f"MLPClassifierTrainer({self.model!r}, {self.optimizer!r}, steps_per_unit={self.steps_per_unit})"
+        aux = ", has_aux=True" if self.has_aux else ""
+        return (f"MLPClassifierTrainer({self.model!r}, {self.optimizer!r}, "
+                f"steps_per_unit={self.steps_per_unit}{aux})")
 
     # ------------------------------------------------------------ the model
     def _arch(self, hparams):
@@ -174,8 +181,13 @@ class MLPClassifierTrainer:
 
         return jax.lax.fori_loop(0, self.steps_per_unit, one, state)
 
-    def evaluate(self, state: tuple, hparams: dict) -> jax.Array:
-        return self._loss(state[0], jnp.asarray(self.X_val), jnp.asarray(self.y_val), hparams)
+    def evaluate(self, state: tuple, hparams: dict) -> Any:
+        X, y = jnp.asarray(self.X_val), jnp.asarray(self.y_val)
+        if not self.has_aux:
+            return self._loss(state[0], X, y, hparams)
+        logits = self.logits(state[0], X, hparams)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, {"accuracy": jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(jnp.float32))}
 
     def accuracy(self, state: tuple, hparams: dict, X: Any, y: Any) -> jax.Array:
         """``()`` accuracy of one member on ``X (n, d)``, ``y (n,)``."""

@@ -54,8 +54,8 @@ from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
-from .trainer import (MAX_COUNT, check_trainer, continue_rung, empty_states, put_population, take,
-                      take_one, take_row)
+from .trainer import (MAX_COUNT, check_trainer, continue_rung, empty_states, put_population, take, take_one,
+                      take_row, trainer_has_aux)
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
            "hyperband", "MultiFidelityResult", "survivor_order"]
@@ -152,8 +152,8 @@ class MultiFidelityResult:
         ``(N, m)`` objective vectors for a multi-objective trainer.
       init_keys: ``(N,)`` the key each configuration's ``init`` received.
       rungs: one dict per rung run: ``bracket``, ``rung``, ``budget``, ``index``
-        (``(n_i,)`` positions into the ``N`` configurations) and ``loss``
-        ``(n_i,)`` (``(n_i, m)``).
+        (``(n_i,)`` positions into the ``N`` configurations), ``loss``
+        ``(n_i,)`` (``(n_i, m)``) and ``aux`` (its rows, or ``None``).
       best_index: position of the best configuration: the lowest loss among
         those trained to the largest budget of the search (multi-objective:
         the Pareto-front member lowest in the first objective, ties by the
@@ -173,6 +173,12 @@ class MultiFidelityResult:
       pareto_params: their configurations as Python dicts.
       pareto_loss: ``(k, m)`` their objective vectors (``(k,)`` losses).
       pareto_state: their trained states, leading axis ``(k,)``.
+      aux: for a trainer with ``has_aux``, each configuration's auxiliary
+        output at its ``budget`` (the pytree ``evaluate`` returns, with a
+        leading ``(N,)`` axis, as numpy arrays); ``None`` otherwise.
+      best_aux: the best configuration's (no leading axis; ``None`` without
+        ``has_aux`` or a best configuration).
+      pareto_aux: the front's, leading axis ``(k,)`` (``None`` likewise).
     """
 
     x: np.ndarray
@@ -193,6 +199,9 @@ class MultiFidelityResult:
     pareto_params: list | None = None
     pareto_loss: np.ndarray | None = None
     pareto_state: Any = None
+    aux: Any = None
+    best_aux: Any = None
+    pareto_aux: Any = None
 
     @property
     def best_value(self) -> float:
@@ -344,6 +353,11 @@ def _tell_batches(strategy, state, xs, values):
     return jax.lax.scan(one, state, (xs, values))[0]
 
 
+def _rows_of(aux: Any, rows: Any) -> Any:
+    """Rows ``rows`` of every leaf of a numpy ``aux`` pytree, copied (``None`` stays ``None``)."""
+    return None if aux is None else jax.tree_util.tree_map(lambda a: np.array(a[rows]), aux)
+
+
 def _padded(idx: np.ndarray, m: int) -> np.ndarray:
     """``idx`` with its last entry repeated up to ``m`` entries."""
     return np.concatenate([idx, np.repeat(idx[-1:], m - len(idx))])
@@ -469,10 +483,12 @@ class _Search:
         largest = max(max(level_sizes(group)) for group in groups)
         self.fixed_capacity = None if self.block_size is None else _rounded_up(largest, self.block_size)
         self.xs, self.brackets, self.budgets, self.losses, self.keys, self.rungs, self.hps = [], [], [], [], [], [], []
-        self.best = None  # (loss, budget, global index, state)
+        self.has_aux = trainer_has_aux(self.trainer)
+        self.auxes = []  # with has_aux: per bracket, each configuration's aux (numpy, leading (n0,))
+        self.best = None  # (loss, budget, global index, state, aux)
         self.total = 0
         self.num_objectives = None  # read from the first rung's losses
-        self.finals = []  # multi-objective: (budget, global indices, losses, states) of final rungs
+        self.finals = []  # multi-objective: (budget, global indices, losses, states, aux) of final rungs
 
     def _capacity(self, n: int) -> int:
         if self.fixed_capacity is not None:
@@ -509,7 +525,7 @@ class _Search:
             brackets.append(dict(
                 id=bracket_id, rungs=rungs, n0=n0, xs=xs, num_batches=num_batches, offset=offset,
                 levels={_steps(r): i for i, (_, r) in enumerate(rungs)}, alive=np.arange(n0),
-                budgets=np.zeros(n0, np.int64), losses=None,
+                budgets=np.zeros(n0, np.int64), losses=None, aux=None,
                 places=np.zeros(n0, np.float64)))  # multi-objective: what the sampler is told
 
         # The population: every live member, bracket after bracket;
@@ -539,10 +555,11 @@ class _Search:
             # no num_members, whose restoring of those rows would keep a second
             # population of states alive.
             members = None if self.block_size is None else np.int32(n)
-            states, loss = continue_rung(self.trainer, states, hp, np.int32(extra), members, self.block_size,
-                                         self.chunk_size, self.mesh, level_keys, np.bool_(i_level == 0))
+            states, out = continue_rung(self.trainer, states, hp, np.int32(extra), members, self.block_size,
+                                        self.chunk_size, self.mesh, level_keys, np.bool_(i_level == 0))
+            loss, aux = out if self.has_aux else (out, None)
             # Under jax.distributed the losses are sharded over every process: gather them.
-            loss = np.asarray(host_local(loss))[:n]
+            loss, aux = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], host_local((loss, aux)))
             self.total += n * extra
             done = level
             if self.num_objectives is None:
@@ -558,7 +575,8 @@ class _Search:
                 if level not in br["levels"]:
                     keep_rows.append(rows)
                     continue
-                keep_rows.append(self._rung(br, br["levels"][level], level, loss[rows], rows, states))
+                keep_rows.append(self._rung(br, br["levels"][level], level, loss[rows], rows, states,
+                                            _rows_of(aux, rows)))
             rows = np.concatenate(keep_rows) if keep_rows else np.zeros(0, np.int64)
             if len(rows) == 0:
                 break
@@ -581,17 +599,22 @@ class _Search:
                                         jnp.asarray(told.reshape(br["num_batches"], p)))
             self.budgets.append(br["budgets"])
             self.losses.append(br["losses"])
+            self.auxes.append(br["aux"])
         return strat_state
 
-    def _rung(self, br, i, steps, loss, rows, states):
+    def _rung(self, br, i, steps, loss, rows, states, aux):
         """Record rung ``i`` of bracket ``br`` (its members are ``rows`` of
-        ``states``, losses ``loss``); returns the rows that go on."""
+        ``states``, losses ``loss``, auxiliary outputs ``aux`` or ``None``);
+        returns the rows that go on."""
         alive, rungs, n0 = br["alive"], br["rungs"], br["n0"]
         if br["losses"] is None:
             br["losses"] = np.full((n0,) + loss.shape[1:], np.inf, np.float32)
+            br["aux"] = jax.tree_util.tree_map(lambda a: np.zeros((n0,) + a.shape[1:], a.dtype), aux)
         br["budgets"][alive], br["losses"][alive] = steps, loss
+        for buffer, a in zip(jax.tree_util.tree_leaves(br["aux"]), jax.tree_util.tree_leaves(aux)):
+            buffer[alive] = a
         self.rungs.append(dict(bracket=br["id"], rung=i, budget=steps, index=br["offset"] + alive,
-                               loss=loss.copy()))
+                               loss=loss.copy(), aux=aux))
         order = survivor_order(loss)
         # A configuration's place in the bracket: later rungs first, then its
         # position in that rung's order (a scalar a single-objective sampler can learn).
@@ -603,12 +626,12 @@ class _Search:
             return rows[keep]
         br["alive"] = None
         if self.num_objectives:
-            self.finals.append((steps, br["offset"] + alive, loss, take(states, jnp.asarray(rows))))
+            self.finals.append((steps, br["offset"] + alive, loss, take(states, jnp.asarray(rows)), aux))
             return rows[:0]
         j = int(np.argmin(loss))
         if np.isfinite(loss[j]):
             cand = (float(loss[j]), steps, br["offset"] + int(alive[j]),
-                    host_local(take_one(states, np.int32(rows[j]))))
+                    host_local(take_one(states, np.int32(rows[j]))), _rows_of(aux, j))
             if (self.best is None or cand[1] > self.best[1]
                     or (cand[1] == self.best[1] and cand[0] < self.best[0])):
                 self.best = cand
@@ -624,9 +647,9 @@ class _Search:
         if self.num_objectives:
             return self._mo_result(x, hparams)
         if self.best is None:
-            best_index, best_params, best_loss, best_budget, best_state = -1, None, float("nan"), 0, None
+            best_index, best_params, best_loss, best_budget, best_state, best_aux = -1, None, float("nan"), 0, None, None
         else:
-            best_loss, best_budget, best_index, st = self.best
+            best_loss, best_budget, best_index, st, best_aux = self.best
             best_state = take_row(st, np.int32(0))
             best_params = self.space.to_python({k: v[best_index] for k, v in hparams.items()})
         return MultiFidelityResult(
@@ -639,7 +662,15 @@ class _Search:
             pareto_params=[best_params] if best_params is not None else [],
             pareto_loss=np.asarray([best_loss] if best_params is not None else [], np.float32),
             pareto_state=None if best_state is None else st,  # the best's row, (1, ...)
+            aux=self._all_aux(), best_aux=best_aux,
+            pareto_aux=None if best_aux is None else jax.tree_util.tree_map(lambda a: a[None], best_aux),
         )
+
+    def _all_aux(self):
+        """Every configuration's aux, bracket by bracket (``None`` without ``has_aux``)."""
+        if not self.has_aux:
+            return None
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *self.auxes)
 
     def _mo_result(self, x, hparams) -> MultiFidelityResult:
         top = max(f[0] for f in self.finals)
@@ -647,6 +678,8 @@ class _Search:
         index = np.concatenate([f[1] for f in finals])
         loss = np.concatenate([f[2] for f in finals])
         states = finals[0][3] if len(finals) == 1 else _concat([f[3] for f in finals])
+        aux = None if not self.has_aux else jax.tree_util.tree_map(lambda *a: np.concatenate(a),
+                                                                   *[f[4] for f in finals])
         on_front = np.flatnonzero(np.asarray(_front_mask(jnp.asarray(loss))))
         # Sorted by the first objective, ties by the next ones.
         on_front = on_front[np.lexsort(loss[on_front].T[::-1])]
@@ -666,6 +699,8 @@ class _Search:
             total_budget=int(self.total), num_objectives=int(self.num_objectives),
             pareto_index=front_index.astype(np.int64), pareto_params=front_params,
             pareto_loss=loss[on_front], pareto_state=front_state,
+            aux=self._all_aux(), best_aux=_rows_of(aux, on_front[0]) if found else None,
+            pareto_aux=_rows_of(aux, on_front),
         )
 
 

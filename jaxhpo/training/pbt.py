@@ -39,8 +39,7 @@ from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
 from .._keys import check_batchable_keys, check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
-from .trainer import (check_positive_int, check_trainer, init_population, take_row,
-                      train_population)
+from .trainer import _train_population, check_positive_int, check_trainer, init_population, take_row, trainer_has_aux
 
 __all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
 
@@ -161,8 +160,7 @@ def _pbt_program(trainer, space, key, init_x, steps_per_round, resample_prob, po
     def round_(carry, inp):
         states, hparams = carry
         r, key = inp
-        states, losses = train_population(trainer, states, hparams, steps_per_round,
-                                          chunk_size=chunk_size, mesh=mesh)
+        states, losses, aux = _train_population(trainer, states, hparams, steps_per_round, chunk_size, mesh)
         if losses.ndim != 1:
             raise ValueError("pbt needs trainer.evaluate to return a scalar loss (truncation selection "
                              f"ranks one number per member), got shape {losses.shape[1:]} per member "
@@ -171,7 +169,7 @@ def _pbt_program(trainer, space, key, init_x, steps_per_round, resample_prob, po
         last = r == num_rounds - 1
         parents = jnp.where(last, jnp.arange(popsize, dtype=jnp.int32),
                             exploit_parents(k_sel, losses, num_exploit))
-        record = (hparams, losses, parents)
+        record = (hparams, losses, parents, aux)
         # Exploit: copy whole states (weights and optimiser state) and hyperparameters.
         states = jax.tree_util.tree_map(lambda a: a[parents], states)
         copied = {k: v[parents] for k, v in hparams.items()}
@@ -179,9 +177,9 @@ def _pbt_program(trainer, space, key, init_x, steps_per_round, resample_prob, po
         hparams = explore(k_exp, space, copied, moved, resample_prob, factors)
         return (states, hparams), record
 
-    (states, _), (schedule, losses, parents) = jax.lax.scan(
+    (states, _), (schedule, losses, parents, aux) = jax.lax.scan(
         round_, (states, hparams), (jnp.arange(num_rounds), jax.random.split(k_loop, num_rounds)))
-    return states, schedule, losses, parents, init_keys
+    return states, schedule, losses, parents, aux, init_keys
 
 
 @dataclasses.dataclass
@@ -209,6 +207,11 @@ class PBTResult:
         member failed).
       total_budget: units trained in all (``R * P * steps_per_round``).
       init_keys: ``(P,)`` the key each member's ``init`` received.
+      aux: for a trainer with ``has_aux``, each member's auxiliary output at
+        the end of each round (the pytree ``evaluate`` returns, leading axes
+        ``(R, P)``, numpy arrays); ``None`` otherwise.
+      best_aux: the best member's final one (no leading axes; ``None``
+        without ``has_aux`` or if every member failed).
     """
 
     hparams: dict
@@ -222,6 +225,8 @@ class PBTResult:
     total_budget: int
     init_keys: Any = None
     space: Space = dataclasses.field(repr=False, default=None)
+    aux: Any = None
+    best_aux: Any = None
 
     @property
     def best_value(self) -> float:
@@ -319,16 +324,15 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
         raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
     num_exploit = exploit_count(fraction, popsize)
     key, init_x = onto_mesh((key, init_x), mesh)
-    states, schedule, losses, parents, init_keys = _pbt_program(
+    states, schedule, losses, parents, aux, init_keys = _pbt_program(
         trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
         num_rounds, num_exploit, np.asarray(factors, np.float32), chunk_size, mesh)
     # Under jax.distributed (a mesh over several processes' devices) these are
     # global arrays: every process takes a full local copy. The population's
     # states stay global (sharded over the mesh); only the best one is copied.
-    losses, parents, schedule, init_keys = host_local((losses, parents, schedule, init_keys))
-    losses = np.asarray(losses)
-    parents = np.asarray(parents)
-    schedule = {k: np.asarray(v) for k, v in schedule.items()}
+    losses, parents, schedule, aux, init_keys = host_local((losses, parents, schedule, aux, init_keys))
+    losses, parents, schedule, aux = jax.tree_util.tree_map(np.asarray, (losses, parents, schedule, aux))
+    aux = aux if trainer_has_aux(trainer) else None
     best = int(np.argmin(losses[-1]))
     found = bool(np.isfinite(losses[-1, best]))
     return PBTResult(
@@ -337,4 +341,6 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
         best_params=space.to_python({k: v[-1, best] for k, v in schedule.items()}) if found else None,
         best_state=host_local(take_row(states, np.int32(best))) if found else None,
         total_budget=num_rounds * popsize * steps_per_round, init_keys=init_keys, space=space,
+        aux=aux,
+        best_aux=jax.tree_util.tree_map(lambda a: np.array(a[-1, best]), aux) if found and aux is not None else None,
     )

@@ -11,6 +11,10 @@ A trainer is three pure, jax-traceable functions of one model:
                                               all minimised (multi-objective
                                               successive halving / Hyperband).
 
+A trainer with ``has_aux=True`` returns ``(loss, aux)`` from ``evaluate``:
+``aux`` is any pytree of arrays (a validation accuracy, a training loss),
+recorded for every evaluation and returned with the results, never ranked.
+
 ``hparams`` is one configuration as ``Space.decode`` gives it: a dict of
 arrays of shape ``()`` (floats, int32 integers, int32 categorical indices).
 jaxhpo vmaps the three functions over a population, so every hyperparameter
@@ -57,17 +61,24 @@ class Trainer:
       init: ``(key, hparams) -> train_state`` (any pytree of arrays).
       step: ``(train_state, hparams) -> train_state``, one budget unit.
       evaluate: ``(train_state, hparams) -> ()`` float loss, minimised (or
-        ``(m,)`` objectives, each minimised).
+        ``(m,)`` objectives, each minimised); with ``has_aux``, a pair
+        ``(loss, aux)``.
+      has_aux: ``evaluate`` also returns ``aux``, a pytree of arrays of
+        fixed shapes (e.g. ``{"accuracy": acc}``), which the searches
+        record beside each loss (``MultiFidelityResult.aux``,
+        ``PBTResult.aux``, ``train_population``'s ``(losses, aux)``).
     """
 
     init: Callable
     step: Callable
     evaluate: Callable
+    has_aux: bool = False
 
     def __post_init__(self):
         for name in ("init", "step", "evaluate"):
             if not callable(getattr(self, name)):
                 raise TypeError(f"Trainer.{name} must be callable, got {getattr(self, name)!r}")
+        object.__setattr__(self, "has_aux", check_has_aux(self.has_aux, "Trainer.has_aux"))
 
 
 def check_trainer(trainer: Any, name: str = "trainer", space: Any = None) -> Any:
@@ -85,6 +96,7 @@ def check_trainer(trainer: Any, name: str = "trainer", space: Any = None) -> Any
         raise TypeError(
             f"{name} must be hashable: it is a static argument of the compiled training programs"
         ) from None
+    check_has_aux(getattr(trainer, "has_aux", False), f"{name}.has_aux")
     if space is not None and callable(getattr(trainer, "check_space", None)):
         trainer.check_space(space)
     return trainer
@@ -106,19 +118,60 @@ def _init(trainer: Any, key: jax.Array, hparams: Any) -> Any:
     return call_traced("trainer.init", trainer.init, key, hparams, config=hparams)
 
 
-def _evaluate(trainer: Any, state: Any, hparams: Any) -> jax.Array:
-    """The loss as float32 (``()`` or ``(m,)``)."""
-    loss = call_traced("trainer.evaluate", trainer.evaluate, state, hparams, config=hparams)
+def check_has_aux(value: Any, name: str) -> bool:
+    """``value`` as a bool, refused unless it is ``True`` or ``False`` (numpy's too)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def trainer_has_aux(trainer: Any) -> bool:
+    """Whether ``trainer.evaluate`` returns ``(loss, aux)``."""
+    return bool(getattr(trainer, "has_aux", False))
+
+
+def _described(out: Any) -> str:
+    if hasattr(out, "shape"):
+        return f"one array of shape {tuple(out.shape)}"
+    return f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
+
+
+def _evaluate(trainer: Any, state: Any, hparams: Any) -> tuple[jax.Array, Any]:
+    """``(loss, aux)``: the loss as float32 (``()`` or ``(m,)``) and the
+    auxiliary output's arrays (``()``, no arrays, without ``has_aux``)."""
+    out = call_traced("trainer.evaluate", trainer.evaluate, state, hparams, config=hparams)
+    aux = ()
+    if trainer_has_aux(trainer):
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"trainer.evaluate must return a pair (loss, aux) for a trainer with has_aux=True, "
+                            f"got {_described(out)}")
+        out, aux = out
+        aux = jax.tree_util.tree_map(jnp.asarray, aux)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(aux):
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                raise TypeError(f"trainer.evaluate's aux must hold numeric arrays; aux{jax.tree_util.keystr(path)} "
+                                "is a PRNG key (return jax.random.key_data(key) instead)")
     rule = "the loss as one real array (a scalar, or a vector of objectives)"
-    if loss is None or isinstance(loss, (Mapping, str, bytes)):
-        raise TypeError(f"trainer.evaluate must return {rule}, got {type(loss).__name__}")
+    hint = ("" if trainer_has_aux(trainer) else
+            "; to return other outputs alongside the loss, return (loss, aux) from a trainer with has_aux=True")
+    if isinstance(out, (tuple, list)) and not trainer_has_aux(trainer):
+        raise TypeError(f"trainer.evaluate must return {rule}, got a {type(out).__name__}: stack several "
+                        f"objectives into one vector (jnp.stack([f1, f2, ...])){hint}")
+    if out is None or isinstance(out, (Mapping, str, bytes)):
+        raise TypeError(f"trainer.evaluate must return {rule}, got {type(out).__name__}{hint}")
     try:
-        loss = jnp.asarray(loss)
+        loss = jnp.asarray(out)
     except TypeError:
-        raise TypeError(f"trainer.evaluate must return {rule}, got {type(loss).__name__}") from None
+        raise TypeError(f"trainer.evaluate must return {rule}, got {type(out).__name__}{hint}") from None
     if jnp.issubdtype(loss.dtype, jnp.complexfloating):
         raise TypeError(f"trainer.evaluate must return real values, got {loss.dtype}")
-    return loss.astype(jnp.float32)
+    return loss.astype(jnp.float32), aux
+
+
+def _evaluated(trainer: Any, losses: jax.Array, aux: Any) -> Any:
+    """A population's evaluation in the form ``trainer.evaluate`` gives one:
+    ``losses``, or ``(losses, aux)`` for a trainer with ``has_aux``."""
+    return (losses, aux) if trainer_has_aux(trainer) else losses
 
 
 def _checked_step(trainer: Any, state: Any, hparams: Any) -> Any:
@@ -209,8 +262,16 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
       ``(states, losses)``: the trained states ``(n, ...)`` and ``(n,)``
       float32 losses, non-finite ones replaced by ``+inf`` (failed); ``(n, m)``
       where ``evaluate`` returns ``m`` objectives (a member with any
-      non-finite objective gets ``+inf`` in all of them).
+      non-finite objective gets ``+inf`` in all of them). For a trainer with
+      ``has_aux``, ``(states, (losses, aux))``, ``aux`` each member's
+      auxiliary output with a leading ``(n,)`` axis.
     """
+    states, losses, aux = _train_population(trainer, states, hparams, num_steps, chunk_size, mesh)
+    return states, _evaluated(trainer, losses, aux)
+
+
+def _train_population(trainer, states, hparams, num_steps, chunk_size, mesh):
+    """``train_population`` as ``(states, losses, aux)`` (``aux`` ``()`` without ``has_aux``)."""
     _population_size(hparams)  # (checks the hyperparameters' batch axis)
     _check_count("num_steps", num_steps)
     states, hparams = shard_population((states, hparams), mesh)
@@ -218,17 +279,19 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
     def member(args):
         s, hp = args
         s = lax.fori_loop(0, num_steps, lambda _, s: _checked_step(trainer, s, hp), s)
-        loss = _evaluate(trainer, s, hp)
+        loss, aux = _evaluate(trainer, s, hp)
         _check_loss_shape(loss)
-        return s, loss
+        return s, loss, aux
 
-    states, losses = map_population(member, (states, hparams), chunk_size, mesh)
-    return shard_population(states, mesh), shard_population(_finite_or_inf(losses), mesh)
+    states, losses, aux = map_population(member, (states, hparams), chunk_size, mesh)
+    return (shard_population(states, mesh), shard_population(_finite_or_inf(losses), mesh),
+            shard_population(aux, mesh))
 
 
 def evaluate_population(trainer: Any, states: Any, hparams: dict, *, chunk_size: int | None = None,
-                        mesh: Mesh | None = None) -> jax.Array:
-    """``(n,)`` (or ``(n, m)``) float32 losses of a population's states (non-finite -> ``+inf``)."""
+                        mesh: Mesh | None = None) -> Any:
+    """``(n,)`` (or ``(n, m)``) float32 losses of a population's states (non-finite -> ``+inf``);
+    ``(losses, aux)`` for a trainer with ``has_aux``."""
     return train_population(trainer, states, hparams, 0, chunk_size=chunk_size, mesh=mesh)[1]
 
 
@@ -346,8 +409,9 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
         hparams)`` in place of its state (``states`` then only gives the
         shapes), so initialising and training share one compiled program.
     Returns:
-      ``(states, losses)`` as ``train_population``; rows not trained get
-      ``+inf`` losses.
+      ``(states, losses)`` as ``train_population`` (``(states, (losses,
+      aux))`` for a trainer with ``has_aux``); rows not trained get ``+inf``
+      losses and zero ``aux``.
     """
     n = _population_size(hparams)
     _check_count("num_steps", num_steps)
@@ -364,23 +428,26 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
         if keys is not None:
             start = lax.cond(fresh, lambda: init_population(trainer, keys, hparams, chunk_size=chunk_size,
                                                             mesh=mesh), lambda: states)
-        new, losses = train_population(trainer, start, hparams, num_steps, chunk_size=chunk_size, mesh=mesh)
+        new, losses, aux = _train_population(trainer, start, hparams, num_steps, chunk_size, mesh)
         if num_members is None:
-            return new, losses
+            return new, _evaluated(trainer, losses, aux)
         # Every row was initialised and trained (one vmapped program); those
         # past num_members are given back as they came, as the blocked queue
         # leaves them.
         keep = jnp.arange(n) < num_members
-        return where_rows(keep, new, states), where_rows(keep, losses, jnp.full_like(losses, jnp.inf))
+        return where_rows(keep, new, states), _evaluated(
+            trainer, where_rows(keep, losses, jnp.full_like(losses, jnp.inf)),
+            where_rows(keep, aux, jax.tree_util.tree_map(jnp.zeros_like, aux)))
     if n % block_size:
         raise ValueError(f"block_size ({block_size}) must divide the population size ({n})")
     members = jnp.asarray(n if num_members is None else num_members, jnp.int32)
     units = jnp.asarray(num_steps, jnp.int32)
     slots = jnp.arange(block_size, dtype=jnp.int32)
-    one = jax.eval_shape(lambda s, h: _evaluate(trainer, s, h),
-                         *jax.tree_util.tree_map(lambda a: a[0], (states, hparams)))
+    one, one_aux = jax.eval_shape(lambda s, h: _evaluate(trainer, s, h),
+                                  *jax.tree_util.tree_map(lambda a: a[0], (states, hparams)))
     _check_loss_shape(one)
     losses = jnp.full((n,) + one.shape, jnp.inf, jnp.float32)
+    aux = jax.tree_util.tree_map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), one_aux)
 
     # The queue of member-units, w at a time (num_steps = 0: one pass over
     # the members, evaluating only). A pass's slots past w, or past the
@@ -393,7 +460,7 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
     num_passes = (total + width - 1) // nonzero_width
 
     def one_pass(j, carry):
-        states, losses = carry
+        states, losses, aux = carry
         task = j * width + slots
         valid = (slots < width) & (task < total)
         member = jnp.where(valid, task, j * width) % nonzero_members
@@ -412,20 +479,27 @@ def train_blocks(trainer: Any, states: Any, hparams: dict, num_steps: Any, num_m
         last = valid & (unit == queued - 1)
 
         def evaluate(block):
-            loss = map_population(lambda a: _evaluate(trainer, *a), (block, block_hp), chunk_size, mesh)
-            return _finite_or_inf(loss)
+            loss, block_aux = map_population(lambda a: _evaluate(trainer, *a), (block, block_hp), chunk_size, mesh)
+            return _finite_or_inf(loss), block_aux
+
+        def skip(block):
+            return (jnp.full((block_size,) + one.shape, jnp.inf, jnp.float32),
+                    jax.tree_util.tree_map(lambda a: jnp.zeros((block_size,) + a.shape, a.dtype), one_aux))
 
         # Only the passes over every member's last unit evaluate.
-        loss = lax.cond(jnp.any(last), evaluate, lambda b: jnp.full((block_size,) + one.shape, jnp.inf,
-                                                                    jnp.float32), block)
-        # Dropped writes go past the end (distinct rows, so the writes are unique).
-        target = jnp.where(valid, member, n + slots)
-        states = jax.tree_util.tree_map(lambda a, u: a.at[target].set(u, mode="drop", unique_indices=True),
-                                        states, block)
-        losses = losses.at[jnp.where(last, member, n + slots)].set(loss, mode="drop", unique_indices=True)
-        return states, losses
+        loss, block_aux = lax.cond(jnp.any(last), evaluate, skip, block)
 
-    return lax.fori_loop(0, num_passes, one_pass, (states, losses))
+        # Dropped writes go past the end (distinct rows, so the writes are unique).
+        def put(rows, buffer, update):
+            return jax.tree_util.tree_map(lambda a, u: a.at[rows].set(u, mode="drop", unique_indices=True),
+                                          buffer, update)
+
+        states = put(jnp.where(valid, member, n + slots), states, block)
+        evaluated = jnp.where(last, member, n + slots)
+        return states, put(evaluated, losses, loss), put(evaluated, aux, block_aux)
+
+    states, losses, aux = lax.fori_loop(0, num_passes, one_pass, (states, losses, aux))
+    return states, _evaluated(trainer, losses, aux)
 
 
 @partial(training_jit, static_argnames=("trainer", "block_size", "chunk_size", "mesh"),
