@@ -14,6 +14,7 @@ from .datasets_digits import load_digits
 # (``import jaxhpo.evaluate as m`` gives the function, not the module).
 from .evaluate import auto_chunk_size, evaluate, host_local
 from .loop import Result, Trace, minimize, run
+from .checkpoint import load_state, save_state
 from .space import Categorical, Float, Int, Space
 from .pareto import hypervolume
 from .strategies import (
@@ -29,7 +30,7 @@ __all__ = [
     "Categorical", "Float", "Int", "Space",
     "Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE",
     "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "MOTPE", "GPBO", "hypervolume",
-    "evaluate", "run", "minimize", "Result", "Trace", "auto_chunk_size", "host_local",
+    "evaluate", "run", "minimize", "Result", "Trace", "auto_chunk_size", "host_local", "save_state", "load_state",
     "hypergrad", "training", "Trainer", "hyperband", "hyperband_schedule", "successive_halving", "pbt",
     "load_digits",
     "Study", "Trial", "TrialState", "TrialPruned", "SQLiteStorage", "StorageError",

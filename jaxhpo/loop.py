@@ -224,14 +224,18 @@ def _best_aux(strategy: Strategy, best_aux: Any, aux: Any, values: jax.Array, va
 @partial(jax.jit, static_argnames=("strategy", "objective", "num_generations", "chunk_size", "history",
                                    "negate", "mesh", "progress_every", "has_aux"))
 def _search(strategy, objective, key, params, num_generations, chunk_size, history, negate, mesh=None,
-            progress_every=None, initial=None, has_aux=False):
+            progress_every=None, initial=None, has_aux=False, state=None):
     key_init, key_loop = jax.random.split(key)
-    state = strategy.init(key_init, params)
+    if state is None:
+        state = strategy.init(key_init, params)
+    # Generation g (counted over every call that continued this state) is
+    # proposed with fold_in(key_loop, g), as a Study proposes it: a search run
+    # in segments equals the search run at once.
+    start = state.generation
 
-    def generation(carry, key_and_index):
+    def generation(carry, g):
         state, best_aux = carry
-        key, g = key_and_index
-        x, state = strategy.ask(key, state)
+        x, state = strategy.ask(jax.random.fold_in(key_loop, start + g), state)
         x = _replicate(x, mesh)
         if initial is not None:
             # Replicated as the strategy's own update is, so that a sharded run computes the same numbers.
@@ -310,20 +314,18 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
             best_aux=best_aux,
         )
         if progress_every is not None:
-            g = state.generation
+            done, end = state.generation, start + num_generations
             # One host callback every k generations; the loop never waits on it.
             jax.lax.cond(
-                (g % progress_every == 0) | (g == num_generations),
-                lambda: jax.debug.callback(_report, g, num_generations, record.best_value,
+                (done % progress_every == 0) | (done == end),
+                lambda: jax.debug.callback(_report, done, end, record.best_value,
                                            negate[0] if isinstance(negate, tuple) else negate),
                 lambda: None,
             )
         return (state, best_aux), record
 
-    keys = jax.random.split(key_loop, num_generations)
     best_aux = _replicate(_empty_aux(strategy, objective), mesh) if has_aux else None
-    (state, _), trace = jax.lax.scan(generation, (state, best_aux),
-                                     (keys, jnp.arange(num_generations, dtype=jnp.int32)))
+    (state, _), trace = jax.lax.scan(generation, (state, best_aux), jnp.arange(num_generations, dtype=jnp.int32))
     return state, trace
 
 
@@ -342,7 +344,7 @@ def _resolve_chunk_size(chunk_size: Any, strategy: Strategy, objective: Callable
 def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations: int, *,
         params: dict | None = None, chunk_size: int | str | None = None, history: str = "best",
         mesh: Mesh | None = None, progress_every: int | None = None, initial: Any = None,
-        has_aux: bool = False):
+        has_aux: bool = False, state: Any = None):
     """Run a whole search as one compiled program (pure; jit- and vmap-able).
 
     Args:
@@ -353,7 +355,8 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
       key: a ``jax.random`` key or an integer seed.
       num_generations: number of ask/tell rounds (static).
       params: the strategy's hyperparameters (``strategy.default_params()``
-        when ``None``); arrays, so ``vmap`` can run over them.
+        when ``None``); arrays, so ``vmap`` can run over them. Not with
+        ``state``, which carries its own.
       chunk_size: evaluate at most this many configurations at once;
         ``"auto"``: the largest number whose evaluation fits in half the free
         memory of the device (of each mesh device), measured from the
@@ -385,6 +388,17 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
         training loss); the trace then holds the best configuration's
         (``Trace.best_aux``) and, with history ``"values"`` or ``"all"``,
         every evaluation's (``Trace.aux``).
+      state: continue the search from this strategy state (one ``run``
+        returned, or ``jaxhpo.load_state`` read back) instead of starting
+        afresh: ``num_generations`` more generations. With the same ``key``,
+        a search run in segments equals the search run at once (generation
+        ``g``, counted from the first segment, is proposed with the key
+        ``fold_in(key_loop, g)``, as a ``Study`` proposes it), so a long
+        search can be saved between segments (``jaxhpo.save_state``) and
+        resumed after an interruption. ``initial`` points are evaluated
+        first in this call; the trace covers this call's generations; with
+        ``has_aux``, ``best_aux`` holds the placeholder (``nan``) until this
+        call improves on the state's best.
     Returns:
       ``(state, trace)``: the final strategy state and a ``Trace``.
 
@@ -397,12 +411,38 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     initial = _check_initial(initial, strategy, num_generations)
-    key, params, initial = onto_mesh((check_key(key, allow_seed=True), _check_params(strategy, params), initial),
-                                      mesh)
+    state = check_state(strategy, state, params)
+    key, params, initial, state = onto_mesh(
+        (check_key(key, allow_seed=True), _check_params(strategy, params), initial, state), mesh)
     has_aux = _check_has_aux(has_aux)
     return _search(strategy, objective, key, params,
                    num_generations, _resolve_chunk_size(chunk_size, strategy, objective, mesh),
-                   _check_history(history), False, mesh, _check_progress(progress_every), initial, has_aux)
+                   _check_history(history), False, mesh, _check_progress(progress_every), initial, has_aux,
+                   state)
+
+
+def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
+    """``state`` refused unless it is a state of ``strategy``: ``strategy.init``'s
+    structure, leaf shapes and dtypes (``None`` passes: a fresh search)."""
+    if state is None:
+        return None
+    if params is not None:
+        raise ValueError("pass params or state, not both: a state carries its strategy's hyperparameters "
+                         "(state.params)")
+    expected = jax.eval_shape(lambda k: strategy.init(k, _check_params(strategy, None)), jax.random.key(0))
+    name = type(strategy).__name__
+    got_paths, got_def = jax.tree_util.tree_flatten_with_path(state)
+    want_paths, want_def = jax.tree_util.tree_flatten_with_path(expected)
+    if got_def != want_def:
+        raise TypeError(f"state must be a state of this {name} (what its init, ask and tell return), got "
+                        f"{type(state).__name__} with fields {[jax.tree_util.keystr(p) for p, _ in got_paths]}")
+    for (path, got), (_, want) in zip(got_paths, want_paths):
+        if jnp.shape(got) != want.shape or jnp.result_type(got) != want.dtype:
+            raise ValueError(
+                f"state{jax.tree_util.keystr(path)} has shape {jnp.shape(got)} and dtype {jnp.result_type(got)}; "
+                f"this {name} keeps {want.shape} {want.dtype} there: the state is another strategy's "
+                "(another space, popsize or capacity; minimize's sized strategy is Result.strategy)")
+    return state
 
 
 def _check_has_aux(has_aux: Any) -> bool:
@@ -508,7 +548,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
              chunk_size: int | str | None = None, history: str = "best",
              params: dict | None = None, mesh: Mesh | None = None,
              progress_every: int | None = None, ref_point: Any = None, initial: Any = None,
-             has_aux: bool = False) -> Result:
+             has_aux: bool = False, state: Any = None) -> Result:
     """Search ``space`` for the configuration that minimises (or maximises) ``objective``.
 
     The whole ask -> decode -> evaluate -> tell loop runs as one ``lax.scan``
@@ -544,6 +584,14 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         decoding (``0.1`` may arrive as ``0.099999905``). A parameter given
         but inactive there (its condition's parent given, or proposed,
         otherwise) is not passed, as ``Study.enqueue_trial`` treats it.
+      state: continue a search (see ``run``): ``minimize(f, space,
+        result.strategy, state=result.state, key=same_key,
+        num_generations=more)``; ``strategy`` must be the one the state
+        belongs to (``Result.strategy``: ``minimize`` sizes a ``GPBO``'s
+        buffer to a fresh search, not to a continued one). The ``Result``
+        holds the best of the whole search, and this call's history,
+        evaluations and failures; ``best_aux`` is ``None`` when the best was
+        found before this call.
     Returns:
       a ``Result``.
     """
@@ -579,7 +627,9 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     has_aux = _check_has_aux(has_aux)
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
-    strategy = strategy.sized_for(strategy.popsize * num_generations)
+    state = check_state(strategy, state, params)
+    if state is None:
+        strategy = strategy.sized_for(strategy.popsize * num_generations)
     if initial is not None:
         _check_accepts_points(strategy)  # before the configurations are looked at
         configs = [initial] if isinstance(initial, Mapping) else initial
@@ -590,10 +640,11 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
             raise ValueError("initial: every configuration must name at least one parameter")
         initial = _check_initial(space.fixed_coordinates(list(configs)), strategy, num_generations)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
-    key, params, initial = onto_mesh((key, _check_params(strategy, params), initial), mesh)
+    previous_best = None if state is None else float(np.asarray(strategy.best(state)[1]))
+    key, params, initial, state = onto_mesh((key, _check_params(strategy, params), initial, state), mesh)
     state, trace = _search(strategy, objective, key, params,
                            num_generations, chunk, _check_history(history), negate, mesh,
-                           _check_progress(progress_every), initial, has_aux)
+                           _check_progress(progress_every), initial, has_aux, state)
     # Under jax.distributed the outputs span every process's devices: take
     # this process's copy (the state is replicated; the trace's population
     # columns are gathered). A no-op in a single process.
@@ -624,7 +675,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         num_evaluations=int(trace.num_valid.sum()),
         num_failed=int(trace.num_failed.sum()),
         strategy=strategy,
-        best_aux=jax.tree_util.tree_map(lambda a: _on_host(a[-1]), trace.best_aux) if found and has_aux else None,
+        best_aux=(jax.tree_util.tree_map(lambda a: _on_host(a[-1]), trace.best_aux)
+                  if found and has_aux and (previous_best is None or best_value < previous_best) else None),
         **front,
     )
 

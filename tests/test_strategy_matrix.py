@@ -8,6 +8,8 @@ tests below.
 """
 
 import functools
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -224,3 +226,26 @@ def test_initial_points_are_evaluated_first_and_told(name):
     before = _search._cache_size()
     warm_run(name, INITIAL[::-1].copy().tobytes())
     assert _search._cache_size() == before
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_search_continued_from_its_state_equals_the_search_run_at_once(name):
+    # Two segments of GENERATIONS / 2 (one compiled continuation, called
+    # twice) against the single search of GENERATIONS; the state saved to a
+    # file and read back between them.
+    s, key, half = make(name), jax.random.key(11), GENERATIONS // 2
+    start = s.init(jax.random.split(key)[0])
+    mid, first = jaxhpo.run(s, objective, key, half, history="all", has_aux=True, state=start)
+    path = os.path.join(tempfile.mkdtemp(), "state")
+    jaxhpo.save_state(path, mid)
+    end, second = jaxhpo.run(s, objective, key, half, history="all", has_aux=True,
+                             state=jaxhpo.load_state(path, s))
+    whole_state, whole = single_run(name, key)
+    np.testing.assert_array_equal(np.concatenate([first.x, second.x]), whole.x)
+    np.testing.assert_array_equal(np.concatenate([first.values, second.values]), whole.values)
+    np.testing.assert_array_equal(np.concatenate([first.best_value, second.best_value]), whole.best_value)
+    for a, b in zip(jax.tree_util.tree_leaves(end), jax.tree_util.tree_leaves(whole_state)):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(end.generation) == GENERATIONS

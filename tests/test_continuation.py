@@ -1,0 +1,110 @@
+"""Searches continued from a state, checkpoints on disk, and the key schedule shared with Study.
+
+(The strategy matrix checks, for every strategy, that a search run in two
+segments equals the search run at once.)
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhpo
+from jaxhpo import Float, Int, Space
+from jaxhpo.study.serialize import StateChecksumError, StateFormatError
+
+SPACE = Space(x=Float(-2.0, 2.0), n=Int(1, 6))
+
+
+def f(p):
+    return (p["x"] - 0.5) ** 2 + 0.1 * (p["n"] - 3) ** 2
+
+
+def test_a_study_proposes_what_run_proposes_for_the_same_seed():
+    strategy = jaxhpo.CMAES(SPACE, 4)
+    _, trace = jaxhpo.run(strategy, f, 5, 3, history="all")
+    study = jaxhpo.Study(SPACE, strategy, seed=5)
+    study.optimize(lambda p: float(f({k: jnp.asarray(v) for k, v in p.items()})), 12, progress=False)
+    asked = np.array([[t.params["x"], t.params["n"]] for t in study.get_trials()])
+    proposed = SPACE.decode(jnp.asarray(trace.x.reshape(-1, SPACE.dim)))
+    np.testing.assert_allclose(asked[:, 0], np.asarray(proposed["x"]), rtol=1e-6)
+    np.testing.assert_array_equal(asked[:, 1], np.asarray(proposed["n"]))
+
+
+def test_minimize_continues_its_result_with_the_strategy_it_ran():
+    gp = jaxhpo.GPBO(SPACE, 4, num_candidates=64, num_local=16, restarts=2, acq_steps=5)
+    g = lambda p: (f(p), {"x": p["x"]})  # noqa: E731
+    first = jaxhpo.minimize(g, SPACE, gp, key=1, num_generations=3, has_aux=True)
+    assert first.strategy.capacity != gp.capacity  # sized to the fresh search
+    more = jaxhpo.minimize(g, SPACE, first.strategy, key=1, num_generations=2, has_aux=True, state=first.state)
+    assert int(more.state.generation) == 5 and more.num_evaluations == 8 and len(more.history.best_value) == 2
+    assert more.best_value <= first.best_value
+    if more.best_value < first.best_value:
+        assert more.best_aux["x"] == pytest.approx(more.best_params["x"], abs=1e-6)
+    else:  # the best was found before this call: its aux is not known here
+        assert more.best_aux is None and more.best_params == first.best_params
+    with pytest.raises(ValueError, match=r"state\.x has shape .*Result\.strategy"):
+        jaxhpo.minimize(f, SPACE, gp, key=1, num_generations=2, state=first.state)
+
+
+def test_continuation_vmaps_over_keys_and_states():
+    s = jaxhpo.RandomSearch(SPACE, 4)
+    keys = jax.random.split(jax.random.key(0), 3)
+    starts = jax.vmap(lambda k: s.init(jax.random.split(k)[0]))(keys)
+    go = jax.jit(jax.vmap(lambda k, st: jaxhpo.run(s, f, k, 2, state=st)))
+    mid, _ = go(keys, starts)
+    end, trace = go(keys, mid)
+    whole, whole_trace = jax.vmap(lambda k: jaxhpo.run(s, f, k, 4))(keys)
+    np.testing.assert_array_equal(trace.best_value, whole_trace.best_value[:, 2:])
+    np.testing.assert_array_equal(end.best_x, whole.best_x)
+
+
+def test_bad_states_are_refused_by_name():
+    s = jaxhpo.CMAES(SPACE, 4)
+    state = s.init(0)
+    with pytest.raises(ValueError, match="pass params or state, not both"):
+        jaxhpo.run(s, f, 0, 1, params={"sigma0": 0.2}, state=state)
+    with pytest.raises(TypeError, match="state must be a state of this CMAES"):
+        jaxhpo.run(s, f, 0, 1, state=jaxhpo.RandomSearch(SPACE, 4).init(0))
+    with pytest.raises(ValueError, match=r"state\.params\['x0'\] has shape \(3,\)"):
+        jaxhpo.run(s, f, 0, 1, state=jaxhpo.CMAES(Space(a=Float(0, 1), b=Float(0, 1), c=Float(0, 1)), 4).init(0))
+
+
+def test_checkpoint_file_round_trip_and_refusals(tmp_path):
+    s = jaxhpo.CMAES(SPACE, 4)
+    state, _ = jaxhpo.run(s, f, 2, 2)
+    path = tmp_path / "search.state"
+    jaxhpo.save_state(path, state)
+    back = jaxhpo.load_state(path, s)
+    for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(state)):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(StateFormatError, match="does not fit this strategy"):
+        jaxhpo.load_state(path, jaxhpo.RandomSearch(SPACE, 4))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / "damaged").write_bytes(bytes(data))
+    with pytest.raises(StateChecksumError):
+        jaxhpo.load_state(tmp_path / "damaged", s)
+    with pytest.raises(TypeError, match="strategy must be a jaxhpo strategy"):
+        jaxhpo.load_state(path, "cmaes")
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    s = jaxhpo.RandomSearch(SPACE, 4)
+    path = tmp_path / "search.state"
+    old, _ = jaxhpo.run(s, f, 0, 1)
+    jaxhpo.save_state(path, old)
+    before = path.read_bytes()
+    new, _ = jaxhpo.run(s, f, 0, 2)
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        jaxhpo.save_state(path, new)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["search.state"]
