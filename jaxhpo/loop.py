@@ -511,7 +511,7 @@ class Result:
       hypervolume: the front's hypervolume with respect to ``ref_point``
         (computed in minimisation signs).
       ref_point: ``(m,)`` the reference point used, in the user's signs.
-      maximize: multi-objective only: one flag per objective, as given.
+      maximize: as given: a bool for one objective; for several, one flag per objective.
       strategy: the strategy that ran, which ``state`` belongs to: the one
         given, or its copy with ``GPBO``'s default capacity fitted to the
         search (``Strategy.sized_for``).
@@ -532,7 +532,7 @@ class Result:
     pareto_values: np.ndarray | None = None
     hypervolume: float | None = None
     ref_point: np.ndarray | None = None
-    maximize: tuple | None = None
+    maximize: bool | tuple | None = None
     strategy: Any = None
     best_aux: Any = None
 
@@ -677,7 +677,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         strategy=strategy,
         best_aux=(jax.tree_util.tree_map(lambda a: _on_host(a[-1]), trace.best_aux)
                   if found and has_aux and (previous_best is None or best_value < previous_best) else None),
-        **front,
+        **{"maximize": negate if num_objectives is None else None, **front},
     )
 
 

@@ -1,5 +1,7 @@
 """Pictures of a study: history, parallel coordinates, slices, importance, learning
 curves (reported intermediate values, or a trainer's), and the Pareto front of a multi-objective study or ``minimize`` result.
+Compiled searches' results (``minimize``'s history, Hyperband's rungs, PBT's
+schedules) are drawn by ``jaxhpo.plot_results``, whose functions are exported here too.
 
 matplotlib is imported only when a plot is drawn (the optional ``plot``
 extra: ``pip install jaxhpo[plot]``). Figures are built with matplotlib's
@@ -24,7 +26,7 @@ from .study.trial import TrialState
 __all__ = [
     "plot_history", "plot_parallel_coordinates", "plot_slice", "plot_importance",
     "plot_learning_curves", "plot_intermediate_values", "plot_pareto_front", "pareto_front", "save_plots",
-    "NothingToPlot",
+    "NothingToPlot", "plot_result_history", "plot_rungs", "plot_pbt",
 ]
 
 
@@ -76,7 +78,10 @@ def _direction(study: Any) -> str:
 def plot_history(study: Any, path: Any = None):
     """Every finished trial's value by trial number, failed ones marked, pruned ones at
     their last reported value, infeasible ones (a study with constraints) apart, and
-    the best so far (of complete, feasible trials)."""
+    the best so far (of complete, feasible trials). Given the ``Result`` of
+    ``jaxhpo.minimize`` instead of a study: ``plot_result_history``."""
+    if hasattr(study, "history") and hasattr(study, "num_evaluations"):
+        return plot_result_history(study, path)
     _single(study)
     trials = [t for t in study.get_trials() if t.finished]
     if not any(t.state == TrialState.COMPLETE and t.feasible for t in trials):
@@ -438,3 +443,7 @@ def save_plots(study: Any, folder: Any) -> list[Path]:
             continue
         out.append(path)
     return out
+
+
+# Compiled searches' results; defined after what they use from this module.
+from .plot_results import plot_pbt, plot_result_history, plot_rungs  # noqa: E402

@@ -1,0 +1,145 @@
+"""Pictures of compiled searches' results: ``minimize``'s history, the rungs of
+successive halving and Hyperband, and population-based training's schedules.
+
+Drawn as ``jaxhpo.plot`` draws a study's (matplotlib's object API, nothing
+global; the ``Figure`` returned and, given ``path``, written). ``jaxhpo.plot``
+exports these too, and its ``plot_history`` takes a ``Result`` as well as a
+``Study``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .plot import NothingToPlot, _figure, _finish
+from .space import Categorical
+
+__all__ = ["plot_result_history", "plot_rungs", "plot_pbt"]
+
+
+def plot_result_history(result: Any, path: Any = None):
+    """A ``minimize`` result's best value so far by evaluations, over every value
+    the search kept (history ``"values"`` or ``"all"``; failed ones marked at the
+    worst).
+
+    Args:
+      result: a ``jaxhpo.Result`` of one objective.
+    """
+    trace = getattr(result, "history", None)
+    if trace is None or not hasattr(trace, "best_value"):
+        raise TypeError(f"result must be the Result of jaxhpo.minimize, got {type(result).__name__}")
+    if result.pareto_values is not None:
+        raise ValueError("this result has several objectives: use plot_pareto_front")
+    best = np.asarray(trace.best_value, float)
+    evaluations = np.cumsum(np.asarray(trace.num_valid))
+    if not np.isfinite(best).any():
+        raise NothingToPlot("every evaluation of this search failed: nothing to plot")
+    maximized = bool(result.maximize)
+    fig = _figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    if trace.values is not None:
+        # Each generation's valid rows numbered on from the evaluations before it.
+        valid = np.asarray(trace.valid, bool).reshape(-1)
+        values = np.asarray(trace.values, float).reshape(-1)[valid]
+        number = np.arange(1, values.size + 1)
+        ok = np.isfinite(values)
+        ax.scatter(number[ok], values[ok], s=10, alpha=0.5, label="evaluation")
+        if (~ok).any() and ok.any():
+            worst = values[ok].min() if maximized else values[ok].max()
+            ax.scatter(number[~ok], np.full((~ok).sum(), worst), marker="x", color="k", s=14,
+                       label="failed (at worst)")
+    found = np.isfinite(best)
+    ax.step(evaluations[found], best[found], where="post", color="C3", lw=2, label="best so far")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel(f"objective ({'maximised' if maximized else 'minimised'})")
+    ax.set_title(f"search history ({result.num_evaluations} evaluations, {result.num_failed} failed)")
+    ax.legend(loc="best", fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_rungs(result: Any, path: Any = None):
+    """Successive halving / Hyperband: every configuration's loss at each budget it
+    reached, joined rung to rung (the survivors' paths), one colour per bracket,
+    the best configuration's path bold. Failed evaluations are left out; with
+    several objectives, the first.
+
+    Args:
+      result: a ``jaxhpo.training.MultiFidelityResult``.
+    """
+    rungs = getattr(result, "rungs", None)
+    if rungs is None or not hasattr(result, "bracket"):
+        raise TypeError(f"result must be a MultiFidelityResult (successive_halving, hyperband), "
+                        f"got {type(result).__name__}")
+    paths: dict[int, list] = {}
+    for r in rungs:
+        loss = np.asarray(r["loss"], float)
+        loss = loss if loss.ndim == 1 else loss[:, 0]
+        for i, v in zip(np.asarray(r["index"]).tolist(), loss.tolist()):
+            paths.setdefault(i, []).append((r["budget"], v))
+    if not any(np.isfinite(v) for p in paths.values() for _, v in p):
+        raise NothingToPlot("every evaluation of this search failed: nothing to plot")
+    fig = _figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    brackets = np.asarray(result.bracket)
+    for i, p in sorted(paths.items()):
+        b, v = np.array(p, float).T
+        ok = np.isfinite(v)
+        if ok.any():
+            ax.plot(b[ok], v[ok], lw=0.8, alpha=0.5, marker=".", ms=3, color=f"C{int(brackets[i]) % 10}")
+    if result.best_index >= 0:
+        b, v = np.array(paths[result.best_index], float).T
+        ax.plot(b, v, lw=2.5, color="k", marker="o", ms=4, label=f"best (configuration {result.best_index})")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (units trained)")
+    ax.set_ylabel("loss" if not result.num_objectives else "first objective")
+    ax.set_title(f"{len(paths)} configurations, {len(set(brackets.tolist()))} bracket(s), "
+                 f"{result.total_budget} units in all")
+    return _finish(fig, path)
+
+
+def plot_pbt(result: Any, path: Any = None, params: Sequence[str] | None = None):
+    """Population-based training: each member's loss and hyperparameters round by
+    round (faint), and along the best member's lineage (bold): the schedule that
+    trained its final weights.
+
+    Args:
+      result: a ``jaxhpo.training.PBTResult``.
+      params: the hyperparameters to draw (all by default), one panel each
+        under the loss's.
+    """
+    if not hasattr(result, "lineage") or not hasattr(result, "losses"):
+        raise TypeError(f"result must be a PBTResult, got {type(result).__name__}")
+    names = list(result.hparams) if params is None else ([params] if isinstance(params, str) else list(params))
+    unknown = [n for n in names if n not in result.hparams]
+    if unknown:
+        raise ValueError(f"params {unknown} are not hyperparameters of this search ({list(result.hparams)})")
+    losses = np.asarray(result.losses, float)
+    rounds = np.arange(1, losses.shape[0] + 1)
+    best = result.best_index >= 0
+    lineage = result.lineage() if best else None
+    fig = _figure(figsize=(7, 2.2 * (1 + len(names))))
+    axes = [fig.add_subplot(1 + len(names), 1, k + 1) for k in range(1 + len(names))]
+    shown = np.where(np.isfinite(losses), losses, np.nan)
+    axes[0].plot(rounds, shown, lw=0.6, alpha=0.35, color="C0")
+    if best:
+        axes[0].plot(rounds, losses[rounds - 1, lineage], lw=2.5, color="k", label="best member's lineage")
+        axes[0].legend(loc="best", fontsize=8)
+    axes[0].set_ylabel("loss")
+    axes[0].set_title(f"PBT: {losses.shape[1]} members, {losses.shape[0]} rounds")
+    schedule = result.schedule() if best else None
+    for ax, name in zip(axes[1:], names):
+        values = np.asarray(result.hparams[name], float)
+        ax.plot(rounds, values, lw=0.6, alpha=0.35, color="C1", drawstyle="steps-mid")
+        if best:
+            ax.plot(rounds, np.asarray(schedule[name], float), lw=2.5, color="k", drawstyle="steps-mid")
+        dim = None if getattr(result, "space", None) is None else result.space[name]
+        if getattr(dim, "log", False):
+            ax.set_yscale("log")
+        elif isinstance(dim, Categorical):  # drawn at their indices, labelled by their choices
+            ax.set_yticks(range(dim.cardinality), [str(c) for c in dim.choices])
+        ax.set_ylabel(name)
+    axes[-1].set_xlabel("round")
+    return _finish(fig, path)
