@@ -1,5 +1,7 @@
 """Population-based training: exploit copies exactly, explore stays in the space, and it helps."""
 
+import pickle
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -193,6 +195,37 @@ def test_pbt_is_deterministic_and_records_schedules():
     assert a.total_budget == 4 * 8 * 3
     assert a.schedule()["lr"].shape == (4,)
     assert set(a.best_params) == {"lr"}
+
+
+def test_a_resumed_run_equals_one_run_of_all_the_rounds():
+    # The whole run is the exploit test's program; the segments compile one
+    # fresh and one resumed program of 2 rounds. The first result goes
+    # through pickle, as a checkpoint would.
+    kw = dict(popsize=8, steps_per_round=3, resample_prob=0.5)
+    whole = pbt(TRAINER, SPACE, 11, num_rounds=4, **kw)
+    first = pickle.loads(pickle.dumps(pbt(TRAINER, SPACE, 11, num_rounds=2, **kw)))
+    assert np.all(first.parents[-1] == np.arange(8))  # its last round made no exploit
+    both = pbt(TRAINER, SPACE, 11, num_rounds=2, resume=first, **kw)
+    for name in ("losses", "parents"):
+        np.testing.assert_array_equal(getattr(both, name), getattr(whole, name))
+    np.testing.assert_array_equal(both.hparams["lr"], whole.hparams["lr"])
+    for a, b in zip(jax.tree_util.tree_leaves(both.states), jax.tree_util.tree_leaves(whole.states)):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert both.best_index == whole.best_index and both.total_budget == whole.total_budget
+    np.testing.assert_array_equal(both.lineage(), whole.lineage())
+    with pytest.raises(ValueError, match="popsize must be the same"):
+        pbt(TRAINER, SPACE, 11, num_rounds=1, popsize=4, resume=first)
+    with pytest.raises(ValueError, match="init_x or resume"):
+        pbt(TRAINER, SPACE, 11, num_rounds=1, popsize=8, resume=first, init_x=np.full((8, 1), 0.5))
+    with pytest.raises(ValueError, match="another space"):
+        pbt(TRAINER, Space(lr=Float(1e-4, 1.0, log=True)), 11, num_rounds=1, popsize=8, resume=first)
+    with pytest.raises(TypeError, match="PBTResult"):
+        pbt(TRAINER, SPACE, 11, num_rounds=1, popsize=8, resume=first.states)
+    other = Trainer(lambda k, hp: {"w": jnp.zeros(3)}, lambda s, hp: s, lambda s, hp: jnp.sum(s["w"]))
+    with pytest.raises(ValueError, match="not this trainer's"):
+        pbt(other, SPACE, 11, num_rounds=1, popsize=8, resume=first)
 
 
 def test_pbt_rejects_bad_arguments():

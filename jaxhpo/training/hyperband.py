@@ -647,7 +647,8 @@ class _Search:
         if self.num_objectives:
             return self._mo_result(x, hparams)
         if self.best is None:
-            best_index, best_params, best_loss, best_budget, best_state, best_aux = -1, None, float("nan"), 0, None, None
+            best_index, best_params, best_loss, best_budget = -1, None, float("nan"), 0
+            best_state = best_aux = None
         else:
             best_loss, best_budget, best_index, st, best_aux = self.best
             best_state = take_row(st, np.int32(0))

@@ -19,6 +19,7 @@ The rounds are a ``lax.scan``: the whole run, exploit and explore included,
 is one ``jit``; nothing is recompiled between rounds and nothing leaves the
 device until the end. ``fraction=0`` trains the initial population with fixed
 hyperparameters through the same program (the baseline PBT is measured against).
+A run continues from its result (``resume=``) for more rounds, as one longer run.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
 from .._keys import check_batchable_keys, check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
-from .trainer import _train_population, check_positive_int, check_trainer, init_population, take_row, trainer_has_aux
+from .trainer import (_init, _train_population, check_positive_int, check_trainer, init_population, take_row,
+                      trainer_has_aux)
 
 __all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
 
@@ -147,39 +149,60 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
     return out
 
 
+def _exploit_explore(key, space, states, hparams, losses, num_exploit, resample_prob, factors, keep=False):
+    """After a round: the bottom members copy a top member's state and
+    hyperparameters (``exploit_parents``), which they then perturb
+    (``explore``); where ``keep`` (the last round) every member stays as it is.
+    Returns ``(states, hparams, parents)``."""
+    k_sel, k_exp = jax.random.split(key)
+    me = jnp.arange(jnp.shape(losses)[0], dtype=jnp.int32)
+    parents = jnp.where(keep, me, exploit_parents(k_sel, losses, num_exploit))
+    # Exploit: copy whole states (weights and optimiser state) and hyperparameters.
+    states = jax.tree_util.tree_map(lambda a: a[parents], states)
+    copied = {k: v[parents] for k, v in hparams.items()}
+    return states, explore(k_exp, space, copied, parents != me, resample_prob, factors), parents
+
+
 @partial(training_jit, static_argnames=("trainer", "space", "popsize", "num_rounds", "num_exploit",
                                         "chunk_size", "mesh"))
 def _pbt_program(trainer, space, key, init_x, steps_per_round, resample_prob, popsize, num_rounds,
-                 num_exploit, factors, chunk_size, mesh):
+                 num_exploit, factors, chunk_size, mesh, resume=None):
+    """The whole run; with ``resume = (states, hparams, losses, rounds)`` (an
+    earlier call's final states, last hyperparameters and losses, and its
+    rounds) ``num_rounds`` more rounds, which equal the rest of one run of
+    them all. Returns the final states, the per-round records, the init keys
+    (``None`` when resumed) and the earlier call's last parents (resumed)."""
     k_x, k_init, k_loop = jax.random.split(key, 3)
-    x0 = space.sample(k_x, popsize) if init_x is None else init_x
-    hparams = space.decode(x0)
-    init_keys = jax.random.split(k_init, popsize)
-    states = init_population(trainer, init_keys, hparams, chunk_size=chunk_size, mesh=mesh)
+    if resume is None:
+        x0 = space.sample(k_x, popsize) if init_x is None else init_x
+        hparams = space.decode(x0)
+        init_keys = jax.random.split(k_init, popsize)
+        states = init_population(trainer, init_keys, hparams, chunk_size=chunk_size, mesh=mesh)
+        start, boundary = jnp.int32(0), None
+    else:
+        # The exploit and explore that one longer run makes after the earlier
+        # call's last round (which made none), with that round's key.
+        states, hparams, last_losses, start = resume
+        init_keys = None
+        states, hparams, boundary = _exploit_explore(jax.random.fold_in(k_loop, start - 1), space, states,
+                                                     hparams, last_losses, num_exploit, resample_prob, factors)
 
-    def round_(carry, inp):
+    def round_(carry, r):
         states, hparams = carry
-        r, key = inp
         states, losses, aux = _train_population(trainer, states, hparams, steps_per_round, chunk_size, mesh)
         if losses.ndim != 1:
             raise ValueError("pbt needs trainer.evaluate to return a scalar loss (truncation selection "
                              f"ranks one number per member), got shape {losses.shape[1:]} per member "
                              f"({losses.shape[1]} objectives)")
-        k_sel, k_exp = jax.random.split(key)
-        last = r == num_rounds - 1
-        parents = jnp.where(last, jnp.arange(popsize, dtype=jnp.int32),
-                            exploit_parents(k_sel, losses, num_exploit))
-        record = (hparams, losses, parents, aux)
-        # Exploit: copy whole states (weights and optimiser state) and hyperparameters.
-        states = jax.tree_util.tree_map(lambda a: a[parents], states)
-        copied = {k: v[parents] for k, v in hparams.items()}
-        moved = parents != jnp.arange(popsize)
-        hparams = explore(k_exp, space, copied, moved, resample_prob, factors)
-        return (states, hparams), record
+        # Round r's key is fold_in(k_loop, r), r counted over every call.
+        new_states, new_hparams, parents = _exploit_explore(
+            jax.random.fold_in(k_loop, r), space, states, hparams, losses, num_exploit, resample_prob, factors,
+            keep=r == start + num_rounds - 1)
+        return (new_states, new_hparams), (hparams, losses, parents, aux)
 
     (states, _), (schedule, losses, parents, aux) = jax.lax.scan(
-        round_, (states, hparams), (jnp.arange(num_rounds), jax.random.split(k_loop, num_rounds)))
-    return states, schedule, losses, parents, aux, init_keys
+        round_, (states, hparams), start + jnp.arange(num_rounds, dtype=jnp.int32))
+    return states, schedule, losses, parents, aux, init_keys, boundary
 
 
 @dataclasses.dataclass
@@ -258,6 +281,33 @@ class PBTResult:
         return {k: v[rows, anc] for k, v in self.hparams.items()}
 
 
+def _check_resume(resume: Any, trainer: Any, space: Space, popsize: int, init_x: Any) -> tuple | None:
+    """``(states, hparams, losses, rounds)`` to continue from an earlier ``PBTResult``, checked."""
+    if resume is None:
+        return None
+    if not isinstance(resume, PBTResult):
+        raise TypeError(f"resume must be the PBTResult of an earlier pbt call, got {type(resume).__name__}")
+    if init_x is not None:
+        raise ValueError("pass init_x or resume, not both: a resumed run starts from the earlier run's members")
+    if resume.space != space:
+        raise ValueError("resume: the earlier run searched another space")
+    rounds, members = resume.losses.shape
+    if members != popsize:
+        raise ValueError(f"resume: the earlier run had {members} members; popsize must be the same, got {popsize}")
+    if (resume.aux is not None) != trainer_has_aux(trainer):
+        raise ValueError("resume: the earlier run's trainer and this one differ in has_aux")
+    expected = jax.eval_shape(
+        lambda u: jax.vmap(partial(_init, trainer))(jax.random.split(jax.random.key(0), popsize), space.decode(u)),
+        jax.ShapeDtypeStruct((popsize, space.dim), jnp.float32))
+    got = jax.tree_util.tree_map(lambda a: (jnp.shape(a), jnp.result_type(a)), resume.states)
+    want = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), expected)
+    if got != want:
+        raise ValueError("resume: the earlier run's states are not this trainer's (structure, shapes or dtypes "
+                         "differ from what trainer.init makes)")
+    last = {k: v[-1] for k, v in resume.hparams.items()}
+    return resume.states, last, resume.losses[-1], np.int32(rounds)
+
+
 def exploit_count(fraction: float, popsize: int) -> int:
     """``floor(fraction * popsize)`` of the fraction as written: in binary
     ``0.29 * 100`` is ``28.999...``, whose floor would replace one member too few."""
@@ -266,7 +316,8 @@ def exploit_count(fraction: float, popsize: int) -> int:
 
 def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, steps_per_round: int = 1,
         fraction: float = 0.25, resample_prob: float = 0.25, factors: tuple[float, float] = (0.8, 1.2),
-        init_x: Any = None, chunk_size: int | None = None, mesh: Mesh | None = None) -> PBTResult:
+        init_x: Any = None, chunk_size: int | None = None, mesh: Mesh | None = None,
+        resume: PBTResult | None = None) -> PBTResult:
     """Population-based training of ``trainer`` over ``space`` (one compiled program).
 
     Args:
@@ -287,6 +338,14 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
       chunk_size: train at most this many members at once.
       mesh: shard the population over the mesh's devices (``P`` a multiple
         of their number).
+      resume: the ``PBTResult`` of an earlier call (same trainer, space,
+        key and ``popsize``): train ``num_rounds`` more rounds from its final
+        states. The earlier call's last round is followed by the exploit and
+        explore that call left out, then the new rounds, so that with the
+        same settings the result equals one call of all the rounds; it
+        covers every round (the earlier records, their last ``parents`` row
+        now that exploit's, then the new ones). A long run can so be trained
+        in segments, each result kept (e.g. pickled) in between.
     Returns:
       a ``PBTResult``.
     """
@@ -323,16 +382,27 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     if mesh is not None and popsize % mesh.size:
         raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
     num_exploit = exploit_count(fraction, popsize)
-    key, init_x = onto_mesh((key, init_x), mesh)
-    states, schedule, losses, parents, aux, init_keys = _pbt_program(
+    carried = _check_resume(resume, trainer, space, popsize, init_x)
+    key, init_x, carried = onto_mesh((key, init_x, carried), mesh)
+    states, schedule, losses, parents, aux, init_keys, boundary = _pbt_program(
         trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
-        num_rounds, num_exploit, np.asarray(factors, np.float32), chunk_size, mesh)
+        num_rounds, num_exploit, np.asarray(factors, np.float32), chunk_size, mesh, carried)
     # Under jax.distributed (a mesh over several processes' devices) these are
     # global arrays: every process takes a full local copy. The population's
     # states stay global (sharded over the mesh); only the best one is copied.
-    losses, parents, schedule, aux, init_keys = host_local((losses, parents, schedule, aux, init_keys))
+    losses, parents, schedule, aux, init_keys, boundary = host_local(
+        (losses, parents, schedule, aux, init_keys, boundary))
     losses, parents, schedule, aux = jax.tree_util.tree_map(np.asarray, (losses, parents, schedule, aux))
     aux = aux if trainer_has_aux(trainer) else None
+    total_budget = num_rounds * popsize * steps_per_round
+    if resume is not None:
+        before = np.array(resume.parents)
+        before[-1] = np.asarray(boundary)
+        parents = np.concatenate([before, parents])
+        losses = np.concatenate([resume.losses, losses])
+        schedule = {k: np.concatenate([resume.hparams[k], v]) for k, v in schedule.items()}
+        aux = None if aux is None else jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b]), resume.aux, aux)
+        init_keys, total_budget = resume.init_keys, resume.total_budget + total_budget
     best = int(np.argmin(losses[-1]))
     found = bool(np.isfinite(losses[-1, best]))
     return PBTResult(
@@ -340,7 +410,7 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
         best_loss=float(losses[-1, best]) if found else float("nan"),
         best_params=space.to_python({k: v[-1, best] for k, v in schedule.items()}) if found else None,
         best_state=host_local(take_row(states, np.int32(best))) if found else None,
-        total_budget=num_rounds * popsize * steps_per_round, init_keys=init_keys, space=space,
+        total_budget=total_budget, init_keys=init_keys, space=space,
         aux=aux,
         best_aux=jax.tree_util.tree_map(lambda a: np.array(a[-1, best]), aux) if found and aux is not None else None,
     )
