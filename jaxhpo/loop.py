@@ -511,7 +511,8 @@ class Result:
       hypervolume: the front's hypervolume with respect to ``ref_point``
         (computed in minimisation signs).
       ref_point: ``(m,)`` the reference point used, in the user's signs.
-      maximize: as given: a bool for one objective; for several, one flag per objective.
+      maximize: as given: a bool for one objective (constraints or not); for
+        several, a tuple of one flag per objective.
       strategy: the strategy that ran, which ``state`` belongs to: the one
         given, or its copy with ``GPBO``'s default capacity fitted to the
         search (``Strategy.sized_for``).
@@ -677,7 +678,8 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         strategy=strategy,
         best_aux=(jax.tree_util.tree_map(lambda a: _on_host(a[-1]), trace.best_aux)
                   if found and has_aux and (previous_best is None or best_value < previous_best) else None),
-        **{"maximize": negate if num_objectives is None else None, **front},
+        **{**front, "maximize": negate if num_objectives is None else
+           negate[0] if num_objectives == 1 else tuple(negate[:num_objectives])},
     )
 
 

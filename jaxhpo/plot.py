@@ -19,6 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._plot_figure import NothingToPlot, figure, finish
+from .plot_results import plot_pbt, plot_result_history, plot_rungs
 from .space import Categorical
 from .study.importance import NotEnoughTrials, param_importance
 from .study.trial import TrialState
@@ -28,28 +30,6 @@ __all__ = [
     "plot_learning_curves", "plot_intermediate_values", "plot_pareto_front", "pareto_front", "save_plots",
     "NothingToPlot", "plot_result_history", "plot_rungs", "plot_pbt",
 ]
-
-
-class NothingToPlot(ValueError):
-    """The study holds nothing this plot draws yet (no complete trial, no
-    reports, too few trials for importance)."""
-
-
-def _figure(**kwargs: Any):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'jaxhpo[plot]' (or matplotlib)") from None
-    return Figure(**kwargs)
-
-
-def _finish(fig, path: Any) -> Any:
-    fig.tight_layout()
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    return fig
 
 
 def _single(study: Any) -> None:
@@ -80,13 +60,13 @@ def plot_history(study: Any, path: Any = None):
     their last reported value, infeasible ones (a study with constraints) apart, and
     the best so far (of complete, feasible trials). Given the ``Result`` of
     ``jaxhpo.minimize`` instead of a study: ``plot_result_history``."""
-    if hasattr(study, "history") and hasattr(study, "num_evaluations"):
+    if not hasattr(study, "get_trials"):  # a compiled search's result (or something else: named there)
         return plot_result_history(study, path)
     _single(study)
     trials = [t for t in study.get_trials() if t.finished]
     if not any(t.state == TrialState.COMPLETE and t.feasible for t in trials):
         raise NothingToPlot(f"study {study.name!r} has no complete (feasible) trial to plot")
-    fig = _figure(figsize=(7, 4))
+    fig = figure(figsize=(7, 4))
     ax = fig.add_subplot()
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.feasible]
     num = np.array([t.number for t in done])
@@ -110,7 +90,7 @@ def plot_history(study: Any, path: Any = None):
     ax.set_ylabel(f"objective ({_direction(study)})")
     ax.set_title(f"{study.name}: optimisation history")
     ax.legend(loc="best", fontsize=8)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 _INACTIVE = object()  # a conditional parameter a trial left out (``None`` may be a choice)
@@ -155,7 +135,7 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
     order = np.argsort(val)
     if not _maximized(study):
         order = order[::-1]  # draw the best last, so it sits on top
-    fig = _figure(figsize=(max(6, 1.4 * len(names) + 2), 4))
+    fig = figure(figsize=(max(6, 1.4 * len(names) + 2), 4))
     ax = fig.add_subplot()
     lo, hi = float(val.min()), float(val.max())
     import matplotlib
@@ -185,7 +165,7 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label="objective")
     ax.set_title(f"{study.name}: parallel coordinates")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None):
@@ -194,7 +174,7 @@ def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None
     names, dims = _param_names(study, params)
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig = _figure(figsize=(4 * ncols, 3.2 * nrows))
+    fig = figure(figsize=(4 * ncols, 3.2 * nrows))
     val = np.array([t.value for t in trials], float)
     num = np.array([t.number for t in trials], float)
     for j, n in enumerate(names):
@@ -220,7 +200,7 @@ def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None
         if j % ncols == 0:
             ax.set_ylabel("objective")
     fig.suptitle(f"{study.name}: slices (colour: trial number)")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_importance(study: Any, path: Any = None, *, objective: int | None = None):
@@ -231,13 +211,13 @@ def plot_importance(study: Any, path: Any = None, *, objective: int | None = Non
     except NotEnoughTrials as e:
         raise NothingToPlot(str(e)) from e
     names = list(scores)[::-1]
-    fig = _figure(figsize=(6, 0.5 * len(names) + 1.5))
+    fig = figure(figsize=(6, 0.5 * len(names) + 1.5))
     ax = fig.add_subplot()
     ax.barh(names, [scores[n] for n in names], color="C0")
     ax.set_xlabel("importance (share of explained rank variance)")
     ax.set_xlim(0, 1)
     ax.set_title(f"{study.name}: parameter importance")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None, *,
@@ -249,7 +229,7 @@ def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves must be a non-empty mapping of label -> sequence of values")
-    fig = _figure(figsize=(7, 4))
+    fig = figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for label, ys in curves.items():
         ys = np.asarray(ys, float)
@@ -262,7 +242,7 @@ def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None
     ax.set_title(title)
     if len(curves) <= 10:
         ax.legend(fontsize=7)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_intermediate_values(study: Any, path: Any = None):
@@ -272,7 +252,7 @@ def plot_intermediate_values(study: Any, path: Any = None):
     trials = [t for t in study.get_trials() if t.intermediate_values]
     if not trials:
         raise NothingToPlot(f"study {study.name!r} has no reported intermediate values to plot")
-    fig = _figure(figsize=(7, 4))
+    fig = figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for t in trials:
         steps = sorted(t.intermediate_values)
@@ -288,7 +268,7 @@ def plot_intermediate_values(study: Any, path: Any = None):
     ax.set_xlabel("step")
     ax.set_ylabel(f"reported value ({_direction(study)})")
     ax.set_title(f"{study.name}: intermediate values ({pruned} of {len(trials)} trials pruned)")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 # ----------------------------------------------------------- Pareto front
@@ -390,7 +370,7 @@ def plot_pareto_front(source: Any, path: Any = None, *, objectives: Sequence[int
         raise ValueError(f"names must give all {m} objectives' names, got {list(names)!r}")
     i, j = objectives
     vals, feasible, on_front, front = data["values"], data["feasible"], data["on_front"], data["front"]
-    fig = _figure(figsize=(6, 4.5))
+    fig = figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
     rest = feasible & ~on_front
     ax.scatter(vals[rest, i], vals[rest, j], s=14, color="0.55", alpha=0.6, edgecolors="none", label="trials")
@@ -408,7 +388,7 @@ def plot_pareto_front(source: Any, path: Any = None, *, objectives: Sequence[int
     ax.set_ylabel(label(j))
     ax.set_title(title or data["title"])
     ax.legend(handles=[c for c in ax.collections if len(c.get_offsets())], loc="best", fontsize=8)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 pareto_front = plot_pareto_front
@@ -443,7 +423,3 @@ def save_plots(study: Any, folder: Any) -> list[Path]:
             continue
         out.append(path)
     return out
-
-
-# Compiled searches' results; defined after what they use from this module.
-from .plot_results import plot_pbt, plot_result_history, plot_rungs  # noqa: E402

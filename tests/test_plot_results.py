@@ -1,5 +1,8 @@
 """Pictures of compiled searches' results draw the result's own numbers."""
 
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -66,6 +69,27 @@ def test_pbt_draws_the_best_lineage_schedule():
     assert lr_ax.get_yscale() == "log"  # lr is a log-scaled Float
     with pytest.raises(ValueError, match=r"params \['momentum'\] are not hyperparameters"):
         plot.plot_pbt(res, params=["momentum"])
+    with pytest.raises(TypeError, match="params must be a hyperparameter name or a list of names"):
+        plot.plot_pbt(res, params=5)
+
+
+def test_history_of_one_constrained_objective_draws_infeasible_rows_apart():
+    # NSGA2 with one objective and one constraint (x <= 0.5): values (G, P, 2)
+    res = jaxhpo.minimize(lambda p: jnp.stack([p["x"] ** 2, p["x"] - 0.5]), SPACE,
+                          jaxhpo.NSGA2(SPACE, 8, num_objectives=1, num_constraints=1), num_generations=3, key=0,
+                          history="values", maximize=True)
+    assert res.maximize is True
+    ax = plot.plot_history(res).axes[0]
+    points, infeasible = ax.collections[:2]
+    rows = np.asarray(res.history.values).reshape(-1, 2)
+    assert len(points.get_offsets()) == np.sum(rows[:, 1] <= 0) and len(infeasible.get_offsets()) == np.sum(rows[:, 1] > 0)
+    np.testing.assert_allclose(np.sort(infeasible.get_offsets()[:, 1]), np.sort(rows[rows[:, 1] > 0, 0]))
+    assert "maximised" in ax.get_ylabel()
+
+
+def test_result_plots_import_in_any_order():
+    code = "import jaxhpo.plot_results, jaxhpo.plot; assert jaxhpo.plot.plot_rungs is jaxhpo.plot_results.plot_rungs"
+    subprocess.run([sys.executable, "-c", code], check=True, env={"JAX_PLATFORMS": "cpu", "PATH": ""})
 
 
 def test_result_plots_refuse_other_things():
@@ -75,6 +99,12 @@ def test_result_plots_refuse_other_things():
         plot.plot_pbt(object())
     with pytest.raises(TypeError, match="Result of jaxhpo.minimize"):
         plot.plot_result_history(object())
+    all_failed = pbt(Trainer(toy_init, toy_step, lambda s, hp: jnp.nan * toy_error(s)), TOY_SPACE, 0, popsize=2,
+                     num_rounds=1)
+    with pytest.raises(TypeError, match="use plot_pbt"):
+        plot.plot_history(all_failed)
+    with pytest.raises(plot.NothingToPlot):
+        plot.plot_pbt(all_failed)
     front = jaxhpo.minimize(lambda p: jnp.stack([p["x"], -p["x"]]), SPACE, jaxhpo.NSGA2(SPACE, 8, 2),
                             num_generations=2, key=0)
     with pytest.raises(ValueError, match="plot_pareto_front"):
