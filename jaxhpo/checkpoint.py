@@ -36,15 +36,27 @@ def save_state(path: str | os.PathLike, state: Any) -> None:
     """Write a strategy state to ``path``, replacing the file in one step.
 
     Args:
-      path: the file (its folder must exist).
-      state: a strategy state (``run``'s, ``Result.state``); under
-        ``jax.distributed`` every process holds a full copy and may write it.
+      path: the file (its folder must exist). A file replaced keeps its
+        permissions; a new one gets the usual ones (``0o666`` less the umask).
+      state: a strategy state (``run``'s first output, ``Result.state``);
+        under ``jax.distributed`` every process holds a full copy and may
+        write it.
     """
+    _check_is_state(state)
     path = os.fspath(path)
-    data = state_to_bytes(host_local(state))
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"save_state: the folder of {path!r} does not exist")
+    data = state_to_bytes(host_local(state))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -64,13 +76,30 @@ def save_state(path: str | os.PathLike, state: Any) -> None:
             os.close(dir_fd)
 
 
+def _check_is_state(state: Any) -> None:
+    """Refuse what is not a strategy state (a NamedTuple of arrays with a
+    generation count) before anything is written: a ``(state, trace)`` pair, a
+    ``Result``, ``None``, values being traced."""
+    if not (isinstance(state, tuple) and hasattr(state, "_fields") and "generation" in state._fields):
+        got = type(state).__name__
+        hint = " (run returns (state, trace): save the first)" if type(state) is tuple else \
+            " (save its .state)" if got == "Result" else ""
+        raise TypeError(f"state must be a strategy state (run's first output, Result.state), got {got}{hint}")
+    for leaf in jax.tree_util.tree_leaves(state):
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError("save_state writes on the host: call it outside jit / vmap, on the state a search returned")
+        if not hasattr(leaf, "dtype") or getattr(leaf.dtype, "kind", None) == "O":
+            raise TypeError(f"state must hold arrays only, got a leaf of type {type(leaf).__name__}")
+
+
 def load_state(path: str | os.PathLike, strategy: Strategy) -> Any:
     """Read back a state ``save_state`` wrote, for ``strategy`` (the one it belongs to).
 
     Raises:
       jaxhpo.study.serialize.StateFormatError: the file does not hold a
-        state of ``strategy`` (another strategy, space, popsize or
-        capacity), or is not a state file;
+        state of ``strategy``'s structure and shapes (another strategy, or
+        another space, popsize or capacity that changes them; one of the
+        same shapes is not told apart), or is not a state file;
       jaxhpo.study.serialize.StateChecksumError: its bytes changed after
         they were written.
     """

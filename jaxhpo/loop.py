@@ -227,7 +227,9 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
             progress_every=None, initial=None, has_aux=False, state=None):
     key_init, key_loop = jax.random.split(key)
     if state is None:
-        state = strategy.init(key_init, params)
+        # Kept from constant folding into the first generation, which would
+        # round a fresh run's first values otherwise than a continued run's.
+        state = jax.lax.optimization_barrier(strategy.init(key_init, params))
     # Generation g (counted over every call that continued this state) is
     # proposed with fold_in(key_loop, g), as a Study proposes it: a search run
     # in segments equals the search run at once.
@@ -423,7 +425,10 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
 
 def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
     """``state`` refused unless it is a state of ``strategy``: ``strategy.init``'s
-    structure, leaf shapes and dtypes (``None`` passes: a fresh search)."""
+    structure, leaf shapes and dtypes (``None`` passes: a fresh search); its
+    leaves returned as arrays of exactly those dtypes (a Python or NumPy
+    number would compile the search again). A state of the same shapes made
+    over another space or popsize is not told apart."""
     if state is None:
         return None
     if params is not None:
@@ -436,13 +441,15 @@ def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
     if got_def != want_def:
         raise TypeError(f"state must be a state of this {name} (what its init, ask and tell return), got "
                         f"{type(state).__name__} with fields {[jax.tree_util.keystr(p) for p, _ in got_paths]}")
+    leaves = []
     for (path, got), (_, want) in zip(got_paths, want_paths):
         if jnp.shape(got) != want.shape or jnp.result_type(got) != want.dtype:
             raise ValueError(
                 f"state{jax.tree_util.keystr(path)} has shape {jnp.shape(got)} and dtype {jnp.result_type(got)}; "
                 f"this {name} keeps {want.shape} {want.dtype} there: the state is another strategy's "
                 "(another space, popsize or capacity; minimize's sized strategy is Result.strategy)")
-    return state
+        leaves.append(got if jax.dtypes.issubdtype(want.dtype, jax.dtypes.prng_key) else jnp.asarray(got, want.dtype))
+    return jax.tree_util.tree_unflatten(want_def, leaves)
 
 
 def _check_has_aux(has_aux: Any) -> bool:
@@ -506,7 +513,8 @@ class Result:
         memory is truncated, and a point dominated only by a dropped one can
         then appear in it: give ``archive_size`` / ``capacity`` room for the
         front, or keep ``history="all"``: then the front is the exact one of
-        every evaluated point.
+        every evaluated point (continuing a search, of this call's points and
+        the front the state kept of the earlier calls').
       pareto_values: ``(k, m)`` their objective values in the user's signs.
       hypervolume: the front's hypervolume with respect to ``ref_point``
         (computed in minimisation signs).
@@ -608,6 +616,12 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         num_generations = getattr(strategy, "num_generations", None)
         if num_generations is None:
             raise ValueError(f"num_generations is required for {type(strategy).__name__}")
+        if state is not None:  # continuing: what is left of the natural length
+            done = int(np.asarray(check_state(strategy, state, params).generation))
+            if done >= num_generations:
+                raise ValueError(f"state has run all {num_generations} generations of this "
+                                 f"{type(strategy).__name__}; pass num_generations to run more")
+            num_generations -= done
     key = check_key(key, allow_seed=True)
     num_objectives = getattr(strategy, "num_objectives", None)
     if num_objectives is None:
@@ -744,11 +758,14 @@ def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.
     """``pareto_params``, ``pareto_values``, ``hypervolume``, ``ref_point`` of a multi-objective search.
 
     The front is the strategy state's (``pareto_front``), or, where ``evaluated``
-    holds every evaluated point, the exact front of them all."""
+    holds every point evaluated in this call, the exact front of them and the
+    state's front (which holds what a continued search found before it)."""
     fx, fv, fm = (np.asarray(a) for a in _strategy_front(strategy, state))
     fx, fv = fx[fm], fv[fm]
     if evaluated is not None:
-        x_all, v_all, ok = evaluated
+        # The state's front after the trace's rows: a point in both is kept
+        # once, as the trace has it (equal rows once, the first in order).
+        x_all, v_all, ok = (np.concatenate([a, b]) for a, b in zip(evaluated, (fx, fv, np.ones(len(fv), bool))))
         # Points worse in every objective than one of the state's front cannot be
         # on the whole front: drop them first (strictly worse, so a front point's
         # own row stays whatever the state stored of it).

@@ -108,3 +108,55 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         jaxhpo.save_state(path, new)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["search.state"]
+
+
+def test_save_state_refuses_what_is_not_a_state_and_keeps_permissions(tmp_path):
+    s = jaxhpo.RandomSearch(SPACE, 4)
+    out = jaxhpo.run(s, f, 0, 1)
+    path = tmp_path / "search.state"
+    with pytest.raises(TypeError, match=r"run returns \(state, trace\): save the first"):
+        jaxhpo.save_state(path, out)
+    with pytest.raises(TypeError, match="got NoneType"):
+        jaxhpo.save_state(path, None)
+    with pytest.raises(FileNotFoundError, match="the folder of .*missing.* does not exist"):
+        jaxhpo.save_state(tmp_path / "missing" / "search.state", out[0])
+    assert not path.exists()
+    umask = os.umask(0o022)
+    try:
+        jaxhpo.save_state(path, out[0])
+        assert path.stat().st_mode & 0o777 == 0o644  # a new file: 0o666 less the umask
+        path.chmod(0o640)
+        jaxhpo.save_state(path, out[0])
+        assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its permissions
+    finally:
+        os.umask(umask)
+
+
+def test_a_continued_multi_objective_search_keeps_the_earlier_front():
+    s = jaxhpo.NSGA2(SPACE, 8, num_objectives=2, archive_size=64)  # room for the whole front
+    g = lambda p: jnp.stack([p["x"], (1.0 - p["x"]) ** 2 + 0.1 * p["n"]])  # noqa: E731
+    first = jaxhpo.minimize(g, SPACE, s, key=0, num_generations=2, history="all")
+    more = jaxhpo.minimize(g, SPACE, s, key=0, num_generations=2, history="all", state=first.state)
+    # every point of the earlier front is matched or dominated by the continued one
+    for v in first.pareto_values:
+        assert np.any(np.all(more.pareto_values <= v, axis=1))
+    assert more.hypervolume >= first.hypervolume - 1e-6
+
+
+def test_grid_search_continues_where_it_stopped():
+    grid = jaxhpo.GridSearch(SPACE, 4, num=3)  # 3 x 3 x ... points in batches of 4
+    whole = jaxhpo.minimize(f, SPACE, grid, key=0)
+    part = jaxhpo.minimize(f, SPACE, grid, key=0, num_generations=1)
+    rest = jaxhpo.minimize(f, SPACE, grid, key=0, state=part.state)  # the natural length less what ran
+    assert part.num_evaluations + rest.num_evaluations == whole.num_evaluations
+    assert rest.best_value == whole.best_value
+    with pytest.raises(ValueError, match="has run all .* generations"):
+        jaxhpo.minimize(f, SPACE, grid, key=0, state=rest.state)
+    # a fresh search of one generation is the first generation of a longer one, to the last bit
+    # (the initial state is not folded into the first generation's constants)
+    space = Space(x=Float(-2.0, 2.0), lr=Float(1e-4, 1.0, log=True))
+    grid = jaxhpo.GridSearch(space, 8, num=3)
+    h = lambda p: (p["x"] - 0.5) ** 2 + (jnp.log10(p["lr"]) + 2.0) ** 2  # noqa: E731
+    _, one = jaxhpo.run(grid, h, 3, 1, history="values")
+    _, two = jaxhpo.run(grid, h, 3, 2, history="values")
+    np.testing.assert_array_equal(one.values[0], two.values[0])
