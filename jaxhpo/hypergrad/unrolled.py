@@ -59,7 +59,7 @@ def contractions_saveable(prim, *avals, **params) -> bool:
 # Forward mode costs about 1 + 1.3 n training runs of multiply-adds (a
 # tangent through a gradient step is a Hessian-vector product), memory flat
 # in T; reverse mode (per-step rematerialisation of the activations) a
-# constant ~3.4-3.5 runs of time whatever n is (measured in
+# constant ~3.1-3.3 runs of time whatever n is (measured in
 # benchmarks/hypergrad_cost.py), memory O(T) states. Up to ~2 scalars forward
 # mode is no slower and always lighter; beyond, reverse wins on time.
 AUTO_FORWARD_MAX = 2
@@ -107,6 +107,13 @@ def _check_float_leaves(hparams: Any, name: str = "hparams") -> None:
 # once and pushes every tangent through that linear map separately; beyond,
 # it vmaps jax.jvp over the tangents (one batched program, constant compile).
 _LINEARIZE_MAX = 8
+
+# Forward mode's steps are unrolled by this many per loop iteration: the
+# primal of the next step does not wait for this step's tangents, and
+# unrolled, XLA runs them side by side (3-4% faster on a 2-core CPU, where
+# a plain training run gains nothing from unrolling;
+# benchmarks/hypergrad_cost.py). Memory stays independent of T.
+_FORWARD_UNROLL = 4
 
 
 def _weakly_typed(a: Any) -> bool:
@@ -178,7 +185,7 @@ def _forward_linearized(step, val_loss, num_steps, hparams, flat, unravel, init_
     # The step index rides in the carry: a scanned-over arange would be an
     # array of T int32s, the one thing in forward mode that grew with T.
     (floats, others, tangents, _), _ = jax.lax.scan(
-        body, (floats, others, zeros, jnp.int32(0)), None, length=num_steps)
+        body, (floats, others, zeros, jnp.int32(0)), None, length=num_steps, unroll=min(_FORWARD_UNROLL, num_steps))
     state = join(floats, others)
     value, lin = jax.linearize(lambda fl, h: real_scalar("val_loss", val_loss(join(fl, others), h)), floats, hparams)
     dflat = jnp.stack([lin(tangents[i], basis[i]) for i in range(n)])
