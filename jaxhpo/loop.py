@@ -612,12 +612,13 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         raise ValueError("strategy was built for a different space than the one given to minimize")
     if not callable(objective):
         raise TypeError("objective must be callable")
+    state = check_state(strategy, state, params)
     if num_generations is None:
         num_generations = getattr(strategy, "num_generations", None)
         if num_generations is None:
             raise ValueError(f"num_generations is required for {type(strategy).__name__}")
         if state is not None:  # continuing: what is left of the natural length
-            done = int(np.asarray(check_state(strategy, state, params).generation))
+            done = int(np.asarray(state.generation))
             if done >= num_generations:
                 raise ValueError(f"state has run all {num_generations} generations of this "
                                  f"{type(strategy).__name__}; pass num_generations to run more")
@@ -642,7 +643,6 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     has_aux = _check_has_aux(has_aux)
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
-    state = check_state(strategy, state, params)
     if state is None:
         strategy = strategy.sized_for(strategy.popsize * num_generations)
     if initial is not None:

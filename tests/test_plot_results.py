@@ -82,7 +82,8 @@ def test_history_of_one_constrained_objective_draws_infeasible_rows_apart():
     ax = plot.plot_history(res).axes[0]
     points, infeasible = ax.collections[:2]
     rows = np.asarray(res.history.values).reshape(-1, 2)
-    assert len(points.get_offsets()) == np.sum(rows[:, 1] <= 0) and len(infeasible.get_offsets()) == np.sum(rows[:, 1] > 0)
+    assert len(points.get_offsets()) == np.sum(rows[:, 1] <= 0)
+    assert len(infeasible.get_offsets()) == np.sum(rows[:, 1] > 0)
     np.testing.assert_allclose(np.sort(infeasible.get_offsets()[:, 1]), np.sort(rows[rows[:, 1] > 0, 0]))
     assert "maximised" in ax.get_ylabel()
 

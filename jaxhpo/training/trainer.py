@@ -154,7 +154,7 @@ def _evaluate(trainer: Any, state: Any, hparams: Any) -> tuple[jax.Array, Any]:
     rule = "the loss as one real array (a scalar, or a vector of objectives)"
     hint = ("" if trainer_has_aux(trainer) else
             "; to return other outputs alongside the loss, return (loss, aux) from a trainer with has_aux=True")
-    if isinstance(out, (tuple, list)) and not trainer_has_aux(trainer):
+    if isinstance(out, (tuple, list)):
         raise TypeError(f"trainer.evaluate must return {rule}, got a {type(out).__name__}: stack several "
                         f"objectives into one vector (jnp.stack([f1, f2, ...])){hint}")
     if out is None or isinstance(out, (Mapping, str, bytes)):
