@@ -226,6 +226,22 @@ def test_a_resumed_run_equals_one_run_of_all_the_rounds():
     other = Trainer(lambda k, hp: {"w": jnp.zeros(3)}, lambda s, hp: s, lambda s, hp: jnp.sum(s["w"]))
     with pytest.raises(ValueError, match="not this trainer's"):
         pbt(other, SPACE, 11, num_rounds=1, popsize=8, resume=first)
+    with pytest.raises(ValueError, match="another key"):
+        pbt(TRAINER, SPACE, 12, num_rounds=1, popsize=8, resume=first)
+
+
+def test_resume_takes_raw_keys_and_refuses_another_aux_before_training():
+    # a state holding its init key: a raw PRNGKey makes it uint32 (P, 2), as the check must expect
+    keyed = Trainer(lambda k, hp: {"w": jnp.ones(2), "key": k},
+                    lambda s, hp: {"w": s["w"] * (1 - hp["lr"]), "key": s["key"]},
+                    lambda s, hp: (jnp.sum(s["w"] ** 2), {"a": s["w"][0]}), has_aux=True)
+    key = jax.random.PRNGKey(0)
+    first = pbt(keyed, SPACE, key, popsize=4, num_rounds=1)
+    assert pbt(keyed, SPACE, key, popsize=4, num_rounds=1, resume=first).aux["a"].shape == (2, 4)
+    wider = Trainer(keyed.init, keyed.step, lambda s, hp: (jnp.sum(s["w"] ** 2), {"a": s["w"][0], "b": s["w"][1]}),
+                    has_aux=True)
+    with pytest.raises(ValueError, match="aux .* is not what this trainer's evaluate returns"):
+        pbt(wider, SPACE, key, popsize=4, num_rounds=1, resume=first)
 
 
 def test_pbt_rejects_bad_arguments():

@@ -40,8 +40,8 @@ from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
 from .._keys import check_batchable_keys, check_key
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
-from .trainer import (_init, _train_population, check_positive_int, check_trainer, init_population, take_row,
-                      trainer_has_aux)
+from .trainer import (_evaluate, _init, _train_population, check_positive_int, check_trainer, init_population,
+                      take_row, trainer_has_aux)
 
 __all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
 
@@ -228,7 +228,8 @@ class PBTResult:
         (``None`` if every member failed).
       best_state: its final state (no population axis; ``None`` if every
         member failed).
-      total_budget: units trained in all (``R * P * steps_per_round``).
+      total_budget: units trained in all (``R * P * steps_per_round``, summed over
+        the calls of a resumed run).
       init_keys: ``(P,)`` the key each member's ``init`` received.
       aux: for a trainer with ``has_aux``, each member's auxiliary output at
         the end of each round (the pytree ``evaluate`` returns, leading axes
@@ -281,8 +282,16 @@ class PBTResult:
         return {k: v[rows, anc] for k, v in self.hparams.items()}
 
 
-def _check_resume(resume: Any, trainer: Any, space: Space, popsize: int, init_x: Any) -> tuple | None:
-    """``(states, hparams, losses, rounds)`` to continue from an earlier ``PBTResult``, checked."""
+def _key_bits(keys: Any) -> np.ndarray:
+    """Typed or raw keys as their raw bits."""
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        keys = jax.random.key_data(keys)
+    return np.asarray(keys)
+
+
+def _check_resume(resume: Any, trainer: Any, space: Space, popsize: int, init_x: Any, key: Any) -> tuple | None:
+    """``(states, hparams, losses, rounds)`` to continue from an earlier ``PBTResult``,
+    checked against this call before anything is compiled."""
     if resume is None:
         return None
     if not isinstance(resume, PBTResult):
@@ -296,14 +305,25 @@ def _check_resume(resume: Any, trainer: Any, space: Space, popsize: int, init_x:
         raise ValueError(f"resume: the earlier run had {members} members; popsize must be the same, got {popsize}")
     if (resume.aux is not None) != trainer_has_aux(trainer):
         raise ValueError("resume: the earlier run's trainer and this one differ in has_aux")
-    expected = jax.eval_shape(
-        lambda u: jax.vmap(partial(_init, trainer))(jax.random.split(jax.random.key(0), popsize), space.decode(u)),
-        jax.ShapeDtypeStruct((popsize, space.dim), jnp.float32))
-    got = jax.tree_util.tree_map(lambda a: (jnp.shape(a), jnp.result_type(a)), resume.states)
-    want = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), expected)
-    if got != want:
+    # The init keys this call would draw (as _pbt_program does): the earlier run's if the key is the same.
+    init_keys = jax.random.split(jax.random.split(key, 3)[1], popsize)
+    if not np.array_equal(_key_bits(init_keys), _key_bits(resume.init_keys)):
+        raise ValueError("resume: the earlier run was made with another key; resume with the same key")
+    cube = jax.ShapeDtypeStruct((popsize, space.dim), jnp.float32)
+    expected = jax.eval_shape(lambda k, u: jax.vmap(partial(_init, trainer))(k, space.decode(u)), init_keys, cube)
+
+    def forms(tree, skip=0):
+        return jax.tree_util.tree_map(lambda a: (tuple(jnp.shape(a))[skip:], jnp.result_type(a)), tree)
+
+    if forms(resume.states) != forms(expected):
         raise ValueError("resume: the earlier run's states are not this trainer's (structure, shapes or dtypes "
                          "differ from what trainer.init makes)")
+    if resume.aux is not None:
+        aux = jax.eval_shape(lambda st, u: jax.vmap(partial(_evaluate, trainer))(st, space.decode(u))[1],
+                             expected, cube)
+        if forms(resume.aux, 1) != forms(aux):
+            raise ValueError(f"resume: the earlier run's aux {forms(resume.aux, 2)} is not what this trainer's "
+                             f"evaluate returns {forms(aux, 1)} (structure, shapes or dtypes)")
     last = {k: v[-1] for k, v in resume.hparams.items()}
     return resume.states, last, resume.losses[-1], np.int32(rounds)
 
@@ -382,7 +402,7 @@ def pbt(trainer: Any, space: Space, key: Any, *, popsize: int, num_rounds: int, 
     if mesh is not None and popsize % mesh.size:
         raise ValueError(f"popsize ({popsize}) must be a multiple of the mesh's {mesh.size} devices")
     num_exploit = exploit_count(fraction, popsize)
-    carried = _check_resume(resume, trainer, space, popsize, init_x)
+    carried = _check_resume(resume, trainer, space, popsize, init_x, key)
     key, init_x, carried = onto_mesh((key, init_x, carried), mesh)
     states, schedule, losses, parents, aux, init_keys, boundary = _pbt_program(
         trainer, space, key, init_x, np.int32(steps_per_round), np.float32(resample_prob), popsize,
