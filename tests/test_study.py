@@ -761,11 +761,13 @@ def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_tria
     trials asked by hand) and goes on."""
     import signal
 
-    started, release = [], threading.Event()
+    started, release, count = [], threading.Event(), threading.Lock()
 
     def slow(p):
-        started.append(p)
-        if len(started) == 2:  # both workers inside an objective: Ctrl-C, to the main thread
+        with count:  # one Ctrl-C: both workers appending before either checks would send two
+            started.append(p)
+            second = len(started) == 2
+        if second:  # both workers inside an objective: Ctrl-C, to the main thread
             # (a process-wide signal may reach a worker thread, leaving the main one asleep in join)
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         release.wait(20)
@@ -787,11 +789,13 @@ def _interrupted_parallel_optimize(study, release):
     inside objectives that wait for ``release``; their trials' numbers."""
     import signal
 
-    started = []
+    started, count = [], threading.Lock()
 
     def slow(p):
-        started.append(p)
-        if len(started) == 2:  # both workers inside an objective: Ctrl-C, to the main thread
+        with count:  # one Ctrl-C: both workers appending before either checks would send two
+            started.append(p)
+            second = len(started) == 2
+        if second:  # both workers inside an objective: Ctrl-C, to the main thread
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         release.wait(20)
         return 1000.0 + f(p)
