@@ -22,6 +22,10 @@ _CONCRETE_VALUE_ERRORS = (
 
 # jnp.zeros(n), jnp.ones((n, 3)) with a traced n: a plain TypeError.
 _TRACED_SHAPE = "Shapes must be 1D sequences of concrete values of integer type"
+# jnp.arange(n) with a traced n: a concretization error naming it.
+_TRACED_ARANGE = "It arose in the jnp.arange argument"
+# x[:n] with a traced n: an IndexError.
+_TRACED_SLICE = "Slice entries must be static integers"
 
 
 class _Config(dict):
@@ -53,16 +57,18 @@ def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
         args = tuple(_Config(a, what) if a is config else a for a in args)
     try:
         out = fn(*args)
-    except (*_CONCRETE_VALUE_ERRORS, TypeError) as e:
-        shape = str(e).startswith(_TRACED_SHAPE)
-        if not (shape or isinstance(e, _CONCRETE_VALUE_ERRORS)):
+    except (*_CONCRETE_VALUE_ERRORS, TypeError, IndexError) as e:
+        shape = str(e).startswith(_TRACED_SHAPE) or _TRACED_ARANGE in str(e)
+        sliced = isinstance(e, IndexError) and str(e).startswith(_TRACED_SLICE)
+        if not (shape or sliced or isinstance(e, _CONCRETE_VALUE_ERRORS)):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         host = (" For an objective that is not JAX code, use jaxhpo.Study, which calls it on the host."
                 if what == "objective" else "")
-        masks = (" An array's shape cannot come from a hyperparameter: make the array its largest size "
-                 "and mask it (jaxhpo.training.models' masked MLP realises width and depth that way)."
-                 if shape else "")
+        masks = (" An array's shape (an arange's length, a slice's bounds) cannot come from a hyperparameter: "
+                 "make the array its largest size and mask what lies past the value, e.g. "
+                 "jnp.where(jnp.arange(largest) < n, x, 0) (jaxhpo.training.models' masked MLP realises width "
+                 "and depth that way)." if shape or sliced else "")
         raise TypeError(
             f"{what} is traced by JAX (compiled and vmapped over the population), so it must compute "
             "with jax.numpy on its arguments: no float() or int() of them, no Python `if` on them "

@@ -73,10 +73,14 @@ def test_code_that_needs_concrete_values_is_explained():
     with pytest.raises(TypeError, match=r"trainer.step is traced by JAX .* no float\(\)"):
         successive_halving(trainer, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
     # A shape taken from a hyperparameter: JAX's own advice (static_argnums) cannot apply here.
-    with pytest.raises(TypeError, match=r"objective is traced by JAX .* make the array its largest size and mask it"):
-        jaxhpo.minimize(lambda c: jnp.zeros(c["x"].astype(int)).sum(), SPACE, STRATEGY, num_generations=1)
+    # So is an arange's length or a slice's bound taken from one.
+    for sized in (lambda c: jnp.zeros(c["x"].astype(int)).sum(), lambda c: jnp.arange(c["x"].astype(int)).sum(),
+                  lambda c: jnp.ones(4)[:c["x"].astype(int)].sum()):
+        with pytest.raises(TypeError, match=r"objective is traced by JAX .* make the array its largest size and "
+                                            r"mask what lies past the value"):
+            jaxhpo.minimize(sized, SPACE, STRATEGY, num_generations=1)
     sized = Trainer(lambda k, hp: jnp.ones(hp["x"].astype(int)), lambda s, hp: s, lambda s, hp: jnp.sum(s))
-    with pytest.raises(TypeError, match=r"trainer.init is traced by JAX .* mask it"):
+    with pytest.raises(TypeError, match=r"trainer.init is traced by JAX .* mask what lies past"):
         successive_halving(sized, SPACE, 0, num_configs=2, min_budget=1, max_budget=2, eta=2)
 
 
