@@ -1,6 +1,7 @@
 """The README's self-contained examples run as printed and give what their comments say."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ def _block(marker: str) -> str:
     blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if marker in b]
     if len(blocks) != 1:
         pytest.fail(f"README should hold one python block with {marker!r}, found {len(blocks)}")
-    return blocks[0]
+    return textwrap.dedent(blocks[0])  # (a block inside a list item is indented)
 
 
 def test_tour_finds_the_documented_best_configuration():
@@ -34,3 +35,13 @@ def test_hypergradient_example_agrees_with_the_implicit_one():
     # 100 steps of gradient descent reach the ridge solution closely, so the
     # unrolled d val / d l2 is near the implicit function theorem's.
     assert abs(float(grads["l2"]) - float(dval["l2"])) < 0.01 * abs(float(dval["l2"]))
+
+
+def test_checkpointed_search_equals_the_search_at_once():
+    ns = {}
+    exec(compile(_block("jaxhpo.save_state(path, state)"), "README checkpoints", "exec"), ns)
+    strategy, state, whole = ns["strategy"], ns["state"], ns["whole"]
+    assert int(state.generation) == 100
+    for a, b in zip(strategy.best(state), strategy.best(whole)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(strategy.best(state)[1]) < 1e-6  # the optimum (1, -2)
