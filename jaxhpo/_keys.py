@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_key", "check_batchable_keys", "seed_key"]
+__all__ = ["check_key", "check_batchable_keys", "seed_key", "key_bits", "is_key_dtype"]
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -36,18 +36,24 @@ def _raw_key_shape(impl: str) -> tuple[int, ...]:
     return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
 
 
-def _typed(dtype: Any) -> bool:
+def is_key_dtype(dtype: Any) -> bool:
+    """Whether ``dtype`` is a typed PRNG key's (``None``: no)."""
     return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def key_bits(keys: Any) -> np.ndarray:
+    """Typed keys or raw key data, as the raw bits on the host."""
+    return np.asarray(jax.random.key_data(keys) if is_key_dtype(getattr(keys, "dtype", None)) else keys)
 
 
 def _key_parts(keys: Any, must: str) -> tuple[bool, tuple]:
     """``(typed, shape)`` of typed keys or raw ``uint32`` key data, else
     ``TypeError(f"{must}, got ...")``."""
     dtype, shape = getattr(keys, "dtype", None), getattr(keys, "shape", None)
-    if shape is None or not (_typed(dtype) or dtype == np.uint32):
+    if shape is None or not (is_key_dtype(dtype) or dtype == np.uint32):
         got = type(keys).__name__ if dtype is None else f"{type(keys).__name__} of dtype {dtype}"
         raise TypeError(f"{must}, got {got}")
-    return _typed(dtype), tuple(shape)
+    return is_key_dtype(dtype), tuple(shape)
 
 
 def check_key(key: Any, allow_seed: bool = False) -> Any:
@@ -80,7 +86,7 @@ def check_batchable_keys(name: str, keys: Any) -> Any:
     """Refuse keys (one or a batch, typed or raw data of the default
     implementation) whose draws change under ``vmap``: searches that train
     each member as it would train alone need a vmap-invariant implementation."""
-    impl = (str(jax.random.key_impl(keys)) if _typed(getattr(keys, "dtype", None))
+    impl = (str(jax.random.key_impl(keys)) if is_key_dtype(getattr(keys, "dtype", None))
             else jax.config.jax_default_prng_impl)
     if impl in _BATCH_DEPENDENT_IMPLS:
         raise ValueError(f"{name} must be a key of a vmap-invariant implementation (threefry2x32), got a {impl!r} "

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 
 from .evaluate import host_local
-from .loop import check_state
+from .loop import check_state, state_template
 from .strategies.base import Strategy
 from .study.serialize import state_from_bytes, state_to_bytes
 
@@ -122,5 +122,4 @@ def load_state(path: str | os.PathLike, strategy: Strategy) -> Any:
                         f"got {type(strategy).__name__}")
     with open(os.fspath(path), "rb") as f:
         data = f.read()
-    template = jax.eval_shape(lambda k: strategy.init(k), jax.random.key(0))
-    return check_state(strategy, state_from_bytes(data, template))
+    return check_state(strategy, state_from_bytes(data, state_template(strategy)))

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import pareto
 from ._materialize import materialize, stored
-from ._keys import check_key
+from ._keys import check_key, is_key_dtype
 from .evaluate import auto_chunk_size, check_chunk_size, check_mesh, evaluate, host_local, onto_mesh, shard_population
 from .space import Space
 from .strategies.base import Strategy, counting_dtype, float32_values
@@ -423,6 +423,11 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
                    state)
 
 
+def state_template(strategy: Strategy) -> Any:
+    """The structure, shapes and dtypes of ``strategy``'s states (``ShapeDtypeStruct`` leaves)."""
+    return jax.eval_shape(lambda k: strategy.init(k, _check_params(strategy, None)), jax.random.key(0))
+
+
 def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
     """``state`` refused unless it is a state of ``strategy``: ``strategy.init``'s
     structure, leaf shapes and dtypes (``None`` passes: a fresh search); its
@@ -434,7 +439,7 @@ def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
     if params is not None:
         raise ValueError("pass params or state, not both: a state carries its strategy's hyperparameters "
                          "(state.params)")
-    expected = jax.eval_shape(lambda k: strategy.init(k, _check_params(strategy, None)), jax.random.key(0))
+    expected = state_template(strategy)
     name = type(strategy).__name__
     got_paths, got_def = jax.tree_util.tree_flatten_with_path(state)
     want_paths, want_def = jax.tree_util.tree_flatten_with_path(expected)
@@ -448,7 +453,7 @@ def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
                 f"state{jax.tree_util.keystr(path)} has shape {jnp.shape(got)} and dtype {jnp.result_type(got)}; "
                 f"this {name} keeps {want.shape} {want.dtype} there: the state is another strategy's "
                 "(another space, popsize or capacity; minimize's sized strategy is Result.strategy)")
-        leaves.append(got if jax.dtypes.issubdtype(want.dtype, jax.dtypes.prng_key) else jnp.asarray(got, want.dtype))
+        leaves.append(got if is_key_dtype(want.dtype) else jnp.asarray(got, want.dtype))
     return jax.tree_util.tree_unflatten(want_def, leaves)
 
 

@@ -38,7 +38,7 @@ def plot_result_history(result: Any, path: Any = None):
     evaluations = np.cumsum(np.asarray(trace.num_valid))
     if not np.isfinite(best).any():
         raise NothingToPlot("every evaluation of this search failed: nothing to plot")
-    maximized = bool(np.ravel([result.maximize])[0])
+    maximized = bool(result.maximize)  # one objective: a bool
     fig = figure(figsize=(7, 4))
     ax = fig.add_subplot()
     if trace.values is not None:

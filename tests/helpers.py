@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxhpo import Float, Int, Space
 
@@ -60,3 +61,11 @@ def toy_step(state, hp):
 
 def toy_error(state):
     return jnp.sum((state["w"] - TOY_TARGET) ** 2)
+
+
+def assert_trees_equal(a, b):
+    """Every leaf of ``a`` equals ``b``'s bit for bit (typed keys by their key data)."""
+    from jaxhpo._keys import key_bits
+
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(key_bits(x), key_bits(y))

@@ -15,6 +15,8 @@ import jaxhpo
 from jaxhpo import Float, Int, Space
 from jaxhpo.study.serialize import StateChecksumError, StateFormatError
 
+from helpers import assert_trees_equal
+
 SPACE = Space(x=Float(-2.0, 2.0), n=Int(1, 6))
 
 
@@ -78,10 +80,7 @@ def test_checkpoint_file_round_trip_and_refusals(tmp_path):
     path = tmp_path / "search.state"
     jaxhpo.save_state(path, state)
     back = jaxhpo.load_state(path, s)
-    for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(state)):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_trees_equal(back, state)
     with pytest.raises(StateFormatError, match="does not fit this strategy"):
         jaxhpo.load_state(path, jaxhpo.RandomSearch(SPACE, 4))
     data = bytearray(path.read_bytes())

@@ -19,6 +19,7 @@ import pytest
 import jaxhpo
 from jaxhpo.loop import _search
 from strategy_registry import STRATEGIES
+from helpers import assert_trees_equal
 
 SPACE = jaxhpo.Space(
     x=jaxhpo.Float(-2.0, 2.0),
@@ -244,8 +245,5 @@ def test_a_search_continued_from_its_state_equals_the_search_run_at_once(name):
     np.testing.assert_array_equal(np.concatenate([first.x, second.x]), whole.x)
     np.testing.assert_array_equal(np.concatenate([first.values, second.values]), whole.values)
     np.testing.assert_array_equal(np.concatenate([first.best_value, second.best_value]), whole.best_value)
-    for a, b in zip(jax.tree_util.tree_leaves(end), jax.tree_util.tree_leaves(whole_state)):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_trees_equal(end, whole_state)
     assert int(end.generation) == GENERATIONS

@@ -10,6 +10,8 @@ import pytest
 from jaxhpo import Categorical, Float, Int, Space
 from jaxhpo.training import Trainer, exploit_parents, explore, pbt
 from jaxhpo.training.pbt import _pbt_program, exploit_count
+
+from helpers import assert_trees_equal
 from jaxhpo.training.trainer import continue_rung, init_rung
 
 # A noisy quadratic: SGD with gradient noise. A large learning rate makes fast
@@ -209,10 +211,7 @@ def test_a_resumed_run_equals_one_run_of_all_the_rounds():
     for name in ("losses", "parents"):
         np.testing.assert_array_equal(getattr(both, name), getattr(whole, name))
     np.testing.assert_array_equal(both.hparams["lr"], whole.hparams["lr"])
-    for a, b in zip(jax.tree_util.tree_leaves(both.states), jax.tree_util.tree_leaves(whole.states)):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_trees_equal(both.states, whole.states)
     assert both.best_index == whole.best_index and both.total_budget == whole.total_budget
     np.testing.assert_array_equal(both.lineage(), whole.lineage())
     with pytest.raises(ValueError, match="popsize must be the same"):

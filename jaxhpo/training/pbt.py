@@ -37,7 +37,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
-from .._keys import check_batchable_keys, check_key
+from .._keys import check_batchable_keys, check_key, key_bits
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
 from .trainer import (_evaluate, _init, _train_population, check_positive_int, check_trainer, init_population,
@@ -282,13 +282,6 @@ class PBTResult:
         return {k: v[rows, anc] for k, v in self.hparams.items()}
 
 
-def _key_bits(keys: Any) -> np.ndarray:
-    """Typed or raw keys as their raw bits."""
-    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        keys = jax.random.key_data(keys)
-    return np.asarray(keys)
-
-
 def _check_resume(resume: Any, trainer: Any, space: Space, popsize: int, init_x: Any, key: Any) -> tuple | None:
     """``(states, hparams, losses, rounds)`` to continue from an earlier ``PBTResult``,
     checked against this call before anything is compiled."""
@@ -307,7 +300,7 @@ def _check_resume(resume: Any, trainer: Any, space: Space, popsize: int, init_x:
         raise ValueError("resume: the earlier run's trainer and this one differ in has_aux")
     # The init keys this call would draw (as _pbt_program does): the earlier run's if the key is the same.
     init_keys = jax.random.split(jax.random.split(key, 3)[1], popsize)
-    if not np.array_equal(_key_bits(init_keys), _key_bits(resume.init_keys)):
+    if not np.array_equal(key_bits(init_keys), key_bits(resume.init_keys)):
         raise ValueError("resume: the earlier run was made with another key; resume with the same key")
     cube = jax.ShapeDtypeStruct((popsize, space.dim), jnp.float32)
     expected = jax.eval_shape(lambda k, u: jax.vmap(partial(_init, trainer))(k, space.decode(u)), init_keys, cube)

@@ -41,7 +41,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 
-from .._keys import check_member_keys
+from .._keys import check_member_keys, is_key_dtype
 from .._rows import where_rows
 from .._traced import call_traced, check_returned_like
 from ..evaluate import map_population, population_sharding, shard_population
@@ -148,7 +148,7 @@ def _evaluate(trainer: Any, state: Any, hparams: Any) -> tuple[jax.Array, Any]:
         out, aux = out
         aux = jax.tree_util.tree_map(jnp.asarray, aux)
         for path, leaf in jax.tree_util.tree_leaves_with_path(aux):
-            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            if is_key_dtype(leaf.dtype):
                 raise TypeError(f"trainer.evaluate's aux must hold numeric arrays; aux{jax.tree_util.keystr(path)} "
                                 "is a PRNG key (return jax.random.key_data(key) instead)")
     rule = "the loss as one real array (a scalar, or a vector of objectives)"
