@@ -70,6 +70,14 @@ def test_hyperband_aux_over_every_bracket_and_sharded():
     np.testing.assert_allclose(sharded.aux["twice"][0], res.aux["twice"][0], rtol=1e-6)
 
 
+def test_a_continued_hyperband_keeps_every_configuration_aux():
+    first = hyperband(AUX, SPACE, jax.random.key(5), max_budget=9, eta=3, num_brackets=2)
+    both = hyperband(AUX, SPACE, jax.random.key(5), max_budget=9, eta=3, resume=first)
+    assert np.bincount(both.bracket).tolist() == [9, 5, 3]
+    np.testing.assert_array_equal(both.aux["steps"][:14], first.aux["steps"])
+    _check_aux(both)
+
+
 def test_multi_objective_front_carries_its_aux():
     res = successive_halving(MO_AUX, SPACE, jax.random.key(1), num_configs=9, min_budget=1, max_budget=9)
     np.testing.assert_array_equal(res.aux["steps"], res.budget)

@@ -1,5 +1,8 @@
 """Hyperband schedule, successive halving and Hyperband over a toy trainer."""
 
+import dataclasses
+import pickle
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +13,7 @@ from jaxhpo.training import Trainer, hyperband, hyperband_schedule, successive_h
 from jaxhpo.training.hyperband import level_sizes, successive_halving_schedule
 from jaxhpo.training.trainer import continue_rung, init_rung
 
-from helpers import TOY_SPACE, toy_error, toy_init, toy_step
+from helpers import TOY_SPACE, assert_trees_equal, toy_error, toy_init, toy_step
 
 # Li et al. (2018), Table 1: R = 81, eta = 3; (n_i, r_i) per rung, bracket s = 4 .. 0.
 PAPER_R81_ETA3 = [
@@ -72,8 +75,8 @@ def test_bad_arguments_are_named():
         Trainer(_init, 3, _evaluate)
     with pytest.raises(ValueError, match="chunk_size"):
         hyperband(TRAINER, SPACE, 0, max_budget=9, chunk_size=0)
-    with pytest.raises(ValueError, match=r"num_brackets \(4\) must be at most the 3 brackets"):
-        hyperband(TRAINER, SPACE, 0, max_budget=9, num_brackets=4)
+    with pytest.raises(ValueError, match="num_brackets must be a positive integer"):
+        hyperband(TRAINER, SPACE, 0, max_budget=9, num_brackets=0)
 
 
 def test_a_fractional_budget_never_trains_past_max_budget():
@@ -406,10 +409,10 @@ def test_bookkeeping_programs_compile_with_small_program_options():
     hb = sys.modules["jaxhpo.training.hyperband"]
     compile_mod = sys.modules["jaxhpo.training._compile"]
     strategy = hb._check_sampler(None, SPACE, 5, [[[(5, 1.0)]]])
-    state, keys = hb._start(strategy, jax.random.key(2), 3)
-    args = (strategy, keys, np.int32(1), state, 2, 12, np.int32(9))
+    state, k_run = hb._start(strategy, jax.random.key(2))
+    args = (strategy, k_run, np.int32(1), state, 2, 12, np.int32(9), False)
     got = hb._propose(*args)
-    plain = jax.jit(hb._propose.__wrapped__, static_argnames=("strategy", "num_batches", "size"))(*args)
+    plain = jax.jit(hb._propose.__wrapped__, static_argnames=("strategy", "num_batches", "size", "single"))(*args)
     np.testing.assert_array_equal(got[0], plain[0])  # the unit-cube points, bit for bit
     np.testing.assert_array_equal(got[1], plain[1])
     for a, b in zip(jax.tree_util.tree_leaves(got[2]), jax.tree_util.tree_leaves(plain[2])):
@@ -495,3 +498,68 @@ def test_samplers_that_cannot_fill_a_bracket_are_refused():
     with pytest.raises(ValueError, match="MOTPE learns from 2 values per configuration"):
         successive_halving(TRAINER, SPACE, 0, num_configs=3, min_budget=1, max_budget=3,
                            strategy=MOTPE(SPACE, 1, num_objectives=2))
+
+
+def _same_search(a, b):
+    for name in ("x", "bracket", "budget", "loss"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert [(r["bracket"], r["rung"], r["budget"], r["index"].tolist(), r["loss"].tolist()) for r in a.rungs] == \
+        [(r["bracket"], r["rung"], r["budget"], r["index"].tolist(), r["loss"].tolist()) for r in b.rungs]
+    assert (a.best_index, a.best_loss, a.best_budget, a.total_budget) == \
+        (b.best_index, b.best_loss, b.best_budget, b.total_budget)
+    assert_trees_equal((a.init_keys, a.best_state, a.sampler_state), (b.init_keys, b.best_state, b.sampler_state))
+
+
+def test_hyperband_continued_bracket_by_bracket_equals_one_search():
+    # R = 9: 3 brackets an iteration; two iterations (6 brackets) in one call
+    # against calls of 2, 3 (the iteration's last bracket and two of the next,
+    # apart) and the default (the rest of the iteration), each result pickled
+    # as a checkpoint would be. Blocks of 2 train every member alike in both.
+    kw = dict(max_budget=9, eta=3, block_size=2)
+    whole = hyperband(TRAINER, SPACE, 5, num_brackets=6, **kw)
+    assert np.bincount(whole.bracket).tolist() == [9, 5, 3] * 2 and whole.schedule == hyperband_schedule(9, 3)
+    assert hyperband(TRAINER, SPACE, 5, num_brackets=6, **kw).x.tolist() == whole.x.tolist()
+    part = None
+    for num in (2, 3, None):
+        part = pickle.loads(pickle.dumps(hyperband(TRAINER, SPACE, 5, num_brackets=num, resume=part, **kw)))
+    _same_search(part, whole)
+    # a fresh call runs one iteration: the first three brackets of the search
+    one = hyperband(TRAINER, SPACE, 5, **kw)
+    np.testing.assert_array_equal(one.x, whole.x[:17])
+
+
+def test_a_learning_sampler_carries_its_model_across_calls():
+    # BOHB: TPE told after each bracket, one after another; 4 brackets (one
+    # iteration and the first of the next) in one call or in two.
+    from jaxhpo import TPE
+    tpe = TPE(SPACE, 1, capacity=32, n_startup=4)
+    whole = hyperband(TRAINER, SPACE, 3, max_budget=9, strategy=tpe, num_brackets=4)
+    first = hyperband(TRAINER, SPACE, 3, max_budget=9, strategy=tpe, num_brackets=2)
+    _same_search(hyperband(TRAINER, SPACE, 3, max_budget=9, strategy=tpe, num_brackets=2, resume=first), whole)
+    # the sampler's state was carried, not restarted: a fresh TPE proposes other points for bracket 2
+    fresh = hyperband(TRAINER, SPACE, 3, max_budget=9, strategy=tpe, num_brackets=1, resume=dataclasses.replace(
+        first, sampler_state=tpe.init(jax.random.key(0))))
+    assert not np.array_equal(fresh.x[14:], whole.x[14:17])
+
+
+def test_resume_refuses_another_search():
+    first = hyperband(TRAINER, SPACE, 5, max_budget=9, num_brackets=1, block_size=2)
+    kw = dict(max_budget=9, block_size=2, resume=first)
+    with pytest.raises(ValueError, match="another key"):
+        hyperband(TRAINER, SPACE, 6, **kw)
+    with pytest.raises(ValueError, match="give the same max_budget and eta"):
+        hyperband(TRAINER, SPACE, 5, max_budget=27, resume=first)
+    with pytest.raises(ValueError, match="another space"):
+        hyperband(TRAINER, Space(lr=Float(0.01, 0.5, log=True), shift=Float(0.0, 3.0)), 5, **kw)
+    other = Trainer(lambda k, hp: {"w": jnp.zeros(3)}, lambda s, hp: s, lambda s, hp: jnp.sum(s["w"]))
+    with pytest.raises(ValueError, match="not this trainer's"):
+        hyperband(other, SPACE, 5, **kw)
+    with pytest.raises(ValueError, match="differ in has_aux"):
+        hyperband(Trainer(_init, _step, lambda s, hp: (_evaluate(s, hp), {}), has_aux=True), SPACE, 5, **kw)
+    with pytest.raises(ValueError, match="sampler state is not this strategy's"):
+        hyperband(TRAINER, SPACE, 5, strategy=QuasiRandom(SPACE, 9), **kw)
+    with pytest.raises(TypeError, match="MultiFidelityResult"):
+        hyperband(TRAINER, SPACE, 5, max_budget=9, resume=first.best_state)
+    halving = successive_halving(TRAINER, SPACE, 5, num_configs=9, min_budget=1, max_budget=9)
+    with pytest.raises(ValueError, match="successive halving's, which cannot be continued"):
+        hyperband(TRAINER, SPACE, 5, max_budget=9, resume=halving)

@@ -147,6 +147,22 @@ def test_mo_hyperband_front_over_final_rungs_and_determinism():
     assert jax.tree_util.tree_leaves(a.pareto_state)[0].shape[0] == len(a.pareto_index)
 
 
+def test_mo_hyperband_continued_keeps_the_earlier_front():
+    # 4 brackets (R = 9: an iteration and one more) in one call or in two;
+    # the front is over every bracket's final rung, the first call's included.
+    kw = dict(max_budget=9, eta=3, block_size=2)
+    whole = hyperband(MO, SPACE, jax.random.key(3), num_brackets=4, **kw)
+    first = hyperband(MO, SPACE, jax.random.key(3), num_brackets=2, **kw)
+    both = hyperband(MO, SPACE, jax.random.key(3), num_brackets=2, resume=first, **kw)
+    full = np.flatnonzero(both.budget == 9)
+    on = _ref_ranks(both.loss[full].astype(np.float64)) == 0
+    assert set(both.pareto_index) == set(full[on]) and set(first.pareto_index) & set(full[on])
+    for name in ("loss", "pareto_index", "pareto_loss"):
+        np.testing.assert_array_equal(getattr(both, name), getattr(whole, name))
+    np.testing.assert_array_equal(both.pareto_state["w"], whole.pareto_state["w"])
+    assert both.best_index == whole.best_index and both.num_objectives == 2
+
+
 def test_bad_objective_shapes_are_rejected():
     bad = Trainer(_init, _step, lambda s, hp: jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="evaluate"):

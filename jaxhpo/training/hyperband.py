@@ -21,7 +21,11 @@ no padding.
 Configurations come from any jaxhpo ``Strategy`` (``RandomSearch`` by
 default); a model-based strategy (TPE, GP-BO) is told every configuration's
 loss at the largest budget it reached after each bracket, so later brackets
-sample from a model of earlier ones (the BOHB pattern).
+sample from a model of earlier ones (the BOHB pattern). Hyperband's brackets
+are counted over the whole search, iteration after iteration (bracket ``b``
+runs the schedule's bracket ``b mod (s_max + 1)``, with a key folded from the
+run's key and ``b``), so ``resume=`` continues a search as one longer call
+would.
 
 Multi-objective: where ``trainer.evaluate`` returns a vector of ``m``
 objectives (all minimised, e.g. validation loss and parameter count), each
@@ -49,12 +53,13 @@ from jax.sharding import Mesh
 
 from .. import pareto
 from ..evaluate import check_chunk_size, check_mesh, host_local
-from .._keys import check_batchable_keys, check_key
+from .._keys import check_batchable_keys, check_key, key_bits
+from ..loop import check_state
 from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
-from .trainer import (MAX_COUNT, check_trainer, continue_rung, empty_states, put_population, take, take_one,
+from .trainer import (MAX_COUNT, check_carried, check_trainer, continue_rung, empty_states, put_population, take, take_one,
                       take_row, trainer_has_aux)
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
@@ -72,7 +77,7 @@ def _check_budget(value: Any, name: str) -> Fraction:
         raise TypeError(f"{name} must be a finite real number, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1 budget unit, got {value!r}")
-    if value > MAX_COUNT:  # a budget becomes an int32 count of trainer steps
+    if float(value) > MAX_COUNT:  # a budget becomes an int32 count of trainer steps
         raise ValueError(f"{name} must be at most 2**31 - 1 budget units, got {value!r}")
     return Fraction(float(value)).limit_denominator(10**9)
 
@@ -179,6 +184,11 @@ class MultiFidelityResult:
       best_aux: the best configuration's (no leading axis; ``None`` without
         ``has_aux`` or a best configuration).
       pareto_aux: the front's, leading axis ``(k,)`` (``None`` likewise).
+      sampler_state: the strategy's state after it was told the last bracket.
+      schedule: ``hyperband_schedule(max_budget, eta)`` of a ``hyperband``
+        run (bracket ``b`` ran ``schedule[b % len(schedule)]``), which
+        ``resume=`` continues; ``None`` for ``successive_halving``.
+      space: the ``Space`` searched.
     """
 
     x: np.ndarray
@@ -202,6 +212,9 @@ class MultiFidelityResult:
     aux: Any = None
     best_aux: Any = None
     pareto_aux: Any = None
+    sampler_state: Any = None
+    schedule: list | None = None
+    space: Space | None = dataclasses.field(repr=False, default=None)
 
     @property
     def best_value(self) -> float:
@@ -310,20 +323,28 @@ def _check_sampler(strategy: Any, space: Space, popsize: int, groups: list) -> S
     return strategy
 
 
-@partial(small_program_jit, static_argnames=("strategy", "num_brackets"))
-def _start(strategy, key, num_brackets):
-    """The sampler's initial state and the brackets' keys, ``(num_brackets,)``
-    (``None``: one bracket, keyed by the run key itself), in one program
-    rather than a few small compiled operations."""
+@partial(small_program_jit, static_argnames=("strategy",))
+def _start(strategy, key):
+    """The sampler's initial state and the run key the brackets' keys come
+    from (``_bracket_keys``), in one program rather than a few small
+    compiled operations."""
     k_strat, k_run = jax.random.split(key)
-    keys = k_run[None] if num_brackets is None else jax.random.split(k_run, num_brackets)
-    return strategy.init(k_strat), keys
+    return strategy.init(k_strat), k_run
 
 
-@partial(small_program_jit, static_argnames=("strategy", "num_batches", "size"))
-def _propose(strategy, keys, index, state, num_batches, size, num_configs):
-    """Ask ``num_batches`` times in a row with bracket ``index``'s key (of
-    ``keys``); keep the first ``num_configs`` points.
+def _bracket_keys(k_run, index, single):
+    """Bracket ``index``'s ask and init keys: from ``fold_in(k_run, index)``,
+    so that a search continued for more brackets draws what one longer
+    search draws (for the default threefry keys, ``fold_in(k, i)`` is
+    ``split(k, n)[i]``); ``single`` (successive halving's one bracket):
+    from ``k_run`` itself."""
+    return jax.random.split(k_run if single else jax.random.fold_in(k_run, index))
+
+
+@partial(small_program_jit, static_argnames=("strategy", "num_batches", "size", "single"))
+def _propose(strategy, k_run, index, state, num_batches, size, num_configs, single):
+    """Ask ``num_batches`` times in a row with bracket ``index``'s key (see
+    ``_bracket_keys``); keep the first ``num_configs`` points.
 
     Returns ``xs (num_batches, popsize, dim)`` (for ``tell``), and ``x (size,
     dim)``, its decoded hyperparameters and one init key per row, where rows
@@ -333,7 +354,7 @@ def _propose(strategy, keys, index, state, num_batches, size, num_configs):
     key of ``jax.random.split(k, num_configs)`` (threefry splits are
     partitionable).
     """
-    k_ask, k_init = jax.random.split(keys[index])
+    k_ask, k_init = _bracket_keys(k_run, index, single)
 
     def one(state, k):
         x, state = strategy.ask(k, state)
@@ -471,7 +492,7 @@ class _Search:
     size. Rows past a level's members repeat its last member.
     """
 
-    def __init__(self, trainer, space, strategy, chunk_size, mesh, popsize, groups, block_size):
+    def __init__(self, trainer, space, strategy, chunk_size, mesh, popsize, groups, block_size, schedule=None):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a jaxhpo.Space, got {type(space).__name__}")
         self.trainer = check_trainer(trainer, space=space)
@@ -489,13 +510,58 @@ class _Search:
         self.total = 0
         self.num_objectives = None  # read from the first rung's losses
         self.finals = []  # multi-objective: (budget, global indices, losses, states, aux) of final rungs
+        self.schedule = schedule  # Hyperband's; None: successive halving's one bracket
+        self.sampler_state = None  # after the last tell
+
+    def resume(self, earlier: "MultiFidelityResult", k_run: jax.Array) -> None:
+        """Start from the records of an earlier ``hyperband`` call (checked
+        against this search: schedule, space, key, trainer and sampler)."""
+        if not isinstance(earlier, MultiFidelityResult):
+            raise TypeError(f"resume must be the MultiFidelityResult of an earlier hyperband call, got "
+                            f"{type(earlier).__name__}")
+        if earlier.schedule is None:
+            raise ValueError("resume: the earlier result is successive halving's, which cannot be continued; "
+                             "continue a hyperband result")
+        if earlier.schedule != self.schedule:
+            raise ValueError(f"resume: the earlier run's brackets {earlier.schedule} are not this call's "
+                             f"{self.schedule}: give the same max_budget and eta")
+        if earlier.space != self.space:
+            raise ValueError("resume: the earlier run searched another space")
+        if (earlier.aux is not None) != self.has_aux:
+            raise ValueError("resume: the earlier run's trainer and this one differ in has_aux")
+        # bracket 0's init keys as _propose draws them: the earlier run's if the key is the same
+        n0, p = int(np.sum(earlier.bracket == 0)), self.strategy.popsize
+        drawn = jax.random.split(_bracket_keys(k_run, 0, False)[1], -(-n0 // p) * p)[:n0]
+        if not np.array_equal(key_bits(drawn), key_bits(earlier.init_keys[:n0])):
+            raise ValueError("resume: the earlier run was made with another key; resume with the same key")
+        if earlier.pareto_state is not None:
+            check_carried(self.trainer, self.space, earlier.init_keys[:len(earlier.pareto_index)],
+                          earlier.pareto_state, earlier.pareto_aux, "resume")
+        try:
+            self.sampler_state = check_state(self.strategy, earlier.sampler_state)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"resume: the earlier run's sampler state is not this strategy's: {e}") from None
+        self.xs, self.hps = [np.asarray(earlier.x)], [dict(earlier.hparams)]
+        self.keys, self.key_impl = [np.asarray(jax.random.key_data(earlier.init_keys))], \
+            jax.random.key_impl(earlier.init_keys)
+        self.brackets, self.budgets, self.losses = [earlier.bracket], [earlier.budget], [earlier.loss]
+        self.auxes = [earlier.aux] if self.has_aux else []
+        self.rungs = list(earlier.rungs)
+        self.total = earlier.total_budget
+        self.num_objectives = earlier.num_objectives
+        if earlier.best_params is not None and earlier.num_objectives:
+            self.finals.append((earlier.best_budget, earlier.pareto_index, earlier.pareto_loss,
+                                earlier.pareto_state, earlier.pareto_aux))
+        elif earlier.best_params is not None:
+            self.best = (earlier.best_loss, earlier.best_budget, earlier.best_index, earlier.pareto_state,
+                         earlier.best_aux)
 
     def _capacity(self, n: int) -> int:
         if self.fixed_capacity is not None:
             return self.fixed_capacity
         return n if self.mesh is None else _rounded_up(n, self.mesh.size)
 
-    def run_brackets(self, keys, bracket_ids, schedule, strat_state):
+    def run_brackets(self, k_run, bracket_ids, schedule, strat_state):
         """Run brackets side by side, in lockstep over their budget levels.
 
         Every member of every bracket in ``schedule`` trains in one
@@ -507,7 +573,7 @@ class _Search:
         are exactly those of running it alone; the population stays large,
         and a search runs one program per level instead of one per rung.
         One bracket is successive halving. ``keys``: every bracket's key
-        (``_start``), indexed by ``bracket_ids``.
+        (``_bracket_keys`` of the run key ``k_run``), indexed by ``bracket_ids``.
         """
         p = self.strategy.popsize
         brackets = []  # per bracket: dict of its proposal and bookkeeping
@@ -515,7 +581,8 @@ class _Search:
             n0 = rungs[0][0]
             num_batches = -(-n0 // p)
             xs, x, hp, init_keys, strat_state = _propose(
-                self.strategy, keys, np.int32(bracket_id), strat_state, num_batches, num_batches * p, np.int32(n0))
+                self.strategy, k_run, np.int32(bracket_id), strat_state, num_batches, num_batches * p,
+                np.int32(n0), self.schedule is None)
             self.key_impl = jax.random.key_impl(init_keys)
             offset = sum(len(a) for a in self.xs)
             self.xs.append(np.asarray(x)[:n0])
@@ -600,6 +667,7 @@ class _Search:
             self.budgets.append(br["budgets"])
             self.losses.append(br["losses"])
             self.auxes.append(br["aux"])
+        self.sampler_state = strat_state
         return strat_state
 
     def _rung(self, br, i, steps, loss, rows, states, aux):
@@ -665,7 +733,11 @@ class _Search:
             pareto_state=None if best_state is None else st,  # the best's row, (1, ...)
             aux=self._all_aux(), best_aux=best_aux,
             pareto_aux=None if best_aux is None else jax.tree_util.tree_map(lambda a: a[None], best_aux),
+            **self._continuation(),
         )
+
+    def _continuation(self) -> dict:
+        return dict(sampler_state=self.sampler_state, schedule=self.schedule, space=self.space)
 
     def _all_aux(self):
         """Every configuration's aux, bracket by bracket (``None`` without ``has_aux``)."""
@@ -702,6 +774,7 @@ class _Search:
             pareto_loss=loss[on_front], pareto_state=front_state,
             aux=self._all_aux(), best_aux=_rows_of(aux, on_front[0]) if found else None,
             pareto_aux=_rows_of(aux, on_front),
+            **self._continuation(),
         )
 
 
@@ -758,8 +831,8 @@ def successive_halving(trainer: Any, space: Space, key: Any, *, num_configs: int
     """
     rungs = successive_halving_schedule(num_configs, min_budget, max_budget, eta)
     search = _Search(trainer, space, strategy, chunk_size, mesh, int(num_configs), [[rungs]], block_size)
-    strat_state, keys = _start(search.strategy, check_batchable_keys("key", check_key(key, allow_seed=True)), None)
-    search.run_brackets(keys, [0], [rungs], strat_state)
+    strat_state, k_run = _start(search.strategy, check_batchable_keys("key", check_key(key, allow_seed=True)))
+    search.run_brackets(k_run, [0], [rungs], strat_state)
     return search.result()
 
 
@@ -767,7 +840,8 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
               strategy: Strategy | None = None, num_brackets: int | None = None,
               chunk_size: int | None = None, mesh: Mesh | None = None,
               block_size: int | str | None = "auto",
-              concurrent_brackets: bool | None = None) -> MultiFidelityResult:
+              concurrent_brackets: bool | None = None,
+              resume: MultiFidelityResult | None = None) -> MultiFidelityResult:
     """Hyperband: successive halving over every bracket of ``hyperband_schedule(max_budget, eta)``.
 
     The brackets are independent unless the sampler learns from them. With
@@ -791,39 +865,63 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
         needs a ``popsize`` that divides every bracket's size and, since a
         bracket larger than ``popsize`` asks before any tell, one that draws
         each ask afresh: ``TPE(space, 1)`` is the BOHB sampler.
-      num_brackets: run only the first this many brackets (all by default).
+      num_brackets: run this many brackets. By default one iteration of
+        Hyperband (every bracket of the schedule, largest first) or, with
+        ``resume``, what is left of the iteration in progress. More than
+        one iteration's brackets cycle through the schedule again (bracket
+        ``b`` runs ``schedule[b % len(schedule)]``): repeated Hyperband
+        iterations, whose sampler keeps learning across them (BOHB).
       concurrent_brackets: run the brackets side by side (``True``) or one
         after another (``False``); ``None`` (default): side by side unless
         ``strategy.adaptive``. Side by side with an adaptive sampler, it
         learns from no bracket before proposing for all. Side by side holds
         every bracket's members at once (``level_sizes``: R = 81, eta = 3,
         143 at the first level against 81 in turn): ``chunk_size`` bounds
-        the memory that takes.
+        the memory that takes. Several iterations run side by side one
+        iteration at a time.
+      resume: the result of an earlier ``hyperband`` call with the same
+        trainer, space, key, ``max_budget``, ``eta`` and sampler: the
+        search continues with the next bracket, the sampler from the state
+        it had (``sampler_state``), and the result holds both calls'
+        configurations. Run in calls of whole brackets, a search equals
+        the search run in one call (for the default ``block_size``, up to
+        float rounding where the calls' populations block differently),
+        so a long search can be checkpointed between calls (pickle the
+        result).
     Returns:
-      a ``MultiFidelityResult``; ``bracket`` counts from 0, largest bracket
-      first, and ``rungs`` lists rungs bracket by bracket either way. A
+      a ``MultiFidelityResult``; ``bracket`` counts from 0 over the whole
+      search (a resumed one's earlier calls included), largest bracket
+      first in each iteration, and ``rungs`` lists rungs bracket by bracket
+      either way. A
       multi-objective trainer works as in ``successive_halving``; the Pareto
       front is taken over every bracket's last rung at the largest budget.
     """
     schedule = hyperband_schedule(max_budget, eta)
-    if num_brackets is not None:
-        if isinstance(num_brackets, bool) or not isinstance(num_brackets, numbers.Integral) or num_brackets < 1:
-            raise ValueError(f"num_brackets must be a positive integer or None, got {num_brackets!r}")
-        if num_brackets > len(schedule):
-            raise ValueError(f"num_brackets ({num_brackets}) must be at most the {len(schedule)} brackets of "
-                             f"max_budget={max_budget}, eta={eta}")
-        schedule = schedule[: int(num_brackets)]
+    if resume is not None and not isinstance(resume, MultiFidelityResult):
+        raise TypeError(f"resume must be the MultiFidelityResult of an earlier hyperband call, got "
+                        f"{type(resume).__name__}")
+    per_iteration = len(schedule)
+    # Brackets are counted over the whole search: bracket b runs schedule[b % len(schedule)].
+    start = 0 if resume is None or resume.schedule is None else int(resume.bracket.max()) + 1
+    if num_brackets is None:
+        num_brackets = per_iteration - start % per_iteration  # to the end of the iteration in progress
+    elif isinstance(num_brackets, bool) or not isinstance(num_brackets, numbers.Integral) or num_brackets < 1:
+        raise ValueError(f"num_brackets must be a positive integer or None, got {num_brackets!r}")
     if concurrent_brackets is not None and not isinstance(concurrent_brackets, bool):
         raise TypeError(f"concurrent_brackets must be True, False or None, got {concurrent_brackets!r}")
     if concurrent_brackets is None:
         concurrent_brackets = strategy is None or not getattr(strategy, "adaptive", True)
-    groups = [schedule] if concurrent_brackets else [[bracket] for bracket in schedule]
+    ids = range(start, start + int(num_brackets))
+    # Side by side: the brackets of one iteration together, iteration after iteration.
+    id_groups = ([[b for b in ids if b // per_iteration == it] for it in sorted({b // per_iteration for b in ids})]
+                 if concurrent_brackets else [[b] for b in ids])
+    groups = [[schedule[b % per_iteration] for b in group] for group in id_groups]
     search = _Search(trainer, space, strategy, chunk_size, mesh, max(b[0][0] for b in schedule), groups,
-                     block_size)
-    strat_state, keys = _start(search.strategy, check_batchable_keys("key", check_key(key, allow_seed=True)), len(schedule))
-    start = 0
-    for group in groups:
-        ids = list(range(start, start + len(group)))
-        strat_state = search.run_brackets(keys, ids, group, strat_state)
-        start += len(group)
+                     block_size, schedule)
+    strat_state, k_run = _start(search.strategy, check_batchable_keys("key", check_key(key, allow_seed=True)))
+    if resume is not None:
+        search.resume(resume, k_run)
+        strat_state = search.sampler_state
+    for id_group, group in zip(id_groups, groups):
+        strat_state = search.run_brackets(k_run, id_group, group, strat_state)
     return search.result()

@@ -40,7 +40,7 @@ from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
 from .._keys import check_batchable_keys, check_key, key_bits
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
-from .trainer import (_evaluate, _init, _train_population, check_positive_int, check_trainer, init_population,
+from .trainer import (_train_population, check_carried, check_positive_int, check_trainer, init_population,
                       take_row, trainer_has_aux)
 
 __all__ = ["pbt", "PBTResult", "explore", "exploit_parents"]
@@ -302,21 +302,9 @@ def _check_resume(resume: Any, trainer: Any, space: Space, popsize: int, init_x:
     init_keys = jax.random.split(jax.random.split(key, 3)[1], popsize)
     if not np.array_equal(key_bits(init_keys), key_bits(resume.init_keys)):
         raise ValueError("resume: the earlier run was made with another key; resume with the same key")
-    cube = jax.ShapeDtypeStruct((popsize, space.dim), jnp.float32)
-    expected = jax.eval_shape(lambda k, u: jax.vmap(partial(_init, trainer))(k, space.decode(u)), init_keys, cube)
-
-    def forms(tree, skip=0):
-        return jax.tree_util.tree_map(lambda a: (tuple(jnp.shape(a))[skip:], jnp.result_type(a)), tree)
-
-    if forms(resume.states) != forms(expected):
-        raise ValueError("resume: the earlier run's states are not this trainer's (structure, shapes or dtypes "
-                         "differ from what trainer.init makes)")
-    if resume.aux is not None:
-        aux = jax.eval_shape(lambda st, u: jax.vmap(partial(_evaluate, trainer))(st, space.decode(u))[1],
-                             expected, cube)
-        if forms(resume.aux, 1) != forms(aux):
-            raise ValueError(f"resume: the earlier run's aux {forms(resume.aux, 2)} is not what this trainer's "
-                             f"evaluate returns {forms(aux, 1)} (structure, shapes or dtypes)")
+    # the aux of the last round: (P, ...) as evaluate makes it for the population
+    last_aux = None if resume.aux is None else jax.tree_util.tree_map(lambda a: a[-1], resume.aux)
+    check_carried(trainer, space, init_keys, resume.states, last_aux, "resume")
     last = {k: v[-1] for k, v in resume.hparams.items()}
     return resume.states, last, resume.losses[-1], np.int32(rounds)
 

@@ -118,6 +118,29 @@ def _init(trainer: Any, key: jax.Array, hparams: Any) -> Any:
     return call_traced("trainer.init", trainer.init, key, hparams, config=hparams)
 
 
+def check_carried(trainer: Any, space: Any, keys: jax.Array, states: Any, aux: Any, what: str) -> None:
+    """Refuse training states (and auxiliary outputs, ``None`` to skip)
+    carried over from an earlier run unless they are what ``trainer.init``
+    (``trainer.evaluate``) makes for ``space``: the same structure, dtypes
+    and shapes, leading axis ``keys.shape[0]`` (members) included.
+    Checked by shape evaluation, before anything is compiled."""
+    cube = jax.ShapeDtypeStruct((keys.shape[0], space.dim), jnp.float32)
+    expected = jax.eval_shape(lambda k, u: jax.vmap(partial(_init, trainer))(k, space.decode(u)), keys, cube)
+
+    def forms(tree):
+        return jax.tree_util.tree_map(lambda a: (tuple(jnp.shape(a)), jnp.result_type(a)), tree)
+
+    if forms(states) != forms(expected):
+        raise ValueError(f"{what}: the earlier run's states are not this trainer's (structure, shapes or dtypes "
+                         "differ from what trainer.init makes)")
+    if aux is not None:
+        made = jax.eval_shape(lambda st, u: jax.vmap(partial(_evaluate, trainer))(st, space.decode(u))[1],
+                              expected, cube)
+        if forms(aux) != forms(made):
+            raise ValueError(f"{what}: the earlier run's aux {forms(aux)} is not what this trainer's evaluate "
+                             f"returns {forms(made)} (structure, shapes or dtypes)")
+
+
 def check_has_aux(value: Any, name: str) -> bool:
     """``value`` as a bool, refused unless it is ``True`` or ``False`` (numpy's too)."""
     if not isinstance(value, (bool, np.bool_)):
