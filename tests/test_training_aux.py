@@ -75,7 +75,9 @@ def test_a_continued_hyperband_keeps_every_configuration_aux():
     both = hyperband(AUX, SPACE, jax.random.key(5), max_budget=9, eta=3, resume=first)
     assert np.bincount(both.bracket).tolist() == [9, 5, 3]
     np.testing.assert_array_equal(both.aux["steps"][:14], first.aux["steps"])
-    _check_aux(both)
+    _check_aux(both)  # edits both's best_aux: the first call's records stay as they were
+    np.testing.assert_allclose(first.aux["twice"][0], 2.0 * first.loss, rtol=1e-6)
+    assert float(first.best_aux["twice"][0]) == pytest.approx(2.0 * first.best_loss, rel=1e-6)
 
 
 def test_multi_objective_front_carries_its_aux():

@@ -516,9 +516,6 @@ class _Search:
     def resume(self, earlier: "MultiFidelityResult", k_run: jax.Array) -> None:
         """Start from the records of an earlier ``hyperband`` call (checked
         against this search: schedule, space, key, trainer and sampler)."""
-        if not isinstance(earlier, MultiFidelityResult):
-            raise TypeError(f"resume must be the MultiFidelityResult of an earlier hyperband call, got "
-                            f"{type(earlier).__name__}")
         if earlier.schedule is None:
             raise ValueError("resume: the earlier result is successive halving's, which cannot be continued; "
                              "continue a hyperband result")
@@ -546,15 +543,17 @@ class _Search:
             jax.random.key_impl(earlier.init_keys)
         self.brackets, self.budgets, self.losses = [earlier.bracket], [earlier.budget], [earlier.loss]
         self.auxes = [earlier.aux] if self.has_aux else []
-        self.rungs = list(earlier.rungs)
+        self.rungs = [dict(r) for r in earlier.rungs]
         self.total = earlier.total_budget
         self.num_objectives = earlier.num_objectives
+        # the earlier best (front) competes with this call's; its aux copied, as every result's is its own
+        own = partial(jax.tree_util.tree_map, np.array)
         if earlier.best_params is not None and earlier.num_objectives:
             self.finals.append((earlier.best_budget, earlier.pareto_index, earlier.pareto_loss,
-                                earlier.pareto_state, earlier.pareto_aux))
+                                earlier.pareto_state, own(earlier.pareto_aux)))
         elif earlier.best_params is not None:
             self.best = (earlier.best_loss, earlier.best_budget, earlier.best_index, earlier.pareto_state,
-                         earlier.best_aux)
+                         own(earlier.best_aux))
 
     def _capacity(self, n: int) -> int:
         if self.fixed_capacity is not None:
