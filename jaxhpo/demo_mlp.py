@@ -150,7 +150,8 @@ def run_mlp_demo(*, seed: int = 0, max_budget: int = 9, eta: int = 3, steps_per_
                                      min_budget=max_budget, max_budget=max_budget, eta=eta)
             budget, best, val, state = res.total_budget, res.best_params, res.best_loss, res.best_state
         else:
-            n = max(2, schedule[0][0][0])
+            # at least 4 members: pbt's default fraction (a quarter) then replaces one each round
+            n = max(4, schedule[0][0][0])
             # rounds of equal length that make up max_budget exactly: the
             # divisor of max_budget nearest max_budget / 3 (every 3 units)
             rounds = min((r for r in range(1, max_budget + 1) if max_budget % r == 0),

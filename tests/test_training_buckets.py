@@ -77,3 +77,6 @@ def test_train_bucketed_equals_masked_training_at_max_width():
     # Every member exactly once, narrow members in narrow buckets.
     assert sorted(seen) == list(range(len(WIDTHS)))
     assert {b for _, b, _, _ in res.groups} == {8, 16, 24}
+    # a bucket's trainer narrower than the bucket would train its members narrower: refused
+    with pytest.raises(ValueError, match=r"make_trainer\(16\) gives a network of max_width 8"):
+        train_bucketed(lambda b: TRAINER.with_max_width(min(b, 8)), KEYS, HPARAMS, 2, buckets=(8, 16, 24), chunk=4)

@@ -61,6 +61,16 @@ class BucketedResult:
     aux: Any = None
 
 
+def _check_holds(trainer: Any, width: int) -> None:
+    """Refuse a bucket's trainer whose masked network (``trainer.model``, a
+    ``MaskedMLP``) is narrower than the bucket: it would train the bucket's
+    widest members narrower, silently (a mask stops at the network's width)."""
+    most = getattr(getattr(trainer, "model", None), "max_width", None)
+    if isinstance(most, numbers.Integral) and most < width:
+        raise ValueError(f"make_trainer({width}) gives a network of max_width {most}: a bucket's trainer must "
+                         f"hold the bucket's width ({width})")
+
+
 def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams: dict, num_steps: int, *,
                    size: str = "width", buckets: Sequence[int], chunk: int,
                    chunk_size: int | None = None) -> BucketedResult:
@@ -68,8 +78,10 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
 
     Args:
       make_trainer: ``bucket_width -> trainer`` (e.g.
-        ``MLPClassifierTrainer.with_max_width``); equal widths must give
-        equal (hashing) trainers so compiled programs are shared.
+        ``MLPClassifierTrainer.with_max_width``) on a network of that
+        width; equal widths must give equal (hashing) trainers so compiled
+        programs are shared. A ``MaskedMLP`` trainer (``trainer.model``)
+        narrower than its bucket is refused.
       keys: ``(n,)`` init keys.
       hparams: dict name -> ``(n,)`` decoded hyperparameters; ``hparams[size]``
         the width of each member.
@@ -126,6 +138,7 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
         b = next(b for b in buckets if b >= widths[idx].max())
         if b not in trainers:
             trainers[b] = check_trainer(make_trainer(b), "make_trainer(width)")
+            _check_holds(trainers[b], b)
             if trainer_has_aux(trainers[b]) != trainer_has_aux(next(iter(trainers.values()))):
                 raise ValueError("make_trainer must give trainers that all have has_aux or all not; "
                                  f"width {b}'s differs from the first's")
