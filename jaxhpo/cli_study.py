@@ -61,16 +61,26 @@ def _reads_as_literal(text: str) -> bool:
     return True
 
 
+def _cell(column: str, value: Any) -> Any:
+    """A trials.csv cell: a parameter's label as ``label_text`` writes it, a
+    user attribute's list or dict as JSON."""
+    if column.startswith("params_"):
+        return label_text(value)
+    if column.startswith("user_attrs_") and isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return value
+
+
 def _write_results(study: Any, folder: Path) -> dict:
     """best.json and trials.csv in ``folder``; returns the best summary.
 
     In trials.csv an inactive parameter's cell is empty, a ``None`` label is
     written ``None``, and a text label that would read as another value
     (``"None"``, ``""``, ``"1"``, ``"'a'"``), or that holds a line break, is
-    written as its Python repr (``'None'``, ``''``, ``'1'``): see ``label_text``."""
+    written as its Python repr (``'None'``, ``''``, ``'1'``): see ``label_text``.
+    User attributes are ``user_attrs_<key>`` columns (lists and dicts as JSON)."""
     folder.mkdir(parents=True, exist_ok=True)
-    records = [{k: label_text(v) if k.startswith("params_") else v for k, v in r.items()}
-               for r in study.to_records()]
+    records = [{k: _cell(k, v) for k, v in r.items()} for r in study.to_records()]
     columns: list[str] = []
     for r in records:
         for k in r:
@@ -220,6 +230,20 @@ def _param(t: Any, name: str) -> str:
     return _fmt(label_text(t.params[name])) if name in t.params else _INACTIVE
 
 
+def _attr_names(trials: list) -> list[str]:
+    """The user attributes ``jaxhpo show`` lists: those holding a number, string
+    or bool in a shown trial, in the order first set."""
+    names: list[str] = []
+    for t in trials:
+        names += [k for k, v in t.user_attrs.items() if not isinstance(v, (list, dict)) and k not in names]
+    return names
+
+
+def _attr(t: Any, name: str) -> str:
+    value = t.user_attrs.get(name)
+    return _INACTIVE if value is None or isinstance(value, (list, dict)) else _fmt(value)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
@@ -263,12 +287,13 @@ def _show_front(study: Any, args: argparse.Namespace) -> None:
     heads = [f"f{k} ({d[:3]})" for k, d in enumerate(study.directions)]
     heads += [f"g{k}" for k in range(c)]
     shown = front if args.all else front[: args.top]
+    attrs = _attr_names(shown)
     rows = [[str(i + 1), str(t.number)] + [_fmt(v) for v in t.values] + [_fmt(g) for g in t.constraints]
-            + [_param(t, n) for n in names] for i, t in enumerate(shown)]
+            + [_param(t, n) for n in names] + [_attr(t, a) for a in attrs] for i, t in enumerate(shown)]
     hv = f", hypervolume {_fmt(study.hypervolume())}" if front and m <= 3 else ""
     more = "" if len(shown) == len(front) else f" (first {len(shown)}; --all lists every one)"
     print(f"Pareto front: {len(front)} trials{hv}{more}")
-    print(_table(rows, ["#", "trial"] + heads + names))
+    print(_table(rows, ["#", "trial"] + heads + names + attrs))
 
 
 def _show_best(study: Any, trials: list, args: argparse.Namespace) -> None:
@@ -278,9 +303,10 @@ def _show_best(study: Any, trials: list, args: argparse.Namespace) -> None:
     done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
     shown = done if args.all else done[: args.top]
     names = list(study.space.names)
-    rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_param(t, n) for n in names]
+    attrs = _attr_names(shown)
+    rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_param(t, n) for n in names] + [_attr(t, a) for a in attrs]
             for i, t in enumerate(shown)]
-    print(_table(rows, ["rank", "trial", "value"] + names))
+    print(_table(rows, ["rank", "trial", "value"] + names + attrs))
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -221,6 +221,7 @@ def test_version_1_file_is_upgraded_and_resumes(tmp_path):
     con.execute("ALTER TABLE trials DROP COLUMN enqueued")
     con.execute("ALTER TABLE studies DROP COLUMN initial_state")
     con.execute("ALTER TABLE trials DROP COLUMN heartbeat_at")
+    con.execute("ALTER TABLE trials DROP COLUMN user_attrs")
     con.execute("UPDATE jaxhpo_meta SET value='1' WHERE key='schema_version'")
     con.commit()
     con.close()
@@ -234,7 +235,7 @@ def test_version_1_file_is_upgraded_and_resumes(tmp_path):
             mo.optimize(objective, num_trials=6, progress=False)
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
-        SCHEMA_VERSION) == "7"
+        SCHEMA_VERSION) == "8"
     con.close()
 
 

@@ -918,3 +918,54 @@ def test_adding_a_whole_generation_asks_the_strategy_once_outside_the_write_lock
         study.add_trial(p, 1.0)
     assert study.generation == 1 and calls == [(0, False)]
     study.close()
+
+
+def test_user_attributes_are_stored_beside_results_and_dropped_with_an_interrupted_run(tmp_path):
+    path = str(tmp_path / "attrs.db")
+
+    def objective(p):
+        jaxhpo.study.set_user_attr("accuracy", np.float32(0.5) + p["n"])  # a NumPy number
+        jaxhpo.study.set_user_attr("curve", jnp.arange(3) * p["n"])        # a JAX array
+        jaxhpo.study.set_user_attr("accuracy", 1.0 + p["n"])              # set again: replaced
+        if p["n"] == 5:
+            raise ValueError("diverged")                                   # kept on a failed trial
+        return f(p)
+
+    with Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=3, storage=path) as study, \
+            pytest.warns(RuntimeWarning, match="diverged"):
+        study.optimize(objective, num_trials=8, progress=False, n_jobs=2)
+        assert any(t.params["n"] == 5 and t.state == TrialState.FAILED for t in study.trials)
+    with Study.load(path) as study:  # stored: another process would read the same
+        for t in study.trials:
+            n = t.params["n"]
+            assert t.user_attrs == {"accuracy": 1.0 + n, "curve": [0, n, 2 * n]}
+            assert study.to_records()[t.number]["user_attrs_accuracy"] == 1.0 + n
+        assert study.best_trial.user_attrs["accuracy"] == 1.0 + study.best_trial.params["n"]
+        # ask/tell: set on a running trial only
+        (trial,) = study.ask_trials(1)
+        study.set_user_attr(trial, "note", {"path": "ckpt/0", "ok": True, "loss": None})
+        study.tell(trial, 1.0)
+        (told,) = study.get_trials(number=trial.number)
+        assert told.user_attrs == {"note": {"path": "ckpt/0", "ok": True, "loss": None}}
+        with pytest.raises(ValueError, match="only running trials take user attributes"):
+            study.set_user_attr(trial, "late", 1)
+        (trial,) = study.ask_trials(1)
+        with pytest.raises(TypeError, match="key must be a non-empty str"):
+            study.set_user_attr(trial, 3, 1)
+        with pytest.raises(TypeError, match="'model': a value must be None, a bool, number or str"):
+            study.set_user_attr(trial, "model", object())
+        with pytest.raises(TypeError, match="a dict value needs str keys"):
+            study.set_user_attr(trial, "by_step", {1: 0.5})
+        study.tell(trial, 2.0)
+
+    def interrupted(p):
+        jaxhpo.study.set_user_attr("seen", True)
+        raise KeyboardInterrupt
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(interrupted, num_trials=1, progress=False)
+    # the trial went back to waiting and will run again from the start: without the attribute
+    assert [(t.state, t.user_attrs) for t in study.trials] == [(TrialState.WAITING, {})] * 2
+    with pytest.raises(RuntimeError, match="set_user_attr\\(\\) works inside an objective run by Study.optimize"):
+        jaxhpo.study.set_user_attr("outside", 1)

@@ -349,3 +349,34 @@ def test_parse_config_defaults():
     assert cfg.strategy.popsize == 8 and type(cfg.strategy).__name__ == "RandomSearch"
     assert cfg.seed == 0 and not cfg.maximize and cfg.n_jobs == 1
     assert cfg.output == Path("/tmp/x/study_results")
+
+
+def test_user_attributes_reach_trials_csv_and_show(tmp_path, capsys):
+    import csv
+
+    import jaxhpo
+    from jaxhpo import Float, RandomSearch, Space
+
+    space = Space(x=Float(0.0, 1.0))
+
+    def objective(p):
+        jaxhpo.study.set_user_attr("accuracy", 1.0 - p["x"])
+        jaxhpo.study.set_user_attr("curve", [p["x"], 2 * p["x"]])
+        return p["x"]
+
+    with Study(space, RandomSearch(space, 3), storage=str(tmp_path / "a.db"), name="s") as study:
+        study.optimize(objective, num_trials=3, progress=False)
+        cli_study._write_results(study, tmp_path / "out")
+        trials = {t.number: t for t in study.trials}
+    with open(tmp_path / "out" / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        t = trials[int(r["number"])]
+        assert float(r["user_attrs_accuracy"]) == t.user_attrs["accuracy"]
+        assert json.loads(r["user_attrs_curve"]) == t.user_attrs["curve"]  # a list as JSON
+    assert cli_study.main(["show", str(tmp_path / "a.db"), "--all"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = next(line for line in table if line.startswith("rank"))
+    assert header.split()[-1] == "accuracy" and "curve" not in header  # scalars only
+    best = min(trials.values(), key=lambda t: t.value)
+    assert table[table.index(header) + 2].split()[-1] == f"{best.user_attrs['accuracy']:.6g}"

@@ -712,6 +712,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
     con.execute("ALTER TABLE trials DROP COLUMN enqueued")
     con.execute("ALTER TABLE studies DROP COLUMN initial_state")
     con.execute("ALTER TABLE trials DROP COLUMN heartbeat_at")
+    con.execute("ALTER TABLE trials DROP COLUMN user_attrs")
     con.execute("UPDATE jaxhpo_meta SET value='2' WHERE key='schema_version'")
     con.commit()
     con.close()
@@ -721,7 +722,7 @@ def test_a_version_2_file_is_upgraded_and_takes_reports(tmp_path):
         assert all(t.intermediate_values for t in s.trials[2:])
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM jaxhpo_meta WHERE key='schema_version'").fetchone()[0] == str(
-        SCHEMA_VERSION) == "7"
+        SCHEMA_VERSION) == "8"
     con.close()
 
 

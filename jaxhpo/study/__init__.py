@@ -14,12 +14,12 @@ from .pruners import (HyperbandPruner, MedianPruner, NopPruner, PatientPruner, P
 from .serialize import StateChecksumError, StateFormatError, state_from_bytes, state_to_bytes
 from .specs import STRATEGY_NAMES, build_strategy, resolve_strategy, space_from_spec, space_to_spec
 from .storage import SCHEMA_VERSION, SQLiteStorage, StorageError, open_storage
-from .study import Study, report, should_prune
+from .study import Study, report, set_user_attr, should_prune
 from .trial import TRIAL_STATES, Trial, TrialState
 
 __all__ = [
     "Study", "Trial", "TrialState", "TRIAL_STATES",
-    "report", "should_prune", "TrialPruned",
+    "report", "should_prune", "set_user_attr", "TrialPruned",
     "Pruner", "NopPruner", "MedianPruner", "PercentilePruner", "SuccessiveHalvingPruner", "HyperbandPruner",
     "ThresholdPruner", "PatientPruner",
     "SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION",

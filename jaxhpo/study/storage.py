@@ -21,11 +21,13 @@ Layout (schema version ``SCHEMA_VERSION``):
   leave ``value`` empty and keep the objective values, then the constraint
   values, as a JSON list in ``vals`` (user's signs). A trial that took a
   queued configuration's place keeps it in ``enqueued`` (JSON), what
-  ``enqueue_trial(skip_if_exists=True)`` compares with.
+  ``enqueue_trial(skip_if_exists=True)`` compares with. ``user_attrs``: what
+  the objective recorded beside its value (``Study.set_user_attr``), a
+  JSON dict.
 * ``reports``: the intermediate values a trial reported while running
   (``step``, ``value``; a non-finite value is stored as NULL), what pruners
-  decide from. A trial sent back to waiting loses its reports: it runs
-  again from the start.
+  decide from. A trial sent back to waiting loses its reports (and its
+  ``user_attrs``): it runs again from the start.
 * ``queue``: configurations a user asked to be tried (``Study.enqueue_trial``;
   a JSON dict of any subset of the parameters) or evaluated elsewhere
   (``Study.add_trial``: every parameter, and the ``outcome`` as JSON), oldest
@@ -41,7 +43,8 @@ table of version 4, version 4 the nullable ``trials.enqueued`` of version 5
 version 5 the nullable ``studies.initial_state`` of version 6 (empty in its
 rows: a damaged state of such a study cannot be rebuilt), version 6 the
 nullable ``trials.heartbeat_at`` of version 7 (empty: a trial running then
-counts from its start until its worker's next beat).
+counts from its start until its worker's next beat), version 7 the nullable
+``trials.user_attrs`` of version 8 (empty: no attributes).
 
 Every change runs inside a ``BEGIN IMMEDIATE`` transaction: SQLite takes the
 write lock at the start, so two processes never both claim one trial and a
@@ -74,9 +77,9 @@ from ..strategies._checks import check_real
 
 __all__ = ["SQLiteStorage", "StorageError", "open_storage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Versions this code opens; older ones are upgraded in place (``_MIGRATIONS``).
-_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Tables every readable version has; ``reports`` arrives with version 3, ``queue`` with 4.
 _TABLES = ("jaxhpo_meta", "studies", "generations", "trials")
@@ -141,6 +144,7 @@ CREATE TABLE trials (
     vals TEXT,
     enqueued TEXT,
     heartbeat_at REAL,
+    user_attrs TEXT,
     UNIQUE (study_id, number),
     UNIQUE (study_id, generation, idx)
 );
@@ -149,7 +153,7 @@ CREATE INDEX trials_by_generation ON trials (study_id, generation, state);
 """ + ";\n".join(_REPORTS_SCHEMA + _QUEUE_SCHEMA) + ";\n"
 
 _TRIAL_COLUMNS = ("number, generation, idx, params, state, value, error, created_at, "
-                  "started_at, finished_at, host, pid, id, owner, vals")
+                  "started_at, finished_at, host, pid, id, owner, vals, user_attrs")
 
 # Version -> statements that bring a file of that version to the next one.
 _MIGRATIONS = {
@@ -160,6 +164,7 @@ _MIGRATIONS = {
     4: ("ALTER TABLE trials ADD COLUMN enqueued TEXT",),
     5: ("ALTER TABLE studies ADD COLUMN initial_state BLOB",),
     6: ("ALTER TABLE trials ADD COLUMN heartbeat_at REAL",),
+    7: ("ALTER TABLE trials ADD COLUMN user_attrs TEXT",),
 }
 
 
@@ -587,7 +592,8 @@ class SQLiteStorage:
                 ids.append((tid,))
         if ids:
             c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, "
-                          "started_at=NULL, heartbeat_at=NULL WHERE id=? AND state='running'", ids)
+                          "started_at=NULL, heartbeat_at=NULL, user_attrs=NULL WHERE id=? AND state='running'",
+                          ids)
             c.executemany("DELETE FROM reports WHERE trial_id=?", ids)
         return len(ids)
 
@@ -615,7 +621,8 @@ class SQLiteStorage:
 
     @staticmethod
     def release(c: sqlite3.Connection, claims: list[tuple[int, float]]) -> None:
-        """Running trials go back to waiting (an interrupted worker), their reports dropped.
+        """Running trials go back to waiting (an interrupted worker), their reports and
+        user attributes dropped.
 
         ``claims``: ``(trial id, started_at)`` as claimed; a trial since
         requeued and claimed again by another run is left to that run.
@@ -624,7 +631,7 @@ class SQLiteStorage:
                    if c.execute("SELECT state, started_at FROM trials WHERE id=?", (i,)).fetchone()
                    == ("running", started)]
         c.executemany("UPDATE trials SET state='waiting', owner=NULL, host=NULL, pid=NULL, started_at=NULL, "
-                      "heartbeat_at=NULL WHERE id=?", running)
+                      "heartbeat_at=NULL, user_attrs=NULL WHERE id=?", running)
         c.executemany("DELETE FROM reports WHERE trial_id=?", running)
 
     @staticmethod
@@ -679,6 +686,12 @@ class SQLiteStorage:
         return c.execute(
             f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study_id=? AND state='complete' "
             f"ORDER BY value {order}, number ASC LIMIT 1", (study_id,)).fetchone()
+
+    # ------------------------------------------------------------ user attributes
+    @staticmethod
+    def set_user_attrs(c: sqlite3.Connection, trial_id: int, attrs: str) -> None:
+        """Replace a trial's user attributes (a JSON dict)."""
+        c.execute("UPDATE trials SET user_attrs=? WHERE id=?", (attrs, trial_id))
 
     # ------------------------------------------------------------ reports
     @staticmethod

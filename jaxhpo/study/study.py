@@ -687,7 +687,7 @@ class Study:
 
     def _trial(self, row: tuple, reports: dict | None = None) -> Trial:
         (number, generation, idx, params, state, value, error, created, started, finished,
-         host, pid, _id, _owner, vals) = row
+         host, pid, _id, _owner, vals, user_attrs) = row
         values = constraints = None
         if vals is not None:
             v = json.loads(vals)
@@ -698,7 +698,7 @@ class Study:
                      value=value, state=state, error=error, created_at=created, started_at=started,
                      finished_at=finished, worker=f"{host}:{pid}" if host else None,
                      values=values, constraints=constraints, intermediate_values=reports or {},
-                     study=self.name)
+                     study=self.name, user_attrs=json.loads(user_attrs) if user_attrs else {})
 
     def _check_given_value(self, what: str, value: Any) -> None:
         """A value given to ``what`` (not an objective's return, which fails its
@@ -1262,6 +1262,31 @@ class Study:
                 raise ValueError(f"report: trial {number} already reported step {int(step)}; "
                                  "report each step once")
 
+    def set_user_attr(self, trial: Any, key: str, value: Any) -> None:
+        """Record ``value`` under ``key`` beside a running trial's result (an
+        accuracy beside a loss, a training time, a path to a checkpoint);
+        ``Trial.user_attrs`` holds them, ``to_records`` as ``user_attrs_<key>``
+        columns. ``value``: ``None``, a bool, number or string, a NumPy or
+        JAX array (stored as nested lists), or lists and string-keyed dicts
+        of these. Setting a key again replaces its value. A trial sent back
+        to waiting (an interrupted run) loses its attributes with its
+        reports. Inside ``optimize``, call ``jaxhpo.study.set_user_attr(key,
+        value)``."""
+        self._set_user_attr(self._number("set_user_attr", trial), key, value)
+
+    def _set_user_attr(self, number: int, key: Any, value: Any, claim: tuple | None = None) -> None:
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"set_user_attr: key must be a non-empty str, got {key!r}")
+        text = json.dumps(_attr_value(key, value))  # refused here, before any transaction
+        with self._tx() as c:
+            row = self._running_row(c, "set_user_attr", number, "only running trials take user attributes",
+                                    claim=claim)
+            if row is None:
+                return  # this run's claim went stale: another run holds or finished the trial
+            attrs = json.loads(row[15]) if row[15] else {}
+            attrs[key] = json.loads(text)
+            self._storage.set_user_attrs(c, row[12], json.dumps(attrs))
+
     def should_prune(self, trial: Any) -> bool:
         """Whether the study's pruner stops this running trial now (``False`` without a
         pruner or before its first report). Then stop it with ``tell(trial, pruned=True)``."""
@@ -1770,6 +1795,38 @@ def report(value: float, step: int) -> None:
     new run's."""
     study, number, claim = _current("report")
     study._report(number, value, step, claim)
+
+
+def set_user_attr(key: str, value: Any) -> None:
+    """Inside ``Study.optimize``: record ``value`` under ``key`` beside the
+    running trial's result (see ``Study.set_user_attr``)."""
+    study, number, claim = _current("set_user_attr")
+    study._set_user_attr(number, key, value, claim)
+
+
+def _attr_value(key: str, value: Any) -> Any:
+    """``value`` as plain JSON data (NumPy and JAX numbers and arrays as Python
+    numbers and nested lists), refused naming ``key`` where it has none."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"set_user_attr: {key!r}: a dict value needs str keys, got {list(value)!r}")
+        return {k: _attr_value(key, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_attr_value(key, v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        a = np.asarray(value)
+        if a.dtype.kind in "biuf":
+            return a.tolist()
+    raise TypeError(f"set_user_attr: {key!r}: a value must be None, a bool, number or str, a numeric array, or "
+                    f"lists and str-keyed dicts of these; got {type(value).__name__}")
 
 
 def should_prune() -> bool:

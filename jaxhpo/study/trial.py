@@ -61,6 +61,8 @@ class Trial:
         for a non-finite report); filled by ``Study.get_trials``.
       study: the name of the study it belongs to (``tell`` refuses a trial
         of another study).
+      user_attrs: what the objective recorded beside its value
+        (``Study.set_user_attr``), ``{key: JSON value}``.
     """
 
     number: int
@@ -78,6 +80,7 @@ class Trial:
     constraints: tuple | None = None
     intermediate_values: dict = dataclasses.field(default_factory=dict)
     study: str | None = None
+    user_attrs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def last_step(self) -> int | None:
@@ -115,7 +118,8 @@ class Trial:
 
     def to_record(self) -> dict[str, Any]:
         """A flat dict: the fields, with each parameter as ``params_<name>``
-        (and, with several objectives, ``values_<i>`` and ``constraints_<i>``)."""
+        (and, with several objectives, ``values_<i>`` and ``constraints_<i>``),
+        each user attribute as ``user_attrs_<key>``."""
         rec = {
             "number": self.number,
             "generation": self.generation,
@@ -135,4 +139,6 @@ class Trial:
             rec.update({f"constraints_{i}": v for i, v in enumerate(self.constraints)})
         for k, v in self.params.items():
             rec[f"params_{k}"] = v
+        for k, v in self.user_attrs.items():
+            rec[f"user_attrs_{k}"] = v
         return rec
