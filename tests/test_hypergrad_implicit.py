@@ -215,6 +215,12 @@ def test_linear_solvers_directly(x64):
     lmax = float(np.linalg.eigvalsh(np.asarray(S)).max())
     x = neumann(lambda v: S @ v, b, maxiter=5000, alpha=1.0 / lmax)
     np.testing.assert_allclose(np.asarray(x), exact, rtol=1e-9)
+    # a non-finite system is a failed solve, never the zero start returned as a solution
+    nan_b = b.at[3].set(jnp.nan)
+    for matvec, rhs in ((lambda v: S @ v, nan_b), (lambda v: S @ v, b.at[0].set(jnp.inf)),
+                        (lambda v: jnp.nan * v, b), (lambda v: S @ v + (v[0] > 1e9) * jnp.inf, b * 1e12)):
+        assert np.all(np.isnan(np.asarray(conjugate_gradient(matvec, rhs, maxiter=50))))
+        assert not np.all(np.isfinite(np.asarray(neumann(matvec, rhs, maxiter=50, alpha=1.0 / lmax))))
 
 
 def test_bad_arguments():

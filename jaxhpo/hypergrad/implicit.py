@@ -59,7 +59,8 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: flo
       tol: stop once ``||A x - b|| <= tol * ||b||``; ``None`` means
         ``100 * eps`` of ``b``'s dtype.
     Returns:
-      ``x`` of shape ``(m,)``, starting from ``0``.
+      ``x`` of shape ``(m,)``, starting from ``0``; all ``nan`` where ``b``
+      or a product ``A v`` is not finite (a failed solve, not a zero one).
     """
     maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
     b = _check_rhs(b)
@@ -70,13 +71,14 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: flo
     stop2 = (tol ** 2) * bnorm2
 
     def cond(carry):
-        _, r, _, rr, i = carry
-        return (i < maxiter) & (rr > stop2)
+        _, r, _, rr, i, finite = carry
+        return (i < maxiter) & (rr > stop2) & finite
 
     def body(carry):
-        x, r, p, rr, i = carry
+        x, r, p, rr, i, finite = carry
         ap = matvec(p)
         pap = jnp.vdot(p, ap)
+        finite = finite & jnp.isfinite(pap)
         # A is positive definite on exact inputs; the guard only keeps a
         # round-off zero from turning the iterate into nan.
         alpha = jnp.where(pap > 0, rr / jnp.where(pap > 0, pap, 1), 0)
@@ -84,11 +86,13 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: flo
         r = r - alpha * ap
         rr_new = jnp.vdot(r, r)
         p = r + (rr_new / jnp.where(rr > 0, rr, 1)) * p
-        return x, r, p, rr_new, i + 1
+        return x, r, p, rr_new, i + 1, finite
 
     x0 = jnp.zeros_like(b)
-    x, *_ = lax.while_loop(cond, body, (x0, b, b, bnorm2, jnp.int32(0)))
-    return x
+    # A non-finite b stops the loop at once (rr > stop2 is false for nan):
+    # without the flag that would return the zero start as a solution.
+    x, *_, finite = lax.while_loop(cond, body, (x0, b, b, bnorm2, jnp.int32(0), jnp.isfinite(bnorm2)))
+    return jnp.where(finite, x, jnp.nan)
 
 
 def neumann(matvec: Callable, b: jax.Array, *, maxiter: int, alpha: float) -> jax.Array:
