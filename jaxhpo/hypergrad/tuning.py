@@ -24,7 +24,10 @@ to zero); after a success the step doubles back towards the optimiser's
 full step. A member whose step still fails at ``2**-10`` (an optimum on the
 edge of a failing region, such as the largest learning rate that does not
 diverge) keeps trying that point: it has come within ``2**-10`` of a step of
-the edge, and its last successful point counts towards the best.
+the edge, and its last successful point counts towards the best. A member
+whose starting point fails has no successful point or step to go back to:
+it stays there, failing at every step (give ``init`` points that evaluate,
+or a larger ``popsize``).
 
 Integer and categorical coordinates are held at each member's starting value
 (search them with an outer strategy, calling this driver per configuration:
