@@ -174,6 +174,10 @@ def test_bad_arguments():
         gradient_tune(lambda c: 0.0, Space(n=Int(1, 3)))
     with pytest.raises(ValueError, match="init"):
         gradient_tune(bowl, SPACE, init=np.zeros((3, 2)))
+    with pytest.raises(TypeError, match="init must be .* cube points or configurations"):
+        gradient_tune(bowl, SPACE, init=[{"lr": 0.1}, "adam"])
+    with pytest.raises(ValueError, match="unknown parameter"):
+        gradient_tune(bowl, SPACE, init={"learning_rate": 0.1})
     with pytest.raises(TypeError, match="optimizer"):
         gradient_tune(bowl, SPACE, optimizer="adam")
     with pytest.raises(ValueError, match="carry"):
@@ -326,3 +330,17 @@ def test_a_carry_returned_in_another_shape_is_refused_by_name():
                              "the same pytree"]):
         with pytest.raises(TypeError, match=r"objective must return a carry of the structure it was given .*" + says):
             gradient_tune(f, SPACE, popsize=4, num_steps=1, carry=carry)
+
+
+def test_init_takes_configurations_and_draws_what_they_leave_out():
+    # the same start as cube points, the wd left out of the second drawn with the key
+    configs = [{"lr": 0.1, "wd": 0.5, "act": "tanh", "layers": 2}, {"lr": 0.001, "act": "gelu", "layers": 4}]
+    kw = dict(num_steps=3, key=7)
+    got = gradient_tune(bowl, SPACE, init=configs, **kw)
+    cube = SPACE.fixed_coordinates(configs)
+    cube[1, list(SPACE.names).index("wd")] = np.asarray(SPACE.sample(jax.random.key(7), 2))[1, 1]
+    want = gradient_tune(bowl, SPACE, init=cube, **kw)
+    np.testing.assert_array_equal(got.history.x, want.history.x)
+    assert got.history.x.shape[1] == 2 and 0.0 <= got.history.x[0, 1, 1] <= 1.0
+    single = gradient_tune(bowl, SPACE, init=configs[0], **kw)
+    np.testing.assert_array_equal(single.history.x, want.history.x[:, :1])

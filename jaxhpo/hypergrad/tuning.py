@@ -38,6 +38,7 @@ it is jit- and vmap-able inside). All members run together: ``vmap`` of
 from __future__ import annotations
 
 from functools import partial
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
@@ -199,6 +200,30 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
     return values, us, oks, inner
 
 
+def _starting_points(init: Any, space: Space, key: Any) -> jax.Array:
+    """``init`` as ``(popsize, dim)`` cube points: given as such, or as
+    configurations (a dict, or a list of dicts, of Python values with labels)
+    whose parameters left out are drawn at random with ``key``."""
+    if isinstance(init, Mapping) or (isinstance(init, (list, tuple)) and init
+                                     and all(isinstance(c, Mapping) for c in init)):
+        pts = np.atleast_2d(space.fixed_coordinates(init))
+        free = np.isnan(pts)
+        if free.any():
+            drawn = np.asarray(space.sample(check_key(key, allow_seed=True), len(pts)))
+            pts = np.where(free, drawn, pts)
+        return jnp.asarray(pts, jnp.float32)
+    try:
+        u0 = np.asarray(init, np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"init must be (popsize, dim) cube points or configurations (a dict or a list of "
+                        f"dicts), got {type(init).__name__} {init!r:.80}") from None
+    if u0.ndim != 2 or u0.shape[1] != space.dim or u0.shape[0] < 1:
+        raise ValueError(f"init must have shape (popsize, {space.dim}), got {u0.shape}")
+    if not np.all((u0 >= 0) & (u0 <= 1)):
+        raise ValueError("init must hold cube points in [0, 1]")
+    return jnp.asarray(u0)
+
+
 def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: int = 16,
                   num_steps: int = 50, optimizer: optax.GradientTransformation | None = None,
                   init: Any = None, carry: Any = None, has_grad: bool = False,
@@ -225,7 +250,11 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         compiled search is kept per optimiser object: build it once and
         pass the same one again (a new ``optax.adam(0.05)`` at every call
         compiles again).
-      init: ``(popsize, dim)`` cube points to start from; default uniform.
+      init: where the members start (then ``popsize`` is its length):
+        ``(popsize, dim)`` cube points, or configurations as Python values
+        (a dict, or a list of dicts, with labels, as ``minimize``'s
+        ``initial`` takes them; parameters a configuration leaves out are
+        drawn at random with ``key``). Default: ``popsize`` uniform points.
       carry: optional pytree whose leaves have a leading ``popsize`` axis,
         threaded through the steps per member: each evaluation starts from
         the carry the previous one returned. With it, ``objective`` can
@@ -280,11 +309,7 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         popsize = check_positive_int("popsize", popsize)
         u0 = space.sample(check_key(key, allow_seed=True), popsize)
     else:
-        u0 = jnp.asarray(init, jnp.float32)
-        if u0.ndim != 2 or u0.shape[1] != space.dim or u0.shape[0] < 1:
-            raise ValueError(f"init must have shape (popsize, {space.dim}), got {u0.shape}")
-        if not bool(jnp.all((u0 >= 0) & (u0 <= 1))):
-            raise ValueError("init must hold cube points in [0, 1]")
+        u0 = _starting_points(init, space, key)
         popsize = u0.shape[0]
     stateful = carry is not None
     if stateful:
