@@ -63,10 +63,11 @@ def _reads_as_literal(text: str) -> bool:
 
 def _cell(column: str, value: Any) -> Any:
     """A trials.csv cell: a parameter's label as ``label_text`` writes it, a
-    user attribute's list or dict as JSON."""
+    user attribute as JSON (a string quoted, ``None`` as ``null``; an empty
+    cell: not set)."""
     if column.startswith("params_"):
         return label_text(value)
-    if column.startswith("user_attrs_") and isinstance(value, (list, dict)):
+    if column.startswith("user_attrs_"):
         return json.dumps(value)
     return value
 
@@ -78,7 +79,9 @@ def _write_results(study: Any, folder: Path) -> dict:
     written ``None``, and a text label that would read as another value
     (``"None"``, ``""``, ``"1"``, ``"'a'"``), or that holds a line break, is
     written as its Python repr (``'None'``, ``''``, ``'1'``): see ``label_text``.
-    User attributes are ``user_attrs_<key>`` columns (lists and dicts as JSON)."""
+    User attributes are ``user_attrs_<key>`` columns, each value as JSON (a
+    string quoted, ``None`` as ``null``, non-finite numbers as Python's
+    ``json`` writes them: ``NaN``, ``Infinity``); an empty cell: not set."""
     folder.mkdir(parents=True, exist_ok=True)
     records = [{k: _cell(k, v) for k, v in r.items()} for r in study.to_records()]
     columns: list[str] = []
@@ -235,13 +238,20 @@ def _attr_names(trials: list) -> list[str]:
     or bool in a shown trial, in the order first set."""
     names: list[str] = []
     for t in trials:
-        names += [k for k, v in t.user_attrs.items() if not isinstance(v, (list, dict)) and k not in names]
+        names += [k for k, v in t.user_attrs.items() if _scalar(v) and k not in names]
     return names
 
 
+def _scalar(value: Any) -> bool:
+    return value is not None and not isinstance(value, (list, dict))
+
+
 def _attr(t: Any, name: str) -> str:
+    """A trial's user attribute in ``jaxhpo show``: a text as ``label_text``
+    writes a label (so that it reads as neither ``-`` nor a number), ``-``
+    where it has no number, string or bool."""
     value = t.user_attrs.get(name)
-    return _INACTIVE if value is None or isinstance(value, (list, dict)) else _fmt(value)
+    return _fmt(label_text(value)) if _scalar(value) else _INACTIVE
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -293,7 +303,7 @@ def _show_front(study: Any, args: argparse.Namespace) -> None:
     hv = f", hypervolume {_fmt(study.hypervolume())}" if front and m <= 3 else ""
     more = "" if len(shown) == len(front) else f" (first {len(shown)}; --all lists every one)"
     print(f"Pareto front: {len(front)} trials{hv}{more}")
-    print(_table(rows, ["#", "trial"] + heads + names + attrs))
+    print(_table(rows, ["#", "trial"] + heads + names + [f"attr:{a}" for a in attrs]))
 
 
 def _show_best(study: Any, trials: list, args: argparse.Namespace) -> None:
@@ -306,7 +316,7 @@ def _show_best(study: Any, trials: list, args: argparse.Namespace) -> None:
     attrs = _attr_names(shown)
     rows = [[str(i + 1), str(t.number), _fmt(t.value)] + [_param(t, n) for n in names] + [_attr(t, a) for a in attrs]
             for i, t in enumerate(shown)]
-    print(_table(rows, ["rank", "trial", "value"] + names + attrs))
+    print(_table(rows, ["rank", "trial", "value"] + names + [f"attr:{a}" for a in attrs]))
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -956,7 +956,18 @@ def test_user_attributes_are_stored_beside_results_and_dropped_with_an_interrupt
             study.set_user_attr(trial, "model", object())
         with pytest.raises(TypeError, match="a dict value needs str keys"):
             study.set_user_attr(trial, "by_step", {1: 0.5})
+        loop = []
+        loop.append(loop)
+        for bad in (np.timedelta64(5, "s"), np.complex64(1), loop, b"raw", {1, 2}):
+            with pytest.raises(TypeError, match="set_user_attr: 'bad': a value must"):
+                study.set_user_attr(trial, "bad", bad)
+        # floats of every width, bfloat16's and float8's included, as float64 numbers
+        import ml_dtypes
+        study.set_user_attr(trial, "widths", [jnp.ones(2, jnp.bfloat16), jnp.ones(1, jnp.float8_e4m3fn),
+                                              ml_dtypes.bfloat16(2.5), np.array([1.5], np.longdouble)])
         study.tell(trial, 2.0)
+        (told,) = study.get_trials(number=trial.number)
+        assert told.user_attrs == {"widths": [[1.0, 1.0], [1.0], 2.5, [1.5]]}  # nothing of the refused
 
     def interrupted(p):
         jaxhpo.study.set_user_attr("seen", True)

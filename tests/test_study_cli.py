@@ -362,21 +362,27 @@ def test_user_attributes_reach_trials_csv_and_show(tmp_path, capsys):
     def objective(p):
         jaxhpo.study.set_user_attr("accuracy", 1.0 - p["x"])
         jaxhpo.study.set_user_attr("curve", [p["x"], 2 * p["x"]])
+        jaxhpo.study.set_user_attr("x", "1" if p["x"] < 0.5 else 1)  # a text and a number that read alike
+        jaxhpo.study.set_user_attr("never", None)
         return p["x"]
 
-    with Study(space, RandomSearch(space, 3), storage=str(tmp_path / "a.db"), name="s") as study:
-        study.optimize(objective, num_trials=3, progress=False)
+    with Study(space, RandomSearch(space, 4), storage=str(tmp_path / "a.db"), name="s", seed=1) as study:
+        study.optimize(objective, num_trials=4, progress=False)
         cli_study._write_results(study, tmp_path / "out")
         trials = {t.number: t for t in study.trials}
+    assert {type(t.user_attrs["x"]) for t in trials.values()} == {str, int}
     with open(tmp_path / "out" / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         t = trials[int(r["number"])]
-        assert float(r["user_attrs_accuracy"]) == t.user_attrs["accuracy"]
-        assert json.loads(r["user_attrs_curve"]) == t.user_attrs["curve"]  # a list as JSON
+        # every attribute as JSON: the text "1" and the number 1 apart, None apart from unset
+        assert {k[len("user_attrs_"):]: json.loads(v) for k, v in r.items() if k.startswith("user_attrs_")} \
+            == t.user_attrs
     assert cli_study.main(["show", str(tmp_path / "a.db"), "--all"]) == 0
     table = capsys.readouterr().out.splitlines()
     header = next(line for line in table if line.startswith("rank"))
-    assert header.split()[-1] == "accuracy" and "curve" not in header  # scalars only
-    best = min(trials.values(), key=lambda t: t.value)
-    assert table[table.index(header) + 2].split()[-1] == f"{best.user_attrs['accuracy']:.6g}"
+    # attributes apart from parameters (one named x), scalars only, never-set ones left out
+    assert header.split()[-3:] == ["x", "attr:accuracy", "attr:x"] and "curve" not in header
+    rows = table[table.index(header) + 2:]
+    for row, t in zip(rows, sorted(trials.values(), key=lambda t: t.value)):
+        assert row.split()[-2:] == [f"{t.user_attrs['accuracy']:.6g}", "'1'" if t.params["x"] < 0.5 else "1"]

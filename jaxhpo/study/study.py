@@ -1804,29 +1804,38 @@ def set_user_attr(key: str, value: Any) -> None:
     study._set_user_attr(number, key, value, claim)
 
 
-def _attr_value(key: str, value: Any) -> Any:
+def _attr_value(key: str, value: Any, _within: tuple = ()) -> Any:
     """``value`` as plain JSON data (NumPy and JAX numbers and arrays as Python
-    numbers and nested lists), refused naming ``key`` where it has none."""
+    numbers and nested lists; floats of every width as float64), refused
+    naming ``key`` where it has none."""
+    rule = ("a value must be None, a bool, number or str, a numeric array, or lists and str-keyed dicts of "
+            "these")
     if value is None or isinstance(value, (bool, str)):
         return value
-    if isinstance(value, (np.bool_,)):
+    if isinstance(value, np.bool_):
         return bool(value)
+    if isinstance(value, (np.timedelta64, np.datetime64)):  # numpy counts a timedelta64 as Integral
+        raise TypeError(f"set_user_attr: {key!r}: {rule}; got {type(value).__name__}")
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
-    if isinstance(value, Mapping):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError(f"set_user_attr: {key!r}: a dict value needs str keys, got {list(value)!r}")
-        return {k: _attr_value(key, v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_attr_value(key, v) for v in value]
+    if isinstance(value, (Mapping, list, tuple)):
+        if any(value is v for v in _within):
+            raise TypeError(f"set_user_attr: {key!r}: a value must not contain itself")
+        within = _within + (value,)
+        if isinstance(value, Mapping):
+            if not all(isinstance(k, str) for k in value):
+                raise TypeError(f"set_user_attr: {key!r}: a dict value needs str keys, got {list(value)!r}")
+            return {k: _attr_value(key, v, within) for k, v in value.items()}
+        return [_attr_value(key, v, within) for v in value]
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         a = np.asarray(value)
-        if a.dtype.kind in "biuf":
+        if jax.numpy.issubdtype(a.dtype, jax.numpy.floating):  # bfloat16 and float8 too
+            return a.astype(np.float64).tolist()
+        if a.dtype.kind in "biu":
             return a.tolist()
-    raise TypeError(f"set_user_attr: {key!r}: a value must be None, a bool, number or str, a numeric array, or "
-                    f"lists and str-keyed dicts of these; got {type(value).__name__}")
+    raise TypeError(f"set_user_attr: {key!r}: {rule}; got {type(value).__name__}")
 
 
 def should_prune() -> bool:
