@@ -178,3 +178,28 @@ def test_sharded_auxiliary_outputs_equal_unsharded():
     np.testing.assert_allclose(a.aux["twice"], b.aux["twice"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(b.best_aux["twice"], 2.0 * b.best_value, rtol=1e-6)
     np.testing.assert_array_equal(a.best_aux["n"], b.best_aux["n"])
+
+
+def test_standardized_columns_round_alike_on_one_device_and_replicated_on_eight():
+    # GP-BO with several objectives standardises its ParEGO targets as a vmapped
+    # batch over one mask. Dividing that batch by the count let XLA rewrite the
+    # division as a product in a replicated 8-device program only, and a
+    # sharded multi-objective GP-BO search proposed other points from its 4th
+    # generation on.
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from jaxhpo.strategies import gp
+
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(rng.normal(size=(32, 8)) * 3.7 + 1.3, jnp.float32)
+    mask = jnp.asarray(rng.random(32) < 0.7)
+    columns = jax.jit(lambda y, m: jax.vmap(gp.standardize, in_axes=(1, None))(y, m))
+    one = columns(y, mask)
+    replicated = jax.device_put((y, mask), NamedSharding(mesh_of(8), PartitionSpec()))
+    for a, b in zip(one, columns(*replicated)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # and as each column alone (vmapped searches reproduce single runs)
+    for j in range(8):
+        alone = jax.jit(gp.standardize)(y[:, j], mask)
+        for a, b in zip(one, alone):
+            np.testing.assert_array_equal(np.asarray(a)[j], np.asarray(b))

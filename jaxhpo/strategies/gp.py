@@ -384,10 +384,15 @@ def standardize(y: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, ja
     power = jnp.where(top > 0.0, jnp.clip(jnp.floor(jnp.log2(top)), -126.0, 126.0), 0.0).astype(jnp.int32)
     scale = jax.lax.bitcast_convert_type((127 + power) << 23, jnp.float32).astype(y.dtype)
     y = y * jax.lax.bitcast_convert_type((127 - power) << 23, jnp.float32).astype(y.dtype)
-    mean = row_sum(jnp.where(mask, y, 0.0)) / jnp.maximum(n, 1)
-    var = row_sum(jnp.where(mask, (y - mean) ** 2, 0.0)) / jnp.maximum(n, 1)
+    # Times reciprocals, not divided by the count and the std: XLA rewrites a
+    # division by a broadcast scalar as this product in some compilations and
+    # not others (a vmapped batch of columns, a replicated multi-device
+    # program), which then round apart from a single-device, single-column one.
+    inv_n = 1.0 / jnp.maximum(n, 1).astype(y.dtype)
+    mean = row_sum(jnp.where(mask, y, 0.0)) * inv_n
+    var = row_sum(jnp.where(mask, (y - mean) ** 2, 0.0)) * inv_n
     std = jnp.where(var > 1e-20, jnp.sqrt(var), 1.0)
-    return jnp.where(mask, (y - mean) / std, 0.0), mean * scale, std * scale
+    return jnp.where(mask, (y - mean) * (1.0 / std), 0.0), mean * scale, std * scale
 
 
 def factorize(p: KernelParams, x: jax.Array, y: jax.Array, mask: jax.Array,
