@@ -58,7 +58,17 @@ def _key_parts(keys: Any, must: str) -> tuple[bool, tuple]:
 
 def check_key(key: Any, allow_seed: bool = False) -> Any:
     """One ``jax.random`` key: a typed key of shape ``()`` or raw ``uint32`` key data
-    (``jax.random.PRNGKey``); with ``allow_seed``, also an integer seed, made ``seed_key(seed)``."""
+    (``jax.random.PRNGKey``); with ``allow_seed``, also an integer seed, made
+    ``seed_key(seed)``: a Python or NumPy integer, or a 0-d integer array. A
+    traced seed (under ``vmap`` or ``jit``: ``vmap`` over ``jnp.arange(n)``)
+    makes ``jax.random.key(seed)``, the key of the same seed given concretely
+    for seeds in ``[0, 2**31)``."""
+    dtype = getattr(key, "dtype", None)
+    if (allow_seed and getattr(key, "shape", None) == () and dtype is not None and not is_key_dtype(dtype)
+            and np.issubdtype(dtype, np.integer)):
+        if isinstance(key, jax.core.Tracer):
+            return jax.random.key(key)
+        key = int(key)
     if allow_seed and isinstance(key, numbers.Integral) and not isinstance(key, bool):
         if not -2**63 <= key < 2**63:
             raise ValueError(f"key as an integer seed must fit in 64 bits, got {key!r}")

@@ -25,7 +25,8 @@ def square(c):
     (None, TypeError, "key must be"),
     (1.5, TypeError, "key must be"),
     (True, TypeError, "key must be"),
-    (jnp.int32(1), TypeError, "key must be"),
+    (jnp.float32(1), TypeError, "key must be"),
+    (np.array([1]), TypeError, "key must be"),
     (2**70, ValueError, "key as an integer seed"),
     (jax.random.split(jax.random.key(0), 3), ValueError, "key must be a single jax.random key"),
     (jnp.zeros(3, jnp.uint32), ValueError, r"key as raw uint32 key data must have shape \(2,\)"),
@@ -41,7 +42,7 @@ def test_run_and_gradient_tune_and_kfold_reject_bad_keys():
     with pytest.raises(TypeError, match="key must be a jax.random key or an integer seed"):
         gradient_tune(square, SPACE, key="abc", popsize=2, num_steps=1)
     with pytest.raises(TypeError, match="key must be a jax.random key"):
-        kfold_masks(10, 2, key=jnp.int32(1))
+        kfold_masks(10, 2, key=jnp.float32(1))
     state = STRATEGY.init(jax.random.key(0))
     with pytest.raises(TypeError, match="key must be a jax.random key or an integer seed"):
         STRATEGY.ask(1.5, state)
@@ -57,6 +58,11 @@ def test_every_entry_point_takes_an_integer_seed_as_its_key():
     assert np.array_equal(kfold_masks(10, 2, key=7), kfold_masks(10, 2, key=k))
     assert np.array_equal(SPACE.sample(2**40, 3), SPACE.sample(seed_key(2**40), 3))
     assert np.array_equal(STRATEGY.ask(7, STRATEGY.init(7))[0], STRATEGY.ask(k, STRATEGY.init(k))[0])
+    # a 0-d integer array is a seed too, concrete or traced (vmap over seeds)
+    for seed in (jnp.int32(7), np.array(7, np.int64), jnp.uint32(7)):
+        assert float(jaxhpo.run(STRATEGY, square, seed, 2)[1].best_value[-1]) == float(a[1].best_value[-1])
+    vmapped = jax.vmap(lambda seed: jaxhpo.run(STRATEGY, square, seed, 2)[1].best_value[-1])(jnp.arange(6, 9))
+    assert float(vmapped[1]) == float(a[1].best_value[-1])
 
 
 def test_code_that_needs_concrete_values_is_explained():
