@@ -420,6 +420,23 @@ def test_to_python_refuses_values_no_decode_gives():
                       ("x", np.float32(np.nan)), ("c", np.float32(1.9))]:
         with pytest.raises(ValueError, match=f"to_python input {name!r} holds values"):
             space.to_python({**ok, name: bad})
+    with pytest.raises(ValueError, match=r"shape \(\) or \(n,\), got \(2, 3\)"):  # was flattened
+        space.to_python(space.decode(np.full((2, 3, 3), 0.5, np.float32)))
+
+
+def test_decode_refuses_nan_and_non_real_coordinates_and_traced_nan_decodes_as_documented():
+    space = Space(n=Int(1, 5), c=Categorical(["a", "b"]), x=Float(0.0, 1.0))
+    # (an Int or a Categorical took a nan as its lowest value or first choice, silently)
+    with pytest.raises(ValueError, match=r"decode input holds nan coordinates \(first for 'c'\)"):
+        space.decode(np.array([[0.5, np.nan, 0.2]], np.float32))
+    for bad in (np.array([[0.25 + 0.9j, 0.5, 0.1]]), np.array([["a", "b", "c"]])):
+        with pytest.raises(TypeError, match="decode input must hold real cube coordinates, got dtype"):
+            space.decode(bad)
+    traced = jax.jit(space.decode)(jnp.full((1, 3), jnp.nan))
+    assert (int(traced["n"][0]), int(traced["c"][0])) == (1, 0) and np.isnan(float(traced["x"][0]))
+    # integer, bool and bfloat16 coordinates are cube points too
+    assert space.to_python({k: v[0] for k, v in space.decode(jnp.ones((1, 3), jnp.bfloat16)).items()}) == \
+        {"n": 5, "c": "b", "x": 1.0}
 
 
 def test_log_float_bounds_encode_to_the_faces_whatever_the_batch():
@@ -583,3 +600,14 @@ def test_labels_and_conditions_that_could_never_be_chosen_are_refused():
                   d=Float(0, 1, when={"c": "r", "a": ["y", "z"]}))
     rows = space.to_python(space.decode(space.grid(3)))
     assert {(r["a"], r["b"], r["c"]) for r in rows if "d" in r} == {("y", "p", "r")}
+
+
+@pytest.mark.parametrize("n", [1000, 10**6, 3 * 2**20])
+def test_int_values_are_as_likely_as_documented_from_the_samplers_float32_lattice(n):
+    # jax.random.uniform's float32 draws are the multiples of 2**-23 in [0, 1)
+    u = (np.arange(2**23, dtype=np.float64) * 2.0**-23).astype(np.float32)[:, None]
+    counts = np.bincount(np.asarray(Space(v=Int(0, n - 1)).decode(u)["v"]), minlength=n)
+    k = 2**23 // n
+    assert counts.min() == k and counts.max() <= k + 1  # a ratio of at most (k + 1) / k
+    draws = np.asarray(jax.random.uniform(jax.random.key(0), (4096,)), np.float64)
+    assert np.all(draws * 2**23 % 1 == 0)  # the lattice the samplers draw from
