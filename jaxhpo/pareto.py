@@ -60,7 +60,7 @@ def _as_values(values: Any, name: str = "values", columns: str = "objective") ->
         raise ValueError(f"{name} must have shape (n, num_{columns}s), got shape {tuple(values.shape)}")
     if values.shape[1] < 1:
         raise ValueError(f"{name} needs at least one {columns} column, got shape {tuple(values.shape)}")
-    if jnp.issubdtype(values.dtype, jnp.complexfloating):
+    if jnp.issubdtype(values.dtype, jnp.complexfloating) or values.dtype == jnp.bool_:
         raise TypeError(f"{name} must be real numbers, got dtype {values.dtype}")
     if not jnp.issubdtype(values.dtype, jnp.floating):
         values = values.astype(jnp.float32)
@@ -173,15 +173,38 @@ def nondominated_rank(values: jax.Array, mask: Any = None) -> jax.Array:
     return _peel(dominance_matrix(values, mask), _valid_rows(values, mask))
 
 
+def violations_kept(g: jax.Array) -> jax.Array:
+    """``g`` with every positive subnormal entry raised to its dtype's smallest
+    normal number: CPUs flush subnormals to zero in arithmetic and
+    comparisons, which would read a constraint value of ``1e-40`` as
+    satisfied (``<= 0``). Decided on the bits, which no flushing changes."""
+    g = jnp.asarray(g)
+    if not jnp.issubdtype(g.dtype, jnp.floating):
+        return g
+    ints = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(g.dtype).itemsize]
+    tiny = jnp.asarray(jnp.finfo(g.dtype).tiny, g.dtype)
+    bits = jax.lax.bitcast_convert_type(g, ints)
+    return jnp.where((bits > 0) & (bits < jax.lax.bitcast_convert_type(tiny, ints)), tiny, g)
+
+
+def constraint_columns_kept(values: jax.Array, num_objectives: int) -> jax.Array:
+    """``values`` ``(n, m + c)`` with ``violations_kept`` applied to its
+    constraint columns (those past the ``m = num_objectives`` objectives)."""
+    if values.ndim != 2 or values.shape[1] <= num_objectives:
+        return values
+    return jnp.concatenate([values[:, :num_objectives], violations_kept(values[:, num_objectives:])], axis=1)
+
+
 def total_violation(constraints: jax.Array) -> jax.Array:
     """``sum(max(g, 0))`` per row of ``constraints`` ``(n, c)``; shape ``(n,)``.
 
-    Zero exactly for feasible rows (every ``g <= 0``). A row with a
+    Zero exactly for feasible rows (every ``g <= 0``; a positive subnormal
+    ``g`` is a violation, see ``violations_kept``). A row with a
     non-finite constraint value gets ``inf`` (failed); a finite row's sum
     stops at the dtype's largest value (the worst violation there is), so
     finite constraints never make a row read as failed.
     """
-    g = _as_values(constraints, "constraints", "constraint")
+    g = violations_kept(_as_values(constraints, "constraints", "constraint"))
     viol = jnp.minimum(jnp.sum(jnp.maximum(g, 0.0), axis=1), jnp.finfo(g.dtype).max)
     return jnp.where(jnp.all(jnp.isfinite(g), axis=1), viol, jnp.inf)
 
@@ -432,6 +455,12 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
 def check_ref_point(ref_point: Any, m: int, dtype: Any = np.float64) -> np.ndarray:
     """A user's ``ref_point`` as ``(m,)`` finite numbers of ``dtype`` (host side);
     errors name it and the rule."""
+    try:
+        booleans = np.asarray(ref_point).dtype == bool
+    except (TypeError, ValueError):
+        booleans = False  # refused below
+    if booleans:
+        raise TypeError(f"ref_point must be {m} numbers, got booleans {ref_point!r}")
     try:
         with np.errstate(over="ignore"):
             ref = np.asarray(ref_point, dtype)

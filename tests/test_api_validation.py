@@ -593,3 +593,27 @@ def test_tell_refuses_a_result_with_an_error():
         study.tell(trial, 1.0, error="boom")
     study.tell(trial, None, error="boom")
     assert study.trials[0].error == "boom"
+
+
+def test_tell_values_and_inject_arguments_are_checked_by_name():
+    from jaxhpo import CMAES, DifferentialEvolution
+
+    space = Space(a=Float(0.0, 1.0), b=Float(0.0, 1.0))
+    for strategy in (CMAES(space, 4), DifferentialEvolution(space, 4)):
+        state = strategy.init(0)
+        x, state = strategy.ask(0, state)
+        for values in (np.array(["1", "2", "3", "4"]), np.array([True, False, True, True])):
+            with pytest.raises(TypeError, match="values must be real numbers, got dtype"):
+                strategy.tell(state, x, values)
+        first = np.array([True, False, False, False])
+        for bad_x, bad_rows, match in ((x, first[:2], r"injected must be a \(4,\) bool array"),
+                                       (x, first.astype(np.int32), r"injected must be a \(4,\) bool array"),
+                                       (x[:3], first[:3], r"inject: x must have shape \(popsize, dim\)"),
+                                       (x.at[0, 0].set(jnp.nan), first, r"inject: x must hold points of the unit"),
+                                       (x + 3.0, first, r"inject: x must hold points of the unit")):
+            with pytest.raises(ValueError, match=match):
+                strategy.inject(state, bad_x, bad_rows)
+        strategy.tell(strategy.inject(state, x, first), x, np.arange(4.0))
+    # an objective returning a flag is refused too (True and False are no objective values)
+    with pytest.raises(TypeError, match="values must be real numbers, got dtype bool"):
+        jaxhpo.minimize(lambda c: c["x"] > 0.5, SPACE, STRATEGY, num_generations=1, key=0)

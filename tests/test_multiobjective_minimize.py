@@ -116,3 +116,17 @@ def test_auxiliary_output_of_the_best_feasible_first_objective():
     with pytest.raises(ValueError, match=r"got a tuple: stack the objectives and constraints into one vector"):
         jaxhpo.minimize(lambda p: (p["a"], p["b"]), SPACE, NSGA2(SPACE, popsize=8, num_objectives=2),
                         num_generations=1)
+
+
+@pytest.mark.parametrize("make", [lambda: NSGA2(SPACE, 4, num_objectives=2, num_constraints=1),
+                                  lambda: jaxhpo.MOTPE(SPACE, 4, num_objectives=2, num_constraints=1)])
+def test_a_positive_subnormal_constraint_keeps_its_point_off_the_front(make):
+    # g = 1e-40 > 0 for a < 0.5: infeasible, though a CPU flushes it to 0 inside the program
+    def f(p):
+        return jnp.stack([p["a"], 1.0 - p["a"], jnp.where(p["a"] < 0.5, jnp.float32(1e-40), -1.0)])
+
+    res = jaxhpo.minimize(f, SPACE, make(), num_generations=3, key=0, history="all")
+    a = np.asarray(res.history.x)[..., 0].ravel()
+    assert (a < 0.5).any() and (a >= 0.5).any()
+    assert res.pareto_params and all(p["a"] >= 0.5 for p in res.pareto_params)
+    assert res.best_params["a"] >= 0.5

@@ -359,6 +359,22 @@ def test_clear_errors():
         pareto.hypervolume(np.array([[1 + 5j, 2.0]]), [3.0, 3.0])
     with pytest.raises(ValueError, match=r"constraints must have shape \(n, num_constraints\)"):
         pareto.total_violation(np.zeros(3))
+    # booleans are no objective values or reference point (they were read as 0 and 1)
+    with pytest.raises(TypeError, match="ref_point must be 2 numbers, got booleans"):
+        pareto.hypervolume(np.array([[0.5, 0.5]]), [True, True])
+    with pytest.raises(TypeError, match="values must be real numbers, got dtype bool"):
+        pareto.hypervolume(np.array([[True, False]]), [2.0, 2.0])
+
+
+def test_a_positive_subnormal_constraint_value_is_a_violation():
+    # A CPU flushes subnormals to 0 in comparisons and arithmetic: 1e-40 > 0 is
+    # false in a compiled program, and the row read as feasible.
+    g = np.array([[1e-40], [-1.0], [-1e-40], [0.0]], np.float32)
+    viol = np.asarray(pareto.total_violation(g))
+    assert viol[0] == np.finfo(np.float32).tiny and np.all(viol[1:] == 0.0)
+    assert np.asarray(jax.jit(pareto.total_violation)(g))[0] > 0
+    ranks = pareto.constrained_nondominated_rank(np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), g)
+    assert np.asarray(ranks).tolist() == [3, 0, 1, 2]  # the violating row after every feasible front
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")

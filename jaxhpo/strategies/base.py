@@ -86,8 +86,10 @@ def float32_values(values: Any) -> jax.Array:
         # arrays: without x64, jnp.asarray would round 1e39 to inf first.
         host = np.asarray(values)
         values = host_float32_values(host) if host.dtype.kind == "f" else host
+    if not isinstance(values, (jax.Array, jax.core.Tracer)) and np.asarray(values).dtype.kind not in "biuf":
+        raise TypeError(f"values must be real numbers, got dtype {np.asarray(values).dtype}")
     values = jnp.asarray(values)
-    if jnp.issubdtype(values.dtype, jnp.complexfloating):
+    if not (jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)):
         raise TypeError(f"values must be real numbers, got dtype {values.dtype}")
     if jnp.issubdtype(values.dtype, jnp.floating) and float(jnp.finfo(values.dtype).max) > big:
         values = jnp.where(jnp.isfinite(values), jnp.clip(values, -big, big), values)
@@ -274,16 +276,23 @@ class Strategy:
         if not self.accepts_points:
             raise ValueError(f"{type(self).__name__} evaluates a fixed set of points; other points "
                              "cannot take their place")
+        self._told_points(x, "inject")
+        dtype = getattr(injected, "dtype", None)
+        shape, dtype = jnp.shape(injected), np.asarray(injected).dtype if dtype is None else dtype
+        if shape != (self.popsize,) or dtype != bool:
+            raise ValueError(f"inject: injected must be a ({self.popsize},) bool array (the replaced rows), got "
+                             f"shape {shape} and dtype {dtype}")
         return state
 
-    def _told_points(self, x: Any) -> jax.Array:
-        """``tell``'s ``x`` as ``(popsize, dim)`` float32, refused if off the cube
-        where it is concrete (every ``tell``, also those that override this one)."""
-        check_cube_points(x)
+    def _told_points(self, x: Any, where: str = "tell") -> jax.Array:
+        """``x`` given to ``tell`` (or ``where``) as ``(popsize, dim)`` float32,
+        refused if off the cube where it is concrete (every ``tell``, also those
+        that override this one)."""
+        check_cube_points(x, where)
         x = jnp.asarray(x, jnp.float32)
         if x.shape != (self.popsize, self.dim):
             raise ValueError(
-                f"tell: x must have shape (popsize, dim) = {(self.popsize, self.dim)}, got {x.shape}"
+                f"{where}: x must have shape (popsize, dim) = {(self.popsize, self.dim)}, got {x.shape}"
             )
         return x
 

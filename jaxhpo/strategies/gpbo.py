@@ -700,6 +700,7 @@ class GPBO(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
+        values = pareto.constraint_columns_kept(values, m)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         x = self._snap(jnp.clip(x, 0.0, 1.0))
         new = self._store(state, x, values, ok)

@@ -291,6 +291,7 @@ class MOTPE(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
+        values = pareto.constraint_columns_kept(values, m)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         obj = jnp.where(ok[:, None], values[:, :m], jnp.inf)
         viol = pareto.total_violation(values[:, m:]) if self.num_constraints else jnp.zeros((p,), jnp.float32)

@@ -221,6 +221,7 @@ class NSGA2(Strategy):
                 f"tell: values must have shape (popsize, num_objectives + num_constraints) = {(n, k)}, "
                 f"got {values.shape}"
             )
+        values = pareto.constraint_columns_kept(values, self.num_objectives)
         obj, viol = self._split(values)
 
         # Environmental selection over parents + children. In generation 0
