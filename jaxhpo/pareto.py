@@ -102,6 +102,11 @@ def dominates(a: jax.Array, b: jax.Array) -> jax.Array:
     for name, x in (("a", a), ("b", b)):
         if x.ndim < 1 or jnp.issubdtype(x.dtype, jnp.complexfloating):
             raise TypeError(f"{name} must be real objective values of shape (..., m), got {x.dtype}{x.shape}")
+    try:
+        jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"a and b must broadcast against each other with one m, got shapes {a.shape} and "
+                         f"{b.shape}") from None
     return jnp.all(a <= b, axis=-1) & jnp.any(a < b, axis=-1)
 
 

@@ -359,6 +359,8 @@ def test_clear_errors():
         pareto.hypervolume(np.array([[1 + 5j, 2.0]]), [3.0, 3.0])
     with pytest.raises(ValueError, match=r"constraints must have shape \(n, num_constraints\)"):
         pareto.total_violation(np.zeros(3))
+    with pytest.raises(ValueError, match=r"a and b must broadcast against each other with one m, got shapes"):
+        pareto.dominates(np.zeros(2), np.zeros(3))
     # booleans are no objective values or reference point (they were read as 0 and 1)
     with pytest.raises(TypeError, match="ref_point must be 2 numbers, got booleans"):
         pareto.hypervolume(np.array([[0.5, 0.5]]), [True, True])
