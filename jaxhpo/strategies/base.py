@@ -85,9 +85,9 @@ def float32_values(values: Any) -> jax.Array:
         # Host values (Python floats, NumPy float64) are clipped before they become
         # arrays: without x64, jnp.asarray would round 1e39 to inf first.
         host = np.asarray(values)
+        if host.dtype.kind not in "biuf":  # (checked here: jnp.asarray's error for text names nothing)
+            raise TypeError(f"values must be real numbers, got dtype {host.dtype}")
         values = host_float32_values(host) if host.dtype.kind == "f" else host
-    if not isinstance(values, (jax.Array, jax.core.Tracer)) and np.asarray(values).dtype.kind not in "biuf":
-        raise TypeError(f"values must be real numbers, got dtype {np.asarray(values).dtype}")
     values = jnp.asarray(values)
     if not (jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)):
         raise TypeError(f"values must be real numbers, got dtype {values.dtype}")

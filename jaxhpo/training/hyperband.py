@@ -59,8 +59,8 @@ from ..space import Space
 from ..strategies.base import Strategy
 from ..strategies.random import RandomSearch
 from ._compile import small_program_jit
-from .trainer import (MAX_COUNT, check_carried, check_trainer, continue_rung, empty_states, put_population, take, take_one,
-                      take_row, trainer_has_aux)
+from .trainer import (MAX_COUNT, check_carried, check_trainer, continue_rung, empty_states, put_population, take,
+                      take_one, take_row, trainer_has_aux)
 
 __all__ = ["hyperband_schedule", "successive_halving_schedule", "level_sizes", "padded_work", "successive_halving",
            "hyperband", "MultiFidelityResult", "survivor_order"]
@@ -571,8 +571,8 @@ class _Search:
         ``R eta^-k`` and they are between rungs). Each bracket's selections
         are exactly those of running it alone; the population stays large,
         and a search runs one program per level instead of one per rung.
-        One bracket is successive halving. ``keys``: every bracket's key
-        (``_bracket_keys`` of the run key ``k_run``), indexed by ``bracket_ids``.
+        One bracket is successive halving. ``k_run``: the run key
+        (``_start``); bracket ``b`` draws with ``_bracket_keys(k_run, b)``.
         """
         p = self.strategy.popsize
         brackets = []  # per bracket: dict of its proposal and bookkeeping
