@@ -70,6 +70,8 @@ def code_version() -> dict[str, Any]:
         out["commit"] = (commit + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
         pass
+    # a copy without .git (a device machine): the commit its runner names
+    out["commit"] = out["commit"] or os.environ.get("JAXHPO_COMMIT") or None
     return out
 
 

@@ -24,7 +24,13 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# .git does not travel to the device machine: the commit measured comes from here
+export JAXHPO_COMMIT=${JAXHPO_COMMIT:-$(cat .commit 2>/dev/null || true)}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 JAXHPO_BENCH_RESULTS="$OUT"
+if ! ${PYTHON:-python3} -c "import optuna" 2> /dev/null; then
+    echo "optuna is not importable: carry its wheels in .whl/ (run's carry: [\".whl\"]; see benchmarks/README.md)" >&2
+    exit 2
+fi
 PY=${PYTHON:-python3}
 LOG="$OUT/device_check.log"
 : > "$LOG"

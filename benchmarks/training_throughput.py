@@ -290,8 +290,10 @@ def main(argv=None):
         mean_w = float(np.mean(np.asarray(widths)))
 
         def bucketed(steps_):
+            # A chunk no larger than the population: a chunk of 256 for 64 members
+            # would train 192 padding copies of the widest at its bucket.
             out = train_bucketed(lambda w: make_trainer(w, steps_), keys, hp, 1, buckets=buckets,
-                                 chunk=args.chunk, chunk_size=args.chunk_size)
+                                 chunk=min(args.chunk, n), chunk_size=args.chunk_size)
             return out.losses
 
         if n > args.optuna_trials and repeat_s is not None:
