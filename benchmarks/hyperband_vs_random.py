@@ -188,6 +188,7 @@ def main(argv=None):
         summary.append(dict(
             method=method, seeds=len(rs), configs=rs[0]["configs"], total_budget=rs[0]["total_budget"],
             median_test_accuracy=statistics.median(r["test_accuracy"] for r in rs),
+            mean_test_accuracy=statistics.mean(r["test_accuracy"] for r in rs),
             median_val_loss=statistics.median(r["val_loss"] for r in rs),
             median_seconds=statistics.median(r["seconds"] for r in rs),
             median_warm_seconds=statistics.median(r["seconds"] for r in warm),
@@ -199,12 +200,20 @@ def main(argv=None):
     ratios = {}
     for a, b, name in pairs:
         ea, eb = by_method[a], by_method[b]
-        paired = [(ra["test_accuracy"], rb["test_accuracy"]) for ra in rows if ra["method"] == a
-                  for rb in rows if rb["method"] == b and rb["seed"] == ra["seed"]]
+        matched = [(ra, rb) for ra in rows if ra["method"] == a
+                   for rb in rows if rb["method"] == b and rb["seed"] == ra["seed"]]
+        paired = [(ra["test_accuracy"], rb["test_accuracy"]) for ra, rb in matched]
+        differences = [x - y for x, y in paired]
         ratios.update({
             f"{name}_median_accuracy_difference": ea["median_test_accuracy"] - eb["median_test_accuracy"],
-            f"{name}_mean_paired_accuracy_difference": statistics.mean(x - y for x, y in paired),
+            f"{name}_mean_paired_accuracy_difference": statistics.mean(differences),
+            f"{name}_paired_accuracy_difference_standard_error": (
+                statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else None),
             f"{name}_wins_or_ties": sum(x >= y for x, y in paired),
+            f"{name}_wins": sum(x > y for x, y in paired),
+            f"{name}_ties": sum(x == y for x, y in paired),
+            f"{name}_losses": sum(x < y for x, y in paired),
+            f"{name}_lower_val_loss": sum(ra["val_loss"] < rb["val_loss"] for ra, rb in matched),
             f"{name}_wall_ratio": ea["median_seconds"] / eb["median_seconds"],
             f"{name}_warm_wall_ratio": ea["median_warm_seconds"] / eb["median_warm_seconds"],
             f"{name}_warm_cpu_ratio": ea["median_warm_cpu_seconds"] / eb["median_warm_cpu_seconds"],
@@ -233,12 +242,14 @@ def main(argv=None):
 
     print_table(rows, ["method", "seed", "configs", "total_budget", "val_loss", "test_accuracy", "seconds",
                        "cpu_seconds"], title="per seed")
-    print_table(summary, ["method", "seeds", "configs", "total_budget", "median_test_accuracy", "median_val_loss",
+    print_table(summary, ["method", "seeds", "configs", "total_budget", "median_test_accuracy",
+                          "mean_test_accuracy", "median_val_loss",
                           "median_seconds", "median_warm_seconds", "median_warm_cpu_seconds",
                           "first_seed_seconds", "median_fresh_process_seconds"],
                 title=f"digits MLP ({jax.default_backend()}), medians over {args.seeds} seeds")
     for k, v in ratios.items():
-        print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v} of {args.seeds}")
+        print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v} of {args.seeds}" if v is not None
+              else f"  {k}: -")
     write_results("hyperband_vs_random", rows, extra=dict(
         summary=summary, ratios=ratios, max_budget=R, eta=eta, steps_per_unit=args.steps_per_unit,
         max_width=args.max_width, max_depth=args.max_depth, seeds=args.seeds, hyperband_budget=budget,

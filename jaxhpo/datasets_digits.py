@@ -14,6 +14,8 @@ from importlib import resources
 
 import numpy as np
 
+from ._scalars import scalar_item
+
 __all__ = ["load_digits", "digits_split", "DIGITS_CLASSES"]
 
 DIGITS_CLASSES = tuple(range(10))
@@ -42,6 +44,7 @@ def digits_split(seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.
       ``y_val``, ``X_test``, ``y_test``; float32 features (intensity / 16),
       int32 labels.
     """
+    seed = scalar_item(seed)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a nonnegative integer, got {seed!r}")
     fr = tuple(float(f) for f in fractions)

@@ -186,7 +186,7 @@ def violations_kept(g: jax.Array) -> jax.Array:
     g = jnp.asarray(g)
     if not jnp.issubdtype(g.dtype, jnp.floating):
         return g
-    ints = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(g.dtype).itemsize]
+    ints = {1: jnp.int8, 2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(g.dtype).itemsize]
     tiny = jnp.asarray(jnp.finfo(g.dtype).tiny, g.dtype)
     bits = jax.lax.bitcast_convert_type(g, ints)
     return jnp.where((bits > 0) & (bits < jax.lax.bitcast_convert_type(tiny, ints)), tiny, g)

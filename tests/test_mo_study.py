@@ -134,12 +134,20 @@ def test_resume_after_interruption_keeps_the_front(tmp_path):
 def test_tell_vectors_and_bad_input():
     s = Study(SPACE, STRATEGY, seed=3, maximize=MAXIMIZE)
     s.ask()
-    s.tell([(0.5, -0.25, -0.1), np.array([0.2, -0.5, 0.05]), (0.1, 0.2), (1.0, np.inf, 0.0), None,
-            "x"])
+    # values that are no numbers are the caller's mistake, refused by name before anything is told
+    # (a vector of another length, text, a flag); a non-finite one, or None, is a failed trial
+    for bad, error, match in (((0.1, 0.2), ValueError, r"value must be 3 numbers \(2 objective values, then 1"),
+                              ("x", ValueError, "value must be 3 numbers"),
+                              ((True, 0.2, 0.0), TypeError, "tell: value must be a real number, got True")):
+        with pytest.raises(error, match=match):
+            s.tell([(0.5, -0.25, -0.1), bad, (0.5, -0.25, -0.1), (0.5, -0.25, -0.1), None, None])
+    assert all(x.state == "running" for x in s.trials)  # asked, nothing told
+    s.tell([(0.5, -0.25, -0.1), np.array([0.2, -0.5, 0.05]), (1.0, np.nan, 0.0), (1.0, np.inf, 0.0), None,
+            None])
     t = s.trials
     assert [x.state for x in t] == ["complete", "complete", "failed", "failed", "failed", "failed"]
     assert t[0].values == (0.5, -0.25) and t[1].constraints == (0.05,) and not t[1].feasible
-    assert "shape (2,)" in t[2].error and "inf" in t[3].error
+    assert "nan" in t[2].error and "inf" in t[3].error
     assert [x.number for x in s.best_trials] == [0]  # trial 1 is infeasible
     assert s.generation == 1
     with pytest.raises(ValueError, match="tuple of 2 bools"):

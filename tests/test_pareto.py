@@ -375,6 +375,9 @@ def test_a_positive_subnormal_constraint_value_is_a_violation():
     viol = np.asarray(pareto.total_violation(g))
     assert viol[0] == np.finfo(np.float32).tiny and np.all(viol[1:] == 0.0)
     assert np.asarray(jax.jit(pareto.total_violation)(g))[0] > 0
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float8_e4m3fn):  # every float width
+        low = jnp.asarray([[0.5], [-0.5]], dtype)
+        assert np.asarray(pareto.total_violation(low), np.float32).tolist() == [0.5, 0.0]
     ranks = pareto.constrained_nondominated_rank(np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), g)
     assert np.asarray(ranks).tolist() == [3, 0, 1, 2]  # the violating row after every feasible front
 

@@ -342,6 +342,13 @@ def test_conditional_space_and_non_json_labels():
         assert ("mom" in t.params) == (t.params["opt"] == ("sgd", 1))
 
 
+def test_a_0d_integer_array_is_a_seed():
+    ask = [Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=seed).ask() for seed in (3, np.array(3), jnp.int32(3))]
+    assert ask[0] == ask[1] == ask[2]
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+        Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=np.array(3.0))
+
+
 def test_callbacks_and_records():
     got = []
     study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)

@@ -75,6 +75,9 @@ def test_bad_arguments_are_named():
         Trainer(_init, 3, _evaluate)
     with pytest.raises(ValueError, match="chunk_size"):
         hyperband(TRAINER, SPACE, 0, max_budget=9, chunk_size=0)
+    with pytest.raises(TypeError, match="trainer.evaluate must return real values, got bool"):  # a flag, not a loss
+        successive_halving(Trainer(_init, _step, lambda s, hp: toy_error(s) > 1.0), SPACE, 0, num_configs=3,
+                           min_budget=1, max_budget=3)
     with pytest.raises(ValueError, match="num_brackets must be a positive integer"):
         hyperband(TRAINER, SPACE, 0, max_budget=9, num_brackets=0)
 
@@ -561,5 +564,5 @@ def test_resume_refuses_another_search():
     with pytest.raises(TypeError, match="MultiFidelityResult"):
         hyperband(TRAINER, SPACE, 5, max_budget=9, resume=first.best_state)
     halving = successive_halving(TRAINER, SPACE, 5, num_configs=9, min_budget=1, max_budget=9)
-    with pytest.raises(ValueError, match="successive halving's, which cannot be continued"):
+    with pytest.raises(ValueError, match="no Hyperband schedule: successive halving's"):
         hyperband(TRAINER, SPACE, 5, max_budget=9, resume=halving)

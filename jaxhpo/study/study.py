@@ -63,6 +63,7 @@ import jax
 import numpy as np
 
 from .._keys import check_key
+from .._scalars import scalar_item
 from ..space import Categorical, Float, Int, Space, _same_label
 from ..strategies.base import Strategy, host_float32_values
 from .serialize import StateChecksumError, StateFormatError, state_from_bytes, state_to_bytes
@@ -365,6 +366,7 @@ class Study:
             raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
         if strategy.space != space:
             raise ValueError("strategy was built for a different space than the one given to Study")
+        seed = scalar_item(seed)  # a concrete 0-d integer array is a seed too
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
         multi, maximize = _check_directions(strategy, maximize, directions)
@@ -1152,8 +1154,10 @@ class Study:
         as failed (with ``error`` as its text, if given; one trial told a
         result and an ``error`` is refused). With several
         objectives a value is a sequence: the objective values, then the
-        constraint values; one with a non-finite entry fails the trial. When the last trial
-        of a generation is told, the strategy learns from the generation.
+        constraint values; one with a non-finite entry fails the trial. A value that
+        is no number (text, ``True``, a vector of another length) is refused before
+        anything is told. When the last trial of a generation is told, the strategy
+        learns from the generation.
 
         ``tell(trial, pruned=True)``: the trial was stopped early (``should_prune``);
         it is recorded as pruned with its last reported value, and no value is given.
@@ -1180,10 +1184,11 @@ class Study:
             items = list(zip(self._last_batch, values))
         else:
             items = [(self._number("tell", trial), None if pruned else value)]
-        if not self.multi_objective:
-            for _, raw in items:
-                if raw is not None:
-                    _real_scalar("tell", raw)
+        for _, raw in items:
+            # Given values are checked as add_trial checks them (an objective's
+            # bad return fails its trial instead); None is a failure.
+            if raw is not None:
+                self._check_given_value("tell", raw)
         prepared = []
         with self._tx(write=False) as c:
             for number, raw in items:

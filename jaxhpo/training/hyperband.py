@@ -517,8 +517,8 @@ class _Search:
         """Start from the records of an earlier ``hyperband`` call (checked
         against this search: schedule, space, key, trainer and sampler)."""
         if earlier.schedule is None:
-            raise ValueError("resume: the earlier result is successive halving's, which cannot be continued; "
-                             "continue a hyperband result")
+            raise ValueError("resume: the earlier result has no Hyperband schedule: successive halving's (which "
+                             "cannot be continued), or a hyperband result from a version before resume=")
         if earlier.schedule != self.schedule:
             raise ValueError(f"resume: the earlier run's brackets {earlier.schedule} are not this call's "
                              f"{self.schedule}: give the same max_budget and eta")
@@ -886,7 +886,9 @@ def hyperband(trainer: Any, space: Space, key: Any, *, max_budget: float, eta: i
         the search run in one call (for the default ``block_size``, up to
         float rounding where the calls' populations block differently),
         so a long search can be checkpointed between calls (pickle the
-        result).
+        result). Not so for a learning sampler with ``concurrent_brackets=True``:
+        a call asks it for all its brackets before telling it any, so calls
+        that split an iteration tell it sooner than one call would.
     Returns:
       a ``MultiFidelityResult``; ``bracket`` counts from 0 over the whole
       search (a resumed one's earlier calls included), largest bracket

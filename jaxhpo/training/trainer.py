@@ -186,7 +186,7 @@ def _evaluate(trainer: Any, state: Any, hparams: Any) -> tuple[jax.Array, Any]:
         loss = jnp.asarray(out)
     except TypeError:
         raise TypeError(f"trainer.evaluate must return {rule}, got {type(out).__name__}{hint}") from None
-    if jnp.issubdtype(loss.dtype, jnp.complexfloating):
+    if jnp.issubdtype(loss.dtype, jnp.complexfloating) or loss.dtype == jnp.bool_:
         raise TypeError(f"trainer.evaluate must return real values, got {loss.dtype}")
     return loss.astype(jnp.float32), aux
 
