@@ -848,14 +848,20 @@ class Space:
         if not (jnp.issubdtype(u.dtype, jnp.floating) or jnp.issubdtype(u.dtype, jnp.integer)
                 or u.dtype == bool):
             raise TypeError(f"{what} must hold real cube coordinates, got dtype {u.dtype}")
+        if isinstance(u, jax.core.Tracer) or not jnp.issubdtype(u.dtype, jnp.floating):
+            nan = None  # traced (see decode), or integer coordinates
+        elif isinstance(u, np.ndarray):
+            nan = np.isnan(u)  # a host array checked on the host, with no device program
+        else:
+            nan = jnp.isnan(u)
         u = jnp.asarray(u)
         if u.ndim < 1 or u.shape[-1] != self.dim:
             raise ValueError(
                 f"{what} must have trailing dimension {self.dim} (one per parameter of "
                 f"{list(self.names)}), got shape {tuple(u.shape)}"
             )
-        if not isinstance(u, jax.core.Tracer) and bool(jnp.any(jnp.isnan(u))):
-            column = int(np.argwhere(np.isnan(np.asarray(u, np.float32)))[0][-1])
+        if nan is not None and bool(nan.any()):
+            column = int(np.argwhere(np.asarray(nan))[0][-1])
             raise ValueError(f"{what} holds nan coordinates (first for {self.names[column]!r}); a cube point "
                              "is a number in [0, 1] for each parameter")
         if u.dtype != jnp.float32:  # the cube is float32, also under x64 (float64 in, float32 out)
