@@ -8,7 +8,6 @@ them alone, for tests and for ``python -m jaxhpo.cli_study``.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import json
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ._labels import INACTIVE_TEXT as _INACTIVE, label_text
 
 __all__ = ["add_subcommands", "main"]
 
@@ -33,32 +34,6 @@ def _positive_int(text: str) -> int:
 def _fail(cmd: str, exc: BaseException) -> int:
     print(f"jaxhpo {cmd}: error: {exc}", file=sys.stderr)
     return 2
-
-
-_INACTIVE = "-"  # what ``jaxhpo show`` prints for an inactive parameter
-
-
-def label_text(v: Any) -> Any:
-    """A parameter value as trials.csv and ``jaxhpo show`` write it: ``None``
-    as ``None``; a text that would read as something else (an empty cell,
-    show's ``-`` for inactive, a quoted text, a Python literal such as
-    ``None``, ``1``, ``True`` or ``(1, 2)``, which a label of that value
-    writes) or that is not printable on one line, as its repr; anything else
-    as it is."""
-    if v is None:
-        return "None"
-    if isinstance(v, str) and (v in ("", _INACTIVE) or v[:1] in ("'", '"') or not v.isprintable()
-                               or _reads_as_literal(v)):
-        return repr(v)
-    return v
-
-
-def _reads_as_literal(text: str) -> bool:
-    try:
-        ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return False
-    return True
 
 
 def _cell(column: str, value: Any) -> Any:

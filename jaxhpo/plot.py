@@ -21,6 +21,7 @@ import numpy as np
 
 from ._plot_figure import NothingToPlot, figure, finish
 from .plot_results import plot_pbt, plot_result_history, plot_rungs
+from ._labels import label_text
 from .space import Categorical
 from .study.importance import NotEnoughTrials, param_importance
 from .study.trial import TrialState
@@ -117,6 +118,9 @@ def _param_names(study: Any, params: Sequence[str] | None) -> tuple[list[str], d
     """The parameters to draw (all by default) and the space's dimensions; unknown names raise."""
     if isinstance(params, str):
         params = [params]
+    if params is not None and (not isinstance(params, Sequence) or not params
+                               or not all(isinstance(n, str) for n in params)):
+        raise TypeError(f"params must be a parameter name or a non-empty list of them, got {params!r}")
     names = list(params or study.space.names)
     dims = study.space.dims
     unknown = [n for n in names if n not in dims]
@@ -155,7 +159,7 @@ def plot_parallel_coordinates(study: Any, path: Any = None, params: Sequence[str
         if isinstance(d, Categorical):
             k = d.cardinality
             for c_i, c in enumerate(d.choices):
-                ax.text(j, c_i / (k - 1) if k > 1 else 0.5, f" {c}", fontsize=7, va="center")
+                ax.text(j, c_i / (k - 1) if k > 1 else 0.5, f" {label_text(c)}", fontsize=7, va="center")
         else:
             ax.text(j, -0.06, f"{d.low:g}", fontsize=7, ha="center", va="top")
             ax.text(j, 1.06, f"{d.high:g}", fontsize=7, ha="center", va="bottom")
@@ -186,7 +190,7 @@ def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None
             x = np.array([d.index(v) for v in raw], float)
             rng = np.random.default_rng(0)
             x = x + rng.uniform(-0.15, 0.15, x.size)  # jitter so equal choices do not hide each other
-            ax.set_xticks(range(d.cardinality), [str(c) for c in d.choices])
+            ax.set_xticks(range(d.cardinality), [str(label_text(c)) for c in d.choices])
         else:
             x = np.array(raw, float)
             if d.log:
@@ -326,6 +330,11 @@ def _pareto_data(source: Any, maximize: Any) -> dict:
         # A history row is on the front when it equals one of the front's vectors.
         same = np.all(vals[:, None, :] == front[None, :, :], axis=-1)
         on_front = np.any(same, axis=1) & feasible
+        # A continued search's front holds points of earlier calls, which its history lacks.
+        earlier = ~np.any(same, axis=0)
+        vals = np.concatenate([vals, front[earlier]])
+        feasible = np.concatenate([feasible, np.ones(int(earlier.sum()), bool)])
+        on_front = np.concatenate([on_front, np.ones(int(earlier.sum()), bool)])
     if maximize is None:
         maximize = getattr(source, "maximize", None) or (False,) * m
     return dict(values=vals, feasible=feasible, on_front=on_front, front=front, maximize=maximize,
@@ -341,15 +350,15 @@ def plot_pareto_front(source: Any, path: Any = None, *, objectives: Sequence[int
       source: a multi-objective ``Study`` (all complete trials; infeasible
         ones as crosses), or the ``Result`` of ``jaxhpo.minimize`` with a
         multi-objective strategy (every evaluation when run with
-        ``history="all"``, else the front alone).
+        ``history="all"``, else the front alone; a continued search's front
+        includes the earlier calls' points, which its history lacks).
       path: write the figure there too (PNG by the suffix).
       objectives: the two objective indices drawn on x and y.
       names: the objectives' names for the axis labels (all ``m`` of them).
       title: the figure's title.
       maximize: per objective, whether it was maximised (only for the axis
         labels and the front's outline). A study knows; for a ``Result`` the
-        default reads it off ``Result.ref_point``, which lies beyond the front
-        in each objective's worse direction.
+        default is ``Result.maximize``.
     Returns:
       the ``Figure``. Its axes hold three labelled scatters, ``"trials"``
       (feasible, off the front), ``"infeasible"`` and ``"Pareto front"``;
@@ -357,6 +366,11 @@ def plot_pareto_front(source: Any, path: Any = None, *, objectives: Sequence[int
     """
     objectives = tuple(objectives)
     if maximize is not None:
+        if isinstance(maximize, np.ndarray) and maximize.ndim == 1:
+            maximize = maximize.tolist()
+        if (isinstance(maximize, (bool, np.bool_, str)) or not isinstance(maximize, Sequence)
+                or not all(isinstance(f, (bool, np.bool_)) for f in maximize)):
+            raise TypeError(f"maximize must be a sequence of bools, one per objective, got {maximize!r}")
         maximize = tuple(bool(f) for f in maximize)
     data = _pareto_data(source, maximize)
     if len(data["maximize"]) != data["values"].shape[1]:

@@ -130,3 +130,24 @@ def test_a_positive_subnormal_constraint_keeps_its_point_off_the_front(make):
     assert (a < 0.5).any() and (a >= 0.5).any()
     assert res.pareto_params and all(p["a"] >= 0.5 for p in res.pareto_params)
     assert res.best_params["a"] >= 0.5
+
+
+def test_the_pareto_plot_of_a_continued_search_draws_the_earlier_calls_front_points():
+    pytest.importorskip("matplotlib")
+    from jaxhpo import plot
+
+    def f(c):
+        return jnp.stack([c["a"], (1.0 - c["a"]) ** 2 + c["b"]])
+
+    first = jaxhpo.minimize(f, SPACE, NSGA2(SPACE, 6), num_generations=4, history="all", key=0)
+    more = jaxhpo.minimize(f, SPACE, first.strategy, state=first.state, num_generations=1, history="all", key=0)
+    ax = plot.plot_pareto_front(more).axes[0]
+    drawn = {c.get_label(): np.asarray(c.get_offsets()) for c in ax.collections}["Pareto front"]
+    front = np.asarray(more.pareto_values)
+    # every front point drawn once (it drew only those of the last call's history)
+    assert sorted(map(tuple, drawn)) == sorted(map(tuple, front)) and len(front) > 1
+    with pytest.raises(TypeError, match="maximize must be a sequence of bools, one per objective"):
+        plot.plot_pareto_front(more, maximize=("no", "no"))
+    with pytest.raises(TypeError, match="maximize must be"):
+        plot.plot_pareto_front(more, maximize=True)
+    assert "maximised" in plot.plot_pareto_front(more, maximize=np.array([False, True])).axes[0].get_ylabel()

@@ -189,3 +189,17 @@ def test_a_series_of_one_point_is_drawn():
     fig = plot.plot_learning_curves({0: [0.5], 1: [0.3, 0.2]})
     one = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 1]
     assert len(one) == 1 and one[0].get_marker() not in ("None", "", None)
+
+
+def test_choices_whose_text_is_alike_are_labelled_apart_and_params_are_checked():
+    # 1 and "1", None and "None" read alike as str(); labelled as jaxhpo show writes them
+    space = jaxhpo.Space(c=jaxhpo.Categorical([1, "1", None, "None", ""]), x=jaxhpo.Float(0.0, 1.0))
+    study = Study(space, jaxhpo.RandomSearch(space, 8), seed=0)
+    study.optimize(lambda p: p["x"], num_trials=8, progress=False)
+    ticks = [t.get_text() for t in plot.plot_slice(study, params="c").axes[0].get_xticklabels()]
+    assert ticks == ["1", "'1'", "None", "'None'", "''"]
+    texts = [t.get_text().strip() for t in plot.plot_parallel_coordinates(study).axes[0].texts][:5]
+    assert texts == ticks
+    for bad in (3, [], [1]):
+        with pytest.raises(TypeError, match="params must be a parameter name or a non-empty list of them"):
+            plot.plot_slice(study, params=bad)
