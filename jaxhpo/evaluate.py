@@ -321,6 +321,12 @@ def auto_chunk_size(objective: Callable, config: Any, n: int, *, decode: Callabl
         measures its own devices and all use the smallest resulting chunk.
       memory_fraction: share of the free memory to use, in ``(0, 1]``.
       free_bytes: free bytes per device, overriding the measurement.
+    The measurement sees the memory that grows with the batch between its
+    probes of 256 and 512 configurations: where the objective also holds a
+    large working set of its own (a reduction over a big closed-over array),
+    that fixed part can hide the per-configuration part at those sizes and
+    the chunk come out too large; give ``chunk_size`` then.
+
     Returns:
       an int in ``[1, n]``; ``n`` means no chunking is needed. When smaller,
       it divides ``n`` where a divisor lies within a factor 2 below the
@@ -491,8 +497,8 @@ def evaluate(objective: Callable[[Any], Any], params: Any, chunk_size: int | str
         raise ValueError(f"evaluate: the batch ({n}) must be a multiple of the mesh's {mesh.size} devices")
     if chunk_size == "auto":
         one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
-        chunk_size = auto_chunk_size(objective, one, n,
-                                     devices=None if mesh is None else list(mesh.devices.flat))
+        chunk_size = None if n == 0 else auto_chunk_size(  # (an empty batch needs no chunks)
+            objective, one, n, devices=None if mesh is None else list(mesh.devices.flat))
     one = _traced_objective(objective)
     # (inputs committed elsewhere, or to the same devices in another order, copied onto the mesh)
     return map_population(one, shard_population(onto_mesh(params, mesh), mesh), chunk_size, mesh)

@@ -258,7 +258,7 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
         if not isinstance(values, jax.Array):
             raise ValueError(f"objective must return one array per configuration (a scalar; for a "
                              f"multi-objective strategy a vector), got a {type(values).__name__}")
-        if jnp.issubdtype(values.dtype, jnp.complexfloating):
+        if jnp.issubdtype(values.dtype, jnp.complexfloating) or values.dtype == jnp.bool_:
             raise ValueError(f"objective must return real values, got {values.dtype}")
         if chunk_size is None and mesh is None:
             # The values feed several reductions (the strategy's, the failure
@@ -411,8 +411,7 @@ def run(strategy: Strategy, objective: Callable, key: jax.Array, num_generations
     """
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
-    if not callable(objective):
-        raise TypeError("objective must be callable")
+    _check_objective(objective)
     mesh = _check_mesh(mesh, strategy.popsize)
     num_generations = _check_generations(num_generations)
     initial = _check_initial(initial, strategy, num_generations)
@@ -460,6 +459,21 @@ def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
     return jax.tree_util.tree_unflatten(want_def, leaves)
 
 
+def _check_objective(objective: Any) -> None:
+    """The objective is a static argument of the compiled search: callable, and
+    hashable (JAX keys its compiled programs by the objective's hash and
+    equality, so an objective whose state changes between calls keeps the
+    program compiled for its first state)."""
+    if not callable(objective):
+        raise TypeError("objective must be callable")
+    try:
+        hash(objective)
+    except TypeError:
+        raise TypeError(f"objective must be hashable: it is a static argument of the compiled search; "
+                        f"{type(objective).__name__} is not (use a function, functools.partial, a frozen "
+                        "dataclass of hashable fields, or define __hash__ and __eq__)") from None
+
+
 def _check_has_aux(has_aux: Any) -> bool:
     if not isinstance(has_aux, (bool, np.bool_)):
         raise TypeError(f"has_aux must be a bool, got {has_aux!r}")
@@ -483,6 +497,7 @@ def search_memory(strategy: Strategy, objective: Callable, num_generations: int,
     """
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
+    _check_objective(objective)
     mesh = _check_mesh(mesh, strategy.popsize)
     has_aux = _check_has_aux(has_aux)
     chunk = _resolve_chunk_size(chunk_size, strategy, objective, mesh)
@@ -574,6 +589,11 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
     Args:
       objective: ``f(config) -> scalar``, ``config`` a dict of arrays of shape
         ``()`` as given by ``space.decode`` (categoricals as int32 indices).
+        A static argument of the compiled search: hashable, and keyed by its
+        hash and equality, so an objective object changed between calls (or
+        a closure over a global rebound since) reuses the program compiled
+        for it before; make a new one (a new function, ``functools.partial``,
+        a frozen dataclass with the new values).
         Non-finite values are failed evaluations and never become best.
       space: the ``Space``; must be the strategy's.
       strategy: any ``Strategy``.
@@ -618,8 +638,7 @@ def minimize(objective: Callable, space: Space, strategy: Strategy, *, key: Any 
         raise TypeError(f"strategy must be a jaxhpo strategy, got {type(strategy).__name__}")
     if strategy.space != space:
         raise ValueError("strategy was built for a different space than the one given to minimize")
-    if not callable(objective):
-        raise TypeError("objective must be callable")
+    _check_objective(objective)
     state = check_state(strategy, state, params)
     if num_generations is None:
         num_generations = getattr(strategy, "num_generations", None)

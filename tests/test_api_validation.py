@@ -615,5 +615,27 @@ def test_tell_values_and_inject_arguments_are_checked_by_name():
                 strategy.inject(state, bad_x, bad_rows)
         strategy.tell(strategy.inject(state, x, first), x, np.arange(4.0))
     # an objective returning a flag is refused too (True and False are no objective values)
-    with pytest.raises(TypeError, match="values must be real numbers, got dtype bool"):
+    with pytest.raises(ValueError, match="objective must return real values, got bool"):
         jaxhpo.minimize(lambda c: c["x"] > 0.5, SPACE, STRATEGY, num_generations=1, key=0)
+
+
+def test_an_unhashable_objective_is_refused_by_name_before_compiling():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Objective:  # a dataclass with __eq__ and no __hash__
+        target: float
+
+        def __call__(self, p):
+            return (p["x"] - self.target) ** 2
+
+    for call in (lambda: jaxhpo.minimize(Objective(0.5), SPACE, STRATEGY, num_generations=1, chunk_size="auto"),
+                 lambda: jaxhpo.run(STRATEGY, Objective(0.5), 0, 1),
+                 lambda: jaxhpo.loop.search_memory(STRATEGY, Objective(0.5), 1)):
+        with pytest.raises(TypeError, match="objective must be hashable: it is a static argument"):
+            call()
+    frozen = dataclasses.make_dataclass("Frozen", [("target", float)], frozen=True,
+                                        namespace={"__call__": lambda self, p: (p["x"] - self.target) ** 2})
+    assert jaxhpo.minimize(frozen(0.5), SPACE, STRATEGY, num_generations=2, key=0).best_value >= 0
+    # an empty batch needs no chunk: "auto" sized nothing (it refused n = 0, a parameter never passed)
+    assert jaxhpo.evaluate(square, {"x": jnp.ones(0)}, chunk_size="auto").shape == (0,)
