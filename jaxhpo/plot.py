@@ -251,23 +251,30 @@ def plot_learning_curves(curves: Mapping[Any, Sequence[float]], path: Any = None
 
 def plot_intermediate_values(study: Any, path: Any = None):
     """Every trial's reported intermediate values by step: complete trials as lines,
-    pruned ones fainter and ended by a cross where they were stopped."""
+    pruned ones fainter and ended by a cross where they were stopped, failed
+    ones dotted and trials still running dashed (a legend names each kind)."""
     _single(study)
     trials = [t for t in study.get_trials() if t.intermediate_values]
     if not trials:
         raise NothingToPlot(f"study {study.name!r} has no reported intermediate values to plot")
     fig = figure(figsize=(7, 4))
     ax = fig.add_subplot()
+    styles = {TrialState.COMPLETE: dict(lw=1.0, alpha=0.8, color="C0", ms=3),
+              TrialState.PRUNED: dict(lw=0.8, alpha=0.35, color="C7", ms=2),
+              TrialState.FAILED: dict(lw=0.8, alpha=0.6, color="C3", ms=2, ls=":")}
+    labelled = set()
     for t in trials:
         steps = sorted(t.intermediate_values)
         ys = [t.intermediate_values[s] for s in steps]
+        kind = t.state if t.state in styles else "running"
+        style = styles.get(kind, dict(lw=1.0, alpha=0.8, color="C1", ms=3, ls="--"))
+        # a marker too: a trial that reported once (or a point between nan reports) is no line
+        ax.plot(steps, ys, marker=".", label=None if kind in labelled else kind, **style)
+        labelled.add(kind)
         if t.state == TrialState.PRUNED:
-            ax.plot(steps, ys, lw=0.8, alpha=0.35, color="C7", marker=".", ms=2)
             ax.plot(steps[-1:], ys[-1:], "x", color="C3", ms=4, alpha=0.7)
-        else:
-            # a marker too: a trial that reported once (or a point between nan reports) is no line
-            ax.plot(steps, ys, lw=1.0, alpha=0.8, marker=".", ms=3,
-                    color="C0" if t.state == TrialState.COMPLETE else "C1")
+    if len(labelled) > 1:
+        ax.legend(fontsize=8, loc="best")
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     ax.set_xlabel("step")
     ax.set_ylabel(f"reported value ({_direction(study)})")

@@ -951,3 +951,27 @@ def test_hyperband_auto_max_resource_is_fixed_by_the_first_complete_trial():
         view.trial_number = n
         for v in (0.5, 5.0, 20.0):
             assert decide(auto, {0: v, 3: v}, view) == decide(nine, {0: v, 3: v}, view)
+
+
+def test_intermediate_values_plot_tells_failed_and_running_trials_from_complete_ones():
+    pytest.importorskip("matplotlib")
+    from jaxhpo import plot
+
+    def diverging(p):
+        for step in range(3):
+            report(curve(p, step), step)
+        if p["start"] > 1.5:
+            raise RuntimeError("diverged")
+        return curve(p, 2)
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=1)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        study.optimize(diverging, num_trials=4, progress=False)
+    (running,) = study.ask_trials(1)
+    study.report(running, 1.0, 0)
+    states = {t.state for t in study.trials if t.intermediate_values}
+    assert {TrialState.COMPLETE, TrialState.FAILED, TrialState.RUNNING} <= states
+    ax = plot.plot_intermediate_values(study).axes[0]
+    styles = {ln.get_label(): ln.get_linestyle() for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert styles == {"complete": "-", "failed": ":", "running": "--"}
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["complete", "failed", "running"]
