@@ -741,11 +741,6 @@ def _check_ref_point(ref_point: Any, num_objectives: int | None, has_front: bool
     return pareto.check_ref_point(ref_point, num_objectives, np.float32)
 
 
-@jax.jit
-def _front_hypervolume(values, ref, mask, key):
-    return pareto.hypervolume(values, ref, mask, key=key)
-
-
 @partial(jax.jit, static_argnums=0)
 def _decode_rows(space: Space, x: jax.Array) -> dict:
     return space.decode(x)
@@ -808,16 +803,15 @@ def _pareto_result(strategy, state, signs: np.ndarray, ref_point: Any, key: jax.
         ref_min = pareto.default_ref_point(fv) if len(fv) else np.full((m,), np.nan, np.float32)
     else:
         ref_min = signs * ref_point
-    # The front's size varies from run to run: pad it to a power of two (masked),
-    # so each size class compiles once rather than a few dozen eager kernels per size.
+    # The front's size varies from run to run: padded to a power of two (here for
+    # the decoding; pareto.padded_hypervolume pads its own), so each size class
+    # compiles once rather than a few dozen eager kernels per size.
     size = max(8, 1 << max(n - 1, 0).bit_length())
-    padded_v = np.full((size, m), np.inf, np.float32)
-    padded_v[:n] = fv
     padded_x = np.full((size, fx.shape[1]), 0.5, np.float32)
     padded_x[:n] = fx
     hv = 0.0
     if n and np.all(np.isfinite(ref_min)):
-        hv = float(_front_hypervolume(padded_v, np.asarray(ref_min, np.float32), np.arange(size) < n, key))
+        hv = pareto.padded_hypervolume(fv, ref_min, key=key)
     space = strategy.space
     decoded = {k: np.asarray(v)[:n] for k, v in _decode_rows(space, padded_x).items()}
     return dict(

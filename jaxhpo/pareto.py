@@ -21,6 +21,7 @@ violation, and feasible rows by Pareto dominance.
 from __future__ import annotations
 
 import numbers
+from functools import partial
 from typing import Any
 
 import jax
@@ -498,6 +499,26 @@ def default_ref_point(values: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):  # past float32's largest: capped just below
         step = np.minimum(np.nextafter(hi, dtype.type(np.inf)), dtype.type(top))
     return np.where(ref > hi, ref, step)
+
+
+@partial(jax.jit, static_argnames=("num_samples",))
+def _hypervolume_program(values, ref, mask, key, num_samples):
+    return hypervolume(values, ref, mask, key=key, num_samples=num_samples)
+
+
+def padded_hypervolume(values: Any, ref_point: Any, *, key: jax.Array | None = None,
+                       num_samples: int = 100_000) -> float:
+    """``hypervolume`` of a host front ``(n, m)`` (minimised, float32) whose
+    size changes from call to call: padded to a power of two (at least 8) of
+    masked rows, so each size class compiles one program, where ``hypervolume``
+    called op by op compiles a few dozen small ones for every new ``n``."""
+    values = np.asarray(values, np.float32)
+    n, m = values.shape
+    size = max(8, 1 << max(n - 1, 0).bit_length())
+    padded = np.full((size, m), np.inf, np.float32)
+    padded[:n] = values
+    return float(_hypervolume_program(padded, np.asarray(ref_point, np.float32), np.arange(size) < n, key,
+                                      num_samples))
 
 
 def hypervolume_contributions(values: jax.Array, ref_point: Any, mask: Any = None) -> jax.Array:

@@ -339,3 +339,21 @@ def test_add_trial_refuses_what_is_no_vector_of_real_numbers():
     ran = [t for t in s.trials if t.state != "waiting"]
     assert [t.state for t in ran] == ["failed"] * 2
     assert all("not real numbers" in t.error for t in ran)
+
+
+def test_the_hypervolume_of_fronts_of_new_sizes_compiles_one_program_per_power_of_two():
+    from jaxhpo import pareto
+    from jaxhpo.pareto import _hypervolume_program
+
+    rng = np.random.default_rng(0)
+    counts = []
+    for n in (2, 3, 5, 6):  # fronts of 2 to 6 points, all padded to 8 rows
+        s = Study(SPACE, STRATEGY, seed=3, maximize=MAXIMIZE)
+        s.ask()
+        a = np.sort(rng.uniform(0.0, 1.0, n))  # f1 = a minimised, f2 = a maximised: a front of n
+        s.tell([(float(v), float(v), -1.0) for v in a] + [(2.0, -1.0, -1.0)] * (6 - n))
+        assert len(s.best_trials) == n
+        front = np.array([t.values for t in s.best_trials]) * np.array([1.0, -1.0])
+        assert s.hypervolume([2.0, -1.0]) == pytest.approx(float(pareto.hypervolume(front, [2.0, 1.0])), rel=1e-6)
+        counts.append(_hypervolume_program._cache_size())
+    assert len(set(counts)) == 1  # (it compiled a few dozen eager kernels for every new size)

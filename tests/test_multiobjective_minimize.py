@@ -83,10 +83,11 @@ def test_with_every_point_kept_the_front_is_exact_beyond_the_strategys_memory():
 
 
 def test_fronts_of_new_sizes_reuse_the_compiled_post_processing():
-    from jaxhpo.loop import _decode_rows, _front_hypervolume, _strategy_front
+    from jaxhpo.loop import _decode_rows, _strategy_front
+    from jaxhpo.pareto import _hypervolume_program
 
     def programs():  # (the state's front is read by one compiled program too)
-        return _front_hypervolume._cache_size(), _decode_rows._cache_size(), _strategy_front._cache_size()
+        return _hypervolume_program._cache_size(), _decode_rows._cache_size(), _strategy_front._cache_size()
 
     s = NSGA2(SPACE, popsize=8, num_objectives=2, num_constraints=1)
     sizes = set()

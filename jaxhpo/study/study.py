@@ -1710,7 +1710,8 @@ class Study:
             key = self.seed
         if isinstance(key, numbers.Integral) and not isinstance(key, bool):
             key = check_key(key, allow_seed=True)
-        return float(pareto.hypervolume(vals, ref, key=key, num_samples=num_samples))
+        # (padded: a front of a new size compiles nothing new within its power of two)
+        return pareto.padded_hypervolume(vals, ref, key=key, num_samples=num_samples)
 
     @property
     def generation(self) -> int:
