@@ -289,10 +289,9 @@ def _search(strategy, objective, key, params, num_generations, chunk_size, histo
                     f"({strategy.num_objectives} objectives, then {strategy.num_constraints} constraints); "
                     f"got output of shape {values.shape[1:]} per configuration"
                 )
-        values = float32_values(shard_population(values, mesh))
-        if num_values is not None:
-            # a positive subnormal constraint value is a violation, kept as one (and so recorded)
-            values = pareto.constraint_columns_kept(values, strategy.num_objectives)
+        # (constraint columns: a positive value too small for float32 is kept a violation, and so recorded)
+        values = float32_values(shard_population(values, mesh),
+                                None if num_values is None else strategy.num_objectives)
         if isinstance(negate, tuple):  # one flag per column; constraint columns are never negated
             values = values * jnp.asarray([-1.0 if n else 1.0 for n in negate], jnp.float32)
         elif negate:

@@ -180,17 +180,18 @@ def nondominated_rank(values: jax.Array, mask: Any = None) -> jax.Array:
 
 
 def violations_kept(g: jax.Array) -> jax.Array:
-    """``g`` with every positive subnormal entry raised to its dtype's smallest
-    normal number: CPUs flush subnormals to zero in arithmetic and
-    comparisons, which would read a constraint value of ``1e-40`` as
-    satisfied (``<= 0``). Decided on the bits, which no flushing changes."""
+    """``g`` with every positive entry below the smallest normal number of
+    its dtype (float32's, for a wider dtype: values are ranked in float32)
+    raised to it: CPUs flush subnormals to zero in arithmetic and
+    comparisons, and float32 holds no 1e-50, either of which would read a
+    violation as satisfied (``<= 0``). Positive is decided on the bits,
+    which no flushing changes (a flushed ``g`` reads as 0, below the bound)."""
     g = jnp.asarray(g)
     if not jnp.issubdtype(g.dtype, jnp.floating):
         return g
     ints = {1: jnp.int8, 2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(g.dtype).itemsize]
-    tiny = jnp.asarray(jnp.finfo(g.dtype).tiny, g.dtype)
-    bits = jax.lax.bitcast_convert_type(g, ints)
-    return jnp.where((bits > 0) & (bits < jax.lax.bitcast_convert_type(tiny, ints)), tiny, g)
+    tiny = jnp.asarray(jnp.finfo(g.dtype if jnp.finfo(g.dtype).bits <= 32 else jnp.float32).tiny, g.dtype)
+    return jnp.where((jax.lax.bitcast_convert_type(g, ints) > 0) & (g < tiny), tiny, g)
 
 
 def constraint_columns_kept(values: jax.Array, num_objectives: int) -> jax.Array:

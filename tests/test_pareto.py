@@ -375,6 +375,15 @@ def test_a_positive_subnormal_constraint_value_is_a_violation():
     viol = np.asarray(pareto.total_violation(g))
     assert viol[0] == np.finfo(np.float32).tiny and np.all(viol[1:] == 0.0)
     assert np.asarray(jax.jit(pareto.total_violation)(g))[0] > 0
+    with jax.enable_x64(True):  # float64: a value float32 cannot hold is a violation still
+        assert np.asarray(pareto.total_violation(np.array([[1e-50], [-1.0]])))[0] > 0
+    # told from the host in float64 (float32 would hold 0): infeasible, so never best
+    from jaxhpo import NSGA2, Float, Space
+    nsga = NSGA2(Space(a=Float(0.0, 1.0)), 2, num_objectives=2, num_constraints=1)
+    state = nsga.init(0)
+    x, state = nsga.ask(0, state)
+    state = nsga.tell(state, x, np.array([[0.0, 0.0, 1e-50], [1.0, 1.0, -1.0]]))
+    assert float(state.best_value) == 1.0
     for dtype in (jnp.float16, jnp.bfloat16, jnp.float8_e4m3fn):  # every float width
         low = jnp.asarray([[0.5], [-0.5]], dtype)
         assert np.asarray(pareto.total_violation(low), np.float32).tolist() == [0.5, 0.0]

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import pareto
 from .._keys import check_key
 from ..space import Space
 from ._checks import check_concrete_params
@@ -73,12 +74,15 @@ def check_cube_points(x: Any, where: str = "tell") -> None:
                          f"x[{row}, {col}] = {float(host[row, col])!r}")
 
 
-def float32_values(values: Any) -> jax.Array:
+def float32_values(values: Any, num_objectives: int | None = None) -> jax.Array:
     """Objective values as float32, the dtype strategies rank in (also under x64).
 
     A finite value beyond float32's range becomes its largest finite value of
     that sign (a result, the worst there is), not ``inf`` (a failure);
-    values that differ only past float32's 7 digits tie.
+    values that differ only past float32's 7 digits tie. With
+    ``num_objectives``, the columns of ``(n, k)`` values past them are
+    constraints: a positive one below float32's smallest normal becomes it,
+    a violation still (``pareto.violations_kept``).
     """
     big = float(np.finfo(np.float32).max)
     if not isinstance(values, (jax.Array, jax.core.Tracer)):
@@ -87,19 +91,25 @@ def float32_values(values: Any) -> jax.Array:
         host = np.asarray(values)
         if host.dtype.kind not in "biuf":  # (checked here: jnp.asarray's error for text names nothing)
             raise TypeError(f"values must be real numbers, got dtype {host.dtype}")
-        values = host_float32_values(host) if host.dtype.kind == "f" else host
+        values = host_float32_values(host, num_objectives) if host.dtype.kind == "f" else host
     values = jnp.asarray(values)
     if not (jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)):
         raise TypeError(f"values must be real numbers, got dtype {values.dtype}")
     if jnp.issubdtype(values.dtype, jnp.floating) and float(jnp.finfo(values.dtype).max) > big:
         values = jnp.where(jnp.isfinite(values), jnp.clip(values, -big, big), values)
+    if num_objectives is not None:  # before the cast: float32 holds no 1e-50
+        values = pareto.constraint_columns_kept(values, num_objectives)
     return values.astype(jnp.float32)
 
 
-def host_float32_values(values: Any) -> np.ndarray:
+def host_float32_values(values: Any, num_objectives: int | None = None) -> np.ndarray:
     """``float32_values`` of host floats, on the host (no device program runs)."""
     values = np.asarray(values, np.float64)
     big = float(np.finfo(np.float32).max)
+    if num_objectives is not None and values.ndim == 2 and values.shape[1] > num_objectives:
+        tiny = float(np.finfo(np.float32).tiny)
+        g = values[:, num_objectives:]
+        values = np.concatenate([values[:, :num_objectives], np.where((g > 0) & (g < tiny), tiny, g)], axis=1)
     return np.where(np.isfinite(values), np.clip(values, -big, big), values).astype(np.float32)
 
 

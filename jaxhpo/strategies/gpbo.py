@@ -689,7 +689,7 @@ class GPBO(Strategy):
             non-finite entry is a failed evaluation.
         """
         p = self.popsize
-        values = float32_values(values)
+        values = float32_values(values, self._m if self._vector else None)
         if not self._vector:
             if values.shape == (p, 1):
                 values = values[:, 0]
@@ -700,7 +700,6 @@ class GPBO(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
-        values = pareto.constraint_columns_kept(values, m)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         x = self._snap(jnp.clip(x, 0.0, 1.0))
         new = self._store(state, x, values, ok)

@@ -285,13 +285,12 @@ class MOTPE(Strategy):
         """
         p, k, m = self.popsize, self.num_values, self.num_objectives
         x = self._told_points(x)
-        values = float32_values(values)
+        values = float32_values(values, m)
         if k == 1 and values.shape == (p,):
             values = values[:, None]
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
-        values = pareto.constraint_columns_kept(values, m)
         ok = jnp.all(jnp.isfinite(values), axis=1)
         obj = jnp.where(ok[:, None], values[:, :m], jnp.inf)
         viol = pareto.total_violation(values[:, m:]) if self.num_constraints else jnp.zeros((p,), jnp.float32)

@@ -213,7 +213,7 @@ class NSGA2(Strategy):
         """
         n, k = self.popsize, self.num_values
         x = self._told_points(x)
-        values = float32_values(values)
+        values = float32_values(values, self.num_objectives)
         if k == 1 and values.shape == (n,):
             values = values[:, None]
         if values.shape != (n, k):
@@ -221,7 +221,6 @@ class NSGA2(Strategy):
                 f"tell: values must have shape (popsize, num_objectives + num_constraints) = {(n, k)}, "
                 f"got {values.shape}"
             )
-        values = pareto.constraint_columns_kept(values, self.num_objectives)
         obj, viol = self._split(values)
 
         # Environmental selection over parents + children. In generation 0

@@ -991,14 +991,10 @@ class Study:
                 # a pruned trial's value is its last report (see the module docstring)
                 if state in (TrialState.COMPLETE, TrialState.PRUNED) and value is not None:
                     values[idx] = sign * value
-        if self.num_constraints:
-            # A positive constraint below float32's smallest normal is a violation
-            # (Trial.feasible says so); the device would flush it to 0, feasible.
-            tiny = float(np.finfo(np.float32).tiny)
-            g = values[:, -self.num_constraints:]
-            values[:, -self.num_constraints:] = np.where((g > 0) & (g < tiny), tiny, g)
-        # A finite value beyond float32's range is its largest (the worst result), not a failure.
-        return host_float32_values(values)
+        # A finite value beyond float32's range is its largest (the worst result), not
+        # a failure; a positive constraint below float32's smallest normal is a
+        # violation (Trial.feasible says so), kept one.
+        return host_float32_values(values, self.num_objectives if self.num_constraints else None)
 
     def _claim(self, n: int, generation_limit: int | None = None,
                trial_limit: int | None = None, hold: Callable[[list[int]], None] | None = None,
