@@ -252,7 +252,8 @@ def test_added_trials_fill_a_generation_beside_proposals_and_whole_ones_are_told
             s.add_trial({"a": 0.6, "b": 0.45}, 0.0)
         assert s.generation == 1 and len(s.trials) == 4
         np.testing.assert_allclose(np.asarray(s.state.mean), [0.6, 0.45], atol=1e-6)
-        s.add_trial({"a": 0.1, "b": 0.1}, 0.5)  # one: waits for the next generation
+        # one, with what else was measured: waits for the next generation
+        s.add_trial({"a": 0.1, "b": 0.1}, 0.5, user_attrs={"accuracy": np.float32(0.75), "curve": jnp.arange(2)})
         assert len(s.trials) == 4
     with Study(space, cma, seed=0) as fresh:  # the error says where added trials are
         fresh.add_trial({"a": 0.1, "b": 0.1}, 0.5)
@@ -264,6 +265,9 @@ def test_added_trials_fill_a_generation_beside_proposals_and_whole_ones_are_told
         s.optimize(lambda p: calls.append(p) or f(p), num_trials=3, progress=False)
         g1 = [t for t in s.trials if t.generation == 1]
         assert g1[0].params == {"a": 0.1, "b": 0.1} and g1[0].value == 0.5 and len(calls) == 3
+        assert g1[0].user_attrs == {"accuracy": 0.75, "curve": [0, 1]}
+        assert s.to_records()[g1[0].number]["user_attrs_accuracy"] == 0.75
+        assert all(t.user_attrs == {} for t in s.trials if t.number != g1[0].number)
         assert {"a": 0.1, "b": 0.1} not in calls and s.generation == 2
 
 
@@ -273,6 +277,14 @@ def test_add_trial_checks_its_input():
             s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "adam"}, 1.0)
         with pytest.raises(TypeError, match="add_trial"):
             s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}, "1.0")
+        ok = {"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}
+        with pytest.raises(TypeError, match="add_trial: user_attrs must be None or a dict of str keys, got list"):
+            s.add_trial(ok, 1.0, user_attrs=[("a", 1)])
+        with pytest.raises(TypeError, match="add_trial: a user attribute's key must be a non-empty str, got 3"):
+            s.add_trial(ok, 1.0, user_attrs={3: 1})
+        with pytest.raises(TypeError, match="'model': a value must be None, a bool, number or str"):
+            s.add_trial(ok, 1.0, user_attrs={"model": object()})
+        assert s.trials == []  # nothing refused was queued
     nsga = jaxhpo.NSGA2(SPACE, 2, num_objectives=2)
     with Study(SPACE, nsga) as s:
         with pytest.raises(ValueError, match=r"value must be 2 numbers \(2 objective values, then 0 constraint"):

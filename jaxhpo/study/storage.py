@@ -30,9 +30,10 @@ Layout (schema version ``SCHEMA_VERSION``):
   ``user_attrs``): it runs again from the start.
 * ``queue``: configurations a user asked to be tried (``Study.enqueue_trial``;
   a JSON dict of any subset of the parameters) or evaluated elsewhere
-  (``Study.add_trial``: every parameter, and the ``outcome`` as JSON), oldest
-  first; the next generation proposed takes them in place of proposals and
-  deletes them, in the transaction that stores it.
+  (``Study.add_trial``: every parameter, and the ``outcome`` with any user
+  attributes as JSON), oldest first; the next generation proposed takes
+  them in place of proposals and deletes them, in the transaction that
+  stores it.
 
 Older files are upgraded in place on opening: version 1 (single objective
 only) gets the two nullable columns of version 2 (its rows keep their
@@ -553,11 +554,12 @@ class SQLiteStorage:
 
     @staticmethod
     def record_added(c: sqlite3.Connection, study_id: int, generation: int, idx: int, state: str,
-                     value: float | None, error: str | None, vals: str | None) -> None:
+                     value: float | None, error: str | None, vals: str | None,
+                     user_attrs: str | None = None) -> None:
         """A trial of a just proposed generation was evaluated elsewhere: finished as it is created."""
-        c.execute("UPDATE trials SET state=?, value=?, error=?, vals=?, started_at=created_at, "
+        c.execute("UPDATE trials SET state=?, value=?, error=?, vals=?, user_attrs=?, started_at=created_at, "
                   "finished_at=created_at WHERE study_id=? AND generation=? AND idx=?",
-                  (state, value, error, vals, study_id, generation, idx))
+                  (state, value, error, vals, user_attrs, study_id, generation, idx))
 
     @staticmethod
     def enqueued_configs(c: sqlite3.Connection, study_id: int) -> list[tuple[str, str | None]]:

@@ -823,8 +823,10 @@ class Study:
         for idx, outcome in added:
             value, vals, error = outcome.get("value"), outcome.get("vals"), outcome.get("error")
             state = TrialState.FAILED if error is not None else TrialState.COMPLETE
+            attrs = outcome.get("user_attrs")
             self._storage.record_added(c, self._id, generation, idx, state, value, error,
-                                       None if vals is None else json.dumps(vals))
+                                       None if vals is None else json.dumps(vals),
+                                       None if attrs is None else json.dumps(attrs))
         if added and not self._storage.count(c, self._id, (TrialState.WAITING,), generation):
             self._tell_generation(c, generation)  # nothing of it left to run
 
@@ -910,7 +912,7 @@ class Study:
             self._storage.enqueue(c, self._id, self._dump_params(params))
         return True
 
-    def add_trial(self, params: Any, value: Any) -> None:
+    def add_trial(self, params: Any, value: Any, user_attrs: Any = None) -> None:
         """Record a configuration evaluated elsewhere (an earlier study, a past
         experiment) as a finished trial; the strategy learns from it.
 
@@ -927,13 +929,18 @@ class Study:
           value: the objective's value (with several objectives, the
             objective values then the constraint values); ``None`` or a
             non-finite value records a failed trial.
+          user_attrs: ``None`` or a dict of the trial's user attributes (str
+            keys; values as ``set_user_attr`` takes them), recorded with it.
         """
         self._check_given("add_trial", params)
         self.space.from_python(params)  # every active parameter present, values checked
         if value is not None:
             self._check_given_value("add_trial", value)
+        attrs = _attrs_given("add_trial", user_attrs)
         v, why = (None, "added without a value") if value is None else self._parse(value, "add_trial was given")
         outcome = {"error": why} if v is None else {"vals": list(v)} if self.multi_objective else {"value": v}
+        if attrs:
+            outcome["user_attrs"] = attrs
         self._warm()
         if self._slow_ask() and self._completes_generation():
             self._ask_ahead()  # the generation this trial completes is proposed below: ask outside the lock
@@ -1276,8 +1283,7 @@ class Study:
         self._set_user_attr(self._number("set_user_attr", trial), key, value)
 
     def _set_user_attr(self, number: int, key: Any, value: Any, claim: tuple | None = None) -> None:
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"set_user_attr: key must be a non-empty str, got {key!r}")
+        _check_attr_key("set_user_attr", key)
         text = json.dumps(_attr_value(key, value))  # refused here, before any transaction
         with self._tx() as c:
             row = self._running_row(c, "set_user_attr", number, "only running trials take user attributes",
@@ -1804,6 +1810,24 @@ def set_user_attr(key: str, value: Any) -> None:
     running trial's result (see ``Study.set_user_attr``)."""
     study, number, claim = _current("set_user_attr")
     study._set_user_attr(number, key, value, claim)
+
+
+def _check_attr_key(where: str, key: Any) -> None:
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"{where}: a user attribute's key must be a non-empty str, got {key!r}")
+
+
+def _attrs_given(where: str, user_attrs: Any) -> dict:
+    """``user_attrs`` (``None`` or a dict) as plain JSON data, checked as
+    ``set_user_attr`` checks each key and value."""
+    if user_attrs is None:
+        return {}
+    if not isinstance(user_attrs, Mapping):
+        raise TypeError(f"{where}: user_attrs must be None or a dict of str keys, got "
+                        f"{type(user_attrs).__name__}")
+    for key in user_attrs:
+        _check_attr_key(where, key)
+    return {key: _attr_value(key, value) for key, value in user_attrs.items()}
 
 
 def _attr_value(key: str, value: Any, _within: tuple = ()) -> Any:
