@@ -72,6 +72,11 @@ def param_importance(study: Any = None, *, space: Space | None = None,
                      objective: int | None = None) -> dict[str, float]:
     """Importance of each parameter, largest first, summing to 1.
 
+    Every complete trial counts, infeasible ones (a study with constraints)
+    included: the score says how much a parameter moves the objective, which
+    an infeasible trial measures as well as a feasible one (Optuna's
+    importances count them too); the plots of values leave them out.
+
     Args:
       study: a ``Study`` (or give ``space`` and ``trials``).
       num_bins: bins per numeric parameter; default ``clip(n // 8, 2, 10)``.
