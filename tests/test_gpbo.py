@@ -71,9 +71,13 @@ def test_buffer_fills_and_keeps_the_best_without_recompiling():
         assert np.isfinite(np.asarray(x)).all()
     assert traces == {"ask": 1, "tell": 1}, traces
     assert int(state.count) == 12 and (np.asarray(state.status) == 1).all()
-    told = np.concatenate(told)
-    # The buffer holds the best 12 values told (replacement of the worst).
-    np.testing.assert_allclose(np.sort(np.asarray(state.y)), np.sort(told)[:12], rtol=1e-6)
+    # Once full, the buffer keeps the 6 newest rows and the 6 best of the others.
+    held = list(np.concatenate(told[:3]))
+    for values in told[3:]:
+        held += list(values)
+        newest, rest = held[-6:], held[:-6]
+        held = [v for v in rest if v in sorted(rest)[:6]] + newest
+    np.testing.assert_allclose(np.asarray(state.y), held, rtol=1e-6)
     # Proposals sit at bin centres of the integer and categorical coordinates.
     centres_n = (np.arange(6) + 0.5) / 6
     centres_c = (np.arange(3) + 0.5) / 3
@@ -170,6 +174,20 @@ def test_branin_median_regret_over_10_vmapped_seeds():
     regret = np.asarray(best) - BRANIN_MIN
     assert np.median(regret) < 1e-3, np.sort(regret)
     assert (regret < 0.05).all(), np.sort(regret)
+
+
+def test_a_full_buffer_remembers_its_newest_points_and_does_not_repeat_them():
+    # 10 seeds, vmapped; 50 evaluations into 16 rows, one point per generation.
+    # A buffer of the 16 best alone forgot each poor point at once, and the
+    # acquisition proposed it again: 86% of the 34 proposals after the buffer
+    # filled repeated an earlier one, the median regret 1.06 (now 21%, 0.096).
+    s = GPBO(BRANIN_SPACE, popsize=1, capacity=16)
+    keys = jax.random.split(jax.random.key(2024), 10)
+    trace = jax.jit(jax.vmap(lambda k: jaxhpo.run(s, branin, k, 50, history="all")[1]))(keys)
+    late = np.asarray(trace.x).reshape(10, 50, 2)[:, 16:]
+    gaps = np.linalg.norm(late[:, :, None] - late[:, None], axis=-1) + 9.0 * np.eye(late.shape[1])
+    assert (gaps.min(axis=2) < 1e-4).mean() < 0.4
+    assert np.median(np.asarray(trace.best_value[:, -1]) - BRANIN_MIN) < 0.3
 
 
 def test_runs_with_64_bit_floats_enabled():

@@ -9,6 +9,11 @@ failed ones take the fraction of ``capacity`` that they make up there (the
 most recent failures; the count rounded to the nearest, half to even),
 successful ones the rest (the best of them).
 Failures thus hold about the share they have among recent evaluations.
+
+Keeping only the best successful rows forgets a poor point as soon as it
+is told. A model whose proposal there was driven by its uncertainty (GP-BO's
+acquisition) then proposes it again and again: so GP-BO keeps, of its
+successful rows, the newest half as well as the best half (``newest_half``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ __all__ = ["kept_rows"]
 
 
 def kept_rows(merit_order: jax.Array, ok: jax.Array, failed: jax.Array, recency: jax.Array,
-              capacity: int) -> jax.Array:
+              capacity: int, newest_half: bool = False) -> jax.Array:
     """``(N,)`` bool: the rows a full buffer keeps, ``min(capacity, ok + failed)`` of them.
 
     Args:
@@ -30,6 +35,8 @@ def kept_rows(merit_order: jax.Array, ok: jax.Array, failed: jax.Array, recency:
       failed: ``(N,)`` bool, failed rows (neither: padding, never kept).
       recency: ``(N,)`` int, larger for rows told later.
       capacity: the buffer's rows.
+      newest_half: of the successful rows kept, half (rounded down) are the
+        newest whatever their merit; the best of the others fill the rest.
     """
     n = ok.shape[0]
     num_ok = ok.sum(dtype=jnp.int32)
@@ -40,7 +47,15 @@ def kept_rows(merit_order: jax.Array, ok: jax.Array, failed: jax.Array, recency:
     keep_ok = jnp.minimum(capacity - keep_failed, num_ok)
     # Each row's place among its kind: successful rows in merit order,
     # failed ones newest first.
-    place_ok = jnp.zeros((n,), jnp.int32).at[merit_order].set(jnp.cumsum(ok[merit_order], dtype=jnp.int32) - 1)
+    rank = jnp.arange(n, dtype=jnp.int32)
+    recent = jnp.zeros((n,), bool)
+    if newest_half:
+        newest_ok = jnp.lexsort((-recency, ~ok))
+        place_new = jnp.zeros((n,), jnp.int32).at[newest_ok].set(rank)
+        recent = ok & (place_new < keep_ok // 2)
+    rest = ok & ~recent
+    place_ok = jnp.zeros((n,), jnp.int32).at[merit_order].set(jnp.cumsum(rest[merit_order], dtype=jnp.int32) - 1)
     newest = jnp.lexsort((-recency, ~failed))
-    place_failed = jnp.zeros((n,), jnp.int32).at[newest].set(jnp.arange(n, dtype=jnp.int32))
-    return (ok & (place_ok < keep_ok)) | (failed & (place_failed < keep_failed))
+    place_failed = jnp.zeros((n,), jnp.int32).at[newest].set(rank)
+    return recent | (rest & (place_ok < keep_ok - recent.sum(dtype=jnp.int32))) | (
+        failed & (place_failed < keep_failed))
