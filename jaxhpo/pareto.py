@@ -134,6 +134,9 @@ def dominance_matrix(values: jax.Array, mask: Any = None) -> jax.Array:
     return le & lt & valid[:, None] & valid[None, :]
 
 
+# The loops below are compiled functions of their own: called op by op, their
+# bodies (closures made in each call) would otherwise compile in every call.
+@jax.jit
 def _peel(dom: jax.Array, valid: jax.Array) -> jax.Array:
     """Front index of every valid row under the dominance relation ``dom``; ``n`` elsewhere.
 
@@ -357,6 +360,7 @@ def _hv2(p, ref):
     return jnp.sum(width * height)
 
 
+@jax.jit
 def _hv3(p, ref):
     """Exact 3-D slicing: the volume is a sum over slabs between sorted third coordinates.
 
@@ -385,6 +389,7 @@ def _hv3(p, ref):
     return jnp.sum(thickness * areas)
 
 
+@partial(jax.jit, static_argnums=4)
 def _hv_mc(p, ref, valid, key, num_samples):
     """Monte Carlo: the fraction of uniform points in the bounding box that some row dominates."""
     n, m = p.shape

@@ -69,19 +69,36 @@ def vmapped_runs(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_jitted_protocol_shapes_and_bounds(name):
+def test_protocol_op_by_op_compiles_in_its_first_generation_only(name):
+    # ask and tell called from a Python loop, unjitted: each is one compiled
+    # program per equal strategy. Before, the lax.cond / while_loop branches
+    # of CMA-ES, TPE, NSGA2, MOTPE and GP-BO compiled again every generation.
     s = make(name)
     state = jax.jit(s.init)(jax.random.key(1))
-    x, state = jax.jit(s.ask)(jax.random.key(2), state)
-    assert x.shape == (s.popsize, SPACE.dim) and x.dtype == jnp.float32
-    assert bool(jnp.all((x >= 0) & (x <= 1)))
-    values = jax.vmap(smooth)(SPACE.decode(x))
-    state = jax.jit(s.tell)(state, x, values)
-    bx, bv = s.best(state)
-    assert bx.shape == (SPACE.dim,)
-    valid = np.asarray(s.valid(state))
-    assert float(bv) == pytest.approx(float(np.min(np.where(valid, values, np.inf))))
-    assert int(state.generation) == 1
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for g in range(3):
+            if g == 1:
+                compiles.clear()
+            x, state = s.ask(jax.random.key(2 + g), state)
+            assert x.shape == (s.popsize, SPACE.dim) and x.dtype == jnp.float32
+            assert bool(jnp.all((x >= 0) & (x <= 1)))
+            values = jax.vmap(smooth)(SPACE.decode(x))
+            before = state.best_value
+            state = s.tell(state, x, values)
+            valid = np.asarray(s.valid(state))
+            want = min(float(before), float(np.min(np.where(valid, values, np.inf))))
+            assert float(s.best(state)[1]) == pytest.approx(want)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert s.best(state)[0].shape == (SPACE.dim,) and int(state.generation) == 3
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -32,7 +33,7 @@ from .._keys import check_key
 from ..space import Space
 from ._checks import check_concrete_params
 
-__all__ = ["Strategy", "check_popsize", "initial_best", "first_argmin", "counting_dtype", "float32_values"]
+__all__ = ["Strategy", "compiled", "check_popsize", "initial_best", "first_argmin", "counting_dtype", "float32_values"]
 
 
 _MAX_POPSIZE = 2**31 - 1
@@ -46,6 +47,19 @@ def check_popsize(popsize: Any, minimum: int = 1, name: str = "popsize") -> int:
     if popsize > _MAX_POPSIZE:  # rows are indexed by int32 (argmin, ranks, gathers)
         raise ValueError(f"{name} must be <= 2**31 - 1 (rows are indexed in int32), got {popsize}")
     return int(popsize)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
+    """``strategy.method(*args)`` as one compiled program, cached per equal strategy.
+
+    ``ask`` and ``tell`` called op by op (a Python loop over generations)
+    would trace each ``lax.cond`` / ``while_loop`` of a strategy anew, and
+    their branches, closures made in each call, would compile again every
+    generation (a GP-BO tell: seconds). Inside a jitted search this is one
+    more call in the traced program, inlined.
+    """
+    return getattr(strategy, method)(*args)
 
 
 def initial_best(dim: int) -> dict[str, jax.Array]:
@@ -256,7 +270,10 @@ class Strategy:
         Returns:
           ``x`` of shape ``(popsize, dim)`` in ``[0, 1]``, and the new state.
         """
-        x, state = self._ask(check_key(key, allow_seed=True), state)
+        return compiled(self, "_clipped_ask", check_key(key, allow_seed=True), state)
+
+    def _clipped_ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
+        x, state = self._ask(key, state)
         return jnp.clip(x, 0.0, 1.0).astype(jnp.float32), state
 
     def valid(self, state: NamedTuple) -> jax.Array:
@@ -321,6 +338,11 @@ class Strategy:
         values = float32_values(values)
         if values.shape != (self.popsize,):
             raise ValueError(f"tell: values must have shape ({self.popsize},), got {values.shape}")
+        return compiled(self, "_tell_checked", state, x, values)
+
+    def _tell_checked(self, state: NamedTuple, x: jax.Array, values: jax.Array) -> NamedTuple:
+        """``tell`` of checked arguments (``x`` float32 ``(popsize, dim)``, ``values``
+        float32 in the strategy's shape), the part that ``compiled`` runs."""
         ok = jnp.isfinite(values) & self.valid(state)
         values = jnp.where(ok, values, jnp.inf)
         new = self._tell(state, x, values)

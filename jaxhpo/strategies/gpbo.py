@@ -30,7 +30,7 @@ from . import gp
 from ._buffer import kept_rows
 from ._checks import check_bool, check_choice, check_int, check_real
 from ._mixed import MixedCoords
-from .base import Strategy, float32_values, initial_best
+from .base import Strategy, compiled, float32_values, initial_best
 
 from .quasirandom import SOBOL_MAX_DIM, QuasiRandom  # the initial design and the acquisition candidates
 
@@ -702,12 +702,17 @@ class GPBO(Strategy):
             if values.shape == (p, 1):
                 values = values[:, 0]
             return super().tell(state, x, values)
-        k, m = self._m + self._c, self._m
+        k = self._m + self._c
         self._check_buffer(state)
         x = self._told_points(x)
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
+        return compiled(self, "_tell_values", state, x, values)
+
+    def _tell_values(self, state, x, values):
+        """``tell`` of checked ``(popsize, num_values)`` values."""
+        m = self._m
         ok = jnp.all(jnp.isfinite(values), axis=1)
         x = self._snap(jnp.clip(x, 0.0, 1.0))
         new = self._store(state, x, values, ok)

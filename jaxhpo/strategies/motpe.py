@@ -45,7 +45,7 @@ from .. import pareto
 from ..space import Space
 from ._buffer import kept_rows
 from ._checks import check_choice, check_int, check_real
-from .base import Strategy, float32_values, initial_best
+from .base import Strategy, compiled, float32_values, initial_best
 from .tpe import TPE, Parzen, fit_parzen, num_good
 
 __all__ = ["MOTPE", "MOTPEState", "split_multiobjective", "hssp_greedy", "BELOW_WEIGHTS"]
@@ -291,6 +291,11 @@ class MOTPE(Strategy):
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
                              f"{(p, k)}, got {values.shape}")
+        return compiled(self, "_tell_values", state, x, values)
+
+    def _tell_values(self, state, x, values):
+        """``tell`` of checked ``(popsize, num_values)`` values."""
+        p, m = self.popsize, self.num_objectives
         ok = jnp.all(jnp.isfinite(values), axis=1)
         obj = jnp.where(ok[:, None], values[:, :m], jnp.inf)
         viol = pareto.total_violation(values[:, m:]) if self.num_constraints else jnp.zeros((p,), jnp.float32)

@@ -12,7 +12,7 @@ from ..space import Space
 from ._checks import check_choice, check_int
 from ._mixed import MixedCoords, index_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
-from .base import Strategy, float32_values, initial_best
+from .base import Strategy, compiled, float32_values, initial_best
 
 __all__ = ["NSGA2", "NSGA2State"]
 
@@ -221,6 +221,11 @@ class NSGA2(Strategy):
                 f"tell: values must have shape (popsize, num_objectives + num_constraints) = {(n, k)}, "
                 f"got {values.shape}"
             )
+        return compiled(self, "_tell_values", state, x, values)
+
+    def _tell_values(self, state, x, values):
+        """``tell`` of checked ``(popsize, num_values)`` values."""
+        n = self.popsize
         obj, viol = self._split(values)
 
         # Environmental selection over parents + children. In generation 0
