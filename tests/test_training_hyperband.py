@@ -529,6 +529,21 @@ def test_hyperband_continued_bracket_by_bracket_equals_one_search():
     # a fresh call runs one iteration: the first three brackets of the search
     one = hyperband(TRAINER, SPACE, 5, **kw)
     np.testing.assert_array_equal(one.x, whole.x[:17])
+    # A third iteration runs the programs of `one`'s brackets and compiles
+    # nothing: the keys carried across calls are sliced and wrapped on the
+    # host (a device key array of each new length compiled 3 small programs).
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        third = hyperband(TRAINER, SPACE, 5, resume=part, **kw)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert np.bincount(third.bracket).tolist() == [9, 5, 3] * 3 and compiles == []
 
 
 def test_a_learning_sampler_carries_its_model_across_calls():

@@ -529,10 +529,12 @@ class _Search:
         # bracket 0's init keys as _propose draws them: the earlier run's if the key is the same
         n0, p = int(np.sum(earlier.bracket == 0)), self.strategy.popsize
         drawn = jax.random.split(_bracket_keys(k_run, 0, False)[1], -(-n0 // p) * p)[:n0]
-        if not np.array_equal(key_bits(drawn), key_bits(earlier.init_keys[:n0])):
+        # (sliced on the host: a slice of a device key array of each new length compiles)
+        if not np.array_equal(key_bits(drawn), key_bits(earlier.init_keys)[:n0]):
             raise ValueError("resume: the earlier run was made with another key; resume with the same key")
         if earlier.pareto_state is not None:
-            check_carried(self.trainer, self.space, earlier.init_keys[:len(earlier.pareto_index)],
+            check_carried(self.trainer, self.space,
+                          jax.ShapeDtypeStruct((len(earlier.pareto_index),), earlier.init_keys.dtype),
                           earlier.pareto_state, earlier.pareto_aux, "resume")
         try:
             self.sampler_state = check_state(self.strategy, earlier.sampler_state)
@@ -603,7 +605,7 @@ class _Search:
         hp = {k: jnp.asarray(np.concatenate([h[k] for h in self.hps[-len(brackets):]])[first_rows])
               for k in self.space.names}
         init_keys = jax.random.wrap_key_data(
-            jnp.asarray(np.concatenate(self.keys[-len(brackets):])[first_rows]), impl=self.key_impl)
+            np.concatenate(self.keys[-len(brackets):])[first_rows], impl=self.key_impl)
         # sharded as take() shards the next levels': one training program for all
         hp, init_keys = put_population((hp, init_keys), self.mesh)
         # The first level initialises its members in the training program itself
@@ -705,7 +707,8 @@ class _Search:
         return rows[:0]
 
     def _init_keys(self) -> jax.Array:
-        return jax.random.wrap_key_data(jnp.asarray(np.concatenate(self.keys)), impl=self.key_impl)
+        # wrapped from host data: wrapping a device array compiles for each new length
+        return jax.random.wrap_key_data(np.concatenate(self.keys), impl=self.key_impl)
 
     def result(self) -> MultiFidelityResult:
         self.rungs.sort(key=lambda r: (r["bracket"], r["rung"]))

@@ -118,11 +118,12 @@ def _init(trainer: Any, key: jax.Array, hparams: Any) -> Any:
     return call_traced("trainer.init", trainer.init, key, hparams, config=hparams)
 
 
-def check_carried(trainer: Any, space: Any, keys: jax.Array, states: Any, aux: Any, what: str) -> None:
+def check_carried(trainer: Any, space: Any, keys: Any, states: Any, aux: Any, what: str) -> None:
     """Refuse training states (and auxiliary outputs, ``None`` to skip)
     carried over from an earlier run unless they are what ``trainer.init``
     (``trainer.evaluate``) makes for ``space``: the same structure, dtypes
-    and shapes, leading axis ``keys.shape[0]`` (members) included.
+    and shapes, leading axis ``keys.shape[0]`` (members) included (``keys``:
+    the members' init keys, or a ``jax.ShapeDtypeStruct`` of them).
     Checked by shape evaluation, before anything is compiled."""
     cube = jax.ShapeDtypeStruct((keys.shape[0], space.dim), jnp.float32)
     expected = jax.eval_shape(lambda k, u: jax.vmap(partial(_init, trainer))(k, space.decode(u)), keys, cube)
