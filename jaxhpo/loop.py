@@ -431,9 +431,10 @@ def state_template(strategy: Strategy) -> Any:
 
 def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
     """``state`` refused unless it is a state of ``strategy``: ``strategy.init``'s
-    structure, leaf shapes and dtypes (``None`` passes: a fresh search); its
-    leaves returned as arrays of exactly those dtypes (a Python or NumPy
-    number would compile the search again). A state of the same shapes made
+    structure, leaf shapes and dtypes (``None`` passes: a fresh search; float
+    leaves of another width are cast); its leaves returned as arrays of
+    exactly those dtypes (a Python or NumPy number would compile the search
+    again). A state of the same shapes made
     over another space or popsize is not told apart."""
     if state is None:
         return None
@@ -449,7 +450,12 @@ def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
                         f"{type(state).__name__} with fields {[jax.tree_util.keystr(p) for p, _ in got_paths]}")
     leaves = []
     for (path, got), (_, want) in zip(got_paths, want_paths):
-        if jnp.shape(got) != want.shape or jnp.result_type(got) != want.dtype:
+        dtype = jnp.result_type(got)
+        # Floats of another width are cast, as load_state casts them: CMA-ES keeps
+        # its state in the default float type, so a state made under the other
+        # jax_enable_x64 setting has float64 leaves where this one has float32.
+        cast = jnp.issubdtype(dtype, jnp.floating) and jnp.issubdtype(want.dtype, jnp.floating)
+        if jnp.shape(got) != want.shape or (dtype != want.dtype and not cast):
             raise ValueError(
                 f"state{jax.tree_util.keystr(path)} has shape {jnp.shape(got)} and dtype {jnp.result_type(got)}; "
                 f"this {name} keeps {want.shape} {want.dtype} there: the state is another strategy's "

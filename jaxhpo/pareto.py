@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._keys import check_key
+from ._scalars import host_ints_as_floats
 
 __all__ = [
     "dominates",
@@ -56,7 +57,7 @@ def _asarray(x: Any, name: str, what: str) -> jax.Array:
 
 
 def _as_values(values: Any, name: str = "values", columns: str = "objective") -> jax.Array:
-    values = _asarray(values, name, f"an array of numbers of shape (n, num_{columns}s)")
+    values = _asarray(host_ints_as_floats(values), name, f"an array of numbers of shape (n, num_{columns}s)")
     if values.ndim != 2:
         raise ValueError(f"{name} must have shape (n, num_{columns}s), got shape {tuple(values.shape)}")
     if values.shape[1] < 1:

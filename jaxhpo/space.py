@@ -368,6 +368,7 @@ class Int(_Dimension):
         return math.log((self.high + 1) / self.low)
 
     def decode(self, u):
+        u = jnp.asarray(u, jnp.float32)  # float32 also from a float64 u under x64, as Space.decode gives
         if self.log:
             offset = log_int_offset(u, np.float32(self.low), np.float32(self._log_span()),
                                     np.float32(self.high - self.low))
@@ -595,6 +596,7 @@ class Categorical(_Dimension):
         raise ValueError(f"{label!r} is not one of the choices {list(self.choices)!r}")
 
     def decode(self, u):
+        u = jnp.asarray(u, jnp.float32)  # float32 also from a float64 u under x64, as Space.decode gives
         k = self.cardinality
         return jnp.clip(jnp.floor(u * k), 0, k - 1).astype(jnp.int32)
 

@@ -639,3 +639,20 @@ def test_an_unhashable_objective_is_refused_by_name_before_compiling():
     assert jaxhpo.minimize(frozen(0.5), SPACE, STRATEGY, num_generations=2, key=0).best_value >= 0
     # an empty batch needs no chunk: "auto" sized nothing (it refused n = 0, a parameter never passed)
     assert jaxhpo.evaluate(square, {"x": jnp.ones(0)}, chunk_size="auto").shape == (0,)
+
+
+def test_host_integers_beyond_int32_are_numbers_not_wrapped():
+    # Without x64, jnp.asarray wrapped a host int64 2**32 to 0: a huge loss read
+    # as the best one, a hypervolume twice what it is, the worst member a parent.
+    from jaxhpo.training import exploit_parents
+
+    s = RandomSearch(SPACE, 4)
+    state = s.init(0)
+    x, state = s.ask(1, state)
+    for values in (np.array([2**40, 5, 7, 9], np.int64), [2**32, 5, 7, 9]):
+        told = s.tell(state, x, values)
+        assert float(told.best_value) == 5.0
+        np.testing.assert_array_equal(np.asarray(told.best_x), np.asarray(x[1]))
+    assert float(jaxhpo.hypervolume(np.array([[2**33, 1]], np.int64), [2**34, 2])) == 2.0**33
+    parents = np.asarray(exploit_parents(0, np.array([2**32, 1, 2, 3], np.int64), 1))
+    assert parents.tolist() == [1, 1, 2, 3]

@@ -159,3 +159,24 @@ def test_grid_search_continues_where_it_stopped():
     _, one = jaxhpo.run(grid, h, 3, 1, history="values")
     _, two = jaxhpo.run(grid, h, 3, 2, history="values")
     np.testing.assert_array_equal(one.values[0], two.values[0])
+
+
+def test_a_state_made_under_the_other_x64_setting_is_cast_not_refused():
+    # CMA-ES keeps its state in the default float type: float64 leaves under
+    # x64. minimize(state=) refused such a state as "another strategy's",
+    # where load_state casts it.
+    from jaxhpo.loop import check_state
+
+    space = jaxhpo.Space(a=jaxhpo.Float(-2.0, 2.0), b=jaxhpo.Float(-2.0, 2.0))
+    s = jaxhpo.CMAES(space, 4)
+    with jax.enable_x64(True):
+        wide = s.init(0)
+        assert wide.mean.dtype == np.float64
+        wide = jax.tree_util.tree_map(np.asarray, wide)
+    narrow = check_state(s, wide)
+    assert narrow.mean.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(narrow.mean), np.asarray(wide.mean, np.float32))
+    with jax.enable_x64(True):
+        assert check_state(s, narrow).mean.dtype == np.float64
+    with pytest.raises(ValueError, match="has shape"):
+        check_state(s, narrow._replace(mean=np.zeros(3, np.float32)))

@@ -611,3 +611,14 @@ def test_int_values_are_as_likely_as_documented_from_the_samplers_float32_lattic
     assert counts.min() == k and counts.max() <= k + 1  # a ratio of at most (k + 1) / k
     draws = np.asarray(jax.random.uniform(jax.random.key(0), (4096,)), np.float64)
     assert np.all(draws * 2**23 % 1 == 0)  # the lattice the samplers draw from
+
+
+def test_a_dimension_decodes_a_float64_point_as_the_space_does():
+    # Under x64, Int and Categorical computed floor(u * n) in float64 where
+    # Space.decode rounds u to float32 first: 0.3 - 1e-12 gave bin 2, not 3.
+    with jax.enable_x64(True):
+        u = jnp.asarray([0.3 - 1e-12, 0.7 - 1e-12, 0.123456789012], jnp.float64)
+        dims = dict(n=Int(0, 9), c=Categorical(list("abcdefghij")), g=Int(1, 1000, log=True))
+        whole = Space(**dims).decode(jnp.stack([u] * 3, -1))
+        for name, d in dims.items():
+            np.testing.assert_array_equal(np.asarray(d.decode(u)), np.asarray(whole[name]), err_msg=name)

@@ -105,7 +105,8 @@ def float32_values(values: Any, num_objectives: int | None = None) -> jax.Array:
         host = np.asarray(values)
         if host.dtype.kind not in "biuf":  # (checked here: jnp.asarray's error for text names nothing)
             raise TypeError(f"values must be real numbers, got dtype {host.dtype}")
-        values = host_float32_values(host, num_objectives) if host.dtype.kind == "f" else host
+        # Integers too: without x64, jnp.asarray would wrap 2**32 to 0.
+        values = host_float32_values(host, num_objectives) if host.dtype.kind in "iuf" else host
     values = jnp.asarray(values)
     if not (jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)):
         raise TypeError(f"values must be real numbers, got dtype {values.dtype}")

@@ -632,8 +632,10 @@ class Study:
         (the creating process's ``params`` made it): every told generation
         asked again with its key and told its stored points and values, as
         ``_tell_generation`` told them (the same programs on the same inputs
-        give the same state; under another ``jax_enable_x64`` setting than the
-        study ran with, the same to rounding)."""
+        give the same state. Under another ``jax_enable_x64`` setting than the
+        study ran with, a strategy that computes in the default float type
+        (CMA-ES) rebuilds another state: its draws are float64 there, so its
+        restart mean, for one, differs; the others' states are the same)."""
         initial = self._storage.load_initial_state(c, self._id)
         if initial is None:
             raise StateChecksumError(f"study {self.name!r}: {damage}; the study was made before jaxhpo stored "

@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 
 from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
 from .._keys import check_batchable_keys, check_key, key_bits
+from .._scalars import host_ints_as_floats
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
 from .trainer import (_train_population, check_carried, check_positive_int, check_trainer, init_population,
@@ -57,6 +58,7 @@ def exploit_parents(key: jax.Array, losses: jax.Array, num_exploit: int) -> jax.
     are none).
     """
     key = check_key(key, allow_seed=True)
+    losses = host_ints_as_floats(losses)
     if jnp.ndim(losses) != 1:
         raise ValueError(f"losses must have shape (P,) (one scalar per member), got {jnp.shape(losses)}")
     P = losses.shape[0]
