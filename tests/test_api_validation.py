@@ -656,3 +656,23 @@ def test_host_integers_beyond_int32_are_numbers_not_wrapped():
     assert float(jaxhpo.hypervolume(np.array([[2**33, 1]], np.int64), [2**34, 2])) == 2.0**33
     parents = np.asarray(exploit_parents(0, np.array([2**32, 1, 2, 3], np.int64), 1))
     assert parents.tolist() == [1, 1, 2, 3]
+
+
+def test_a_strategy_that_cannot_be_hashed_still_asks_and_tells():
+    # ask / tell run one compiled program per equal strategy; a subclass with an
+    # array among its settings has no hash, and runs op by op instead.
+    class Shifted(RandomSearch):
+        def __init__(self, space, popsize, shift):
+            super().__init__(space, popsize)
+            self.shift = np.asarray(shift, np.float32)
+
+        def _ask(self, key, state):
+            x, state = super()._ask(key, state)
+            return x * 0.5 + self.shift, state
+
+    s = Shifted(SPACE, 3, [0.5])
+    with pytest.raises(TypeError):
+        hash(s)
+    x, state = s.ask(1, s.init(0))
+    assert bool(jnp.all(x >= 0.5))
+    assert int(s.tell(state, x, jnp.arange(3.0)).generation) == 1

@@ -49,7 +49,6 @@ def check_popsize(popsize: Any, minimum: int = 1, name: str = "popsize") -> int:
     return int(popsize)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
 def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     """``strategy.method(*args)`` as one compiled program, cached per equal strategy.
 
@@ -57,8 +56,18 @@ def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     would trace each ``lax.cond`` / ``while_loop`` of a strategy anew, and
     their branches, closures made in each call, would compile again every
     generation (a GP-BO tell: seconds). Inside a jitted search this is one
-    more call in the traced program, inlined.
+    more call in the traced program, inlined. A strategy that cannot be
+    hashed (a subclass with an array among its settings) runs op by op.
     """
+    try:
+        hash(strategy)
+    except TypeError:
+        return getattr(strategy, method)(*args)
+    return _compiled(strategy, method, *args)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     return getattr(strategy, method)(*args)
 
 
