@@ -47,6 +47,8 @@ def save_state(path: str | os.PathLike, state: Any) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"save_state: the folder of {path!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save_state: path {path!r} is a folder; give the path of a file")
     data = state_to_bytes(host_local(state))
     try:
         mode = os.stat(path).st_mode & 0o7777

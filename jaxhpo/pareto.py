@@ -433,7 +433,8 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
       num_samples: Monte Carlo sample count (static; rounded up to a multiple
         of 4096).
     Returns:
-      ``()`` hypervolume, in the dtype of ``values``.
+      ``()`` hypervolume, in the floating dtype of ``values`` (float32 for
+      integer values).
     """
     values = _as_values(values)
     n, m = values.shape

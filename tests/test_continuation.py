@@ -119,7 +119,10 @@ def test_save_state_refuses_what_is_not_a_state_and_keeps_permissions(tmp_path):
         jaxhpo.save_state(path, None)
     with pytest.raises(FileNotFoundError, match="the folder of .*missing.* does not exist"):
         jaxhpo.save_state(tmp_path / "missing" / "search.state", out[0])
+    with pytest.raises(IsADirectoryError, match="save_state: path .* is a folder; give the path of a file"):
+        jaxhpo.save_state(tmp_path, out[0])
     assert not path.exists()
+    assert [n for n in os.listdir(tmp_path.parent) if n.startswith(tmp_path.name + ".")] == []  # no temporary left
     umask = os.umask(0o022)
     try:
         jaxhpo.save_state(path, out[0])
