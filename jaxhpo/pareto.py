@@ -100,7 +100,8 @@ def dominates(a: jax.Array, b: jax.Array) -> jax.Array:
     Returns:
       boolean array of the broadcast shape without the last axis.
     """
-    a, b = _asarray(a, "a", "objective values"), _asarray(b, "b", "objective values")
+    a = _asarray(host_ints_as_floats(a), "a", "objective values")
+    b = _asarray(host_ints_as_floats(b), "b", "objective values")
     for name, x in (("a", a), ("b", b)):
         if x.ndim < 1 or jnp.issubdtype(x.dtype, jnp.complexfloating):
             raise TypeError(f"{name} must be real objective values of shape (..., m), got {x.dtype}{x.shape}")
@@ -255,7 +256,7 @@ def constrained_nondominated_rank(values: jax.Array, constraints: jax.Array, mas
     """
     values = _as_values(values)
     n = values.shape[0]
-    constraints = _asarray(constraints, "constraints", f"an array of numbers of shape ({n}, num_constraints)")
+    constraints = _asarray(host_ints_as_floats(constraints), "constraints", f"an array of numbers of shape ({n}, num_constraints)")
     if constraints.ndim != 2 or constraints.shape[0] != n:
         raise ValueError(f"constraints must have shape ({n}, num_constraints), got {tuple(constraints.shape)}")
     valid = _valid_rows(values, mask)

@@ -654,6 +654,13 @@ def test_host_integers_beyond_int32_are_numbers_not_wrapped():
         assert float(told.best_value) == 5.0
         np.testing.assert_array_equal(np.asarray(told.best_x), np.asarray(x[1]))
     assert float(jaxhpo.hypervolume(np.array([[2**33, 1]], np.int64), [2**34, 2])) == 2.0**33
+    from jaxhpo import pareto
+
+    big = np.int64(2**32)
+    assert not bool(pareto.dominates(np.array([big, 0]), np.array([1, 1])))
+    assert not bool(pareto.dominates([2**32, 0], [1, 1]))
+    ranks = pareto.constrained_nondominated_rank(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[big], [0]]))
+    assert np.asarray(ranks).tolist() == [1, 0]  # the violation of 2**32 is one
     parents = np.asarray(exploit_parents(0, np.array([2**32, 1, 2, 3], np.int64), 1))
     assert parents.tolist() == [1, 1, 2, 3]
 
@@ -676,3 +683,22 @@ def test_a_strategy_that_cannot_be_hashed_still_asks_and_tells():
     x, state = s.ask(1, s.init(0))
     assert bool(jnp.all(x >= 0.5))
     assert int(s.tell(state, x, jnp.arange(3.0)).generation) == 1
+
+
+def test_a_user_subclass_is_compiled_per_instance_not_per_equal_settings():
+    # Two instances equal by their (public) settings but not in a private
+    # attribute their _ask reads: each asks its own points op by op.
+    class Scaled(RandomSearch):
+        def __init__(self, space, popsize, scale):
+            super().__init__(space, popsize)
+            self._scale = float(scale)
+
+        def _ask(self, key, state):
+            x, state = super()._ask(key, state)
+            return x * self._scale, state
+
+    a, b = Scaled(SPACE, 4, 1.0), Scaled(SPACE, 4, 0.1)
+    assert a == b
+    xa, _ = a.ask(1, a.init(0))
+    xb, _ = b.ask(1, b.init(0))
+    np.testing.assert_allclose(np.asarray(xb), 0.1 * np.asarray(xa), rtol=1e-6)

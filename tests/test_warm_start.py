@@ -282,8 +282,10 @@ def test_add_trial_checks_its_input():
             s.add_trial(ok, 1.0, user_attrs=[("a", 1)])
         with pytest.raises(TypeError, match="add_trial: a user attribute's key must be a non-empty str, got 3"):
             s.add_trial(ok, 1.0, user_attrs={3: 1})
-        with pytest.raises(TypeError, match="'model': a value must be None, a bool, number or str"):
+        with pytest.raises(TypeError, match="add_trial: 'model': a value must be None, a bool, number or str"):
             s.add_trial(ok, 1.0, user_attrs={"model": object()})
+        with pytest.raises(TypeError, match="add_trial: 'm': a dict value needs str keys"):
+            s.add_trial(ok, 1.0, user_attrs={"m": {1: 2}})
         assert s.trials == []  # nothing refused was queued
     nsga = jaxhpo.NSGA2(SPACE, 2, num_objectives=2)
     with Study(SPACE, nsga) as s:

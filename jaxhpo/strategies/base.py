@@ -56,9 +56,16 @@ def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     would trace each ``lax.cond`` / ``while_loop`` of a strategy anew, and
     their branches, closures made in each call, would compile again every
     generation (a GP-BO tell: seconds). Inside a jitted search this is one
-    more call in the traced program, inlined. A strategy that cannot be
-    hashed (a subclass with an array among its settings) runs op by op.
+    more call in the traced program, inlined.
+
+    A strategy class defined outside jaxhpo is keyed by the instance, not by
+    its settings: a subclass may read private attributes that its settings
+    (the public ones, what ``==`` compares) leave out, and two instances that
+    compare equal must not share a program then. One that cannot be hashed
+    runs op by op.
     """
+    if not type(strategy).__module__.startswith("jaxhpo."):
+        strategy = _ByInstance(strategy)
     try:
         hash(strategy)
     except TypeError:
@@ -66,8 +73,26 @@ def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     return _compiled(strategy, method, *args)
 
 
+class _ByInstance:
+    """A strategy hashed and compared by identity (a static argument of ``_compiled``)."""
+
+    __slots__ = ("strategy",)
+
+    def __init__(self, strategy: "Strategy") -> None:
+        self.strategy = strategy
+
+    def __hash__(self) -> int:
+        return id(self.strategy)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByInstance) and other.strategy is self.strategy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.strategy, name)
+
+
 @partial(jax.jit, static_argnums=(0, 1))
-def _compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
+def _compiled(strategy: Any, method: str, *args: Any) -> Any:
     return getattr(strategy, method)(*args)
 
 
@@ -176,6 +201,12 @@ def _freeze(value: Any) -> Any:
 
 class Strategy:
     """Base class. Subclasses implement ``default_params``, ``_init``, ``_ask``, ``_tell``.
+
+    Strategies compare and hash by their public attributes (their settings),
+    and ``run``, ``minimize`` and ``Study`` share compiled programs between
+    equal strategies: whatever a subclass's ``_ask`` / ``_tell`` read that can
+    differ between instances must be a public attribute (a private one
+    derived from the public ones is fine).
 
     Attributes:
       space: the ``Space`` searched.

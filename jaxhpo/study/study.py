@@ -1286,7 +1286,7 @@ class Study:
 
     def _set_user_attr(self, number: int, key: Any, value: Any, claim: tuple | None = None) -> None:
         _check_attr_key("set_user_attr", key)
-        text = json.dumps(_attr_value(key, value))  # refused here, before any transaction
+        text = json.dumps(_attr_value("set_user_attr", key, value))  # refused here, before any transaction
         with self._tx() as c:
             row = self._running_row(c, "set_user_attr", number, "only running trials take user attributes",
                                     claim=claim)
@@ -1829,13 +1829,13 @@ def _attrs_given(where: str, user_attrs: Any) -> dict:
                         f"{type(user_attrs).__name__}")
     for key in user_attrs:
         _check_attr_key(where, key)
-    return {key: _attr_value(key, value) for key, value in user_attrs.items()}
+    return {key: _attr_value(where, key, value) for key, value in user_attrs.items()}
 
 
-def _attr_value(key: str, value: Any, _within: tuple = ()) -> Any:
+def _attr_value(where: str, key: str, value: Any, _within: tuple = ()) -> Any:
     """``value`` as plain JSON data (NumPy and JAX numbers and arrays as Python
     numbers and nested lists; floats of every width as float64), refused
-    naming ``key`` where it has none."""
+    naming the call (``where``) and ``key`` where it has none."""
     rule = ("a value must be None, a bool, number or str, a numeric array, or lists and str-keyed dicts of "
             "these")
     if value is None or isinstance(value, (bool, str)):
@@ -1843,27 +1843,27 @@ def _attr_value(key: str, value: Any, _within: tuple = ()) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, (np.timedelta64, np.datetime64)):  # numpy counts a timedelta64 as Integral
-        raise TypeError(f"set_user_attr: {key!r}: {rule}; got {type(value).__name__}")
+        raise TypeError(f"{where}: {key!r}: {rule}; got {type(value).__name__}")
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, (Mapping, list, tuple)):
         if any(value is v for v in _within):
-            raise TypeError(f"set_user_attr: {key!r}: a value must not contain itself")
+            raise TypeError(f"{where}: {key!r}: a value must not contain itself")
         within = _within + (value,)
         if isinstance(value, Mapping):
             if not all(isinstance(k, str) for k in value):
-                raise TypeError(f"set_user_attr: {key!r}: a dict value needs str keys, got {list(value)!r}")
-            return {k: _attr_value(key, v, within) for k, v in value.items()}
-        return [_attr_value(key, v, within) for v in value]
+                raise TypeError(f"{where}: {key!r}: a dict value needs str keys, got {list(value)!r}")
+            return {k: _attr_value(where, key, v, within) for k, v in value.items()}
+        return [_attr_value(where, key, v, within) for v in value]
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         a = np.asarray(value)
         if jax.numpy.issubdtype(a.dtype, jax.numpy.floating):  # bfloat16 and float8 too
             return a.astype(np.float64).tolist()
         if a.dtype.kind in "biu":
             return a.tolist()
-    raise TypeError(f"set_user_attr: {key!r}: {rule}; got {type(value).__name__}")
+    raise TypeError(f"{where}: {key!r}: {rule}; got {type(value).__name__}")
 
 
 def should_prune() -> bool:
