@@ -739,6 +739,10 @@ class GPBO(Strategy):
         return state._replace(x=state.x.at[slots].set(x), y=state.y.at[slots].set(y),
                               status=state.status.at[slots].set(status))
 
+    # Whether a full single-objective buffer keeps its newest half (a class
+    # setting, so that benchmarks/gpbo_full_buffer.py can run the rule before).
+    _keep_newest = True
+
     def _keep_best(self, state, x, y, status):
         """Full: keep the most recent failures in their share and, of the
         successful rows, the best (by constraint-domination rank with several
@@ -757,7 +761,7 @@ class GPBO(Strategy):
         # lexsort is stable: older (earlier in the buffer) first among equals.
         kept = kept_rows(jnp.lexsort((merit, ~ok)), ok, all_s == _FAILED,
                          jnp.arange(all_s.shape[0], dtype=jnp.int32), self.capacity,
-                         newest_half=self._m == 1)
+                         newest_half=self._m == 1 and self._keep_newest)
         # The kept rows stay in buffer order, which is then the order they were
         # told in: the next truncation's "older first" needs it.
         keep = jnp.nonzero(kept, size=self.capacity)[0]
