@@ -434,8 +434,8 @@ def check_state(strategy: Strategy, state: Any, params: Any = None) -> Any:
     structure, leaf shapes and dtypes (``None`` passes: a fresh search; float
     leaves of another width are cast); its leaves returned as arrays of
     exactly those dtypes (a Python or NumPy number would compile the search
-    again). A state of the same shapes made
-    over another space or popsize is not told apart."""
+    again). A state of the same shapes made over another space or popsize is
+    not told apart."""
     if state is None:
         return None
     if params is not None:

@@ -667,7 +667,7 @@ def test_host_integers_beyond_int32_are_numbers_not_wrapped():
 
 def test_a_strategy_that_cannot_be_hashed_still_asks_and_tells():
     # ask / tell run one compiled program per equal strategy; a subclass with an
-    # array among its settings has no hash, and runs op by op instead.
+    # array among its settings has no hash: its programs are the instance's.
     class Shifted(RandomSearch):
         def __init__(self, space, popsize, shift):
             super().__init__(space, popsize)

@@ -61,8 +61,9 @@ def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     A strategy class defined outside jaxhpo is keyed by the instance, not by
     its settings: a subclass may read private attributes that its settings
     (the public ones, what ``==`` compares) leave out, and two instances that
-    compare equal must not share a program then. One that cannot be hashed
-    runs op by op.
+    compare equal must not share a program then (nor need it be hashable).
+    The cache keeps each such instance alive. A jaxhpo strategy that cannot
+    be hashed runs op by op.
     """
     if not type(strategy).__module__.startswith("jaxhpo."):
         strategy = _ByInstance(strategy)
