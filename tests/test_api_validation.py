@@ -702,3 +702,20 @@ def test_a_user_subclass_is_compiled_per_instance_not_per_equal_settings():
     xa, _ = a.ask(1, a.init(0))
     xb, _ = b.ask(1, b.init(0))
     np.testing.assert_allclose(np.asarray(xb), 0.1 * np.asarray(xa), rtol=1e-6)
+
+
+def test_default_buffers_hold_a_large_population_and_popsize_minimums_are_named():
+    # A popsize above the default capacity was refused because of a capacity
+    # the user never gave; GA and NSGA2 refused popsize 0 with ">= 1" though
+    # their minimum is 2.
+    space = Space(x=Float(0.0, 1.0))
+    assert jaxhpo.GPBO(space, 257).capacity == 257 and jaxhpo.GPBO(space, 4).capacity == 256
+    assert jaxhpo.MOTPE(space, 257).capacity == 257 and jaxhpo.TPE(space, 1025).capacity == 1025
+    assert jaxhpo.TPE(space) == jaxhpo.TPE(space, capacity=1024)
+    assert jaxhpo.GPBO(space, 300).sized_for(100).capacity == 300
+    with pytest.raises(ValueError, match=r"capacity must be >= popsize \(257\), got 256"):
+        jaxhpo.GPBO(space, 257, capacity=256)
+    for cls in (jaxhpo.GeneticAlgorithm, jaxhpo.NSGA2):
+        for popsize in (0, 1):
+            with pytest.raises(ValueError, match=f"popsize must be >= 2, got {popsize}"):
+                cls(space, popsize)

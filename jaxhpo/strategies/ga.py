@@ -11,7 +11,7 @@ from ..space import Space
 from ._checks import check_choice, check_int
 from ._mixed import MixedCoords, index_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
-from .base import Strategy, first_argmin, initial_best
+from .base import Strategy, check_popsize, first_argmin, initial_best
 
 __all__ = ["GeneticAlgorithm", "GAState", "GA_CROSSOVERS"]
 
@@ -73,8 +73,8 @@ class GeneticAlgorithm(Strategy):
                  tournament_size: int | None = None, crossover: str = "sbx", crossover_rate: float = 0.9,
                  mutation_rate: float | None = None, mutation_sigma: float = 0.1,
                  sbx_eta: float = 10.0):
+        check_popsize(popsize, minimum=2)  # (before the base class's check, whose minimum is 1)
         super().__init__(space, popsize)
-        check_int("popsize", popsize, 2)
         self.num_elites = check_int("num_elites", num_elites, 0, self.popsize - 1)
         if tournament_size is None:
             tournament_size = min(3, self.popsize)

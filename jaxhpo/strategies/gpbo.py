@@ -220,7 +220,8 @@ class GPBO(Strategy):
       space: the ``Space``.
       popsize: points per ``ask``.
       capacity: rows of the observation buffer (``>= popsize``); the cost of
-        an ask grows as ``capacity**3``, whatever the count. Default 256;
+        an ask grows as ``capacity**3``, whatever the count. Default 256
+        (``popsize`` where that is larger);
         ``minimize`` runs a search of fewer evaluations with a capacity of
         its evaluations instead (the buffer never holds more; see
         ``sized_for``): a short search does not pay for 256 rows.
@@ -272,7 +273,8 @@ class GPBO(Strategy):
         super().__init__(space, popsize)
         # (private, so not a setting: GPBO(space) equals GPBO(space, capacity=256))
         self._default_capacity = capacity is None
-        self.capacity = _DEFAULT_CAPACITY if capacity is None else check_int("capacity", capacity, 1)
+        self.capacity = (max(_DEFAULT_CAPACITY, self.popsize) if capacity is None
+                         else check_int("capacity", capacity, 1))
         if self.capacity < self.popsize:
             raise ValueError(f"capacity must be >= popsize ({self.popsize}), got {self.capacity}")
         self.acquisition = check_choice("acquisition", acquisition, ACQUISITIONS)
@@ -322,7 +324,7 @@ class GPBO(Strategy):
         """With the default capacity, a copy whose buffer holds ``num_evaluations``
         rows where that is fewer than 256 (and at least ``popsize``): what the
         search needs, at a fraction of the cost. A capacity given stays."""
-        capacity = min(_DEFAULT_CAPACITY, max(int(num_evaluations), self.popsize))
+        capacity = max(min(_DEFAULT_CAPACITY, int(num_evaluations)), self.popsize)
         if not self._default_capacity or capacity == self.capacity:
             return self
         sized = copy.copy(self)  # (still "default": a later search sizes it again)

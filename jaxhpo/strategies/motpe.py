@@ -174,7 +174,8 @@ class MOTPE(Strategy):
     Args:
       space: the ``Space``.
       popsize: points per ``ask`` (a batch uses the constant liar).
-      capacity: rows of the observation buffer, ``>= popsize``.
+      capacity: rows of the observation buffer, ``>= popsize``; default 256
+        (``popsize`` where that is larger).
       num_objectives: ``m >= 1``.
       num_constraints: constraint columns after the objectives, ``>= 0``.
       below_weights: ``"uniform"`` (Optuna 5) or ``"hypervolume"``
@@ -186,7 +187,7 @@ class MOTPE(Strategy):
 
     independent_asks = True  # before a tell, each ask draws afresh from the same model
 
-    def __init__(self, space: Space, popsize: int = 1, capacity: int = 256, num_objectives: int = 2,
+    def __init__(self, space: Space, popsize: int = 1, capacity: int | None = None, num_objectives: int = 2,
                  num_constraints: int = 0, *, below_weights: str = "uniform", multivariate: bool = False,
                  n_startup: int = 10, n_ei_candidates: int = 24, gamma: float = 0.1,
                  prior_weight: float = 1.0, consider_endpoints: bool = False,
@@ -200,7 +201,7 @@ class MOTPE(Strategy):
                              f"got num_objectives={self.num_objectives}")
         # The estimators, draws and scoring are TPE's; it also checks the
         # shared settings.
-        capacity = check_int("capacity", capacity, 1)
+        capacity = max(256, self.popsize) if capacity is None else check_int("capacity", capacity, 1)
         self._tpe = TPE(space, popsize, capacity, multivariate=multivariate, n_startup=n_startup,
                         n_ei_candidates=n_ei_candidates, gamma=gamma, max_good=capacity,
                         prior_weight=prior_weight, consider_endpoints=consider_endpoints,

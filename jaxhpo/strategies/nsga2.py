@@ -12,7 +12,7 @@ from ..space import Space
 from ._checks import check_choice, check_int
 from ._mixed import MixedCoords, index_from_bits
 from ._variation import CROSSOVERS, VARIATION_CHECKS, random_bits, variation_params, vary, words_per_gene
-from .base import Strategy, compiled, float32_values, initial_best
+from .base import Strategy, check_popsize, compiled, float32_values, initial_best
 
 __all__ = ["NSGA2", "NSGA2State"]
 
@@ -89,8 +89,8 @@ class NSGA2(Strategy):
     def __init__(self, space: Space, popsize: int = 50, num_objectives: int = 2, num_constraints: int = 0, *,
                  archive_size: int | None = None, crossover: str = "sbx", crossover_rate: float = 0.9,
                  mutation_rate: float | None = None, mutation_sigma: float = 0.1, sbx_eta: float = 10.0):
+        check_popsize(popsize, minimum=2)  # (before the base class's check, whose minimum is 1)
         super().__init__(space, popsize)
-        check_int("popsize", popsize, 2)
         self.num_objectives = check_int("num_objectives", num_objectives, 1)
         self.num_constraints = check_int("num_constraints", num_constraints, 0)
         if archive_size is None:

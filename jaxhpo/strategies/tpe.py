@@ -610,7 +610,8 @@ class TPE(Strategy):
       space: the ``Space``.
       popsize: points per ``ask``.
       capacity: rows of the observation buffer, ``>= popsize``; every
-        ``ask`` costs ``O(capacity)`` whatever the count.
+        ``ask`` costs ``O(capacity)`` whatever the count. Default 1024
+        (``popsize`` where that is larger).
       multivariate: joint product kernels (``True``, the default, as
         Optuna's for one objective since version 5) or independent
         per-coordinate TPE (``False``). At 200 evaluations the joint model's
@@ -635,13 +636,13 @@ class TPE(Strategy):
 
     independent_asks = True  # before a tell, each ask draws afresh from the same model
 
-    def __init__(self, space: Space, popsize: int = 1, capacity: int = 1024, *,
+    def __init__(self, space: Space, popsize: int = 1, capacity: int | None = None, *,
                  multivariate: bool = True, n_startup: int = 10, n_ei_candidates: int = 24,
                  gamma: float = 0.1, max_good: int = 25, prior_weight: float = 1.0,
                  consider_endpoints: bool = False, consider_magic_clip: bool = True,
                  bandwidth: str = "optuna", constant_liar: bool = True, startup: str = "sobol"):
         super().__init__(space, popsize)
-        self.capacity = check_int("capacity", capacity, 1)
+        self.capacity = max(1024, self.popsize) if capacity is None else check_int("capacity", capacity, 1)
         if self.capacity < self.popsize:
             raise ValueError(f"capacity must be >= popsize ({self.popsize}), got {self.capacity}")
         self.multivariate = check_bool("multivariate", multivariate)

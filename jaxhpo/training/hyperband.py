@@ -308,7 +308,9 @@ def _check_sampler(strategy: Any, space: Space, popsize: int, groups: list) -> S
             raise ValueError(
                 f"strategy: {name} learns from every point it proposes, so each bracket's first rung "
                 f"(here {sorted(set(first_rungs), reverse=True)}) must be a multiple of its popsize ({p}); "
-                "use popsize 1 or a common divisor")
+                f"give it a popsize that divides {math.gcd(*first_rungs)}, if it takes one (popsize 1 for "
+                "TPE or GPBO; CMA-ES, DE and GA need larger populations, so with this schedule use another "
+                "sampler or other brackets)")
         if asked_before_a_tell > p and not strategy.independent_asks:
             if max(first_rungs) > p:  # one bracket alone asks more than once
                 raise ValueError(
