@@ -173,7 +173,7 @@ def test_skip_if_exists_compares_trials_and_the_queue():
 
 def test_enqueue_trial_checks_its_input():
     with Study(SPACE, jaxhpo.RandomSearch(SPACE, 2)) as s:
-        with pytest.raises(ValueError, match=r"parameter 'lr' = 5 is outside"):
+        with pytest.raises(ValueError, match=r"enqueue_trial: parameter 'lr' = 5 is outside"):
             s.enqueue_trial({"lr": 5})
         with pytest.raises(ValueError, match="at least one parameter"):
             s.enqueue_trial({})
@@ -273,7 +273,7 @@ def test_added_trials_fill_a_generation_beside_proposals_and_whole_ones_are_told
 
 def test_add_trial_checks_its_input():
     with Study(SPACE, jaxhpo.RandomSearch(SPACE, 1)) as s:
-        with pytest.raises(ValueError, match="missing parameter 'beta2', which is active"):
+        with pytest.raises(ValueError, match="add_trial: .*missing parameter 'beta2', which is active"):
             s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "adam"}, 1.0)
         with pytest.raises(TypeError, match="add_trial"):
             s.add_trial({"x": 0.0, "lr": 0.1, "n": 1, "opt": "sgd"}, "1.0")

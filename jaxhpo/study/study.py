@@ -895,7 +895,7 @@ class Study:
             raise TypeError(f"enqueue_trial skip_if_exists must be True or False, got {skip_if_exists!r}")
         if not params:
             raise ValueError("enqueue_trial params must name at least one parameter")
-        self.space.fixed_coordinates(params)  # names and values checked
+        _named("enqueue_trial", self.space.fixed_coordinates, params)  # names and values checked
         params = self.space.canonical_python(params)
         with self._tx() as c:
             if skip_if_exists:
@@ -935,7 +935,7 @@ class Study:
             keys; values as ``set_user_attr`` takes them), recorded with it.
         """
         self._check_given("add_trial", params)
-        self.space.from_python(params)  # every active parameter present, values checked
+        _named("add_trial", self.space.from_python, params)  # every active parameter present, values checked
         if value is not None:
             self._check_given_value("add_trial", value)
         attrs = _attrs_given("add_trial", user_attrs)
@@ -1812,6 +1812,14 @@ def set_user_attr(key: str, value: Any) -> None:
     running trial's result (see ``Study.set_user_attr``)."""
     study, number, claim = _current("set_user_attr")
     study._set_user_attr(number, key, value, claim)
+
+
+def _named(where: str, check: Callable, *args: Any) -> Any:
+    """``check(*args)``, its ``TypeError`` or ``ValueError`` naming the call ``where``."""
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
 
 
 def _check_attr_key(where: str, key: Any) -> None:
