@@ -157,7 +157,11 @@ def _check_masks(masks: Any, n: int | None = None) -> tuple[jax.Array, jax.Array
     # A list of k rows of booleans is a (k, n) array of validation masks, not a pair.
     if isinstance(masks, (tuple, list)) and np.ndim(masks[0] if masks else None) < 2 and not any(
             isinstance(m, jax.core.Tracer) for m in masks):
-        masks = np.asarray(masks)
+        try:
+            masks = np.asarray(masks)
+        except ValueError:  # rows of different lengths
+            raise TypeError("masks must be a (k, n) boolean array or a pair (train_masks, val_masks), got rows "
+                            f"of lengths {[np.size(m) for m in masks]}") from None
     if isinstance(masks, (tuple, list)):
         if len(masks) != 2:
             raise ValueError("masks must be a (k, n) array of validation masks or a pair "

@@ -719,3 +719,18 @@ def test_default_buffers_hold_a_large_population_and_popsize_minimums_are_named(
         for popsize in (0, 1):
             with pytest.raises(ValueError, match=f"popsize must be >= 2, got {popsize}"):
                 cls(space, popsize)
+
+
+def test_magnitude_mask_takes_a_bool_active_and_ragged_cv_masks_are_named():
+    # An integer `active` was and-ed bitwise (2 & True is 0: an empty mask, no
+    # error) and a float one failed inside JAX; ragged mask rows gave NumPy's error.
+    from jaxhpo.training import magnitude_mask
+
+    w = jnp.array([[0.5, -2.0, 1.0], [3.0, 0.1, -0.2]])
+    keep = magnitude_mask(w, 0.5, jnp.array([True, True, False]))
+    assert keep.dtype == jnp.bool_ and np.asarray(keep).tolist() == [[False, True, False], [True, False, False]]
+    for active in (jnp.array([2, 2, 0]), jnp.array([1.0, 1.0, 0.0])):
+        with pytest.raises(TypeError, match="active must be a bool array, got dtype"):
+            magnitude_mask(w, 0.5, active)
+    with pytest.raises(TypeError, match=r"masks must be a \(k, n\) boolean array .*rows of lengths \[2, 3\]"):
+        jaxhpo.fold_scores(lambda p, tr, va: 0.0, {}, [[True, False], [False, True, True]])

@@ -108,6 +108,9 @@ def magnitude_mask(w: jax.Array, sparsity: jax.Array, active: jax.Array | None =
             fits = False
         if not fits:
             raise ValueError(f"active must have w's shape {w.shape}, got {jnp.shape(active)}")
+        if jnp.result_type(active) != jnp.bool_:  # (an integer's & below is bitwise: 2 & True is 0)
+            raise TypeError(f"active must be a bool array, got dtype {jnp.result_type(active)} "
+                            "(a unit mask of 0s and 1s: compare it, mask > 0)")
         active = jnp.broadcast_to(active, w.shape)  # (counted below entry by entry)
     mag = jnp.where(active, jnp.abs(w), jnp.inf).reshape(-1)
     num_active = jnp.sum(active)
