@@ -734,3 +734,25 @@ def test_magnitude_mask_takes_a_bool_active_and_ragged_cv_masks_are_named():
             magnitude_mask(w, 0.5, active)
     with pytest.raises(TypeError, match=r"masks must be a \(k, n\) boolean array .*rows of lengths \[2, 3\]"):
         jaxhpo.fold_scores(lambda p, tr, va: 0.0, {}, [[True, False], [False, True, True]])
+
+
+def test_population_training_refuses_hyperparameters_the_classifier_cannot_realise():
+    # Given concretely to population training (not through a search's space,
+    # which check_space checks), an unknown name or an out-of-range width,
+    # depth, sparsity or optimiser index was clipped or ignored under vmap.
+    from jaxhpo.training import MLPClassifierTrainer, init_population, train_bucketed
+
+    X = np.zeros((4, 3), np.float32)
+    y = np.array([0, 1, 0, 1])
+    trainer = MLPClassifierTrainer(X, y, X, y, max_width=8, max_depth=1, optimizers=("sgd", "adam"))
+    keys = jax.random.split(jax.random.key(0), 2)
+    base = {"width": np.array([4, 8]), "learning_rate": np.full(2, 0.1, np.float32)}
+    for bad, rule in ((dict(depth=np.array([3, 1])), r"hparams\['depth'\] must lie in \[1, 1\]"),
+                      (dict(optimizer=np.array([7, 1])), r"hparams\['optimizer'\] must lie in \[0, 1\]"),
+                      (dict(sparsity=np.array([1.5, 0.0])), r"hparams\['sparsity'\] must lie in \[0, 1\]"),
+                      (dict(widht=np.array([4, 4])), r"\['widht'\] are not hyperparameters")):
+        with pytest.raises(ValueError, match=rule):
+            train_bucketed(lambda w: MLPClassifierTrainer(X, y, X, y, max_width=w, optimizers=("sgd", "adam")),
+                           keys, {**base, **bad}, 2, buckets=(8,), chunk=2)
+    with pytest.raises(ValueError, match=r"hparams\['width'\] must lie in \[1, 8\]"):
+        init_population(trainer, keys, {**base, "width": np.array([20, 8])})

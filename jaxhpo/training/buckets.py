@@ -24,7 +24,8 @@ import numpy as np
 
 from .._keys import check_member_keys
 from ..evaluate import check_chunk_size
-from .trainer import _population_size, check_positive_int, check_trainer, fresh_rung, trainer_has_aux
+from .trainer import (_population_size, check_population_hparams, check_positive_int, check_trainer, fresh_rung,
+                      trainer_has_aux)
 
 __all__ = ["width_buckets", "train_bucketed", "BucketedResult"]
 
@@ -139,6 +140,8 @@ def train_bucketed(make_trainer: Callable[[int], Any], keys: jax.Array, hparams:
         if b not in trainers:
             trainers[b] = check_trainer(make_trainer(b), "make_trainer(width)")
             _check_holds(trainers[b], b)
+            if len(trainers) == 1:  # before anything trains; the widths are checked above
+                check_population_hparams(trainers[b], {k: v for k, v in hparams.items() if k != size})
             if trainer_has_aux(trainers[b]) != trainer_has_aux(next(iter(trainers.values()))):
                 raise ValueError("make_trainer must give trainers that all have has_aux or all not; "
                                  f"width {b}'s differs from the first's")

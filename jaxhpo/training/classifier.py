@@ -96,6 +96,27 @@ class MLPClassifierTrainer:
                                     optimizers=self.optimizer.names, steps_per_unit=self.steps_per_unit,
                                     num_classes=self.num_classes, has_aux=self.has_aux)
 
+    def check_hparams(self, hparams: Any) -> None:
+        """``ValueError`` where a population's concrete hyperparameters (dict
+        name -> ``(n,)``) hold what this trainer cannot realise: a name it
+        does not know, a width or depth outside ``1..max``, a sparsity outside
+        ``[0, 1]``, an optimiser index with no optimiser. Traced values pass
+        (a vmapped member clips them). Population training calls it."""
+        unknown = sorted(set(hparams) - set(HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(f"hparams: {unknown} are not hyperparameters of {type(self).__name__} "
+                             f"(it takes {list(HYPERPARAMETERS)})")
+        ranges = {"width": (1, self.model.max_width), "depth": (1, self.model.max_depth), "sparsity": (0, 1),
+                  "optimizer": (0, len(self.optimizer.names) - 1)}
+        for name, (low, high) in ranges.items():
+            value = hparams.get(name)
+            if value is None or isinstance(value, jax.core.Tracer) or not getattr(value, "is_fully_addressable", True):
+                continue  # (a traced or another host's value cannot be read here)
+            v = np.asarray(value)
+            if v.size and not (np.all(v >= low) and np.all(v <= high)):
+                raise ValueError(f"hparams[{name!r}] must lie in [{low}, {high}] for this trainer, got values in "
+                                 f"[{v.min()}, {v.max()}]")
+
     def check_space(self, space: Any) -> None:
         """``ValueError`` where ``space`` gives a hyperparameter values this trainer
         cannot realise: a name it does not know; a ``Categorical`` for a

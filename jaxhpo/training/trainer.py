@@ -242,9 +242,17 @@ def init_population(trainer: Any, keys: jax.Array, hparams: dict, *, chunk_size:
     """
     n = _population_size(hparams)
     check_member_keys("keys", keys, n)
+    check_population_hparams(trainer, hparams)
     keys, hparams = shard_population((keys, hparams), mesh)
     states = map_population(lambda a: _init(trainer, *a), (keys, hparams), chunk_size, mesh)
     return shard_population(states, mesh)
+
+
+def check_population_hparams(trainer: Any, hparams: Any) -> None:
+    """The trainer's ``check_hparams(hparams)``, where it has one (a population
+    given directly: the searches check their space instead)."""
+    if callable(getattr(trainer, "check_hparams", None)):
+        trainer.check_hparams(hparams)
 
 
 def _check_count(name: str, value: Any, most: int | None = None) -> None:
@@ -290,6 +298,7 @@ def train_population(trainer: Any, states: Any, hparams: dict, num_steps: Any, *
       ``has_aux``, ``(states, (losses, aux))``, ``aux`` each member's
       auxiliary output with a leading ``(n,)`` axis.
     """
+    check_population_hparams(trainer, hparams)
     states, losses, aux = _train_population(trainer, states, hparams, num_steps, chunk_size, mesh)
     return states, _evaluated(trainer, losses, aux)
 
