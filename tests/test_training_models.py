@@ -263,3 +263,6 @@ def test_switch_rejects_bad_names():
         SwitchOptimizer("adam")
     with pytest.raises(ValueError, match="optimizer"):
         SWITCH.update(P0, SWITCH.init(P0), P0, {"learning_rate": 0.1})
+    # one member's hyperparameters are scalars; an array failed in optax's broadcasting
+    with pytest.raises(ValueError, match=r"hparams\['learning_rate'\] must be a scalar for one member"):
+        SWITCH.update(P0, SWITCH.init(P0), P0, {"learning_rate": jnp.ones(3), "optimizer": 0})

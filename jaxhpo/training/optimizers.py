@@ -193,6 +193,10 @@ class SwitchOptimizer:
         if not isinstance(hparams, Mapping):
             raise TypeError(f"hparams must be a dict name -> value, got {type(hparams).__name__}")
         values = self._values(hparams)
+        for name, value in values.items():  # one member's: scalars (vmap adds the population's axis)
+            if jnp.shape(value) != ():
+                raise ValueError(f"hparams[{name!r}] must be a scalar for one member (vmap over a "
+                                 f"population), got shape {jnp.shape(value)}")
         if "optimizer" in hparams:  # also with one choice: an index past it is a mistake
             check_concrete_params({"optimizer": hparams["optimizer"]},
                                   {"optimizer": lambda v: check_int("optimizer", v, 0, len(self.names) - 1)})
