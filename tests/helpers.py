@@ -1,5 +1,6 @@
 """Small helpers shared by several test modules."""
 
+import contextlib
 import functools
 import importlib.util
 from pathlib import Path
@@ -19,6 +20,22 @@ def load_example(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def compiles_during():
+    """A list that collects one entry per XLA compile made inside the ``with`` block."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from jaxhpo import pareto
 
+from helpers import compiles_during
+
 N_MAX = 10
 
 
@@ -418,12 +420,6 @@ def test_the_hypervolume_of_no_rows_is_zero(m):
 def test_called_op_by_op_a_second_call_compiles_nothing():
     # The fronts' peeling loop and the 3-D and Monte Carlo hypervolumes are
     # compiled functions: their loop bodies, closures, compiled in every call.
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     rng = np.random.default_rng(0)
     calls = [
         lambda v: pareto.nondominated_rank(v[:, :2]),
@@ -431,12 +427,8 @@ def test_called_op_by_op_a_second_call_compiles_nothing():
         lambda v: pareto.hypervolume(v[:, :3], [2.0, 2.0, 2.0]),
         lambda v: pareto.hypervolume(v, [2.0] * 4, key=jax.random.key(0), num_samples=4096),
     ]
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        for i, call in enumerate(calls):
+    for i, call in enumerate(calls):
+        call(rng.random((6, 4)).astype(np.float32))
+        with compiles_during() as compiles:
             call(rng.random((6, 4)).astype(np.float32))
-            compiles.clear()
-            call(rng.random((6, 4)).astype(np.float32))
-            assert compiles == [], i
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        assert compiles == [], i

@@ -19,7 +19,7 @@ import pytest
 import jaxhpo
 from jaxhpo.loop import _search
 from strategy_registry import STRATEGIES
-from helpers import assert_trees_equal
+from helpers import assert_trees_equal, compiles_during
 
 SPACE = jaxhpo.Space(
     x=jaxhpo.Float(-2.0, 2.0),
@@ -75,14 +75,7 @@ def test_protocol_op_by_op_compiles_in_its_first_generation_only(name):
     # of CMA-ES, TPE, NSGA2, MOTPE and GP-BO compiled again every generation.
     s = make(name)
     state = jax.jit(s.init)(jax.random.key(1))
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compiles_during() as compiles:
         for g in range(3):
             if g == 1:
                 compiles.clear()
@@ -95,8 +88,6 @@ def test_protocol_op_by_op_compiles_in_its_first_generation_only(name):
             valid = np.asarray(s.valid(state))
             want = min(float(before), float(np.min(np.where(valid, values, np.inf))))
             assert float(s.best(state)[1]) == pytest.approx(want)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
     assert s.best(state)[0].shape == (SPACE.dim,) and int(state.generation) == 3
 

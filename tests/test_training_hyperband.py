@@ -13,7 +13,7 @@ from jaxhpo.training import Trainer, hyperband, hyperband_schedule, successive_h
 from jaxhpo.training.hyperband import level_sizes, successive_halving_schedule
 from jaxhpo.training.trainer import continue_rung, init_rung
 
-from helpers import TOY_SPACE, assert_trees_equal, toy_error, toy_init, toy_step
+from helpers import TOY_SPACE, assert_trees_equal, compiles_during, toy_error, toy_init, toy_step
 
 # Li et al. (2018), Table 1: R = 81, eta = 3; (n_i, r_i) per rung, bracket s = 4 .. 0.
 PAPER_R81_ETA3 = [
@@ -532,17 +532,8 @@ def test_hyperband_continued_bracket_by_bracket_equals_one_search():
     # A third iteration runs the programs of `one`'s brackets and compiles
     # nothing: the keys carried across calls are sliced and wrapped on the
     # host (a device key array of each new length compiled 3 small programs).
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compiles_during() as compiles:
         third = hyperband(TRAINER, SPACE, 5, resume=part, **kw)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert np.bincount(third.bracket).tolist() == [9, 5, 3] * 3 and compiles == []
 
 

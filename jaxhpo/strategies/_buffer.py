@@ -18,10 +18,27 @@ successful rows, the newest half as well as the best half (``newest_half``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["kept_rows"]
+from ._checks import check_int
+
+__all__ = ["kept_rows", "buffer_capacity"]
+
+
+def buffer_capacity(capacity: Any, popsize: int, default: int) -> int:
+    """A model-based strategy's ``capacity`` setting, checked: ``None`` is
+    ``default``, or ``popsize`` where that is larger (a large population is
+    not refused for a default the user never gave); a given one must hold a
+    generation (``>= popsize``)."""
+    if capacity is None:
+        return max(default, popsize)
+    capacity = check_int("capacity", capacity, 1)
+    if capacity < popsize:
+        raise ValueError(f"capacity must be >= popsize ({popsize}), got {capacity}")
+    return capacity
 
 
 def kept_rows(merit_order: jax.Array, ok: jax.Array, failed: jax.Array, recency: jax.Array,

@@ -62,15 +62,10 @@ def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     its settings: a subclass may read private attributes that its settings
     (the public ones, what ``==`` compares) leave out, and two instances that
     compare equal must not share a program then (nor need it be hashable).
-    The cache keeps each such instance alive. A jaxhpo strategy that cannot
-    be hashed runs op by op.
+    The cache keeps each such instance alive.
     """
     if not type(strategy).__module__.startswith("jaxhpo."):
         strategy = _ByInstance(strategy)
-    try:
-        hash(strategy)
-    except TypeError:
-        return getattr(strategy, method)(*args)
     return _compiled(strategy, method, *args)
 
 

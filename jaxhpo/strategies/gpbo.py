@@ -27,7 +27,7 @@ from .. import pareto
 from ..space import Space
 from . import acquisition as acqf
 from . import gp
-from ._buffer import kept_rows
+from ._buffer import buffer_capacity, kept_rows
 from ._checks import check_bool, check_choice, check_int, check_real
 from ._mixed import MixedCoords
 from .base import Strategy, compiled, float32_values, initial_best
@@ -273,10 +273,7 @@ class GPBO(Strategy):
         super().__init__(space, popsize)
         # (private, so not a setting: GPBO(space) equals GPBO(space, capacity=256))
         self._default_capacity = capacity is None
-        self.capacity = (max(_DEFAULT_CAPACITY, self.popsize) if capacity is None
-                         else check_int("capacity", capacity, 1))
-        if self.capacity < self.popsize:
-            raise ValueError(f"capacity must be >= popsize ({self.popsize}), got {self.capacity}")
+        self.capacity = buffer_capacity(capacity, self.popsize, _DEFAULT_CAPACITY)
         self.acquisition = check_choice("acquisition", acquisition, ACQUISITIONS)
         self._m = check_int("num_objectives", num_objectives, 1)
         self._c = check_int("num_constraints", num_constraints, 0)

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from .. import pareto
 from ..space import Space
-from ._buffer import kept_rows
+from ._buffer import buffer_capacity, kept_rows
 from ._checks import check_choice, check_int, check_real
 from .base import Strategy, compiled, float32_values, initial_best
 from .tpe import TPE, Parzen, fit_parzen, num_good
@@ -201,7 +201,7 @@ class MOTPE(Strategy):
                              f"got num_objectives={self.num_objectives}")
         # The estimators, draws and scoring are TPE's; it also checks the
         # shared settings.
-        capacity = max(256, self.popsize) if capacity is None else check_int("capacity", capacity, 1)
+        capacity = buffer_capacity(capacity, self.popsize, 256)
         self._tpe = TPE(space, popsize, capacity, multivariate=multivariate, n_startup=n_startup,
                         n_ei_candidates=n_ei_candidates, gamma=gamma, max_good=capacity,
                         prior_weight=prior_weight, consider_endpoints=consider_endpoints,

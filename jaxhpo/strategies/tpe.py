@@ -89,7 +89,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
 from ..space import Int, Space, log_int_centre, log_int_offset
-from ._buffer import kept_rows
+from ._buffer import buffer_capacity, kept_rows
 from ._checks import check_bool, check_choice, check_int, check_real
 from .base import Strategy, check_cube_points, float32_values, initial_best
 
@@ -642,9 +642,7 @@ class TPE(Strategy):
                  consider_endpoints: bool = False, consider_magic_clip: bool = True,
                  bandwidth: str = "optuna", constant_liar: bool = True, startup: str = "sobol"):
         super().__init__(space, popsize)
-        self.capacity = max(1024, self.popsize) if capacity is None else check_int("capacity", capacity, 1)
-        if self.capacity < self.popsize:
-            raise ValueError(f"capacity must be >= popsize ({self.popsize}), got {self.capacity}")
+        self.capacity = buffer_capacity(capacity, self.popsize, 1024)
         self.multivariate = check_bool("multivariate", multivariate)
         self.n_startup = check_int("n_startup", n_startup, 0)
         self.n_ei_candidates = check_int("n_ei_candidates", n_ei_candidates, 1)
