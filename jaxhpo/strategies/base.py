@@ -55,8 +55,9 @@ def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     ``ask`` and ``tell`` called op by op (a Python loop over generations)
     would trace each ``lax.cond`` / ``while_loop`` of a strategy anew, and
     their branches, closures made in each call, would compile again every
-    generation (a GP-BO tell: seconds). Inside a jitted search this is one
-    more call in the traced program, inlined.
+    generation (a GP-BO tell: seconds); ``init`` op by op compiles a dozen
+    small programs. Inside a jitted search this is one more call in the
+    traced program, inlined.
 
     A strategy class defined outside jaxhpo is keyed by the instance, not by
     its settings: a subclass may read private attributes that its settings
@@ -296,8 +297,10 @@ class Strategy:
         self.check_params(params)
         defaults = self.default_params()
         params = defaults if params is None else {**defaults, **params}
-        params = {k: jnp.asarray(v, jnp.asarray(defaults[k]).dtype) for k, v in params.items()}
-        return self._init(key, params)
+        # Host values convert on the host: an eager conversion compiles a program.
+        params = {k: (jnp.asarray if isinstance(v, jax.Array) else np.asarray)(v, jnp.asarray(defaults[k]).dtype)
+                  for k, v in params.items()}
+        return compiled(self, "_init", key, params)
 
     def ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
         """Propose a population.
