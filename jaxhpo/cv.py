@@ -124,6 +124,9 @@ def masks_from_splits(splits: Sequence[tuple[Any, Any]], n: int) -> tuple[np.nda
     Returns:
       ``(train_masks, val_masks)``, each ``(k, n)`` bool (numpy), ready for
       ``cross_validate``.
+    Raises:
+      ValueError: an index outside ``[0, n)``, or a fold whose training and
+        validation indices share a sample (its score would be biased).
     """
     n = _check_int("n", n, 1)
     if not isinstance(splits, Iterable):
@@ -145,7 +148,20 @@ def masks_from_splits(splits: Sequence[tuple[Any, Any]], n: int) -> tuple[np.nda
             if not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n:
                 raise ValueError(f"splits[{f}] {name} indices must be integers in [0, {n})")
             out[f, idx] = True
+    _refuse_overlap(train, val, "splits")
     return train, val
+
+
+def _refuse_overlap(train: np.ndarray, val: np.ndarray, what: str) -> None:
+    """A fold that scores samples it was fitted on gives a biased score (leakage)."""
+    both = train & val
+    folds = np.flatnonzero(both.any(axis=1))
+    if folds.size:
+        f = int(folds[0])
+        shared = np.flatnonzero(both[f])
+        listed = ", ".join(map(str, shared[:5])) + (", ..." if shared.size > 5 else "")
+        raise ValueError(f"{what}: fold(s) {folds.tolist()} put samples in both the training and the validation "
+                         f"set (fold {f}: {listed}); a fold's training and validation samples must be disjoint")
 
 
 def _check_masks(masks: Any, n: int | None = None) -> tuple[jax.Array, jax.Array]:
@@ -190,6 +206,7 @@ def _check_masks(masks: Any, n: int | None = None) -> tuple[jax.Array, jax.Array
         empty = np.flatnonzero(~v.any(axis=1) | ~tr.any(axis=1)).tolist()
         if empty:
             raise ValueError(f"masks: fold(s) {empty} have no validation or no training sample")
+        _refuse_overlap(tr, v, "masks")
     return train, val
 
 
@@ -205,7 +222,8 @@ def fold_scores(fit_and_score: Callable[[Any, jax.Array, jax.Array], Any], hpara
       hparams: any pytree, passed unchanged to every fold (not vmapped).
       masks: ``(k, n)`` bool validation masks (training = the complement), as
         from ``kfold_masks``; or a pair ``(train_masks, val_masks)`` of
-        ``(k, n)`` bool arrays, as from ``masks_from_splits``.
+        ``(k, n)`` bool arrays, as from ``masks_from_splits``, disjoint in
+        every fold (concrete masks are checked).
     Returns:
       ``(k,)`` the fold scores.
     """

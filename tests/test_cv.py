@@ -112,6 +112,20 @@ def test_masks_from_splits_matches_sklearn_indices():
         masks_from_splits([], 30)
 
 
+def test_overlapping_train_and_validation_samples_are_refused():
+    # A fold scored on samples it was fitted on leaks: its score is biased.
+    splits = [(np.arange(0, 20), np.arange(20, 30)), (np.arange(5, 30), np.arange(0, 7))]
+    with pytest.raises(ValueError, match=r"splits: fold\(s\) \[1\] put samples in both.*fold 1: 5, 6\)"):
+        masks_from_splits(splits, 30)
+    val = np.zeros((2, 30), bool)
+    val[0, :10], val[1, 10:20] = True, True
+    train = ~val
+    train[1, 12] = True
+    with pytest.raises(ValueError, match=r"masks: fold\(s\) \[1\].*fold 1: 12\)"):
+        fold_scores(lambda hp, tr, va: jnp.sum(va), {}, (train, val))
+    assert fold_scores(lambda hp, tr, va: jnp.sum(va), {}, (~val, val)).tolist() == [10.0, 10.0]
+
+
 # --------------------------------------------------------------- cross_validate
 N, D = 60, 3
 RNG = np.random.default_rng(0)
