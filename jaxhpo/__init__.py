@@ -15,6 +15,7 @@ from .datasets_digits import load_digits
 from .evaluate import auto_chunk_size, evaluate, host_local
 from .loop import Result, Trace, minimize, run
 from .checkpoint import load_state, save_state
+from .compile_cache import use_compile_cache
 from .space import Categorical, Float, Int, Space
 from .pareto import hypervolume
 from .strategies import (
@@ -30,6 +31,7 @@ __all__ = [
     "Categorical", "Float", "Int", "Space",
     "Strategy", "GridSearch", "QuasiRandom", "RandomSearch", "TPE",
     "CMAES", "SepCMAES", "DifferentialEvolution", "GeneticAlgorithm", "LocalSearch", "NSGA2", "MOTPE", "GPBO", "hypervolume",
+    "use_compile_cache",
     "evaluate", "run", "minimize", "Result", "Trace", "auto_chunk_size", "host_local", "save_state", "load_state",
     "hypergrad", "training", "Trainer", "hyperband", "hyperband_schedule", "successive_halving", "pbt",
     "load_digits",

@@ -18,7 +18,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from .compile_cache import compile_cache_dir, use_compile_cache
 
 __all__ = ["main", "build_parser", "compile_cache_dir"]
 
@@ -152,35 +153,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# Programs that compile faster than this are not worth a file in the cache.
-_CACHE_MIN_COMPILE_SECONDS = 0.2
-
-
-def compile_cache_dir() -> Path:
-    """Where the command line keeps compiled programs between runs:
-    ``$JAXHPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxhpo/xla``, else
-    ``~/.cache/jaxhpo/xla``."""
-    if os.environ.get("JAXHPO_CACHE_DIR"):
-        return Path(os.environ["JAXHPO_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jaxhpo" / "xla"
-
-
-def _use_compile_cache() -> None:
-    """Turn on JAX's persistent compilation cache, unless the user chose one.
-
-    A second ``jaxhpo demo --task mlp`` then loads its programs instead of
-    compiling them (see the README for the figures). Respects
-    ``JAX_COMPILATION_CACHE_DIR`` when set.
-    """
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    jax.config.update("jax_compilation_cache_dir", str(compile_cache_dir()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", _CACHE_MIN_COMPILE_SECONDS)
-
-
 def main(argv: Sequence[str] | None = None, *, compile_cache: bool | None = None) -> int:
     """Run the command line; returns the exit status (argparse exits on bad usage).
 
@@ -195,7 +167,7 @@ def main(argv: Sequence[str] | None = None, *, compile_cache: bool | None = None
     if compile_cache is None:
         compile_cache = argv is None and not args.no_compile_cache
     if compile_cache:
-        _use_compile_cache()
+        use_compile_cache()
     try:
         status = int(args.func(args))
         if status == 130 and argv is None:

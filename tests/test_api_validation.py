@@ -665,9 +665,10 @@ def test_host_integers_beyond_int32_are_numbers_not_wrapped():
     assert parents.tolist() == [1, 1, 2, 3]
 
 
-def test_a_strategy_that_cannot_be_hashed_still_asks_and_tells():
-    # ask / tell run one compiled program per equal strategy; a subclass with an
-    # array among its settings has no hash: its programs are the instance's.
+def test_a_user_strategy_with_an_unhashable_setting_runs_everywhere():
+    # A class outside jaxhpo compares and hashes by identity: an array among
+    # its settings is fine for ask / tell, run and Study alike (run's static
+    # argument and Study's program cache refused it before).
     class Shifted(RandomSearch):
         def __init__(self, space, popsize, shift):
             super().__init__(space, popsize)
@@ -678,16 +679,22 @@ def test_a_strategy_that_cannot_be_hashed_still_asks_and_tells():
             return x * 0.5 + self.shift, state
 
     s = Shifted(SPACE, 3, [0.5])
-    with pytest.raises(TypeError):
-        hash(s)
+    assert s == s and s != Shifted(SPACE, 3, [0.5]) and hash(s) == hash(s)
     x, state = s.ask(1, s.init(0))
     assert bool(jnp.all(x >= 0.5))
     assert int(s.tell(state, x, jnp.arange(3.0)).generation) == 1
+    _, trace = jaxhpo.run(s, square, 0, 2, history="all")
+    assert bool(jnp.all(trace.x >= 0.5))
+    study = jaxhpo.Study(SPACE, s)
+    study.optimize(lambda p: float(p["x"]) ** 2, num_trials=3, progress=False)
+    assert all(SPACE.encode(t.params)[0] >= 0.5 - 1e-6 for t in study.trials)
 
 
-def test_a_user_subclass_is_compiled_per_instance_not_per_equal_settings():
-    # Two instances equal by their (public) settings but not in a private
-    # attribute their _ask reads: each asks its own points op by op.
+def test_user_strategies_differing_in_a_private_attribute_never_share_a_program():
+    # Two instances equal in their public settings, not in a private attribute
+    # their _ask reads: each proposes its own points, op by op and through run,
+    # minimize, Study and successive halving (these keyed the strategy by its
+    # settings and ran the first instance's program for the second).
     class Scaled(RandomSearch):
         def __init__(self, space, popsize, scale):
             super().__init__(space, popsize)
@@ -697,11 +704,85 @@ def test_a_user_subclass_is_compiled_per_instance_not_per_equal_settings():
             x, state = super()._ask(key, state)
             return x * self._scale, state
 
-    a, b = Scaled(SPACE, 4, 1.0), Scaled(SPACE, 4, 0.1)
-    assert a == b
+    a, b = Scaled(SPACE, 4, 1.0), Scaled(SPACE, 4, 0.0)
+    assert a != b
     xa, _ = a.ask(1, a.init(0))
     xb, _ = b.ask(1, b.init(0))
-    np.testing.assert_allclose(np.asarray(xb), 0.1 * np.asarray(xa), rtol=1e-6)
+    assert float(jnp.max(xa)) > 0 and float(jnp.max(xb)) == 0
+    for s, zero in ((a, False), (b, True)):
+        _, trace = jaxhpo.run(s, square, 0, 2, history="all")
+        assert bool(jnp.all(trace.x == 0)) == zero
+        result = jaxhpo.minimize(square, SPACE, s, num_generations=2, history="all")
+        assert bool(jnp.all(result.history.x == 0)) == zero
+        study = jaxhpo.Study(SPACE, s)
+        study.optimize(lambda p: float(p["x"]) ** 2, num_trials=4, progress=False)
+        assert all(SPACE.encode(t.params)[0] == 0 for t in study.trials) == zero
+
+
+def test_a_user_strategy_that_returns_a_wrong_state_or_x_is_named():
+    class BadTell(RandomSearch):
+        def _tell(self, state, x, values):
+            return (state,)
+
+    class ReshapedTell(RandomSearch):
+        def _tell(self, state, x, values):
+            return state._replace(best_x=x)
+
+    class TallAsk(RandomSearch):
+        def _ask(self, key, state):
+            x, state = super()._ask(key, state)
+            return jnp.concatenate([x, x[:1]]), state
+
+    for cls, call, match in (
+            (BadTell, "tell", r"BadTell._tell must return a state of the type it was given \(RandomState"),
+            (ReshapedTell, "tell", r"ReshapedTell._tell must return a state like.*best_x went from shape \(1,\)"),
+            (TallAsk, "ask", r"TallAsk._ask must return x of shape \(popsize, dim\) = \(4, 1\).*\(5, 1\)")):
+        s = cls(SPACE, 4)
+        state = s.init(0)
+        with pytest.raises(TypeError, match=match):
+            x, state = s.ask(1, state)
+            s.tell(state, x, jnp.arange(4.0))
+        with pytest.raises(TypeError, match=match):
+            jaxhpo.run(s, square, 0, 2)
+
+
+def test_weakly_typed_state_leaves_compile_once():
+    # A user _init with jnp.full(n, 0.5) (weakly typed) made the state that
+    # tell returns a different type: every program compiled twice.
+    from helpers import compiles_during
+
+    class Drifting(RandomSearch):
+        def _init(self, key, params):
+            return super()._init(key, params)._replace(best_x=jnp.full((self.dim,), 0.5))
+
+    s = Drifting(SPACE, 4)
+    state = s.init(0)
+    counts = []
+    for g in range(3):
+        with compiles_during() as compiles:
+            x, state = s.ask(g, state)
+            state = s.tell(state, x, jnp.arange(4.0))
+        counts.append(len(compiles))
+    assert counts[1:] == [0, 0], counts
+
+
+def test_params_without_a_rule_are_checked_against_their_default():
+    class Loose(RandomSearch):
+        def default_params(self):
+            return {"sigma": jnp.float32(1.0), "m": jnp.int32(2), "flag": jnp.bool_(False)}
+
+    s = Loose(SPACE, 4)
+    for params, error, match in (({"sigma": None}, TypeError, r"params\['sigma'\] must be a real number"),
+                                 ({"sigma": "a"}, TypeError, r"params\['sigma'\] must be a real number"),
+                                 ({"sigma": True}, TypeError, r"params\['sigma'\] must be a real number"),
+                                 ({"m": 2.7}, ValueError, r"params\['m'\] must be an integer"),
+                                 ({"flag": 1}, TypeError, r"params\['flag'\] must be a bool")):
+        with pytest.raises(error, match=match):
+            s.init(0, params)
+        with pytest.raises(error, match=match):
+            jaxhpo.run(s, square, 0, 1, params=params)
+    state = s.init(0, {"sigma": 2, "m": 3.0, "flag": np.bool_(True)})
+    assert state.params["m"].dtype == jnp.int32 and int(state.params["m"]) == 3
 
 
 def test_default_buffers_hold_a_large_population_and_popsize_minimums_are_named():

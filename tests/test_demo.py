@@ -275,6 +275,29 @@ def test_cli_keeps_compiled_programs_between_runs(tmp_path):
     assert not (tmp_path / "unused").exists()
 
 
+def test_use_compile_cache_sets_jax_and_keeps_a_chosen_folder(tmp_path):
+    # In a fresh process: the call changes JAX's settings for the whole process.
+    script = f"""
+import jax, jaxhpo
+from pathlib import Path
+assert jaxhpo.use_compile_cache() == Path({str(tmp_path / "env")!r})
+assert jax.config.jax_compilation_cache_dir == {str(tmp_path / "env")!r}
+assert jax.config.jax_persistent_cache_min_compile_time_secs == jaxhpo.compile_cache.MIN_COMPILE_SECONDS
+assert jaxhpo.use_compile_cache() == Path({str(tmp_path / "env")!r})  # a folder already chosen is kept
+assert jaxhpo.use_compile_cache({str(tmp_path / "b")!r}) == Path({str(tmp_path / "b")!r})
+try:
+    jaxhpo.use_compile_cache({str(tmp_path / "file")!r})
+except ValueError as e:
+    assert "directory must be a folder" in str(e)
+else:
+    raise AssertionError("a file was taken as the cache folder")
+"""
+    (tmp_path / "file").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    subprocess.run([sys.executable, "-c", script], env=dict(env, JAXHPO_CACHE_DIR=str(tmp_path / "env")),
+                   check=True, capture_output=True)
+
+
 def test_cli_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXHPO_CACHE_DIR", str(tmp_path / "a"))
     assert cli.compile_cache_dir() == tmp_path / "a"

@@ -63,7 +63,7 @@ def test_reopen_resumes_and_load_rebuilds(tmp_path):
     assert [(t.number, t.params, t.value, t.state) for t in s2.trials] == before
     s2.optimize(f, num_trials=6, progress=False)
     loaded = Study.load(url)
-    assert loaded.strategy == Center(SPACE, 4) and loaded.space == SPACE and loaded.seed == 7
+    assert type(loaded.strategy) is Center and repr(loaded.strategy) == repr(Center(SPACE, 4)) and loaded.space == SPACE and loaded.seed == 7
     ref = make_study(None)
     ref.optimize(f, num_trials=12, progress=False)
     assert [t.params for t in loaded.trials] == [t.params for t in ref.trials]

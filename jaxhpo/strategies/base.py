@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import pareto
 from .._keys import check_key
+from .._traced import check_returned_like
 from ..space import Space
 from ._checks import check_concrete_params
 
@@ -59,33 +60,10 @@ def compiled(strategy: "Strategy", method: str, *args: Any) -> Any:
     small programs. Inside a jitted search this is one more call in the
     traced program, inlined.
 
-    A strategy class defined outside jaxhpo is keyed by the instance, not by
-    its settings: a subclass may read private attributes that its settings
-    (the public ones, what ``==`` compares) leave out, and two instances that
-    compare equal must not share a program then (nor need it be hashable).
-    The cache keeps each such instance alive.
+    Strategies are static arguments, keyed by ``==`` and ``hash``: by their
+    settings for jaxhpo's classes, by identity for others (see ``Strategy``).
     """
-    if not type(strategy).__module__.startswith("jaxhpo."):
-        strategy = _ByInstance(strategy)
     return _compiled(strategy, method, *args)
-
-
-class _ByInstance:
-    """A strategy hashed and compared by identity (a static argument of ``_compiled``)."""
-
-    __slots__ = ("strategy",)
-
-    def __init__(self, strategy: "Strategy") -> None:
-        self.strategy = strategy
-
-    def __hash__(self) -> int:
-        return id(self.strategy)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ByInstance) and other.strategy is self.strategy
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.strategy, name)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -188,6 +166,43 @@ def first_argmin(values: jax.Array) -> jax.Array:
     return index.astype(jnp.int32)
 
 
+def _check_param_kind(what: str, value: Any, default: Any) -> None:
+    """Refuse a concrete value that its default's dtype would silently cast:
+    None or text (NaN or an error naming nothing), a bool for a number, a
+    fraction for an integer."""
+    def kind_of(dtype: Any) -> str | None:
+        for kind, family in (("a bool", jnp.bool_), ("an integer", jnp.integer), ("a real number", jnp.floating)):
+            if jnp.issubdtype(dtype, family):
+                return kind
+        return None
+
+    want = jnp.asarray(default).dtype
+    kind = kind_of(want)
+    if kind is None:
+        return  # a key or another array setting: its own rules
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError):
+        a = np.asarray(None)
+    given = kind_of(a.dtype)
+    if given is None or (given == "a bool") != (kind == "a bool"):
+        raise TypeError(f"{what} must be {kind} (its default is {want}), got {value!r}")
+    if kind == "an integer" and given == "a real number" and not np.all(a == np.round(a)):
+        raise ValueError(f"{what} must be {kind} (its default is {want}), got {value!r}")
+
+
+def strongly_typed(tree: Any) -> Any:
+    """``tree`` with weakly typed leaves (and Python numbers) made strongly typed,
+    of the same dtype: a state's leaves keep one type from call to call."""
+    def strong(a: Any) -> Any:
+        if isinstance(a, (bool, int, float, complex)):
+            a = jnp.asarray(a)
+        aval = getattr(a, "aval", None)
+        return jnp.asarray(a, a.dtype) if getattr(aval, "weak_type", False) else a
+
+    return jax.tree_util.tree_map(strong, tree)
+
+
 def _freeze(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
@@ -199,11 +214,14 @@ def _freeze(value: Any) -> Any:
 class Strategy:
     """Base class. Subclasses implement ``default_params``, ``_init``, ``_ask``, ``_tell``.
 
-    Strategies compare and hash by their public attributes (their settings),
-    and ``run``, ``minimize`` and ``Study`` share compiled programs between
-    equal strategies: whatever a subclass's ``_ask`` / ``_tell`` read that can
-    differ between instances must be a public attribute (a private one
-    derived from the public ones is fine).
+    ``run``, ``minimize``, ``Study`` and the op-by-op ``init`` / ``ask`` /
+    ``tell`` share compiled programs between equal strategies. jaxhpo's own
+    classes compare and hash by their public attributes (their settings). A
+    class defined elsewhere (a user's strategy, or a subclass of a built-in
+    one) compares by identity, since its ``_ask`` / ``_tell`` may read
+    private attributes or settings that cannot be hashed: each instance
+    compiles its own programs. Such a class may define ``__eq__`` and
+    ``__hash__`` over everything its methods read to share them.
 
     Attributes:
       space: the ``Space`` searched.
@@ -235,10 +253,17 @@ class Strategy:
     def _settings(self) -> tuple:
         return tuple(sorted((k, _freeze(v)) for k, v in vars(self).items() if not k.startswith("_")))
 
+    def _by_settings(self) -> bool:
+        return type(self).__module__.startswith("jaxhpo.")
+
     def __eq__(self, other: object) -> bool:
+        if not self._by_settings():
+            return self is other
         return type(self) is type(other) and self._settings() == other._settings()  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
+        if not self._by_settings():
+            return object.__hash__(self)
         return hash((type(self).__name__, self._settings()))
 
     def __repr__(self) -> str:
@@ -282,12 +307,13 @@ class Strategy:
             )
         defaults = self.default_params()
         for name, value in params.items():
-            if isinstance(value, jax.core.Tracer):
+            if any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(value)):
                 continue  # vmapped over: its batch axis is vmap's
             shape = np.shape(value)
             if jnp.shape(defaults[name]) == () and shape != ():  # array settings check their own shapes
                 raise ValueError(f"{type(self).__name__} params[{name!r}] must be a scalar (to search over "
                                  f"several values, vmap over params), got shape {shape}")
+            _check_param_kind(f"{type(self).__name__} params[{name!r}]", value, defaults[name])
         check_concrete_params(params, self.param_checks())
 
     def init(self, key: jax.Array, params: dict[str, Any] | None = None) -> NamedTuple:
@@ -300,7 +326,12 @@ class Strategy:
         # Host values convert on the host: an eager conversion compiles a program.
         params = {k: (jnp.asarray if isinstance(v, jax.Array) else np.asarray)(v, jnp.asarray(defaults[k]).dtype)
                   for k, v in params.items()}
-        return compiled(self, "_init", key, params)
+        return compiled(self, "_strong_init", key, params)
+
+    def _strong_init(self, key: jax.Array, params: dict[str, jax.Array]) -> NamedTuple:
+        # A weakly typed leaf (jnp.full(n, 0.5)) would come back strongly typed
+        # from the first tell, and every program would compile twice.
+        return strongly_typed(self._init(key, params))
 
     def ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
         """Propose a population.
@@ -313,8 +344,22 @@ class Strategy:
         return compiled(self, "_clipped_ask", check_key(key, allow_seed=True), state)
 
     def _clipped_ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
-        x, state = self._ask(key, state)
-        return jnp.clip(x, 0.0, 1.0).astype(jnp.float32), state
+        x, new = self._ask(key, state)
+        name = type(self).__name__
+        if jnp.shape(x) != (self.popsize, self.dim) or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise TypeError(f"{name}._ask must return x of shape (popsize, dim) = {(self.popsize, self.dim)} "
+                            f"(floats in the cube), got {jnp.shape(x)} {jnp.result_type(x)}")
+        return jnp.clip(x, 0.0, 1.0).astype(jnp.float32), self._returned_state(f"{name}._ask", state, new)
+
+    @staticmethod
+    def _returned_state(what: str, old: NamedTuple, new: Any) -> NamedTuple:
+        """``new``, a state ``what`` returned for ``old``, checked to be of
+        ``old``'s type, structure, shapes and dtypes, strongly typed."""
+        if type(new) is not type(old):
+            raise TypeError(f"{what} must return a state of the type it was given ({type(old).__name__}), "
+                            f"got {type(new).__name__}")
+        check_returned_like(what, "a state like the one it was given", "state", old, new)
+        return strongly_typed(new)
 
     def valid(self, state: NamedTuple) -> jax.Array:
         """Which rows of the latest ``ask`` are real proposals, shape ``(popsize,)``.
@@ -385,7 +430,7 @@ class Strategy:
         float32 in the strategy's shape), the part that ``compiled`` runs."""
         ok = jnp.isfinite(values) & self.valid(state)
         values = jnp.where(ok, values, jnp.inf)
-        new = self._tell(state, x, values)
+        new = self._returned_state(f"{type(self).__name__}._tell", state, self._tell(state, x, values))
         i = first_argmin(values)
         better = values[i] < state.best_value
         return new._replace(

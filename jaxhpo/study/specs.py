@@ -210,7 +210,10 @@ def strategy_from_spec(spec: Mapping[str, Any], space: Space) -> Strategy:
             f"the stored strategy {spec.get('repr')} cannot be rebuilt from its settings; "
             "pass strategy= explicitly"
         )
-    strategy = build_strategy(spec["class"], space, spec["settings"], where="stored strategy")
+    try:
+        strategy = build_strategy(spec["class"], space, spec["settings"], where="stored strategy")
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{e}; pass strategy= explicitly") from None
     if repr(strategy) != spec.get("repr", repr(strategy)):
         raise ValueError(
             f"rebuilding the stored strategy gave {strategy!r}, not {spec['repr']}; pass strategy= explicitly"

@@ -501,7 +501,9 @@ class Study:
           storage: as for ``Study``; must hold the study.
           name: the study; may be left out when the storage holds exactly one.
           space, strategy: give them only if they cannot be rebuilt (labels or
-            settings that are not JSON-representable); they must match.
+            settings that are not JSON-representable); they must match. A
+            strategy is rebuilt from its class and public settings alone:
+            give a user's strategy whose methods read anything else.
           stale_after, pruner: as for ``Study`` (neither is stored).
 
         Raises:

@@ -1,0 +1,53 @@
+"""Keep compiled programs on disk between processes (JAX's persistent cache).
+
+A search compiles once per process: TPE's or GP-BO's ``minimize`` spends a
+few seconds compiling on a CPU before its first evaluation, and Optuna,
+which compiles nothing, starts at once. With the cache on, a second process
+loads the programs instead. ``use_compile_cache()`` is what the ``jaxhpo``
+program does at start; a script calls it before its first search.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["compile_cache_dir", "use_compile_cache", "MIN_COMPILE_SECONDS"]
+
+# Programs that compile faster than this are not worth a file in the cache.
+MIN_COMPILE_SECONDS = 0.2
+
+
+def compile_cache_dir() -> Path:
+    """The default cache folder: ``$JAXHPO_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/jaxhpo/xla``, else ``~/.cache/jaxhpo/xla``."""
+    if os.environ.get("JAXHPO_CACHE_DIR"):
+        return Path(os.environ["JAXHPO_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxhpo" / "xla"
+
+
+def use_compile_cache(directory: str | os.PathLike | None = None) -> Path:
+    """Turn on JAX's persistent compilation cache for this process.
+
+    Programs that take longer than ``MIN_COMPILE_SECONDS`` to compile are
+    written to ``directory`` (default ``compile_cache_dir()``) and loaded by
+    later processes that compile the same program (same code, shapes, JAX
+    version and device). A cache folder already chosen
+    (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept when
+    ``directory`` is not given.
+
+    Returns:
+      The folder in use.
+    """
+    import jax
+
+    chosen = jax.config.jax_compilation_cache_dir
+    if directory is None and chosen:
+        return Path(chosen)
+    folder = compile_cache_dir() if directory is None else Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"directory must be a folder for the compilation cache, got the file {str(folder)!r}")
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    return folder
