@@ -213,6 +213,32 @@ def test_hypervolume_weights_follow_contributions():
     assert np.all(w[~g] == 0)
 
 
+def test_subset_choices_and_weights_do_not_depend_on_the_objectives_scale():
+    # Greedy subset selection and hypervolume weights are unchanged when every
+    # objective is multiplied by one positive factor. In raw float32 the
+    # hypervolumes overflowed (1e20: all inf, the lowest row chosen; the
+    # weights inf - inf = nan) or flushed to 0 (1e-20).
+    rng = np.random.default_rng(3)
+    for m in (2, 3):
+        u = rng.dirichlet(np.ones(m), size=12)
+        obj = (np.sqrt(u) + 0.05 * rng.uniform(size=(12, m))).astype(np.float32)  # near one front
+        cand = np.asarray(pareto.nondominated_rank(jnp.asarray(obj))) == 0
+        need = jnp.int32(max(1, cand.sum() // 2))
+        want = np.asarray(hssp_greedy(jnp.asarray(obj), jnp.asarray(cand), need))
+        for scale in (1e-20, 1e-12, 1e12, 1e20):
+            got = np.asarray(hssp_greedy(jnp.asarray(obj * np.float32(scale)), jnp.asarray(cand), need))
+            np.testing.assert_array_equal(got, want, err_msg=f"m={m} scale={scale}")
+    s = MOTPE(ZDT_SPACE, 1, capacity=32, below_weights="hypervolume")
+    state, _ = _runs(zdt1)(_keys())
+    one = jax.tree_util.tree_map(lambda a: a[2], state)
+    good, _ = s.split(one)
+    w = np.asarray(s.below_weight_values(one, good))
+    for scale in (1e-20, 1e20):
+        scaled = one._replace(obj=one.obj * scale)
+        np.testing.assert_array_equal(np.asarray(s.split(scaled)[0]), np.asarray(good))
+        np.testing.assert_allclose(np.asarray(s.below_weight_values(scaled, good)), w, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, word", [
     (dict(num_objectives=0), "num_objectives"),
     (dict(num_constraints=-1), "num_constraints"),
