@@ -27,6 +27,13 @@ def test_tour_finds_the_documented_best_configuration():
     assert abs(ns["result"].best_value - 0.1) < 0.01
 
 
+def test_own_strategy_example_finds_the_optimum():
+    ns = {}
+    exec(compile(_block("class AroundBest(jaxhpo.Strategy)"), "README own strategy", "exec"), ns)
+    best = ns["result"].best_params
+    assert abs(best["x"] - 1) < 0.1 and abs(best["y"] + 2) < 0.1
+
+
 def test_hypergradient_example_agrees_with_the_implicit_one():
     ns = {}
     exec(compile(_block("hypergrad.unrolled("), "README hypergradients", "exec"), ns)
