@@ -411,3 +411,15 @@ def test_a_damaged_stored_state_is_rebuilt_from_the_told_generations(tmp_path):
         with pytest.raises(StateFormatError, match=r"study 's': its stored CMAES state does not fit .*older "
                                                    r"jaxhpo.*add_trial"):
             s.optimize(f, num_trials=1, progress=False)
+
+
+def test_a_study_and_its_storage_refuse_pickling_and_copying_by_name(tmp_path):
+    import copy
+    import pickle
+
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), storage=str(tmp_path / "p.db"))
+    for obj, word in ((study, "a Study cannot be pickled"), (study.storage, "an SQLiteStorage cannot be pickled")):
+        for copier in (pickle.dumps, copy.deepcopy, copy.copy):
+            with pytest.raises(TypeError, match=word):
+                copier(obj)
+    study.close()

@@ -349,6 +349,10 @@ class SQLiteStorage:
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r})"
 
+    def __reduce__(self) -> Any:
+        raise TypeError("an SQLiteStorage cannot be pickled or copied: it holds an open connection and locks. "
+                        f"In another process, open the file again: SQLiteStorage({self.path!r})")
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -572,6 +572,11 @@ class Study:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def __reduce__(self) -> Any:
+        raise TypeError("a Study cannot be pickled or copied: it holds an open storage connection and locks. "
+                        "In another process, open the same storage: Study.load(storage, name) (or Study(...) "
+                        "with the same arguments)")
+
     def __repr__(self) -> str:
         return (f"Study(name={self.name!r}, strategy={self.strategy!r}, seed={self.seed}, "
                 f"maximize={self.maximize}, storage={self._storage.url!r})")
