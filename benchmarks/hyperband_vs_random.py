@@ -42,7 +42,7 @@ for the other's warm-up of JAX.
 
 Run: ``python -m benchmarks.hyperband_vs_random [--seeds 5] [--max-budget 27]
 [--eta 3] [--steps-per-unit 8] [--chunk-size 0] [--block-size auto|none|N]
-[--sequential] [--cold-runs 2] [--quick]``.
+[--sequential] [--cold-runs 2] [--compile-cache DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks._common import parse_args, print_table, write_results
+from jaxhpo import use_compile_cache
 from jaxhpo.datasets_digits import digits_split
 from jaxhpo.demo_mlp import MLP_SPACE, make_digits_trainer
 from jaxhpo.space import Int, Space
@@ -108,9 +109,14 @@ def main(argv=None):
                     help="run Hyperband's brackets one after another (concurrent_brackets=False)")
     ap.add_argument("--cold-runs", type=int, default=2,
                     help="fresh processes per method timing a first search, compile included (0: skip)")
+    ap.add_argument("--compile-cache", metavar="DIR", default=None,
+                    help="the fresh processes keep compiled programs in DIR (jaxhpo.use_compile_cache); each "
+                         "method's first fresh process, which fills it, is not counted")
     ap.add_argument("--cold-one", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
     args = parse_args(ap, argv)
+    if args.cold_one and args.compile_cache:
+        use_compile_cache(args.compile_cache)
     choice = args.block_size.lower()
     block_size = "auto" if choice == "auto" else None if choice == "none" else int(choice)
     if args.quick:
@@ -225,12 +231,21 @@ def main(argv=None):
                  "--max-width", str(args.max_width), "--max-depth", str(args.max_depth),
                  "--chunk-size", str(args.chunk_size), "--block-size", args.block_size]
     forwarded += ["--sequential"] if args.sequential else []
+    forwarded += ["--compile-cache", args.compile_cache] if args.compile_cache else []
+
+    def fresh_process(method):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.hyperband_vs_random", *forwarded,
+                              "--cold-runs", "0", "--cold-one", method],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(next(l for l in out.splitlines() if l.startswith("COLD "))[5:])
+
+    if args.compile_cache and args.cold_runs:
+        for method in methods:  # fills the cache; not counted
+            print(f"  fresh process filling the compile cache: {method:<14} "
+                  f"{fresh_process(method)['seconds']:.2f} s", flush=True)
     for rep in range(args.cold_runs):
         for method in (methods[(rep + i) % len(methods)] for i in range(len(methods))):
-            out = subprocess.run([sys.executable, "-m", "benchmarks.hyperband_vs_random", *forwarded,
-                                  "--cold-runs", "0", "--cold-one", method],
-                                 capture_output=True, text=True, check=True).stdout
-            cold.append(json.loads(next(l for l in out.splitlines() if l.startswith("COLD "))[5:]))
+            cold.append(fresh_process(method))
             print(f"  fresh process: {method:<14} first search {cold[-1]['seconds']:.2f} s", flush=True)
     for entry in summary:
         times = [c["seconds"] for c in cold if c["method"] == entry["method"]]
@@ -255,7 +270,8 @@ def main(argv=None):
         max_width=args.max_width, max_depth=args.max_depth, seeds=args.seeds, hyperband_budget=budget,
         random_configs=n_random, nominal_budget=nominal, random_nominal_configs=n_nominal,
         chunk_size=chunk_size, block_size=args.block_size,
-        concurrent_brackets=not args.sequential, fresh_process=cold))
+        concurrent_brackets=not args.sequential, fresh_process=cold,
+        fresh_process_compile_cache=bool(args.compile_cache)))
 
 
 if __name__ == "__main__":
