@@ -29,7 +29,8 @@ class Trace(NamedTuple):
     """What a search records per generation (leading axis ``G`` = generations).
 
     Attributes:
-      best_value: ``(G,)`` best value so far after each generation.
+      best_value: ``(G,)`` best value so far after each generation (user's sign;
+        ``inf``, or ``-inf`` with ``maximize``, until an evaluation succeeds).
       num_valid: ``(G,)`` int32, proposals evaluated (grid padding excluded).
       num_failed: ``(G,)`` int32, of those, how many returned a non-finite value.
       values: ``(G, popsize)`` every value, or ``None`` (history ``"best"``);

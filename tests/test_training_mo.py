@@ -190,3 +190,12 @@ def test_a_configuration_failing_where_it_stopped_is_told_as_failed(monkeypatch)
     failed = ~np.isfinite(res.loss).all(axis=1)
     assert failed.sum() == 3 and np.all(res.budget[failed] >= 3)
     assert np.all(told[0][:9][failed] == np.inf) and np.all(np.isfinite(told[0][:9][~failed]))
+
+
+def test_a_search_whose_every_configuration_fails_has_no_front():
+    # pareto_aux was a dict of empty arrays where the other front fields are None.
+    failing = Trainer(_init, _step, lambda s, hp: (jnp.stack([_error(s), hp["lr"]]) * jnp.nan, {"e": _error(s)}),
+                      has_aux=True)
+    res = successive_halving(failing, SPACE, jax.random.key(2), num_configs=9, min_budget=1, max_budget=9)
+    assert res.best_index == -1 and res.best_params is None and res.best_aux is None
+    assert res.pareto_state is None and res.pareto_aux is None and len(res.pareto_loss) == 0

@@ -777,7 +777,7 @@ class _Search:
             pareto_index=front_index.astype(np.int64), pareto_params=front_params,
             pareto_loss=loss[on_front], pareto_state=front_state,
             aux=self._all_aux(), best_aux=_rows_of(aux, on_front[0]) if found else None,
-            pareto_aux=_rows_of(aux, on_front),
+            pareto_aux=_rows_of(aux, on_front) if found else None,
             **self._continuation(),
         )
 
