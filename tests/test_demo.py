@@ -246,7 +246,7 @@ def test_cli_keeps_compiled_programs_between_runs(tmp_path):
     # again under another key) and prints the same search; --no-compile-cache
     # writes nothing.
     # Without the suite's XLA_FLAGS (as a user runs it): at their lower optimisation
-    # level the quick search compiles under the cache's 0.2 s threshold on a quiet
+    # level the quick search may compile under the cache's threshold on a quiet
     # machine, and nothing is written.
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS")}
     cache = tmp_path / "cache"
