@@ -16,7 +16,9 @@
 #   bash benchmarks/device_check.sh            # the whole check
 #   QUICK=1 bash benchmarks/device_check.sh    # tiny sizes: does every step run?
 #
-# Each step has its own time limit, so one that overruns costs only itself.
+# Each step has its own time limit, so one that overruns costs only itself;
+# the full run's limits sum to 535 s, under one device call's 600 s with the
+# install and start-up.
 set -u
 OUT=${OUT:-benchmarks/results/device${QUICK:+_quick}}
 mkdir -p "$OUT"
@@ -52,10 +54,10 @@ if [ -n "${QUICK:-}" ]; then
     step 240 hyperband_vs_random --quick --cold-runs 0
     step 120 hypergrad_cost --quick
 else
-    step 100 random_search_throughput --problems branin,hartmann6 --batches 1000000 --repeats 5 --optuna-trials 500
-    step 200 training_throughput --sizes 64 1024 --optuna-trials 16 --chunk 256 --chunk-size 0 \
+    step 95 random_search_throughput --problems branin,hartmann6 --batches 1000000 --repeats 5 --optuna-trials 500
+    step 190 training_throughput --sizes 64 1024 --optuna-trials 16 --chunk 256 --chunk-size 0 \
         --baseline-max 128 --repeats 3
-    step 60 scaling --repeats 3
-    step 120 hyperband_vs_random --seeds 5 --cold-runs 1
-    step 90 hypergrad_cost --steps 100 400 --repeats 3
+    step 55 scaling --repeats 3
+    step 115 hyperband_vs_random --seeds 5 --cold-runs 1
+    step 80 hypergrad_cost --steps 100 400 --repeats 3
 fi

@@ -124,7 +124,9 @@ def free_memory_bytes(devices: Sequence[Any] | None = None) -> int:
     ``device.memory_stats()``. Host devices (the CPU backend) report nothing;
     there the figure is the operating system's available physical memory
     (``os.sysconf("SC_AVPHYS_PAGES") * page size``), divided among the host
-    devices sharing it, or ``HOST_FALLBACK_BYTES`` where that is unknown.
+    devices sharing it, or ``HOST_FALLBACK_BYTES`` where that is unknown. An
+    accelerator that reports nothing (some allocators do not) counts
+    ``HOST_FALLBACK_BYTES``: the host's memory says nothing of its own.
     Only this process's devices are measured (under ``jax.distributed`` the
     others belong to other hosts).
     """
@@ -139,8 +141,10 @@ def free_memory_bytes(devices: Sequence[Any] | None = None) -> int:
         stats = d.memory_stats() if hasattr(d, "memory_stats") else None
         if stats and "bytes_limit" in stats:
             free.append(int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
-        else:
+        elif getattr(d, "platform", "cpu") == "cpu":
             host_devices += 1
+        else:
+            free.append(HOST_FALLBACK_BYTES)
     if host_devices:
         try:
             host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -511,6 +511,9 @@ def search_memory(strategy: Strategy, objective: Callable, num_generations: int,
                              _check_generations(num_generations),
                              chunk, _check_history(history), False, mesh, None, has_aux=has_aux).compile()
     stats = compiled.memory_analysis()
+    if stats is None:
+        raise RuntimeError(f"search_memory: the {jax.default_backend()!r} backend reports no memory analysis "
+                           "for compiled programs")
     out = dict(argument_bytes=int(stats.argument_size_in_bytes), output_bytes=int(stats.output_size_in_bytes),
                temp_bytes=int(stats.temp_size_in_bytes), alias_bytes=int(stats.alias_size_in_bytes))
     out["peak_bytes"] = out["output_bytes"] + out["temp_bytes"]

@@ -1050,7 +1050,9 @@ class Space:
         Returns:
           float32 ``(dim,)`` or ``(n, dim)``: each given parameter's cube
           coordinate (``encode`` of its value), ``nan`` for the parameters
-          not given.
+          not given and for those the given ones make inactive (their values
+          are checked, then left to the strategy, as ``canonical_python``
+          leaves them out).
         """
         single, rows = _config_rows(config)
         dims = self.dims
@@ -1062,13 +1064,25 @@ class Space:
             if unknown:
                 raise ValueError(f"configuration names unknown parameter(s) {unknown}; "
                                  f"known: {list(self.names)}")
+            off = self._made_inactive(row)
             for j, n in enumerate(self.names):
                 if n in row:
                     d = dims[n]
                     value = _decoded_value(n, d, row[n])
+                    if off[n]:
+                        continue
                     dtype = jnp.float32 if isinstance(d, Float) else jnp.int32
                     out[i, j] = np.asarray(d.encode(jnp.asarray(value, dtype)))
         return out[0] if single else out
+
+    def _made_inactive(self, config: Mapping[str, Any]) -> dict[str, bool]:
+        """Per parameter: inactive whatever the parameters ``config`` does not give are."""
+        dims, off = self.dims, {}
+        for n in self._condition_order():
+            off[n] = any(off[parent] or (parent in config and not any(_same_label(config[parent], a)
+                                                                      for a in allowed))
+                         for parent, allowed in dims[n].when)
+        return off
 
     def canonical_python(self, config: Mapping[str, Any]) -> dict:
         """A configuration (any subset of the parameters, checked) with each value as
@@ -1080,11 +1094,7 @@ class Space:
         for n in config:
             if n not in dims:
                 raise ValueError(f"configuration names unknown parameter {n!r}; known: {list(self.names)}")
-        off: dict[str, bool] = {}  # inactive whatever the parameters not given are
-        for n in self._condition_order():
-            off[n] = any(off[parent] or (parent in config and not any(_same_label(config[parent], a)
-                                                                      for a in allowed))
-                         for parent, allowed in dims[n].when)
+        off = self._made_inactive(config)
         for n, v in config.items():
             d = dims[n]
             value = _decoded_value(n, d, v)  # checked also where it is then left out

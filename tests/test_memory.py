@@ -139,6 +139,25 @@ def test_free_memory_is_measured(monkeypatch):
     pages["SC_AVPHYS_PAGES"] = -1  # unknown: the documented fallback
     assert evaluate_module.free_memory_bytes(devices[:1]) == evaluate_module.HOST_FALLBACK_BYTES
 
+    class Accelerator:  # reports its memory, or (some allocators) nothing
+        process_index = jax.process_index()
+        platform = "gpu"
+
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    pages["SC_AVPHYS_PAGES"] = 3 * 2**20
+    monkeypatch.setattr(evaluate_module, "_device_list", list)  # (jax.Device cannot be made here)
+    gib = 2**30
+    assert evaluate_module.free_memory_bytes([Accelerator({"bytes_limit": 80 * gib, "bytes_in_use": 5 * gib})]) \
+        == 75 * gib
+    # Not the host's memory (12 GiB here): the fallback.
+    for stats in (None, {}):
+        assert evaluate_module.free_memory_bytes([Accelerator(stats)]) == evaluate_module.HOST_FALLBACK_BYTES
+
 
 # ------------------------------------------------------------ donated training states
 # A trainer whose state is worth donating: a (64, 64) weight matrix and its

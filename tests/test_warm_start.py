@@ -46,6 +46,22 @@ def test_fixed_coordinates_encode_the_given_parameters_and_leave_the_rest_nan():
     assert SPACE.fixed_coordinates([{"x": 1.0}, {"n": 6}]).shape == (2, SPACE.dim)
 
 
+def test_a_parameter_its_given_parent_makes_inactive_is_left_to_the_strategy():
+    # minimize(initial=) fixed beta2 = 0.95 with opt = "sgd" and the objective
+    # got 0.95; enqueue_trial left it out. Both now leave its coordinate free.
+    names = list(SPACE.names)
+    config = {"x": 1.0, "opt": "sgd", "beta2": 0.95}
+    c = SPACE.fixed_coordinates(config)
+    assert np.isnan(c[names.index("beta2")]) and not np.isnan(c[names.index("opt")])
+    with pytest.raises(ValueError, match="beta2"):  # still checked
+        SPACE.fixed_coordinates({"opt": "sgd", "beta2": 2.0})
+    seen = jaxhpo.minimize(lambda p: p["beta2"], SPACE, STRATEGY, key=3, num_generations=1, history="all",
+                           initial=config).history.x[0, 0]
+    plain = jaxhpo.minimize(lambda p: p["beta2"], SPACE, STRATEGY, key=3, num_generations=1,
+                            history="all").history.x[0, 0]
+    assert seen[names.index("beta2")] == plain[names.index("beta2")]
+
+
 @settings(max_examples=60, deadline=None)
 @given(x=st.floats(-2.0, 2.0), lr=st.floats(1e-4, 1.0), n=st.integers(1, 6), adam=st.booleans())
 def test_fixed_coordinates_decode_back_to_the_canonical_values(x, lr, n, adam):
