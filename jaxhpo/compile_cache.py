@@ -44,13 +44,20 @@ def use_compile_cache(directory: str | os.PathLike | None = None) -> Path:
       The folder in use.
     """
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
     chosen = jax.config.jax_compilation_cache_dir
     if directory is None and chosen:
         return Path(chosen)
+    if directory is not None and not str(directory):
+        raise ValueError("directory must name a folder for the compilation cache, got ''")
     folder = compile_cache_dir() if directory is None else Path(directory)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"directory must be a folder for the compilation cache, got the file {str(folder)!r}")
+    if chosen and Path(chosen) != folder:
+        # JAX opens its cache at the first compile and keeps that folder:
+        # reopen it at the next compile, in the new one.
+        compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return folder

@@ -781,8 +781,31 @@ def test_params_without_a_rule_are_checked_against_their_default():
             s.init(0, params)
         with pytest.raises(error, match=match):
             jaxhpo.run(s, square, 0, 1, params=params)
+    for value in (np.int64(2**40), 2**40, np.float64(3e9), float("inf"), np.float32("nan")):
+        with pytest.raises(ValueError, match=r"params\['m'\] must be an integer"):  # int32 wrapped or saturated
+            s.init(0, {"m": value})
     state = s.init(0, {"sigma": 2, "m": 3.0, "flag": np.bool_(True)})
     assert state.params["m"].dtype == jnp.int32 and int(state.params["m"]) == 3
+
+
+def test_a_vector_param_given_as_a_list_of_traced_values_vmaps():
+    # init converted a list on the host with numpy, which cannot hold a tracer.
+    s = jaxhpo.CMAES(Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0)), 4)
+    means = jax.vmap(lambda a: s.init(0, {"x0": [a, 0.5]}).mean)(jnp.array([0.2, 0.8]))
+    assert means.shape == (2, 2)
+    np.testing.assert_allclose(np.asarray(means), [[0.2, 0.5], [0.8, 0.5]], atol=1e-6)
+
+
+def test_a_user_gpbo_subclass_sized_for_a_search_is_the_same_copy_each_time():
+    # minimize sizes a default-capacity GPBO with a copy; a subclass compares by
+    # identity, so a new copy per call compiled the whole search again.
+    class MyGP(jaxhpo.GPBO):
+        pass
+
+    g = MyGP(SPACE, 2)
+    a, b = g.sized_for(10), g.sized_for(10)
+    assert a is b and a is not g and a.capacity == 10 and g.capacity == 256
+    assert g.sized_for(12) is not a and g.sized_for(12).capacity == 12
 
 
 def test_default_buffers_hold_a_large_population_and_popsize_minimums_are_named():

@@ -284,7 +284,19 @@ assert jaxhpo.use_compile_cache() == Path({str(tmp_path / "env")!r})
 assert jax.config.jax_compilation_cache_dir == {str(tmp_path / "env")!r}
 assert jax.config.jax_persistent_cache_min_compile_time_secs == jaxhpo.compile_cache.MIN_COMPILE_SECONDS
 assert jaxhpo.use_compile_cache() == Path({str(tmp_path / "env")!r})  # a folder already chosen is kept
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # (tiny programs below)
+jax.jit(lambda x: x + 1)(1.0)
 assert jaxhpo.use_compile_cache({str(tmp_path / "b")!r}) == Path({str(tmp_path / "b")!r})
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.jit(lambda x: x * 3)(1.0)  # written to the new folder: JAX's cache was reopened there
+assert Path({str(tmp_path / "env")!r}).is_dir() and any(Path({str(tmp_path / "b")!r}).iterdir())
+for bad in ("", {str(tmp_path / "file")!r}):
+    try:
+        jaxhpo.use_compile_cache(bad)
+    except ValueError as e:
+        assert "directory must" in str(e)
+    else:
+        raise AssertionError(f"{{bad!r}} was taken as the cache folder")
 try:
     jaxhpo.use_compile_cache({str(tmp_path / "file")!r})
 except ValueError as e:

@@ -236,7 +236,15 @@ def test_subset_choices_and_weights_do_not_depend_on_the_objectives_scale():
     for scale in (1e-20, 1e20):
         scaled = one._replace(obj=one.obj * scale)
         np.testing.assert_array_equal(np.asarray(s.split(scaled)[0]), np.asarray(good))
-        np.testing.assert_allclose(np.asarray(s.below_weight_values(scaled, good)), w, rtol=1e-4, atol=1e-6)
+    # The weights keep Optuna's floor of 1e-12 on the raw contributions: far
+    # below it at 1e20, where they are the unscaled weights; at 1e-20 every
+    # contribution is below it and the good rows weigh alike, as in Optuna.
+    big = np.asarray(s.below_weight_values(one._replace(obj=one.obj * 1e20), good))
+    np.testing.assert_allclose(big, w, rtol=1e-4, atol=1e-6)
+    tiny = np.asarray(s.below_weight_values(one._replace(obj=one.obj * 1e-20), good))
+    feasible = np.asarray(good & (one.violation <= 0))
+    np.testing.assert_allclose(tiny[feasible], 1.0, rtol=1e-5)
+    assert np.all(tiny[~np.asarray(good)] == 0)
 
 
 @pytest.mark.parametrize("kwargs, word", [

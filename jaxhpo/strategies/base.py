@@ -166,10 +166,15 @@ def first_argmin(values: jax.Array) -> jax.Array:
     return index.astype(jnp.int32)
 
 
+def _on_device(value: Any) -> bool:
+    """Whether ``value`` holds a jax array or a tracer (a list of them too)."""
+    return any(isinstance(v, (jax.Array, jax.core.Tracer)) for v in jax.tree_util.tree_leaves(value))
+
+
 def _check_param_kind(what: str, value: Any, default: Any) -> None:
     """Refuse a concrete value that its default's dtype would silently cast:
     None or text (NaN or an error naming nothing), a bool for a number, a
-    fraction for an integer."""
+    fraction, a non-finite value or one out of range for an integer."""
     def kind_of(dtype: Any) -> str | None:
         for kind, family in (("a bool", jnp.bool_), ("an integer", jnp.integer), ("a real number", jnp.floating)):
             if jnp.issubdtype(dtype, family):
@@ -182,13 +187,22 @@ def _check_param_kind(what: str, value: Any, default: Any) -> None:
         return  # a key or another array setting: its own rules
     try:
         a = np.asarray(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         a = np.asarray(None)
+    if a.dtype == object and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                 for v in np.ravel(a)):
+        a = np.asarray([int(v) for v in np.ravel(a)], dtype=float).reshape(a.shape)  # Python ints past int64
     given = kind_of(a.dtype)
     if given is None or (given == "a bool") != (kind == "a bool"):
         raise TypeError(f"{what} must be {kind} (its default is {want}), got {value!r}")
-    if kind == "an integer" and given == "a real number" and not np.all(a == np.round(a)):
-        raise ValueError(f"{what} must be {kind} (its default is {want}), got {value!r}")
+    if kind == "an integer" and given != "a bool":
+        info = jnp.iinfo(want)
+        wide = a.astype(np.float64)
+        if not np.all(np.isfinite(wide) & (wide == np.round(wide))):
+            raise ValueError(f"{what} must be {kind} (its default is {want}), got {value!r}")
+        if not np.all((wide >= info.min) & (wide <= info.max)):
+            raise ValueError(f"{what} must be an integer in [{info.min}, {info.max}] (its default is {want}), "
+                             f"got {value!r}")
 
 
 def strongly_typed(tree: Any) -> Any:
@@ -324,7 +338,7 @@ class Strategy:
         defaults = self.default_params()
         params = defaults if params is None else {**defaults, **params}
         # Host values convert on the host: an eager conversion compiles a program.
-        params = {k: (jnp.asarray if isinstance(v, jax.Array) else np.asarray)(v, jnp.asarray(defaults[k]).dtype)
+        params = {k: (jnp.asarray if _on_device(v) else np.asarray)(v, jnp.asarray(defaults[k]).dtype)
                   for k, v in params.items()}
         return compiled(self, "_strong_init", key, params)
 

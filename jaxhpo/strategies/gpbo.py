@@ -324,8 +324,14 @@ class GPBO(Strategy):
         capacity = max(min(_DEFAULT_CAPACITY, int(num_evaluations)), self.popsize)
         if not self._default_capacity or capacity == self.capacity:
             return self
-        sized = copy.copy(self)  # (still "default": a later search sizes it again)
-        sized.capacity = capacity
+        # The same copy for the same size: a subclass defined elsewhere compares
+        # by identity, and a new copy per call would compile its search anew.
+        sized = self.__dict__.setdefault("_sized", {}).get(capacity)
+        if sized is None:
+            sized = copy.copy(self)  # (still "default": a later search sizes it again)
+            sized.__dict__.pop("_sized", None)
+            sized.capacity = capacity
+            self._sized[capacity] = sized
         return sized
 
     @property

@@ -15,10 +15,10 @@ several objectives (version 5):
   ``_solve_hssp``). With four or more objectives the cut keeps the rows of
   largest crowding distance instead (no exact hypervolume). The
   hypervolumes are computed in float32 on values divided per objective by a
-  power of two near their largest magnitude, which leaves every choice as
-  it is and keeps them finite and nonzero at any scale (a worst value of
-  exactly 0 takes Optuna's reference 1e-12 in those units, not in the raw
-  ones);
+  power of two near their largest magnitude, which leaves every choice and
+  weight as it is and keeps them finite and nonzero at any scale (a worst
+  value of exactly 0 takes Optuna's reference 1e-12 in those units, not in
+  the raw ones; the weights' floor of 1e-12 stays in raw units);
 * if the feasible rows do not fill the good set, the least violating
   infeasible rows complete it;
 * weights: good rows weigh 1 (``below_weights="uniform"``, Optuna 5) or, with
@@ -81,16 +81,17 @@ def _reference_point(obj: jax.Array, rows: jax.Array) -> jax.Array:
     return jnp.where(ref == 0.0, _EPS, ref)
 
 
-def _unit_scaled(obj: jax.Array, rows: jax.Array) -> jax.Array:
+def _unit_scaled(obj: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``obj`` with each column divided by the power of two at or above its
-    largest magnitude over ``rows``. Exact, and a hypervolume then changes by
-    one positive factor for all subsets: choices and ratios stay those of the
-    raw values, which overflow float32 (or flush to 0) from about 1e13 (1e-13)
-    in 3 objectives."""
+    largest magnitude over ``rows``, and the base-2 logarithm of the factor
+    that divides a hypervolume then (``()`` int32). Exact, and a hypervolume
+    changes by that one positive factor for all subsets: choices and ratios
+    stay those of the raw values, which overflow float32 (or flush to 0) from
+    about 1e13 (1e-13) in 3 objectives."""
     big = jnp.max(jnp.where(rows[:, None], jnp.abs(obj), 0.0), axis=0)
     big = jnp.where(jnp.isfinite(big) & (big > 0.0), big, 1.0)
     _, exponent = jnp.frexp(big)
-    return obj * jnp.ldexp(jnp.ones_like(big), -exponent)
+    return obj * jnp.ldexp(jnp.ones_like(big), -exponent), jnp.sum(exponent)
 
 
 def hssp_greedy(obj: jax.Array, cand: jax.Array, need: jax.Array) -> jax.Array:
@@ -114,7 +115,7 @@ def hssp_greedy(obj: jax.Array, cand: jax.Array, need: jax.Array) -> jax.Array:
         order = jnp.argsort(jnp.where(cand, -crowd, jnp.inf), stable=True)
         rank = jnp.zeros((c,), jnp.int32).at[order].set(jnp.arange(c, dtype=jnp.int32))
         return cand & (rank < need)
-    obj = _unit_scaled(obj, cand)
+    obj, _ = _unit_scaled(obj, cand)
     ref = _reference_point(obj, cand)
     obj = jnp.where(cand[:, None], obj, ref)  # rows outside cand: harmless finite values
     eye = jnp.eye(c, dtype=bool)
@@ -267,11 +268,14 @@ class MOTPE(Strategy):
         if self.below_weights == "uniform":
             return good.astype(jnp.float32)
         feasible = good & (state.violation <= 0.0)
-        obj = _unit_scaled(state.obj, feasible)
+        obj, log2_factor = _unit_scaled(state.obj, feasible)
         ref = _reference_point(obj, feasible)
         contrib = pareto.hypervolume_contributions(jnp.where(feasible[:, None], obj, ref), ref, feasible)
-        contrib = jnp.where(feasible, contrib + _EPS, 0.0)
-        w = contrib / jnp.maximum(jnp.max(contrib), _EPS)
+        # Optuna's floor of 1e-12 on the raw contributions, in the scaled units
+        # (capped: a floor past every contribution weighs all rows alike).
+        eps = jnp.minimum(jnp.ldexp(jnp.float32(_EPS), -log2_factor), jnp.float32(1e30))
+        contrib = jnp.where(feasible, contrib + eps, 0.0)
+        w = contrib / jnp.maximum(jnp.max(contrib), eps)
         # Infeasible good rows (the feasible ones did not fill the set) weigh the least.
         return jnp.where(feasible, w, jnp.where(good, _EPS, 0.0))
 
