@@ -1352,7 +1352,8 @@ class Study:
             fails its trial too.
           progress: show a progress bar (tqdm if installed) with the best value.
           n_jobs: worker threads running the objective at once (for objectives
-            that release the GIL: subprocesses, I/O, numpy). For processes,
+            that release the GIL: subprocesses, I/O, numpy); ``-1``: one per
+            CPU (``os.cpu_count()``). For processes,
             run the same script several times on one ``storage``.
           callbacks: a list of ``f(study, trial)``, called after each finished trial.
 
@@ -1744,7 +1745,13 @@ class Study:
             return self._state_at(c, generation)
 
     def to_records(self, states: Sequence[str] | None = None) -> list[dict]:
-        """Trials as flat dicts (``Trial.to_record``), for CSV or a data frame."""
+        """Trials as flat dicts (``Trial.to_record``), for CSV or a data frame.
+
+        A record holds the parameters active in its trial and the user
+        attributes set on it, so records may differ in their keys (a missing
+        one is not a value of ``None``, which can be a label): a CSV writer
+        needs their union, ``list(dict.fromkeys(k for r in records for k in
+        r))``, as ``jaxhpo run``'s ``trials.csv`` takes it."""
         return [t.to_record() for t in self.get_trials(states)]
 
     def to_dataframe(self, states: Sequence[str] | None = None):
