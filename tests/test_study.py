@@ -762,7 +762,19 @@ def test_asks_run_outside_write_transactions(tmp_path, monkeypatch):
     assert [t.params for t in alone.trials] == [t.params for t in a.trials]
 
 
-def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_trials(capsys):
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in the main thread, as in a terminal. A process started
+    with SIGINT ignored (in the background of a non-interactive shell, under nohup) gets no
+    KeyboardInterrupt from Python, and these tests would wait out their objectives instead."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_interrupted_parallel_optimize_lets_a_rerun_wait_for_its_running_trials(capsys, ctrl_c):
     """Ctrl-C while n_jobs workers run objectives: Python cannot stop those threads, so their
     trials finish and are recorded; running optimize again waits for them (no error about
     trials asked by hand) and goes on."""
@@ -818,7 +830,7 @@ def _wait_until(condition):
         time.sleep(0.01)
 
 
-def test_closing_an_interrupted_parallel_optimize_sends_its_running_trials_back(tmp_path):
+def test_closing_an_interrupted_parallel_optimize_sends_its_running_trials_back(tmp_path, ctrl_c):
     """Closing the study (the command line does, then ends the process) or ending the process
     stops the worker threads: their trials go back to waiting, and a result they reach after
     that is not recorded, even once another run has claimed them again."""
@@ -847,7 +859,7 @@ def test_closing_an_interrupted_parallel_optimize_sends_its_running_trials_back(
     storage.close()
 
 
-def test_a_new_study_object_waits_for_an_interrupted_optimizes_threads(tmp_path):
+def test_a_new_study_object_waits_for_an_interrupted_optimizes_threads(tmp_path, ctrl_c):
     """A notebook cell that builds the study again, after Ctrl-C, while the old threads run:
     its optimize waits for their trials instead of taking them for trials asked by hand."""
     path = str(tmp_path / "s.db")
