@@ -223,6 +223,42 @@ def test_inactive_values_say_nothing():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_conditional_parameters_kernels_are_optunas_fitted_on_its_active_observations():
+    """Bandwidth floor and categorical smoothing count the observations in which the
+    parameter is active, as Optuna's estimator of that parameter does: 4 active of 36,
+    clustered, so the floor is 1/6 (it was 1/38 when every observation counted)."""
+    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
+    from optuna.samplers._tpe.sampler import default_weights
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    space = jaxhpo.Space(c=jaxhpo.Categorical(["a", "b"]), m=jaxhpo.Float(0.0, 1.0, when={"c": "a"}),
+                         k=jaxhpo.Categorical([0, 1, 2], when={"c": "a"}))
+    coords = tpe._Coords(space)
+    rng = np.random.default_rng(0)
+    active = np.zeros(36, bool)
+    active[[3, 11, 20, 29]] = True
+    m = np.where(active, 0.0, rng.uniform(size=36))
+    m[active] = [0.40, 0.42, 0.45, 0.47]
+    k = np.where(active, 0.0, rng.uniform(size=36))
+    k[active] = [1 / 6, 1 / 2, 1 / 2, 5 / 6]  # categories 0, 1, 1, 2
+    x = np.stack([np.where(active, 0.25, 0.75), m, k], 1).astype(np.float32)
+    fit = jax.jit(lambda x: tpe.fit_parzen(coords, x, jnp.ones(36, bool), jnp.arange(36), 1.0))
+    ours = fit(jnp.asarray(x))
+    j_m = list(coords.nidx).index(space.names.index("m"))
+    j_k = list(coords.cidx).index(space.names.index("k"))
+
+    params = _ParzenEstimatorParameters(prior_weight=1.0, consider_magic_clip=True, consider_endpoints=False,
+                                        weights=default_weights, multivariate=False)
+    pe_m = _ParzenEstimator({"m": m[active]}, {"m": FloatDistribution(0.0, 1.0)}, params)
+    pe_k = _ParzenEstimator({"k": np.array([0.0, 1.0, 1.0, 2.0])}, {"k": CategoricalDistribution([0, 1, 2])}, params)
+    np.testing.assert_allclose(np.asarray(ours.sigmas)[:36][active, j_m],
+                               pe_m._mixture_distribution.distributions[0].sigma[:4], rtol=1e-5)
+    probs = pe_k._mixture_distribution.distributions[0].weights[:4]  # (4, 3)
+    hit, miss = np.exp(np.asarray(ours.cat_hit)[:36][active, j_k]), np.exp(np.asarray(ours.cat_miss)[:36][active, j_k])
+    np.testing.assert_allclose(hit, probs[np.arange(4), [0, 1, 1, 2]], rtol=1e-5)
+    np.testing.assert_allclose(miss, probs[np.arange(4), [1, 0, 0, 0]], rtol=1e-5)
+
+
 def test_tpe_beats_random_search_at_equal_budget():
     # 4-D shifted sphere, 60 evaluations in batches of 4 (constant liar), 16
     # seeds vmapped: TPE's median final regret is below half of random search's.
@@ -308,8 +344,8 @@ def test_failed_observations_stay_out_of_the_good_set():
     vals = jnp.where(jnp.arange(40) % 2 == 0, jnp.inf, jnp.arange(40.0))
     state = s.warm_start(state, xs, vals)
     l_est, g_est = jax.jit(s.estimators)(state)
-    assert int(l_est.n) == 2  # ceil(0.1 * 20 finite)
-    assert int(g_est.n) == 38  # failures count as bad
+    assert l_est.n.tolist() == [2] * 4  # ceil(0.1 * 20 finite), in every coordinate
+    assert g_est.n.tolist() == [38] * 4  # failures count as bad
 
 
 @pytest.mark.parametrize("kwargs, exc, word", [

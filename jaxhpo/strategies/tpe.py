@@ -49,11 +49,11 @@ uniform over categories), and it is no neighbour in that coordinate's
 bandwidths: an inactive value was never evaluated. Optuna instead leaves
 such trials out of the parameter's estimator, so the two differ where a
 parameter is often inactive: here the inactive observations pull its
-density towards the prior (a mixture of fixed shape keeps every row), but
-the bandwidth floor ``1 / min(100, m + 2)`` and the categorical ``b`` count
-all ``m`` observations of the set, where Optuna counts those in which the
-parameter is active: the active kernels of a rarely active parameter are
-narrower here (4 active of 36: a floor of 1/38 against 1/6).
+density towards the prior (a mixture of fixed shape keeps every row), and
+the age weights (the ramp past 25 observations) follow the whole set. The
+active kernels themselves are Optuna's: the bandwidth floor
+``1 / min(100, m + 2)`` and the categorical ``b`` count the ``m``
+observations in which the parameter is active.
 
 Ties: observations of equal value in a numeric coordinate (an ``Int``,
 most often) are ordered by age, so that of a run of
@@ -239,7 +239,11 @@ class Parzen(NamedTuple):
         category and any other one.
       members_num: ``(n_num, R - 1)`` the numeric coordinates of the set's
         rows, ``2.0`` elsewhere (pending kernels find their neighbours here).
-      n: ``()`` int32 observations in the set.
+      n: ``(dim,)`` int32 observations in the set that count in each
+        coordinate: those whose own values make its parameter active (all of
+        the set's in an unconditional space). Bandwidth floors and the
+        categorical smoothing follow these counts, as Optuna's per-parameter
+        estimators do.
       prior_weight: ``()`` the prior's weight.
     """
 
@@ -328,13 +332,17 @@ def _min_sigma(n: jax.Array, magic_clip: bool) -> jax.Array:
     return 1.0 / jnp.minimum(100.0, n.astype(jnp.float32) + 2.0)
 
 
+def _scott_sigma(n: jax.Array, dim: int) -> jax.Array:
+    return 0.2 * jnp.maximum(n, 1).astype(jnp.float32) ** (-1.0 / (dim + 4))
+
+
 def _log_trunc_mass(mu: jax.Array, sigma: jax.Array) -> jax.Array:
     # mu lies in [0, 1], so [0, 1] holds the kernel's centre and at least a
     # third of its mass: a plain CDF difference is accurate.
     return jnp.log(ndtr((1.0 - mu) / sigma) - ndtr(-mu / sigma))
 
 
-def _neighbour_sigmas(x_num: jax.Array, member: jax.Array, order: jax.Array, n: jax.Array,
+def _neighbour_sigmas(x_num: jax.Array, member: jax.Array, order: jax.Array,
                       consider_endpoints: bool, member_num: jax.Array | None = None) -> jax.Array:
     """Optuna's per-kernel bandwidth for the set ``member``, ``(C, n_num)``.
 
@@ -345,7 +353,7 @@ def _neighbour_sigmas(x_num: jax.Array, member: jax.Array, order: jax.Array, n: 
     neighbours of a member come from running max/min of member positions
     along it, so no sort is needed per set. Non-member rows get garbage.
     ``member_num`` ``(C, n_num)``: the set per coordinate, where rows count
-    in some coordinates only (inactive parameters); ``n`` is then per coordinate.
+    in some coordinates only (inactive parameters).
     """
     c = order.shape[1]
     s = jnp.take_along_axis(x_num.T, order, axis=1)  # (n_num, C) sorted coordinates
@@ -353,7 +361,7 @@ def _neighbour_sigmas(x_num: jax.Array, member: jax.Array, order: jax.Array, n: 
         ms = member[order]
     else:
         ms = jnp.take_along_axis(member_num.T, order, axis=1)
-        n = member_num.sum(0, dtype=jnp.int32)[:, None]
+    n = ms.sum(1, dtype=jnp.int32, keepdims=True)  # members per coordinate
     pos = jax.lax.broadcasted_iota(jnp.int32, order.shape, 1)
     prev_incl = jax.lax.cummax(jnp.where(ms, pos, -1), axis=1)
     next_incl = jax.lax.cummin(jnp.where(ms, pos, c), axis=1, reverse=True)
@@ -391,7 +399,6 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
       a ``Parzen`` with ``C + 1`` kernels.
     """
     c, dim = x.shape
-    n = member.sum(dtype=jnp.int32)
     pw = jnp.asarray(prior_weight, jnp.float32)
     x = jnp.where(member[:, None], x, 0.5)  # padding may hold anything, even NaN
     if age_order is None:
@@ -407,17 +414,21 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
     # and per numeric coordinate the members that count in it.
     on = coords.active(mus) if coords.conditional else None
     member_num = None if on is None else member[:, None] & on[:-1, coords.nidx]
+    if on is None:
+        n = jnp.full((dim,), member.sum(dtype=jnp.int32))
+    else:
+        n = (member[:, None] & on[:-1]).sum(0, dtype=jnp.int32)
+    n_num = n[coords.nidx]
     if bandwidth == "scott" or not coords.n_num:
-        s = 0.2 * jnp.maximum(n, 1).astype(jnp.float32) ** (-1.0 / (dim + 4))
-        sig = jnp.full(xn.shape, s, jnp.float32)
+        sig = jnp.broadcast_to(_scott_sigma(n_num, dim), xn.shape)
     else:
         if order is None:
             order = _coordinate_order(xn, member, number)
-        sig = _neighbour_sigmas(xn, member, order, n, consider_endpoints, member_num)
-    sig = jnp.clip(sig, _min_sigma(n, magic_clip), 1.0)
+        sig = _neighbour_sigmas(xn, member, order, consider_endpoints, member_num)
+    sig = jnp.clip(sig, _min_sigma(n_num, magic_clip), 1.0)
     sig = jnp.where(member[:, None], sig, 1.0)
     sigmas = jnp.concatenate([sig, jnp.ones((1, xn.shape[1]), jnp.float32)])
-    hit, miss = _cat_logp(coords, n, pw)
+    hit, miss = _cat_logp(coords, n[coords.cidx], pw)
     kc = len(coords.cidx)
     prior = -jnp.log(jnp.asarray(coords.cat_card))
     cat_hit = jnp.concatenate([jnp.broadcast_to(hit, (c, kc)), prior[None]])
@@ -565,10 +576,10 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
     Their bandwidths follow the bad set's rule against its members (the
     existing kernels keep theirs); weights are left to the caller.
     """
-    n = bad.n
+    n_num = bad.n[coords.nidx]
     zn = z[:, coords.nidx]
     if bandwidth == "scott" or not coords.n_num:
-        sig = jnp.full(zn.shape, 0.2 * jnp.maximum(n, 1).astype(jnp.float32) ** (-1.0 / (dim + 4)))
+        sig = jnp.broadcast_to(_scott_sigma(n_num, dim), zn.shape)
     else:
         # Nearest members below and above each pending coordinate (O(p C)).
         mem = bad.members_num[None]  # (1, n_num, C); non-members hold 2.0
@@ -576,8 +587,8 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
         left = jnp.max(jnp.where(mem <= q, mem, 0.0), axis=-1)
         right = jnp.minimum(jnp.min(jnp.where(mem > q, mem, 2.0), axis=-1), 1.0)
         sig = jnp.maximum(zn - left, right - zn)
-    sig = jnp.clip(sig, _min_sigma(n, magic_clip), 1.0)
-    hit, miss = _cat_logp(coords, n, bad.prior_weight)
+    sig = jnp.clip(sig, _min_sigma(n_num, magic_clip), 1.0)
+    hit, miss = _cat_logp(coords, bad.n[coords.cidx], bad.prior_weight)
     pn = z.shape[0]
     kc = len(coords.cidx)
     mus, sig, cat_hit, cat_miss = _prior_where_inactive(
@@ -587,7 +598,7 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
         mus=mus, sigmas=sig, log_z=_log_trunc_mass(mus[:, coords.nidx], sig),
         log_w=jnp.zeros((pn,), jnp.float32), log_norm=jnp.float32(0.0),
         cat_hit=cat_hit, cat_miss=cat_miss,
-        members_num=bad.members_num, n=n, prior_weight=bad.prior_weight,
+        members_num=bad.members_num, n=bad.n, prior_weight=bad.prior_weight,
     )
 
 
