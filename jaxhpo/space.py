@@ -904,7 +904,9 @@ class Space:
         Args:
           params: dict name -> array of shape ``(...)`` in decoded form
             (categorical indices, not labels; see ``from_python``). A
-            conditional parameter may be left out: it encodes to 0.5.
+            conditional parameter may be left out where the values given
+            make it inactive: it encodes to 0.5 (left out where it is
+            active, it is refused; traced values are not checked).
             Concrete values must lie in their dimension's bounds (integers
             and indices whole), as ``from_python`` requires; traced ones
             are clipped to them.
@@ -923,6 +925,16 @@ class Space:
                                 f"see from_python), got dtype {np.dtype(kind)}")
             if not isinstance(v, jax.core.Tracer):
                 _check_encodable(n, self.dims[n], np.asarray(v))
+        left_out = [n for n in self.names if n not in params]
+        if left_out and not any(isinstance(v, jax.core.Tracer) for v in params.values()):
+            # Any value stands in for a left-out parameter: one that is active is refused
+            # below whatever it holds, and an inactive one makes its children inactive.
+            full = {n: np.asarray(params[n]) if n in params else np.zeros(shape, np.int32) for n in self.names}
+            act = self.active(full)
+            wrong = [n for n in left_out if np.any(np.asarray(act[n]))]
+            if wrong:
+                raise ValueError(f"encode input leaves out parameter(s) {wrong}, which the values given make "
+                                 "active: a conditional parameter may be left out only where it is inactive")
         cols = []
         for n, d in self._items:
             if n in params:

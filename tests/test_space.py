@@ -494,6 +494,21 @@ def test_canonical_python_checks_a_value_it_leaves_out():
         space.canonical_python({"opt": "adam", "mom": 5.0})
 
 
+def test_encode_leaves_out_a_conditional_parameter_only_where_it_is_inactive():
+    space = Space(opt=Categorical(["sgd", "adam"]), mom=Float(0.0, 0.99, when={"opt": "sgd"}),
+                  nest=Categorical([False, True], when={"opt": "sgd"}), damp=Float(0.0, 1.0, when={"nest": True}))
+    u = space.encode({"opt": np.array([1, 1])})  # adam: every other parameter inactive
+    np.testing.assert_array_equal(np.asarray(u), [[0.75, 0.5, 0.5, 0.5]] * 2)
+    with pytest.raises(ValueError, match=r"leaves out parameter\(s\) \['mom', 'nest'\].*active"):
+        space.encode({"opt": np.array([1, 0])})
+    with pytest.raises(ValueError, match=r"\['damp'\]"):  # active through its parent's value
+        space.encode({"opt": np.array([0]), "mom": np.array([0.5]), "nest": np.array([1])})
+    assert space.encode({"opt": np.array([0]), "mom": np.array([0.5]), "nest": np.array([0])}).shape == (1, 4)
+    # traced values cannot be checked: the left-out coordinate encodes to 0.5 there
+    traced = jax.jit(lambda o: space.encode({"opt": o}))(jnp.array([0]))
+    np.testing.assert_array_equal(np.asarray(traced), [[0.25, 0.5, 0.5, 0.5]])
+
+
 def test_floats_at_float32s_extremes_decode_their_faces():
     """A log range up to float32's largest number decoded u = 1 as nan (exp rounded up to
     inf, then inf - inf); one from near its smallest normal number missed u = 0, the
