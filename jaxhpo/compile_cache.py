@@ -38,7 +38,8 @@ def use_compile_cache(directory: str | os.PathLike | None = None) -> Path:
     later processes that compile the same program (same code, shapes, JAX
     version and device). A cache folder already chosen
     (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept when
-    ``directory`` is not given.
+    ``directory`` is not given, and so is a threshold set in the
+    environment (``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``).
 
     Returns:
       The folder in use.
@@ -59,5 +60,6 @@ def use_compile_cache(directory: str | os.PathLike | None = None) -> Path:
         # reopen it at the next compile, in the new one.
         compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return folder

@@ -11,6 +11,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # multi-threaded BLAS when the cores are busy with the other test worker.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# The jaxhpo program keeps compiled programs on disk: the suite's runs of it
+# write to a folder of their own, not to the user's cache.
+if "JAXHPO_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["JAXHPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxhpo-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAXHPO_CACHE_DIR"], ignore_errors=True)
+
 from hypothesis import settings  # noqa: E402
 
 # JAX compiles make the first example slow; deadlines would only measure that.
