@@ -275,6 +275,7 @@ from pathlib import Path
 assert jaxhpo.use_compile_cache() == Path({str(tmp_path / "env")!r})
 assert jax.config.jax_compilation_cache_dir == {str(tmp_path / "env")!r}
 assert jax.config.jax_persistent_cache_min_compile_time_secs == jaxhpo.compile_cache.MIN_COMPILE_SECONDS
+assert jax.config.jax_compilation_cache_max_size == jaxhpo.compile_cache.MAX_CACHE_BYTES
 assert jaxhpo.use_compile_cache() == Path({str(tmp_path / "env")!r})  # a folder already chosen is kept
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # (tiny programs below)
 jax.jit(lambda x: x + 1)(1.0)
@@ -295,6 +296,21 @@ except ValueError as e:
     assert "directory must be a folder" in str(e)
 else:
     raise AssertionError("a file was taken as the cache folder")
+for bad, exc in ((0, ValueError), (-5, ValueError), (1.5e9, TypeError), (True, TypeError)):
+    try:
+        jaxhpo.use_compile_cache(max_bytes=bad)
+    except exc as e:
+        assert "max_bytes" in str(e)
+    else:
+        raise AssertionError(f"max_bytes={{bad!r}} was taken")
+# A bounded folder: the least recently used programs are deleted past the bound.
+small = Path({str(tmp_path / "small")!r})
+jaxhpo.use_compile_cache(small, max_bytes=40_000)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+for i in range(40):
+    jax.jit(lambda x, i=i: x * i + i)(1.0)
+entries = [p for p in small.iterdir() if p.name.endswith("-cache")]
+assert 2 <= len(entries) < 40 and sum(p.stat().st_size for p in entries) <= 40_000, entries
 """
     (tmp_path / "file").write_text("")
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
