@@ -9,7 +9,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["call_traced", "check_returned_like"]
+__all__ = ["call_traced", "check_returned_like", "is_traced"]
 
 # Raised where user code needs a concrete value from a traced one: float(x),
 # int(x), `if x > 0:`, np.asarray(x). (All are TypeErrors.)
@@ -18,6 +18,12 @@ _CONCRETE_VALUE_ERRORS = (
     jax.errors.TracerArrayConversionError,
     jax.errors.TracerIntegerConversionError,
 )
+
+
+def is_traced(tree: Any) -> bool:
+    """Whether any leaf of ``tree`` is a tracer: a value being traced, that no
+    check on concrete values can read."""
+    return any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(tree))
 
 
 # jnp.zeros(n), jnp.ones((n, 3)) with a traced n: a plain TypeError.

@@ -30,6 +30,7 @@ import numpy as np
 
 from ._keys import check_key
 from ._scalars import host_ints_as_floats
+from ._traced import is_traced
 
 __all__ = [
     "dominates",
@@ -439,7 +440,7 @@ def hypervolume(values: jax.Array, ref_point: Any, mask: Any = None, *, key: jax
     """
     values = _as_values(values)
     n, m = values.shape
-    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(ref_point)):
+    if not is_traced(ref_point):
         # A concrete one: numbers, finite in the values' dtype (a traced one cannot be checked).
         check_ref_point(ref_point, m, values.dtype)
     ref = jnp.asarray(ref_point, values.dtype)

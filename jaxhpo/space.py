@@ -30,6 +30,7 @@ import numpy as np
 
 from ._keys import check_key
 from ._scalars import scalar_item
+from ._traced import is_traced
 
 __all__ = ["Float", "Int", "Categorical", "Space"]
 
@@ -926,7 +927,7 @@ class Space:
             if not isinstance(v, jax.core.Tracer):
                 _check_encodable(n, self.dims[n], np.asarray(v))
         left_out = [n for n in self.names if n not in params]
-        if left_out and not any(isinstance(v, jax.core.Tracer) for v in params.values()):
+        if left_out and not is_traced(params):
             # Any value stands in for a left-out parameter: one that is active is refused
             # below whatever it holds, and an inactive one makes its children inactive.
             full = {n: np.asarray(params[n]) if n in params else np.zeros(shape, np.int32) for n in self.names}

@@ -6,13 +6,14 @@ import math
 import numbers
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._scalars import scalar_item
+from .._traced import is_traced
 
-__all__ = ["scalar_item", "check_real", "check_bool", "check_int", "check_choice", "check_concrete_params"]
+__all__ = ["scalar_item", "check_real", "check_bool", "check_int", "check_choice", "check_concrete_params",
+           "check_param_kind"]
 
 
 def check_real(name: str, value: Any, low: float = -math.inf, high: float = math.inf,
@@ -70,10 +71,44 @@ def check_concrete_params(params: dict | None, checks: dict) -> None:
     if not params:
         return
     for name, value in params.items():
-        if name not in checks or any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(value)):
+        if name not in checks or is_traced(value):
             continue
         a = np.asarray(value)
         if not (a.dtype == np.bool_ or jnp.issubdtype(a.dtype, jnp.integer) or jnp.issubdtype(a.dtype, jnp.floating)):
             raise TypeError(f"params[{name!r}] must be a real number, got {value!r}")
         for v in np.ravel(a):
             checks[name](v.item())
+
+
+def check_param_kind(what: str, value: Any, default: Any) -> None:
+    """Refuse a concrete value that its default's dtype would silently cast:
+    None or text (NaN or an error naming nothing), a bool for a number, a
+    fraction, a non-finite value or one out of range for an integer."""
+    def kind_of(dtype: Any) -> str | None:
+        for kind, family in (("a bool", jnp.bool_), ("an integer", jnp.integer), ("a real number", jnp.floating)):
+            if jnp.issubdtype(dtype, family):
+                return kind
+        return None
+
+    want = jnp.asarray(default).dtype
+    kind = kind_of(want)
+    if kind is None:
+        return  # a key or another array setting: its own rules
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        a = np.asarray(None)
+    if a.dtype == object and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                 for v in np.ravel(a)):
+        a = np.asarray([int(v) for v in np.ravel(a)], dtype=float).reshape(a.shape)  # Python ints past int64
+    given = kind_of(a.dtype)
+    if given is None or (given == "a bool") != (kind == "a bool"):
+        raise TypeError(f"{what} must be {kind} (its default is {want}), got {value!r}")
+    if kind == "an integer" and given != "a bool":
+        info = jnp.iinfo(want)
+        wide = a.astype(np.float64)
+        if not np.all(np.isfinite(wide) & (wide == np.round(wide))):
+            raise ValueError(f"{what} must be {kind} (its default is {want}), got {value!r}")
+        if not np.all((wide >= info.min) & (wide <= info.max)):
+            raise ValueError(f"{what} must be an integer in [{info.min}, {info.max}] (its default is {want}), "
+                             f"got {value!r}")

@@ -30,9 +30,9 @@ import numpy as np
 
 from .. import pareto
 from .._keys import check_key
-from .._traced import check_returned_like
+from .._traced import check_returned_like, is_traced
 from ..space import Space
-from ._checks import check_concrete_params
+from ._checks import check_concrete_params, check_param_kind
 
 __all__ = ["Strategy", "compiled", "check_popsize", "initial_best", "first_argmin", "counting_dtype", "float32_values"]
 
@@ -171,40 +171,6 @@ def _on_device(value: Any) -> bool:
     return any(isinstance(v, (jax.Array, jax.core.Tracer)) for v in jax.tree_util.tree_leaves(value))
 
 
-def _check_param_kind(what: str, value: Any, default: Any) -> None:
-    """Refuse a concrete value that its default's dtype would silently cast:
-    None or text (NaN or an error naming nothing), a bool for a number, a
-    fraction, a non-finite value or one out of range for an integer."""
-    def kind_of(dtype: Any) -> str | None:
-        for kind, family in (("a bool", jnp.bool_), ("an integer", jnp.integer), ("a real number", jnp.floating)):
-            if jnp.issubdtype(dtype, family):
-                return kind
-        return None
-
-    want = jnp.asarray(default).dtype
-    kind = kind_of(want)
-    if kind is None:
-        return  # a key or another array setting: its own rules
-    try:
-        a = np.asarray(value)
-    except (TypeError, ValueError, OverflowError):
-        a = np.asarray(None)
-    if a.dtype == object and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                 for v in np.ravel(a)):
-        a = np.asarray([int(v) for v in np.ravel(a)], dtype=float).reshape(a.shape)  # Python ints past int64
-    given = kind_of(a.dtype)
-    if given is None or (given == "a bool") != (kind == "a bool"):
-        raise TypeError(f"{what} must be {kind} (its default is {want}), got {value!r}")
-    if kind == "an integer" and given != "a bool":
-        info = jnp.iinfo(want)
-        wide = a.astype(np.float64)
-        if not np.all(np.isfinite(wide) & (wide == np.round(wide))):
-            raise ValueError(f"{what} must be {kind} (its default is {want}), got {value!r}")
-        if not np.all((wide >= info.min) & (wide <= info.max)):
-            raise ValueError(f"{what} must be an integer in [{info.min}, {info.max}] (its default is {want}), "
-                             f"got {value!r}")
-
-
 def strongly_typed(tree: Any) -> Any:
     """``tree`` with weakly typed leaves (and Python numbers) made strongly typed,
     of the same dtype: a state's leaves keep one type from call to call."""
@@ -321,13 +287,13 @@ class Strategy:
             )
         defaults = self.default_params()
         for name, value in params.items():
-            if any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(value)):
+            if is_traced(value):
                 continue  # vmapped over: its batch axis is vmap's
             shape = np.shape(value)
             if jnp.shape(defaults[name]) == () and shape != ():  # array settings check their own shapes
                 raise ValueError(f"{type(self).__name__} params[{name!r}] must be a scalar (to search over "
                                  f"several values, vmap over params), got shape {shape}")
-            _check_param_kind(f"{type(self).__name__} params[{name!r}]", value, defaults[name])
+            check_param_kind(f"{type(self).__name__} params[{name!r}]", value, defaults[name])
         check_concrete_params(params, self.param_checks())
 
     def init(self, key: jax.Array, params: dict[str, Any] | None = None) -> NamedTuple:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._traced import is_traced
 from ..space import Space
 from ._checks import check_int, check_real
 from ._mixed import MixedCoords, normal_from_uniform, reflect, uniforms
@@ -113,7 +114,7 @@ class LocalSearch(Strategy):
 
     def check_params(self, params):
         super().check_params(params)
-        if not params or any(isinstance(v, jax.core.Tracer) for v in params.values()):
+        if not params or is_traced(params):
             return
         steps = {k: np.asarray(params.get(k, self.default_params()[k]), np.float32)
                  for k in ("step_min", "step_init", "step_max")}

@@ -39,6 +39,7 @@ from jax.sharding import Mesh
 from ..evaluate import check_chunk_size, check_mesh, host_local, onto_mesh
 from .._keys import check_batchable_keys, check_key, key_bits
 from .._scalars import host_ints_as_floats
+from .._traced import is_traced
 from ..space import Categorical, Float, Int, Space
 from ._compile import training_jit
 from .trainer import (_train_population, check_carried, check_positive_int, check_trainer, init_population,
@@ -96,7 +97,7 @@ def explore(key: jax.Array, space: Space, hparams: dict, which: jax.Array, resam
     if missing:
         raise ValueError(f"hparams is missing {missing}; it needs every parameter of the space")
     concrete = {"resample_prob": resample_prob, "factors": factors}
-    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(concrete)):
+    if not is_traced(concrete):
         prob, fac = np.asarray(resample_prob, np.float64), np.asarray(factors, np.float64)
         if prob.shape != () or not 0.0 <= prob <= 1.0:
             raise ValueError(f"resample_prob must be a probability in [0, 1], got {resample_prob!r}")
