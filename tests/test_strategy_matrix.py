@@ -8,8 +8,6 @@ tests below.
 """
 
 import functools
-import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -245,14 +243,14 @@ def test_initial_points_are_evaluated_first_and_told(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_search_continued_from_its_state_equals_the_search_run_at_once(name):
+def test_a_search_continued_from_its_state_equals_the_search_run_at_once(name, tmp_path):
     # Two segments of GENERATIONS / 2 (one compiled continuation, called
     # twice) against the single search of GENERATIONS; the state saved to a
     # file and read back between them.
     s, key, half = make(name), jax.random.key(11), GENERATIONS // 2
     start = s.init(jax.random.split(key)[0])
     mid, first = jaxhpo.run(s, objective, key, half, history="all", has_aux=True, state=start)
-    path = os.path.join(tempfile.mkdtemp(), "state")
+    path = str(tmp_path / "state")
     jaxhpo.save_state(path, mid)
     end, second = jaxhpo.run(s, objective, key, half, history="all", has_aux=True,
                              state=jaxhpo.load_state(path, s))
