@@ -259,6 +259,24 @@ def test_a_conditional_parameters_kernels_are_optunas_fitted_on_its_active_obser
     np.testing.assert_allclose(miss, probs[np.arange(4), [1, 0, 0, 0]], rtol=1e-5)
 
 
+@pytest.mark.parametrize("consider_endpoints", [False, True])
+def test_a_pending_points_kernel_is_the_one_it_gets_as_a_member_of_the_bad_set(consider_endpoints):
+    """Constant liar: a point being evaluated gets the bandwidth it would get as one more
+    member (Optuna adds it to the set), the inner gap beyond every member when endpoints
+    are not considered (it got the gap to the face: 0.3 for 0.7 above [0.3, 0.6]). No
+    floor (magic_clip=False): the pending kernel's counts leave the pending points out."""
+    coords = tpe._Coords(FLOATS)
+    members = jnp.array([[0.3, 0.3], [0.6, 0.6]], jnp.float32)
+    pending = jnp.array([[0.1, 0.7], [0.45, 0.4], [0.7, 0.1]], jnp.float32)
+    bad = tpe.fit_parzen(coords, members, jnp.ones(2, bool), jnp.arange(2), 1.0,
+                         consider_endpoints=consider_endpoints, magic_clip=False)
+    got = tpe._pending_parzen(coords, bad, pending, consider_endpoints, False, "optuna", 2).sigmas
+    for i in range(3):
+        as_member = tpe.fit_parzen(coords, jnp.concatenate([members, pending[i:i + 1]]), jnp.ones(3, bool),
+                                   jnp.arange(3), 1.0, consider_endpoints=consider_endpoints, magic_clip=False)
+        np.testing.assert_allclose(np.asarray(got[i]), np.asarray(as_member.sigmas[2]), rtol=1e-6)
+
+
 def test_tpe_beats_random_search_at_equal_budget():
     # 4-D shifted sphere, 60 evaluations in batches of 4 (constant liar), 16
     # seeds vmapped: TPE's median final regret is below half of random search's.

@@ -59,7 +59,7 @@ Ties: observations of equal value in a numeric coordinate (an ``Int``,
 most often) are ordered by age, so that of a run of
 equal values the oldest and newest take the wide bandwidths and the others
 the floor. Optuna orders them by NumPy's default sort, which is not stable
-for more than 16 values; in product kernels (``multivariate=True``) the two
+(with NumPy 2 on x86, not even for a dozen values); in product kernels (``multivariate=True``) the two
 then give the wide bandwidths to different observations, and the joint
 densities differ (up to a factor of about 5 on an ``Int(1, 5)`` with 40
 observations), though each coordinate's own density is the same.
@@ -573,8 +573,11 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
                     magic_clip: bool, bandwidth: str, dim: int) -> Parzen:
     """Kernels for pending points ``z`` ``(p, dim)`` as extra members of the bad set.
 
-    Their bandwidths follow the bad set's rule against its members (the
-    existing kernels keep theirs); weights are left to the caller.
+    Their bandwidths follow the bad set's rule against its members, as if
+    each were one more member (Optuna's constant liar): the larger gap to a
+    neighbouring member, the inner one for a point beyond every member when
+    ``consider_endpoints`` is False, at least the set's floor. The existing
+    kernels keep theirs; weights are left to the caller.
     """
     n_num = bad.n[coords.nidx]
     zn = z[:, coords.nidx]
@@ -587,6 +590,11 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
         left = jnp.max(jnp.where(mem <= q, mem, 0.0), axis=-1)
         right = jnp.minimum(jnp.min(jnp.where(mem > q, mem, 2.0), axis=-1), 1.0)
         sig = jnp.maximum(zn - left, right - zn)
+        if not consider_endpoints:
+            has_left = jnp.any(mem <= q, axis=-1)
+            has_right = jnp.any((mem > q) & (mem <= 1.0), axis=-1)
+            sig = jnp.where(has_right & ~has_left, right - zn, sig)
+            sig = jnp.where(has_left & ~has_right, zn - left, sig)
     sig = jnp.clip(sig, _min_sigma(n_num, magic_clip), 1.0)
     hit, miss = _cat_logp(coords, bad.n[coords.cidx], bad.prior_weight)
     pn = z.shape[0]
