@@ -107,6 +107,8 @@ def dominates(a: jax.Array, b: jax.Array) -> jax.Array:
         if x.ndim < 1 or jnp.issubdtype(x.dtype, jnp.complexfloating):
             raise TypeError(f"{name} must be real objective values of shape (..., m), got {x.dtype}{x.shape}")
     try:
+        if a.shape[-1] != b.shape[-1]:
+            raise ValueError
         jnp.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"a and b must broadcast against each other with one m, got shapes {a.shape} and "
@@ -472,11 +474,13 @@ def check_ref_point(ref_point: Any, m: int, dtype: Any = np.float64) -> np.ndarr
     """A user's ``ref_point`` as ``(m,)`` finite numbers of ``dtype`` (host side);
     errors name it and the rule."""
     try:
-        booleans = np.asarray(ref_point).dtype == bool
+        kind = np.asarray(ref_point).dtype.kind
     except (TypeError, ValueError):
-        booleans = False  # refused below
-    if booleans:
+        kind = "O"  # ragged: refused below
+    if kind == "b":
         raise TypeError(f"ref_point must be {m} numbers, got booleans {ref_point!r}")
+    if kind in "USaV":  # NumPy would read numeric text ("2") as a number
+        raise TypeError(f"ref_point must be {m} numbers, got text {ref_point!r}")
     try:
         with np.errstate(over="ignore"):
             ref = np.asarray(ref_point, dtype)

@@ -363,6 +363,12 @@ def test_clear_errors():
         pareto.total_violation(np.zeros(3))
     with pytest.raises(ValueError, match=r"a and b must broadcast against each other with one m, got shapes"):
         pareto.dominates(np.zeros(2), np.zeros(3))
+    for a, b in ((np.zeros(1), np.zeros(3)), (np.zeros((1, 2)), np.zeros((2, 1)))):  # m = 1 would broadcast
+        with pytest.raises(ValueError, match="with one m"):
+            pareto.dominates(a, b)
+    assert np.asarray(pareto.dominates(np.zeros((1, 2)), np.ones((3, 2)))).tolist() == [True] * 3
+    with pytest.raises(TypeError, match="ref_point must be 2 numbers, got text"):  # NumPy reads "2" as 2.0
+        pareto.hypervolume(np.array([[0.0, 0.0]]), ["2", "3"])
     # booleans are no objective values or reference point (they were read as 0 and 1)
     with pytest.raises(TypeError, match="ref_point must be 2 numbers, got booleans"):
         pareto.hypervolume(np.array([[0.5, 0.5]]), [True, True])
