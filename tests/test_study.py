@@ -271,6 +271,28 @@ def test_tell_checks_the_trial_and_the_value():
             a.optimize(f, num_trials=1, n_jobs=bad)
 
 
+def test_jax_arrays_serve_as_values_trial_numbers_and_steps():
+    """A training loop's numbers are JAX arrays: a batch of values, a trial number and a
+    step given as JAX (or NumPy) arrays are taken as the Python numbers they hold."""
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 3), seed=0)
+    study.ask()
+    study.tell(jnp.array([1.0, 2.0, 3.0]))
+    trial = study.ask_trials(1)[0]
+    study.report(jnp.int32(trial.number), 0.5, jnp.int32(4))
+    study.report(np.int64(trial.number), 0.25, np.int64(5))
+    study.tell(jnp.int32(trial.number), jnp.float32(0.125))
+    assert [t.value for t in study.trials[:4]] == [1.0, 2.0, 3.0, 0.125]
+    assert study.trials[3].intermediate_values == {4: 0.5, 5: 0.25}
+    with pytest.raises(TypeError, match="got a 0-d array"):
+        study.tell(jnp.float32(1.0))
+    for bad in (jnp.float32(4.0), jnp.array([4])):
+        with pytest.raises(TypeError, match="trial must be a Trial or a trial number"):
+            study.tell(bad, 1.0)
+    running = study.ask_trials(1)[0]
+    with pytest.raises(ValueError, match="step must be an integer"):
+        study.report(running, 0.5, jnp.float32(1.0))
+
+
 def test_maximize_stores_user_values_and_negates_for_the_strategy():
     study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 4), seed=0, maximize=True)
     study.optimize(f, num_generations=3, progress=False)

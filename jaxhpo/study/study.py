@@ -1178,7 +1178,7 @@ class Study:
             raise TypeError(f"tell: pruned must be a bool, got {pruned!r}")
         if error is not None and not isinstance(error, str):
             raise TypeError(f"tell: error must be the failure's text (a str) or None, got {error!r}")
-        if pruned and (value is not _MISSING or isinstance(trial, (list, tuple, np.ndarray))):
+        if pruned and (value is not _MISSING or isinstance(trial, (list, tuple, np.ndarray, jax.Array))):
             raise ValueError("tell(trial, pruned=True) takes one trial and no value: a pruned trial "
                              "keeps its last reported value")
         if pruned and error is not None:
@@ -1186,8 +1186,11 @@ class Study:
                              "(tell it error=... without pruned to record a failure)")
         if value is _MISSING and not pruned:
             values = trial
-            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) and not isinstance(values, np.ndarray):
+            if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray, jax.Array)):
                 raise TypeError("tell(values) needs a sequence with one value per configuration of the latest ask")
+            if isinstance(values, (np.ndarray, jax.Array)) and values.ndim == 0:
+                raise TypeError("tell(values) needs a sequence with one value per configuration of the latest ask, "
+                                f"got a 0-d array {values!r} (tell(trial, value) tells one trial)")
             values = list(values)
             if len(values) != len(self._last_batch):
                 raise ValueError(
@@ -1227,6 +1230,7 @@ class Study:
                 raise ValueError(f"{what}: trial {trial.number} belongs to study {trial.study!r}, "
                                  f"not to {self.name!r}")
             return trial.number
+        trial = scalar_item(trial)  # a 0-d NumPy or JAX integer
         if isinstance(trial, numbers.Integral) and not isinstance(trial, bool):
             if not 0 <= trial < _SQLITE_INT_END:
                 raise ValueError(f"{what}: a trial number is an integer in [0, 2**63), got {trial!r}")
@@ -1261,6 +1265,7 @@ class Study:
             raise ValueError(f"report: a study of {self.num_objectives} objectives takes no intermediate "
                              "values (pruning ranks one objective); a trial may still stop early by "
                              "raising TrialPruned, recorded as pruned without a value")
+        step = scalar_item(step)  # a 0-d NumPy or JAX integer (a training state's step)
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < _SQLITE_INT_END:
             raise ValueError(f"report: step must be an integer in [0, 2**63), got {step!r}")
         value = _real_scalar("report", value)
