@@ -129,6 +129,26 @@ def test_batch_rows_are_distinct(acquisition):
     assert np.isfinite(x).all() and ((x >= 0) & (x <= 1)).all()
 
 
+DISCRETE = jaxhpo.Space(n=jaxhpo.Int(0, 9), c=jaxhpo.Categorical(list("abcde")))  # 50 configurations
+
+
+@pytest.mark.parametrize("acquisition", ["logei", "ts"])
+def test_the_model_proposes_no_configuration_already_evaluated_or_in_its_batch(acquisition):
+    """In a discrete space the incumbent's acquisition (its noise kept at the floor) beat every
+    other configuration once the optimum was found: batches of four copies of it, 14 of the
+    last 16 evaluations. The model's points are new while new configurations are left."""
+    s = GPBO(DISCRETE, popsize=4, capacity=32, n_init=4, deterministic=True, acquisition=acquisition, **SMALL)
+
+    def f(p):
+        return 0.3 * (p["n"] - 6.0) ** 2 + jnp.where(p["c"] == 2, 0.0, 1.0) + 0.1 * p["c"]
+
+    x = np.asarray(jaxhpo.run(s, f, jax.random.key(0), 8, history="all")[1].x).reshape(-1, 2)
+    seen = {tuple(r) for r in x[:4].tolist()}  # the Sobol design (which may repeat a configuration)
+    for row in x[4:].tolist():
+        assert tuple(row) not in seen, (row, len(seen))
+        seen.add(tuple(row))
+
+
 def test_deterministic_holds_the_noise_at_its_floor():
     # (That a fitted noise does not stay there: tests/test_gp.py.)
     s = GPBO(BRANIN_SPACE, popsize=4, capacity=12, n_init=8, deterministic=True, **SMALL)

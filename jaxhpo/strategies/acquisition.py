@@ -163,7 +163,8 @@ def thompson_sample(key: jax.Array, post: Posterior, xs: jax.Array, categorical:
 def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap: Callable,
              movable: np.ndarray, restarts: int, steps: int, learning_rate: float,
              cat_options: tuple[np.ndarray, np.ndarray] | None = None,
-             precondition: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+             precondition: jax.Array | None = None, taken: jax.Array | None = None,
+             taken_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Maximise ``acq`` over the cube by a vmapped multistart.
 
     1. Score every candidate (already snapped); keep the ``restarts`` best.
@@ -192,15 +193,29 @@ def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap:
         there goes as ``lengthscale_d^-2`` and the scaled gradient is a
         diagonal Newton step (Optuna's GPSampler runs its L-BFGS-B in
         lengthscale-scaled coordinates for the same reason).
+      taken: ``(t, dim)`` points not to return (those already evaluated or
+        chosen), where ``taken_mask`` ``(t,)`` is True: a point equal to one
+        of them in every coordinate scores ``-inf``, unless no other point
+        found has a finite score (a small discrete space all evaluated).
     Returns:
       ``(x (dim,), value ())``.
     """
 
-    def score(x):
+    def raw(x):
         v = acq(x)
         return jnp.where(jnp.isfinite(v), v, -jnp.inf)
 
-    values = score(candidates)
+    def unfresh(x, v):
+        if taken is None:
+            return v
+        same = jnp.all(x[:, None, :] == taken[None], axis=-1) & taken_mask[None]
+        return jnp.where(jnp.any(same, axis=1), -jnp.inf, v)
+
+    def score(x):
+        return unfresh(x, raw(x))
+
+    values_raw = raw(candidates)
+    values = unfresh(candidates, values_raw)
     top_v, top_i = jax.lax.top_k(values, restarts)
     x0 = candidates[top_i]
     best_x, best_v = x0, top_v
@@ -248,4 +263,9 @@ def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap:
         take = nv[j] > best_v
         best_x = jnp.where(take, neighbours[j], best_x)
         best_v = jnp.where(take, nv[j], best_v)
+    if taken is not None:
+        i = jnp.argmax(values_raw)
+        fresh = jnp.isfinite(best_v)
+        best_x = jnp.where(fresh, best_x, candidates[i])
+        best_v = jnp.where(fresh, best_v, values_raw[i])
     return best_x, best_v

@@ -146,6 +146,12 @@ class GPBO(Strategy):
        appended to the masked buffer), which collapses the acquisition around
        it, and the next point is chosen; hyperparameters stay fixed within a
        batch.
+    5. The point chosen is none already in the buffer or the batch while
+       another candidate has a finite acquisition value. In a discrete space,
+       with the noise at its floor, the incumbent's small uncertainty gave it
+       the highest acquisition once the optimum was found, and batches were
+       four copies of it; in a continuous one only exact copies are
+       excluded (a corner of the cube, most often).
 
     Failed (non-finite) evaluations are never part of the hyperparameter fit.
     Their points are remembered: the posterior that the acquisition sees
@@ -467,7 +473,8 @@ class GPBO(Strategy):
             xb, yb, mb, ok = carry
             j, key = inputs
             post = gp.factorize(kernel, xb, yb, mb, cat, card, min_noise)
-            x = self._maximize(key, post, incumbent, best_z, params)
+            # Not a point evaluated or chosen for this batch where another will do.
+            x = self._maximize(key, post, incumbent, best_z, params, xb, mb)
             mean, _ = gp.predict(post, x[None], cat, card)
             if extra > 0:
                 # Fantasy row j holds the believed value at the j-th chosen point.
@@ -608,7 +615,8 @@ class GPBO(Strategy):
                     post, jax.tree_util.tree_map(pick, kernels), z_post[idx], bound, believe_mean)
                 ok = ok & jnp.all(post.ok)
             x = self._maximize_vector(key, post, threshold, scale, incumbents[t], best_z[t], any_feasible,
-                                      state.params).astype(jnp.float32)  # float64 under x64
+                                      state.params, jnp.concatenate([state.x, x_f]),
+                                      jnp.concatenate([rows, fantasy])).astype(jnp.float32)  # float64 under x64
             if extra:
                 row = jnp.minimum(j, extra - 1)
                 write = j < extra
@@ -638,21 +646,30 @@ class GPBO(Strategy):
             cands = jnp.concatenate([cands, local])
         return self._snap(cands)
 
-    def _refine(self, acq, cands, log_lengthscale):
+    def _refine(self, acq, cands, log_lengthscale, taken, taken_mask):
         """``acquisition.maximize`` of ``acq`` from ``cands`` with this GPBO's settings;
-        ``log_lengthscale (dim,)`` scales the steps with ``acq_precondition``."""
+        ``log_lengthscale (dim,)`` scales the steps with ``acq_precondition``;
+        not one of the ``taken`` points where another will do."""
         precondition = jnp.exp(2.0 * log_lengthscale) if self.acq_precondition else None
         x, _ = acqf.maximize(acq, cands, self._snap, ~self._categorical, self.restarts, self.acq_steps,
-                             self.acq_learning_rate, self._cat_options, precondition=precondition)
+                             self.acq_learning_rate, self._cat_options, precondition=precondition,
+                             taken=taken, taken_mask=taken_mask)
         return x
 
-    def _maximize(self, key, post, incumbent, best_z, params):
+    @staticmethod
+    def _thompson_pick(cands, sample, taken, taken_mask):
+        """The candidate of least sampled value, not one of the ``taken`` points where another will do."""
+        same = jnp.any(jnp.all(cands[:, None, :] == taken[None], axis=-1) & taken_mask[None], axis=1)
+        fresh = jnp.where(same, jnp.inf, sample)
+        return cands[jnp.where(jnp.all(same), jnp.argmin(sample), jnp.argmin(fresh))]
+
+    def _maximize(self, key, post, incumbent, best_z, params, taken, taken_mask):
         cat, card = self._categorical, self._card
         k_cand, k_ts = jax.random.split(key)
         cands = self._candidates(k_cand, incumbent)
         if self.acquisition == "ts":
             sample = acqf.thompson_sample(k_ts, post, cands, cat, card)
-            return cands[jnp.argmin(sample)]
+            return self._thompson_pick(cands, sample, taken, taken_mask)
 
         def acq(x):
             mean, var = gp.predict(post, x, cat, card)
@@ -660,9 +677,10 @@ class GPBO(Strategy):
                 return acqf.log_ei(mean, var, best_z)
             return acqf.ucb(mean, var, params["beta"])
 
-        return self._refine(acq, cands, post.kernel.log_lengthscale)
+        return self._refine(acq, cands, post.kernel.log_lengthscale, taken, taken_mask)
 
-    def _maximize_vector(self, key, posts, threshold, scale, incumbent, best_z, any_feasible, params):
+    def _maximize_vector(self, key, posts, threshold, scale, incumbent, best_z, any_feasible, params,
+                         taken, taken_mask):
         """One point from ``posts``: the objective model, then the ``c`` constraint models,
         stacked on ``(1 + c,)``; see the class docstring for the acquisitions."""
         cat, card, c = self._categorical, self._card, self._c
@@ -672,7 +690,7 @@ class GPBO(Strategy):
             keys = jax.random.split(k_ts, 1 + c)
             samples = jax.vmap(lambda k, post: acqf.thompson_sample(k, post, cands, cat, card))(keys, posts)
             if not c:
-                return cands[jnp.argmin(samples[0])]
+                return self._thompson_pick(cands, samples[0], taken, taken_mask)
             return cands[acqf.constrained_thompson_choice(samples[0], samples[1:], threshold, scale)]
 
         def acq(x):
@@ -688,7 +706,7 @@ class GPBO(Strategy):
 
         # The objective model's lengthscales scale the steps (the
         # constraints' models may have others; the improvement sets where to go).
-        return self._refine(acq, cands, posts.kernel.log_lengthscale[0])
+        return self._refine(acq, cands, posts.kernel.log_lengthscale[0], taken, taken_mask)
 
     # --------------------------------------------------------------- tell
     def tell(self, state: GPBOState, x: jax.Array, values: jax.Array) -> GPBOState:
