@@ -364,8 +364,9 @@ def standardize(y: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, ja
     """``(y - mean) / std`` over the valid rows; masked rows become 0.
 
     Returns ``(z (n,), mean (), std ())``. With fewer than two distinct valid
-    values the std is the power of two the values are first scaled by (1
-    for values below 2 in magnitude), so nothing divides by zero and
+    values the std is the power of two the values are first scaled by
+    (``2**floor(log2(max |y|))``; 1 when the largest magnitude is in
+    ``[1, 2)`` or all are 0), so nothing divides by zero and
     ``z = (y - mean) / std`` still holds.
     """
     n = jnp.sum(mask)
