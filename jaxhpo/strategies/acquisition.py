@@ -257,7 +257,8 @@ def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap:
     if cat_options is not None:
         coords, centres = cat_options
         onehot = jnp.asarray(np.arange(candidates.shape[1])[None, :] == coords[:, None])
-        neighbours = jnp.where(onehot, jnp.asarray(centres, jnp.float32)[:, None], best_x[None, :])
+        # (snapped: a category of a conditional parent may change which coordinates count)
+        neighbours = snap(jnp.where(onehot, jnp.asarray(centres, jnp.float32)[:, None], best_x[None, :]))
         nv = score(neighbours)
         j = jnp.argmax(nv)
         take = nv[j] > best_v

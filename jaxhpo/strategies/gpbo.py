@@ -218,9 +218,10 @@ class GPBO(Strategy):
       objective, and the best successful rows by constraint-domination rank
       (``pareto.constrained_nondominated_rank``) fill the rest, older first
       within a rank.
-    * Conditional parameters: the GP models every coordinate of every point,
-      an inactive one's (decoded, unused) value included; nothing marks it
-      (TPE gives such values the prior instead).
+    * Conditional parameters: a coordinate that a point's own values make
+      inactive is set to 1/2 in every point the GP sees and every point
+      proposed, so configurations that differ only in values they do not
+      use are one point to it (TPE gives such values the prior instead).
 
     Args:
       space: the ``Space``.
@@ -312,6 +313,7 @@ class GPBO(Strategy):
         self.acq_precondition = check_bool("acq_precondition", acq_precondition)
         # Static numpy tables (underscore: not settings, excluded from hashing).
         self._mixed = MixedCoords(space)
+        self._conditional = space.is_conditional
         self._categorical = space.categorical_mask
         self._card = space.cardinalities
         cat_coords = [j for j in range(self.dim) if self._categorical[j]]
@@ -391,7 +393,22 @@ class GPBO(Strategy):
         return x
 
     def _snap(self, x: jax.Array) -> jax.Array:
-        return self._mixed.snap(x)
+        """Discrete coordinates at their bin centres, inactive ones at 1/2 (``_canonical``)."""
+        return self._canonical(self._mixed.snap(x))
+
+    def _canonical(self, x: jax.Array) -> jax.Array:
+        """``x`` ``(..., dim)`` with each coordinate its own values make inactive at 1/2.
+
+        An inactive value is never used: configurations that differ only there
+        are one point to the GP (two points of one branch, whatever their
+        other branches' coordinates hold), and the acquisition's gradient has
+        nothing to follow there.
+        """
+        if not self._conditional:
+            return x
+        act = self.space.active(self.space.decode(x))
+        on = jnp.stack([act[n] for n in self.space.names], axis=-1)
+        return jnp.where(on, x, jnp.asarray(0.5, x.dtype))
 
     def _init(self, key, params):
         cap, dim = self.capacity, self.dim
@@ -672,7 +689,7 @@ class GPBO(Strategy):
             return self._thompson_pick(cands, sample, taken, taken_mask)
 
         def acq(x):
-            mean, var = gp.predict(post, x, cat, card)
+            mean, var = gp.predict(post, self._canonical(x), cat, card)
             if self.acquisition == "logei":
                 return acqf.log_ei(mean, var, best_z)
             return acqf.ucb(mean, var, params["beta"])
@@ -694,6 +711,7 @@ class GPBO(Strategy):
             return cands[acqf.constrained_thompson_choice(samples[0], samples[1:], threshold, scale)]
 
         def acq(x):
+            x = self._canonical(x)
             mean, var = jax.vmap(lambda post: gp.predict(post, x, cat, card))(posts)  # (1 + c, k)
             if self.acquisition == "logei":
                 value = acqf.log_ei(mean[0], var[0], best_z)
