@@ -349,6 +349,9 @@ def test_cmaes_and_local_search_params_follow_the_constructors_rules():
                           ({"max_condition": 0.0}, "max_condition"), ({"x0": [0.5, 0.5, 0.5]}, "x0 must have shape")]:
         with pytest.raises(ValueError, match=match):
             jaxhpo.minimize(lambda c: c["x"], space, cma, num_generations=1, params=params)
+    for nested in ([[0.5, 0.5]] * 2, [[0.5, 0.5, 0.5]] * 2):  # the shape given, named (a list's length was)
+        with pytest.raises(ValueError, match=rf"x0 must have shape \(2,\).*got shape \(2, {len(nested[0])}\)"):
+            cma.init(0, {"x0": nested})
     res = jaxhpo.minimize(lambda c: c["x"] + c["y"], space, cma, num_generations=2, params={"x0": [0.1, 0.2]})
     assert np.isfinite(res.best_value)
     with pytest.raises(ValueError, match="step_min <= step_init <= step_max"):
@@ -733,10 +736,21 @@ def test_a_user_strategy_that_returns_a_wrong_state_or_x_is_named():
             x, state = super()._ask(key, state)
             return jnp.concatenate([x, x[:1]]), state
 
+    class BareAsk(RandomSearch):  # the state forgotten
+        def _ask(self, key, state):
+            return super()._ask(key, state)[0]
+
+    class SwappedAsk(RandomSearch):
+        def _ask(self, key, state):
+            x, state = super()._ask(key, state)
+            return state, x
+
     for cls, call, match in (
             (BadTell, "tell", r"BadTell._tell must return a state of the type it was given \(RandomState"),
             (ReshapedTell, "tell", r"ReshapedTell._tell must return a state like.*best_x went from shape \(1,\)"),
-            (TallAsk, "ask", r"TallAsk._ask must return x of shape \(popsize, dim\) = \(4, 1\).*\(5, 1\)")):
+            (TallAsk, "ask", r"TallAsk._ask must return x of shape \(popsize, dim\) = \(4, 1\).*\(5, 1\)"),
+            (BareAsk, "ask", r"BareAsk._ask must return \(x, state\)"),
+            (SwappedAsk, "ask", r"SwappedAsk._ask must return \(x, state\).*first item is a RandomState")):
         s = cls(SPACE, 4)
         state = s.init(0)
         with pytest.raises(TypeError, match=match):

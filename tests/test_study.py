@@ -434,6 +434,8 @@ def test_state_roundtrip_and_mismatch():
     assert np.array_equal(state_from_bytes(old, state).center, state.center)
     with pytest.raises(StateFormatError, match="truncated"):
         state_from_bytes(old[:-3], state)
+    with pytest.raises(StateFormatError, match="damaged header"):  # (NumPy read ",loat32" as Python: SyntaxError)
+        state_from_bytes(old.replace(b'"dtype":"float32"', b'"dtype":",loat32"', 1), state)
     # keys of another implementation with the same data shape are refused, not reinterpreted
     rbg = state._replace(params={"k": jax.random.key(5, impl="rbg"), "w": jnp.arange(3.0)})
     unsafe = state._replace(params={"k": jax.random.key(5, impl="unsafe_rbg"), "w": jnp.arange(3.0)})

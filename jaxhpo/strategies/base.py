@@ -324,8 +324,15 @@ class Strategy:
         return compiled(self, "_clipped_ask", check_key(key, allow_seed=True), state)
 
     def _clipped_ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
-        x, new = self._ask(key, state)
         name = type(self).__name__
+        out = self._ask(key, state)
+        if not isinstance(out, tuple) or len(out) != 2 or not isinstance(out[0], (jax.Array, np.ndarray)):
+            # (a bare x, or (state, x), would unpack row by row or fail in NumPy, naming nothing)
+            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+            first = f" whose first item is a {type(out[0]).__name__}" if isinstance(out, tuple) and out else ""
+            raise TypeError(f"{name}._ask must return (x, state): the points (popsize, dim) and the new state, "
+                            f"got {got}{first}")
+        x, new = out
         if jnp.shape(x) != (self.popsize, self.dim) or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
             raise TypeError(f"{name}._ask must return x of shape (popsize, dim) = {(self.popsize, self.dim)} "
                             f"(floats in the cube), got {jnp.shape(x)} {jnp.result_type(x)}")

@@ -298,6 +298,14 @@ def _check_positive(name: str, value: Any) -> float:
     return value
 
 
+def _nested_shape(v: Any) -> tuple[int, ...]:
+    """The shape of an array, or of (nested) lists of numbers or traced values
+    (which NumPy cannot read)."""
+    if isinstance(v, (list, tuple)):
+        return (len(v),) + (_nested_shape(v[0]) if len(v) else ())
+    return tuple(jnp.shape(v))
+
+
 class CMAES(Strategy):
     """CMA-ES (Hansen, 2016) over the unit cube, with optional IPOP restarts.
 
@@ -438,7 +446,7 @@ class CMAES(Strategy):
         x0 = (params or {}).get("x0")
         if x0 is None:
             return
-        shape = (len(x0),) if isinstance(x0, (list, tuple)) else tuple(jnp.shape(x0))
+        shape = _nested_shape(x0)
         if shape != (self.dim,):
             raise ValueError(f"params x0 must have shape ({self.dim},) (one cube coordinate per "
                              f"parameter), got shape {shape}")

@@ -137,7 +137,9 @@ def state_from_bytes(data: bytes, template: Any) -> Any:
         return _read_leaves(data, pos + 8 + n, header, template)
     except StateFormatError:
         raise
-    except (KeyError, TypeError, AttributeError, ValueError) as e:  # a header of the wrong make
+    except (KeyError, TypeError, AttributeError, ValueError, SyntaxError) as e:
+        # A header of the wrong make (NumPy parses a damaged dtype string as
+        # Python: a SyntaxError).
         raise StateFormatError(f"stored strategy state has a damaged header: {type(e).__name__}: {e}") from None
 
 
