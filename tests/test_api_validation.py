@@ -760,6 +760,24 @@ def test_a_user_strategy_that_returns_a_wrong_state_or_x_is_named():
             jaxhpo.run(s, square, 0, 2)
 
 
+def test_ask_and_tell_refuse_another_strategys_state():
+    # Another popsize's state failed inside tell (a concatenate of mismatched shapes);
+    # another strategy's state of fitting shapes was read as garbage.
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    small, big = jaxhpo.CMAES(space, 4), jaxhpo.CMAES(space, 6)
+    state = big.init(0)
+    with pytest.raises(ValueError, match=r"ask: state\.\w+ has shape .*this CMAES's init makes"):
+        small.ask(1, state)
+    x, own = small.ask(1, small.init(0))
+    with pytest.raises(ValueError, match=r"tell: state\.\w+ has shape"):
+        small.tell(state, x, jnp.arange(4.0))
+    rs = RandomSearch(space, 4)
+    with pytest.raises(TypeError, match="tell: state must be a state of this RandomSearch"):
+        rs.tell(own, x, jnp.arange(4.0))
+    with pytest.raises(TypeError, match="ask: state must be a state of this RandomSearch"):
+        rs.ask(1, jaxhpo.TPE(space, 4).init(0))
+
+
 def test_weakly_typed_state_leaves_compile_once():
     # A user _init with jnp.full(n, 0.5) (weakly typed) made the state that
     # tell returns a different type: every program compiled twice.

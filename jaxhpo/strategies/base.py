@@ -323,8 +323,33 @@ class Strategy:
         """
         return compiled(self, "_clipped_ask", check_key(key, allow_seed=True), state)
 
+    def _check_own_state(self, what: str, state: Any) -> None:
+        """Refuse a state that is not this strategy's: another type, structure or
+        leaf shapes than its ``init`` makes (another strategy's, or this class's over
+        another space, popsize or capacity), which would fail deep inside ``_ask``
+        or ``_tell``, or be read as garbage. Runs where ``ask`` and ``tell`` are
+        traced, so once per compiled program."""
+        defaults = self.default_params()
+        params = getattr(state, "params", None)
+        params = defaults if params is None else params  # (a user's state may keep none)
+        if not isinstance(params, Mapping) or set(params) != set(defaults):
+            raise TypeError(f"{what}: state must be a state of this {type(self).__name__} (what its init, ask and "
+                            f"tell return), got {type(state).__name__}")
+        want = jax.eval_shape(lambda k: self._strong_init(k, dict(params)), jax.random.key(0))
+        got_paths, got_def = jax.tree_util.tree_flatten_with_path(state)
+        want_leaves, want_def = jax.tree_util.tree_flatten(want)
+        if got_def != want_def:
+            raise TypeError(f"{what}: state must be a state of this {type(self).__name__} (what its init, ask and "
+                            f"tell return), got {type(state).__name__} of another structure")
+        for (path, got), w in zip(got_paths, want_leaves):
+            if jnp.shape(got) != w.shape:
+                raise ValueError(f"{what}: state{jax.tree_util.keystr(path)} has shape {jnp.shape(got)}; this "
+                                 f"{type(self).__name__}'s init makes {w.shape} there: the state is another "
+                                 "strategy's (another space, popsize or capacity)")
+
     def _clipped_ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
         name = type(self).__name__
+        self._check_own_state("ask", state)
         out = self._ask(key, state)
         if not isinstance(out, tuple) or len(out) != 2 or not isinstance(out[0], (jax.Array, np.ndarray)):
             # (a bare x, or (state, x), would unpack row by row or fail in NumPy, naming nothing)
@@ -415,6 +440,7 @@ class Strategy:
     def _tell_checked(self, state: NamedTuple, x: jax.Array, values: jax.Array) -> NamedTuple:
         """``tell`` of checked arguments (``x`` float32 ``(popsize, dim)``, ``values``
         float32 in the strategy's shape), the part that ``compiled`` runs."""
+        self._check_own_state("tell", state)
         ok = jnp.isfinite(values) & self.valid(state)
         values = jnp.where(ok, values, jnp.inf)
         new = self._returned_state(f"{type(self).__name__}._tell", state, self._tell(state, x, values))

@@ -753,6 +753,7 @@ class GPBO(Strategy):
 
     def _tell_values(self, state, x, values):
         """``tell`` of checked ``(popsize, num_values)`` values."""
+        self._check_own_state("tell", state)
         m = self._m
         ok = jnp.all(jnp.isfinite(values), axis=1)
         x = self._snap(jnp.clip(x, 0.0, 1.0))

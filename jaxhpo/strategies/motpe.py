@@ -319,6 +319,7 @@ class MOTPE(Strategy):
 
     def _tell_values(self, state, x, values):
         """``tell`` of checked ``(popsize, num_values)`` values."""
+        self._check_own_state("tell", state)
         p, m = self.popsize, self.num_objectives
         ok = jnp.all(jnp.isfinite(values), axis=1)
         obj = jnp.where(ok[:, None], values[:, :m], jnp.inf)

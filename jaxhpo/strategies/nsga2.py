@@ -225,6 +225,7 @@ class NSGA2(Strategy):
 
     def _tell_values(self, state, x, values):
         """``tell`` of checked ``(popsize, num_values)`` values."""
+        self._check_own_state("tell", state)
         n = self.popsize
         obj, viol = self._split(values)
 
