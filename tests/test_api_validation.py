@@ -760,6 +760,22 @@ def test_a_user_strategy_that_returns_a_wrong_state_or_x_is_named():
             jaxhpo.run(s, square, 0, 2)
 
 
+def test_a_user_strategys_init_must_return_a_state_with_the_common_fields():
+    # A dict (or a NamedTuple without best_x) failed at the first tell, naming an attribute.
+    class DictInit(RandomSearch):
+        def _init(self, key, params):
+            return dict(super()._init(key, params)._asdict())
+
+    class WideBest(RandomSearch):
+        def _init(self, key, params):
+            return super()._init(key, params)._replace(best_x=jnp.zeros((3,)))
+
+    with pytest.raises(TypeError, match=r"DictInit._init must return a NamedTuple state .*got dict"):
+        DictInit(SPACE, 4).init(0)
+    with pytest.raises(ValueError, match=r"WideBest._init must return a state whose best_x has shape \(1,\)"):
+        jaxhpo.run(WideBest(SPACE, 4), square, 0, 1)
+
+
 def test_ask_and_tell_refuse_another_strategys_state():
     # Another popsize's state failed inside tell (a concatenate of mismatched shapes);
     # another strategy's state of fitting shapes was read as garbage.

@@ -309,9 +309,27 @@ class Strategy:
         return compiled(self, "_strong_init", key, params)
 
     def _strong_init(self, key: jax.Array, params: dict[str, jax.Array]) -> NamedTuple:
+        state = self._init(key, params)
+        self._check_initial_state(state)
         # A weakly typed leaf (jnp.full(n, 0.5)) would come back strongly typed
         # from the first tell, and every program would compile twice.
-        return strongly_typed(self._init(key, params))
+        return strongly_typed(state)
+
+    def _check_initial_state(self, state: Any) -> None:
+        """What ``ask`` and ``tell`` read of every state: a NamedTuple with
+        ``best_x (dim,)``, ``best_value ()`` and ``generation ()`` (a user's
+        ``_init`` that returned a dict failed later, naming an attribute)."""
+        what = f"{type(self).__name__}._init"
+        fields = ("best_x", "best_value", "generation")
+        if not (isinstance(state, tuple) and hasattr(state, "_replace")) or not all(hasattr(state, f) for f in fields):
+            raise TypeError(f"{what} must return a NamedTuple state with the fields best_x, best_value and "
+                            f"generation (jaxhpo.strategies.base.initial_best(dim) makes them), got "
+                            f"{type(state).__name__}")
+        want = {"best_x": (self.dim,), "best_value": (), "generation": ()}
+        for f, shape in want.items():
+            if jnp.shape(getattr(state, f)) != shape:
+                raise ValueError(f"{what} must return a state whose {f} has shape {shape}, got "
+                                 f"{jnp.shape(getattr(state, f))}")
 
     def ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
         """Propose a population.
