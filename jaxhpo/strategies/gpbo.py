@@ -439,6 +439,11 @@ class GPBO(Strategy):
             raise ValueError(f"GPBO state has a buffer of {rows} rows, this GPBO a capacity of {self.capacity}: "
                              "continue a minimize result with Result.strategy, the strategy that made its state")
 
+    def _check_own_state(self, what, state):
+        if hasattr(state, "x"):
+            self._check_buffer(state)  # (a minimize result's state: the message says what to do)
+        super()._check_own_state(what, state)
+
     def _ask(self, key, state):
         self._check_buffer(state)
         start = state.generation * self.popsize
