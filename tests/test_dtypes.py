@@ -1,6 +1,7 @@
 """Dtypes: the same key gives the same search with x64 on (every random draw in jaxhpo
 names its dtype: one left to the default takes float64 / int64 under x64,
-which reads the key's bits differently), and narrow or wide floats come out float32."""
+which reads the key's bits differently; CMA-ES excepted, whose arithmetic and
+draws run in the default float by design), and narrow or wide floats come out float32."""
 
 import ast
 import pathlib
