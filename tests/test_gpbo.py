@@ -170,10 +170,11 @@ def branches_objective(p):
 def test_a_conditional_space_is_searched_on_its_active_coordinates():
     """Inactive coordinates are 1/2 in every point the GP sees or proposes: two points of a
     branch are one configuration to it whatever the other branches' coordinates hold. When
-    they held the design's random values, 1 of 8 seeds left branch b within 40 evaluations;
-    now most find branch c's minimum (8 seeds, vmapped)."""
-    s = GPBO(CONDITIONAL, popsize=2, capacity=40, n_init=6, **SMALL)
-    trace = jax.jit(jax.vmap(lambda k: jaxhpo.run(s, branches_objective, k, 20, history="all")[1]))(
+    they held the design's random values, most seeds stalled in branch b (at 40 evaluations
+    in batches of 2, 7 of 8; benchmarks/README.md); now most find branch c's minimum (8
+    seeds, vmapped, 40 evaluations in batches of 4)."""
+    s = GPBO(CONDITIONAL, popsize=4, capacity=40, n_init=8, **SMALL)
+    trace = jax.jit(jax.vmap(lambda k: jaxhpo.run(s, branches_objective, k, 10, history="all")[1]))(
         jax.random.split(jax.random.key(0), 8))
     x = np.asarray(trace.x).reshape(-1, CONDITIONAL.dim)
     active = CONDITIONAL.active(CONDITIONAL.decode(jnp.asarray(x)))

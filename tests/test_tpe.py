@@ -268,13 +268,19 @@ def test_a_pending_points_kernel_is_the_one_it_gets_as_a_member_of_the_bad_set(c
     coords = tpe._Coords(FLOATS)
     members = jnp.array([[0.3, 0.3], [0.6, 0.6]], jnp.float32)
     pending = jnp.array([[0.1, 0.7], [0.45, 0.4], [0.7, 0.1]], jnp.float32)
-    bad = tpe.fit_parzen(coords, members, jnp.ones(2, bool), jnp.arange(2), 1.0,
-                         consider_endpoints=consider_endpoints, magic_clip=False)
-    got = tpe._pending_parzen(coords, bad, pending, consider_endpoints, False, "optuna", 2).sigmas
-    for i in range(3):
-        as_member = tpe.fit_parzen(coords, jnp.concatenate([members, pending[i:i + 1]]), jnp.ones(3, bool),
-                                   jnp.arange(3), 1.0, consider_endpoints=consider_endpoints, magic_clip=False)
-        np.testing.assert_allclose(np.asarray(got[i]), np.asarray(as_member.sigmas[2]), rtol=1e-6)
+
+    @jax.jit
+    def pending_and_as_member(members, pending):
+        bad = tpe.fit_parzen(coords, members, jnp.ones(2, bool), jnp.arange(2), 1.0,
+                             consider_endpoints=consider_endpoints, magic_clip=False)
+        got = tpe._pending_parzen(coords, bad, pending, consider_endpoints, False, "optuna", 2).sigmas
+        as_member = jax.vmap(lambda z: tpe.fit_parzen(
+            coords, jnp.concatenate([members, z[None]]), jnp.ones(3, bool), jnp.arange(3), 1.0,
+            consider_endpoints=consider_endpoints, magic_clip=False).sigmas[2])(pending)
+        return got, as_member
+
+    got, as_member = pending_and_as_member(members, pending)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(as_member), rtol=1e-6)
 
 
 def test_tpe_beats_random_search_at_equal_budget():
