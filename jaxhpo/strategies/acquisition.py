@@ -160,6 +160,12 @@ def thompson_sample(key: jax.Array, post: Posterior, xs: jax.Array, categorical:
     return mean + L @ jax.random.normal(key, (m,), xs.dtype)
 
 
+def is_taken(x: jax.Array, taken: jax.Array, taken_mask: jax.Array) -> jax.Array:
+    """``(k,)`` bool: which points ``x`` ``(k, dim)`` equal, in every coordinate,
+    one of the ``taken`` rows ``(t, dim)`` where ``taken_mask`` ``(t,)`` is True."""
+    return jnp.any(jnp.all(x[:, None, :] == taken[None], axis=-1) & taken_mask[None], axis=1)
+
+
 def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap: Callable,
              movable: np.ndarray, restarts: int, steps: int, learning_rate: float,
              cat_options: tuple[np.ndarray, np.ndarray] | None = None,
@@ -208,8 +214,7 @@ def maximize(acq: Callable[[jax.Array], jax.Array], candidates: jax.Array, snap:
     def unfresh(x, v):
         if taken is None:
             return v
-        same = jnp.all(x[:, None, :] == taken[None], axis=-1) & taken_mask[None]
-        return jnp.where(jnp.any(same, axis=1), -jnp.inf, v)
+        return jnp.where(is_taken(x, taken, taken_mask), -jnp.inf, v)
 
     def score(x):
         return unfresh(x, raw(x))

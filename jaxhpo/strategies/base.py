@@ -341,19 +341,20 @@ class Strategy:
         """
         return compiled(self, "_clipped_ask", check_key(key, allow_seed=True), state)
 
-    def _check_own_state(self, what: str, state: Any) -> None:
+    def _check_own_state(self, what: str, state: Any) -> Any:
         """Refuse a state that is not this strategy's: another type, structure or
         leaf shapes than its ``init`` makes (another strategy's, or this class's over
         another space, popsize or capacity), which would fail deep inside ``_ask``
         or ``_tell``, or be read as garbage. Runs where ``ask`` and ``tell`` are
-        traced, so once per compiled program."""
+        traced, so once per compiled program. Returns what ``init`` makes
+        (``ShapeDtypeStruct`` leaves)."""
         defaults = self.default_params()
         params = getattr(state, "params", None)
         params = defaults if params is None else params  # (a user's state may keep none)
         if not isinstance(params, Mapping) or set(params) != set(defaults):
             raise TypeError(f"{what}: state must be a state of this {type(self).__name__} (what its init, ask and "
                             f"tell return), got {type(state).__name__}")
-        want = jax.eval_shape(lambda k: self._strong_init(k, dict(params)), jax.random.key(0))
+        want = jax.eval_shape(lambda k: self._strong_init(k, defaults), jax.random.key(0))
         got_paths, got_def = jax.tree_util.tree_flatten_with_path(state)
         want_leaves, want_def = jax.tree_util.tree_flatten(want)
         if got_def != want_def:
@@ -363,7 +364,9 @@ class Strategy:
             if jnp.shape(got) != w.shape:
                 raise ValueError(f"{what}: state{jax.tree_util.keystr(path)} has shape {jnp.shape(got)}; this "
                                  f"{type(self).__name__}'s init makes {w.shape} there: the state is another "
-                                 "strategy's (another space, popsize or capacity)")
+                                 "strategy's (another space, popsize or capacity; a minimize result's state "
+                                 "belongs to Result.strategy)")
+        return want
 
     def _clipped_ask(self, key: jax.Array, state: NamedTuple) -> tuple[jax.Array, NamedTuple]:
         name = type(self).__name__

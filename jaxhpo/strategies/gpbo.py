@@ -442,10 +442,9 @@ class GPBO(Strategy):
     def _check_own_state(self, what, state):
         if hasattr(state, "x"):
             self._check_buffer(state)  # (a minimize result's state: the message says what to do)
-        super()._check_own_state(what, state)
+        return super()._check_own_state(what, state)
 
     def _ask(self, key, state):
-        self._check_buffer(state)
         start = state.generation * self.popsize
         design = jax.lax.dynamic_slice_in_dim(
             state.design, jnp.minimum(start, self.num_design - self.popsize), self.popsize)
@@ -681,7 +680,7 @@ class GPBO(Strategy):
     @staticmethod
     def _thompson_pick(cands, sample, taken, taken_mask):
         """The candidate of least sampled value, not one of the ``taken`` points where another will do."""
-        same = jnp.any(jnp.all(cands[:, None, :] == taken[None], axis=-1) & taken_mask[None], axis=1)
+        same = acqf.is_taken(cands, taken, taken_mask)
         fresh = jnp.where(same, jnp.inf, sample)
         return cands[jnp.where(jnp.all(same), jnp.argmin(sample), jnp.argmin(fresh))]
 
@@ -749,7 +748,6 @@ class GPBO(Strategy):
                 values = values[:, 0]
             return super().tell(state, x, values)
         k = self._m + self._c
-        self._check_buffer(state)
         x = self._told_points(x)
         if values.shape != (p, k):
             raise ValueError(f"tell: values must have shape (popsize, num_objectives + num_constraints) = "
@@ -824,5 +822,4 @@ class GPBO(Strategy):
         return state.x, obj, pareto.pareto_front_mask(obj, valid & ~dup)
 
     def _tell(self, state, x, values):
-        self._check_buffer(state)
         return self._store(state, self._snap(x), values, jnp.isfinite(values))
