@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxhpo
-from jaxhpo.strategies.gpbo import GPBO
+from jaxhpo.strategies.gpbo import GPBO, first_distinct
 
 from helpers import counted_protocol
 
@@ -143,10 +143,30 @@ def test_the_model_proposes_no_configuration_already_evaluated_or_in_its_batch(a
         return 0.3 * (p["n"] - 6.0) ** 2 + jnp.where(p["c"] == 2, 0.0, 1.0) + 0.1 * p["c"]
 
     x = np.asarray(jaxhpo.run(s, f, jax.random.key(0), 8, history="all")[1].x).reshape(-1, 2)
-    seen = {tuple(r) for r in x[:4].tolist()}  # the Sobol design (which may repeat a configuration)
-    for row in x[4:].tolist():
+    seen = set()  # the Sobol design too: it took a configuration twice before it skipped repeats
+    for row in x.tolist():
         assert tuple(row) not in seen, (row, len(seen))
         seen.add(tuple(row))
+
+
+def test_the_initial_design_takes_every_configuration_once_before_any_twice():
+    # 6 configurations, a design of 8: all 6 first, in Sobol order, then repeats.
+    space = jaxhpo.Space(n=jaxhpo.Int(1, 2), c=jaxhpo.Categorical(list("abc")))
+    for seed in range(3):
+        design = np.asarray(GPBO(space, n_init=8, **SMALL).init(jax.random.key(seed)).design)
+        assert len({tuple(r) for r in design[:6].tolist()}) == 6
+        assert {tuple(r) for r in design[6:].tolist()} <= {tuple(r) for r in design[:6].tolist()}
+
+
+def test_first_distinct_matches_numpy():
+    rng = np.random.default_rng(0)
+    for k, n in [(40, 10), (40, 40), (7, 5)]:
+        rows = rng.integers(0, 3, size=(k, 2)).astype(np.float32)
+        got = np.asarray(first_distinct(jnp.asarray(rows), n))
+        _, first = np.unique(rows, axis=0, return_index=True)
+        first = np.sort(first)
+        repeats = np.setdiff1d(np.arange(k), first)
+        np.testing.assert_array_equal(got, np.concatenate([first, repeats])[:n])
 
 
 BRANCHES = ("a", "b", "c")

@@ -44,6 +44,25 @@ _DEFAULT_CAPACITY = 256
 _EMPTY, _OBSERVED, _FAILED = 0, 1, 2
 # ParEGO's weight on the linear term of the augmented Chebyshev scalarisation (Knowles 2006).
 _RHO = 0.05
+# The initial design takes the first distinct configurations of this many times its size in Sobol points.
+_DESIGN_POOL = 4
+
+
+def first_distinct(rows: jax.Array, n: int) -> jax.Array:
+    """Indices ``(n,)`` of the first ``n`` distinct rows of ``rows`` ``(k, dim)``, in order.
+
+    Where fewer than ``n`` rows are distinct, the repeats follow, in order.
+    One sort of the rows (lexicographic, then by index) finds each row's
+    earlier copies: ``O(k log k)`` however many rows there are.
+    """
+    k, dim = rows.shape
+    idx = jnp.arange(k, dtype=jnp.int32)
+    # lexsort's last key is its first: coordinates 0..dim-1, then the index.
+    order = jnp.lexsort((idx,) + tuple(rows[:, j] for j in reversed(range(dim))))
+    srt = rows[order]
+    repeat = jnp.concatenate([jnp.zeros((1,), bool), jnp.all(srt[1:] == srt[:-1], axis=1)])
+    is_repeat = jnp.zeros((k,), bool).at[order].set(repeat)
+    return jnp.argsort(is_repeat, stable=True)[:n].astype(jnp.int32)
 
 
 class GPBOState(NamedTuple):
@@ -128,7 +147,9 @@ class GPBO(Strategy):
     Each generation:
 
     1. While the initial design lasts (``n_init`` points, rounded up to whole
-       generations) ``ask`` returns scrambled Sobol points.
+       generations) ``ask`` returns scrambled Sobol points, each a
+       configuration not in the design before it (while the space has any
+       left).
     2. Afterwards, values are standardised over the finite observations and
        the kernel hyperparameters are fitted by MAP (``gp.fit_kernel_params``:
        ``fit_starts`` L-BFGS runs of at most ``fit_steps`` iterations, one
@@ -392,6 +413,18 @@ class GPBO(Strategy):
         x, _ = qr.ask(k_ask, qr.init(k_init))
         return x
 
+    def _design(self, key: jax.Array) -> jax.Array:
+        """``(num_design, dim)`` snapped Sobol points, distinct configurations first.
+
+        Snapping to bins (and inactive coordinates to 1/2) can map several
+        Sobol points to one configuration in a space with discrete
+        parameters; the design takes the first distinct ones of a longer
+        sequence, so a repeat is evaluated only when the space has fewer
+        configurations than the design.
+        """
+        pool = self._snap(self._sobol(key, _DESIGN_POOL * self.num_design))
+        return pool[first_distinct(pool, self.num_design)]
+
     def _snap(self, x: jax.Array) -> jax.Array:
         """Discrete coordinates at their bin centres, inactive ones at 1/2 (``_canonical``)."""
         return self._canonical(self._mixed.snap(x))
@@ -424,7 +457,7 @@ class GPBO(Strategy):
             status=jnp.zeros((cap,), jnp.int32),
             count=jnp.array(0, jnp.int32),
             kernel=kernel,
-            design=self._snap(self._sobol(key, self.num_design)),
+            design=self._design(key),
             gp_failures=jnp.array(0, jnp.int32),
             **initial_best(dim),
         )
