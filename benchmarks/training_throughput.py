@@ -40,16 +40,19 @@ sensitive to other processes' load on a shared machine than wall time).
 
 Large populations: ``--baseline-max N`` times the hand-written baselines
 and ``jaxhpo masked`` on the first ``N`` configurations only (their cost is
-linear in the count; the rows say so), and Optuna always runs
-``--optuna-trials`` trials. For each population size an extra Optuna row
-extrapolates to that many trials *in Optuna's favour*: every further trial is
-assumed to reuse an already compiled width and to cost the mean of the
-measured repeated-width trials (the true cost is higher while new widths
-appear, up to the 121 possible).
+linear in the count; the rows say so). Optuna runs ``--optuna-trials``
+trials per study; its row for each size up to that is the time to the end
+of the study's trial of that number (TPE proposes trial by trial, so these
+are the studies of each size). For a size beyond it an extra row
+extrapolates *in Optuna's favour*: every further trial is assumed to reuse
+an already compiled width and to cost the mean of the measured
+repeated-width trials (the true cost is higher while new widths appear,
+up to the 121 possible).
 
 Run: ``python -m benchmarks.training_throughput [--sizes 64] [--steps 200]
 [--optuna-trials 64] [--baseline-max N] [--repeats 1] [--quick]`` (the defaults; the
-results page's table: ``--sizes 64 256 1024 --baseline-max 256``). On a shared machine timings are
+results page's table: ``--sizes 64 256 1024 --optuna-trials 1024 --baseline-max 256
+--repeats 3``). On a shared machine timings are
 noisy: other processes' load shows up directly in every figure.
 """
 
@@ -158,10 +161,14 @@ def _masked_run(key, width, lr, steps):
 
 
 def optuna_tpe(num_trials, steps, seed, masked=False):
-    """TPE one configuration at a time: ``(wall s, CPU s, distinct widths,
-    mean seconds of a trial on a width met before)``. The width is a true
-    array shape (every new width compiles), or with ``masked`` a mask on one
-    max-width network (one compiled program)."""
+    """TPE one configuration at a time. Returns ``(walls, cpus, distinct, repeat_s)``:
+    wall and CPU seconds from the study's start to the end of each trial
+    (``(num_trials,)`` each), the distinct widths met by each trial, and the
+    mean seconds of a trial on a width met before. The width is a true array
+    shape (every new width compiles), or with ``masked`` a mask on one
+    max-width network (one compiled program). TPE proposes trial by trial,
+    so a study's first ``n`` trials are those of a study of ``n`` trials:
+    one study times every prefix."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -175,21 +182,22 @@ def optuna_tpe(num_trials, steps, seed, masked=False):
         return float(_true_shape_run(key, lr, width, steps))
 
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-    seen, repeat_times = set(), []
-    last = [time.perf_counter()]
+    seen, repeat_times, walls, cpus, distinct = set(), [], [], [], []
+    t0, c0 = time.perf_counter(), time.process_time()
+    last = [t0]
 
     def callback(study, trial):
         now = time.perf_counter()
+        walls.append(now - t0)
+        cpus.append(time.process_time() - c0)
         if trial.params["width"] in seen:
             repeat_times.append(now - last[0])
         seen.add(trial.params["width"])
+        distinct.append(len(seen))
         last[0] = now
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    last[0] = t0
     study.optimize(objective, n_trials=num_trials, callbacks=[callback])
-    return (time.perf_counter() - t0, time.process_time() - c0, len(seen),
-            float(np.mean(repeat_times)) if repeat_times else None)
+    return walls, cpus, distinct, float(np.mean(repeat_times)) if repeat_times else None
 
 
 def _true_shape_train(key, p, lr, steps):
@@ -261,20 +269,27 @@ def main(argv=None):
 
     # JAX's own first-use costs (backend, the first dispatch) fall on no arm.
     _block(jax.jit(lambda x: x + 1)(jnp.ones(3)))
-    # Optuna first: per-configuration cost, measured on --optuna-trials trials.
-    t, cpu_t, distinct, repeat_s = optuna_tpe(args.optuna_trials, steps, args.seed)
-    add("optuna TPE (1 at a time)", args.optuna_trials, t, f"{distinct} distinct widths compiled", cpu_t,
-        warm=False)
-    optuna_row = rows[0]
-    # The same study again (same seed, so the same widths): every program is
-    # compiled, as for jaxhpo's warm rows.
-    t, cpu_t, _, _ = optuna_tpe(args.optuna_trials, steps, args.seed)
-    add("optuna TPE (warm)", args.optuna_trials, t, "second study: every width already compiled", cpu_t)
-    optuna_warm_row = rows[-1]
-    # What a user who masks writes: one max-width network, compiled once (excluded here).
-    _block(_masked_run(jax.random.key(0), jnp.int32(8), jnp.float32(0.01), steps))
-    t, cpu_t, _, _ = optuna_tpe(args.optuna_trials, steps, args.seed, masked=True)
-    add("optuna TPE masked (warm)", args.optuna_trials, t, f"one masked network at width {MAX_WIDTH}", cpu_t)
+    # Optuna first. Each study's prefixes give its rows for the sizes it covers.
+    optuna_base = {}  # (warm, configs) -> the Optuna row a jaxhpo row is compared with
+    studies = (("optuna TPE (1 at a time)", False, False, "{d} distinct widths compiled"),
+               # The same study again (same seed, so the same widths): every
+               # program is compiled, as for jaxhpo's warm rows.
+               ("optuna TPE (warm)", True, False, "second study: every width already compiled"),
+               # What a user who masks writes: one max-width network, compiled once (excluded here).
+               ("optuna TPE masked (warm)", True, True, f"one masked network at width {MAX_WIDTH}"))
+    prefixes = sorted({n for n in args.sizes if n < args.optuna_trials} | {args.optuna_trials})
+    for method, warm, masked, note in studies:
+        if masked:
+            _block(_masked_run(jax.random.key(0), jnp.int32(8), jnp.float32(0.01), steps))
+        walls, cpus, distinct, repeat = optuna_tpe(args.optuna_trials, steps, args.seed, masked=masked)
+        if not warm:
+            repeat_s = repeat
+        for n in prefixes:
+            add(method, n, walls[n - 1], note.format(d=distinct[n - 1]), cpus[n - 1], warm=warm)
+            if not masked:
+                optuna_base.setdefault((warm, n), rows[-1])
+    optuna_row = optuna_base[(False, args.optuna_trials)]
+    optuna_warm_row = optuna_base[(True, args.optuna_trials)]
     # Optuna's studies leave a large heap: Python's collector then walks it
     # often during the many small calls that follow, which slowed every later
     # arm's first timings by up to 1.8x. Moved out of the collector's way.
@@ -301,6 +316,7 @@ def main(argv=None):
             add("optuna TPE (est., favoured)", n, est,
                 f"{args.optuna_trials} measured + {n - args.optuna_trials} x {1000 * repeat_s:.0f} ms "
                 "(mean repeated-width trial; no further compiles assumed)", warm=False)
+            optuna_base[(False, n)] = rows[-1]
 
         # Cold: nothing compiled. An equal trainer shares the programs an
         # earlier size compiled (one per bucket, whatever the population).
@@ -350,18 +366,18 @@ def main(argv=None):
             add("hand loop bucketed", b, t, f"each at its own bucket width, warm{sub}; losses within {gap:.1e} "
                 "relative of hand loop masked", c, population=n, repeats=each)
 
-    # Cold rows against Optuna's first study, warm rows against its second:
-    # compiling on both sides or on neither.
+    # Cold rows against Optuna's first study, warm rows against its second
+    # (compiling on both sides or on neither), each at the same number of
+    # configurations where Optuna ran that many (else its estimate, or its
+    # warm rate over all its trials).
     for r in rows:
-        base = optuna_warm_row if r["warm"] else optuna_row
+        n = r["population"]
+        base = optuna_base.get((r["warm"], n), optuna_warm_row if r["warm"] else optuna_row)
         r["x_optuna"] = r["configs_per_s"] / base["configs_per_s"]
-        if r["cpu_ms_per_config"] is not None:
+        if r["cpu_ms_per_config"] is not None and base["cpu_ms_per_config"] is not None:
             r["cpu_x_optuna"] = base["cpu_ms_per_config"] / r["cpu_ms_per_config"]
-        est = [e for e in rows if e["method"].startswith("optuna TPE (est.") and e["population"] == r["population"]]
-        if est and not r["warm"] and not r["method"].startswith("optuna"):
-            r["x_optuna_favoured"] = r["configs_per_s"] / est[0]["configs_per_s"]
     print_table(rows, ["method", "warm", "population", "configs", "seconds", "configs_per_s", "ms_per_config",
-                       "cpu_ms_per_config", "x_optuna", "cpu_x_optuna", "x_optuna_favoured", "note"],
+                       "cpu_ms_per_config", "x_optuna", "cpu_x_optuna", "note"],
                 title=f"digits MLP, {steps} full-batch Adam steps per configuration, width in [8, {MAX_WIDTH}] "
                       f"({jax.default_backend()})")
     write_results("training_throughput", rows, extra=dict(steps=steps, sizes=args.sizes, buckets=list(buckets),

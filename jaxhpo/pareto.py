@@ -345,6 +345,16 @@ def pareto_front_mask(values: jax.Array, mask: Any = None) -> jax.Array:
     return valid & ~jnp.any(dominance_matrix(values, valid), axis=0)
 
 
+def front_rows_once(values: jax.Array, valid: jax.Array) -> jax.Array:
+    """``pareto_front_mask`` with each objective vector once: of equal valid
+    rows only the first counts. ``values`` ``(n, m)``, ``valid`` ``(n,)``
+    boolean; returns ``(n,)`` boolean (a strategy's buffer front)."""
+    same = jnp.all(values[:, None, :] == values[None, :, :], axis=-1)
+    earlier = jnp.tril(jnp.ones(same.shape, bool), k=-1)
+    repeat = jnp.any(same & earlier & valid[None, :], axis=1)
+    return pareto_front_mask(values, valid & ~repeat)
+
+
 # ------------------------------------------------------------- hypervolume
 def _clip_to_box(values: jax.Array, ref: jax.Array, valid: jax.Array) -> jax.Array:
     """Rows that do not strictly dominate ``ref`` are moved onto ``ref`` (zero volume)."""

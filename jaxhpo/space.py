@@ -407,6 +407,11 @@ def _encode_compiled(dim: "Dimension", values: jax.Array) -> jax.Array:
     return dim.encode(values)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_compiled(space: "Space", u: jax.Array) -> dict[str, jax.Array]:
+    return space._decode(u)
+
+
 def _log_int_edge(offset: jax.Array, low: np.ndarray, span: np.ndarray) -> jax.Array:
     """Cube coordinate where the bin of ``low + offset`` starts: ``log1p(offset / low) / span``
     (relative to ``low``, so large bounds keep their precision), as products with
@@ -883,7 +888,16 @@ class Space:
           dict name -> array of shape ``(...)``: float32 for ``Float``, int32
           for ``Int`` and int32 indices for ``Categorical``.
         """
-        u = clip_passing_gradient(self._check_cube(u, "decode input"), 0.0, 1.0)
+        u = self._check_cube(u, "decode input")
+        if is_traced(u):
+            return self._decode(u)
+        # Concrete points (a result decoded after a search): one compiled
+        # program per space and shape; op by op, each operation of each
+        # parameter compiled on its own at every new shape.
+        return _decode_compiled(self, u)
+
+    def _decode(self, u: jax.Array) -> dict[str, jax.Array]:
+        u = clip_passing_gradient(u, 0.0, 1.0)
         return {n: d.decode(u[..., i]) for i, (n, d) in enumerate(self._items)}
 
     def _check_keys(self, params: Any, what: str, allow_missing_inactive: bool) -> dict:

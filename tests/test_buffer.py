@@ -65,7 +65,9 @@ def failing_half_two(p):
 
 @pytest.mark.parametrize("make, objective, generations, most", [
     (lambda: jaxhpo.TPE(SPACE, 4, capacity=16), failing_half, 60, 0.7),
-    (lambda: jaxhpo.GPBO(SPACE, 4, capacity=16), failing_half, 30, 0.7),
+    # (small acquisition settings: the buffer's bookkeeping is tested, not the acquisition)
+    (lambda: jaxhpo.GPBO(SPACE, 4, capacity=16, fit_steps=20, num_candidates=64, num_local=32, restarts=4,
+                         acq_steps=10), failing_half, 30, 0.7),
     (lambda: jaxhpo.MOTPE(SPACE, 4, capacity=16, num_objectives=2), failing_half_two, 60, 0.8),
 ])
 def test_a_full_buffer_remembers_failures(make, objective, generations, most):

@@ -146,11 +146,12 @@ def test_ipops_table_of_constants_is_numpy_and_matches_the_traced_ones():
     for n, popsize, separable, active in ((6, 17, False, False), (3, 5, True, True)):
         table = _level_constants.__wrapped__(n, popsize, 6, separable, active, "float32")
         for j, level in enumerate(table):
-            ref = cmaes_constants(n, popsize * 2**j, None, separable, active, jnp.float32)
+            # (the reference as one program per level: op by op it compiled ~30 each)
+            ref = jax.jit(lambda: cmaes_constants(n, popsize * 2**j, None, separable, active, jnp.float32))()
             assert set(level) == set(ref)
             for name, v in level.items():
                 assert isinstance(v, np.ndarray) and v.dtype == np.asarray(ref[name]).dtype, name
-                np.testing.assert_allclose(v, np.asarray(ref[name]), rtol=1e-6, atol=1e-8, err_msg=name)
+                np.testing.assert_allclose(v, np.asarray(ref[name]), rtol=4e-6, atol=1e-8, err_msg=name)  # a few ulps
     compiles.clear()
     _level_constants.__wrapped__(4, 23, 6, False, True, "float32")  # shapes no test has compiled
     assert not compiles  # (the listener stays registered: it only appends to this test's list)

@@ -16,6 +16,7 @@ optimization problems", IEEE TEC 10(1)). See ``GPBO``.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import NamedTuple
 
@@ -390,7 +391,7 @@ class GPBO(Strategy):
         """
         if self._m < 2:
             raise AttributeError("pareto_front: this GPBO has one objective")
-        return self._pareto_front
+        return functools.partial(compiled, self, "_pareto_front")
 
     @property
     def num_design(self) -> int:
@@ -849,10 +850,7 @@ class GPBO(Strategy):
         m = self._m
         obj = state.y[:, :m]
         valid = (state.status == _OBSERVED) & jnp.all(state.y[:, m:] <= 0.0, axis=1)
-        same = jnp.all(obj[:, None, :] == obj[None, :, :], axis=-1)
-        earlier = jnp.tril(jnp.ones(same.shape, bool), k=-1)
-        dup = jnp.any(same & earlier & valid[None, :], axis=1)
-        return state.x, obj, pareto.pareto_front_mask(obj, valid & ~dup)
+        return state.x, obj, pareto.front_rows_once(obj, valid)
 
     def _tell(self, state, x, values):
         return self._store(state, self._snap(x), values, jnp.isfinite(values))

@@ -363,8 +363,8 @@ class MOTPE(Strategy):
     def pareto_front(self, state: MOTPEState) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(x (capacity, dim), values (capacity, m), mask (capacity,))``: ``mask`` marks the
         non-dominated feasible rows of the buffer (equal objective vectors once)."""
+        return compiled(self, "_pareto_front", state)
+
+    def _pareto_front(self, state: MOTPEState) -> tuple[jax.Array, jax.Array, jax.Array]:
         valid = (jnp.arange(self.capacity) < state.count) & (state.violation == 0.0)
-        same = jnp.all(state.obj[:, None, :] == state.obj[None, :, :], axis=-1)
-        earlier = jnp.tril(jnp.ones(same.shape, bool), k=-1)
-        dup = jnp.any(same & earlier & valid[None, :], axis=1)
-        return state.x, state.obj, pareto.pareto_front_mask(state.obj, valid & ~dup)
+        return state.x, state.obj, pareto.front_rows_once(state.obj, valid)
