@@ -532,17 +532,28 @@ def _hypervolume_program(values, ref, mask, key, num_samples):
 
 def padded_hypervolume(values: Any, ref_point: Any, *, key: jax.Array | None = None,
                        num_samples: int = 100_000) -> float:
-    """``hypervolume`` of a host front ``(n, m)`` (minimised, float32) whose
-    size changes from call to call: padded to a power of two (at least 8) of
+    """``hypervolume`` of a host front ``(n, m)`` (minimised) whose size
+    changes from call to call: padded to a power of two (at least 8) of
     masked rows, so each size class compiles one program, where ``hypervolume``
-    called op by op compiles a few dozen small ones for every new ``n``."""
-    values = np.asarray(values, np.float32)
+    called op by op compiles a few dozen small ones for every new ``n``.
+    Finite wherever the volume fits a float64: the extents multiply on the
+    host (in float32 a front of extents 1e20 x 1e20 measured inf)."""
+    values = np.asarray(values, np.float64)
+    ref = np.asarray(ref_point, np.float64)
     n, m = values.shape
+    # The volume is a product of m extents, which overflows float32 (inf)
+    # long before each extent does. The program measures the front moved to
+    # ref = 0 and scaled to [-1, 0] per objective; the scales multiply back
+    # on the host in float64 (the differences to ref are taken there too).
+    inside = np.all(np.isfinite(values) & (values < ref), axis=1)
+    scale = ref - values[inside].min(axis=0) if inside.any() else np.ones(m)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     size = max(8, 1 << max(n - 1, 0).bit_length())
     padded = np.full((size, m), np.inf, np.float32)
-    padded[:n] = values
-    return float(_hypervolume_program(padded, np.asarray(ref_point, np.float32), np.arange(size) < n, key,
-                                      num_samples))
+    with np.errstate(invalid="ignore", over="ignore"):
+        padded[:n] = (values - ref) / scale
+    unit = _hypervolume_program(padded, np.zeros(m, np.float32), np.arange(size) < n, key, num_samples)
+    return float(unit) * float(np.prod(scale))
 
 
 def hypervolume_contributions(values: jax.Array, ref_point: Any, mask: Any = None) -> jax.Array:

@@ -438,3 +438,23 @@ def test_called_op_by_op_a_second_call_compiles_nothing():
         with compiles_during() as compiles:
             call(rng.random((6, 4)).astype(np.float32))
         assert compiles == [], i
+
+
+def test_a_host_front_whose_volume_passes_float32_is_measured_in_float64():
+    # Extents of 1e20 fit a float32; their product does not. Before, inf.
+    front = np.array([[0.0, 3e19], [2e19, 0.0]])
+    ref = [1e20, 1e20]
+    exact = 1e20 * 7e19 + (1e20 - 2e19) * 3e19
+    assert pareto.padded_hypervolume(front, ref) == pytest.approx(exact, rel=1e-6)
+    # ... in 3-D and, by Monte Carlo, in 4-D
+    assert pareto.padded_hypervolume(np.zeros((1, 3)), [1e15] * 3) == pytest.approx(1e45, rel=1e-6)
+    mc = pareto.padded_hypervolume(np.zeros((1, 4)), [1e12] * 4, key=jax.random.key(0), num_samples=1000)
+    assert mc == pytest.approx(1e48, rel=1e-6)
+    # A front near large values: the differences to ref are taken in float64.
+    big = np.array([[1e8, 1e8], [1e8 + 1, 1e8 - 1]])
+    assert pareto.padded_hypervolume(big, [1e8 + 2, 1e8 + 2]) == pytest.approx(5.0, rel=1e-6)
+    # Small fronts agree with the float32 program to rounding.
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(size=(13, 3)).astype(np.float32)
+    want = float(pareto.hypervolume(jnp.asarray(pts), jnp.ones(3)))
+    assert pareto.padded_hypervolume(pts, [1.0, 1.0, 1.0]) == pytest.approx(want, rel=1e-5)
