@@ -269,3 +269,29 @@ def test_tell_checks_the_value_columns():
     state = jax.jit(s.tell)(state, x, jnp.array([[0.1, 0.2, 1.0], [0.3, 0.1, -1.0]]))
     # Only the feasible row (constraint <= 0) can be best.
     assert float(state.best_value) == pytest.approx(0.3)
+
+
+def test_a_conditional_parameters_marginal_weighs_only_the_good_rows_where_it_is_active():
+    # As TPE's: each parameter's marginal is Optuna's estimator of the observations in which
+    # it is active, with the good rows' hypervolume weights.
+    space = jaxhpo.Space(c=jaxhpo.Categorical(["a", "b"]), m=jaxhpo.Float(0.0, 1.0, when={"c": "a"}))
+    s = MOTPE(space, 2, 16, num_objectives=2, n_startup=4)
+
+    def f(p):
+        m = jnp.where(p["c"] == 0, p["m"], 0.5)
+        return jnp.stack([m + 0.3 * p["c"], 1 - m])
+
+    state, trace = jaxhpo.run(s, f, jax.random.key(0), 8, history="all")
+    assert np.isfinite(np.asarray(trace.values)).all()
+    l_est, _ = jax.jit(s.estimators)(state)
+    good, _ = jax.jit(s.split)(state)
+    w = np.asarray(jax.jit(s.below_weight_values)(state, good))
+    act = np.asarray(space.active(space.decode(state.x))["m"])
+    good = np.asarray(good)
+    lw = np.asarray(l_est.log_w_dim)[:-1, space.names.index("m")]
+    assert (good & act).any()
+    assert np.all(np.isneginf(lw[~(good & act)]))
+    np.testing.assert_allclose(np.exp(lw[good & act]), w[good & act], rtol=1e-6)
+    pw = float(state.params["prior_weight"])
+    np.testing.assert_allclose(np.exp(np.asarray(l_est.log_norm_dim)[space.names.index("m")]),
+                               w[good & act].sum() + pw, rtol=1e-6)

@@ -257,6 +257,49 @@ def test_a_conditional_parameters_kernels_are_optunas_fitted_on_its_active_obser
     hit, miss = np.exp(np.asarray(ours.cat_hit)[:36][active, j_k]), np.exp(np.asarray(ours.cat_miss)[:36][active, j_k])
     np.testing.assert_allclose(hit, probs[np.arange(4), [0, 1, 1, 2]], rtol=1e-5)
     np.testing.assert_allclose(miss, probs[np.arange(4), [1, 0, 0, 0]], rtol=1e-5)
+    # Independent draws of m follow that estimator: its variance (about 0.03), not one
+    # pulled towards the prior's 1/12 by the 32 inactive observations.
+    draws = jax.jit(lambda x, key: tpe.sample_parzen(
+        coords, tpe.fit_parzen(coords, x, jnp.ones(36, bool), jnp.arange(36), 1.0), key, 8000, joint=False))
+    got = np.asarray(draws(jnp.asarray(x), jax.random.key(0)))[:, space.names.index("m")]
+    grid = np.linspace(0.0, 1.0, 4001)
+    dens = np.exp(pe_m.log_pdf({"m": grid}))
+    mean = np.sum(grid * dens) / np.sum(dens)
+    var = np.sum((grid - mean) ** 2 * dens) / np.sum(dens)
+    assert abs(got.mean() - mean) < 4 * np.sqrt(var / 8000) and abs(got.var() / var - 1) < 0.07, (got.var(), var)
+
+
+def test_a_conditional_parameters_marginal_is_optunas_estimator_of_its_active_observations():
+    """Independent TPE: a parameter's marginal mixture leaves out the observations that make
+    it inactive and ramps the age weights over those in which it is active (30 of 60 here,
+    so past Optuna's 25 the oldest active ones weigh less), as Optuna's estimator fitted on
+    the active observations does. Before, the inactive ones stayed in as prior kernels, and
+    the ramp followed all 60."""
+    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
+    from optuna.samplers._tpe.sampler import default_weights
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    space = jaxhpo.Space(c=jaxhpo.Categorical(["a", "b"]), m=jaxhpo.Float(0.0, 1.0, when={"c": "a"}),
+                         k=jaxhpo.Categorical([0, 1, 2], when={"c": "a"}))
+    coords = tpe._Coords(space)
+    rng = np.random.default_rng(1)
+    active = rng.permutation(np.arange(60) % 2 == 0)
+    m = rng.uniform(size=60)
+    kcat = rng.integers(0, 3, size=60)
+    x = np.stack([np.where(active, 0.25, 0.75), m, (kcat + 0.5) / 3], 1).astype(np.float32)
+    pts_m = np.linspace(0.01, 0.99, 9)
+    pts = np.stack([np.full(9, 0.25), pts_m, (np.arange(9) % 3 + 0.5) / 3], 1).astype(np.float32)
+    fit = jax.jit(lambda x: tpe.log_density(coords, tpe.fit_parzen(coords, x, jnp.ones(60, bool), jnp.arange(60),
+                                                                   1.0), jnp.asarray(pts), joint=False))
+    ours = np.asarray(fit(jnp.asarray(x)))
+
+    params = _ParzenEstimatorParameters(prior_weight=1.0, consider_magic_clip=True, consider_endpoints=False,
+                                        weights=default_weights, multivariate=False)
+    pe_m = _ParzenEstimator({"m": m[active]}, {"m": FloatDistribution(0.0, 1.0)}, params)
+    pe_k = _ParzenEstimator({"k": kcat[active].astype(float)}, {"k": CategoricalDistribution([0, 1, 2])}, params)
+    np.testing.assert_allclose(ours[:, space.names.index("m")], pe_m.log_pdf({"m": pts_m}), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours[:, space.names.index("k")], pe_k.log_pdf({"k": np.arange(9.0) % 3}),
+                               rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("consider_endpoints", [False, True])

@@ -43,17 +43,17 @@ Coordinates, in the cube (a log-float is already in log space there):
   category ``c`` puts ``(b + [k == c]) / (1 + K b)`` on category ``k`` with
   ``b = prior_weight / (m + 1)``.
 
-Conditional parameters: where an observation's own values make a parameter
-inactive, its kernel is the prior's in that coordinate (centre 1/2, width 1,
-uniform over categories), and it is no neighbour in that coordinate's
-bandwidths: an inactive value was never evaluated. Optuna instead leaves
-such trials out of the parameter's estimator, so the two differ where a
-parameter is often inactive: here the inactive observations pull its
-density towards the prior (a mixture of fixed shape keeps every row), and
-the age weights (the ramp past 25 observations) follow the whole set. The
-active kernels themselves are Optuna's: the bandwidth floor
-``1 / min(100, m + 2)`` and the categorical ``b`` count the ``m``
-observations in which the parameter is active.
+Conditional parameters: each parameter's marginal (``multivariate=False``)
+is Optuna's per-parameter estimator: the observations that make the
+parameter inactive have no weight in it, the age weights (the ramp past 25
+observations) count the ``m`` in which it is active, and so do its
+bandwidth floor ``1 / min(100, m + 2)`` and the categorical ``b``; an
+inactive value is no neighbour in that coordinate's bandwidths (it was
+never evaluated). Product kernels (``multivariate=True``) keep every
+observation: where its own values make a parameter inactive, its kernel is
+the prior's in that coordinate (centre 1/2, width 1, uniform over
+categories). Optuna's multivariate TPE instead models only the parameters
+every trial has, and samples the others independently.
 
 Ties: observations of equal value in a numeric coordinate (an ``Int``,
 most often) are ordered by age, so that of a run of
@@ -223,6 +223,10 @@ class _Coords:
         """``(..., dim)`` in ``[floats, ints, categoricals]`` order -> space order."""
         return per_kind[..., self.perm]
 
+    def to_kind_order(self, per_space: jax.Array) -> jax.Array:
+        """``(..., dim)`` in space order -> ``[floats, ints, categoricals]`` order."""
+        return per_space[..., np.concatenate([self.nidx, self.cidx])]
+
 
 # ------------------------------------------------------------ Parzen estimator
 class Parzen(NamedTuple):
@@ -245,6 +249,12 @@ class Parzen(NamedTuple):
         categorical smoothing follow these counts, as Optuna's per-parameter
         estimators do.
       prior_weight: ``()`` the prior's weight.
+      log_w_dim, log_norm_dim: ``(R, dim)`` and ``(dim,)``: each coordinate's
+        own weights and their total for its marginal mixture, in a conditional
+        space (``None`` otherwise: ``log_w`` and ``log_norm`` serve every
+        coordinate). A row whose own values make a parameter inactive has no
+        weight in that parameter's marginal, and the age ramp counts the rows
+        in which it is active: Optuna's per-parameter estimator.
     """
 
     mus: jax.Array
@@ -257,6 +267,26 @@ class Parzen(NamedTuple):
     members_num: jax.Array
     n: jax.Array
     prior_weight: jax.Array
+    log_w_dim: jax.Array | None = None
+    log_norm_dim: jax.Array | None = None
+
+
+def marginal_weights(p: Parzen, dim: int) -> tuple[jax.Array, jax.Array]:
+    """``(log_w (R, dim), log_norm (dim,))`` of each coordinate's marginal mixture."""
+    if p.log_w_dim is None:
+        return jnp.broadcast_to(p.log_w[:, None], (p.log_w.shape[0], dim)), jnp.broadcast_to(p.log_norm, (dim,))
+    return p.log_w_dim, p.log_norm_dim
+
+
+def active_weights(on: jax.Array, member: jax.Array, w: jax.Array,
+                   pw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-coordinate ``(log_w_dim (C + 1, dim), log_norm_dim (dim,))`` from row weights
+    ``w`` ``(C, dim)`` of the rows ``member`` ``(C,)`` where ``on`` ``(C, dim)`` holds."""
+    use = member[:, None] & on
+    w = jnp.where(use, w, 0.0)
+    log_w = jnp.where(use, jnp.log(jnp.where(use, w, 1.0)), -jnp.inf)
+    log_w = jnp.concatenate([log_w, jnp.broadcast_to(jnp.log(pw), (1, on.shape[1]))])
+    return log_w, jnp.log(w.sum(0) + pw)
 
 
 def num_good(n: jax.Array, gamma: jax.Array, max_good: int) -> jax.Array:
@@ -436,7 +466,14 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
     mus, sigmas, cat_hit, cat_miss = _prior_where_inactive(coords, on, mus, sigmas, cat_hit, cat_miss)
     log_z = _log_trunc_mass(mus[:, coords.nidx], sigmas)
     members_num = jnp.where((member[:, None] if member_num is None else member_num).T, xn.T, _OUTSIDE)
-    return Parzen(mus, sigmas, log_z, log_w, log_norm, cat_hit, cat_miss, members_num, n, pw)
+    log_w_dim = log_norm_dim = None
+    if on is not None:
+        # Each parameter's marginal: its active rows, their own age ramp.
+        member_dim = member[:, None] & on[:-1]
+        w_dim = jax.vmap(_default_weights, in_axes=(1, None), out_axes=1)(member_dim, age_order)
+        log_w_dim, log_norm_dim = active_weights(on[:-1], member, w_dim, pw)
+    return Parzen(mus, sigmas, log_z, log_w, log_norm, cat_hit, cat_miss, members_num, n, pw,
+                  log_w_dim, log_norm_dim)
 
 
 def _prior_where_inactive(coords: _Coords, on: jax.Array | None, mus: jax.Array, sigmas: jax.Array,
@@ -507,7 +544,8 @@ def _log_mixture(coords: _Coords, p: Parzen, x: jax.Array, joint: bool) -> jax.A
     logk = _log_kernels(coords, p, x)
     if joint:
         return jax.nn.logsumexp(logk.sum(1) + p.log_w[None], axis=-1)
-    out = jax.nn.logsumexp(logk + p.log_w[None, None, :], axis=-1)
+    log_w, _ = marginal_weights(p, coords.dim)
+    out = jax.nn.logsumexp(logk + coords.to_kind_order(log_w).T[None], axis=-1)
     return coords.to_space_order(out)
 
 
@@ -520,7 +558,7 @@ def log_density(coords: _Coords, p: Parzen, x: jax.Array, joint: bool = True) ->
     mixture, ``(m, dim)`` (their sum is the independent TPE's density).
     """
     out = _log_mixture(coords, p, x, joint)
-    return out - p.log_norm
+    return out - (p.log_norm if joint else marginal_weights(p, coords.dim)[1])
 
 
 def sample_parzen(coords: _Coords, p: Parzen, key: jax.Array, m: int, joint: bool = True) -> jax.Array:
@@ -534,13 +572,18 @@ def sample_parzen(coords: _Coords, p: Parzen, key: jax.Array, m: int, joint: boo
     # is its own counter-based generator to compile, and a sample is small.
     u = jax.random.uniform(key, (4, m, dim), jnp.float32)
     # Kernels by inverse CDF of the mixture weights (O(R) work, not O(m R)).
-    cdf = jnp.cumsum(jnp.exp(p.log_w - jnp.max(p.log_w)))
     last = p.log_w.shape[0] - 1
     if joint:
+        cdf = jnp.cumsum(jnp.exp(p.log_w - jnp.max(p.log_w)))
         comp = jnp.minimum(jnp.searchsorted(cdf, u[0, :, 0] * cdf[-1], side="right", method="compare_all"), last)
         rows = jnp.broadcast_to(comp[:, None], (m, dim))
-    else:
+    elif p.log_w_dim is None:
+        cdf = jnp.cumsum(jnp.exp(p.log_w - jnp.max(p.log_w)))
         rows = jnp.minimum(jnp.searchsorted(cdf, u[0] * cdf[-1], side="right", method="compare_all"), last)
+    else:  # each coordinate's own weights
+        cdf = jnp.cumsum(jnp.exp(p.log_w_dim - jnp.max(p.log_w_dim, axis=0)), axis=0)  # (R, dim)
+        find = jax.vmap(lambda c, q: jnp.searchsorted(c, q, side="right", method="compare_all"), in_axes=1, out_axes=1)
+        rows = jnp.minimum(find(cdf, u[0] * cdf[-1]), last)
     mu = p.mus[rows, jnp.arange(dim)]  # (m, dim)
     x = mu
     nn = coords.n_num
@@ -810,8 +853,9 @@ class TPE(Strategy):
         batch = max(1, min(self.popsize, _MAX_TABLE // max(table, 1)))
         cand, log_l, log_g = jax.lax.map(candidates, keys, batch_size=batch)
 
+        g_norm = g_est.log_norm if joint else marginal_weights(g_est, self.dim)[1]
         if self.popsize == 1 or not self.constant_liar:
-            return jax.vmap(self._pick)(cand, log_l - (log_g - g_est.log_norm))
+            return jax.vmap(self._pick)(cand, log_l - (log_g - g_norm))
 
         p = self.popsize
 
@@ -820,9 +864,16 @@ class TPE(Strategy):
             cand_j, log_l_j, log_g_j = inp
             pk = _pending_parzen(coords, g_est, pending, self.consider_endpoints,
                                  self.consider_magic_clip, self.bandwidth, self.dim)
-            pk = pk._replace(log_w=jnp.where(jnp.arange(p) < j, 0.0, -jnp.inf))
+            earlier = jnp.arange(p) < j
+            pk = pk._replace(log_w=jnp.where(earlier, 0.0, -jnp.inf))
+            if not joint and g_est.log_w_dim is not None:
+                # A pending point counts in the marginals of the parameters it makes active.
+                on = coords.active(pending) & earlier[:, None]
+                pk = pk._replace(log_w_dim=jnp.where(on, 0.0, -jnp.inf))
+                log_norm = jnp.logaddexp(g_norm, jnp.log(on.sum(0).astype(jnp.float32)))
+            else:
+                log_norm = jnp.logaddexp(g_norm, jnp.log(j.astype(jnp.float32)))
             log_pend = _log_mixture(coords, pk, cand_j, joint)
-            log_norm = jnp.logaddexp(g_est.log_norm, jnp.log(j.astype(jnp.float32)))
             score = log_l_j - (jnp.logaddexp(log_g_j, log_pend) - log_norm)
             x = self._pick(cand_j, score)
             return (pending.at[j].set(x), j + 1), x
