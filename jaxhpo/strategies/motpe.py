@@ -51,7 +51,7 @@ from ..space import Space
 from ._buffer import buffer_capacity, kept_rows
 from ._checks import check_choice, check_int, check_real
 from .base import Strategy, compiled, float32_values, initial_best
-from .tpe import TPE, Parzen, active_weights, fit_parzen, num_good
+from .tpe import TPE, Parzen, fit_parzen, num_good
 
 __all__ = ["MOTPE", "MOTPEState", "split_multiobjective", "hssp_greedy", "BELOW_WEIGHTS"]
 
@@ -284,16 +284,8 @@ class MOTPE(Strategy):
         coords, pw = self._tpe._coords, state.params["prior_weight"]
         kw = dict(consider_endpoints=self.consider_endpoints, magic_clip=self.consider_magic_clip)
         good, bad = self.split(state)
-        l_est = fit_parzen(coords, state.x, good, state.number, pw, **kw)
-        w = self.below_weight_values(state, good)
-        l_est = l_est._replace(
-            log_w=jnp.concatenate([jnp.where(good, jnp.log(jnp.where(good, w, 1.0)), -jnp.inf), jnp.log(pw)[None]]),
-            log_norm=jnp.log(w.sum() + pw),
-        )
-        if coords.conditional:  # each parameter's marginal: the good rows where it is active
-            w_dim = jnp.broadcast_to(w[:, None], (w.shape[0], coords.dim))
-            lw, ln = active_weights(coords.active(jnp.where(good[:, None], state.x, 0.5)), good, w_dim, pw)
-            l_est = l_est._replace(log_w_dim=lw, log_norm_dim=ln)
+        l_est = fit_parzen(coords, state.x, good, state.number, pw, weights=self.below_weight_values(state, good),
+                           **kw)
         return l_est, fit_parzen(coords, state.x, bad, state.number, pw, **kw)
 
     # ------------------------------------------------------------ protocol

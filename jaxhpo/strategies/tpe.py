@@ -278,14 +278,12 @@ def marginal_weights(p: Parzen, dim: int) -> tuple[jax.Array, jax.Array]:
     return p.log_w_dim, p.log_norm_dim
 
 
-def active_weights(on: jax.Array, member: jax.Array, w: jax.Array,
-                   pw: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _active_weights(use: jax.Array, w: jax.Array, pw: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-coordinate ``(log_w_dim (C + 1, dim), log_norm_dim (dim,))`` from row weights
-    ``w`` ``(C, dim)`` of the rows ``member`` ``(C,)`` where ``on`` ``(C, dim)`` holds."""
-    use = member[:, None] & on
+    ``w`` ``(C, dim)`` of the rows that count in each coordinate, ``use`` ``(C, dim)``."""
     w = jnp.where(use, w, 0.0)
     log_w = jnp.where(use, jnp.log(jnp.where(use, w, 1.0)), -jnp.inf)
-    log_w = jnp.concatenate([log_w, jnp.broadcast_to(jnp.log(pw), (1, on.shape[1]))])
+    log_w = jnp.concatenate([log_w, jnp.broadcast_to(jnp.log(pw), (1, use.shape[1]))])
     return log_w, jnp.log(w.sum(0) + pw)
 
 
@@ -411,7 +409,8 @@ def _neighbour_sigmas(x_num: jax.Array, member: jax.Array, order: jax.Array,
 def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Array,
                prior_weight: jax.Array, *, consider_endpoints: bool = False,
                magic_clip: bool = True, bandwidth: str = "optuna",
-               order: jax.Array | None = None, age_order: jax.Array | None = None) -> Parzen:
+               order: jax.Array | None = None, age_order: jax.Array | None = None,
+               weights: jax.Array | None = None) -> Parzen:
     """Fit the Parzen estimator of one set of buffer rows.
 
     Args:
@@ -425,15 +424,21 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
         the strategy's running order of all valid rows; sorted here when ``None``.
       age_order: optional ``(C,)`` rows with the members in ``number`` order
         (non-members anywhere); sorted here when ``None``.
+      weights: optional ``(C,)`` members' weights in place of Optuna's age
+        ramp (MOTPE's hypervolume weights); a conditional parameter's
+        marginal takes those of the members in which it is active.
     Returns:
       a ``Parzen`` with ``C + 1`` kernels.
     """
     c, dim = x.shape
     pw = jnp.asarray(prior_weight, jnp.float32)
     x = jnp.where(member[:, None], x, 0.5)  # padding may hold anything, even NaN
-    if age_order is None:
-        age_order = _age_order(number, member)
-    w = _default_weights(member, age_order)
+    if weights is not None:
+        w = jnp.where(member, weights, 0.0)
+    else:
+        if age_order is None:
+            age_order = _age_order(number, member)
+        w = _default_weights(member, age_order)
     log_w = jnp.concatenate([jnp.where(member, jnp.log(jnp.where(member, w, 1.0)), -jnp.inf),
                              jnp.log(pw)[None]])
     log_norm = jnp.log(w.sum() + pw)
@@ -443,11 +448,12 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
     # Which coordinates each kernel's own point makes count (None: all, unconditionally),
     # and per numeric coordinate the members that count in it.
     on = coords.active(mus) if coords.conditional else None
-    member_num = None if on is None else member[:, None] & on[:-1, coords.nidx]
+    member_dim = None if on is None else member[:, None] & on[:-1]  # (C, dim) the rows counting in each
+    member_num = None if on is None else member_dim[:, coords.nidx]
     if on is None:
         n = jnp.full((dim,), member.sum(dtype=jnp.int32))
     else:
-        n = (member[:, None] & on[:-1]).sum(0, dtype=jnp.int32)
+        n = member_dim.sum(0, dtype=jnp.int32)
     n_num = n[coords.nidx]
     if bandwidth == "scott" or not coords.n_num:
         sig = jnp.broadcast_to(_scott_sigma(n_num, dim), xn.shape)
@@ -468,10 +474,13 @@ def fit_parzen(coords: _Coords, x: jax.Array, member: jax.Array, number: jax.Arr
     members_num = jnp.where((member[:, None] if member_num is None else member_num).T, xn.T, _OUTSIDE)
     log_w_dim = log_norm_dim = None
     if on is not None:
-        # Each parameter's marginal: its active rows, their own age ramp.
-        member_dim = member[:, None] & on[:-1]
-        w_dim = jax.vmap(_default_weights, in_axes=(1, None), out_axes=1)(member_dim, age_order)
-        log_w_dim, log_norm_dim = active_weights(on[:-1], member, w_dim, pw)
+        # Each parameter's marginal: its active rows, with their own age ramp
+        # (or the weights given).
+        if weights is None:
+            w_dim = jax.vmap(_default_weights, in_axes=(1, None), out_axes=1)(member_dim, age_order)
+        else:
+            w_dim = jnp.broadcast_to(w[:, None], member_dim.shape)
+        log_w_dim, log_norm_dim = _active_weights(member_dim, w_dim, pw)
     return Parzen(mus, sigmas, log_z, log_w, log_norm, cat_hit, cat_miss, members_num, n, pw,
                   log_w_dim, log_norm_dim)
 
@@ -642,14 +651,18 @@ def _pending_parzen(coords: _Coords, bad: Parzen, z: jax.Array, consider_endpoin
     hit, miss = _cat_logp(coords, bad.n[coords.cidx], bad.prior_weight)
     pn = z.shape[0]
     kc = len(coords.cidx)
+    on = coords.active(z) if coords.conditional else None
     mus, sig, cat_hit, cat_miss = _prior_where_inactive(
-        coords, coords.active(z) if coords.conditional else None, z, sig,
-        jnp.broadcast_to(hit, (pn, kc)), jnp.broadcast_to(miss, (pn, kc)))
+        coords, on, z, sig, jnp.broadcast_to(hit, (pn, kc)), jnp.broadcast_to(miss, (pn, kc)))
     return Parzen(
         mus=mus, sigmas=sig, log_z=_log_trunc_mass(mus[:, coords.nidx], sig),
-        log_w=jnp.zeros((pn,), jnp.float32), log_norm=jnp.float32(0.0),
+        log_w=jnp.zeros((pn,), jnp.float32), log_norm=jnp.log(jnp.float32(pn)),
         cat_hit=cat_hit, cat_miss=cat_miss,
         members_num=bad.members_num, n=bad.n, prior_weight=bad.prior_weight,
+        # In a conditional space a pending point counts in the marginals of
+        # the parameters it makes active.
+        log_w_dim=None if on is None else jnp.where(on, 0.0, -jnp.inf),
+        log_norm_dim=None if on is None else jnp.log(on.sum(0).astype(jnp.float32)),
     )
 
 
@@ -864,15 +877,15 @@ class TPE(Strategy):
             cand_j, log_l_j, log_g_j = inp
             pk = _pending_parzen(coords, g_est, pending, self.consider_endpoints,
                                  self.consider_magic_clip, self.bandwidth, self.dim)
+            # Only the rows chosen before this one are pending.
             earlier = jnp.arange(p) < j
-            pk = pk._replace(log_w=jnp.where(earlier, 0.0, -jnp.inf))
-            if not joint and g_est.log_w_dim is not None:
-                # A pending point counts in the marginals of the parameters it makes active.
-                on = coords.active(pending) & earlier[:, None]
-                pk = pk._replace(log_w_dim=jnp.where(on, 0.0, -jnp.inf))
-                log_norm = jnp.logaddexp(g_norm, jnp.log(on.sum(0).astype(jnp.float32)))
-            else:
-                log_norm = jnp.logaddexp(g_norm, jnp.log(j.astype(jnp.float32)))
+            pk = pk._replace(log_w=jnp.where(earlier, pk.log_w, -jnp.inf), log_norm=jnp.log(j.astype(jnp.float32)))
+            if pk.log_w_dim is not None:
+                on = earlier[:, None] & (pk.log_w_dim == 0.0)
+                pk = pk._replace(log_w_dim=jnp.where(on, 0.0, -jnp.inf),
+                                 log_norm_dim=jnp.log(on.sum(0).astype(jnp.float32)))
+            pend_norm = pk.log_norm if joint else marginal_weights(pk, self.dim)[1]
+            log_norm = jnp.logaddexp(g_norm, pend_norm)
             log_pend = _log_mixture(coords, pk, cand_j, joint)
             score = log_l_j - (jnp.logaddexp(log_g_j, log_pend) - log_norm)
             x = self._pick(cand_j, score)
