@@ -13,10 +13,14 @@ cross-entropy. Measured, in one run, configurations trained per second:
   that holds it (masks for the remainder). Within a
   chunk ``--chunk-size`` members train at once: 1 on a CPU (``lax.map``; XLA's
   batched matmuls are slower there than one at a time), the whole chunk
-  (vmap) on a GPU. Warm (compiled once per bucket beforehand)
-  and cold (compilation included: every compiled program is dropped first,
-  ``jax.clear_caches()``, since trainers that compare equal share programs
-  and each bucket's program fits every population size).
+  (vmap) on a GPU. Cold (compilation included: every compiled program is
+  dropped first, ``jax.clear_caches()``, since trainers that compare equal
+  share programs and each bucket's program fits every population size), on
+  ``bucket_count(n)`` buckets (``--buckets``: a fixed count): each program
+  compiled costs about 8 widest members' training here, so a small
+  population gets few buckets; and warm, on ``--warm-buckets`` (8) buckets
+  compiled beforehand: programs reused over populations cost no compile,
+  so the count that wastes the fewest FLOPs.
 * ``jaxhpo masked``: the whole population vmapped on the max-width masked
   network (``init_rung`` + ``continue_rung``), warm.
 * ``optuna TPE``: one trial at a time, each a jitted JAX training with the
@@ -29,7 +33,7 @@ cross-entropy. Measured, in one run, configurations trained per second:
 * hand-written JAX, warm: ``vmap`` over masked max-width networks, ``lax.map``
   over them, a Python loop calling one jitted masked network per
   configuration, and a Python loop calling each configuration's bucket's
-  jitted network (the same bucket widths as jaxhpo's).
+  jitted network (the same bucket widths as jaxhpo's warm row).
 
 Ratios to Optuna compare like with like: rows that compile (``cold``,
 Optuna's first study and its estimate) against Optuna's first study, warm
@@ -71,7 +75,7 @@ import optax
 from benchmarks._common import parse_args, print_table, write_results
 from jaxhpo import Float, Int, Space
 from jaxhpo.datasets_digits import digits_split
-from jaxhpo.training import MLPClassifierTrainer, train_bucketed, width_buckets
+from jaxhpo.training import MLPClassifierTrainer, bucket_count, train_bucketed, width_buckets
 from jaxhpo.training.trainer import continue_rung, init_rung
 
 MAX_WIDTH = 128
@@ -230,7 +234,11 @@ def main(argv=None):
                     help="members per bucketed program: 1 (default) suits a CPU, where members train one at a "
                          "time anyway and a larger chunk only trains more of them at a wider bucket (one that "
                          "holds its widest member); on a GPU, with --chunk-size 0, pass a few hundred")
-    ap.add_argument("--buckets", type=int, default=8, help="number of bucket widths")
+    ap.add_argument("--buckets", type=int, default=0,
+                    help="number of bucket widths for the cold rows; 0 (default): bucket_count(population)")
+    ap.add_argument("--warm-buckets", type=int, default=8,
+                    help="number of bucket widths for the warm rows (compiled beforehand) and the hand-written "
+                         "bucketed loop")
     ap.add_argument("--chunk-size", type=int, default=1,
                     help="within a chunk, members trained at once (lax.map); 1 (default) suits a CPU, where batched matmuls run slower than one at a time; on a GPU pass 0 to vmap the whole chunk")
     ap.add_argument("--seed", type=int, default=0)
@@ -245,7 +253,8 @@ def main(argv=None):
         args.sizes, args.steps, args.optuna_trials = [16], 20, 4
     args.chunk_size = args.chunk_size or None  # 0: vmap the whole chunk
     steps = args.steps
-    buckets = width_buckets(MAX_WIDTH, args.buckets)
+    warm_buckets = width_buckets(MAX_WIDTH, args.warm_buckets)
+    cold_buckets = {n: width_buckets(MAX_WIDTH, args.buckets or bucket_count(n)) for n in args.sizes}
     rows = []
 
     def add(method, n, seconds, note="", cpu=None, population=None, repeats=None, warm=True):
@@ -304,10 +313,10 @@ def main(argv=None):
         widths, lrs = hp["width"], hp["learning_rate"]
         mean_w = float(np.mean(np.asarray(widths)))
 
-        def bucketed(steps_):
+        def bucketed(buckets):
             # A chunk no larger than the population: a chunk of 256 for 64 members
             # would train 192 padding copies of the widest at its bucket.
-            out = train_bucketed(lambda w: make_trainer(w, steps_), keys, hp, 1, buckets=buckets,
+            out = train_bucketed(lambda w: make_trainer(w, steps), keys, hp, 1, buckets=buckets,
                                  chunk=min(args.chunk, n), chunk_size=args.chunk_size)
             return out.losses
 
@@ -321,12 +330,14 @@ def main(argv=None):
         # Cold: nothing compiled. An equal trainer shares the programs an
         # earlier size compiled (one per bucket, whatever the population).
         jax.clear_caches()
-        losses, t, c, each = timed(lambda: bucketed(steps))
+        losses, t, c, each = timed(lambda: bucketed(cold_buckets[n]))
         add("jaxhpo bucketed (cold)", n, t,
-            f"buckets {buckets}, chunk {args.chunk}, chunk_size {args.chunk_size}; compile included", c, repeats=each,
-            warm=False)
-        losses, t, c, each = timed(lambda: bucketed(steps), args.repeats)
-        add("jaxhpo bucketed (warm)", n, t, f"mean width {mean_w:.0f}", c, repeats=each)
+            f"buckets {cold_buckets[n]}, chunk {args.chunk}, chunk_size {args.chunk_size}; compile included", c,
+            repeats=each, warm=False)
+        if cold_buckets[n] != warm_buckets:
+            bucketed(warm_buckets)  # compiled beforehand
+        losses, t, c, each = timed(lambda: bucketed(warm_buckets), args.repeats)
+        add("jaxhpo bucketed (warm)", n, t, f"buckets {warm_buckets}; mean width {mean_w:.0f}", c, repeats=each)
         assert np.all(np.isfinite(losses))
 
         # Baselines whose cost is linear in the count: optionally timed on a prefix.
@@ -356,8 +367,8 @@ def main(argv=None):
                 _block(fn(bkeys[:1] if one else bkeys, bw[:1] if one else bw, blr[:1] if one else blr))
                 _, t, c, each = timed(lambda: _block(fn(bkeys, bw, blr)), args.repeats)
                 add(name, b, t, f"all at width {MAX_WIDTH}, warm{sub}", c, population=n, repeats=each)
-            loop = hand_bucket_loop(steps, buckets)
-            for width in buckets:  # each bucket compiled
+            loop = hand_bucket_loop(steps, warm_buckets)
+            for width in warm_buckets:  # each bucket compiled
                 _block(_bucket_run(bkeys[0], jnp.int32(width), blr[0], steps=steps, alloc=width))
             bucket_losses, t, c, each = timed(lambda: _block(loop(bkeys, bw, blr)), args.repeats)
             # The same models as the masked loop's (initial weights drawn alike).
@@ -380,7 +391,8 @@ def main(argv=None):
                        "cpu_ms_per_config", "x_optuna", "cpu_x_optuna", "note"],
                 title=f"digits MLP, {steps} full-batch Adam steps per configuration, width in [8, {MAX_WIDTH}] "
                       f"({jax.default_backend()})")
-    write_results("training_throughput", rows, extra=dict(steps=steps, sizes=args.sizes, buckets=list(buckets),
+    write_results("training_throughput", rows, extra=dict(steps=steps, sizes=args.sizes, warm_buckets=list(warm_buckets),
+                                                            cold_buckets={n: list(b) for n, b in cold_buckets.items()},
                                                             chunk=args.chunk, max_width=MAX_WIDTH),
                   packages=("optuna",))
 

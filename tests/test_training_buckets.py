@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxhpo.training import MaskedMLP, MLPClassifierTrainer, train_bucketed, width_buckets
+from jaxhpo.training import MaskedMLP, MLPClassifierTrainer, bucket_count, train_bucketed, width_buckets
 from jaxhpo.training.trainer import fresh_rung
 
 
@@ -22,6 +22,37 @@ def test_width_buckets_are_increasing_multiples_ending_at_max_width(max_width, n
     for w in range(1, max_width + 1):
         b = next(b for b in buckets if b >= w)
         assert b - w < spacing
+
+
+@given(st.integers(1, 10**6), st.floats(0.01, 1e4), st.integers(1, 40))
+def test_bucket_count_minimises_compiles_plus_wasted_training(population, compile_cost, most):
+    k = bucket_count(population, compile_cost, most)
+    assert 1 <= k <= most
+
+    def cost(k):  # k programs compiled, about population / (2k) widest trainings wasted
+        return k * compile_cost + population / (2 * k)
+
+    best = min(cost(j) for j in range(1, most + 1))
+    assert cost(k) <= best * (1 + 1e-12)
+    # More members or cheaper compiles never call for fewer buckets.
+    assert bucket_count(population + 1, compile_cost, most) >= k
+    assert bucket_count(population, compile_cost * 2, most) <= k
+
+
+def test_bucket_count_known_values():
+    # sqrt(n / (2 * 8)): 64 -> 2, 256 -> 4, 1024 -> 8; capped at most.
+    assert [bucket_count(n) for n in (1, 16, 64, 256, 1024, 10**6)] == [1, 1, 2, 4, 8, 8]
+    assert bucket_count(10**6, most=100) == 100 and bucket_count(800, compile_cost=0.5) == 8
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(population=0), "population must be an integer >= 1"),
+                                          (dict(population=2.5), "population must be an integer"),
+                                          (dict(population=8, compile_cost=0.0), "compile_cost must be a finite"),
+                                          (dict(population=8, compile_cost=float("nan")), "compile_cost must be"),
+                                          (dict(population=8, most=0), "most must be an integer >= 1")])
+def test_bucket_count_refuses_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bucket_count(**kwargs)
 
 
 # Widths on and across the draw's tiles of 8 columns; every shape compiles

@@ -2,7 +2,7 @@
 and architectures / optimisers as fixed-shape hyperparameters."""
 
 from ._compile import CPU_COMPILER_OPTIONS
-from .buckets import train_bucketed, width_buckets
+from .buckets import bucket_count, train_bucketed, width_buckets
 from .classifier import MLPClassifierTrainer
 from .hyperband import (MultiFidelityResult, hyperband, hyperband_schedule, level_sizes, padded_work,
                         successive_halving, successive_halving_schedule, survivor_order)
@@ -19,6 +19,6 @@ __all__ = [
     "MaskedMLP", "magnitude_mask", "slice_params", "dense_mlp_apply",
     "OPTIMIZERS", "SwitchOptimizer",
     "MLPClassifierTrainer",
-    "train_bucketed", "width_buckets",
+    "bucket_count", "train_bucketed", "width_buckets",
     "CPU_COMPILER_OPTIONS",
 ]

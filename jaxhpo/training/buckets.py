@@ -9,11 +9,15 @@ member, with masks only for the small remainder. Chunks have one fixed size
 (the last is padded by repeating a member) and buckets are a fixed short
 list, so at most ``len(buckets)`` programs are ever compiled, and a second
 call with the same buckets compiles nothing.
+
+More buckets waste fewer FLOPs but compile more programs: ``bucket_count``
+picks the number for a population from what one program's compile costs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -27,7 +31,7 @@ from ..evaluate import check_chunk_size
 from .trainer import (_population_size, check_population_hparams, check_positive_int, check_trainer, fresh_rung,
                       trainer_has_aux)
 
-__all__ = ["width_buckets", "train_bucketed", "BucketedResult"]
+__all__ = ["width_buckets", "bucket_count", "train_bucketed", "BucketedResult"]
 
 
 def width_buckets(max_width: int, num: int = 8, multiple: int = 8) -> tuple[int, ...]:
@@ -41,6 +45,46 @@ def width_buckets(max_width: int, num: int = 8, multiple: int = 8) -> tuple[int,
     out = {min(max_width, max(multiple, int(-(-max_width * (i + 1) // num) + multiple - 1) // multiple * multiple))
            for i in range(num)}
     return tuple(sorted(out | {int(max_width)}))
+
+
+def bucket_count(population: int, compile_cost: float = 8.0, most: int = 8) -> int:
+    """How many evenly spaced width buckets a population of ``population`` members trained once should get.
+
+    A model of the two costs, with widths spread evenly up to the largest
+    bucket and a member's training time growing with its width: ``k`` even
+    buckets train each member at about ``W / (2k)`` more width than its own,
+    i.e. ``population / (2k)`` trainings of a widest member in all, and
+    compile ``k`` programs, each ``compile_cost`` such trainings. The count
+    returned is the ``k`` in ``[1, most]`` that minimises the sum,
+    ``k * compile_cost + population / (2k)``, near
+    ``sqrt(population / (2 * compile_cost))``.
+
+    Args:
+      population: members to train.
+      compile_cost: one bucket program's compile time in trainings of one
+        member at the largest width. About 8 for the digits MLP's 200 Adam
+        steps on a CPU (1.1 s of compile, 0.12-0.16 s per widest member;
+        ``benchmarks/training_throughput.py``); a short training or a
+        vmapped chunk on a GPU makes it large (fewer buckets, down to one
+        masked network), a long training small (more buckets). Programs
+        reused over several populations compile once: divide it by the
+        number of populations.
+      most: the largest count returned.
+    Returns:
+      an int in ``[1, most]``, for ``width_buckets(max_width, num)``.
+    """
+    population = check_positive_int(population, "population")
+    most = check_positive_int(most, "most")
+    if (isinstance(compile_cost, bool) or not isinstance(compile_cost, numbers.Real)
+            or not math.isfinite(compile_cost) or compile_cost <= 0):
+        raise ValueError(f"compile_cost must be a finite number > 0 (a compile, in trainings of one widest "
+                         f"member), got {compile_cost!r}")
+    def cost(k: int) -> float:
+        return k * float(compile_cost) + population / (2.0 * k)
+
+    # The cost is convex in k: the best integer is next to the real minimiser.
+    real = min(max(math.sqrt(population / (2.0 * float(compile_cost))), 1.0), float(most))
+    return min({max(1, math.floor(real)), min(most, math.ceil(real))}, key=lambda k: (cost(k), k))
 
 
 @dataclasses.dataclass
