@@ -8,12 +8,10 @@ cross-entropy. Measured, in one run, configurations trained per second:
 
 * ``jaxhpo bucketed``: ``jaxhpo.training.train_bucketed`` with
   ``MLPClassifierTrainer``: the population sorted by width, cut into chunks
-  of ``--chunk`` members (1 by default: each member on its own bucket), each
-  chunk one compiled program on the narrowest of a few fixed bucket widths
-  that holds it (masks for the remainder). Within a
-  chunk ``--chunk-size`` members train at once: 1 on a CPU (``lax.map``; XLA's
-  batched matmuls are slower there than one at a time), the whole chunk
-  (vmap) on a GPU. Cold (compilation included: every compiled program is
+  of ``--chunk`` members (16 by default), each chunk one compiled program
+  on the narrowest of a few fixed bucket widths that holds its widest member
+  (masks for the remainder), vmapped (``--chunk-size 0``; ``1``: one member
+  at a time, ``lax.map``). Cold (compilation included: every compiled program is
   dropped first, ``jax.clear_caches()``, since trainers that compare equal
   share programs and each bucket's program fits every population size), on
   ``bucket_count(n)`` buckets (``--buckets``: a fixed count): each program
@@ -32,8 +30,10 @@ cross-entropy. Measured, in one run, configurations trained per second:
   (what a user who masks writes), compiled beforehand.
 * hand-written JAX, warm: ``vmap`` over masked max-width networks, ``lax.map``
   over them, a Python loop calling one jitted masked network per
-  configuration, and a Python loop calling each configuration's bucket's
-  jitted network (the same bucket widths as jaxhpo's warm row).
+  configuration, a Python loop calling each configuration's bucket's
+  jitted network (the same bucket widths as jaxhpo's warm row), and
+  jaxhpo's bucketing written by hand (sorted by width, chunks of
+  ``--chunk`` vmapped, each at the bucket of its widest member).
 
 Ratios to Optuna compare like with like: rows that compile (``cold``,
 Optuna's first study and its estimate) against Optuna's first study, warm
@@ -150,6 +150,33 @@ def hand_bucket_loop(steps, buckets):
     return run
 
 
+@partial(jax.jit, static_argnames=("steps", "alloc"))
+def _bucket_vmap(keys, widths, lrs, steps, alloc):
+    return jax.vmap(lambda k, w, lr: _train_one(k, w, lr, steps, alloc))(keys, widths, lrs)
+
+
+def hand_vmap_buckets(steps, buckets, chunk):
+    """The members sorted by width and cut into chunks of ``chunk`` (the last
+    padded), each chunk vmapped on the narrowest of ``buckets`` that holds its
+    widest member (one jitted program per bucket width): jaxhpo's bucketing,
+    written by hand."""
+    def run(keys, widths, lrs):
+        w = np.asarray(widths)
+        order = np.argsort(w, kind="stable")
+        parts = []
+        for s in range(0, len(w), chunk):
+            part = order[s:s + chunk]
+            b = next(b for b in buckets if b >= w[part].max())
+            j = jnp.asarray(np.concatenate([part, np.full(chunk - len(part), part[-1])]))
+            parts.append((part, _bucket_vmap(keys[j], widths[j], lrs[j], steps=steps, alloc=b)))
+        out = np.empty(len(w), np.float32)
+        for part, losses in parts:  # read once everything is queued
+            out[part] = np.asarray(losses)[:len(part)]
+        return out
+
+    return run
+
+
 # --------------------------------------------------------------------- optuna
 # Module level, so that a second study reuses what the first compiled (as a
 # user's module-level jit would). Initialisation is inside the compiled
@@ -230,17 +257,17 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[64])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--optuna-trials", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=1,
-                    help="members per bucketed program: 1 (default) suits a CPU, where members train one at a "
-                         "time anyway and a larger chunk only trains more of them at a wider bucket (one that "
-                         "holds its widest member); on a GPU, with --chunk-size 0, pass a few hundred")
+    ap.add_argument("--chunk", type=int, default=16,
+                    help="members per bucketed program (16, default; on a GPU pass a few hundred); a chunk "
+                         "trains at the bucket that holds its widest member")
     ap.add_argument("--buckets", type=int, default=0,
                     help="number of bucket widths for the cold rows; 0 (default): bucket_count(population)")
     ap.add_argument("--warm-buckets", type=int, default=8,
                     help="number of bucket widths for the warm rows (compiled beforehand) and the hand-written "
                          "bucketed loop")
-    ap.add_argument("--chunk-size", type=int, default=1,
-                    help="within a chunk, members trained at once (lax.map); 1 (default) suits a CPU, where batched matmuls run slower than one at a time; on a GPU pass 0 to vmap the whole chunk")
+    ap.add_argument("--chunk-size", type=int, default=0,
+                    help="within a chunk, members trained at once (lax.map over vmapped groups); 0 (default): "
+                         "the whole chunk vmapped; 1: one at a time")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-hand", action="store_true", help="skip the hand-written baselines")
     ap.add_argument("--repeats", type=int, default=1, help="warm timings: the median of this many runs")
@@ -376,6 +403,15 @@ def main(argv=None):
             gap = float(np.max(np.abs(np.asarray(bucket_losses) - masked_ref) / np.maximum(np.abs(masked_ref), 1e-6)))
             add("hand loop bucketed", b, t, f"each at its own bucket width, warm{sub}; losses within {gap:.1e} "
                 "relative of hand loop masked", c, population=n, repeats=each)
+            vloop = hand_vmap_buckets(steps, warm_buckets, args.chunk)
+            for width in warm_buckets:  # each bucket compiled
+                one = jnp.zeros(args.chunk, jnp.int32)
+                _block(_bucket_vmap(bkeys[one], jnp.full(args.chunk, width, jnp.int32), blr[one], steps=steps,
+                                    alloc=width))
+            vbucket_losses, t, c, each = timed(lambda: vloop(bkeys, bw, blr), args.repeats)
+            gap = float(np.max(np.abs(vbucket_losses - masked_ref) / np.maximum(np.abs(masked_ref), 1e-6)))
+            add("hand vmap bucketed", b, t, f"sorted chunks of {args.chunk} vmapped, warm{sub}; "
+                f"losses within {gap:.1e} relative of hand loop masked", c, population=n, repeats=each)
 
     # Cold rows against Optuna's first study, warm rows against its second
     # (compiling on both sides or on neither), each at the same number of
