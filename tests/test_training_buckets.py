@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from jaxhpo.training import MaskedMLP, MLPClassifierTrainer, bucket_count, train_bucketed, width_buckets
 from jaxhpo.training.trainer import fresh_rung
 
+from helpers import compiles_during
+
 
 @given(st.integers(1, 600), st.integers(1, 12), st.integers(1, 16))
 def test_width_buckets_are_increasing_multiples_ending_at_max_width(max_width, num, multiple):
@@ -111,3 +113,16 @@ def test_train_bucketed_equals_masked_training_at_max_width():
     # a bucket's trainer narrower than the bucket would train its members narrower: refused
     with pytest.raises(ValueError, match=r"make_trainer\(16\) gives a network of max_width 8"):
         train_bucketed(lambda b: TRAINER.with_max_width(min(b, 8)), KEYS, HPARAMS, 2, buckets=(8, 16, 24), chunk=4)
+
+
+def test_train_bucketed_second_population_compiles_nothing():
+    train_bucketed(TRAINER.with_max_width, KEYS, HPARAMS, 2, buckets=(8, 16, 24), chunk=4)
+    # Another population of the same size: other widths, settings and keys.
+    perm = np.random.default_rng(1).permutation(len(WIDTHS))
+    other = {k: v[perm] for k, v in HPARAMS.items()}
+    other["width"] = np.minimum(other["width"] + 3, 24).astype(np.int32)
+    other["learning_rate"] = other["learning_rate"] * np.float32(0.5)
+    with compiles_during() as compiles:
+        res = train_bucketed(TRAINER.with_max_width, jax.random.split(jax.random.key(9), len(WIDTHS)), other, 2,
+                             buckets=(8, 16, 24), chunk=4)
+    assert compiles == [] and np.all(np.isfinite(res.losses))
