@@ -53,7 +53,12 @@ never evaluated). Product kernels (``multivariate=True``) keep every
 observation: where its own values make a parameter inactive, its kernel is
 the prior's in that coordinate (centre 1/2, width 1, uniform over
 categories). Optuna's multivariate TPE instead models only the parameters
-every trial has, and samples the others independently.
+every trial has, and samples the others independently. The joint kernels
+are kept on purpose: a conditional parameter is then chosen together with
+the branch that makes it active. On a three-branch problem built to trap
+searches in a near-optimal branch (``benchmarks/conditional_search.py``),
+they end 100 evaluations in the wrong branch in 17% of 64 seeds, against
+59% for the independent marginals and Optuna's 57%.
 
 Ties: observations of equal value in a numeric coordinate (an ``Int``,
 most often) are ordered by age, so that of a run of
