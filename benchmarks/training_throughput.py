@@ -341,10 +341,8 @@ def main(argv=None):
         mean_w = float(np.mean(np.asarray(widths)))
 
         def bucketed(buckets):
-            # A chunk no larger than the population: a chunk of 256 for 64 members
-            # would train 192 padding copies of the widest at its bucket.
-            out = train_bucketed(lambda w: make_trainer(w, steps), keys, hp, 1, buckets=buckets,
-                                 chunk=min(args.chunk, n), chunk_size=args.chunk_size)
+            out = train_bucketed(lambda w: make_trainer(w, steps), keys, hp, 1, buckets=buckets, chunk=args.chunk,
+                                 chunk_size=args.chunk_size)
             return out.losses
 
         if n > args.optuna_trials and repeat_s is not None:
