@@ -266,3 +266,65 @@ def test_switch_rejects_bad_names():
     # one member's hyperparameters are scalars; an array failed in optax's broadcasting
     with pytest.raises(ValueError, match=r"hparams\['learning_rate'\] must be a scalar for one member"):
         SWITCH.update(P0, SWITCH.init(P0), P0, {"learning_rate": jnp.ones(3), "optimizer": 0})
+
+
+def _lion(learning_rate, weight_decay, momentum):
+    return optax.lion(learning_rate, b1=momentum, weight_decay=weight_decay)
+
+
+def _adagrad(learning_rate, weight_decay, momentum):
+    del weight_decay, momentum
+    return optax.adagrad(learning_rate)
+
+
+def test_switch_takes_optimizers_of_ones_own():
+    # Lion (one moment) and Adagrad (its own accumulator) beside a built-in
+    # choice: each member's branch equals that optimiser run alone.
+    switch = SwitchOptimizer(["sgd", ("lion", _lion), ("adagrad", _adagrad)])
+    assert switch.names == ("sgd", "lion", "adagrad")
+
+    @jax.jit
+    def run(index):
+        def body(_, c):
+            p, s = c
+            u, s = switch.update(_grad(p), s, p, {**HP, "optimizer": index})
+            return optax.apply_updates(p, u), s
+
+        return jax.lax.fori_loop(0, 20, body, (P0, switch.init(P0)))[0]
+
+    batched = jax.vmap(run)(jnp.arange(3, dtype=jnp.int32))
+    for i, factory in enumerate([optimizer_factory("sgd"), _lion, _adagrad]):
+        alone = _run_tx(factory(**HP))
+        for k in ("w", "b"):
+            np.testing.assert_allclose(np.asarray(batched[k][i]), np.asarray(alone[k]), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(batched["w"][1]), np.asarray(batched["w"][2]))
+    # Equal choices make equal optimisers (so programs are shared); another
+    # factory under the same name does not.
+    assert switch == SwitchOptimizer(["sgd", ("lion", _lion), ("adagrad", _adagrad)])
+    assert hash(switch) == hash(SwitchOptimizer(["sgd", ("lion", _lion), ("adagrad", _adagrad)]))
+    assert switch != SwitchOptimizer(["sgd", ("lion", _lion), ("adagrad", _lion)])
+    # A built-in factory given as a pair is the built-in choice.
+    assert SwitchOptimizer([("adam", optimizer_factory("adam"))]) == SwitchOptimizer(["adam"])
+
+
+def test_switch_rejects_bad_optimizers_of_ones_own():
+    with pytest.raises(TypeError, match="'lion': factory must be callable"):
+        SwitchOptimizer([("lion", "optax.lion")])
+    with pytest.raises(TypeError, match="'lion': factory must accept the keyword arguments learning_rate"):
+        SwitchOptimizer([("lion", lambda lr, wd, m: optax.lion(lr))])
+    with pytest.raises(TypeError, match="'lion': factory must return an optax.GradientTransformation"):
+        SwitchOptimizer([("lion", lambda **kw: kw)])
+    with pytest.raises(TypeError, match="name from .* or a \\(name, factory\\) pair"):
+        SwitchOptimizer([("lion",)])
+    with pytest.raises(ValueError, match="distinct"):
+        SwitchOptimizer(["adam", ("adam", _lion)])
+
+
+def test_trainer_keeps_optimizers_of_ones_own_across_bucket_widths():
+    from jaxhpo.training import MLPClassifierTrainer
+    X, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+    trainer = MLPClassifierTrainer(X, y, X, y, max_width=8, optimizers=["adam", ("lion", _lion)])
+    narrow = trainer.with_max_width(4)
+    assert narrow.optimizer == trainer.optimizer and narrow.optimizer.choices == ("adam", ("lion", _lion))
+    with pytest.raises(ValueError, match=r"hparams\['optimizer'\] must lie in \[0, 1\]"):
+        trainer.check_hparams({"optimizer": np.array([0, 2])})

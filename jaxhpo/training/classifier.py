@@ -50,7 +50,8 @@ class MLPClassifierTrainer:
       X_train: ``(n, d)`` float features; y_train: ``(n,)`` int labels.
       X_val, y_val: the data ``evaluate`` scores (cross-entropy).
       max_width, max_depth: the largest network of the search.
-      optimizers: names from ``OPTIMIZERS``, indexed by the ``optimizer`` hyperparameter.
+      optimizers: the choices of ``SwitchOptimizer`` (names from ``OPTIMIZERS``
+        or ``(name, factory)`` pairs), indexed by the ``optimizer`` hyperparameter.
       steps_per_unit: optimiser steps per budget unit.
       num_classes: classes (``max(y_train, y_val) + 1`` by default).
       has_aux: ``evaluate`` returns ``(cross-entropy, {"accuracy": ()})``, so
@@ -60,7 +61,7 @@ class MLPClassifierTrainer:
     """
 
     def __init__(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any, *, max_width: int,
-                 max_depth: int = 1, optimizers: Sequence[str] = ("adam",), steps_per_unit: int = 1,
+                 max_depth: int = 1, optimizers: Sequence[Any] = ("adam",), steps_per_unit: int = 1,
                  num_classes: int | None = None, has_aux: bool = False):
         arrays = []
         for xn, yn, X, y in (("X_train", "y_train", X_train, y_train), ("X_val", "y_val", X_val, y_val)):
@@ -93,7 +94,7 @@ class MLPClassifierTrainer:
         """The same trainer on a network of another ``max_width`` (for width buckets)."""
         return MLPClassifierTrainer(self.X_train, self.y_train, self.X_val, self.y_val,
                                     max_width=max_width, max_depth=self.model.max_depth,
-                                    optimizers=self.optimizer.names, steps_per_unit=self.steps_per_unit,
+                                    optimizers=self.optimizer.choices, steps_per_unit=self.steps_per_unit,
                                     num_classes=self.num_classes, has_aux=self.has_aux)
 
     def check_hparams(self, hparams: Any) -> None:

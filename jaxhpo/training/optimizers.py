@@ -27,11 +27,18 @@ The branches (``wd`` = weight decay, ``m`` = momentum):
 | adam       | ``chain(add_decayed_weights(wd), adam(lr, b1=m))``           |
 | adamw      | ``adamw(lr, b1=m, weight_decay=wd)`` (decoupled decay)       |
 | rmsprop    | ``chain(add_decayed_weights(wd), rmsprop(lr))``              |
+
+Other optimisers join the choice as ``(name, factory)`` pairs, ``factory``
+being ``f(learning_rate, weight_decay, momentum) -> GradientTransformation``
+like the functions above (a factory may ignore what it does not use), e.g.
+``SwitchOptimizer(["adam", ("lion", lambda learning_rate, weight_decay,
+momentum: optax.lion(learning_rate, b1=momentum, weight_decay=weight_decay))])``
+(the three are passed by keyword, as ``optax.inject_hyperparams`` does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -73,9 +80,33 @@ OPTIMIZERS = tuple(_FACTORIES)
 
 def optimizer_factory(name: str):
     """``f(learning_rate, weight_decay, momentum) -> optax.GradientTransformation`` for ``name``."""
-    if name not in _FACTORIES:
-        raise ValueError(f"optimizer name must be one of {OPTIMIZERS}, got {name!r}")
+    if not isinstance(name, str) or name not in _FACTORIES:
+        raise ValueError(f"optimizer name must be one of {OPTIMIZERS} (or a (name, factory) pair), got {name!r}")
     return _FACTORIES[name]
+
+
+def _choice(entry: Any) -> tuple[str, Callable]:
+    """``(name, factory)`` of one choice: a built-in name or a user's pair."""
+    if isinstance(entry, str):
+        return entry, optimizer_factory(entry)
+    if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)):
+        raise TypeError(f"each optimizer choice must be a name from {OPTIMIZERS} or a (name, factory) pair, "
+                        f"got {entry!r}")
+    name, factory = entry
+    if not callable(factory):
+        raise TypeError(f"optimizer choice {name!r}: factory must be callable "
+                        f"f(learning_rate, weight_decay, momentum) -> optax.GradientTransformation, got {factory!r}")
+    # Built eagerly, so that a factory of another signature is named here
+    # rather than inside a traced update.
+    try:
+        tx = factory(learning_rate=1e-3, weight_decay=0.0, momentum=0.9)
+    except TypeError as e:
+        raise TypeError(f"optimizer choice {name!r}: factory must accept the keyword arguments learning_rate, "
+                        f"weight_decay and momentum ({e})") from None
+    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+        raise TypeError(f"optimizer choice {name!r}: factory must return an optax.GradientTransformation, "
+                        f"got {type(tx).__name__}")
+    return name, factory
 
 
 class SwitchState(NamedTuple):
@@ -107,33 +138,38 @@ class SwitchOptimizer:
 
     Args:
       names: the choices, in the order of the ``Categorical`` that indexes
-        them (default ``OPTIMIZERS``).
+        them (default ``OPTIMIZERS``): names from ``OPTIMIZERS`` and
+        ``(name, factory)`` pairs of one's own (see the module docstring).
+        Two optimisers are equal when their names and factories are.
 
     ``hparams`` below is a dict with ``learning_rate``, ``weight_decay``,
     ``momentum`` (float ``()``) and ``optimizer`` (int32 ``()`` index into
     ``names``); missing floats default to ``1e-3``, ``0`` and ``0.9``.
     """
 
-    def __init__(self, names: Sequence[str] = OPTIMIZERS):
+    def __init__(self, names: Sequence[str | tuple[str, Callable]] = OPTIMIZERS):
         if isinstance(names, str) or not isinstance(names, Sequence) or not names:
-            raise TypeError(f"names must be a non-empty sequence of optimizer names, got {names!r}")
-        for n in names:
-            optimizer_factory(n)
-        if len(set(names)) != len(names):
-            raise ValueError(f"names must be distinct, got {list(names)}")
-        self.names = tuple(names)
-        self._txs = tuple(optax.inject_hyperparams(optimizer_factory(n))(
-            learning_rate=1e-3, weight_decay=0.0, momentum=0.9) for n in self.names)
+            raise TypeError("names must be a non-empty sequence of optimizer names or (name, factory) pairs, "
+                            f"got {names!r}")
+        choices = tuple(_choice(n) for n in names)
+        self.names = tuple(n for n, _ in choices)
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"names must be distinct, got {list(self.names)}")
+        # Built-in choices stay plain names, so that equal settings compare
+        # (and share compiled programs) across instances.
+        self.choices = tuple(n if f is _FACTORIES.get(n) else (n, f) for n, f in choices)
+        self._txs = tuple(optax.inject_hyperparams(f)(learning_rate=1e-3, weight_decay=0.0, momentum=0.9)
+                          for _, f in choices)
         self._layouts = {}
 
     def __eq__(self, other):
-        return type(self) is type(other) and self.names == other.names
+        return type(self) is type(other) and self.choices == other.choices
 
     def __hash__(self):
-        return hash(("SwitchOptimizer", self.names))
+        return hash(("SwitchOptimizer", self.choices))
 
     def __repr__(self):
-        return f"SwitchOptimizer({list(self.names)})"
+        return f"SwitchOptimizer({list(self.choices)})"
 
     @staticmethod
     def _values(hparams: dict) -> dict:
