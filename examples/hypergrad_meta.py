@@ -94,7 +94,7 @@ def main(argv=None):
     elapsed = time.perf_counter() - t0
 
     test = sample_tasks(k_test, 500)
-    meta_test, _ = jax.jit(mg)(meta, test)
+    meta_test, _ = mg(meta, test)
     # Baseline: fresh random inits per task, the same 5 SGD steps, best lr of a grid.
     fresh = jax.vmap(init_mlp)(jax.random.split(jax.random.key(args.seed + 7), 500))
 

@@ -50,3 +50,22 @@ def test_bad_arguments():
     int_loss = meta_gradient(lambda m, task: jnp.ones(2), step, lambda s, m, task: jnp.sum(s > 0), 2)
     with pytest.raises(TypeError, match="query_loss must return a real floating-point value"):
         int_loss(jnp.float32(0.1), jnp.zeros(3))
+
+
+def test_a_meta_training_loop_in_python_compiles_once():
+    from helpers import compiles_during
+
+    C = jnp.asarray(np.random.default_rng(1).normal(size=(4, 2)), jnp.float32)
+    mg = meta_gradient(init=lambda m, task: m["w0"],
+                       step=lambda w, m, task, t: w - m["lr"] * (w - task["c"]),
+                       query_loss=lambda w, m, task: 0.5 * jnp.sum((w - task["c"]) ** 2), num_steps=3)
+    meta = {"w0": jnp.zeros(2, jnp.float32), "lr": jnp.full(2, 0.1, jnp.float32)}
+    values = []
+    for i in range(4):
+        with compiles_during() as compiles:
+            value, grads = mg(meta, {"c": C})
+        if i:
+            assert compiles == [], f"call {i} compiled {len(compiles)} programs"
+        values.append(float(value))
+        meta = jax.tree_util.tree_map(lambda m, g: m - 0.5 * g, meta, grads)
+    assert values[-1] < values[0]

@@ -416,3 +416,24 @@ def test_forward_mode_keeps_a_python_float_hyperparameter_weak_under_x64():
             for k in hp:
                 np.testing.assert_allclose(np.asarray(g_f[k]), np.asarray(g_r[k]), rtol=1e-5)
             assert float(g_f["lr"]) == pytest.approx(-80.90849, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_an_outer_loop_in_python_compiles_once(mode):
+    """hg called from a Python loop (no jax.jit of one's own): the first call
+    compiles, later calls with new values of the same shapes compile nothing,
+    and the loop descends the validation loss."""
+    from helpers import compiles_during
+
+    step, val_loss = _problem()
+    hg = unrolled(step, val_loss, 20, mode=mode)
+    h, w0 = {"lam": jnp.float32(2.0), "lr": jnp.float32(LR0)}, jnp.zeros(D, jnp.float32)
+    values = []
+    for i in range(4):
+        with compiles_during() as compiles:
+            value, grads = hg(h, w0)
+        if i:
+            assert compiles == [], f"call {i} compiled {len(compiles)} programs"
+        values.append(float(value))
+        h = {"lam": h["lam"] - 0.5 * grads["lam"], "lr": h["lr"]}
+    assert values[-1] < values[0]

@@ -40,7 +40,8 @@ def meta_gradient(init: Callable, step: Callable, query_loss: Callable, num_step
       ``mg(meta, tasks) -> (value, grads)``: ``value`` the ``()`` mean query
       loss over the batch, ``grads`` its gradient with ``meta``'s structure.
       ``tasks`` is a pytree whose leaves have a leading axis ``(num_tasks,
-      ...)``; ``meta`` any pytree of float arrays. Jit-able.
+      ...)``; ``meta`` any pytree of float arrays. Compiled on its first
+      call for each argument structure and shapes (a ``jax.jit`` inside).
     """
     check_callable("init", init)
     check_callable("step", step)
@@ -66,4 +67,11 @@ def meta_gradient(init: Callable, step: Callable, query_loss: Callable, num_step
                              f"got leading axes {sorted(sizes, key=str)}")
         return value_and_grad(meta, tasks)
 
-    return mg
+    # Compiled once per argument shapes, so that a meta-training loop in
+    # Python does not trace and compile the inner runs in every call.
+    compiled = jax.jit(mg)
+
+    def meta_gradient_of(meta, tasks):
+        return compiled(meta, tasks)
+
+    return meta_gradient_of

@@ -316,7 +316,10 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
       validation loss after ``T`` steps and ``grads`` has ``hparams``'
       structure (shapes and dtypes). ``hparams`` is any pytree of float
       arrays (scalars, per-layer or per-parameter arrays); ``init_state`` is
-      not differentiated. ``hg`` is pure: ``jax.jit`` and ``jax.vmap`` it.
+      not differentiated. ``hg`` is pure and compiled on its first call
+      for each argument structure and shapes (a ``jax.jit`` inside), so an
+      outer loop in Python compiles once; ``jax.vmap`` it, or call it
+      inside one's own ``jax.jit``.
 
     Raises:
       TypeError / ValueError at construction for a non-callable ``step`` or
@@ -377,8 +380,16 @@ def unrolled(step: Callable, val_loss: Callable, num_steps: int, *, mode: str = 
         value, grads, state = (forward if use == "forward" else reverse)(hparams, init_state)
         return (value, grads, state) if return_state else (value, grads)
 
-    hg.mode = mode
-    hg.num_steps = num_steps
-    hg.checkpoint_every = checkpoint_every
-    hg.step_policy = step_policy
-    return hg
+    # Compiled here, once per argument shapes: called from a Python loop
+    # (an outer gradient descent), an unjitted hg traced and compiled the
+    # whole unrolled run anew in every call.
+    compiled = jax.jit(hg)
+
+    def hypergradient(hparams, init_state):
+        return compiled(hparams, init_state)
+
+    hypergradient.mode = mode
+    hypergradient.num_steps = num_steps
+    hypergradient.checkpoint_every = checkpoint_every
+    hypergradient.step_policy = step_policy
+    return hypergradient
