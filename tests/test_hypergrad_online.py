@@ -403,3 +403,26 @@ def test_a_weakly_typed_parameter_compiles_the_update_once(beta):
     for _ in range(3):
         _, state = update(params, state)
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize("per_leaf", [False, True])
+def test_the_rate_stays_at_or_above_its_floor(per_leaf):
+    # Gradients that alternate in sign with a beta too large for them: the
+    # paper's rule takes the rate below zero (the optimiser then climbs);
+    # the default floor keeps it at 0, and min_learning_rate=None is the
+    # paper's rule.
+    grads = [jnp.array([1.0]), jnp.array([-1.0]), jnp.array([1.0])]
+
+    def rates(**kw):
+        opt = hypergradient_descent(0.1, 10.0, per_leaf=per_leaf, **kw)
+        s, out = opt.init(jnp.array([1.0])), []
+        for g in grads:
+            _, s = opt.update(g, s)
+            out.append(float(jax.tree_util.tree_leaves(s.learning_rate)[0]))
+        return out
+
+    assert rates() == pytest.approx([0.1, 0.0, 0.0])
+    assert rates(min_learning_rate=0.05) == pytest.approx([0.1, 0.05, 0.05])
+    assert rates(min_learning_rate=None) == pytest.approx([0.1, -9.9, -19.9])
+    with pytest.raises(ValueError, match="min_learning_rate"):
+        hypergradient_descent(0.1, 0.01, min_learning_rate=-1.0)

@@ -344,3 +344,20 @@ def test_init_takes_configurations_and_draws_what_they_leave_out():
     assert got.history.x.shape[1] == 2 and 0.0 <= got.history.x[0, 1, 1] <= 1.0
     single = gradient_tune(bowl, SPACE, init=configs[0], **kw)
     np.testing.assert_array_equal(single.history.x, want.history.x[:, :1])
+
+
+def test_members_held_by_a_nan_gradient_are_reported():
+    # Finite everywhere; the gradient is nan left of 0.5 (the where-of-a-sqrt
+    # trap): the member starting there never moves, its values compete (as
+    # any finite value), and the result says which evaluations it was.
+    space = Space(x=Float(0.0, 1.0))
+
+    def f(c):
+        x = c["x"]
+        return jnp.where(x < 0.5, (x - 0.8) ** 2, (x - 0.8) ** 2 + 0.0 * jnp.sqrt(x - 0.5))
+
+    res = gradient_tune(f, space, init=np.array([[0.2], [0.6]], np.float32), num_steps=20)
+    held = res.state["nonfinite_gradients"]
+    assert held.shape == (20, 2) and held[:, 0].all() and not held[:, 1].any()
+    np.testing.assert_allclose(res.history.x[:, 0, 0], 0.2, rtol=1e-6)
+    assert res.num_failed == 0 and res.best_params["x"] == pytest.approx(0.8, abs=2e-2)

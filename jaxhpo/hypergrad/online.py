@@ -77,7 +77,8 @@ def _rate_dtype(dtype: Any) -> Any:
 def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd",
                           momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
                           eps: float = 1e-8, eps_root: float = 0.0,
-                          per_leaf: bool = False) -> optax.GradientTransformation:
+                          per_leaf: bool = False,
+                          min_learning_rate: float | None = 0.0) -> optax.GradientTransformation:
     """An optax optimiser that adapts its learning rate by hypergradient descent.
 
     Args:
@@ -95,6 +96,13 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
       b1, b2, eps, eps_root: Adam's, as in ``optax.adam``.
       per_leaf: one learning rate per parameter leaf (e.g. per layer), each
         adapted by its own leaf's dot product, instead of one shared rate.
+      min_learning_rate: the rate is kept at or above this (>= 0) after
+        every hypergradient step. With a ``beta`` too large for the
+        gradients, the paper's unclipped rule can take the rate below zero,
+        where the optimiser climbs the loss; at the floor of 0 the
+        parameters stand still, the next hypergradient is ``|g|^2 > 0``
+        (``sgd``) and the rate rises again. A run whose rate stays above the
+        floor is the paper's rule exactly. ``None``: no floor.
 
     Returns:
       an ``optax.GradientTransformation``; ``update(grads, state, params=None)``
@@ -120,6 +128,8 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
     eps = check_real_unless_traced("eps", eps, low=0.0)
     eps_root = check_real_unless_traced("eps_root", eps_root, low=0.0)
     per_leaf = check_bool("per_leaf", per_leaf)
+    if min_learning_rate is not None:
+        min_learning_rate = check_real_unless_traced("min_learning_rate", min_learning_rate, low=0.0)
     inner = _base_direction(base, momentum, b1, b2, eps, eps_root)
 
     def init_fn(params):
@@ -156,6 +166,9 @@ def hypergradient_descent(learning_rate: float, beta: float, *, base: str = "sgd
             elif jax.tree_util.tree_leaves(dots):  # (a tree of no leaves leaves the rate as it is)
                 total = sum(jax.tree_util.tree_leaves(dots))
                 lr = lr + (beta * total).astype(jnp.result_type(lr))
+            if min_learning_rate is not None:
+                lr = jax.tree_util.tree_map(
+                    lambda a: jnp.maximum(a, jnp.asarray(min_learning_rate, jnp.result_type(a))), lr)
         direction, base_state = inner.update(grads, state.base_state, params)
         # Same expression as optax.scale(-lr): (-lr) * g, the rate in each
         # leaf's own dtype, as optax's Python-float step size is (a bfloat16

@@ -193,11 +193,11 @@ def _tune(objective, space, optimizer, num_steps, negate, stateful, has_grad, tr
         z_good, upd_good = jnp.where(ok[:, None], z, z_good), jnp.where(ok[:, None], updates, upd_good)
         opt_state = where_rows(ok, opt_state_new, opt_state)
         z_new = project(z_good + scale[:, None] * upd_good)
-        return (z_new, inner_new, z_good, upd_good, opt_state, scale), (values, u, finite)
+        return (z_new, inner_new, z_good, upd_good, opt_state, scale), (values, u, finite, finite & ~ok)
 
     start = (z0, carry0, z0, jnp.zeros_like(z0), opt_state0, jnp.ones(z0.shape[:1], z0.dtype))
-    (_, inner, *_), (values, us, oks) = jax.lax.scan(body, start, None, length=num_steps)
-    return values, us, oks, inner
+    (_, inner, *_), (values, us, oks, bad_grads) = jax.lax.scan(body, start, None, length=num_steps)
+    return values, us, oks, bad_grads, inner
 
 
 def _starting_points(init: Any, space: Space, key: Any) -> jax.Array:
@@ -281,14 +281,19 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
     Returns:
       a ``jaxhpo.Result``: ``best_params`` / ``best_value`` / ``best_x`` the
       best configuration evaluated by any member at any step (failed, i.e.
-      non-finite, evaluations excluded); ``history`` a ``Trace`` with
+      non-finite, evaluations excluded; a finite value whose gradient is
+      not finite competes, while its member steps back as from a failure);
+      ``history`` a ``Trace`` with
       ``values`` ``(num_steps, popsize)`` (as the objective returned them,
       failures included), ``x`` ``(num_steps, popsize,
       dim)`` (the evaluated points) and the running best; ``state`` a dict
       with ``"final_x"`` ``(popsize, dim)`` (the points evaluated last),
-      ``"final_values"`` ``(popsize,)`` (their values) and ``"carry"`` (the
-      final carry, or ``None``). ``num_evaluations = popsize * num_steps`` objective
-      gradients.
+      ``"final_values"`` ``(popsize,)`` (their values), ``"carry"`` (the
+      final carry, or ``None``) and ``"nonfinite_gradients"`` ``(num_steps,
+      popsize)`` bool (a finite value whose gradient was not, e.g. from a
+      ``jnp.where`` whose unselected branch takes a ``sqrt`` of a negative
+      number: the member stepped back as from a failure).
+      ``num_evaluations = popsize * num_steps`` objective gradients.
     """
     check_callable("objective", objective)
     if not isinstance(space, Space):
@@ -316,8 +321,8 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         for leaf in jax.tree_util.tree_leaves(carry):
             if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != popsize:
                 raise ValueError(f"every carry leaf needs a leading popsize axis ({popsize}), got shape {jnp.shape(leaf)}")
-    values, us, oks, inner = _tune(objective, space, optimizer, num_steps, bool(maximize), stateful,
-                                   bool(has_grad), transform, u0, carry)
+    values, us, oks, bad_grads, inner = _tune(objective, space, optimizer, num_steps, bool(maximize), stateful,
+                                              bool(has_grad), transform, u0, carry)
     raw, us, oks = np.asarray(values), np.asarray(us), np.asarray(oks)
     values = np.where(oks, raw, np.inf)  # for ranking; the history keeps what the objective returned
     sign = -1.0 if maximize else 1.0
@@ -342,7 +347,8 @@ def gradient_tune(objective: Callable, space: Space, *, key: Any = 0, popsize: i
         best_value=best_value,
         best_x=best_x,
         history=history,
-        state={"final_x": us[-1], "final_values": sign * raw[-1], "carry": inner},
+        state={"final_x": us[-1], "final_values": sign * raw[-1], "carry": inner,
+               "nonfinite_gradients": np.asarray(bad_grads)},
         num_evaluations=popsize * num_steps,
         num_failed=int((~oks).sum()),
     )
