@@ -311,3 +311,16 @@ def test_cg_in_half_precision_stops_near_the_solution_by_default(dtype):
     x = conjugate_gradient(lambda v: S_low @ v, jnp.asarray(b, dtype), maxiter=20)
     assert x.dtype == dtype
     np.testing.assert_allclose(np.asarray(x, np.float32), exact, rtol=0.05, atol=0.05 * np.abs(exact).max())
+
+
+def test_a_matvec_of_another_shape_or_dtype():
+    b = jnp.ones(3, jnp.float32)
+    for solver in (lambda mv: conjugate_gradient(mv, b, maxiter=5), lambda mv: neumann(mv, b, maxiter=5, alpha=0.5)):
+        with pytest.raises(ValueError, match=r"matvec must map a vector of b's shape \(3,\) to one of the same"):
+            solver(lambda v: jnp.concatenate([v, v]))
+        with pytest.raises(TypeError, match="matvec must be callable"):
+            solver("A")
+        # a float64 product of a float32 vector (x64 on) is taken in b's dtype
+        with jax.enable_x64(True):
+            x = solver(lambda v: 2.0 * v.astype(jnp.float64))
+        assert x.dtype == jnp.float32

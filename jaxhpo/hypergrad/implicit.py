@@ -38,6 +38,22 @@ def _check_solver_arg(name: str, value: Any, check: Callable, **bounds: Any) -> 
     return check(name, scalar_item(value), **bounds)
 
 
+def _checked_matvec(matvec: Callable, b: jax.Array) -> Callable:
+    """``matvec`` returning ``b``'s dtype, or a ``ValueError`` (at trace time)
+    naming it when it maps ``b``'s shape to another."""
+    if not callable(matvec):
+        raise TypeError(f"matvec must be callable v -> A v, got {type(matvec).__name__}")
+    out = jax.eval_shape(matvec, b)
+    if not hasattr(out, "shape") or out.shape != b.shape:
+        raise ValueError(f"matvec must map a vector of b's shape {b.shape} to one of the same shape, got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+
+    def checked(v):
+        return matvec(v).astype(b.dtype)
+
+    return checked
+
+
 def _check_rhs(b: Any) -> jax.Array:
     """``b`` as a floating-point ``(m,)`` array, or a ``TypeError`` naming it."""
     try:
@@ -72,6 +88,7 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: flo
     """
     maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
     b = _check_rhs(b)
+    matvec = _checked_matvec(matvec, b)
     dtype = b.dtype
     wide = jnp.promote_types(dtype, jnp.float32)
     if tol is None:
@@ -121,14 +138,16 @@ def neumann(matvec: Callable, b: jax.Array, *, maxiter: int, alpha: float) -> ja
     ``A`` need not be symmetric.
 
     Args:
-      matvec: ``v -> A v`` on ``(m,)`` vectors.
+      matvec: ``v -> A v`` on ``(m,)`` vectors (its result is cast to
+        ``b``'s dtype).
       b: ``(m,)``.
     Returns:
-      ``(m,)``.
+      ``(m,)`` in ``b``'s dtype.
     """
     maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
     alpha = _check_solver_arg("alpha", alpha, check_real, low=0.0, low_open=True)
     b = _check_rhs(b)
+    matvec = _checked_matvec(matvec, b)
 
     def body(_, carry):
         term, total = carry
