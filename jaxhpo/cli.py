@@ -167,7 +167,12 @@ def main(argv: Sequence[str] | None = None, *, compile_cache: bool | None = None
     if compile_cache is None:
         compile_cache = argv is None and not args.no_compile_cache
     if compile_cache:
-        use_compile_cache()
+        try:
+            use_compile_cache()
+        except (ValueError, OSError) as e:  # e.g. $JAXHPO_CACHE_DIR naming a file
+            # The cache only saves compile time: run without it.
+            where = f" ($JAXHPO_CACHE_DIR={os.environ['JAXHPO_CACHE_DIR']})" if os.environ.get("JAXHPO_CACHE_DIR") else ""
+            print(f"jaxhpo: warning: compiled programs are not kept on disk this run{where}: {e}", file=sys.stderr)
     try:
         status = int(args.func(args))
         if status == 130 and argv is None:

@@ -113,9 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.storage is not None:
             cfg.storage = args.storage
         objective = cfg.load_objective()
+        given = {"output": "--output" if args.output is not None else "config: output",
+                 "storage's folder": "--storage's folder" if args.storage is not None else "config: storage's folder"}
         for what, folder in (("output", cfg.output), ("storage's folder", Path(storage_path(cfg.storage)).parent)):
             if folder.exists() and not folder.is_dir():
-                raise ValueError(f"config: {what} {str(folder)!r} is a file, not a folder")
+                raise ValueError(f"{given[what]} {str(folder)!r} is a file, not a folder")
         # The file's folder, however the storage is named (a path or "sqlite:///...").
         Path(storage_path(cfg.storage)).parent.mkdir(parents=True, exist_ok=True)
         study = Study(cfg.space, cfg.strategy, seed=cfg.seed, maximize=cfg.maximize,
@@ -188,13 +190,51 @@ def _open(args: argparse.Namespace, cmd: str) -> Any:
         raise ValueError(f"{args.study!r} does not exist")
     try:
         return Study.load(str(path), args.name)
-    except ValueError as e:
-        if "cannot be rebuilt" not in str(e):
+    except (ValueError, TypeError) as e:
+        if "pass strategy=" not in str(e) and "pass space=" not in str(e):
             raise
+        opened = _open_with_stand_in(path, args.name)
+        if opened is not None:
+            return opened
         # Study.load's remedy (space=, strategy=) is Python's, not the command line's.
         raise ValueError(f"{e.args[0].rsplit(';', 1)[0]}: the command line cannot open it; in Python, "
                          f"Study.load({str(path)!r}, space=..., strategy=...) with the objects the study "
                          "was made with reads it") from None
+
+
+def _open_with_stand_in(path: Path, name: str | None) -> Any:
+    """The study with a stand-in for a strategy that cannot be rebuilt here (a
+    user's class, defined in a script), or ``None``.
+
+    ``show`` and ``plot`` read stored trials and never ask the strategy for
+    points: a random search under the stored class name and ``repr`` is
+    what ``Study`` checks a stored study against. Only a single-objective
+    study whose space can be rebuilt opens so (a multi-objective strategy's
+    constraints are among its own settings).
+    """
+    from .strategies import RandomSearch
+    from .study import Study
+    from .study.specs import space_from_spec
+    from .study.storage import open_storage
+
+    store = open_storage(str(path), must_exist=True)
+    try:
+        with store.transaction(write=False) as c:
+            names = store.study_names(c)
+            row = store.get_study(c, name if name is not None else (names[0] if len(names) == 1 else ""))
+    finally:
+        store.close()
+    if row is None or row.get("directions"):
+        return None
+    space_spec, spec = json.loads(row["space"]), json.loads(row["strategy"])
+    if "__unrepresentable__" in space_spec or ":" not in spec.get("class", ""):
+        return None
+    module, _, qualname = spec["class"].partition(":")
+    stored_repr = spec.get("repr", qualname)
+    stand_in = type(qualname.rpartition(".")[2], (RandomSearch,),
+                    {"__module__": module, "__qualname__": qualname, "__repr__": lambda self: stored_repr})
+    space = space_from_spec(space_spec, where="stored space")
+    return Study.load(str(path), row["name"], space=space, strategy=stand_in(space, popsize=int(row["popsize"])))
 
 
 def _fmt(v: Any) -> str:

@@ -1023,3 +1023,31 @@ def test_user_attributes_are_stored_beside_results_and_dropped_with_an_interrupt
     assert [(t.state, t.user_attrs) for t in study.trials] == [(TrialState.WAITING, {})] * 2
     with pytest.raises(RuntimeError, match="set_user_attr\\(\\) works inside an objective run by Study.optimize"):
         jaxhpo.study.set_user_attr("outside", 1)
+
+
+def test_optimize_starts_no_more_threads_than_trials_it_may_run():
+    # n_jobs far above the budget: as many workers as trials (each was
+    # started up front, 100000 of them for 4 trials).
+    import threading
+
+    seen = []
+
+    def counted(p):
+        seen.append(threading.active_count())
+        return f(p)
+
+    before = threading.active_count()
+    study = Study(SPACE, jaxhpo.RandomSearch(SPACE, 2), seed=0)
+    study.optimize(counted, num_trials=3, progress=False, n_jobs=100000)
+    assert len(seen) == 3 and max(seen) <= before + 3 + 1  # (+1: the heartbeat)
+
+
+def test_the_plain_progress_line_is_not_printed_twice_at_the_end(capsys):
+    p = PlainProgress(4, interval=0.0)
+    p.update(4, best=0.5)  # printed at once (interval 0)
+    p.close()
+    assert capsys.readouterr().err.count("trials 4/4") == 1
+    p = PlainProgress(4, interval=1e9)
+    p.update(4, best=0.5)  # not yet printed: close prints it
+    p.close()
+    assert capsys.readouterr().err.count("trials 4/4") == 1

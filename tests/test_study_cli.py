@@ -202,7 +202,7 @@ def test_output_leaves_a_storage_the_config_names_and_a_file_as_output_is_an_err
     (folder / "afile").write_text("")
     capsys.readouterr()
     assert cli_study.main(["run", str(path), "--no-progress", "--no-plots", "--output", str(folder / "afile")]) == 2
-    assert "jaxhpo run: error: config: output " in capsys.readouterr().err
+    assert "jaxhpo run: error: --output " in capsys.readouterr().err  # (the option's value, not the config's)
     # an explicit null storage is no storage named: it follows --output
     data["storage"] = None
     path.write_text(json.dumps(data))
@@ -263,10 +263,31 @@ def test_config_errors_are_clear(folder, capsys):
     assert "unknown format '.ini'" in _error(folder, capsys, "x", fmt="ini")
     assert cli_study.main(["run", str(folder / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (folder / "adir.toml").mkdir()
+    assert cli_study.main(["run", str(folder / "adir.toml")]) == 2
+    assert "config file" in (err := capsys.readouterr().err) and "is a folder, not a file" in err
+    (folder / "binary.toml").write_bytes(b"\xff\xfe x = 1")
+    assert cli_study.main(["run", str(folder / "binary.toml")]) == 2
+    assert "binary.toml: not UTF-8 text" in capsys.readouterr().err
     (folder / "broken.py").write_text("def objective(p)\n    return 1.0\n")
     assert "running" in _error(folder, capsys, {**good, "objective": "broken.py:objective"})
     (folder / "raising.py").write_text("raise RuntimeError('no GPU here')\n")
     assert "RuntimeError: no GPU here" in _error(folder, capsys, {**good, "objective": "raising.py:objective"})
+
+
+def test_yaml_numbers_in_exponent_notation_are_numbers(folder):
+    # YAML 1.1 (PyYAML) reads 1e-3 as text; configs take YAML 1.2's floats.
+    pytest.importorskip("yaml")
+    path = folder / "sci.yaml"
+    path.write_text("objective: obj.py:objective\nnum_trials: 2\nspace:\n"
+                    "  x: {type: float, low: -1e0, high: 1E+0}\n"
+                    "  lr: {type: float, low: 1e-3, high: .1, log: true}\n"
+                    "  n: {type: int, low: 1, high: 3}\n"
+                    "  name: {type: categorical, choices: [1e5x, abc]}\n")
+    cfg = load_config(path)
+    assert (cfg.space.dims["lr"].low, cfg.space.dims["x"].low) == (0.001, -1.0)
+    assert cfg.space.dims["n"].high == 3 and isinstance(cfg.space.dims["n"].high, int)
+    assert cfg.space.dims["name"].choices == ("1e5x", "abc")
 
 
 def test_show_and_plot_refuse_bad_files(tmp_path, capsys):
@@ -386,3 +407,35 @@ def test_user_attributes_reach_trials_csv_and_show(tmp_path, capsys):
     rows = table[table.index(header) + 2:]
     for row, t in zip(rows, sorted(trials.values(), key=lambda t: t.value)):
         assert row.split()[-2:] == [f"{t.user_attrs['accuracy']:.6g}", "'1'" if t.params["x"] < 0.5 else "1"]
+
+
+def test_show_and_plot_open_a_study_of_a_strategy_defined_in_a_script(tmp_path, capsys):
+    # A strategy class from the user's script (module __main__) cannot be
+    # rebuilt by the jaxhpo program; show and plot read its trials anyway.
+    from jaxhpo import Float, RandomSearch, Space
+
+    class AroundBest(RandomSearch):
+        pass
+
+    AroundBest.__module__ = "__main__"
+    space = Space(x=Float(-1.0, 1.0))
+    study = Study(space, AroundBest(space, 2), storage=str(tmp_path / "t.db"), name="mine")
+    study.optimize(lambda p: p["x"] ** 2, num_trials=4, progress=False)
+    best = study.best_trial.value
+    study.close()
+    assert cli_study.main(["show", str(tmp_path / "t.db")]) == 0
+    out = capsys.readouterr().out
+    assert "strategy AroundBest(" in out and "{'complete': 4}" in out and f"{best:.6g}" in out
+    assert cli_study.main(["plot", str(tmp_path / "t.db"), "--kind", "history", "--output", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "history.png").is_file()
+
+
+def test_a_cache_folder_that_is_a_file_is_a_warning_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from jaxhpo import cli
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("JAXHPO_CACHE_DIR", str(tmp_path / "afile"))
+    assert cli.main(["show", str(tmp_path / "missing.db")], compile_cache=True) == 2
+    err = capsys.readouterr().err
+    assert "jaxhpo: warning: compiled programs are not kept on disk this run ($JAXHPO_CACHE_DIR=" in err
+    assert "does not exist" in err

@@ -35,6 +35,7 @@ import importlib.util
 import json
 import math
 import numbers
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -76,9 +77,31 @@ class RunConfig:
         return load_objective(self.objective, self.base_dir)
 
 
+# YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot
+# ("1e-3" is text there, "1.0e-3" a number); a learning rate's bound is
+# written 1e-3.
+_YAML_FLOAT = re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+def _yaml_loader(yaml: Any) -> Any:
+    """PyYAML's safe loader with YAML 1.2's floats (``1e-3`` is a number)."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+                                      for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789."))
+    return Loader
+
+
 def _read(path: Path) -> Any:
     suffix = path.suffix.lower()
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if suffix == ".json":
         try:
             return json.loads(text)
@@ -102,7 +125,7 @@ def _read(path: Path) -> Any:
         except ImportError:
             raise ValueError(f"config {path}: YAML needs the pyyaml package; or use TOML or JSON") from None
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_yaml_loader(yaml))
         except yaml.YAMLError as e:
             raise ValueError(f"config {path}: invalid YAML: {e}") from None
     raise ValueError(f"config {path}: unknown format {suffix!r}; use .toml, .json, .yaml or .yml")
@@ -217,6 +240,8 @@ def parse_config(data: Any, base_dir: Path | str = ".", default_name: str = "stu
 def load_config(path: Path | str) -> RunConfig:
     """Read and validate a config file (``.toml``, ``.json``, ``.yaml``/``.yml``)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {str(path)!r} is a folder, not a file")
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
     return parse_config(_read(path), base_dir=path.parent, default_name=path.stem)

@@ -34,6 +34,7 @@ class PlainProgress:
         self.total, self.desc, self.file, self.interval = total, desc, file or sys.stderr, interval
         self.n, self.best, self.failed, self.pruned = 0, None, 0, 0
         self._t0 = self._last = time.perf_counter()
+        self._printed_n = None  # the count the last line showed
         self._lock = threading.Lock()  # optimize's worker threads update it
 
     def update(self, n: int = 1, best: float | None = None, failed: int = 0, pruned: int = 0) -> None:
@@ -49,14 +50,17 @@ class PlainProgress:
                 self._print()
 
     def _print(self) -> None:
-        total = f"/{self.total}" if self.total else ""
+        self._printed_n = self.n
+        total = f"/{self.total}" if self.total is not None else ""
         failed = f"  failed {self.failed}" if self.failed else ""
         pruned = f"  pruned {self.pruned}" if self.pruned else ""
         print(f"{self.desc} {self.n}{total}  best {_fmt(self.best)}{failed}{pruned}  "
               f"{time.perf_counter() - self._t0:.1f} s", file=self.file, flush=True)
 
     def close(self) -> None:
-        self._print()
+        with self._lock:
+            if self._printed_n != self.n:  # (the last update may have printed this line already)
+                self._print()
 
 
 class _TqdmProgress:
