@@ -191,13 +191,27 @@ def plot_slice(study: Any, path: Any = None, params: Sequence[str] | None = None
             rng = np.random.default_rng(0)
             x = x + rng.uniform(-0.15, 0.15, x.size)  # jitter so equal choices do not hide each other
             ax.set_xticks(range(d.cardinality), [str(label_text(c)) for c in d.choices])
+            ax.set_xlim(-0.5, d.cardinality - 0.5)  # every choice's label, tried or not
         else:
             x = np.array(raw, float)
+            # The whole range, so that where the trials fell within it shows.
+            pad = 0.03 * (math.log(d.high / d.low) if d.log else d.high - d.low)
             if d.log:
-                from matplotlib.ticker import NullFormatter
+                from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
                 ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+                ax.set_xlim(d.low / math.exp(pad), d.high * math.exp(pad))
+                if d.high / d.low < 100:
+                    # Within two decades a log axis has one power of ten
+                    # labelled at most (none within one): label the bounds
+                    # and two points between them instead.
+                    ticks = np.geomspace(d.low, d.high, 4)
+                    ax.xaxis.set_major_locator(FixedLocator(ticks))
+                    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.3g}")
+                    ax.xaxis.set_minor_locator(NullLocator())
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on longer ranges
+            else:
+                ax.set_xlim(d.low - pad, d.high + pad)
         ax.scatter(x, val[keep], c=num[keep], cmap="viridis", s=14, edgecolors="none",
                    vmin=0, vmax=max(num.max(), 1))
         ax.set_xlabel(n)

@@ -203,3 +203,24 @@ def test_choices_whose_text_is_alike_are_labelled_apart_and_params_are_checked()
     for bad in (3, [], [1]):
         with pytest.raises(TypeError, match="params must be a parameter name or a non-empty list of them"):
             plot.plot_slice(study, params=bad)
+
+
+def test_slices_span_each_range_with_labels_on_a_short_log_range():
+    # Log ranges within two decades show no power of ten to label: the
+    # bounds and two points between are labelled. Every choice of a
+    # categorical is labelled, tried or not.
+    space = jaxhpo.Space(lr=jaxhpo.Float(0.02, 0.05, log=True), wide=jaxhpo.Float(1e-5, 1.0, log=True),
+                         kind=jaxhpo.Categorical(["a", "b", "c"]))
+    s = Study(space, jaxhpo.RandomSearch(space, 4), seed=0)
+    s.enqueue_trial({"lr": 0.03, "wide": 0.1, "kind": "a"})
+    s.optimize(lambda p: p["lr"] if p["kind"] != "b" else float("nan"), num_trials=6, progress=False)
+    fig = plot.plot_slice(s)
+    fig.canvas.draw()
+    lr, wide, kind = fig.axes
+    assert lr.get_xlim()[0] < 0.02 and lr.get_xlim()[1] > 0.05
+    labels = [t.get_text() for t in lr.get_xticklabels() if t.get_text()]
+    assert labels[0] == "0.02" and labels[-1] == "0.05" and len(labels) == 4
+    assert wide.get_xlim()[0] < 1e-5 and wide.get_xlim()[1] > 1.0
+    assert len([t for t in wide.get_xticklabels() if t.get_text()]) >= 5  # its powers of ten
+    assert [t.get_text() for t in kind.get_xticklabels()] == ["a", "b", "c"]
+    assert kind.get_xlim() == (-0.5, 2.5)
