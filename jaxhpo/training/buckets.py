@@ -38,7 +38,9 @@ def width_buckets(max_width: int, num: int = 8, multiple: int = 8) -> tuple[int,
     """``num`` evenly spaced widths up to ``max_width``, each a multiple of ``multiple``.
 
     e.g. ``width_buckets(256, 8)`` is ``(32, 64, ..., 256)``. The largest is
-    always ``max_width``.
+    always ``max_width``. Fewer than ``num`` where rounding to multiples
+    makes some equal: ``width_buckets(64, 16)`` is the 8 multiples of 8,
+    ``width_buckets(10, 4)`` is ``(8, 10)``.
     """
     for name, v in (("max_width", max_width), ("num", num), ("multiple", multiple)):
         check_positive_int(v, name)
