@@ -34,35 +34,27 @@ _TRACED_ARANGE = "It arose in the jnp.arange argument"
 _TRACED_SLICE = "Slice entries must be static integers"
 
 
-class _Config(dict):
-    """The hyperparameters a traced function is given: a dict whose lookup of
-    a name it lacks says which names it has (its own ``KeyError``; other
-    dicts' misses are the user's and pass unchanged). A pytree as a dict is."""
-
-    def __init__(self, items: Mapping, what: str):
-        super().__init__(items)
-        self.what = what
-
-    def __missing__(self, key: Any) -> Any:
-        raise KeyError(f"{self.what} looked up {key!r}, which is not a hyperparameter of the space; "
-                       f"its hyperparameters are {', '.join(map(repr, self))}")
-
-
-jax.tree_util.register_pytree_with_keys(
-    _Config,
-    lambda c: ([(jax.tree_util.DictKey(k), v) for k, v in c.items()], (tuple(c), c.what)),
-    lambda aux, values: _Config(dict(zip(aux[0], values)), aux[1]),
-)
-
-
 def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
     """``fn(*args)`` while jaxhpo traces it; a concrete-value error names
-    ``what``. ``config``, the hyperparameters' dict among ``args``, reaches
-    ``fn`` as a dict whose lookup of a missing name lists the names it has."""
-    if isinstance(config, dict):
-        args = tuple(_Config(a, what) if a is config else a for a in args)
+    ``what``. ``config`` is the hyperparameters' dict among ``args``: a
+    ``KeyError`` for a name it lacks gets a note listing the names it has.
+
+    ``config`` reaches ``fn`` as the plain dict it is: a dict subclass that
+    said so in its own ``KeyError`` was another pytree node type, and
+    ``tree_map`` over it and a plain dict, or a ``lax.scan`` carrying it,
+    failed on the mismatch. The note cannot tell which dict missed (the
+    objective's own tables raise the same error), so it says what it knows,
+    and the error's ``args`` stay as they were."""
+    if isinstance(config, dict):  # a copy: what fn writes into it stays fn's
+        args = tuple(dict(a) if a is config else a for a in args)
     try:
         out = fn(*args)
+    except KeyError as e:
+        key = e.args[0] if len(e.args) == 1 else None
+        if isinstance(config, Mapping) and isinstance(key, str) and key not in config and hasattr(e, "add_note"):
+            e.add_note(f"{what}: {key!r} is not a hyperparameter of the space; its hyperparameters are "
+                       f"{', '.join(map(repr, config))}")
+        raise
     except (*_CONCRETE_VALUE_ERRORS, TypeError, IndexError) as e:
         shape = str(e).startswith(_TRACED_SHAPE) or _TRACED_ARANGE in str(e)
         sliced = isinstance(e, IndexError) and str(e).startswith(_TRACED_SLICE)
@@ -83,10 +75,7 @@ def call_traced(what: str, fn: Callable, *args: Any, config: Any = None) -> Any:
     text = [x for x in jax.tree_util.tree_leaves(out) if isinstance(x, (str, bytes))]
     if text:  # (JAX's own error names neither the function nor the value)
         raise TypeError(f"{what} returned text ({text[0]!r:.60}); it must return arrays of numbers")
-    # What fn returns holds plain dicts: a state that keeps the
-    # hyperparameters keeps them as the dict a later call builds.
-    return jax.tree_util.tree_map(lambda x: dict(x) if isinstance(x, _Config) else x, out,
-                                  is_leaf=lambda x: isinstance(x, _Config))
+    return out
 
 
 def check_returned_like(what: str, rule: str, name: str, old: Any, new: Any) -> None:

@@ -32,7 +32,7 @@ _PROBE = 256
 
 def _traced_objective(objective: Callable) -> Callable:
     """``objective`` as the searches call it: a concrete-value slip or a
-    misspelt name gets jaxhpo's error (``call_traced``), not a raw one."""
+    misspelt name gets jaxhpo's note (``call_traced``)."""
     return lambda config: call_traced("objective", objective, config, config=config)
 
 

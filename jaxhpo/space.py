@@ -893,8 +893,10 @@ class Space:
             return self._decode(u)
         # Concrete points (a result decoded after a search): one compiled
         # program per space and shape; op by op, each operation of each
-        # parameter compiled on its own at every new shape.
-        return _decode_compiled(self, u)
+        # parameter compiled on its own at every new shape. (A jitted
+        # function returns a dict's keys sorted: the space's order restored.)
+        out = _decode_compiled(self, u)
+        return {name: out[name] for name in self.names}
 
     def _decode(self, u: jax.Array) -> dict[str, jax.Array]:
         u = clip_passing_gradient(u, 0.0, 1.0)

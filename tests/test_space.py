@@ -637,3 +637,13 @@ def test_a_dimension_decodes_a_float64_point_as_the_space_does():
         whole = Space(**dims).decode(jnp.stack([u] * 3, -1))
         for name, d in dims.items():
             np.testing.assert_array_equal(np.asarray(d.decode(u)), np.asarray(whole[name]), err_msg=name)
+
+
+def test_decode_keeps_the_spaces_parameter_order():
+    # Concrete points are decoded by a compiled program, whose dict output
+    # JAX returns with sorted keys; the space's order is the cube's.
+    space = Space(lr=Float(1e-4, 1e-1, log=True), batch=Int(8, 64), alpha=Float(0.0, 1.0))
+    u = np.array([[0.5, 0.5, 0.9]], np.float32)
+    assert list(space.decode(u)) == ["lr", "batch", "alpha"]
+    with jax.disable_jit():
+        assert list(space.decode(u)) == ["lr", "batch", "alpha"]
