@@ -28,8 +28,9 @@ Both use the same fold indices (``StratifiedKFold(5, shuffle=True,
 random_state=0)``), so the per-configuration CV accuracies are comparable:
 the table reports the largest difference over the grid and both best scores.
 scikit-learn runs only up to ``--sklearn-max`` configurations per dataset;
-beyond that its rate at the largest measured size (its fits are independent,
-so its time grows linearly) stands in, and the row says so.
+beyond that its time is extrapolated (``_extrapolated``: a fixed cost plus a
+cost per fit, fitted through the two largest sizes measured; its fits are
+independent), and the row says so.
 
 Run: ``python -m benchmarks cv_vs_sklearn [--sizes 16 64 256] [--datasets iris digits]
 [--repeats 3] [--sklearn-max iris=256 digits=64] [--num-iters iris=1000 digits=200]

@@ -59,9 +59,12 @@ def searched(name, strategy, evals, seeds):
     x = np.asarray(x, np.float64).reshape(seeds, -1, strategy.dim)[:, :evals]
     lo, hi = _bounds(prob.space)
     regret = regrets_at([prob.f_np(np.clip(lo + xs * (hi - lo), lo, hi)) for xs in x], [evals], prob.fmin)[:, 0]
-    late = x[:, strategy.capacity:]
-    gaps = np.linalg.norm(late[:, :, None] - late[:, None], axis=-1) + 9.0 * np.eye(late.shape[1])
-    return regret, (gaps.min(axis=2) < 1e-4).mean(axis=1), wall
+    # A proposal after the buffer filled repeats one when it lies within 1e-4
+    # of any earlier proposal of its search (before the fill included).
+    gaps = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
+    gaps = np.where(np.tril(np.ones(gaps.shape[1:], bool), k=-1), gaps, np.inf)
+    repeated = gaps.min(axis=2) < 1e-4
+    return regret, repeated[:, strategy.capacity:].mean(axis=1), wall
 
 
 def main(argv=None):

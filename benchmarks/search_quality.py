@@ -262,11 +262,12 @@ def main(argv=None):
     ap.add_argument("--skip-competitors", action="store_true")
     args = parse_args(ap, argv, rivals=lambda a: () if a.skip_competitors else ("optuna", "hyperopt"))
 
-    import optuna
+    if not args.skip_competitors:
+        import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    logging.getLogger("hyperopt").setLevel(logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        logging.getLogger("hyperopt").setLevel(logging.WARNING)
 
     if args.quick:
         problems = args.problems or list(SMALL)
