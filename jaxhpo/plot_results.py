@@ -19,15 +19,6 @@ from .space import Categorical
 __all__ = ["plot_result_history", "plot_rungs", "plot_pbt"]
 
 
-def _cummin_by_group(values: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Running minimum of ``values`` restarted at each new (sorted) ``group``."""
-    out = np.empty_like(values)
-    for g in np.unique(group):
-        rows = group == g
-        out[rows] = np.minimum.accumulate(values[rows])
-    return out
-
-
 def plot_result_history(result: Any, path: Any = None):
     """A ``minimize`` result's best value so far by evaluations, over every value
     the search kept (history ``"values"`` or ``"all"``; failed ones marked at the
@@ -67,16 +58,16 @@ def plot_result_history(result: Any, path: Any = None):
             worst = values[ok].min() if maximized else values[ok].max()
             ax.scatter(number[~ok], np.full((~ok).sum(), worst), marker="x", color="k", s=14,
                        label="failed (at worst)")
-        # The best so far at each evaluation: the search's best after the
-        # generation before, then the generation's own rows in order (the
-        # trace's best moves once per generation, which drew the line above
-        # points evaluated earlier in it).
+        # The best so far at each evaluation: the running best of the rows,
+        # and of the search's best after the generation before (a continued
+        # search's best may predate its rows). The trace's best alone moves
+        # once per generation, which drew the line above points evaluated
+        # earlier in it.
         sign = -1.0 if maximized else 1.0
         generation = np.repeat(np.arange(best.size), np.asarray(trace.num_valid))
-        cand = np.where(feasible, sign * values, np.inf)
-        within = _cummin_by_group(cand, generation)
+        running = np.minimum.accumulate(np.where(feasible, sign * values, np.inf))
         before = np.concatenate([[np.inf], np.where(np.isfinite(best), sign * best, np.inf)[:-1]])[generation]
-        line = np.minimum(before, within)
+        line = np.minimum(before, running)
         found = np.isfinite(line)
         ax.step(number[found], sign * line[found], where="post", color="C3", lw=2, label="best so far")
     else:

@@ -88,17 +88,16 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, maxiter: int, tol: flo
     """
     maxiter = _check_solver_arg("maxiter", maxiter, check_positive_int)
     b = _check_rhs(b)
-    matvec = _checked_matvec(matvec, b)
+    in_dtype = _checked_matvec(matvec, b)
     dtype = b.dtype
     wide = jnp.promote_types(dtype, jnp.float32)
     if tol is None:
         tol = 100.0 * float(jnp.finfo(wide).eps)
     tol = _check_solver_arg("tol", tol, check_real, low=0.0)
     b = b.astype(wide)
-    user_matvec = matvec
 
-    def matvec(v):
-        return user_matvec(v.astype(dtype)).astype(wide)
+    def matvec(v):  # the product in b's dtype, the recurrence in ``wide``
+        return in_dtype(v.astype(dtype)).astype(wide)
 
     bnorm2 = jnp.vdot(b, b)
     stop2 = (tol ** 2) * bnorm2

@@ -1417,10 +1417,11 @@ class Study:
             None if num_generations is None else num_generations * self.strategy.popsize - finished_now,
             None if max_trials is None else max(max_trials - finished, 0),
         ) if t is not None]
-        if totals:  # no more threads than trials this call may run (each thread is started up front)
-            n_jobs = max(1, min(n_jobs, min(totals)))
+        most = min(totals) if totals else None  # trials this call may run
+        if most is not None:  # no more threads than those (each thread is started up front)
+            n_jobs = max(1, min(n_jobs, most))
         # (a budget already spent runs nothing: no bar, which tqdm would draw with no total)
-        bar = progress_bar(min(totals) if totals else None, enabled=bool(progress) and (not totals or min(totals) > 0))
+        bar = progress_bar(most, enabled=bool(progress) and most != 0)
         budget = _Budget(num_trials)
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         stop = threading.Event()
